@@ -1,0 +1,310 @@
+//! `ActivationRequest`: one just-in-time elevation.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    DURATION_MAX_LEN, DURATION_PATTERN, OBJECT_NAME_MAX, OBJECT_NAME_PATTERN, PRINCIPAL_MAX,
+    PRINCIPAL_PATTERN, Role, TEXT_MAX,
+};
+
+/// Fields that never change after creation. `approvals` and `deactivate` have rules of their own.
+const IMMUTABLE_REQUIRED: &[&str] = &["group"];
+const IMMUTABLE_OPTIONAL: &[&str] = &[
+    "role",
+    "duration",
+    "justification",
+    "ticket",
+    "startTime",
+    "requester",
+    "principal",
+];
+
+/// CEL rule keeping the spec immutable except for `approvals` and `deactivate`.
+fn immutable_spec_rule() -> kube::core::Rule {
+    let mut clauses: Vec<String> = IMMUTABLE_REQUIRED
+        .iter()
+        .map(|f| format!("self.{f} == oldSelf.{f}"))
+        .collect();
+    clauses.extend(IMMUTABLE_OPTIONAL.iter().map(|f| {
+        format!("has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})")
+    }));
+    kube::core::Rule::new(clauses.join(" && ")).message(
+        "spec is immutable after creation, except approvals and deactivate; create a new request instead",
+    )
+}
+
+/// A user asks to hold a role of a PimGroup for a while.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "pim.dev",
+    version = "v1alpha1",
+    kind = "ActivationRequest",
+    status = "ActivationRequestStatus",
+    shortname = "ar",
+    category = "pim",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A request to activate an eligible role of a PimGroup for a bounded time.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Group", type_ = "string", json_path = ".spec.group"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Principal", type_ = "string", json_path = ".spec.principal"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Active\")].reason"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = immutable_spec_rule(),
+    validation = kube::core::Rule::new(
+        "!has(oldSelf.deactivate) || !oldSelf.deactivate || (has(self.deactivate) && self.deactivate)"
+    ).message("deactivate cannot be undone"),
+    validation = kube::core::Rule::new(
+        "!has(oldSelf.approvals) || (has(self.approvals) && oldSelf.approvals.all(o, self.approvals.exists(n, n.approver == o.approver && n.decision == o.decision)))"
+    ).message("a recorded approval decision cannot be changed or removed")
+)]
+pub struct ActivationRequestSpec {
+    /// Name of the PimGroup.
+    #[schemars(length(min = 1, max = OBJECT_NAME_MAX), pattern(OBJECT_NAME_PATTERN))]
+    pub group: String,
+    /// Role to activate. Default member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// How long. Default: the policy's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
+    pub duration: Option<String>,
+    /// Why the access is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = TEXT_MAX))]
+    pub justification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Ticket>,
+    /// Scheduled start; default as soon as approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// Set to true to end the activation early (or withdraw the request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivate: Option<bool>,
+    /// Who asked. Stamped by the admission webhook from the authenticated caller; never trusted from the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<Requester>,
+    /// The directory principal to elevate, mapped from the requester. Stamped by the admission webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = PRINCIPAL_MAX), pattern(PRINCIPAL_PATTERN))]
+    pub principal: Option<String>,
+    /// One decision per approver; each approver writes only their own entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::cel::ListMerge::Map(vec!["approver".into()]))]
+    #[schemars(length(max = 32))]
+    pub approvals: Vec<Approval>,
+}
+
+impl ActivationRequestSpec {
+    pub fn role(&self) -> Role {
+        self.role.unwrap_or_default()
+    }
+
+    pub fn deactivate_requested(&self) -> bool {
+        self.deactivate.unwrap_or(false)
+    }
+}
+
+/// A change ticket in an external system.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    #[schemars(length(min = 1, max = 64), pattern(PRINCIPAL_PATTERN))]
+    pub system: String,
+    #[schemars(length(min = 1, max = 128), pattern(PRINCIPAL_PATTERN))]
+    pub number: String,
+}
+
+/// The authenticated Kubernetes user behind a request.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Requester {
+    #[schemars(length(min = 1, max = PRINCIPAL_MAX))]
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(max = PRINCIPAL_MAX)))]
+    pub groups: Vec<String>,
+}
+
+/// One approver's decision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approval {
+    /// The approver's Kubernetes username.
+    #[schemars(length(min = 1, max = PRINCIPAL_MAX), pattern(PRINCIPAL_PATTERN))]
+    pub approver: String,
+    pub decision: Decision,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = TEXT_MAX))]
+    pub reason: Option<String>,
+    /// When the decision was made; stamped by the admission webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Decision {
+    #[default]
+    Approve,
+    Deny,
+}
+
+/// Phase of a request (DESIGN §4). The last seven are terminal.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// Created, not yet validated.
+    #[default]
+    Pending,
+    /// Valid, waiting for approvers.
+    PendingApproval,
+    /// Approved; waiting for the start time or for the directory to confirm.
+    Scheduled,
+    /// The directory confirmed the membership; access holds until the end.
+    Active,
+    /// The window ended.
+    Expired,
+    /// The requester ended it early.
+    Deactivated,
+    /// An approver said no.
+    Denied,
+    /// Nobody decided in time.
+    TimedOut,
+    /// Eligibility, policy or group went away.
+    Revoked,
+    /// It broke a rule of the policy.
+    Rejected,
+    /// The directory refused permanently.
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 11] = [
+        Phase::Pending,
+        Phase::PendingApproval,
+        Phase::Scheduled,
+        Phase::Active,
+        Phase::Expired,
+        Phase::Deactivated,
+        Phase::Denied,
+        Phase::TimedOut,
+        Phase::Revoked,
+        Phase::Rejected,
+        Phase::Failed,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            Phase::Pending | Phase::PendingApproval | Phase::Scheduled | Phase::Active
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::PendingApproval => "PendingApproval",
+            Phase::Scheduled => "Scheduled",
+            Phase::Active => "Active",
+            Phase::Expired => "Expired",
+            Phase::Deactivated => "Deactivated",
+            Phase::Denied => "Denied",
+            Phase::TimedOut => "TimedOut",
+            Phase::Revoked => "Revoked",
+            Phase::Rejected => "Rejected",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a window ends before the requested duration.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EndClippedBy {
+    /// The matched eligibility ends first.
+    Eligibility,
+    /// The policy's maximum duration is shorter.
+    Policy,
+}
+
+/// One phase transition, kept for audit.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Transition {
+    pub time: Time,
+    pub phase: Phase,
+    #[schemars(length(max = 64))]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = TEXT_MAX))]
+    pub message: Option<String>,
+}
+
+/// Most transitions kept in `status.history`; the first and the latest are always kept.
+pub const HISTORY_MAX: usize = 32;
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationRequestStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Validated`, `Approved`, `Active` and `Expired`, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::cel::ListMerge::Map(vec!["type".into()]))]
+    #[schemars(length(max = 8))]
+    pub conditions: Vec<Condition>,
+    /// The EligibleAssignment that made the request possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = OBJECT_NAME_MAX))]
+    pub matched_assignment: Option<String>,
+    /// Approvers whose verified approvals counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub approved_by: Vec<String>,
+    /// When the controller saw the request approved (or validated, when no approval is needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_at: Option<Time>,
+    /// Start of the granted window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_at: Option<Time>,
+    /// End of the granted window. It can move earlier, never later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// Set when the window is shorter than asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_clipped_by: Option<EndClippedBy>,
+    /// When the directory confirmed the membership.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<Time>,
+    /// When the request reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = HISTORY_MAX))]
+    pub history: Vec<Transition>,
+}

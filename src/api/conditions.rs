@@ -1,0 +1,69 @@
+//! Condition types and reasons: the words operators read in `kubectl get` and `kubectl wait`.
+//! Every reason the operator writes is a constant here.
+
+/// Condition types.
+pub mod types {
+    // ActivationRequest
+    pub const VALIDATED: &str = "Validated";
+    pub const APPROVED: &str = "Approved";
+    pub const ACTIVE: &str = "Active";
+    /// True once the request is finished and grants nothing any more, whatever the cause.
+    pub const EXPIRED: &str = "Expired";
+    // PimGroup and AccessPolicy
+    pub const READY: &str = "Ready";
+    pub const IN_SYNC: &str = "InSync";
+    // EligibleAssignment
+    pub const VALID: &str = "Valid";
+    pub const EFFECTIVE: &str = "Effective";
+}
+
+/// Condition reasons (CamelCase, as Kubernetes API conventions ask).
+pub mod reasons {
+    // Validation of a request.
+    pub const VALID: &str = "Valid";
+    pub const AWAITING_VALIDATION: &str = "AwaitingValidation";
+    pub const JUSTIFICATION_REQUIRED: &str = "JustificationRequired";
+    pub const TICKET_REQUIRED: &str = "TicketRequired";
+    pub const MFA_REQUIRED: &str = "MfaRequired";
+    pub const INVALID_DURATION: &str = "InvalidDuration";
+    pub const DURATION_EXCEEDS_MAXIMUM: &str = "DurationExceedsMaximum";
+    pub const INVALID_START_TIME: &str = "InvalidStartTime";
+    pub const NOT_ELIGIBLE: &str = "NotEligible";
+    pub const PRINCIPAL_MISSING: &str = "PrincipalMissing";
+    pub const UNVERIFIED_REQUESTER: &str = "UnverifiedRequester";
+    pub const ATTESTATION_KEY_MISSING: &str = "AttestationKeyMissing";
+    pub const GROUP_NOT_FOUND: &str = "GroupNotFound";
+    pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";
+    pub const ROLE_NOT_MANAGED: &str = "RoleNotManaged";
+    pub const INVALID_POLICY: &str = "InvalidPolicy";
+
+    // Approval.
+    pub const APPROVAL_NOT_REQUIRED: &str = "ApprovalNotRequired";
+    pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
+    pub const APPROVED: &str = "Approved";
+    pub const DENIED: &str = "Denied";
+    pub const TIMED_OUT: &str = "TimedOut";
+
+    // Activation.
+    pub const SCHEDULED: &str = "Scheduled";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const ACTIVE: &str = "Active";
+    pub const NOT_STARTED: &str = "NotStarted";
+    pub const EXPIRED: &str = "Expired";
+    pub const DEACTIVATED: &str = "Deactivated";
+    pub const REJECTED: &str = "Rejected";
+    pub const ELIGIBILITY_ENDED: &str = "EligibilityEnded";
+    pub const POLICY_REMOVED: &str = "PolicyRemoved";
+    pub const GROUP_REMOVED: &str = "GroupRemoved";
+    pub const REVOCATION_OVERDUE: &str = "RevocationOverdue";
+    pub const DIRECTORY_FAILED: &str = "DirectoryFailed";
+    pub const IN_PROGRESS: &str = "InProgress";
+
+    // Assignments.
+    pub const EXCEEDS_POLICY: &str = "ExceedsPolicy";
+    pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
+    pub const INVALID_PRINCIPAL: &str = "InvalidPrincipal";
+    pub const NOT_YET_STARTED: &str = "NotYetStarted";
+    pub const WITHIN_SCHEDULE: &str = "WithinSchedule";
+    pub const SCHEDULE_ENDED: &str = "ScheduleEnded";
+}

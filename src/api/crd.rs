@@ -1,0 +1,107 @@
+//! The CustomResourceDefinitions, generated from the Rust types.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
+use kube::CustomResourceExt;
+
+use super::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+
+/// String formats the Kubernetes API server knows for CRD schemas. schemars also emits
+/// formats such as `uint32`, which Kubernetes would reject or silently ignore.
+pub const SUPPORTED_FORMATS: &[&str] = &[
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "byte",
+    "password",
+    "date",
+    "duration",
+    "datetime",
+    "date-time",
+    "int32",
+    "int64",
+    "float",
+    "double",
+];
+
+/// All four CRDs, in a stable order, ready to apply.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    let mut crds = vec![
+        AccessPolicy::crd(),
+        PimGroup::crd(),
+        EligibleAssignment::crd(),
+        ActivationRequest::crd(),
+    ];
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            if let Some(schema) = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+            {
+                normalize(schema);
+            }
+        }
+    }
+    crds
+}
+
+/// The CRDs as one multi-document YAML stream, as `pim-operator crds` prints it.
+pub fn to_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let mut out = String::new();
+    for crd in all() {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd)?);
+    }
+    Ok(out)
+}
+
+/// Drops formats Kubernetes does not know, and `nullable`: without it the API server prunes an
+/// explicit `null`, so CEL `has()` rules see an absent field rather than a present null.
+fn normalize(schema: &mut JSONSchemaProps) {
+    schema.nullable = None;
+    if schema
+        .format
+        .as_deref()
+        .is_some_and(|f| !SUPPORTED_FORMATS.contains(&f))
+    {
+        schema.format = None;
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        normalize(child);
+    }
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    };
+    match schema.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => normalize(item),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().for_each(normalize),
+        None => {}
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(extra)) = schema.additional_properties.as_mut() {
+        normalize(extra);
+    }
+    for list in [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of]
+        .into_iter()
+        .flatten()
+    {
+        list.iter_mut().for_each(normalize);
+    }
+}

@@ -1,0 +1,19 @@
+//! The four PIM resources in `pim.dev/v1alpha1`, and the CRDs generated from them.
+
+pub mod access_policy;
+pub mod activation_request;
+pub mod common;
+pub mod conditions;
+pub mod crd;
+pub mod eligible_assignment;
+pub mod pim_group;
+
+pub use access_policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus};
+pub use activation_request::{
+    ActivationRequest, ActivationRequestSpec, ActivationRequestStatus, Phase,
+};
+pub use common::{Principal, PrincipalRef, Role};
+pub use eligible_assignment::{
+    EligibleAssignment, EligibleAssignmentSpec, EligibleAssignmentStatus,
+};
+pub use pim_group::{PimGroup, PimGroupSpec, PimGroupStatus};

@@ -1,0 +1,301 @@
+//! Checking an ActivationRequest against its policy, and working out its window.
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::violation::Violation;
+use super::{duration, policy::Policy, time::add};
+use crate::api::activation_request::{ActivationRequestSpec, EndClippedBy};
+use crate::api::conditions::reasons;
+
+/// Checks what the request itself says against the policy: principal, justification, ticket,
+/// MFA evidence and duration. Returns the duration to grant (the policy maximum by default).
+pub fn validate_request(
+    spec: &ActivationRequestSpec,
+    policy: &Policy,
+    mfa_verified: bool,
+) -> Result<SignedDuration, Vec<Violation>> {
+    let mut violations = Vec::new();
+    if spec
+        .principal
+        .as_deref()
+        .is_none_or(|p| p.trim().is_empty())
+    {
+        violations.push(Violation::new(
+            "spec.principal",
+            reasons::PRINCIPAL_MISSING,
+            "no principal was stamped by the admission webhook; create the request through the API server with the webhook installed",
+        ));
+    }
+    if policy.require_justification
+        && spec
+            .justification
+            .as_deref()
+            .is_none_or(|j| j.trim().is_empty())
+    {
+        violations.push(Violation::new(
+            "spec.justification",
+            reasons::JUSTIFICATION_REQUIRED,
+            "the policy requires a justification",
+        ));
+    }
+    if policy.require_ticket
+        && spec
+            .ticket
+            .as_ref()
+            .is_none_or(|t| t.system.trim().is_empty() || t.number.trim().is_empty())
+    {
+        violations.push(Violation::new(
+            "spec.ticket",
+            reasons::TICKET_REQUIRED,
+            "the policy requires a ticket with system and number",
+        ));
+    }
+    if policy.require_mfa && !mfa_verified {
+        violations.push(Violation::new(
+            "spec.requester",
+            reasons::MFA_REQUIRED,
+            "the policy requires multi-factor authentication, and no verified MFA claim came with the request",
+        ));
+    }
+    let duration = match spec.duration.as_deref() {
+        None => policy.max_activation,
+        Some(text) => match duration::parse_positive("spec.duration", text) {
+            Err(e) => {
+                violations.push(Violation::duration(e, reasons::INVALID_DURATION));
+                policy.max_activation
+            }
+            Ok(d) if d > policy.max_activation => {
+                violations.push(Violation::new(
+                    "spec.duration",
+                    reasons::DURATION_EXCEEDS_MAXIMUM,
+                    format!(
+                        "{} is longer than the policy's maximum of {}",
+                        duration::format(d),
+                        duration::format(policy.max_activation)
+                    ),
+                ));
+                d
+            }
+            Ok(d) => d,
+        },
+    };
+    if violations.is_empty() {
+        Ok(duration)
+    } else {
+        Err(violations)
+    }
+}
+
+/// The span in which a request grants access: `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub clipped_by: Option<EndClippedBy>,
+}
+
+impl Window {
+    pub fn contains(&self, t: Timestamp) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// The window of an approved request starting at `start`: `requested` long, but never past
+/// `start + policy_max` nor past the end of the eligibility.
+pub fn plan_window(
+    start: Timestamp,
+    requested: SignedDuration,
+    policy_max: SignedDuration,
+    eligibility_end: Option<Timestamp>,
+) -> Window {
+    let mut end = add(start, requested);
+    let mut clipped_by = None;
+    let policy_end = add(start, policy_max);
+    if policy_end < end {
+        end = policy_end;
+        clipped_by = Some(EndClippedBy::Policy);
+    }
+    if let Some(eligibility_end) = eligibility_end
+        && eligibility_end < end
+    {
+        end = eligibility_end.max(start);
+        clipped_by = Some(EndClippedBy::Eligibility);
+    }
+    Window {
+        start,
+        end,
+        clipped_by,
+    }
+}
+
+/// Re-applies the current caps to a window already granted. The end can only move earlier.
+pub fn shrink_window(
+    window: Window,
+    policy_max: SignedDuration,
+    eligibility_end: Option<Timestamp>,
+) -> Window {
+    let capped = plan_window(
+        window.start,
+        window.end.duration_since(window.start),
+        policy_max,
+        eligibility_end,
+    );
+    if capped.end < window.end {
+        capped
+    } else {
+        window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::activation_request::Ticket;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn request() -> ActivationRequestSpec {
+        ActivationRequestSpec {
+            group: "finreport".into(),
+            justification: Some("month-end close".into()),
+            principal: Some("alice".into()),
+            ..Default::default()
+        }
+    }
+
+    fn strict_policy() -> Policy {
+        Policy {
+            max_activation: SignedDuration::from_mins(30),
+            require_ticket: true,
+            require_mfa: true,
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn duration_defaults_to_policy_max() {
+        assert_eq!(
+            validate_request(&request(), &Policy::default(), false),
+            Ok(SignedDuration::from_hours(8))
+        );
+        let mut r = request();
+        r.duration = Some("PT2H".into());
+        assert_eq!(
+            validate_request(&r, &Policy::default(), false),
+            Ok(SignedDuration::from_hours(2))
+        );
+    }
+
+    #[test]
+    fn every_broken_rule_is_named() {
+        let mut r = request();
+        r.justification = Some(" ".into());
+        r.duration = Some("1h".into());
+        r.principal = None;
+        let errs = validate_request(&r, &strict_policy(), false).unwrap_err();
+        let got: Vec<_> = errs.iter().map(|v| (v.field.as_str(), v.reason)).collect();
+        assert_eq!(
+            got,
+            [
+                ("spec.principal", reasons::PRINCIPAL_MISSING),
+                ("spec.justification", reasons::JUSTIFICATION_REQUIRED),
+                ("spec.ticket", reasons::TICKET_REQUIRED),
+                ("spec.requester", reasons::MFA_REQUIRED),
+                ("spec.duration", reasons::DURATION_EXCEEDS_MAXIMUM),
+            ]
+        );
+        assert_eq!(
+            errs[4].message,
+            "1h is longer than the policy's maximum of 30m"
+        );
+    }
+
+    #[test]
+    fn a_complete_request_passes_a_strict_policy() {
+        let mut r = request();
+        r.ticket = Some(Ticket {
+            system: "ServiceNow".into(),
+            number: "CHG0042".into(),
+        });
+        r.duration = Some("30m".into());
+        assert_eq!(
+            validate_request(&r, &strict_policy(), true),
+            Ok(SignedDuration::from_mins(30))
+        );
+        r.duration = Some("0m".into());
+        let errs = validate_request(&r, &strict_policy(), true).unwrap_err();
+        assert_eq!(
+            (errs[0].field.as_str(), errs[0].reason),
+            ("spec.duration", reasons::INVALID_DURATION)
+        );
+        r.duration = Some("forever".into());
+        assert_eq!(
+            validate_request(&r, &strict_policy(), true).unwrap_err()[0].field,
+            "spec.duration"
+        );
+        r.duration = None;
+        r.ticket = Some(Ticket {
+            system: "ServiceNow".into(),
+            number: " ".into(),
+        });
+        assert_eq!(
+            validate_request(&r, &strict_policy(), true).unwrap_err()[0].reason,
+            reasons::TICKET_REQUIRED
+        );
+    }
+
+    #[test]
+    fn window_is_clipped_and_says_by_what() {
+        let start = ts("2026-03-01T10:00:00Z");
+        let w = plan_window(
+            start,
+            SignedDuration::from_hours(2),
+            SignedDuration::from_hours(8),
+            None,
+        );
+        assert_eq!((w.end, w.clipped_by), (ts("2026-03-01T12:00:00Z"), None));
+        let w = plan_window(
+            start,
+            SignedDuration::from_hours(2),
+            SignedDuration::from_hours(1),
+            None,
+        );
+        assert_eq!(
+            (w.end, w.clipped_by),
+            (ts("2026-03-01T11:00:00Z"), Some(EndClippedBy::Policy))
+        );
+        let w = plan_window(
+            start,
+            SignedDuration::from_hours(2),
+            SignedDuration::from_hours(8),
+            Some(ts("2026-03-01T10:30:00Z")),
+        );
+        assert_eq!(
+            (w.end, w.clipped_by),
+            (ts("2026-03-01T10:30:00Z"), Some(EndClippedBy::Eligibility))
+        );
+    }
+
+    #[test]
+    fn shrinking_never_lengthens() {
+        let w = Window {
+            start: ts("2026-03-01T10:00:00Z"),
+            end: ts("2026-03-01T12:00:00Z"),
+            clipped_by: None,
+        };
+        assert_eq!(shrink_window(w, SignedDuration::from_hours(8), None), w);
+        let shorter = shrink_window(w, SignedDuration::from_hours(1), None);
+        assert_eq!(
+            (shorter.end, shorter.clipped_by),
+            (ts("2026-03-01T11:00:00Z"), Some(EndClippedBy::Policy))
+        );
+        let elig = shrink_window(
+            w,
+            SignedDuration::from_hours(8),
+            Some(ts("2026-03-01T13:00:00Z")),
+        );
+        assert_eq!(elig, w);
+    }
+}

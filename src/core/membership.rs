@@ -1,0 +1,314 @@
+//! Desired membership of a (PimGroup, role), and the changes that make the directory equal it
+//! (DESIGN §5). Membership is converged, not toggled: the desired set is derived from every
+//! grant at `now`, so overlapping requests, restarts and hand edits all heal the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+
+use super::eligibility::AssignmentWindow;
+use crate::api::activation_request::{ActivationRequestSpec, ActivationRequestStatus, Phase};
+use crate::api::common::Principal;
+use crate::api::eligible_assignment::{AssignmentType, EligibleAssignmentSpec};
+use crate::api::pim_group::StandingAccess;
+
+/// A member of a directory group: a user, or a nested group (from an Active assignment to a group).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Member {
+    User(String),
+    Group(String),
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Member::User(u) => write!(f, "user:{u}"),
+            Member::Group(g) => write!(f, "group:{g}"),
+        }
+    }
+}
+
+/// What justifies a grant.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GrantSource {
+    Request(String),
+    Assignment(String),
+}
+
+/// A principal's right to membership over `[start, end)`; `end: None` means no end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub member: Member,
+    pub start: Timestamp,
+    pub end: Option<Timestamp>,
+    pub source: GrantSource,
+}
+
+impl Grant {
+    pub fn covers(&self, now: Timestamp) -> bool {
+        self.start <= now && self.end.is_none_or(|end| now < end)
+    }
+}
+
+/// The grant an ActivationRequest holds, from its stored status: approved, Scheduled or Active,
+/// with a window and a principal, and not deactivated. Time is checked by the caller, so a
+/// status that was not yet updated after its end still grants nothing past the end.
+pub fn request_grant(
+    name: &str,
+    spec: &ActivationRequestSpec,
+    status: &ActivationRequestStatus,
+) -> Option<Grant> {
+    if !matches!(status.phase, Some(Phase::Scheduled | Phase::Active))
+        || status.approved_at.is_none()
+        || spec.deactivate_requested()
+    {
+        return None;
+    }
+    let principal = spec.principal.as_deref().filter(|p| !p.is_empty())?;
+    Some(Grant {
+        member: Member::User(principal.to_owned()),
+        start: status.starts_at.as_ref()?.0,
+        end: Some(status.expires_at.as_ref()?.0),
+        source: GrantSource::Request(name.to_owned()),
+    })
+}
+
+/// The grant of an `Active`-type assignment over its (capped) window. Eligible-type ones grant
+/// nothing by themselves.
+pub fn assignment_grant(
+    name: &str,
+    spec: &EligibleAssignmentSpec,
+    window: &AssignmentWindow,
+) -> Option<Grant> {
+    if spec.assignment_type != AssignmentType::Active {
+        return None;
+    }
+    let member = match spec.principal.resolve()? {
+        Principal::User(u) => Member::User(u.to_owned()),
+        Principal::Group(g) => Member::Group(g.to_owned()),
+    };
+    Some(Grant {
+        member,
+        start: window.start,
+        end: window.end,
+        source: GrantSource::Assignment(name.to_owned()),
+    })
+}
+
+/// The members a (group, role) should have at `now`, each with what justifies it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredMembership {
+    pub members: BTreeMap<Member, Vec<GrantSource>>,
+    /// The next instant after `now` at which the set can change by time alone.
+    pub next_change: Option<Timestamp>,
+}
+
+impl DesiredMembership {
+    pub fn contains(&self, member: &Member) -> bool {
+        self.members.contains_key(member)
+    }
+
+    pub fn set(&self) -> BTreeSet<Member> {
+        self.members.keys().cloned().collect()
+    }
+}
+
+/// A member is desired exactly when some grant covers `now`.
+pub fn desired_membership<'a>(
+    grants: impl IntoIterator<Item = &'a Grant>,
+    now: Timestamp,
+) -> DesiredMembership {
+    let mut desired = DesiredMembership::default();
+    for grant in grants {
+        if grant.covers(now) {
+            desired
+                .members
+                .entry(grant.member.clone())
+                .or_default()
+                .push(grant.source.clone());
+        }
+        let next = [Some(grant.start), grant.end]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
+        desired.next_change = match (desired.next_change, next) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    for sources in desired.members.values_mut() {
+        sources.sort();
+    }
+    desired
+}
+
+/// The directory writes that converge one (group, role). Removals come first: revocation
+/// takes priority over granting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembershipPlan {
+    pub remove: Vec<Member>,
+    pub add: Vec<Member>,
+    /// Members no grant explains and that `standingAccess: Report` leaves in place.
+    pub unexplained: Vec<Member>,
+}
+
+impl MembershipPlan {
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty()
+    }
+}
+
+/// Compares the desired set with the directory's `actual` members. `managed` are the members the
+/// operator itself granted (and may therefore remove under `Report`).
+pub fn plan(
+    desired: &DesiredMembership,
+    actual: &BTreeSet<Member>,
+    managed: &BTreeSet<Member>,
+    standing: StandingAccess,
+) -> MembershipPlan {
+    let add = desired
+        .members
+        .keys()
+        .filter(|m| !actual.contains(*m))
+        .cloned()
+        .collect();
+    let mut remove = Vec::new();
+    let mut unexplained = Vec::new();
+    for member in actual.iter().filter(|m| !desired.contains(m)) {
+        match standing {
+            StandingAccess::Remove => remove.push(member.clone()),
+            StandingAccess::Report if managed.contains(member) => remove.push(member.clone()),
+            StandingAccess::Report => unexplained.push(member.clone()),
+        }
+    }
+    MembershipPlan {
+        remove,
+        add,
+        unexplained,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn user(name: &str) -> Member {
+        Member::User(name.into())
+    }
+
+    fn grant(member: &str, start: &str, end: Option<&str>, source: &str) -> Grant {
+        Grant {
+            member: user(member),
+            start: ts(start),
+            end: end.map(ts),
+            source: GrantSource::Request(source.into()),
+        }
+    }
+
+    #[test]
+    fn overlapping_requests_keep_access_until_the_later_end() {
+        let grants = [
+            grant(
+                "alice",
+                "2026-01-01T10:00:00Z",
+                Some("2026-01-01T11:00:00Z"),
+                "first",
+            ),
+            grant(
+                "alice",
+                "2026-01-01T10:30:00Z",
+                Some("2026-01-01T12:00:00Z"),
+                "second",
+            ),
+        ];
+        let at = |t| desired_membership(&grants, ts(t));
+        assert_eq!(at("2026-01-01T10:45:00Z").members[&user("alice")].len(), 2);
+        assert!(at("2026-01-01T11:30:00Z").contains(&user("alice")));
+        assert_eq!(
+            at("2026-01-01T11:30:00Z").next_change,
+            Some(ts("2026-01-01T12:00:00Z"))
+        );
+        assert!(!at("2026-01-01T12:00:00Z").contains(&user("alice")));
+        assert_eq!(at("2026-01-01T12:00:00Z").next_change, None);
+        assert_eq!(
+            at("2026-01-01T09:00:00Z").next_change,
+            Some(ts("2026-01-01T10:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn only_live_approved_requests_grant() {
+        let spec = ActivationRequestSpec {
+            group: "g".into(),
+            principal: Some("alice".into()),
+            ..Default::default()
+        };
+        let status = ActivationRequestStatus {
+            phase: Some(Phase::Active),
+            approved_at: Some(Time(ts("2026-01-01T10:00:00Z"))),
+            starts_at: Some(Time(ts("2026-01-01T10:00:00Z"))),
+            expires_at: Some(Time(ts("2026-01-01T11:00:00Z"))),
+            ..Default::default()
+        };
+        let g = request_grant("r", &spec, &status).unwrap();
+        assert_eq!(
+            (g.member, g.end),
+            (user("alice"), Some(ts("2026-01-01T11:00:00Z")))
+        );
+        for phase in Phase::ALL
+            .into_iter()
+            .filter(|p| !matches!(p, Phase::Scheduled | Phase::Active))
+        {
+            let s = ActivationRequestStatus {
+                phase: Some(phase),
+                ..status.clone()
+            };
+            assert!(request_grant("r", &spec, &s).is_none(), "{phase}");
+        }
+        let unapproved = ActivationRequestStatus {
+            approved_at: None,
+            ..status.clone()
+        };
+        assert!(request_grant("r", &spec, &unapproved).is_none());
+        let deactivated = ActivationRequestSpec {
+            deactivate: Some(true),
+            ..spec.clone()
+        };
+        assert!(request_grant("r", &deactivated, &status).is_none());
+        let anonymous = ActivationRequestSpec {
+            principal: None,
+            ..spec
+        };
+        assert!(request_grant("r", &anonymous, &status).is_none());
+    }
+
+    #[test]
+    fn remove_converges_and_report_only_touches_our_grants() {
+        let grants = [grant("alice", "2026-01-01T10:00:00Z", None, "a")];
+        let desired = desired_membership(&grants, ts("2026-01-01T10:00:00Z"));
+        let actual: BTreeSet<_> = [user("bob"), user("carol")].into();
+        let managed: BTreeSet<_> = [user("bob")].into();
+        let p = plan(&desired, &actual, &managed, StandingAccess::Remove);
+        assert_eq!(
+            (p.add, p.remove, p.unexplained),
+            (
+                vec![user("alice")],
+                vec![user("bob"), user("carol")],
+                vec![]
+            )
+        );
+        let p = plan(&desired, &actual, &managed, StandingAccess::Report);
+        assert_eq!(
+            (p.remove, p.unexplained),
+            (vec![user("bob")], vec![user("carol")])
+        );
+        let in_sync: BTreeSet<_> = [user("alice")].into();
+        assert!(plan(&desired, &in_sync, &managed, StandingAccess::Remove).is_empty());
+    }
+}

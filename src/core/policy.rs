@@ -1,0 +1,360 @@
+//! An AccessPolicy with its defaults applied and its caps checked.
+
+use jiff::SignedDuration;
+
+use super::duration;
+use super::violation::Violation;
+use crate::api::access_policy::AccessPolicySpec;
+use crate::api::common::{Principal, PrincipalRef};
+use crate::api::conditions::reasons;
+use crate::api::eligible_assignment::AssignmentType;
+
+pub const DEFAULT_MAX_ACTIVATION: SignedDuration = SignedDuration::from_hours(8);
+/// No activation may last longer than this, whatever a policy says.
+pub const HARD_MAX_ACTIVATION: SignedDuration = SignedDuration::from_hours(24);
+pub const DEFAULT_APPROVAL_TIMEOUT: SignedDuration = SignedDuration::from_hours(24);
+pub const MAX_APPROVAL_TIMEOUT: SignedDuration = SignedDuration::from_hours(30 * 24);
+pub const DEFAULT_MAX_ELIGIBLE: SignedDuration = SignedDuration::from_hours(365 * 24);
+pub const DEFAULT_MAX_ACTIVE: SignedDuration = SignedDuration::from_hours(180 * 24);
+pub const DEFAULT_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
+pub const DEFAULT_EXPIRING_SOON_LEAD: SignedDuration = SignedDuration::from_mins(15);
+pub const MAX_MIN_APPROVALS: usize = 16;
+
+/// The rules of one AccessPolicy, every default filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub max_activation: SignedDuration,
+    pub require_justification: bool,
+    pub require_ticket: bool,
+    pub require_mfa: bool,
+    pub approval: Option<ApprovalRules>,
+    pub assignments: AssignmentRules,
+    pub retention: SignedDuration,
+    pub expiring_soon_lead: SignedDuration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRules {
+    pub approvers: Vec<PrincipalRef>,
+    pub min_approvals: usize,
+    pub timeout: SignedDuration,
+    pub allow_self_approval: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssignmentRules {
+    pub allow_permanent_eligible: bool,
+    pub max_eligible: SignedDuration,
+    pub allow_permanent_active: bool,
+    pub max_active: SignedDuration,
+    pub require_justification: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            max_activation: DEFAULT_MAX_ACTIVATION,
+            require_justification: true,
+            require_ticket: false,
+            require_mfa: false,
+            approval: None,
+            assignments: AssignmentRules {
+                allow_permanent_eligible: false,
+                max_eligible: DEFAULT_MAX_ELIGIBLE,
+                allow_permanent_active: false,
+                max_active: DEFAULT_MAX_ACTIVE,
+                require_justification: true,
+            },
+            retention: DEFAULT_RETENTION,
+            expiring_soon_lead: DEFAULT_EXPIRING_SOON_LEAD,
+        }
+    }
+}
+
+impl Policy {
+    /// Applies defaults and checks every value; all violations are returned, not just the first.
+    pub fn from_spec(spec: &AccessPolicySpec) -> Result<Policy, Vec<Violation>> {
+        let mut violations = Vec::new();
+        let mut policy = Policy::default();
+        let mut duration_field =
+            |field: &str, value: &Option<String>, default: SignedDuration| match value
+                .as_deref()
+                .map(|v| duration::parse_positive(field, v))
+            {
+                None => default,
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    violations.push(Violation::duration(e, reasons::INVALID_DURATION));
+                    default
+                }
+            };
+
+        let activation = &spec.activation;
+        policy.max_activation = duration_field(
+            "spec.activation.maxDuration",
+            &activation.max_duration,
+            DEFAULT_MAX_ACTIVATION,
+        );
+        let assignment = &spec.assignment;
+        policy.assignments.max_eligible = duration_field(
+            "spec.assignment.maxEligibleDuration",
+            &assignment.max_eligible_duration,
+            DEFAULT_MAX_ELIGIBLE,
+        );
+        policy.assignments.max_active = duration_field(
+            "spec.assignment.maxActiveDuration",
+            &assignment.max_active_duration,
+            DEFAULT_MAX_ACTIVE,
+        );
+        policy.retention = duration_field("spec.retention", &spec.retention, DEFAULT_RETENTION);
+        policy.expiring_soon_lead = duration_field(
+            "spec.notifications.expiringSoonLead",
+            &spec
+                .notifications
+                .as_ref()
+                .and_then(|n| n.expiring_soon_lead.clone()),
+            DEFAULT_EXPIRING_SOON_LEAD,
+        );
+        let approval_timeout = activation.approval.as_ref().map(|a| {
+            duration_field(
+                "spec.activation.approval.timeout",
+                &a.timeout,
+                DEFAULT_APPROVAL_TIMEOUT,
+            )
+        });
+
+        if policy.max_activation > HARD_MAX_ACTIVATION {
+            violations.push(Violation::new(
+                "spec.activation.maxDuration",
+                reasons::DURATION_EXCEEDS_MAXIMUM,
+                format!(
+                    "{} is longer than the hard cap of {}",
+                    duration::format(policy.max_activation),
+                    duration::format(HARD_MAX_ACTIVATION)
+                ),
+            ));
+        }
+        policy.require_justification = activation.require_justification.unwrap_or(true);
+        policy.require_ticket = activation.require_ticket.unwrap_or(false);
+        policy.require_mfa = activation.require_mfa.unwrap_or(false);
+        policy.assignments.allow_permanent_eligible =
+            assignment.allow_permanent_eligible.unwrap_or(false);
+        policy.assignments.allow_permanent_active =
+            assignment.allow_permanent_active.unwrap_or(false);
+        policy.assignments.require_justification = assignment.require_justification.unwrap_or(true);
+
+        if let (Some(approval), Some(timeout)) = (&activation.approval, approval_timeout) {
+            if timeout > MAX_APPROVAL_TIMEOUT {
+                violations.push(Violation::new(
+                    "spec.activation.approval.timeout",
+                    reasons::DURATION_EXCEEDS_MAXIMUM,
+                    format!("{} is longer than 30d", duration::format(timeout)),
+                ));
+            }
+            if approval.approvers.is_empty() {
+                violations.push(Violation::new(
+                    "spec.activation.approval.approvers",
+                    reasons::INVALID_POLICY,
+                    "name at least one approver",
+                ));
+            }
+            for (i, approver) in approval.approvers.iter().enumerate() {
+                if approver.resolve().is_none() {
+                    violations.push(Violation::new(
+                        format!("spec.activation.approval.approvers[{i}]"),
+                        reasons::INVALID_POLICY,
+                        "set exactly one of user or group",
+                    ));
+                }
+            }
+            let min = approval.min_approvals.unwrap_or(1);
+            let only_users = approval
+                .approvers
+                .iter()
+                .all(|a| matches!(a.resolve(), Some(Principal::User(_))));
+            let min_approvals = usize::try_from(min).unwrap_or(0);
+            if min_approvals == 0 || min_approvals > MAX_MIN_APPROVALS {
+                violations.push(Violation::new(
+                    "spec.activation.approval.minApprovals",
+                    reasons::INVALID_POLICY,
+                    format!("must be between 1 and {MAX_MIN_APPROVALS}, not {min}"),
+                ));
+            } else if only_users && min_approvals > approval.approvers.len() {
+                violations.push(Violation::new(
+                    "spec.activation.approval.minApprovals",
+                    reasons::INVALID_POLICY,
+                    format!(
+                        "{min_approvals} approvals can never be collected from {} approver(s)",
+                        approval.approvers.len()
+                    ),
+                ));
+            }
+            policy.approval = Some(ApprovalRules {
+                approvers: approval.approvers.clone(),
+                min_approvals: min_approvals.max(1),
+                timeout,
+                allow_self_approval: approval.allow_self_approval.unwrap_or(false),
+            });
+        }
+
+        if violations.is_empty() {
+            Ok(policy)
+        } else {
+            Err(violations)
+        }
+    }
+}
+
+impl ApprovalRules {
+    /// Whether a user, with the groups the API server reported for them, is one of the approvers.
+    pub fn allows(&self, approver: &str, approver_groups: &[String]) -> bool {
+        self.approvers.iter().any(|a| match a.resolve() {
+            Some(Principal::User(u)) => u == approver,
+            Some(Principal::Group(g)) => approver_groups.iter().any(|ag| ag == g),
+            None => false,
+        })
+    }
+}
+
+impl AssignmentRules {
+    /// Whether an assignment of this type may be permanent, and its longest span otherwise.
+    pub fn limits(&self, kind: AssignmentType) -> (bool, SignedDuration) {
+        match kind {
+            AssignmentType::Eligible => (self.allow_permanent_eligible, self.max_eligible),
+            AssignmentType::Active => (self.allow_permanent_active, self.max_active),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::access_policy::{ActivationSettings, ApprovalSettings, AssignmentSettings};
+
+    fn spec_with(activation: ActivationSettings) -> AccessPolicySpec {
+        AccessPolicySpec {
+            activation,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let p = Policy::from_spec(&AccessPolicySpec::default()).unwrap();
+        assert_eq!(p.max_activation, SignedDuration::from_hours(8));
+        assert!(p.require_justification);
+        assert!(!p.require_ticket && !p.require_mfa);
+        assert!(p.approval.is_none());
+        assert_eq!(
+            p.assignments.max_eligible,
+            SignedDuration::from_hours(365 * 24)
+        );
+        assert_eq!(
+            p.assignments.max_active,
+            SignedDuration::from_hours(180 * 24)
+        );
+        assert!(!p.assignments.allow_permanent_eligible && !p.assignments.allow_permanent_active);
+        assert_eq!(p.retention, SignedDuration::from_hours(30 * 24));
+    }
+
+    #[test]
+    fn max_duration_is_capped_at_24h() {
+        let ok = spec_with(ActivationSettings {
+            max_duration: Some("24h".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            Policy::from_spec(&ok).unwrap().max_activation,
+            HARD_MAX_ACTIVATION
+        );
+        let too_long = spec_with(ActivationSettings {
+            max_duration: Some("25h".into()),
+            ..Default::default()
+        });
+        let errs = Policy::from_spec(&too_long).unwrap_err();
+        assert_eq!(errs[0].field, "spec.activation.maxDuration");
+        assert_eq!(errs[0].reason, reasons::DURATION_EXCEEDS_MAXIMUM);
+        assert_eq!(errs[0].message, "1d1h is longer than the hard cap of 1d");
+    }
+
+    #[test]
+    fn bad_durations_name_their_field_and_all_are_reported() {
+        let spec = AccessPolicySpec {
+            activation: ActivationSettings {
+                max_duration: Some("0m".into()),
+                ..Default::default()
+            },
+            assignment: AssignmentSettings {
+                max_eligible_duration: Some("soon".into()),
+                ..Default::default()
+            },
+            retention: Some("-1d".into()),
+            ..Default::default()
+        };
+        let errs = Policy::from_spec(&spec).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.activation.maxDuration",
+                "spec.assignment.maxEligibleDuration",
+                "spec.retention"
+            ]
+        );
+        assert!(errs.iter().all(|e| e.reason == reasons::INVALID_DURATION));
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.activation.maxDuration: must be longer than zero"
+        );
+    }
+
+    fn approval(approvers: Vec<PrincipalRef>, min: Option<i32>) -> AccessPolicySpec {
+        spec_with(ActivationSettings {
+            approval: Some(ApprovalSettings {
+                approvers,
+                min_approvals: min,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn approval_rules_check_n_of_m() {
+        let two_users = vec![PrincipalRef::user("a"), PrincipalRef::user("b")];
+        let p = Policy::from_spec(&approval(two_users.clone(), Some(2))).unwrap();
+        let rules = p.approval.unwrap();
+        assert_eq!(
+            (rules.min_approvals, rules.timeout),
+            (2, DEFAULT_APPROVAL_TIMEOUT)
+        );
+        assert!(!rules.allow_self_approval);
+
+        let errs = Policy::from_spec(&approval(two_users, Some(3))).unwrap_err();
+        assert_eq!(errs[0].field, "spec.activation.approval.minApprovals");
+        // A group can supply any number of distinct approvers.
+        assert!(Policy::from_spec(&approval(vec![PrincipalRef::group("sec")], Some(3))).is_ok());
+        assert!(Policy::from_spec(&approval(vec![PrincipalRef::group("sec")], Some(0))).is_err());
+        assert!(Policy::from_spec(&approval(vec![], None)).is_err());
+        let malformed = PrincipalRef {
+            user: Some("a".into()),
+            group: Some("g".into()),
+        };
+        let errs = Policy::from_spec(&approval(vec![malformed], None)).unwrap_err();
+        assert_eq!(errs[0].field, "spec.activation.approval.approvers[0]");
+    }
+
+    #[test]
+    fn approvers_match_by_user_or_group() {
+        let p = Policy::from_spec(&approval(
+            vec![PrincipalRef::user("ann"), PrincipalRef::group("sec-leads")],
+            None,
+        ))
+        .unwrap();
+        let rules = p.approval.unwrap();
+        assert!(rules.allows("ann", &[]));
+        assert!(rules.allows("bob", &["sec-leads".into()]));
+        assert!(!rules.allows("bob", &["devs".into()]));
+        assert!(!rules.allows("sec-leads", &[]));
+    }
+}

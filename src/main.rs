@@ -1,6 +1,61 @@
-fn main() {
-    match pim_operator::api::crd::to_yaml() {
-        Ok(y) => print!("{y}"),
-        Err(e) => eprintln!("{e}"),
+//! The `pim-operator` binary: a thin command line over the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pim-operator",
+    version,
+    about = "Privileged Identity Management for Kubernetes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (apply with `kubectl apply -f -`).
+    Crds {
+        /// Write one file per CRD into this folder instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        write: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { write: None } => match pim_operator::api::crd::to_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: cannot render the CRDs as YAML: {err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Crds { write: Some(dir) } => match write_crds(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(2)
+            }
+        },
     }
+}
+
+fn write_crds(dir: &std::path::Path) -> Result<(), String> {
+    let files = pim_operator::api::crd::files()
+        .map_err(|e| format!("cannot render the CRDs as YAML: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, yaml) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }

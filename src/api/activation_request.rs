@@ -286,7 +286,8 @@ pub struct ActivationRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub approved_by: Vec<String>,
-    /// When the controller saw the request approved (or validated, when no approval is needed).
+    /// When the deciding approval was given (creation time when no approval is needed); the
+    /// window starts here or at `startTime`, whichever is later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_at: Option<Time>,
     /// Start of the granted window.

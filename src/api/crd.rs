@@ -63,14 +63,23 @@ pub fn all() -> Vec<CustomResourceDefinition> {
     crds
 }
 
+/// Each CRD as `(file name, YAML)`: the layout of the top-level `crds/` folder.
+pub fn files() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError> {
+    all()
+        .into_iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            Ok((format!("{name}.yaml"), serde_saphyr::to_string(&crd)?))
+        })
+        .collect()
+}
+
 /// The CRDs as one multi-document YAML stream, as `pim-operator crds` prints it.
 pub fn to_yaml() -> Result<String, serde_saphyr::SerializeError> {
-    let mut out = String::new();
-    for crd in all() {
-        out.push_str("---\n");
-        out.push_str(&serde_saphyr::to_string(&crd)?);
-    }
-    Ok(out)
+    Ok(files()?
+        .into_iter()
+        .map(|(_, yaml)| format!("---\n{yaml}"))
+        .collect())
 }
 
 /// Drops formats Kubernetes does not know, and `nullable`: without it the API server prunes an

@@ -1,11 +1,17 @@
 //! The four PIM resources in `pim.dev/v1alpha1`, and the CRDs generated from them.
 
+// kube's `printcolumn(name = .., type_ = ..)` repeats keys across columns, which clippy
+// mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 pub mod access_policy;
+#[allow(clippy::duplicated_attributes)]
 pub mod activation_request;
 pub mod common;
 pub mod conditions;
 pub mod crd;
+#[allow(clippy::duplicated_attributes)]
 pub mod eligible_assignment;
+#[allow(clippy::duplicated_attributes)]
 pub mod pim_group;
 
 pub use access_policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus};

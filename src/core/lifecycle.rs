@@ -331,8 +331,10 @@ impl<'a> Pass<'a> {
             return self.not_eligible();
         };
         let assignment = eligibility.assignment.clone();
+        let eligibility_end = eligibility.end;
         let Some(rules) = &policy.approval else {
-            self.out.approved_at = Some(self.now);
+            // Counted from creation, so a slow or restarted controller shortens, never shifts.
+            self.out.approved_at = Some(self.request.created.min(self.now));
             self.out.matched_assignment = Some(assignment);
             self.approved = condition(
                 types::APPROVED,
@@ -354,8 +356,9 @@ impl<'a> Pass<'a> {
             self.end(Phase::Denied, reasons::DENIED, denial);
             return false;
         }
-        if tally.approvers.len() >= rules.min_approvals {
-            self.out.approved_at = Some(self.now);
+        if let Some(reached) = tally.threshold_reached_at(rules.min_approvals) {
+            // Counted from the deciding approval, however late the controller saw it.
+            self.out.approved_at = Some(reached.min(self.now));
             self.out.approved_by = tally.approvers;
             self.out.matched_assignment = Some(assignment);
             self.approved = condition(
@@ -397,7 +400,8 @@ impl<'a> Pass<'a> {
             reasons::WAITING_FOR_APPROVAL,
             message,
         );
-        self.out.next_deadline = Some(deadline);
+        // The eligibility may run out before anyone decides.
+        self.out.next_deadline = Some(eligibility_end.map_or(deadline, |end| end.min(deadline)));
         false
     }
 
@@ -701,10 +705,19 @@ fn approved_message(approvers: &[String]) -> String {
 pub struct Tally {
     /// Distinct approvers whose approval counts, in the order they decided.
     pub approvers: Vec<String>,
+    /// When each of `approvers` decided.
+    pub approved_times: Vec<Timestamp>,
     /// The first valid denial, as a message.
     pub denial: Option<String>,
     /// Entries that do not count, with why.
     pub ignored: Vec<String>,
+}
+
+impl Tally {
+    /// When the `min`-th distinct approval came in, if it has.
+    pub fn threshold_reached_at(&self, min: usize) -> Option<Timestamp> {
+        self.approved_times.get(min.checked_sub(1)?).copied()
+    }
 }
 
 /// Counts approvals that are in time, from allowed approvers, and not the requester's own
@@ -746,7 +759,8 @@ pub fn tally(
                 out.denial = Some(format!("denied by {}{reason}", a.approver));
             }
             Vote::Approve if !out.approvers.contains(&a.approver) => {
-                out.approvers.push(a.approver.clone())
+                out.approvers.push(a.approver.clone());
+                out.approved_times.push(a.time);
             }
             _ => {}
         }

@@ -10,3 +10,6 @@ pub mod policy;
 pub mod status;
 pub mod time;
 pub mod violation;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,440 @@
+//! Scenario tests of the request state machine, one rule each.
+
+use super::world::{World, at, eligibility, mins};
+use crate::api::activation_request::{Decision as Vote, EndClippedBy, Phase};
+use crate::api::conditions::{reasons, types};
+use crate::core::lifecycle::Attestation;
+
+fn cond(w: &World, t: &str) -> (String, String) {
+    w.condition(t)
+}
+
+fn is(status: &str, reason: &str) -> (String, String) {
+    (status.to_owned(), reason.to_owned())
+}
+
+#[test]
+fn activation_without_approval_runs_to_expiry() {
+    let mut w = World::new();
+    assert_eq!(w.step(0), Phase::Scheduled);
+    assert_eq!(cond(&w, types::VALIDATED), is("True", reasons::VALID));
+    assert_eq!(
+        cond(&w, types::APPROVED),
+        is("True", reasons::APPROVAL_NOT_REQUIRED)
+    );
+    assert_eq!(cond(&w, types::ACTIVE), is("False", reasons::PROVISIONING));
+    assert_eq!(w.last().next_deadline, Some(at(60)));
+    assert!(w.last().grants_access_at(at(0)));
+
+    w.member_present = true;
+    assert_eq!(w.step(1), Phase::Active);
+    assert_eq!(cond(&w, types::ACTIVE), is("True", reasons::ACTIVE));
+    assert_eq!(w.status.activated_at.as_ref().map(|t| t.0), Some(at(1)));
+    // The window is counted from approval, not from confirmation.
+    assert_eq!(w.expires_at(), Some(at(60)));
+    assert_eq!(cond(&w, types::EXPIRED), is("False", reasons::IN_PROGRESS));
+
+    w.member_present = false;
+    assert_eq!(w.step(60), Phase::Expired);
+    assert_eq!(cond(&w, types::EXPIRED), is("True", reasons::EXPIRED));
+    assert_eq!(cond(&w, types::ACTIVE), is("False", reasons::EXPIRED));
+    assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(60)));
+    assert_eq!(w.last().next_deadline, None);
+    let phases: Vec<_> = w.status.history.iter().map(|h| h.phase).collect();
+    assert_eq!(phases, [Phase::Scheduled, Phase::Active, Phase::Expired]);
+}
+
+#[test]
+fn one_of_two_approvers_is_enough_by_default() {
+    let mut w = World::new().with_approval(&["bob", "carol"], 1);
+    assert_eq!(w.step(0), Phase::PendingApproval);
+    assert_eq!(
+        cond(&w, types::APPROVED),
+        is("False", reasons::WAITING_FOR_APPROVAL)
+    );
+    assert_eq!(w.last().next_deadline, Some(at(24 * 60)));
+    assert!(!w.last().grants_access_at(at(0)));
+    w.approve("carol", 5);
+    assert_eq!(w.step(5), Phase::Scheduled);
+    assert_eq!(w.status.approved_by, ["carol"]);
+    assert_eq!(w.expires_at(), Some(at(65)));
+    assert_eq!(
+        w.status.matched_assignment.as_deref(),
+        Some("alice-finreport")
+    );
+}
+
+#[test]
+fn two_of_two_needs_two_distinct_approvers() {
+    let mut w = World::new().with_approval(&["bob", "carol"], 2);
+    w.step(0);
+    w.approve("bob", 1);
+    w.approve("bob", 2);
+    assert_eq!(w.step(3), Phase::PendingApproval);
+    assert!(
+        w.last().message.starts_with("1 of 2 approvals"),
+        "{}",
+        w.last().message
+    );
+    w.approve("carol", 4);
+    assert_eq!(w.step(4), Phase::Scheduled);
+    assert_eq!(w.status.approved_by, ["bob", "carol"]);
+}
+
+#[test]
+fn self_approval_and_strangers_do_not_count() {
+    let mut w = World::new().with_approval(&["alice", "bob"], 1);
+    w.approve("alice", 1);
+    w.approve("mallory", 1);
+    assert_eq!(w.step(2), Phase::PendingApproval);
+    let message = &w.last().message;
+    assert!(
+        message.contains("alice (self-approval is not allowed)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("mallory (not an approver under the policy)"),
+        "{message}"
+    );
+
+    let mut allowed = World::new().with_approval(&["alice"], 1);
+    if let Some(rules) = allowed.policy.approval.as_mut() {
+        rules.allow_self_approval = true;
+    }
+    allowed.approve("alice", 1);
+    assert_eq!(allowed.step(2), Phase::Scheduled);
+}
+
+#[test]
+fn approvers_qualify_through_groups() {
+    let mut w = World::new();
+    w.policy.approval = Some(crate::core::policy::ApprovalRules {
+        approvers: vec![crate::api::common::PrincipalRef::group("sec-leads")],
+        min_approvals: 1,
+        timeout: mins(60),
+        allow_self_approval: false,
+    });
+    w.approve("dave", 1);
+    assert_eq!(w.step(2), Phase::PendingApproval);
+    if let Some(a) = w.approvals.last_mut() {
+        a.groups = vec!["sec-leads".into()];
+    }
+    assert_eq!(w.step(3), Phase::Scheduled);
+}
+
+#[test]
+fn one_denial_decides() {
+    let mut w = World::new().with_approval(&["bob", "carol"], 2);
+    w.approve("bob", 1);
+    w.vote("carol", Vote::Deny, 2);
+    assert_eq!(w.step(3), Phase::Denied);
+    assert_eq!(cond(&w, types::APPROVED), is("False", reasons::DENIED));
+    assert_eq!(cond(&w, types::EXPIRED), is("True", reasons::DENIED));
+    assert_eq!(w.last().message, "denied by carol: ok");
+}
+
+#[test]
+fn no_decision_in_time_is_a_timeout_and_late_votes_do_not_count() {
+    let mut w = World::new().with_approval(&["bob"], 1);
+    assert_eq!(w.step(0), Phase::PendingApproval);
+    assert_eq!(w.step(24 * 60 - 1), Phase::PendingApproval);
+    w.approve("bob", 24 * 60);
+    assert_eq!(w.step(24 * 60), Phase::TimedOut);
+    assert_eq!(cond(&w, types::APPROVED), is("False", reasons::TIMED_OUT));
+    // An approval given in time but seen late still counts.
+    let mut late_seen = World::new().with_approval(&["bob"], 1);
+    late_seen.approve("bob", 10);
+    assert_eq!(late_seen.step(25 * 60), Phase::Expired);
+}
+
+#[test]
+fn scheduled_start_waits_then_activates() {
+    let mut w = World::new();
+    w.set_start_time(120);
+    assert_eq!(w.step(0), Phase::Scheduled);
+    assert_eq!(cond(&w, types::ACTIVE), is("False", reasons::SCHEDULED));
+    assert_eq!(w.last().next_deadline, Some(at(120)));
+    assert!(!w.last().grants_access_at(at(119)));
+    assert_eq!(w.expires_at(), Some(at(180)));
+    w.member_present = true;
+    assert_eq!(w.step(119), Phase::Scheduled);
+    assert_eq!(w.step(120), Phase::Active);
+    assert_eq!(w.step(180), Phase::Expired);
+}
+
+#[test]
+fn a_start_time_in_the_past_starts_at_approval() {
+    let mut w = World::new();
+    w.set_start_time(-600);
+    w.step(0);
+    assert_eq!(w.status.starts_at.as_ref().map(|t| t.0), Some(at(0)));
+    assert_eq!(w.expires_at(), Some(at(60)));
+}
+
+#[test]
+fn deactivation_ends_early_or_withdraws() {
+    let mut w = World::new();
+    w.member_present = true;
+    assert_eq!(w.step(0), Phase::Active);
+    w.spec.deactivate = Some(true);
+    assert_eq!(w.step(10), Phase::Deactivated);
+    assert_eq!(w.last().message, "ended early by the requester");
+    assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(10)));
+
+    let mut pending = World::new().with_approval(&["bob"], 1);
+    pending.step(0);
+    pending.spec.deactivate = Some(true);
+    assert_eq!(pending.step(1), Phase::Deactivated);
+    assert_eq!(
+        cond(&pending, types::APPROVED),
+        is("False", reasons::DEACTIVATED)
+    );
+    assert_eq!(
+        pending.last().message,
+        "withdrawn by the requester before it started"
+    );
+}
+
+#[test]
+fn overdue_removal_is_reported_until_confirmed() {
+    let mut w = World::new();
+    w.member_present = true;
+    w.step(0);
+    assert_eq!(w.step(60), Phase::Expired);
+    assert_eq!(
+        cond(&w, types::ACTIVE),
+        is("False", reasons::REVOCATION_OVERDUE)
+    );
+    // Another grant keeping the member is not an overdue revocation.
+    w.granted_elsewhere = true;
+    w.step(61);
+    assert_eq!(cond(&w, types::ACTIVE), is("False", reasons::EXPIRED));
+    w.granted_elsewhere = false;
+    w.step(62);
+    assert_eq!(
+        cond(&w, types::ACTIVE),
+        is("False", reasons::REVOCATION_OVERDUE)
+    );
+    w.member_present = false;
+    assert_eq!(w.step(63), Phase::Expired);
+    assert_eq!(cond(&w, types::ACTIVE), is("False", reasons::EXPIRED));
+    assert_eq!(w.status.history.len(), 2);
+}
+
+#[test]
+fn window_is_clipped_to_the_end_of_eligibility() {
+    let mut w = World::new();
+    w.eligibilities = vec![eligibility("short", -60, Some(90))];
+    w.step(0);
+    assert_eq!(w.expires_at(), Some(at(30)));
+    assert_eq!(w.status.end_clipped_by, Some(EndClippedBy::Eligibility));
+    w.member_present = true;
+    assert_eq!(w.step(29), Phase::Active);
+    assert_eq!(w.step(30), Phase::Expired);
+    assert!(
+        w.last()
+            .message
+            .contains("clipped by the end of eligibility"),
+        "{}",
+        w.last().message
+    );
+}
+
+#[test]
+fn eligibility_removed_while_active_revokes() {
+    let mut w = World::new();
+    w.member_present = true;
+    assert_eq!(w.step(0), Phase::Active);
+    w.eligibilities.clear();
+    assert_eq!(w.step(5), Phase::Revoked);
+    assert_eq!(
+        cond(&w, types::EXPIRED),
+        is("True", reasons::ELIGIBILITY_ENDED)
+    );
+    assert_eq!(
+        cond(&w, types::ACTIVE),
+        is("False", reasons::REVOCATION_OVERDUE)
+    );
+}
+
+#[test]
+fn eligibility_shortened_while_active_pulls_the_end_in() {
+    let mut w = World::new();
+    w.member_present = true;
+    w.step(0);
+    w.eligibilities = vec![eligibility("alice-finreport", -24 * 60, Some(24 * 60 + 20))];
+    assert_eq!(w.step(5), Phase::Active);
+    assert_eq!(w.expires_at(), Some(at(20)));
+    assert_eq!(w.step(20), Phase::Expired);
+}
+
+#[test]
+fn lowering_the_policy_maximum_shortens_and_raising_never_lengthens() {
+    let mut w = World::new();
+    w.member_present = true;
+    w.step(0);
+    assert_eq!(w.expires_at(), Some(at(60)));
+    w.policy.max_activation = mins(30);
+    assert_eq!(w.step(10), Phase::Active);
+    assert_eq!(w.expires_at(), Some(at(30)));
+    assert_eq!(w.status.end_clipped_by, Some(EndClippedBy::Policy));
+    w.policy.max_activation = mins(8 * 60);
+    w.step(11);
+    assert_eq!(w.expires_at(), Some(at(30)));
+    w.policy.max_activation = mins(5);
+    assert_eq!(w.step(12), Phase::Expired);
+    assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(5)));
+}
+
+#[test]
+fn policy_violations_reject_with_the_field_named() {
+    let mut w = World::new();
+    w.spec.justification = None;
+    w.spec.duration = Some("9h".into());
+    assert_eq!(w.step(0), Phase::Rejected);
+    assert_eq!(
+        cond(&w, types::VALIDATED),
+        is("False", reasons::JUSTIFICATION_REQUIRED)
+    );
+    let message = &w.last().message;
+    assert!(
+        message.contains("spec.justification: the policy requires a justification"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.duration: 9h is longer than the policy's maximum of 8h"),
+        "{message}"
+    );
+    assert!(!w.last().grants_access_at(at(0)));
+
+    let mut no_mfa = World::new();
+    no_mfa.policy.require_mfa = true;
+    no_mfa.mfa_verified = false;
+    assert_eq!(no_mfa.step(0), Phase::Rejected);
+    assert_eq!(
+        cond(&no_mfa, types::VALIDATED),
+        is("False", reasons::MFA_REQUIRED)
+    );
+}
+
+#[test]
+fn not_eligible_is_rejected() {
+    let mut w = World::new();
+    w.eligibilities = vec![eligibility("later", 60, None)];
+    assert_eq!(w.step(0), Phase::Rejected);
+    assert_eq!(
+        cond(&w, types::VALIDATED),
+        is("False", reasons::NOT_ELIGIBLE)
+    );
+    // A scheduled start inside a future eligibility is fine.
+    let mut scheduled = World::new();
+    scheduled.eligibilities = vec![eligibility("later", 60, None)];
+    scheduled.set_start_time(90);
+    assert_eq!(scheduled.step(0), Phase::Scheduled);
+}
+
+#[test]
+fn missing_group_or_policy_rejects_new_and_revokes_granted() {
+    let mut w = World::new();
+    w.target = super::world::TargetState::GroupNotFound;
+    assert_eq!(w.step(0), Phase::Rejected);
+    assert_eq!(
+        cond(&w, types::VALIDATED),
+        is("False", reasons::GROUP_NOT_FOUND)
+    );
+
+    let mut granted = World::new();
+    granted.member_present = true;
+    granted.step(0);
+    granted.target = super::world::TargetState::PolicyNotFound;
+    assert_eq!(granted.step(1), Phase::Revoked);
+    assert_eq!(
+        cond(&granted, types::EXPIRED),
+        is("True", reasons::POLICY_REMOVED)
+    );
+}
+
+#[test]
+fn an_invalid_policy_holds_new_requests_and_lets_granted_ones_run_out() {
+    let mut w = World::new();
+    w.target = super::world::TargetState::PolicyInvalid;
+    assert_eq!(w.step(0), Phase::Pending);
+    assert_eq!(
+        cond(&w, types::VALIDATED),
+        is("Unknown", reasons::INVALID_POLICY)
+    );
+
+    let mut granted = World::new();
+    granted.member_present = true;
+    granted.step(0);
+    granted.target = super::world::TargetState::PolicyInvalid;
+    assert_eq!(granted.step(30), Phase::Active);
+    assert_eq!(granted.step(60), Phase::Expired);
+}
+
+#[test]
+fn unverified_requesters_are_refused_and_a_missing_key_holds() {
+    let mut w = World::new();
+    w.attestation = Attestation::Unverified;
+    assert_eq!(w.step(0), Phase::Rejected);
+    assert_eq!(
+        cond(&w, types::VALIDATED),
+        is("False", reasons::UNVERIFIED_REQUESTER)
+    );
+
+    let mut no_key = World::new();
+    no_key.attestation = Attestation::KeyUnavailable;
+    assert_eq!(no_key.step(0), Phase::Pending);
+    assert_eq!(
+        cond(&no_key, types::VALIDATED),
+        is("Unknown", reasons::ATTESTATION_KEY_MISSING)
+    );
+    assert_eq!(no_key.last().next_deadline, None);
+    no_key.attestation = Attestation::Verified;
+    assert_eq!(no_key.step(1), Phase::Scheduled);
+}
+
+#[test]
+fn terminal_phases_never_change() {
+    let mut w = World::new();
+    w.spec.justification = None;
+    assert_eq!(w.step(0), Phase::Rejected);
+    w.spec.justification = Some("now with a reason".into());
+    w.member_present = true;
+    for minute in [1, 60, 10_000] {
+        assert_eq!(w.step(minute), Phase::Rejected);
+        assert_eq!(
+            cond(&w, types::VALIDATED),
+            is("False", reasons::JUSTIFICATION_REQUIRED)
+        );
+    }
+}
+
+#[test]
+fn an_unchanged_request_yields_an_identical_status() {
+    let mut w = World::new().with_approval(&["bob"], 1);
+    w.step(0);
+    let first = w.status.clone();
+    w.step(5);
+    assert_eq!(
+        w.status, first,
+        "re-deciding without change must not touch the status"
+    );
+    w.approve("bob", 6);
+    w.step(6);
+    let approved = w
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::APPROVED)
+        .cloned();
+    let validated = w
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == types::VALIDATED)
+        .cloned();
+    assert_eq!(approved.map(|c| c.last_transition_time.0), Some(at(6)));
+    // Validated did not change status, so its transition time stays at the first pass.
+    assert_eq!(validated.map(|c| c.last_transition_time.0), Some(at(0)));
+}

@@ -3,3 +3,5 @@
 
 pub mod api;
 pub mod core;
+#[cfg(feature = "fake-apiserver")]
+pub mod fake_apiserver;

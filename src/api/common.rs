@@ -21,7 +21,16 @@ pub const TEXT_MAX: usize = 1024;
 
 /// A duration: compact (`30m`, `8h`, `90d`, `1h30m`) or ISO-8601 (`PT8H`, `P90D`).
 /// The parser in `core::duration` uses this same pattern, then checks the value.
-pub const DURATION_PATTERN: &str = r"^(([0-9]{1,9}w)?([0-9]{1,9}d)?([0-9]{1,9}h)?([0-9]{1,9}m)?([0-9]{1,9}s)?|P([0-9]{1,9}W)?([0-9]{1,9}D)?(T([0-9]{1,9}H)?([0-9]{1,9}M)?([0-9]{1,9}S)?)?)$";
+pub const DURATION_PATTERN: &str = concat!(
+    r"^(",
+    // compact: units in the order w d h m s, at least one
+    r"[0-9]{1,9}w([0-9]{1,9}d)?([0-9]{1,9}h)?([0-9]{1,9}m)?([0-9]{1,9}s)?|[0-9]{1,9}d([0-9]{1,9}h)?([0-9]{1,9}m)?([0-9]{1,9}s)?",
+    r"|[0-9]{1,9}h([0-9]{1,9}m)?([0-9]{1,9}s)?|[0-9]{1,9}m([0-9]{1,9}s)?|[0-9]{1,9}s",
+    // ISO-8601: P, then weeks and/or days, then T with at least one of H M S
+    r"|P(([0-9]{1,9}W([0-9]{1,9}D)?|[0-9]{1,9}D)(T([0-9]{1,9}H([0-9]{1,9}M)?([0-9]{1,9}S)?|[0-9]{1,9}M([0-9]{1,9}S)?|[0-9]{1,9}S))?",
+    r"|T([0-9]{1,9}H([0-9]{1,9}M)?([0-9]{1,9}S)?|[0-9]{1,9}M([0-9]{1,9}S)?|[0-9]{1,9}S))",
+    r")$"
+);
 pub const DURATION_MAX_LEN: usize = 32;
 
 /// Which role of a directory group: plain membership or ownership.

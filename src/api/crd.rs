@@ -82,10 +82,14 @@ pub fn to_yaml() -> Result<String, serde_saphyr::SerializeError> {
         .collect())
 }
 
-/// Drops formats Kubernetes does not know, and `nullable`: without it the API server prunes an
+/// Drops formats Kubernetes does not know, and `nullable` (with `null` in enums): without it the API server prunes an
 /// explicit `null`, so CEL `has()` rules see an absent field rather than a present null.
 fn normalize(schema: &mut JSONSchemaProps) {
     schema.nullable = None;
+    // An optional enum lists `null` among its values; without `nullable` that is a contradiction.
+    if let Some(values) = schema.enum_.as_mut() {
+        values.retain(|v| !v.0.is_null());
+    }
     if schema
         .format
         .as_deref()

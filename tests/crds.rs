@@ -95,7 +95,10 @@ fn schemas_are_structural_with_known_formats_only() {
                 assert!(node.get(banned).is_none(), "{path} uses {banned}");
             }
             if let Some(values) = node.get("enum").and_then(Value::as_array) {
-                assert!(!values.contains(&Value::Null), "{path} lists null among its enum values");
+                assert!(
+                    !values.contains(&Value::Null),
+                    "{path} lists null among its enum values"
+                );
             }
             if let Some(format) = node.get("format").and_then(Value::as_str) {
                 assert!(

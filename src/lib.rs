@@ -2,6 +2,14 @@
 //! Kubernetes. `api` holds the resources, `core` the pure decision logic.
 
 pub mod api;
+pub mod clock;
+pub mod config;
+pub mod controller;
 pub mod core;
+pub mod directory;
+pub mod engine;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
+pub mod http;
+pub mod metrics;
+pub mod operator;

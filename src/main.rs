@@ -17,6 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the operator: controllers, metrics and health endpoints. Uses the in-cluster config or
+    /// KUBECONFIG.
+    Run {
+        /// The operator's config file (YAML): directories, username mapping, resync, leader election.
+        #[arg(long, env = "PIM_CONFIG", value_name = "FILE")]
+        config: Option<std::path::PathBuf>,
+    },
     /// Print the CustomResourceDefinitions as YAML (apply with `kubectl apply -f -`).
     Crds {
         /// Write one file per CRD into this folder instead of printing them.
@@ -28,6 +35,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run { config } => run_operator(config),
         Command::Crds { write: None } => match pim_operator::api::crd::to_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -58,4 +66,28 @@ fn write_crds(dir: &std::path::Path) -> Result<(), String> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+fn run_operator(config: Option<std::path::PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .json()
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(pim_operator::operator::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(1)
+        }
+    }
 }

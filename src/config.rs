@@ -1,0 +1,264 @@
+//! The operator's configuration file (Helm values render it). Secrets never live here or in a
+//! custom resource: backends read them from files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::duration;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Directory connections by name; `PimGroup.spec.directory` picks one. `kubernetes` is always
+    /// available, even when not listed.
+    #[serde(default)]
+    pub directories: BTreeMap<String, DirectoryConfig>,
+    #[serde(default)]
+    pub username_mapping: UsernameMapping,
+    /// How often every object is looked at again, to cover lost timers. Default 5m.
+    #[serde(default = "default_resync")]
+    pub resync_interval: String,
+    /// Reconciles running at once, per kind. Default 16.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u16,
+    #[serde(default)]
+    pub leader_election: LeaderElection,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served. Default 0.0.0.0:8080.
+    #[serde(default = "default_metrics_address")]
+    pub metrics_address: String,
+    /// Namespace for the operator's Lease and Events. Default: `POD_NAMESPACE`, else pim-system.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum DirectoryConfig {
+    /// RBAC bindings in this cluster.
+    Kubernetes,
+    /// An in-process directory, for trials and tests; forgets everything on restart.
+    Memory,
+}
+
+/// How a Kubernetes username becomes a directory principal.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsernameMapping {
+    /// Removed from the start of the username, e.g. `oidc:`.
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// Appended when the name has no `@`, e.g. `@contoso.com`.
+    #[serde(default)]
+    pub append_domain: Option<String>,
+}
+
+impl UsernameMapping {
+    pub fn principal_for(&self, username: &str) -> String {
+        let name = self
+            .strip_prefix
+            .as_deref()
+            .and_then(|p| username.strip_prefix(p))
+            .unwrap_or(username);
+        match &self.append_domain {
+            Some(domain) if !name.contains('@') => format!("{name}{domain}"),
+            _ => name.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LeaderElection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_lease_name")]
+    pub lease_name: String,
+    /// How long a lease holds without renewal. Default 15s.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration: String,
+}
+
+impl Default for LeaderElection {
+    fn default() -> Self {
+        LeaderElection {
+            enabled: true,
+            lease_name: default_lease_name(),
+            lease_duration: default_lease_duration(),
+        }
+    }
+}
+
+fn default_resync() -> String {
+    "5m".to_owned()
+}
+fn default_concurrency() -> u16 {
+    16
+}
+fn default_metrics_address() -> String {
+    "0.0.0.0:8080".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_lease_name() -> String {
+    "pim-operator".to_owned()
+}
+fn default_lease_duration() -> String {
+    "15s".to_owned()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            directories: BTreeMap::new(),
+            username_mapping: UsernameMapping::default(),
+            resync_interval: default_resync(),
+            concurrency: default_concurrency(),
+            leader_election: LeaderElection::default(),
+            metrics_address: default_metrics_address(),
+            namespace: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// Settings checked and converted for use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub resync: Duration,
+    pub lease_duration: Duration,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    /// Parses and checks a config; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_owned(),
+            message,
+        };
+        let config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| invalid(e.to_string()))?
+        };
+        config.settings().map_err(invalid)
+    }
+
+    pub fn settings(self) -> Result<Settings, String> {
+        let to_std = |field: &str, value: &str| -> Result<Duration, String> {
+            let d = duration::parse_positive(field, value).map_err(|e| e.to_string())?;
+            Ok(d.unsigned_abs())
+        };
+        let resync = to_std("resyncInterval", &self.resync_interval)?;
+        let lease_duration = to_std(
+            "leaderElection.leaseDuration",
+            &self.leader_election.lease_duration,
+        )?;
+        if self.concurrency == 0 {
+            return Err("concurrency: must be at least 1".to_owned());
+        }
+        if self
+            .metrics_address
+            .parse::<std::net::SocketAddr>()
+            .is_err()
+        {
+            return Err(format!(
+                "metricsAddress: {:?} is not an address like 0.0.0.0:8080",
+                self.metrics_address
+            ));
+        }
+        for name in self.directories.keys() {
+            let valid = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !valid {
+                return Err(format!(
+                    "directories.{name}: names are lowercase letters, digits and dashes, as PimGroup.spec.directory"
+                ));
+            }
+        }
+        Ok(Settings {
+            config: self,
+            resync,
+            lease_duration,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let s = Config::parse("", "c.yaml").unwrap();
+        assert_eq!(s.resync, Duration::from_secs(300));
+        assert_eq!(s.config.concurrency, 16);
+        assert!(s.config.leader_election.enabled);
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let s = Config::parse(
+            "directories:\n  mem: {type: memory}\n  rbac: {type: kubernetes}\nusernameMapping:\n  stripPrefix: 'oidc:'\n  appendDomain: '@contoso.com'\nresyncInterval: 2m\nconcurrency: 4\nleaderElection: {enabled: false}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert_eq!(s.config.directories["mem"], DirectoryConfig::Memory);
+        assert_eq!(s.resync, Duration::from_secs(120));
+        let mapping = &s.config.username_mapping;
+        assert_eq!(mapping.principal_for("oidc:alice"), "alice@contoso.com");
+        assert_eq!(
+            mapping.principal_for("bob@fabrikam.com"),
+            "bob@fabrikam.com"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_field() {
+        let err = |text: &str| Config::parse(text, "values.yaml").unwrap_err().to_string();
+        assert!(
+            err("resyncInterval: soon")
+                .contains("values.yaml: resyncInterval: \"soon\" is not a duration"),
+            "{}",
+            err("resyncInterval: soon")
+        );
+        assert!(err("concurrency: 0").contains("concurrency: must be at least 1"));
+        assert!(
+            err("directories:\n  x: {type: carrier-pigeon}\n")
+                .starts_with("config file values.yaml:")
+        );
+        assert!(
+            err("resync: 5m").contains("resync"),
+            "{}",
+            err("resync: 5m")
+        );
+        assert!(err("directories:\n  Bad_Name: {type: memory}\n").contains("directories.Bad_Name"));
+        assert!(err("metricsAddress: nowhere").contains("metricsAddress"));
+    }
+}

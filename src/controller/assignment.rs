@@ -1,0 +1,167 @@
+//! EligibleAssignment reconciler: reports whether the assignment is valid and effective now,
+//! and wakes again when its schedule starts or ends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::Resource;
+use kube::runtime::controller::Action;
+
+use super::context::Context;
+use super::error::Error;
+use super::lenient::Lenient;
+use super::writes::{apply_status, report_malformed};
+use crate::api::EligibleAssignment;
+use crate::api::conditions::{reasons, types};
+use crate::api::eligible_assignment::{AssignmentPhase, EligibleAssignmentStatus};
+use crate::core::eligibility::AssignmentState;
+use crate::core::lifecycle::{ConditionState, ConditionStatus};
+use crate::core::status::merge_conditions;
+use crate::core::violation::{primary_reason, summarize};
+
+pub const KIND: &str = "EligibleAssignment";
+
+pub async fn reconcile(
+    object: Arc<Lenient<EligibleAssignment>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_assignment(&object, &ctx).await;
+    ctx.metrics.observe_reconcile(KIND, started);
+    result
+}
+
+pub fn error_policy(
+    _object: Arc<Lenient<EligibleAssignment>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(kind = KIND, %error, "reconcile failed");
+    ctx.metrics.reconcile_error(KIND, error.category());
+    Action::requeue(error.backoff())
+}
+
+fn condition(
+    type_: &'static str,
+    ok: bool,
+    reason: &'static str,
+    message: impl Into<String>,
+) -> ConditionState {
+    let status = if ok {
+        ConditionStatus::True
+    } else {
+        ConditionStatus::False
+    };
+    ConditionState {
+        type_,
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+async fn reconcile_assignment(
+    object: &Lenient<EligibleAssignment>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let now = ctx.now();
+    let Ok(assignment) = &object.parsed else {
+        let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
+        if !object.already_reported(&problem) {
+            let name = object.metadata.name.clone().unwrap_or_default();
+            report_malformed::<Lenient<EligibleAssignment>>(
+                &ctx.client,
+                &name,
+                types::VALID,
+                &problem,
+                now,
+            )
+            .await?;
+        }
+        return Ok(Action::await_change());
+    };
+    let catalog = ctx.stores.catalog();
+    let stored = assignment.status.clone().unwrap_or_default();
+    let (phase, conditions, window) = match catalog.assignment_window(assignment, now) {
+        Err(violations) => {
+            let message = summarize(&violations);
+            let reason = primary_reason(&violations);
+            (
+                AssignmentPhase::Invalid,
+                vec![
+                    condition(types::VALID, false, reason, message.clone()),
+                    condition(types::EFFECTIVE, false, reason, message),
+                ],
+                None,
+            )
+        }
+        Ok(window) => {
+            let valid_message = window
+                .clipped
+                .clone()
+                .unwrap_or_else(|| "the assignment satisfies its policy".to_owned());
+            let valid_reason = if window.clipped.is_some() {
+                reasons::EXCEEDS_POLICY
+            } else {
+                reasons::VALID
+            };
+            let (phase, effective) = match window.state(now) {
+                AssignmentState::NotStarted => (
+                    AssignmentPhase::Pending,
+                    condition(
+                        types::EFFECTIVE,
+                        false,
+                        reasons::NOT_YET_STARTED,
+                        format!("starts at {}", window.start),
+                    ),
+                ),
+                AssignmentState::Effective => (
+                    AssignmentPhase::Effective,
+                    condition(
+                        types::EFFECTIVE,
+                        true,
+                        reasons::WITHIN_SCHEDULE,
+                        window
+                            .end
+                            .map_or("permanent".to_owned(), |e| format!("until {e}")),
+                    ),
+                ),
+                AssignmentState::Ended => (
+                    AssignmentPhase::Expired,
+                    condition(
+                        types::EFFECTIVE,
+                        false,
+                        reasons::SCHEDULE_ENDED,
+                        window
+                            .end
+                            .map_or(String::new(), |e| format!("ended at {e}")),
+                    ),
+                ),
+            };
+            (
+                phase,
+                vec![
+                    condition(types::VALID, true, valid_reason, valid_message),
+                    effective,
+                ],
+                Some(window),
+            )
+        }
+    };
+    let generation = assignment.meta().generation;
+    let status = EligibleAssignmentStatus {
+        observed_generation: generation,
+        phase: Some(phase),
+        conditions: merge_conditions(&stored.conditions, &conditions, generation, now),
+        principal_id: stored.principal_id.clone(),
+        effective_start: window.as_ref().map(|w| Time(w.start)),
+        effective_end: window.as_ref().and_then(|w| w.end).map(Time),
+    };
+    if status != stored {
+        apply_status(&ctx.client, object, &status).await?;
+    }
+    Ok(Action::requeue(
+        ctx.requeue_for(window.and_then(|w| w.next_change(now))),
+    ))
+}

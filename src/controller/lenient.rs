@@ -1,0 +1,123 @@
+//! Watching without trusting the schema. A typed watch fails a whole list when one object does
+//! not deserialize (a webhook bypassed, a schema change), which would stop the controller for
+//! every object of that kind. `Lenient<K>` always deserializes: it keeps the metadata and either
+//! the typed object or the reason it is malformed, so the reconciler can report it on that
+//! object and the others carry on.
+
+use std::borrow::Cow;
+
+use kube::core::{ObjectMeta, Resource};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone)]
+pub struct Lenient<K> {
+    pub metadata: ObjectMeta,
+    pub parsed: Result<K, String>,
+    /// For a malformed object: the message of the `Malformed` condition already on it, if any.
+    reported: Option<String>,
+}
+
+impl<K> Lenient<K> {
+    pub fn object(&self) -> Option<&K> {
+        self.parsed.as_ref().ok()
+    }
+
+    /// Whether this problem is already reported on the object, so reporting it again would only
+    /// cause another watch event.
+    pub fn already_reported(&self, problem: &str) -> bool {
+        self.reported
+            .as_deref()
+            .is_some_and(|m| m.contains(problem))
+    }
+}
+
+impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let metadata = value
+            .get("metadata")
+            .cloned()
+            .map(serde_json::from_value::<ObjectMeta>)
+            .transpose()
+            .map_err(serde::de::Error::custom)?
+            .unwrap_or_default();
+        let reported = value
+            .pointer("/status/conditions")
+            .and_then(|c| c.as_array())
+            .and_then(|c| {
+                c.iter()
+                    .find(|c| c.get("reason").and_then(|r| r.as_str()) == Some("Malformed"))
+            })
+            .and_then(|c| c.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+        let parsed = serde_json::from_value::<K>(value).map_err(|e| e.to_string());
+        Ok(Lenient {
+            metadata,
+            parsed,
+            reported,
+        })
+    }
+}
+
+impl<K: Serialize> Serialize for Lenient<K> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.parsed {
+            Ok(object) => object.serialize(serializer),
+            Err(_) => serde_json::json!({ "metadata": self.metadata }).serialize(serializer),
+        }
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ActivationRequest;
+
+    #[test]
+    fn a_malformed_object_keeps_its_metadata_and_the_reason() {
+        let json = r#"{"apiVersion":"pim.dev/v1alpha1","kind":"ActivationRequest","metadata":{"name":"bad","resourceVersion":"7"},"spec":{"group":42}}"#;
+        let item: Lenient<ActivationRequest> = serde_json::from_str(json).unwrap();
+        assert_eq!(item.metadata.name.as_deref(), Some("bad"));
+        let err = item.parsed.unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+
+        let good = r#"{"apiVersion":"pim.dev/v1alpha1","kind":"ActivationRequest","metadata":{"name":"ok"},"spec":{"group":"g"}}"#;
+        let item: Lenient<ActivationRequest> = serde_json::from_str(good).unwrap();
+        assert_eq!(item.object().map(|r| r.spec.group.as_str()), Some("g"));
+    }
+
+    #[test]
+    fn a_list_with_one_malformed_item_still_deserializes() {
+        let list = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"9"},"items":[
+            {"metadata":{"name":"a"},"spec":{"group":"g"}},
+            {"metadata":{"name":"b"},"spec":"nonsense"}]}"#;
+        let list: kube::core::ObjectList<Lenient<ActivationRequest>> =
+            serde_json::from_str(list).unwrap();
+        let parsed: Vec<bool> = list.items.iter().map(|i| i.parsed.is_ok()).collect();
+        assert_eq!(parsed, [true, false]);
+    }
+}

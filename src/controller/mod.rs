@@ -1,0 +1,463 @@
+//! The controllers of the four kinds, over one shared watch per kind. Each reconciler follows
+//! one pipeline: snapshot the caches → decide with the engine (pure) → apply to the directory →
+//! write status by server-side apply.
+
+pub mod assignment;
+pub mod context;
+pub mod error;
+pub mod group;
+pub mod lenient;
+pub mod policy;
+pub mod request;
+pub mod writes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+use futures::{Stream, StreamExt};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Config as ControllerConfig;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::{UnboundedReceiverStream, WatchStream};
+use tokio_util::sync::CancellationToken;
+
+use self::context::{Context, MembershipCache, Stores};
+use self::lenient::Lenient;
+use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::directory::Directories;
+use crate::engine::Attestor;
+use crate::metrics::Metrics;
+
+/// Buffer of each shared watch; a slow controller makes the watch wait rather than lose events.
+const SHARED_BUFFER: usize = 1024;
+
+/// What `/readyz` and `/healthz` report.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// 0 unknown, 1 follower, 2 leader.
+    leadership: AtomicU8,
+    caches_synced: AtomicBool,
+}
+
+impl Health {
+    pub fn set_leader(&self, leader: bool) {
+        self.leadership
+            .store(if leader { 2 } else { 1 }, Ordering::SeqCst);
+        if !leader {
+            self.caches_synced.store(false, Ordering::SeqCst);
+        }
+    }
+
+    pub fn set_synced(&self) {
+        self.caches_synced.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leadership.load(Ordering::SeqCst) == 2
+    }
+
+    /// Ready once leadership is known, and, for the leader, once its caches are synced.
+    pub fn is_ready(&self) -> bool {
+        match self.leadership.load(Ordering::SeqCst) {
+            1 => true,
+            2 => self.caches_synced.load(Ordering::SeqCst),
+            _ => false,
+        }
+    }
+}
+
+/// Everything the controllers need from outside.
+pub struct Dependencies {
+    pub client: Client,
+    pub settings: Settings,
+    pub directories: Directories,
+    pub attestor: Arc<dyn Attestor>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the {0} CustomResourceDefinition is not installed in this cluster; install the CRDs with `pim-operator crds | kubectl apply -f -`"
+    )]
+    CrdMissing(String),
+    #[error("cannot reach the Kubernetes API server: {0}")]
+    Unreachable(kube::Error),
+    #[error("leader election: {0}")]
+    LeaderElection(String),
+}
+
+/// Checks that the API server answers and serves our four kinds.
+pub async fn preflight(client: &Client) -> Result<(), StartError> {
+    async fn check<K>(client: &Client) -> Result<(), StartError>
+    where
+        K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<Lenient<K>> = Api::all(client.clone());
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(StartError::CrdMissing(
+                format!("{}.{}", K::plural(&()), K::group(&())),
+            )),
+            Err(error) => Err(StartError::Unreachable(error)),
+        }
+    }
+    check::<AccessPolicy>(client).await?;
+    check::<PimGroup>(client).await?;
+    check::<EligibleAssignment>(client).await?;
+    check::<ActivationRequest>(client).await
+}
+
+/// A shared watch of one kind: its cache, and a way to subscribe more controllers to it.
+struct Shared<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<Lenient<K>>,
+    writer: Option<reflector::store::Writer<Lenient<K>>>,
+}
+
+impl<K> Shared<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    fn new() -> Self {
+        let (store, writer) = reflector::store_shared(SHARED_BUFFER);
+        Shared {
+            store,
+            writer: Some(writer),
+        }
+    }
+
+    fn subscribe(&self) -> impl Stream<Item = Arc<Lenient<K>>> + Send + 'static {
+        self.writer
+            .as_ref()
+            .and_then(|w| w.subscribe())
+            .map(|h| h.boxed())
+            .unwrap_or_else(|| futures::stream::empty().boxed())
+    }
+
+    /// The watch itself; it must be polled for any subscriber to see anything.
+    fn run(&mut self, client: Client) -> impl Future<Output = ()> + Send + 'static {
+        let api: Api<Lenient<K>> = Api::all(client);
+        let writer = self.writer.take();
+        async move {
+            let Some(writer) = writer else { return };
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .reflect_shared(writer)
+                .for_each(|event| async move {
+                    if let Err(error) = event {
+                        tracing::warn!(kind = K::kind(&()).as_ref(), %error, "watch error; retrying");
+                    }
+                })
+                .await;
+        }
+    }
+}
+
+fn name_of<K: Resource>(object: &K) -> String {
+    object.meta().name.clone().unwrap_or_default()
+}
+
+/// Requests affected by a change to the named groups.
+fn requests_of(
+    store: &Store<Lenient<ActivationRequest>>,
+    groups: &[String],
+) -> Vec<ObjectRef<Lenient<ActivationRequest>>> {
+    store
+        .state()
+        .iter()
+        .filter(|r| r.object().is_some_and(|o| groups.contains(&o.spec.group)))
+        .map(|r| ObjectRef::from_obj(r.as_ref()))
+        .collect()
+}
+
+fn assignments_of(
+    store: &Store<Lenient<EligibleAssignment>>,
+    groups: &[String],
+) -> Vec<ObjectRef<Lenient<EligibleAssignment>>> {
+    store
+        .state()
+        .iter()
+        .filter(|a| a.object().is_some_and(|o| groups.contains(&o.spec.group)))
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+/// PimGroups whose roles use the named policy.
+fn groups_using(store: &Store<Lenient<PimGroup>>, policy: &str) -> Vec<String> {
+    store
+        .state()
+        .iter()
+        .filter_map(|g| g.object())
+        .filter(|g| {
+            g.spec.roles.member.policy == policy
+                || g.spec
+                    .roles
+                    .owner
+                    .as_ref()
+                    .is_some_and(|o| o.policy == policy)
+        })
+        .map(name_of)
+        .collect()
+}
+
+/// Whether a PimGroup event is more than its own status write: a spec change, a deletion.
+fn group_changed(store: &Store<Lenient<PimGroup>>, group: &Lenient<PimGroup>) -> bool {
+    let gone = store.get(&ObjectRef::from_obj(group)).is_none();
+    let observed = group
+        .object()
+        .and_then(|g| g.status.as_ref())
+        .and_then(|s| s.observed_generation);
+    gone || group.metadata.deletion_timestamp.is_some() || observed != group.metadata.generation
+}
+
+fn clock_jumps(clock: &dyn Clock) -> impl Stream<Item = ()> + Send + 'static {
+    match clock.jumps() {
+        Some(rx) => WatchStream::from_changes(rx).map(|_| ()).boxed(),
+        None => futures::stream::empty().boxed(),
+    }
+}
+
+/// Runs the four controllers until `stop` fires. Call only while holding leadership.
+pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
+    let client = deps.client.clone();
+    let mut policies = Shared::<AccessPolicy>::new();
+    let mut groups = Shared::<PimGroup>::new();
+    let mut assignments = Shared::<EligibleAssignment>::new();
+    let mut requests = Shared::<ActivationRequest>::new();
+    let stores = Stores {
+        policies: policies.store.clone(),
+        groups: groups.store.clone(),
+        assignments: assignments.store.clone(),
+        requests: requests.store.clone(),
+    };
+    let (request_triggers, triggered) = mpsc::unbounded_channel();
+    let reporter = Reporter {
+        controller: "pim-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        clock: deps.clock.clone(),
+        settings: deps.settings.clone(),
+        directories: deps.directories.clone(),
+        attestor: deps.attestor.clone(),
+        metrics: deps.metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        stores: stores.clone(),
+        membership: MembershipCache::default(),
+        request_triggers,
+    });
+    let config = ControllerConfig::default().concurrency(deps.settings.config.concurrency);
+    let shutdown = {
+        let stop = stop.clone();
+        move || {
+            let stop = stop.clone();
+            async move { stop.cancelled().await }
+        }
+    };
+
+    let request_controller = {
+        let (by_group, by_assignment, by_policy) = (
+            stores.requests.clone(),
+            stores.requests.clone(),
+            stores.requests.clone(),
+        );
+        let groups_store = stores.groups.clone();
+        let groups_store_for_policy = stores.groups.clone();
+        Controller::for_shared_stream(requests.subscribe(), stores.requests.clone())
+            .with_config(config.clone())
+            .watches_shared_stream(groups.subscribe(), move |g| {
+                if group_changed(&groups_store, &g) {
+                    requests_of(&by_group, &[name_of(g.as_ref())])
+                } else {
+                    Vec::new()
+                }
+            })
+            .watches_shared_stream(assignments.subscribe(), move |a| {
+                a.object()
+                    .map(|a| requests_of(&by_assignment, std::slice::from_ref(&a.spec.group)))
+                    .unwrap_or_default()
+            })
+            .watches_shared_stream(policies.subscribe(), move |p| {
+                requests_of(
+                    &by_policy,
+                    &groups_using(&groups_store_for_policy, &name_of(p.as_ref())),
+                )
+            })
+            .reconcile_on(UnboundedReceiverStream::new(triggered))
+            .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
+            .graceful_shutdown_on(shutdown())
+            .run(request::reconcile, request::error_policy, ctx.clone())
+            .for_each(|_| async {})
+    };
+    let group_controller = {
+        let groups_for_policy = stores.groups.clone();
+        Controller::for_shared_stream(groups.subscribe(), stores.groups.clone())
+            .with_config(config.clone())
+            .watches_shared_stream(requests.subscribe(), |r| {
+                r.object()
+                    .map(|r| vec![ObjectRef::new(&r.spec.group)])
+                    .unwrap_or_default()
+            })
+            .watches_shared_stream(assignments.subscribe(), |a| {
+                a.object()
+                    .map(|a| vec![ObjectRef::new(&a.spec.group)])
+                    .unwrap_or_default()
+            })
+            .watches_shared_stream(policies.subscribe(), move |p| {
+                groups_using(&groups_for_policy, &name_of(p.as_ref()))
+                    .iter()
+                    .map(|g| ObjectRef::new(g))
+                    .collect::<Vec<_>>()
+            })
+            .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
+            .graceful_shutdown_on(shutdown())
+            .run(group::reconcile, group::error_policy, ctx.clone())
+            .for_each(|_| async {})
+    };
+    let assignment_controller = {
+        let (by_group, by_policy) = (stores.assignments.clone(), stores.assignments.clone());
+        let groups_store = stores.groups.clone();
+        let groups_for_policy = stores.groups.clone();
+        Controller::for_shared_stream(assignments.subscribe(), stores.assignments.clone())
+            .with_config(config.clone())
+            .watches_shared_stream(groups.subscribe(), move |g| {
+                if group_changed(&groups_store, &g) {
+                    assignments_of(&by_group, &[name_of(g.as_ref())])
+                } else {
+                    Vec::new()
+                }
+            })
+            .watches_shared_stream(policies.subscribe(), move |p| {
+                assignments_of(
+                    &by_policy,
+                    &groups_using(&groups_for_policy, &name_of(p.as_ref())),
+                )
+            })
+            .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
+            .graceful_shutdown_on(shutdown())
+            .run(assignment::reconcile, assignment::error_policy, ctx.clone())
+            .for_each(|_| async {})
+    };
+    let policy_controller =
+        Controller::for_shared_stream(policies.subscribe(), stores.policies.clone())
+            .with_config(config)
+            .graceful_shutdown_on(shutdown())
+            .run(policy::reconcile, policy::error_policy, ctx.clone())
+            .for_each(|_| async {});
+
+    let watches = futures::future::join4(
+        policies.run(client.clone()),
+        groups.run(client.clone()),
+        assignments.run(client.clone()),
+        requests.run(client),
+    );
+    let health = deps.health.clone();
+    let synced = async move {
+        let _ = stores.policies.wait_until_ready().await;
+        let _ = stores.groups.wait_until_ready().await;
+        let _ = stores.assignments.wait_until_ready().await;
+        let _ = stores.requests.wait_until_ready().await;
+        health.set_synced();
+        futures::future::pending::<()>().await;
+    };
+    let controllers = futures::future::join4(
+        request_controller,
+        group_controller,
+        assignment_controller,
+        policy_controller,
+    );
+    tokio::select! {
+        _ = controllers => {}
+        _ = watches => {}
+        _ = synced => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// Runs the controllers while this replica leads, until `shutdown` fires. Without leader
+/// election, this replica always leads.
+pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), StartError> {
+    let election = &deps.settings.config.leader_election;
+    if !election.enabled {
+        deps.health.set_leader(true);
+        run_controllers(&deps, shutdown).await;
+        return Ok(());
+    }
+    let namespace = deps
+        .settings
+        .config
+        .namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "pim-system".to_owned());
+    let identity = std::env::var("POD_NAME")
+        .unwrap_or_else(|_| format!("pim-operator-{}", std::process::id()));
+    let manager =
+        kube_lease_manager::LeaseManagerBuilder::new(deps.client.clone(), &election.lease_name)
+            .with_namespace(&namespace)
+            .with_identity(&identity)
+            .with_duration(deps.settings.lease_duration.as_secs().max(2))
+            .with_grace(2)
+            .build()
+            .await
+            .map_err(|e| StartError::LeaderElection(e.to_string()))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    deps.health.set_leader(*leading.borrow_and_update());
+    loop {
+        if *leading.borrow_and_update() {
+            deps.health.set_leader(true);
+            tracing::info!(%identity, "leading: starting controllers");
+            let term = shutdown.child_token();
+            let lost = {
+                let term = term.clone();
+                let mut leading = leading.clone();
+                async move {
+                    while leading.changed().await.is_ok() {
+                        if !*leading.borrow() {
+                            break;
+                        }
+                    }
+                    term.cancel();
+                }
+            };
+            tokio::select! {
+                _ = run_controllers(&deps, term.clone()) => {}
+                _ = lost => {}
+            }
+            term.cancel();
+            tracing::info!(%identity, "not leading: controllers stopped");
+        }
+        deps.health.set_leader(false);
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { break },
+            _ = shutdown.cancelled() => break,
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    // Dropping the receiver makes the lease manager release the lease.
+    drop(leading);
+    let _ = lease_task.await;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! ActivationRequest reconciler: catalog snapshot → engine decision → status, Event, metrics.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kube::core::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+
+use super::context::Context;
+use super::error::Error;
+use super::lenient::Lenient;
+use super::writes::{
+    add_finalizer, apply_status, has_finalizer, remove_finalizer, report_malformed,
+};
+use crate::api::ActivationRequest;
+use crate::api::activation_request::Phase;
+use crate::api::conditions::types;
+use crate::core::membership::Member;
+use crate::engine::{DirectoryObservation, RequestOutcome, reconcile_request};
+
+pub const KIND: &str = "ActivationRequest";
+
+pub async fn reconcile(
+    object: Arc<Lenient<ActivationRequest>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_request_object(&object, &ctx).await;
+    ctx.metrics.observe_reconcile(KIND, started);
+    result
+}
+
+pub fn error_policy(
+    _object: Arc<Lenient<ActivationRequest>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(kind = KIND, %error, "reconcile failed");
+    ctx.metrics.reconcile_error(KIND, error.category());
+    Action::requeue(error.backoff())
+}
+
+async fn reconcile_request_object(
+    object: &Lenient<ActivationRequest>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let now = ctx.now();
+    let Ok(request) = &object.parsed else {
+        return report(object, ctx, now).await;
+    };
+    if request.meta().deletion_timestamp.is_some() {
+        return finalize(object, request, ctx).await;
+    }
+    if !has_finalizer(request)
+        && !request
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(Phase::is_terminal)
+    {
+        // The patch comes back as a watch event, which reconciles again with the finalizer set.
+        add_finalizer(&ctx.client, object).await?;
+        return Ok(Action::await_change());
+    }
+
+    let catalog = ctx.stores.catalog();
+    let spec = &request.spec;
+    let principal = Member::User(spec.principal.clone().unwrap_or_default());
+    let member_present = ctx
+        .membership
+        .contains(&spec.group, spec.role(), &principal)
+        .unwrap_or(false);
+    let requester_groups = spec
+        .requester
+        .as_ref()
+        .map(|r| r.groups.clone())
+        .unwrap_or_default();
+    let is_member_of = |group: &str| requester_groups.iter().any(|g| g == group);
+    let outcome = reconcile_request(
+        &catalog,
+        request,
+        ctx.attestor.as_ref(),
+        DirectoryObservation { member_present },
+        &is_member_of,
+        now,
+    );
+    if outcome.status_changed(request.status.as_ref()) {
+        apply_status(&ctx.client, object, &outcome.status).await?;
+    }
+    if let Some((from, to)) = outcome.transition {
+        record_transition(object, request, &outcome, from, to, ctx).await;
+    }
+    Ok(Action::requeue(
+        ctx.requeue_for(outcome.decision.next_deadline),
+    ))
+}
+
+/// A request being deleted gives up its grant; the finalizer stays until the directory no longer
+/// lists the principal (or another grant keeps them).
+async fn finalize(
+    object: &Lenient<ActivationRequest>,
+    request: &ActivationRequest,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    if !has_finalizer(request) {
+        return Ok(Action::await_change());
+    }
+    let spec = &request.spec;
+    let principal = Member::User(spec.principal.clone().unwrap_or_default());
+    let catalog = ctx.stores.catalog();
+    let now = ctx.now();
+    let kept_elsewhere = catalog
+        .grants(&spec.group, spec.role(), now)
+        .iter()
+        .any(|g| g.member == principal && g.covers(now));
+    let present = ctx
+        .membership
+        .contains(&spec.group, spec.role(), &principal);
+    // The group may be gone too; then there is nothing left to remove from.
+    let group_gone = !catalog.groups.contains_key(&spec.group);
+    if kept_elsewhere || present == Some(false) || group_gone || spec.principal.is_none() {
+        remove_finalizer(&ctx.client, object).await?;
+        return Ok(Action::await_change());
+    }
+    // The group controller sees the deletion and removes the member, then wakes us.
+    Ok(Action::requeue(std::time::Duration::from_secs(5)))
+}
+
+async fn report(
+    object: &Lenient<ActivationRequest>,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<Action, Error> {
+    let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
+    let name = object.metadata.name.clone().unwrap_or_default();
+    tracing::warn!(kind = KIND, %name, %problem, "malformed object skipped");
+    if !object.already_reported(&problem) {
+        report_malformed::<Lenient<ActivationRequest>>(
+            &ctx.client,
+            &name,
+            types::VALIDATED,
+            &problem,
+            now,
+        )
+        .await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn record_transition(
+    object: &Lenient<ActivationRequest>,
+    request: &ActivationRequest,
+    outcome: &RequestOutcome,
+    from: Option<Phase>,
+    to: Phase,
+    ctx: &Context,
+) {
+    let decision = &outcome.decision;
+    let metrics = &ctx.metrics;
+    let created = request.meta().creation_timestamp.as_ref().map(|t| t.0);
+    if to.is_terminal() {
+        metrics
+            .activations
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: to.to_string(),
+            })
+            .inc();
+    }
+    if from == Some(Phase::PendingApproval)
+        && let (Some(approved), Some(created)) = (decision.approved_at, created)
+    {
+        metrics
+            .approval_latency
+            .observe(approved.duration_since(created).as_secs_f64().max(0.0));
+    }
+    if to == Phase::Active
+        && let (Some(activated), Some(window)) = (decision.activated_at, decision.window)
+    {
+        metrics.activation_latency.observe(
+            activated
+                .duration_since(window.start)
+                .as_secs_f64()
+                .max(0.0),
+        );
+    }
+    let active = ctx
+        .stores
+        .requests
+        .state()
+        .iter()
+        .filter(|r| {
+            r.object()
+                .and_then(|o| o.status.as_ref())
+                .and_then(|s| s.phase)
+                == Some(Phase::Active)
+        })
+        .count();
+    let active = if to == Phase::Active {
+        active + usize::from(from != Some(Phase::Active))
+    } else {
+        active.saturating_sub(usize::from(from == Some(Phase::Active)))
+    };
+    metrics
+        .active_elevations
+        .set(i64::try_from(active).unwrap_or(i64::MAX));
+
+    let type_ = match to {
+        Phase::Denied | Phase::TimedOut | Phase::Rejected | Phase::Failed | Phase::Revoked => {
+            EventType::Warning
+        }
+        _ => EventType::Normal,
+    };
+    let note: String = decision.message.chars().take(1024).collect();
+    let event = Event {
+        type_,
+        reason: decision.reason.to_owned(),
+        note: Some(format!(
+            "{} → {to}: {note}",
+            from.map_or("New".to_owned(), |f| f.to_string())
+        )),
+        action: to.to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        // An Event is a courtesy; the status already says it.
+        tracing::debug!(%error, "could not publish an Event");
+    }
+}

@@ -1,0 +1,139 @@
+//! The writes the controller makes to our objects: status by server-side apply, and finalizers by
+//! merge patch. Each carries the resourceVersion it decided on, so a write based on a stale read
+//! fails with 409 instead of overwriting.
+
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use kube::core::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::error::Error;
+
+pub const FIELD_MANAGER: &str = "pim-operator";
+pub const FINALIZER: &str = "pim.dev/revoke-access";
+
+fn api_for<K>(client: &kube::Client) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>,
+{
+    Api::all(client.clone())
+}
+
+/// Applies `status` to the object's status subresource.
+pub async fn apply_status<K, S>(client: &kube::Client, object: &K, status: &S) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let patch = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": name, "resourceVersion": object.meta().resource_version },
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api_for::<K>(client)
+        .patch_status(&name, &params, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Sets the finalizer list, guarded by the resourceVersion read.
+async fn set_finalizers<K>(
+    client: &kube::Client,
+    object: &K,
+    finalizers: Vec<String>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let patch = json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": object.meta().resource_version }
+    });
+    api_for::<K>(client)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+pub fn has_finalizer<K: Resource>(object: &K) -> bool {
+    object
+        .meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER)
+}
+
+pub async fn add_finalizer<K>(client: &kube::Client, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let mut finalizers = object.meta().finalizers.clone().unwrap_or_default();
+    finalizers.push(FINALIZER.to_owned());
+    set_finalizers(client, object, finalizers).await
+}
+
+pub async fn remove_finalizer<K>(client: &kube::Client, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let finalizers = object
+        .meta()
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    set_finalizers(client, object, finalizers).await
+}
+
+/// Reports a malformed object on itself: one condition of `condition_type`, False, reason
+/// `Malformed`. Written as a merge patch of raw JSON, since the object does not fit our types.
+pub async fn report_malformed<K>(
+    client: &kube::Client,
+    name: &str,
+    condition_type: &str,
+    problem: &str,
+    now: jiff::Timestamp,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let message: String = format!("the object does not match its schema: {problem}")
+        .chars()
+        .take(1024)
+        .collect();
+    let patch = json!({ "status": { "conditions": [{
+        "type": condition_type,
+        "status": "False",
+        "reason": "Malformed",
+        "message": message,
+        "lastTransitionTime": now.to_string(),
+    }]}});
+    let api: Api<kube::core::DynamicObject> =
+        Api::all_with(client.clone(), &kube::core::ApiResource::erase::<K>(&()));
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Directories hold the groups whose membership PIM converges (DESIGN §6). Each backend offers
+//! the same small, idempotent operations: an add of a present member and a remove of an absent
+//! one are both success.
+
+pub mod kubernetes;
+pub mod memory;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::api::PimGroup;
+use crate::api::common::Role;
+use crate::core::membership::Member;
+
+/// How a directory call failed, which decides whether to retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DirectoryError {
+    /// Worth retrying: throttling, timeouts, 5xx, a dropped connection.
+    #[error("{operation}: {message} (will retry)")]
+    Transient {
+        operation: &'static str,
+        message: String,
+        retry_after: Option<std::time::Duration>,
+    },
+    /// Retrying will not help until something changes: bad credentials, a missing group,
+    /// an ambiguous name.
+    #[error("{operation}: {message}")]
+    Permanent {
+        operation: &'static str,
+        message: String,
+    },
+}
+
+impl DirectoryError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DirectoryError::Transient { .. })
+    }
+
+    pub fn transient(operation: &'static str, message: impl Into<String>) -> Self {
+        DirectoryError::Transient {
+            operation,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn permanent(operation: &'static str, message: impl Into<String>) -> Self {
+        DirectoryError::Permanent {
+            operation,
+            message: message.into(),
+        }
+    }
+}
+
+/// The group a PimGroup governs, as the directory identifies it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub String);
+
+/// One directory connection.
+#[async_trait]
+pub trait Directory: Send + Sync {
+    /// Short backend name for metrics and messages: `memory`, `kubernetes`, `entra`, `ldap`.
+    fn backend(&self) -> &'static str;
+
+    /// Finds (or, when the spec asks, creates) the directory group of a PimGroup.
+    async fn ensure_group(&self, group: &PimGroup) -> Result<GroupId, DirectoryError>;
+
+    /// The current members of a role of the group.
+    async fn list_members(
+        &self,
+        group: &GroupId,
+        role: Role,
+    ) -> Result<BTreeSet<Member>, DirectoryError>;
+
+    /// Adds a member; success when already present.
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+    ) -> Result<(), DirectoryError>;
+
+    /// Removes a member; success when already absent.
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+    ) -> Result<(), DirectoryError>;
+}
+
+/// The directory connections the operator knows, by name (DESIGN §6: `PimGroup.spec.directory`).
+#[derive(Clone, Default)]
+pub struct Directories {
+    by_name: std::collections::BTreeMap<String, Arc<dyn Directory>>,
+}
+
+impl Directories {
+    pub fn insert(&mut self, name: impl Into<String>, directory: Arc<dyn Directory>) {
+        self.by_name.insert(name.into(), directory);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Directory>> {
+        self.by_name.get(name).cloned()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for Directories {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.by_name.keys()).finish()
+    }
+}

@@ -1,0 +1,227 @@
+//! A snapshot of our four kinds, indexed by name, with the lookups every decision needs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+
+use crate::api::common::Role;
+use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::core::eligibility::{
+    AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
+};
+use crate::core::lifecycle::Target;
+use crate::core::membership::{Grant, assignment_grant, request_grant};
+use crate::core::policy::Policy;
+use crate::core::violation::{Violation, summarize};
+
+/// All objects of the four kinds, as the controller's caches or a folder of manifests hold them.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub policies: BTreeMap<String, Arc<AccessPolicy>>,
+    pub groups: BTreeMap<String, Arc<PimGroup>>,
+    pub assignments: BTreeMap<String, Arc<EligibleAssignment>>,
+    pub requests: BTreeMap<String, Arc<ActivationRequest>>,
+}
+
+/// The policy behind a (group, role), or why there is none. Owns what [`Target`] borrows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResolvedTarget {
+    Found {
+        policy_name: String,
+        policy: Policy,
+    },
+    GroupNotFound,
+    RoleNotManaged,
+    PolicyNotFound {
+        policy_name: String,
+    },
+    PolicyInvalid {
+        policy_name: String,
+        problem: String,
+    },
+}
+
+impl ResolvedTarget {
+    pub fn as_target(&self) -> Target<'_> {
+        match self {
+            ResolvedTarget::Found { policy, .. } => Target::Found(policy),
+            ResolvedTarget::GroupNotFound => Target::GroupNotFound,
+            ResolvedTarget::RoleNotManaged => Target::RoleNotManaged,
+            ResolvedTarget::PolicyNotFound { .. } => Target::PolicyNotFound,
+            ResolvedTarget::PolicyInvalid { problem, .. } => Target::PolicyInvalid(problem),
+        }
+    }
+
+    pub fn policy(&self) -> Option<&Policy> {
+        match self {
+            ResolvedTarget::Found { policy, .. } => Some(policy),
+            _ => None,
+        }
+    }
+}
+
+fn name_of<K: kube::Resource>(object: &K) -> String {
+    object.meta().name.clone().unwrap_or_default()
+}
+
+/// When an object was created; `fallback` for manifests that were never applied.
+pub fn created_at<K: kube::Resource>(object: &K, fallback: Timestamp) -> Timestamp {
+    object
+        .meta()
+        .creation_timestamp
+        .as_ref()
+        .map_or(fallback, |t| t.0)
+}
+
+impl Catalog {
+    pub fn insert_policy(&mut self, object: AccessPolicy) {
+        self.policies.insert(name_of(&object), Arc::new(object));
+    }
+
+    pub fn insert_group(&mut self, object: PimGroup) {
+        self.groups.insert(name_of(&object), Arc::new(object));
+    }
+
+    pub fn insert_assignment(&mut self, object: EligibleAssignment) {
+        self.assignments.insert(name_of(&object), Arc::new(object));
+    }
+
+    pub fn insert_request(&mut self, object: ActivationRequest) {
+        self.requests.insert(name_of(&object), Arc::new(object));
+    }
+
+    /// The name of the AccessPolicy governing `role` of `group`.
+    pub fn policy_name(&self, group: &str, role: Role) -> Option<&str> {
+        let roles = &self.groups.get(group)?.spec.roles;
+        match role {
+            Role::Member => Some(roles.member.policy.as_str()),
+            Role::Owner => roles.owner.as_ref().map(|o| o.policy.as_str()),
+        }
+    }
+
+    pub fn target(&self, group: &str, role: Role) -> ResolvedTarget {
+        if !self.groups.contains_key(group) {
+            return ResolvedTarget::GroupNotFound;
+        }
+        let Some(policy_name) = self.policy_name(group, role) else {
+            return ResolvedTarget::RoleNotManaged;
+        };
+        let policy_name = policy_name.to_owned();
+        let Some(policy) = self.policies.get(&policy_name) else {
+            return ResolvedTarget::PolicyNotFound { policy_name };
+        };
+        match Policy::from_spec(&policy.spec) {
+            Ok(policy) => ResolvedTarget::Found {
+                policy_name,
+                policy,
+            },
+            Err(violations) => ResolvedTarget::PolicyInvalid {
+                policy_name,
+                problem: summarize(&violations),
+            },
+        }
+    }
+
+    /// An assignment's window under the caps of its group's policy for its role.
+    pub fn assignment_window(
+        &self,
+        assignment: &EligibleAssignment,
+        now: Timestamp,
+    ) -> Result<AssignmentWindow, Vec<Violation>> {
+        let spec = &assignment.spec;
+        let target = self.target(&spec.group, spec.role);
+        let Some(policy) = target.policy() else {
+            return Err(vec![target_violation(&target, &spec.group, spec.role)]);
+        };
+        assignment_window(spec, created_at(assignment, now), &policy.assignments)
+    }
+
+    /// Valid assignments of `group`/`role` with their windows, in name order.
+    pub fn assignment_windows(
+        &self,
+        group: &str,
+        role: Role,
+        now: Timestamp,
+    ) -> Vec<(&str, &EligibleAssignment, AssignmentWindow)> {
+        self.assignments
+            .iter()
+            .filter(|(_, a)| a.spec.group == group && a.spec.role == role)
+            .filter_map(|(name, a)| {
+                Some((
+                    name.as_str(),
+                    a.as_ref(),
+                    self.assignment_window(a, now).ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The ways `principal` is eligible for `group`/`role`; `is_member_of` answers group lookups.
+    pub fn eligibilities(
+        &self,
+        principal: &str,
+        group: &str,
+        role: Role,
+        now: Timestamp,
+        is_member_of: impl Fn(&str) -> bool,
+    ) -> Vec<Eligibility> {
+        let windows = self.assignment_windows(group, role, now);
+        let entries = windows.iter().map(|(name, a, window)| AssignmentEntry {
+            name,
+            spec: &a.spec,
+            window,
+        });
+        eligibilities_for(principal, group, role, entries, is_member_of)
+    }
+
+    /// Every grant of `group`/`role`: live requests (from their stored status) and Active-type
+    /// assignments.
+    pub fn grants(&self, group: &str, role: Role, now: Timestamp) -> Vec<Grant> {
+        let from_requests = self.requests.iter().filter_map(|(name, r)| {
+            // A request being deleted gives up its grant; its finalizer waits for the removal.
+            if r.metadata.deletion_timestamp.is_some() {
+                return None;
+            }
+            let status = r.status.as_ref()?;
+            (r.spec.group == group && r.spec.role() == role)
+                .then(|| request_grant(name, &r.spec, status))?
+        });
+        let from_assignments = self
+            .assignment_windows(group, role, now)
+            .into_iter()
+            .filter_map(|(name, a, window)| assignment_grant(name, &a.spec, &window));
+        from_requests.chain(from_assignments).collect()
+    }
+}
+
+/// Why a (group, role) has no usable policy, as a violation on an object referring to it.
+pub fn target_violation(target: &ResolvedTarget, group: &str, role: Role) -> Violation {
+    use crate::api::conditions::reasons;
+    match target {
+        ResolvedTarget::Found { .. } => Violation::new("spec.group", reasons::VALID, "ok"),
+        ResolvedTarget::GroupNotFound => Violation::new(
+            "spec.group",
+            reasons::GROUP_NOT_FOUND,
+            format!("PimGroup {group:?} does not exist"),
+        ),
+        ResolvedTarget::RoleNotManaged => Violation::new(
+            "spec.role",
+            reasons::ROLE_NOT_MANAGED,
+            format!("PimGroup {group:?} has no policy for the {role} role"),
+        ),
+        ResolvedTarget::PolicyNotFound { policy_name } => Violation::new(
+            "spec.group",
+            reasons::POLICY_NOT_FOUND,
+            format!("AccessPolicy {policy_name:?} of PimGroup {group:?} does not exist"),
+        ),
+        ResolvedTarget::PolicyInvalid {
+            policy_name,
+            problem,
+        } => Violation::new(
+            "spec.group",
+            reasons::INVALID_POLICY,
+            format!("AccessPolicy {policy_name:?} of PimGroup {group:?} is invalid: {problem}"),
+        ),
+    }
+}

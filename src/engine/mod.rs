@@ -1,0 +1,13 @@
+//! Reconciliation without I/O. Given a snapshot of our objects and what the directory reported,
+//! it decides each request's status and each group's membership changes. The controller wraps it
+//! with the Kubernetes API and a directory; `simulate` runs it on virtual time.
+
+pub mod attestation;
+pub mod catalog;
+pub mod group;
+pub mod request;
+
+pub use attestation::{Attestor, TrustAsWritten};
+pub use catalog::{Catalog, ResolvedTarget};
+pub use group::{GroupOutcome, reconcile_group};
+pub use request::{DirectoryObservation, RequestOutcome, reconcile_request};

@@ -1,0 +1,120 @@
+//! `pim-operator run`: connect, check the CRDs, build the directories, and run the controllers
+//! and the HTTP endpoints until SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SystemClock;
+use crate::config::{Config, DirectoryConfig, Settings};
+use crate::controller::{self, Dependencies, Health};
+use crate::directory::kubernetes::KubernetesDirectory;
+use crate::directory::memory::MemoryDirectory;
+use crate::directory::{Directories, Directory};
+use crate::engine::TrustAsWritten;
+use crate::metrics::{Instrumented, Metrics};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("no Kubernetes cluster configured: {0} (set KUBECONFIG, or run in a pod)")]
+    NoCluster(String),
+    #[error("{0}")]
+    Start(#[from] controller::StartError),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Serve {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// The directories the config names, plus `kubernetes`, each recording its calls in metrics.
+pub fn directories(
+    settings: &Settings,
+    client: &kube::Client,
+    metrics: &Arc<Metrics>,
+) -> Directories {
+    let mut directories = Directories::default();
+    let kubernetes: Arc<dyn Directory> = Arc::new(KubernetesDirectory::new(client.clone()));
+    directories.insert(
+        crate::api::pim_group::KUBERNETES_DIRECTORY,
+        Instrumented::wrap(kubernetes, metrics.clone()),
+    );
+    for (name, config) in &settings.config.directories {
+        let backend: Arc<dyn Directory> = match config {
+            DirectoryConfig::Kubernetes => Arc::new(KubernetesDirectory::new(client.clone())),
+            DirectoryConfig::Memory => Arc::new(MemoryDirectory::new()),
+        };
+        directories.insert(name.clone(), Instrumented::wrap(backend, metrics.clone()));
+    }
+    directories
+}
+
+pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
+    let settings = match &config_path {
+        Some(path) => Config::load(path)?,
+        None => Config::parse("", "defaults")?,
+    };
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| RunError::NoCluster(e.to_string()))?;
+    controller::preflight(&client).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+
+    let address: SocketAddr =
+        settings
+            .config
+            .metrics_address
+            .parse()
+            .map_err(|_| RunError::Serve {
+                address: settings.config.metrics_address.clone(),
+                source: std::io::ErrorKind::InvalidInput.into(),
+            })?;
+    let router = crate::http::router(metrics.clone(), health.clone());
+    let listener_shutdown = shutdown.clone();
+    let server = tokio::spawn(crate::http::serve(address, router, listener_shutdown));
+
+    let deps = Dependencies {
+        client: client.clone(),
+        directories: directories(&settings, &client, &metrics),
+        settings,
+        attestor: Arc::new(TrustAsWritten),
+        clock: Arc::new(SystemClock),
+        metrics,
+        health,
+    };
+    let result = controller::run(deps, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Ok(Err(source)) = server.await {
+        return Err(RunError::Serve {
+            address: address.to_string(),
+            source,
+        });
+    }
+    result.map_err(RunError::from)
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C stops the operator gracefully.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => futures::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+    shutdown.cancel();
+}

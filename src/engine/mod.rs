@@ -11,3 +11,6 @@ pub use attestation::{Attestor, TrustAsWritten};
 pub use catalog::{Catalog, ResolvedTarget};
 pub use group::{GroupOutcome, reconcile_group};
 pub use request::{DirectoryObservation, RequestOutcome, reconcile_request};
+
+#[cfg(test)]
+mod tests;

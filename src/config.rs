@@ -177,6 +177,12 @@ impl Config {
             "leaderElection.leaseDuration",
             &self.leader_election.lease_duration,
         )?;
+        if lease_duration.as_secs() < crate::controller::MIN_LEASE_SECONDS {
+            return Err(format!(
+                "leaderElection.leaseDuration: must be at least {}s, to leave time to renew",
+                crate::controller::MIN_LEASE_SECONDS
+            ));
+        }
         if self.concurrency == 0 {
             return Err("concurrency: must be at least 1".to_owned());
         }
@@ -240,6 +246,16 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/operator.yaml");
+        let s = Config::load(&path).unwrap();
+        assert_eq!(s.config.directories["sandbox"], DirectoryConfig::Memory);
+        assert_eq!(s.config.namespace.as_deref(), Some("pim-system"));
+        assert_eq!(s.lease_duration, Duration::from_secs(15));
+    }
+
+    #[test]
     fn errors_name_the_file_and_field() {
         let err = |text: &str| Config::parse(text, "values.yaml").unwrap_err().to_string();
         assert!(
@@ -260,5 +276,9 @@ mod tests {
         );
         assert!(err("directories:\n  Bad_Name: {type: memory}\n").contains("directories.Bad_Name"));
         assert!(err("metricsAddress: nowhere").contains("metricsAddress"));
+        assert!(
+            err("leaderElection: {leaseDuration: 1s}")
+                .contains("leaderElection.leaseDuration: must be at least 3s")
+        );
     }
 }

@@ -66,7 +66,7 @@ async fn reconcile_assignment(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let now = ctx.now();
-    let Ok(assignment) = &object.parsed else {
+    let Ok(assignment) = object.parsed.as_deref() else {
         let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
         if !object.already_reported(&problem) {
             let name = object.metadata.name.clone().unwrap_or_default();
@@ -81,7 +81,7 @@ async fn reconcile_assignment(
         }
         return Ok(Action::await_change());
     };
-    let catalog = ctx.stores.catalog();
+    let catalog = ctx.stores.catalog_for(&assignment.spec.group);
     let stored = assignment.status.clone().unwrap_or_default();
     let (phase, conditions, window) = match catalog.assignment_window(assignment, now) {
         Err(violations) => {

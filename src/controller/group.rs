@@ -97,7 +97,7 @@ async fn reconcile_group_object(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let now = ctx.now();
-    let Ok(group) = &object.parsed else {
+    let Ok(group) = object.parsed.as_deref() else {
         let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
         if !object.already_reported(&problem) {
             let name = object.metadata.name.clone().unwrap_or_default();
@@ -155,7 +155,7 @@ async fn reconcile_group_object(
         }
     };
 
-    let catalog = ctx.stores.catalog();
+    let catalog = ctx.stores.catalog_for(&name);
     let mut results = Vec::new();
     for role in roles_of(group) {
         results.push(

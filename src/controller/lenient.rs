@@ -5,6 +5,7 @@
 //! object and the others carry on.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use kube::core::{ObjectMeta, Resource};
 use serde::de::DeserializeOwned;
@@ -13,14 +14,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone)]
 pub struct Lenient<K> {
     pub metadata: ObjectMeta,
-    pub parsed: Result<K, String>,
+    /// Shared, so that snapshots of the caches cost a reference count, not a deep copy.
+    pub parsed: Result<Arc<K>, String>,
     /// For a malformed object: the message of the `Malformed` condition already on it, if any.
     reported: Option<String>,
 }
 
 impl<K> Lenient<K> {
     pub fn object(&self) -> Option<&K> {
-        self.parsed.as_ref().ok()
+        self.parsed.as_deref().ok()
     }
 
     /// Whether this problem is already reported on the object, so reporting it again would only
@@ -50,7 +52,9 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
                     .find(|c| c.get("reason").and_then(|r| r.as_str()) == Some("Malformed"))
             })
             .and_then(|c| c.get("message").and_then(|m| m.as_str()).map(str::to_owned));
-        let parsed = serde_json::from_value::<K>(value).map_err(|e| e.to_string());
+        let parsed = serde_json::from_value::<K>(value)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
         Ok(Lenient {
             metadata,
             parsed,
@@ -62,7 +66,7 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
 impl<K: Serialize> Serialize for Lenient<K> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.parsed {
-            Ok(object) => object.serialize(serializer),
+            Ok(object) => object.as_ref().serialize(serializer),
             Err(_) => serde_json::json!({ "metadata": self.metadata }).serialize(serializer),
         }
     }

@@ -36,6 +36,9 @@ use crate::directory::Directories;
 use crate::engine::Attestor;
 use crate::metrics::Metrics;
 
+/// The shortest lease that leaves room to renew before it expires.
+pub const MIN_LEASE_SECONDS: u64 = 3;
+
 /// Buffer of each shared watch; a slow controller makes the watch wait rather than lose events.
 const SHARED_BUFFER: usize = 1024;
 
@@ -153,8 +156,13 @@ where
             .unwrap_or_else(|| futures::stream::empty().boxed())
     }
 
-    /// The watch itself; it must be polled for any subscriber to see anything.
-    fn run(&mut self, client: Client) -> impl Future<Output = ()> + Send + 'static {
+    /// The watch itself; it must be polled for any subscriber to see anything. Shared streams
+    /// carry changes but not deletions, so deletions are handed to `on_delete`.
+    fn run(
+        &mut self,
+        client: Client,
+        on_delete: impl Fn(&Lenient<K>) + Send + Sync + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let api: Api<Lenient<K>> = Api::all(client);
         let writer = self.writer.take();
         async move {
@@ -162,10 +170,15 @@ where
             watcher(api, watcher::Config::default())
                 .default_backoff()
                 .reflect_shared(writer)
-                .for_each(|event| async move {
-                    if let Err(error) = event {
-                        tracing::warn!(kind = K::kind(&()).as_ref(), %error, "watch error; retrying");
+                .for_each(|event| {
+                    match event {
+                        Ok(watcher::Event::Delete(object)) => on_delete(&object),
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::warn!(kind = K::kind(&()).as_ref(), %error, "watch error; retrying")
+                        }
                     }
+                    async {}
                 })
                 .await;
         }
@@ -250,6 +263,10 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         requests: requests.store.clone(),
     };
     let (request_triggers, triggered) = mpsc::unbounded_channel();
+    let (group_triggers, groups_triggered) =
+        mpsc::unbounded_channel::<ObjectRef<Lenient<PimGroup>>>();
+    let (assignment_triggers, assignments_triggered) =
+        mpsc::unbounded_channel::<ObjectRef<Lenient<EligibleAssignment>>>();
     let reporter = Reporter {
         controller: "pim-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -329,6 +346,7 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
                     .map(|g| ObjectRef::new(g))
                     .collect::<Vec<_>>()
             })
+            .reconcile_on(UnboundedReceiverStream::new(groups_triggered))
             .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
             .graceful_shutdown_on(shutdown())
             .run(group::reconcile, group::error_policy, ctx.clone())
@@ -353,6 +371,7 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
                     &groups_using(&groups_for_policy, &name_of(p.as_ref())),
                 )
             })
+            .reconcile_on(UnboundedReceiverStream::new(assignments_triggered))
             .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
             .graceful_shutdown_on(shutdown())
             .run(assignment::reconcile, assignment::error_policy, ctx.clone())
@@ -366,10 +385,65 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
             .for_each(|_| async {});
 
     let watches = futures::future::join4(
-        policies.run(client.clone()),
-        groups.run(client.clone()),
-        assignments.run(client.clone()),
-        requests.run(client),
+        policies.run(client.clone(), {
+            let (stores, requests, groups, assignments) = (
+                stores.clone(),
+                ctx.request_triggers.clone(),
+                group_triggers.clone(),
+                assignment_triggers.clone(),
+            );
+            move |p| {
+                let using = groups_using(&stores.groups, &name_of(p));
+                requests_of(&stores.requests, &using)
+                    .into_iter()
+                    .for_each(|r| drop(requests.send(r)));
+                assignments_of(&stores.assignments, &using)
+                    .into_iter()
+                    .for_each(|a| drop(assignments.send(a)));
+                using
+                    .iter()
+                    .for_each(|g| drop(groups.send(ObjectRef::new(g))));
+            }
+        }),
+        groups.run(client.clone(), {
+            let (stores, requests, assignments) = (
+                stores.clone(),
+                ctx.request_triggers.clone(),
+                assignment_triggers.clone(),
+            );
+            move |g| {
+                let name = [name_of(g)];
+                requests_of(&stores.requests, &name)
+                    .into_iter()
+                    .for_each(|r| drop(requests.send(r)));
+                assignments_of(&stores.assignments, &name)
+                    .into_iter()
+                    .for_each(|a| drop(assignments.send(a)));
+            }
+        }),
+        assignments.run(client.clone(), {
+            let (stores, requests, groups) = (
+                stores.clone(),
+                ctx.request_triggers.clone(),
+                group_triggers.clone(),
+            );
+            move |a| {
+                if let Some(a) = a.object() {
+                    requests_of(&stores.requests, std::slice::from_ref(&a.spec.group))
+                        .into_iter()
+                        .for_each(|r| drop(requests.send(r)));
+                    drop(groups.send(ObjectRef::new(&a.spec.group)));
+                }
+            }
+        }),
+        requests.run(client, {
+            let groups = group_triggers.clone();
+            move |r| {
+                if let Some(r) = r.object() {
+                    drop(groups.send(ObjectRef::new(&r.spec.group)));
+                }
+            }
+        }),
     );
     let health = deps.health.clone();
     let synced = async move {
@@ -394,6 +468,16 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
     }
 }
 
+/// A lease holder name unique to this process, for replicas started without `POD_NAME`: two
+/// replicas with one name would both believe they hold the lease.
+fn random_identity() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    format!("pim-operator-{}-{random:016x}", std::process::id())
+}
+
 /// Runs the controllers while this replica leads, until `shutdown` fires. Without leader
 /// election, this replica always leads.
 pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), StartError> {
@@ -410,14 +494,19 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "pim-system".to_owned());
-    let identity = std::env::var("POD_NAME")
-        .unwrap_or_else(|_| format!("pim-operator-{}", std::process::id()));
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| random_identity());
+    let lease_seconds = deps
+        .settings
+        .lease_duration
+        .as_secs()
+        .max(MIN_LEASE_SECONDS);
     let manager =
         kube_lease_manager::LeaseManagerBuilder::new(deps.client.clone(), &election.lease_name)
             .with_namespace(&namespace)
             .with_identity(&identity)
-            .with_duration(deps.settings.lease_duration.as_secs().max(2))
-            .with_grace(2)
+            .with_duration(lease_seconds)
+            // Renew well before expiry; the library requires 0 < grace < duration.
+            .with_grace((lease_seconds / 5).max(1))
             .build()
             .await
             .map_err(|e| StartError::LeaderElection(e.to_string()))?;

@@ -42,7 +42,7 @@ pub fn error_policy(
 
 async fn reconcile_policy(object: &Lenient<AccessPolicy>, ctx: &Context) -> Result<Action, Error> {
     let now = ctx.now();
-    let Ok(policy) = &object.parsed else {
+    let Ok(policy) = object.parsed.as_deref() else {
         let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
         if !object.already_reported(&problem) {
             let name = object.metadata.name.clone().unwrap_or_default();

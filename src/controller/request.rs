@@ -46,7 +46,7 @@ async fn reconcile_request_object(
     ctx: &Context,
 ) -> Result<Action, Error> {
     let now = ctx.now();
-    let Ok(request) = &object.parsed else {
+    let Ok(request) = object.parsed.as_deref() else {
         return report(object, ctx, now).await;
     };
     if request.meta().deletion_timestamp.is_some() {
@@ -64,7 +64,7 @@ async fn reconcile_request_object(
         return Ok(Action::await_change());
     }
 
-    let catalog = ctx.stores.catalog();
+    let catalog = ctx.stores.catalog_for(&request.spec.group);
     let spec = &request.spec;
     let principal = Member::User(spec.principal.clone().unwrap_or_default());
     let member_present = ctx
@@ -108,7 +108,7 @@ async fn finalize(
     }
     let spec = &request.spec;
     let principal = Member::User(spec.principal.clone().unwrap_or_default());
-    let catalog = ctx.stores.catalog();
+    let catalog = ctx.stores.catalog_for(&spec.group);
     let now = ctx.now();
     let kept_elsewhere = catalog
         .grants(&spec.group, spec.role(), now)

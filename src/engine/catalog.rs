@@ -22,6 +22,8 @@ pub struct Catalog {
     pub groups: BTreeMap<String, Arc<PimGroup>>,
     pub assignments: BTreeMap<String, Arc<EligibleAssignment>>,
     pub requests: BTreeMap<String, Arc<ActivationRequest>>,
+    /// Each policy parsed once, on insert: every lookup of a (group, role) needs it.
+    parsed_policies: BTreeMap<String, Result<Policy, String>>,
 }
 
 /// The policy behind a (group, role), or why there is none. Owns what [`Target`] borrows.
@@ -75,20 +77,32 @@ pub fn created_at<K: kube::Resource>(object: &K, fallback: Timestamp) -> Timesta
 }
 
 impl Catalog {
-    pub fn insert_policy(&mut self, object: AccessPolicy) {
-        self.policies.insert(name_of(&object), Arc::new(object));
+    pub fn insert_policy(&mut self, object: impl Into<Arc<AccessPolicy>>) {
+        let object = object.into();
+        let name = name_of(object.as_ref());
+        let parsed = Policy::from_spec(&object.spec).map_err(|v| summarize(&v));
+        self.parsed_policies.insert(name.clone(), parsed);
+        self.policies.insert(name, object);
     }
 
-    pub fn insert_group(&mut self, object: PimGroup) {
-        self.groups.insert(name_of(&object), Arc::new(object));
+    pub fn insert_group(&mut self, object: impl Into<Arc<PimGroup>>) {
+        let object = object.into();
+        self.groups.insert(name_of(object.as_ref()), object);
     }
 
-    pub fn insert_assignment(&mut self, object: EligibleAssignment) {
-        self.assignments.insert(name_of(&object), Arc::new(object));
+    pub fn insert_assignment(&mut self, object: impl Into<Arc<EligibleAssignment>>) {
+        let object = object.into();
+        self.assignments.insert(name_of(object.as_ref()), object);
     }
 
-    pub fn insert_request(&mut self, object: ActivationRequest) {
-        self.requests.insert(name_of(&object), Arc::new(object));
+    pub fn insert_request(&mut self, object: impl Into<Arc<ActivationRequest>>) {
+        let object = object.into();
+        self.requests.insert(name_of(object.as_ref()), object);
+    }
+
+    pub fn remove_policy(&mut self, name: &str) {
+        self.policies.remove(name);
+        self.parsed_policies.remove(name);
     }
 
     /// The name of the AccessPolicy governing `role` of `group`.

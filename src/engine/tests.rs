@@ -104,7 +104,7 @@ fn target_problems_are_named() {
     );
     assert_eq!(c.target("g", Role::Owner), ResolvedTarget::RoleNotManaged);
     let mut broken = c.clone();
-    broken.policies.clear();
+    broken.remove_policy("p");
     assert_eq!(
         broken.target("g", Role::Member),
         ResolvedTarget::PolicyNotFound {

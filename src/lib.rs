@@ -2,6 +2,8 @@
 //! Kubernetes. `api` holds the resources, `core` the pure decision logic.
 
 pub mod api;
+pub mod checks;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod controller;
@@ -11,5 +13,7 @@ pub mod engine;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
 pub mod http;
+pub mod manifests;
 pub mod metrics;
 pub mod operator;
+pub mod simulate;

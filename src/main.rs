@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pim_operator::clock::{Clock, SystemClock};
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +25,12 @@ enum Command {
         #[arg(long, env = "PIM_CONFIG", value_name = "FILE")]
         config: Option<std::path::PathBuf>,
     },
+    /// Check manifests offline (schema, CEL rules, references, policy caps, conflicts) for pull
+    /// requests. Exit code 0: clean; 1: findings; 2: could not run.
+    Validate(pim_operator::cli::validate::Args),
+    /// Replay manifests and planned requests through the real engine on virtual time, with the
+    /// memory directory, and print the timeline. No cluster needed.
+    Simulate(pim_operator::cli::simulate::Args),
     /// Print the CustomResourceDefinitions as YAML (apply with `kubectl apply -f -`).
     Crds {
         /// Write one file per CRD into this folder instead of printing them.
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run_operator(config),
+        Command::Validate(args) => validate(&args),
+        Command::Simulate(args) => simulate(&args),
         Command::Crds { write: None } => match pim_operator::api::crd::to_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -53,6 +62,34 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+    }
+}
+
+fn validate(args: &pim_operator::cli::validate::Args) -> ExitCode {
+    let now = args.now.unwrap_or_else(|| SystemClock.now());
+    let report = pim_operator::cli::validate::validate(&args.paths, now);
+    match report.and_then(|r| Ok((r.render(args.format)?, r.exit_code()))) {
+        Ok((output, code)) => {
+            print!("{output}");
+            ExitCode::from(code)
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn simulate(args: &pim_operator::cli::simulate::Args) -> ExitCode {
+    match pim_operator::cli::simulate::simulate(args, SystemClock.now()) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,0 +1,83 @@
+//! One object of any of our four kinds, as the checks receive it.
+
+use kube::Resource;
+
+use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::engine::Catalog;
+
+/// The four PIM kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    AccessPolicy,
+    PimGroup,
+    EligibleAssignment,
+    ActivationRequest,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::AccessPolicy,
+        Kind::PimGroup,
+        Kind::EligibleAssignment,
+        Kind::ActivationRequest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::AccessPolicy => "AccessPolicy",
+            Kind::PimGroup => "PimGroup",
+            Kind::EligibleAssignment => "EligibleAssignment",
+            Kind::ActivationRequest => "ActivationRequest",
+        }
+    }
+
+    pub fn from_name(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decoded object of one of the four kinds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PimObject {
+    AccessPolicy(AccessPolicy),
+    PimGroup(PimGroup),
+    EligibleAssignment(EligibleAssignment),
+    ActivationRequest(ActivationRequest),
+}
+
+impl PimObject {
+    pub fn kind(&self) -> Kind {
+        match self {
+            PimObject::AccessPolicy(_) => Kind::AccessPolicy,
+            PimObject::PimGroup(_) => Kind::PimGroup,
+            PimObject::EligibleAssignment(_) => Kind::EligibleAssignment,
+            PimObject::ActivationRequest(_) => Kind::ActivationRequest,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        let meta = match self {
+            PimObject::AccessPolicy(o) => o.meta(),
+            PimObject::PimGroup(o) => o.meta(),
+            PimObject::EligibleAssignment(o) => o.meta(),
+            PimObject::ActivationRequest(o) => o.meta(),
+        };
+        meta.name.as_deref().unwrap_or_default()
+    }
+
+    /// Adds the object to a catalog, replacing one of the same kind and name.
+    pub fn insert_into(&self, catalog: &mut Catalog) {
+        match self.clone() {
+            PimObject::AccessPolicy(o) => catalog.insert_policy(o),
+            PimObject::PimGroup(o) => catalog.insert_group(o),
+            PimObject::EligibleAssignment(o) => catalog.insert_assignment(o),
+            PimObject::ActivationRequest(o) => catalog.insert_request(o),
+        }
+    }
+}

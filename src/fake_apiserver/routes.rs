@@ -1,0 +1,693 @@
+//! The HTTP side: one fallback handler that parses Kubernetes API paths itself (the URL
+//! grammar, e.g. `/api/v1/namespaces/{name}/status` vs `/api/v1/namespaces/{ns}/{resource}`,
+//! does not fit a router's patterns), applies latency and faults, counts the request, and
+//! dispatches to get, list, watch, create, update, patch, delete or deletecollection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{Method, StatusCode, header};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::discovery;
+use super::meta;
+use super::objects::{self, Ctx, Outcome, PatchKind};
+use super::observe::{Verb, WriteRecord};
+use super::registry::{ResourceType, TypeIdx};
+use super::selectors::Selector;
+use super::status::{ApiError, json_response};
+use super::watch::{self, Start, WatchRequest};
+
+/// The API server's limit on request bodies (3 MiB).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Watches without `timeoutSeconds` end after this long (the real server picks 30-60 minutes).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+/// A request for a resource: which type, where, which object, which subresource.
+struct Target {
+    ty: TypeIdx,
+    rt: Arc<ResourceType>,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+enum Route {
+    Json(Value),
+    Aggregated(Value),
+    Resource(Target),
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let latency = shared.lock_faults().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match route(&shared, &req) {
+        Ok(Route::Json(doc)) => {
+            shared.lock_observations().discovery += 1;
+            if req.method() == Method::GET {
+                json_response(StatusCode::OK, &doc)
+            } else {
+                ApiError::method_not_allowed().into_response()
+            }
+        }
+        Ok(Route::Aggregated(doc)) => {
+            shared.lock_observations().discovery += 1;
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, discovery::AGGREGATED_V2)],
+                doc.to_string(),
+            )
+                .into_response()
+        }
+        Ok(Route::Resource(target)) => resource_request(shared, req, target).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+fn route(shared: &Shared, req: &Request) -> Result<Route, ApiError> {
+    let path = req.uri().path().trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let registry = &shared.registry;
+    match segments.as_slice() {
+        ["version"] => Ok(Route::Json(discovery::version())),
+        ["healthz"] | ["livez"] | ["readyz"] => Ok(Route::Json(json!("ok"))),
+        ["api"] if discovery::wants_aggregated(accept) => {
+            Ok(Route::Aggregated(discovery::aggregated(registry, true)))
+        }
+        ["api"] => Ok(Route::Json(discovery::core_versions(&shared.address))),
+        ["apis"] if discovery::wants_aggregated(accept) => {
+            Ok(Route::Aggregated(discovery::aggregated(registry, false)))
+        }
+        ["apis"] => Ok(Route::Json(discovery::group_list(registry))),
+        ["api", version] => discovery::resource_list(registry, "", version)
+            .map(Route::Json)
+            .ok_or_else(ApiError::no_route),
+        ["apis", group] => discovery::group(registry, group)
+            .map(Route::Json)
+            .ok_or_else(ApiError::no_route),
+        ["apis", group, version] => discovery::resource_list(registry, group, version)
+            .map(Route::Json)
+            .ok_or_else(ApiError::no_route),
+        ["api", version, rest @ ..] => target(shared, "", version, rest).map(Route::Resource),
+        ["apis", group, version, rest @ ..] => {
+            target(shared, group, version, rest).map(Route::Resource)
+        }
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+/// Resource paths: `{plural}[/{name}[/{sub}]]` or `namespaces/{ns}/{plural}[/{name}[/{sub}]]`.
+fn target(shared: &Shared, group: &str, version: &str, segs: &[&str]) -> Result<Target, ApiError> {
+    let registry = &shared.registry;
+    let build = |ty: TypeIdx, namespace: Option<&str>, rest: &[&str]| -> Result<Target, ApiError> {
+        let rt = registry.get(ty).cloned().ok_or_else(ApiError::no_route)?;
+        if rest.len() > 2 {
+            return Err(ApiError::no_route());
+        }
+        let subresource = rest.get(1).map(|s| s.to_string());
+        if subresource
+            .as_deref()
+            .is_some_and(|s| s != "status" || !rt.status_subresource)
+        {
+            return Err(ApiError::no_route());
+        }
+        Ok(Target {
+            ty,
+            rt,
+            namespace: namespace.map(str::to_string),
+            name: rest.first().map(|s| s.to_string()),
+            subresource,
+        })
+    };
+    if let ["namespaces", ns, plural, rest @ ..] = segs
+        && let Some(ty) = registry.lookup(group, version, plural)
+        && registry.get(ty).is_some_and(|t| t.namespaced)
+    {
+        return build(ty, Some(ns), rest);
+    }
+    let (plural, rest) = segs.split_first().ok_or_else(ApiError::no_route)?;
+    let ty = registry
+        .lookup(group, version, plural)
+        .ok_or_else(ApiError::no_route)?;
+    let t = build(ty, None, rest)?;
+    if t.rt.namespaced && t.name.is_some() {
+        // A namespaced object needs its namespace in the path.
+        return Err(ApiError::no_route());
+    }
+    Ok(t)
+}
+
+/// Query parameters (the last value of a repeated one wins).
+fn query(req: &Request) -> Result<HashMap<String, String>, ApiError> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(req.uri())
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+    Ok(pairs.into_iter().collect())
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params.get(name).is_some_and(|v| v == "true" || v == "1")
+}
+
+fn verb_of(
+    method: &Method,
+    target: &Target,
+    params: &HashMap<String, String>,
+) -> Result<Verb, ApiError> {
+    let named = target.name.is_some();
+    let verb = match (method.as_str(), named) {
+        ("GET", false) if flag(params, "watch") => Verb::Watch,
+        ("GET", false) => Verb::List,
+        ("GET", true) => Verb::Get,
+        ("POST", false) => Verb::Create,
+        ("PUT", true) => Verb::Update,
+        ("PATCH", true) => Verb::Patch,
+        ("DELETE", true) => Verb::Delete,
+        ("DELETE", false) => Verb::DeleteCollection,
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    let rt = &target.rt;
+    if rt.create_only && verb != Verb::Create {
+        return Err(ApiError::method_not_allowed());
+    }
+    if target.subresource.is_some() && !matches!(verb, Verb::Get | Verb::Update | Verb::Patch) {
+        return Err(ApiError::method_not_allowed());
+    }
+    if rt.namespaced
+        && target.namespace.is_none()
+        && matches!(verb, Verb::Create | Verb::DeleteCollection)
+    {
+        return Err(ApiError::method_not_allowed());
+    }
+    Ok(verb)
+}
+
+async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> Response {
+    let params = match query(&req) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let verb = match verb_of(req.method(), &target, &params) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    shared
+        .lock_observations()
+        .counts
+        .add(verb, &target.rt.plural);
+
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let field_manager = params
+        .get("fieldManager")
+        .cloned()
+        .filter(|m| !m.is_empty());
+    let mut record = verb.is_write().then(|| WriteRecord {
+        verb,
+        resource: target.rt.plural.clone(),
+        namespace: target.namespace.clone(),
+        name: target.name.clone(),
+        field_manager: field_manager.clone(),
+        subresource: target.subresource.clone(),
+        patch_type: (verb == Verb::Patch).then(|| content_type.clone()),
+        code: 0,
+        changed: false,
+    });
+
+    let fault = shared.lock_faults().check(verb, &target.rt.plural);
+    let result: Result<Answer, ApiError> = match fault {
+        Some(code) => Err(ApiError::for_code(
+            code,
+            format!(
+                "injected failure ({code}) for {} {}",
+                verb, target.rt.plural
+            ),
+        )),
+        None => {
+            let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+                Ok(b) => b,
+                Err(_) => {
+                    return ApiError::new(413, "RequestEntityTooLarge", "request body too large")
+                        .into_response();
+                }
+            };
+            let input = Input {
+                params: &params,
+                body,
+                content_type: &content_type,
+                field_manager: field_manager.as_deref(),
+                user_agent: &user_agent,
+            };
+            dispatch(&shared, verb, &target, input)
+        }
+    };
+    match result {
+        Ok(Answer::Object(outcome)) => {
+            if let Some(r) = record.as_mut() {
+                r.code = outcome.code;
+                r.changed = outcome.changed;
+                if r.name.is_none() && verb == Verb::Create {
+                    r.name = Some(outcome.name.clone());
+                }
+            }
+            if let Some(r) = record {
+                shared.lock_observations().writes.push(r);
+            }
+            let code = StatusCode::from_u16(outcome.code).unwrap_or(StatusCode::OK);
+            json_response(code, &outcome.body)
+        }
+        Ok(Answer::Stream(body)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(err) => {
+            if let Some(mut r) = record {
+                r.code = err.code;
+                shared.lock_observations().writes.push(r);
+            }
+            err.into_response()
+        }
+    }
+}
+
+/// What a dispatched request answers.
+enum Answer {
+    Object(Outcome),
+    Stream(Body),
+}
+
+struct Input<'a> {
+    params: &'a HashMap<String, String>,
+    body: Bytes,
+    content_type: &'a str,
+    field_manager: Option<&'a str>,
+    user_agent: &'a str,
+}
+
+impl Input<'_> {
+    /// A JSON (or YAML) object body.
+    fn object(&self) -> Result<Value, ApiError> {
+        let parsed: Option<Value> = if self.content_type.contains("yaml") {
+            std::str::from_utf8(&self.body)
+                .ok()
+                .and_then(|s| serde_saphyr::from_str(s).ok())
+        } else {
+            serde_json::from_slice(&self.body).ok()
+        };
+        parsed
+            .filter(Value::is_object)
+            .ok_or_else(|| ApiError::bad_request("the request body is not a valid JSON object"))
+    }
+
+    /// `fieldManager`, or the user agent's product name, as the API server derives it.
+    fn manager(&self) -> String {
+        match self.field_manager {
+            Some(m) => m.to_string(),
+            None => {
+                let prefix = self.user_agent.split('/').next().unwrap_or_default();
+                if prefix.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    prefix.to_string()
+                }
+            }
+        }
+    }
+}
+
+fn ok(body: Value) -> Answer {
+    Answer::Object(Outcome {
+        code: 200,
+        body,
+        name: String::new(),
+        changed: false,
+    })
+}
+
+fn dispatch(
+    shared: &Arc<Shared>,
+    verb: Verb,
+    target: &Target,
+    input: Input<'_>,
+) -> Result<Answer, ApiError> {
+    let rt = &target.rt;
+    let name = target.name.as_deref().unwrap_or_default();
+    match verb {
+        Verb::Get => {
+            let key = super::store::ObjKey {
+                ty: target.ty,
+                namespace: target.namespace.clone().unwrap_or_default(),
+                name: name.to_string(),
+            };
+            let obj = shared.lock_store().get(&key);
+            obj.map(|o| ok((*o).clone()))
+                .ok_or_else(|| ApiError::not_found(rt, name))
+        }
+        Verb::List => list(shared, target, input.params).map(ok),
+        Verb::Watch => watch_request(shared, target, input.params),
+        Verb::Create if rt.create_only => {
+            let (username, groups) = shared.identity();
+            let body = objects::self_subject_review(&username, &groups, &input.object()?)?;
+            Ok(Answer::Object(Outcome {
+                code: 201,
+                body,
+                name: String::new(),
+                changed: false,
+            }))
+        }
+        _ => {
+            let now = shared.now();
+            let manager = match (verb, input.content_type) {
+                // Apply needs an explicit fieldManager; nothing is derived.
+                (Verb::Patch, "application/apply-patch+yaml") => {
+                    input.field_manager.unwrap_or_default().to_string()
+                }
+                _ => input.manager(),
+            };
+            let ctx = Ctx {
+                rt,
+                ty: target.ty,
+                namespace: target.namespace.as_deref(),
+                subresource: target.subresource.as_deref(),
+                manager: &manager,
+                dry_run: input.params.get("dryRun").is_some_and(|v| v == "All"),
+                now: &now,
+            };
+            let mut store = shared.lock_store();
+            let outcome = match verb {
+                Verb::Create => objects::create(&mut store, &ctx, input.object()?),
+                Verb::Update => objects::replace(&mut store, &ctx, name, input.object()?),
+                Verb::Patch => {
+                    let kind = PatchKind::from_content_type(input.content_type)
+                        .ok_or_else(|| ApiError::unsupported_media_type(input.content_type))?;
+                    objects::patch(
+                        &mut store,
+                        &ctx,
+                        name,
+                        kind,
+                        &input.body,
+                        flag(input.params, "force"),
+                    )
+                }
+                Verb::Delete => {
+                    let options = if input.body.is_empty() {
+                        json!({})
+                    } else {
+                        serde_json::from_slice(&input.body).map_err(|e| {
+                            ApiError::bad_request(format!("invalid DeleteOptions: {e}"))
+                        })?
+                    };
+                    objects::delete(&mut store, &ctx, name, &options)
+                }
+                Verb::DeleteCollection => {
+                    let selector = Selector::parse(
+                        input.params.get("labelSelector").map(String::as_str),
+                        input.params.get("fieldSelector").map(String::as_str),
+                    )?;
+                    let names: Vec<String> = store
+                        .list(target.ty, target.namespace.as_deref())
+                        .into_iter()
+                        .filter(|(_, o)| selector.matches(o))
+                        .map(|(k, _)| k.name)
+                        .collect();
+                    let mut items = Vec::new();
+                    let mut changed = false;
+                    for n in names {
+                        let before = store.get(&super::store::ObjKey {
+                            ty: target.ty,
+                            namespace: target.namespace.clone().unwrap_or_default(),
+                            name: n.clone(),
+                        });
+                        let out = objects::delete(&mut store, &ctx, &n, &json!({}))?;
+                        changed |= out.changed;
+                        if out.body.get("kind").and_then(Value::as_str) == Some("Status") {
+                            items.extend(before.map(|b| (*b).clone()));
+                        } else {
+                            items.push(out.body);
+                        }
+                    }
+                    Ok(Outcome {
+                        code: 200,
+                        body: json!({
+                            "kind": rt.list_kind,
+                            "apiVersion": rt.api_version(),
+                            "metadata": {"resourceVersion": store.resource_version().to_string()},
+                            "items": items,
+                        }),
+                        name: String::new(),
+                        changed,
+                    })
+                }
+                Verb::Get | Verb::List | Verb::Watch => Err(ApiError::method_not_allowed()),
+            }?;
+            Ok(Answer::Object(outcome))
+        }
+    }
+}
+
+fn parse_rv(raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {raw:?}")))
+}
+
+fn too_large(rv: u64, current: u64) -> ApiError {
+    let mut err = ApiError::new(
+        504,
+        "Timeout",
+        format!("Too large resource version: {rv}, current: {current}"),
+    );
+    err.details = Some(
+        json!({"causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}], "retryAfterSeconds": 1}),
+    );
+    err
+}
+
+/// A continue token: the list's resourceVersion and the last key returned (opaque to clients).
+fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
+    meta::hex(json!([rv, namespace, name]).to_string().as_bytes())
+}
+
+fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        )
+    };
+    let bytes = meta::unhex(token).ok_or_else(bad)?;
+    let (rv, ns, name): (u64, String, String) =
+        serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok((rv, ns, name))
+}
+
+fn list(
+    shared: &Shared,
+    target: &Target,
+    params: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    let rt = &target.rt;
+    let selector = Selector::parse(
+        params.get("labelSelector").map(String::as_str),
+        params.get("fieldSelector").map(String::as_str),
+    )?;
+    let limit = match params.get("limit").map(String::as_str) {
+        None | Some("") => 0,
+        Some(l) => l
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?,
+    };
+    let ns = target.namespace.as_deref();
+    let store = shared.lock_store();
+    let current = store.resource_version();
+    let (list_rv, objects, after) = match params.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let (rv, after_ns, after_name) = decode_continue(token)?;
+            let objects = store.snapshot_at(target.ty, ns, rv).map_err(|_| {
+                ApiError::expired(
+                    "The provided continue parameter is too old to display a consistent list result. \
+                     You can start a new list without the continue parameter, or use the continue token \
+                     in this response to retrieve the remainder of the results. Continuing with the provided \
+                     token results in an inconsistent list - objects that were created, modified, or deleted \
+                     between the time the first chunk was returned and now may show up in the list.",
+                )
+            })?;
+            (rv, objects, Some((after_ns, after_name)))
+        }
+        None => {
+            let rv = params
+                .get("resourceVersion")
+                .map(String::as_str)
+                .unwrap_or_default();
+            let exact = params.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
+            match rv {
+                "" | "0" if !exact => (current, store.list(target.ty, ns), None),
+                raw => {
+                    let n = parse_rv(raw)?;
+                    if n > current {
+                        return Err(too_large(n, current));
+                    }
+                    if exact {
+                        (n, store.snapshot_at(target.ty, ns, n)?, None)
+                    } else {
+                        (current, store.list(target.ty, ns), None)
+                    }
+                }
+            }
+        }
+    };
+    drop(store);
+    let matching: Vec<_> = objects
+        .into_iter()
+        .filter(|(k, _)| {
+            after
+                .as_ref()
+                .is_none_or(|(ans, aname)| (&k.namespace, &k.name) > (ans, aname))
+        })
+        .filter(|(_, o)| selector.matches(o))
+        .collect();
+    let total = matching.len();
+    let take = if limit == 0 { total } else { limit.min(total) };
+    let mut metadata = json!({"resourceVersion": list_rv.to_string()});
+    if take < total
+        && let (Some((last_key, _)), Some(m)) = (
+            matching.get(take.saturating_sub(1)),
+            metadata.as_object_mut(),
+        )
+    {
+        m.insert(
+            "continue".into(),
+            json!(encode_continue(
+                list_rv,
+                &last_key.namespace,
+                &last_key.name
+            )),
+        );
+        if selector.is_empty() {
+            m.insert("remainingItemCount".into(), json!(total - take));
+        }
+    }
+    let items: Vec<Value> = matching
+        .into_iter()
+        .take(take)
+        .map(|(_, o)| {
+            let mut item = (*o).clone();
+            // Built-in lists carry no per-item type meta; custom resource lists do.
+            if !rt.custom
+                && let Some(map) = item.as_object_mut()
+            {
+                map.remove("apiVersion");
+                map.remove("kind");
+            }
+            item
+        })
+        .collect();
+    Ok(json!({
+        "kind": rt.list_kind,
+        "apiVersion": rt.api_version(),
+        "metadata": metadata,
+        "items": items,
+    }))
+}
+
+fn watch_request(
+    shared: &Arc<Shared>,
+    target: &Target,
+    params: &HashMap<String, String>,
+) -> Result<Answer, ApiError> {
+    let rt = &target.rt;
+    let selector = Selector::parse(
+        params.get("labelSelector").map(String::as_str),
+        params.get("fieldSelector").map(String::as_str),
+    )?;
+    let bookmarks = flag(params, "allowWatchBookmarks");
+    let send_initial_events = flag(params, "sendInitialEvents");
+    let rv_match = params
+        .get("resourceVersionMatch")
+        .map(String::as_str)
+        .filter(|m| !m.is_empty());
+    let invalid = |field: &str, msg: &str| {
+        ApiError::invalid(
+            rt,
+            "",
+            vec![super::status::Cause::new("FieldValueForbidden", field, msg)],
+        )
+    };
+    if send_initial_events {
+        if rv_match != Some("NotOlderThan") {
+            return Err(invalid(
+                "resourceVersionMatch",
+                "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !bookmarks {
+            return Err(invalid(
+                "allowWatchBookmarks",
+                "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true",
+            ));
+        }
+    } else if rv_match.is_some() {
+        return Err(invalid(
+            "resourceVersionMatch",
+            "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+        ));
+    }
+    let start = match params.get("resourceVersion").map(String::as_str) {
+        _ if send_initial_events => Start::CurrentState,
+        None | Some("") | Some("0") => Start::CurrentState,
+        Some(raw) => Start::After(parse_rv(raw)?),
+    };
+    let timeout = match params.get("timeoutSeconds").map(String::as_str) {
+        None | Some("") => DEFAULT_WATCH_TIMEOUT,
+        Some(t) => Duration::from_secs(
+            t.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?,
+        ),
+    };
+    let stream = watch::open(
+        shared.clone(),
+        WatchRequest {
+            ty: target.ty,
+            namespace: target.namespace.clone(),
+            selector,
+            start,
+            bookmarks,
+            send_initial_events,
+            timeout,
+        },
+    )?;
+    Ok(Answer::Stream(Body::from_stream(stream)))
+}

@@ -1,0 +1,562 @@
+//! `simulate`: the real engine on virtual time, over manifests and planned requests, with the
+//! memory directory. It answers "what happens if…" (a policy change, a late approval) without
+//! a cluster: the manifests decide the rules, the plan says who asks and who decides when.
+//!
+//! Each instant runs what the controllers would: every request is reconciled (seeing whether
+//! the directory lists its principal), then every group converges the directory to its desired
+//! members, then the requests once more, so that confirmations show at the same instant. Time
+//! then jumps to the earliest deadline any of them named, or to the next planned decision.
+
+mod timeline;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use crate::api::activation_request::{Approval, Decision as Vote, Phase, Requester, Ticket};
+use crate::api::common::Role;
+use crate::api::{ActivationRequest, ActivationRequestSpec};
+use crate::core::membership::{GrantSource, Member};
+use crate::directory::memory::MemoryDirectory;
+use crate::directory::{Directory, DirectoryError, GroupId};
+use crate::engine::{
+    Catalog, DirectoryObservation, TrustAsWritten, reconcile_group, reconcile_request,
+};
+pub use timeline::{Event, GroupState, RequestState, Timeline, What};
+
+/// Most instants one run visits: far more than any real plan needs, and a guard against a loop.
+pub const MAX_STEPS: usize = 10_000;
+
+/// A request to create at the start, as `--request` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedRequest {
+    pub user: String,
+    pub group: String,
+    pub role: Role,
+    /// `None` asks for the policy's maximum.
+    pub duration: Option<String>,
+    /// A scheduled start (`spec.startTime`).
+    pub start_time: Option<Timestamp>,
+}
+
+/// An approver's decision at a time, as `--approve` and `--deny` describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedDecision {
+    pub approver: String,
+    pub request: String,
+    pub decision: Vote,
+    pub at: Timestamp,
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Policies, groups, assignments, and any requests of the manifests.
+    pub catalog: Catalog,
+    /// Created at `start`, named `req-1`, `req-2`, … in order.
+    pub requests: Vec<PlannedRequest>,
+    pub decisions: Vec<PlannedDecision>,
+    pub start: Timestamp,
+    pub until: Timestamp,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SimulateError {
+    #[error("the end {until} is before the start {start}")]
+    EndsBeforeStart { start: Timestamp, until: Timestamp },
+    #[error(
+        "{approver} decides on {request:?}, which is neither planned nor in the manifests; the planned requests are req-1, req-2, …"
+    )]
+    UnknownRequest { approver: String, request: String },
+    #[error("{approver} decides on {request} at {at}, before the simulation starts at {start}")]
+    DecisionBeforeStart {
+        approver: String,
+        request: String,
+        at: Timestamp,
+        start: Timestamp,
+    },
+    #[error(
+        "the manifests already hold an ActivationRequest named {0:?}, the name of a planned request"
+    )]
+    NameTaken(String),
+    #[error("the memory directory failed: {0}")]
+    Directory(#[from] DirectoryError),
+}
+
+/// Runs the scenario and returns what happened.
+pub fn run(scenario: Scenario) -> Result<Timeline, SimulateError> {
+    let Scenario {
+        catalog,
+        requests,
+        decisions,
+        start,
+        until,
+    } = scenario;
+    if until < start {
+        return Err(SimulateError::EndsBeforeStart { start, until });
+    }
+    let mut sim = Simulation {
+        catalog,
+        directory: MemoryDirectory::new(),
+        ids: BTreeMap::new(),
+        managed: BTreeMap::new(),
+        timeline: Timeline::new(start, until),
+        now: start,
+        said: BTreeMap::new(),
+    };
+    sim.prepare_manifest_objects();
+    sim.plan_requests(requests)?;
+    let mut pending = sim.check_decisions(decisions)?;
+    sim.open_groups()?;
+
+    for _ in 0..MAX_STEPS {
+        let now = sim.now;
+        let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|d| d.at <= now);
+        pending = later;
+        for decision in due {
+            sim.decide(decision);
+        }
+        sim.requests_pass();
+        let group_deadlines = sim.groups_pass()?;
+        let request_deadlines = sim.requests_pass();
+        let next = request_deadlines
+            .into_iter()
+            .chain(group_deadlines)
+            .chain(pending.iter().map(|d| d.at))
+            .filter(|t| *t > now)
+            .min();
+        match next {
+            Some(next) if next <= until => sim.now = next,
+            _ => return Ok(sim.finish()),
+        }
+    }
+    sim.timeline.notes.push(format!(
+        "stopped after {MAX_STEPS} steps at {}, before the end",
+        sim.now
+    ));
+    Ok(sim.finish())
+}
+
+struct Simulation {
+    catalog: Catalog,
+    directory: MemoryDirectory,
+    /// Each PimGroup's directory group.
+    ids: BTreeMap<String, GroupId>,
+    /// Members the simulated operator granted, per group and role (for `standingAccess: Report`).
+    managed: BTreeMap<(String, Role), BTreeSet<Member>>,
+    timeline: Timeline,
+    now: Timestamp,
+    /// The phase, reason and message last reported for each request.
+    said: BTreeMap<String, (Phase, String, String)>,
+}
+
+/// The directory is in memory and never waits, so its futures complete on first poll.
+fn wait<T>(future: impl std::future::Future<Output = T>) -> T {
+    futures::executor::block_on(future)
+}
+
+impl Simulation {
+    /// Manifests were never applied: they are taken as created at the start. Requests need the
+    /// identity the admission webhook stamps; one without any is left out with a note.
+    fn prepare_manifest_objects(&mut self) {
+        let start = self.now;
+        for assignment in self.catalog.assignments.values_mut() {
+            if assignment.metadata.creation_timestamp.is_none() {
+                Arc::make_mut(assignment).metadata.creation_timestamp = Some(Time(start));
+            }
+        }
+        let names: Vec<String> = self.catalog.requests.keys().cloned().collect();
+        for name in names {
+            let Some(request) = self.catalog.requests.get_mut(&name) else {
+                continue;
+            };
+            let request = Arc::make_mut(request);
+            let spec = &mut request.spec;
+            let identity = spec
+                .principal
+                .clone()
+                .or_else(|| spec.requester.as_ref().map(|r| r.username.clone()));
+            let Some(identity) = identity else {
+                self.timeline.notes.push(format!(
+                    "ActivationRequest {name} is not simulated: it has no requester, which the admission webhook stamps; plan it with --request USER:{}:{}:{}",
+                    spec.group,
+                    spec.role(),
+                    spec.duration.as_deref().unwrap_or("")
+                ));
+                self.catalog.requests.remove(&name);
+                continue;
+            };
+            spec.principal.get_or_insert_with(|| identity.clone());
+            spec.requester.get_or_insert_with(|| Requester {
+                username: identity.clone(),
+                ..Requester::default()
+            });
+            for approval in &mut spec.approvals {
+                approval.time.get_or_insert(Time(start));
+            }
+            request
+                .metadata
+                .creation_timestamp
+                .get_or_insert(Time(start));
+            let (principal, group, role, duration, start_time) = (
+                identity,
+                spec.group.clone(),
+                spec.role(),
+                spec.duration.clone(),
+                spec.start_time.as_ref().map(|t| t.0),
+            );
+            let created = request
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(start, |t| t.0);
+            self.timeline.push(
+                created.max(start),
+                What::Created {
+                    request: name.clone(),
+                    principal,
+                    group,
+                    role,
+                    duration,
+                    start_time,
+                },
+            );
+        }
+    }
+
+    /// Creates the planned requests as a requester's `kubectl create` and the webhook would.
+    fn plan_requests(&mut self, requests: Vec<PlannedRequest>) -> Result<(), SimulateError> {
+        for (i, plan) in requests.into_iter().enumerate() {
+            let name = format!("req-{}", i + 1);
+            if self.catalog.requests.contains_key(&name) {
+                return Err(SimulateError::NameTaken(name));
+            }
+            let spec = ActivationRequestSpec {
+                group: plan.group.clone(),
+                role: Some(plan.role),
+                duration: plan.duration.clone(),
+                justification: Some(format!("simulated request {name}")),
+                // Planned requests carry a ticket, so that a policy requiring one decides on
+                // timing rather than on a field the plan cannot give.
+                ticket: Some(Ticket {
+                    system: "simulate".to_owned(),
+                    number: name.clone(),
+                }),
+                start_time: plan.start_time.map(Time),
+                requester: Some(Requester {
+                    username: plan.user.clone(),
+                    ..Requester::default()
+                }),
+                principal: Some(plan.user.clone()),
+                ..ActivationRequestSpec::default()
+            };
+            let mut request = ActivationRequest::new(&name, spec);
+            request.metadata = ObjectMeta {
+                name: Some(name.clone()),
+                creation_timestamp: Some(Time(self.now)),
+                generation: Some(1),
+                ..ObjectMeta::default()
+            };
+            self.catalog.insert_request(request);
+            self.timeline.push(
+                self.now,
+                What::Created {
+                    request: name,
+                    principal: plan.user,
+                    group: plan.group,
+                    role: plan.role,
+                    duration: plan.duration,
+                    start_time: plan.start_time,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn check_decisions(
+        &mut self,
+        mut decisions: Vec<PlannedDecision>,
+    ) -> Result<Vec<PlannedDecision>, SimulateError> {
+        for d in &decisions {
+            if !self.catalog.requests.contains_key(&d.request) {
+                return Err(SimulateError::UnknownRequest {
+                    approver: d.approver.clone(),
+                    request: d.request.clone(),
+                });
+            }
+            if d.at < self.now {
+                return Err(SimulateError::DecisionBeforeStart {
+                    approver: d.approver.clone(),
+                    request: d.request.clone(),
+                    at: d.at,
+                    start: self.now,
+                });
+            }
+            if d.at > self.timeline.until {
+                self.timeline.notes.push(format!(
+                    "{} decides on {} at {}, after the end: not simulated",
+                    d.approver, d.request, d.at
+                ));
+            }
+        }
+        // In time order; a stable sort keeps the command line's order for equal times.
+        decisions.sort_by_key(|d| d.at);
+        Ok(decisions)
+    }
+
+    /// Finds each PimGroup's directory group, and fills it as the operator would have left it:
+    /// with the members that manifests already justify (Active assignments, active requests).
+    fn open_groups(&mut self) -> Result<(), SimulateError> {
+        let groups: Vec<_> = self.catalog.groups.values().cloned().collect();
+        for group in groups {
+            let name = group.metadata.name.clone().unwrap_or_default();
+            let id = wait(self.directory.ensure_group(&group))?;
+            for role in roles(&group) {
+                let outcome = reconcile_group(
+                    &self.catalog,
+                    &name,
+                    role,
+                    &BTreeSet::new(),
+                    &BTreeSet::new(),
+                    self.now,
+                );
+                for member in outcome.plan.add {
+                    self.directory.add_by_hand(&id.0, role, member.clone());
+                    self.managed
+                        .entry((name.clone(), role))
+                        .or_default()
+                        .insert(member);
+                }
+            }
+            self.ids.insert(name, id);
+        }
+        self.timeline.initial = self.membership();
+        Ok(())
+    }
+
+    fn decide(&mut self, planned: PlannedDecision) {
+        let Some(request) = self.catalog.requests.get_mut(&planned.request) else {
+            return;
+        };
+        let approvals = &mut Arc::make_mut(request).spec.approvals;
+        // One entry per approver: a later decision replaces the entry, as a re-apply would.
+        approvals.retain(|a| a.approver != planned.approver);
+        approvals.push(Approval {
+            approver: planned.approver.clone(),
+            decision: planned.decision,
+            reason: None,
+            time: Some(Time(planned.at)),
+        });
+        self.timeline.push(
+            self.now,
+            What::Decided {
+                request: planned.request,
+                approver: planned.approver,
+                decision: planned.decision,
+            },
+        );
+    }
+
+    fn member_present(&self, request: &ActivationRequest) -> bool {
+        let spec = &request.spec;
+        let (Some(id), Some(principal)) = (self.ids.get(&spec.group), spec.principal.as_deref())
+        else {
+            return false;
+        };
+        self.directory
+            .members(&id.0, spec.role())
+            .contains(&Member::User(principal.to_owned()))
+    }
+
+    /// Reconciles every request; returns their deadlines.
+    fn requests_pass(&mut self) -> Vec<Timestamp> {
+        let names: Vec<String> = self.catalog.requests.keys().cloned().collect();
+        let mut deadlines = Vec::new();
+        for name in names {
+            let Some(request) = self.catalog.requests.get(&name).cloned() else {
+                continue;
+            };
+            let observation = DirectoryObservation {
+                member_present: self.member_present(&request),
+            };
+            // Directory memberships of requesters are unknown here: no group-based eligibility.
+            let outcome = reconcile_request(
+                &self.catalog,
+                &request,
+                &TrustAsWritten,
+                observation,
+                &|_| false,
+                self.now,
+            );
+            deadlines.extend(outcome.decision.next_deadline);
+            let stored = request.status.as_ref();
+            // The window first: a transition's message often refers to it.
+            let window = |s: Option<&crate::api::ActivationRequestStatus>| {
+                s.and_then(|s| Some((s.starts_at.as_ref()?.0, s.expires_at.as_ref()?.0)))
+            };
+            if let Some((starts_at, expires_at)) = window(Some(&outcome.status))
+                && window(stored) != Some((starts_at, expires_at))
+            {
+                self.timeline.push(
+                    self.now,
+                    What::Window {
+                        request: name.clone(),
+                        starts_at,
+                        expires_at,
+                        previous_end: window(stored).map(|(_, end)| end),
+                        clipped_by: outcome.status.end_clipped_by,
+                    },
+                );
+            }
+            let said = (
+                outcome.decision.phase,
+                outcome.decision.reason.to_owned(),
+                outcome.decision.message.clone(),
+            );
+            if let Some((from, to)) = outcome.transition {
+                self.timeline.push(
+                    self.now,
+                    What::Transition {
+                        request: name.clone(),
+                        from,
+                        to,
+                        reason: said.1.clone(),
+                        message: said.2.clone(),
+                    },
+                );
+            } else if self.said.get(&name) != Some(&said) {
+                // Same phase, news all the same: an ignored approval, a shorter window.
+                self.timeline.push(
+                    self.now,
+                    What::Update {
+                        request: name.clone(),
+                        phase: said.0,
+                        reason: said.1.clone(),
+                        message: said.2.clone(),
+                    },
+                );
+            }
+            self.said.insert(name.clone(), said);
+            if outcome.status_changed(stored) {
+                let mut updated = (*request).clone();
+                updated.status = Some(outcome.status);
+                self.catalog.insert_request(updated);
+            }
+        }
+        deadlines
+    }
+
+    /// Converges every group's directory membership; returns when the desired sets change next.
+    fn groups_pass(&mut self) -> Result<Vec<Timestamp>, SimulateError> {
+        let groups: Vec<_> = self.catalog.groups.values().cloned().collect();
+        let mut deadlines = Vec::new();
+        for group in groups {
+            let name = group.metadata.name.clone().unwrap_or_default();
+            let Some(id) = self.ids.get(&name).cloned() else {
+                continue;
+            };
+            for role in roles(&group) {
+                let actual = wait(self.directory.list_members(&id, role))?;
+                let key = (name.clone(), role);
+                let managed = self.managed.get(&key).cloned().unwrap_or_default();
+                let outcome =
+                    reconcile_group(&self.catalog, &name, role, &actual, &managed, self.now);
+                deadlines.extend(outcome.desired.next_change);
+                for member in outcome.plan.remove {
+                    wait(self.directory.remove_member(&id, role, &member))?;
+                    self.managed.entry(key.clone()).or_default().remove(&member);
+                    self.timeline.push(
+                        self.now,
+                        What::MemberRemoved {
+                            group: name.clone(),
+                            role,
+                            member: member.to_string(),
+                        },
+                    );
+                }
+                for member in outcome.plan.add {
+                    wait(self.directory.add_member(&id, role, &member))?;
+                    self.managed
+                        .entry(key.clone())
+                        .or_default()
+                        .insert(member.clone());
+                    let because = outcome
+                        .desired
+                        .members
+                        .get(&member)
+                        .into_iter()
+                        .flatten()
+                        .map(|source| match source {
+                            GrantSource::Request(r) => format!("request {r}"),
+                            GrantSource::Assignment(a) => format!("assignment {a}"),
+                        })
+                        .collect();
+                    self.timeline.push(
+                        self.now,
+                        What::MemberAdded {
+                            group: name.clone(),
+                            role,
+                            member: member.to_string(),
+                            because,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(deadlines)
+    }
+
+    /// Members of every (group, role) now.
+    fn membership(&self) -> Vec<GroupState> {
+        let mut out = Vec::new();
+        for (name, group) in &self.catalog.groups {
+            let Some(id) = self.ids.get(name) else {
+                continue;
+            };
+            for role in roles(group) {
+                out.push(GroupState {
+                    group: name.clone(),
+                    role,
+                    members: self
+                        .directory
+                        .members(&id.0, role)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+
+    fn finish(mut self) -> Timeline {
+        self.timeline.requests = self
+            .catalog
+            .requests
+            .iter()
+            .map(|(name, request)| {
+                let status = request.status.clone().unwrap_or_default();
+                let last = status.history.last();
+                RequestState {
+                    request: name.clone(),
+                    phase: status.phase.unwrap_or_default(),
+                    reason: last.map(|t| t.reason.clone()).unwrap_or_default(),
+                    expires_at: status.expires_at.map(|t| t.0),
+                }
+            })
+            .collect();
+        self.timeline.membership = self.membership();
+        self.timeline
+    }
+}
+
+/// The roles a PimGroup manages: member, and owner when it names a policy for it.
+fn roles(group: &crate::api::PimGroup) -> Vec<Role> {
+    let mut roles = vec![Role::Member];
+    if group.spec.roles.owner.is_some() {
+        roles.push(Role::Owner);
+    }
+    roles
+}

@@ -1,0 +1,1074 @@
+//! The real kube client and the real controllers against the in-process fake API server, on a
+//! manual clock, with the memory directory. Every scenario checks both the directory and the
+//! status at every step.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings, ApprovalSettings};
+use pim_operator::api::activation_request::{
+    ActivationRequestSpec, Approval, Decision as Vote, Phase, Requester,
+};
+use pim_operator::api::common::{PrincipalRef, Role};
+use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
+use pim_operator::api::pim_group::{
+    DirectoryGroupRef, GroupRoles, PimGroupSpec, RoleSettings, StandingAccess,
+};
+use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use pim_operator::clock::{Clock, ManualClock};
+use pim_operator::config::Config;
+use pim_operator::controller::{self, Dependencies, Health};
+use pim_operator::core::membership::Member;
+use pim_operator::directory::memory::{FaultScope, MemoryDirectory};
+use pim_operator::directory::{Directories, Directory};
+use pim_operator::engine::TrustAsWritten;
+use pim_operator::fake_apiserver::FakeApiServer;
+use pim_operator::metrics::Metrics;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const T0: &str = "2026-03-02T09:00:00Z";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Operator {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+struct Harness {
+    server: FakeApiServer,
+    client: Client,
+    clock: Arc<ManualClock>,
+    directory: Arc<MemoryDirectory>,
+    operator: Option<Operator>,
+}
+
+fn settings(leader_election: bool) -> pim_operator::config::Settings {
+    let text = format!(
+        "resyncInterval: 1h\nconcurrency: 4\nleaderElection: {{enabled: {leader_election}, leaseDuration: 3s}}\nnamespace: pim-system\n"
+    );
+    Config::parse(&text, "test").unwrap()
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        let server = FakeApiServer::start().await.unwrap();
+        let clock = Arc::new(ManualClock::new(T0.parse().unwrap()));
+        server.set_clock(clock.clone());
+        let client = server.client();
+        let h = Harness {
+            server,
+            client,
+            clock,
+            directory: Arc::new(MemoryDirectory::new()),
+            operator: None,
+        };
+        h.seed().await;
+        h
+    }
+
+    fn launch(&self, leader_election: bool) -> Operator {
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::default());
+        let mut directories = Directories::default();
+        let memory: Arc<dyn Directory> = self.directory.clone();
+        // As `pim-operator run` does: every backend records its calls.
+        directories.insert(
+            "memory",
+            pim_operator::metrics::Instrumented::wrap(memory, metrics.clone()),
+        );
+        let deps = Dependencies {
+            client: self.client.clone(),
+            settings: settings(leader_election),
+            directories,
+            attestor: Arc::new(TrustAsWritten),
+            clock: self.clock.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+        };
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            controller::run(deps, token).await.unwrap();
+        });
+        Operator {
+            stop,
+            task,
+            metrics,
+            health,
+        }
+    }
+
+    async fn start(&mut self) {
+        self.operator = Some(self.launch(false));
+    }
+
+    async fn stop(&mut self) {
+        if let Some(op) = self.operator.take() {
+            op.stop.cancel();
+            let _ = tokio::time::timeout(WAIT, op.task).await;
+        }
+    }
+
+    fn metrics(&self) -> String {
+        self.operator
+            .as_ref()
+            .map(|o| o.metrics.encode())
+            .unwrap_or_default()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn advance(&self, minutes: i64) {
+        self.clock.advance(SignedDuration::from_mins(minutes));
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>,
+    {
+        Api::all(self.client.clone())
+    }
+
+    /// Policies `p` (1h, no approval) and `p-approval` (1h, bob or carol, N of M set per test);
+    /// groups `g` and `ga` in the memory directory; alice eligible for both.
+    async fn seed(&self) {
+        let pp = PostParams::default();
+        let policy = |max: &str, approval: Option<ApprovalSettings>| AccessPolicySpec {
+            activation: ActivationSettings {
+                max_duration: Some(max.into()),
+                approval,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.api::<AccessPolicy>()
+            .create(&pp, &AccessPolicy::new("p", policy("1h", None)))
+            .await
+            .unwrap();
+        let approval = ApprovalSettings {
+            approvers: vec![PrincipalRef::user("bob"), PrincipalRef::user("carol")],
+            min_approvals: Some(1),
+            timeout: Some("24h".into()),
+            allow_self_approval: None,
+        };
+        self.api::<AccessPolicy>()
+            .create(
+                &pp,
+                &AccessPolicy::new("p-approval", policy("1h", Some(approval))),
+            )
+            .await
+            .unwrap();
+        for (name, policy_name, standing) in [
+            ("g", "p", StandingAccess::Remove),
+            ("ga", "p-approval", StandingAccess::Remove),
+        ] {
+            self.create_group(name, policy_name, standing).await;
+            self.create_assignment(&format!("alice-{name}"), name, "alice")
+                .await;
+        }
+    }
+
+    async fn create_group(&self, name: &str, policy: &str, standing: StandingAccess) {
+        let spec = PimGroupSpec {
+            directory: "memory".into(),
+            group: DirectoryGroupRef {
+                id: Some(format!("{name}-id")),
+                ..Default::default()
+            },
+            roles: GroupRoles {
+                member: RoleSettings {
+                    policy: policy.into(),
+                },
+                owner: None,
+            },
+            standing_access: standing,
+            rbac: None,
+        };
+        self.api::<PimGroup>()
+            .create(&PostParams::default(), &PimGroup::new(name, spec))
+            .await
+            .unwrap();
+    }
+
+    async fn create_assignment(&self, name: &str, group: &str, user: &str) {
+        let spec = EligibleAssignmentSpec {
+            group: group.into(),
+            principal: PrincipalRef::user(user),
+            schedule: Schedule {
+                duration: Some("30d".into()),
+                ..Default::default()
+            },
+            justification: Some("on call".into()),
+            ..Default::default()
+        };
+        self.api::<EligibleAssignment>()
+            .create(&PostParams::default(), &EligibleAssignment::new(name, spec))
+            .await
+            .unwrap();
+    }
+
+    /// Creates a request as the webhook would leave it: requester and principal stamped.
+    async fn request(
+        &self,
+        name: &str,
+        group: &str,
+        user: &str,
+        duration: &str,
+        edit: impl FnOnce(&mut ActivationRequestSpec),
+    ) {
+        let mut spec = ActivationRequestSpec {
+            group: group.into(),
+            duration: Some(duration.into()),
+            justification: Some("incident 42".into()),
+            requester: Some(Requester {
+                username: user.into(),
+                ..Default::default()
+            }),
+            principal: Some(user.into()),
+            ..Default::default()
+        };
+        edit(&mut spec);
+        self.api::<ActivationRequest>()
+            .create(&PostParams::default(), &ActivationRequest::new(name, spec))
+            .await
+            .unwrap();
+    }
+
+    /// An approver's own entry, by server-side apply under their own field manager.
+    async fn vote(&self, request: &str, group: &str, approver: &str, decision: Vote) {
+        let patch = serde_json::json!({
+            "apiVersion": "pim.dev/v1alpha1", "kind": "ActivationRequest",
+            "metadata": {"name": request},
+            "spec": {"group": group, "approvals": [Approval {
+                approver: approver.into(), decision, reason: Some("checked".into()), time: Some(Time(self.now())),
+            }]},
+        });
+        let params = PatchParams::apply(approver).force();
+        self.api::<ActivationRequest>()
+            .patch(request, &params, &Patch::Apply(&patch))
+            .await
+            .unwrap();
+    }
+
+    async fn get(&self, name: &str) -> ActivationRequest {
+        self.api::<ActivationRequest>().get(name).await.unwrap()
+    }
+
+    async fn phase(&self, name: &str) -> Option<Phase> {
+        self.get(name).await.status.and_then(|s| s.phase)
+    }
+
+    /// (status, reason) of a request's condition.
+    async fn condition(&self, name: &str, type_: &str) -> Option<(String, String)> {
+        let status = self.get(name).await.status?;
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    }
+
+    fn members(&self, group: &str) -> BTreeSet<Member> {
+        self.directory.members(&format!("{group}-id"), Role::Member)
+    }
+
+    fn is_member(&self, group: &str, user: &str) -> bool {
+        self.members(group).contains(&Member::User(user.into()))
+    }
+
+    async fn wait_phase(&self, name: &str, phase: Phase) {
+        eventually(&format!("{name} reaches {phase}"), || async {
+            self.phase(name).await == Some(phase)
+        })
+        .await;
+    }
+
+    async fn wait_member(&self, group: &str, user: &str, present: bool) {
+        let what = format!("{user} {} {group}", if present { "in" } else { "not in" });
+        eventually(&what, || async { self.is_member(group, user) == present }).await;
+    }
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn is(status: &str, reason: &str) -> Option<(String, String)> {
+    Some((status.into(), reason.into()))
+}
+
+async fn started() -> Harness {
+    let mut h = Harness::new().await;
+    h.start().await;
+    h
+}
+
+// a.
+#[tokio::test]
+async fn activation_without_approval_is_granted_then_expires() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    assert!(h.is_member("g", "alice"));
+    assert_eq!(h.condition("r", "Active").await, is("True", "Active"));
+    assert_eq!(h.condition("r", "Expired").await, is("False", "InProgress"));
+    let status = h.get("r").await.status.unwrap();
+    assert_eq!(
+        status.expires_at.map(|t| t.0),
+        Some(h.now() + SignedDuration::from_mins(30))
+    );
+
+    h.advance(29);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.phase("r").await,
+        Some(Phase::Active),
+        "still inside the window"
+    );
+    assert!(h.is_member("g", "alice"));
+
+    h.advance(1);
+    h.wait_phase("r", Phase::Expired).await;
+    h.wait_member("g", "alice", false).await;
+    eventually("Active condition says Expired", || async {
+        h.condition("r", "Active").await == is("False", "Expired")
+    })
+    .await;
+    assert_eq!(h.condition("r", "Expired").await, is("True", "Expired"));
+    let adds_and_removes: Vec<bool> = h.directory.writes().iter().map(|w| w.0).collect();
+    assert_eq!(
+        adds_and_removes,
+        [true, false],
+        "exactly one add and one remove"
+    );
+    h.stop().await;
+}
+
+// b.
+#[tokio::test]
+async fn one_of_two_approvers_then_two_of_two() {
+    let mut h = started().await;
+    h.request("r", "ga", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::PendingApproval).await;
+    assert_eq!(
+        h.condition("r", "Approved").await,
+        is("False", "WaitingForApproval")
+    );
+    assert!(!h.is_member("ga", "alice"));
+    h.vote("r", "ga", "carol", Vote::Approve).await;
+    h.wait_phase("r", Phase::Active).await;
+    assert!(h.is_member("ga", "alice"));
+    assert_eq!(h.get("r").await.status.unwrap().approved_by, ["carol"]);
+
+    // Two of two: one approval is not enough, a second distinct approver is.
+    let two = Patch::Merge(
+        serde_json::json!({"spec": {"activation": {"approval": {"minApprovals": 2}}}}),
+    );
+    h.api::<AccessPolicy>()
+        .patch("p-approval", &PatchParams::default(), &two)
+        .await
+        .unwrap();
+    h.request("r2", "ga", "alice", "30m", |_| {}).await;
+    h.wait_phase("r2", Phase::PendingApproval).await;
+    h.vote("r2", "ga", "bob", Vote::Approve).await;
+    h.advance(1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.phase("r2").await, Some(Phase::PendingApproval));
+    h.vote("r2", "ga", "carol", Vote::Approve).await;
+    h.wait_phase("r2", Phase::Active).await;
+    assert_eq!(
+        h.get("r2").await.status.unwrap().approved_by,
+        ["bob", "carol"]
+    );
+    h.stop().await;
+}
+
+// c.
+#[tokio::test]
+async fn deny_and_approval_timeout() {
+    let mut h = started().await;
+    h.request("denied", "ga", "alice", "30m", |_| {}).await;
+    h.request("ignored", "ga", "alice", "30m", |_| {}).await;
+    h.wait_phase("denied", Phase::PendingApproval).await;
+    h.vote("denied", "ga", "bob", Vote::Deny).await;
+    h.wait_phase("denied", Phase::Denied).await;
+    assert_eq!(
+        h.condition("denied", "Approved").await,
+        is("False", "Denied")
+    );
+    assert_eq!(h.condition("denied", "Expired").await, is("True", "Denied"));
+
+    h.advance(24 * 60);
+    h.wait_phase("ignored", Phase::TimedOut).await;
+    assert_eq!(
+        h.condition("ignored", "Approved").await,
+        is("False", "TimedOut")
+    );
+    assert!(h.members("ga").is_empty());
+    assert!(h.directory.writes().is_empty(), "nothing was ever granted");
+    h.stop().await;
+}
+
+// d.
+#[tokio::test]
+async fn scheduled_start_waits_for_its_time() {
+    let mut h = started().await;
+    let start = h.now() + SignedDuration::from_hours(2);
+    h.request("r", "g", "alice", "30m", |s| {
+        s.start_time = Some(Time(start))
+    })
+    .await;
+    h.wait_phase("r", Phase::Scheduled).await;
+    assert_eq!(h.condition("r", "Active").await, is("False", "Scheduled"));
+    h.advance(119);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!h.is_member("g", "alice"));
+    h.advance(1);
+    h.wait_phase("r", Phase::Active).await;
+    assert!(h.is_member("g", "alice"));
+    h.advance(30);
+    h.wait_phase("r", Phase::Expired).await;
+    h.wait_member("g", "alice", false).await;
+    h.stop().await;
+}
+
+// e.
+#[tokio::test]
+async fn early_deactivation_removes_access() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "1h", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    h.advance(10);
+    let deactivate = Patch::Merge(serde_json::json!({"spec": {"deactivate": true}}));
+    h.api::<ActivationRequest>()
+        .patch("r", &PatchParams::default(), &deactivate)
+        .await
+        .unwrap();
+    h.wait_phase("r", Phase::Deactivated).await;
+    h.wait_member("g", "alice", false).await;
+    assert_eq!(
+        h.get("r").await.status.unwrap().ended_at.map(|t| t.0),
+        Some(h.now())
+    );
+    h.stop().await;
+}
+
+// f.
+#[tokio::test]
+async fn overlapping_requests_keep_access_until_the_later_ends() {
+    let mut h = started().await;
+    h.request("first", "g", "alice", "1h", |_| {}).await;
+    h.wait_phase("first", Phase::Active).await;
+    h.advance(30);
+    h.request("second", "g", "alice", "1h", |_| {}).await;
+    h.wait_phase("second", Phase::Active).await;
+    h.advance(30);
+    h.wait_phase("first", Phase::Expired).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        h.is_member("g", "alice"),
+        "the second request still covers alice"
+    );
+    assert_eq!(h.condition("first", "Active").await, is("False", "Expired"));
+    h.advance(30);
+    h.wait_phase("second", Phase::Expired).await;
+    h.wait_member("g", "alice", false).await;
+    assert_eq!(h.directory.writes().len(), 2, "one add, one remove");
+    h.stop().await;
+}
+
+// g.
+#[tokio::test]
+async fn eligibility_deleted_while_active_revokes() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "1h", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    h.api::<EligibleAssignment>()
+        .delete("alice-g", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_phase("r", Phase::Revoked).await;
+    h.wait_member("g", "alice", false).await;
+    eventually("Revoked says why", || async {
+        h.condition("r", "Expired").await == is("True", "EligibilityEnded")
+    })
+    .await;
+    h.stop().await;
+}
+
+// g'. The eligibility expires rather than being deleted.
+#[tokio::test]
+async fn eligibility_expiring_while_active_clips_then_ends() {
+    let mut h = started().await;
+    let end = h.now() + SignedDuration::from_mins(20);
+    let spec = EligibleAssignmentSpec {
+        group: "g".into(),
+        principal: PrincipalRef::user("dave"),
+        schedule: Schedule {
+            end: Some(Time(end)),
+            ..Default::default()
+        },
+        justification: Some("short".into()),
+        ..Default::default()
+    };
+    h.api::<EligibleAssignment>()
+        .create(
+            &PostParams::default(),
+            &EligibleAssignment::new("dave-g", spec),
+        )
+        .await
+        .unwrap();
+    h.request("r", "g", "dave", "1h", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    assert_eq!(
+        h.get("r").await.status.unwrap().expires_at.map(|t| t.0),
+        Some(end)
+    );
+    h.advance(20);
+    h.wait_phase("r", Phase::Expired).await;
+    h.wait_member("g", "dave", false).await;
+    h.stop().await;
+}
+
+// h.
+#[tokio::test]
+async fn lowering_the_policy_maximum_ends_access_sooner() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "1h", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    let start = h.now();
+    h.advance(10);
+    let lower = Patch::Merge(serde_json::json!({"spec": {"activation": {"maxDuration": "20m"}}}));
+    h.api::<AccessPolicy>()
+        .patch("p", &PatchParams::default(), &lower)
+        .await
+        .unwrap();
+    eventually("expiry moves to 20m", || async {
+        h.get("r")
+            .await
+            .status
+            .and_then(|s| s.expires_at)
+            .map(|t| t.0)
+            == Some(start + SignedDuration::from_mins(20))
+    })
+    .await;
+    let raise = Patch::Merge(serde_json::json!({"spec": {"activation": {"maxDuration": "8h"}}}));
+    h.api::<AccessPolicy>()
+        .patch("p", &PatchParams::default(), &raise)
+        .await
+        .unwrap();
+    h.advance(1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.get("r").await.status.unwrap().expires_at.map(|t| t.0),
+        Some(start + SignedDuration::from_mins(20)),
+        "never later again"
+    );
+    h.advance(9);
+    h.wait_phase("r", Phase::Expired).await;
+    h.wait_member("g", "alice", false).await;
+    h.stop().await;
+}
+
+// i.
+#[tokio::test]
+async fn hand_added_members_are_removed_or_reported() {
+    let mut h = Harness::new().await;
+    h.create_group("reported", "p", StandingAccess::Report)
+        .await;
+    h.start().await;
+    eventually("groups resolved", || async {
+        h.api::<PimGroup>()
+            .get("reported")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.group_id)
+            .is_some()
+    })
+    .await;
+    h.directory
+        .add_by_hand("g-id", Role::Member, Member::User("mallory".into()));
+    h.directory
+        .add_by_hand("reported-id", Role::Member, Member::User("mallory".into()));
+    h.advance(1);
+    h.wait_member("g", "mallory", false).await;
+    eventually("reported in status", || async {
+        h.api::<PimGroup>()
+            .get("reported")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| s.unexplained_members == ["user:mallory"])
+    })
+    .await;
+    assert!(
+        h.is_member("reported", "mallory"),
+        "Report leaves unexplained members in place"
+    );
+    let group = h.api::<PimGroup>().get("reported").await.unwrap();
+    let in_sync = group
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "InSync")
+        .unwrap();
+    assert_eq!(
+        (in_sync.status.as_str(), in_sync.reason.as_str()),
+        ("False", "UnexplainedMembers")
+    );
+    h.stop().await;
+}
+
+// j.
+#[tokio::test]
+async fn failed_revocation_is_retried_and_reported_overdue() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    h.directory.fail(FaultScope::Removes);
+    h.advance(30);
+    h.wait_phase("r", Phase::Expired).await;
+    eventually("RevocationOverdue shown", || async {
+        h.condition("r", "Active").await == is("False", "RevocationOverdue")
+    })
+    .await;
+    assert!(h.is_member("g", "alice"));
+    eventually("overdue metric", || async {
+        h.metrics().contains("pim_revocations_overdue 1")
+    })
+    .await;
+    h.directory.heal();
+    h.wait_member("g", "alice", false).await;
+    eventually("overdue cleared", || async {
+        h.condition("r", "Active").await == is("False", "Expired")
+    })
+    .await;
+    eventually("overdue metric back to 0", || async {
+        h.metrics().contains("pim_revocations_overdue 0")
+    })
+    .await;
+    h.stop().await;
+}
+
+// k.
+#[tokio::test]
+async fn restarts_keep_access_and_remove_what_expired_while_down() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    h.stop().await;
+    h.start().await;
+    h.advance(10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.phase("r").await, Some(Phase::Active));
+    assert!(h.is_member("g", "alice"));
+    h.stop().await;
+    h.advance(60);
+    h.start().await;
+    h.wait_phase("r", Phase::Expired).await;
+    h.wait_member("g", "alice", false).await;
+    assert_eq!(h.directory.writes().len(), 2, "the restart did not re-add");
+    h.stop().await;
+}
+
+// l.
+#[tokio::test]
+async fn dropped_watches_and_410_gone_miss_no_transition() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    h.server.drop_watches();
+    h.request("r2", "ga", "alice", "30m", |_| {}).await;
+    h.wait_phase("r2", Phase::PendingApproval).await;
+    h.server.expire_history();
+    h.server.drop_watches();
+    h.vote("r2", "ga", "bob", Vote::Approve).await;
+    h.wait_phase("r2", Phase::Active).await;
+    h.advance(30);
+    h.wait_phase("r", Phase::Expired).await;
+    h.wait_phase("r2", Phase::Expired).await;
+    h.wait_member("g", "alice", false).await;
+    h.wait_member("ga", "alice", false).await;
+    h.stop().await;
+}
+
+// m.
+#[tokio::test]
+async fn a_malformed_object_is_reported_and_the_others_carry_on() {
+    let mut h = started().await;
+    h.server
+        .store_put(
+            "activationrequests",
+            None,
+            serde_json::json!({"metadata": {"name": "broken"}, "spec": {"group": 42}}),
+        )
+        .unwrap();
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    eventually("broken reported", || async {
+        let stored = h
+            .server
+            .store_get("activationrequests", None, "broken")
+            .unwrap();
+        stored
+            .pointer("/status/conditions/0/reason")
+            .and_then(|r| r.as_str())
+            == Some("Malformed")
+    })
+    .await;
+    let writes_before = h
+        .server
+        .writes()
+        .iter()
+        .filter(|w| w.name.as_deref() == Some("broken"))
+        .count();
+    h.advance(1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writes_after = h
+        .server
+        .writes()
+        .iter()
+        .filter(|w| w.name.as_deref() == Some("broken"))
+        .count();
+    assert_eq!(writes_before, writes_after, "reported once, not in a loop");
+    h.stop().await;
+}
+
+// n.
+#[tokio::test]
+async fn two_replicas_only_the_leader_writes() {
+    let h = Harness::new().await;
+    let a = h.launch(true);
+    eventually("a leads", || async {
+        a.health.is_leader() && a.health.is_ready()
+    })
+    .await;
+    let b = h.launch(true);
+    eventually("b knows it follows", || async { b.health.is_ready() }).await;
+    assert!(!b.health.is_leader());
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    assert!(
+        !b.metrics
+            .encode()
+            .contains("pim_reconcile_duration_seconds_count{kind=\"ActivationRequest\"}"),
+        "the follower reconciled nothing"
+    );
+    assert!(
+        a.metrics
+            .encode()
+            .contains("pim_reconcile_duration_seconds_count{kind=\"ActivationRequest\"}")
+    );
+
+    a.stop.cancel();
+    let _ = tokio::time::timeout(WAIT, a.task).await;
+    eventually("b takes over", || async { b.health.is_leader() }).await;
+    h.request("r2", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r2", Phase::Active).await;
+    b.stop.cancel();
+    let _ = tokio::time::timeout(WAIT, b.task).await;
+}
+
+/// With 1,000 idle objects, an hour of controlled time brings no API writes: no busy loop.
+#[tokio::test]
+async fn idle_objects_cause_no_writes() {
+    let mut h = started().await;
+    for i in 0..900 {
+        h.create_assignment(&format!("user{i}-g"), "g", &format!("user{i}"))
+            .await;
+    }
+    for i in 0..96 {
+        h.request(&format!("old{i}"), "g", &format!("user{i}"), "5m", |_| {})
+            .await;
+    }
+    eventually("requests active", || async {
+        h.api::<ActivationRequest>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .all(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active))
+    })
+    .await;
+    h.advance(5);
+    eventually("requests expired and assignments reported", || async {
+        let requests = h
+            .api::<ActivationRequest>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items;
+        let assignments = h
+            .api::<EligibleAssignment>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items;
+        requests
+            .iter()
+            .all(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Expired))
+            && assignments.iter().all(|a| a.status.is_some())
+            && h.members("g").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.server.reset_observations();
+    for _ in 0..12 {
+        h.advance(5);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let writes = h.server.writes();
+    assert!(
+        writes.is_empty(),
+        "{} writes while idle, first: {:?}",
+        writes.len(),
+        writes.first()
+    );
+    h.stop().await;
+}
+
+/// The kubernetes directory: membership is the subjects of RBAC bindings owned by the PimGroup.
+#[tokio::test]
+async fn kubernetes_directory_binds_and_unbinds_rbac_roles() {
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+    use pim_operator::api::pim_group::{NamespaceRole, RbacGrant, RoleKind};
+    let mut h = Harness::new().await;
+    let spec = PimGroupSpec {
+        directory: "kubernetes".into(),
+        group: DirectoryGroupRef {
+            id: Some("ops".into()),
+            ..Default::default()
+        },
+        roles: GroupRoles {
+            member: RoleSettings { policy: "p".into() },
+            owner: None,
+        },
+        standing_access: StandingAccess::Remove,
+        rbac: Some(RbacGrant {
+            cluster_roles: vec!["view".into()],
+            namespace_roles: vec![NamespaceRole {
+                namespace: "payments".into(),
+                kind: RoleKind::ClusterRole,
+                name: "edit".into(),
+            }],
+        }),
+    };
+    h.api::<PimGroup>()
+        .create(&PostParams::default(), &PimGroup::new("ops", spec))
+        .await
+        .unwrap();
+    h.create_assignment("alice-ops", "ops", "alice").await;
+    // The real operator always has the kubernetes directory.
+    let mut directories = Directories::default();
+    let rbac: Arc<dyn Directory> =
+        Arc::new(pim_operator::directory::kubernetes::KubernetesDirectory::new(h.client.clone()));
+    directories.insert("kubernetes", rbac);
+    let deps = Dependencies {
+        client: h.client.clone(),
+        settings: settings(false),
+        directories,
+        attestor: Arc::new(TrustAsWritten),
+        clock: h.clock.clone(),
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(Health::default()),
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(controller::run(deps, stop.clone()));
+    h.operator = None;
+
+    h.request("r", "ops", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    let cluster: Api<ClusterRoleBinding> = Api::all(h.client.clone());
+    let namespaced: Api<RoleBinding> = Api::namespaced(h.client.clone(), "payments");
+    let binding = cluster.get("pim-ops-view").await.unwrap();
+    assert_eq!(binding.role_ref.name, "view");
+    assert_eq!(
+        binding
+            .subjects
+            .unwrap()
+            .iter()
+            .map(|s| (s.kind.as_str(), s.name.as_str()))
+            .collect::<Vec<_>>(),
+        [("User", "alice")]
+    );
+    let owner = &binding.metadata.owner_references.unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("PimGroup", "ops", Some(true))
+    );
+    let rb = namespaced.get("pim-ops-clusterrole-edit").await.unwrap();
+    assert_eq!(
+        (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+        ("ClusterRole", "edit")
+    );
+
+    h.advance(30);
+    h.wait_phase("r", Phase::Expired).await;
+    eventually("alice unbound everywhere", || async {
+        let c = cluster
+            .get("pim-ops-view")
+            .await
+            .unwrap()
+            .subjects
+            .unwrap_or_default();
+        let n = namespaced
+            .get("pim-ops-clusterrole-edit")
+            .await
+            .unwrap()
+            .subjects
+            .unwrap_or_default();
+        c.is_empty() && n.is_empty()
+    })
+    .await;
+
+    // A role dropped from the spec loses its binding.
+    let drop_ns = Patch::Merge(serde_json::json!({"spec": {"rbac": {"namespaceRoles": []}}}));
+    h.api::<PimGroup>()
+        .patch("ops", &PatchParams::default(), &drop_ns)
+        .await
+        .unwrap();
+    eventually("stale binding pruned", || async {
+        namespaced
+            .get_opt("pim-ops-clusterrole-edit")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    stop.cancel();
+    let _ = tokio::time::timeout(WAIT, task).await;
+}
+
+/// Deleting a request or a PimGroup takes back the access it granted before the object goes.
+#[tokio::test]
+async fn deletion_waits_for_access_to_be_removed() {
+    let mut h = started().await;
+    h.request("r", "g", "alice", "1h", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    assert!(
+        h.get("r")
+            .await
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&"pim.dev/revoke-access".to_owned())
+    );
+    h.api::<ActivationRequest>()
+        .delete("r", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_member("g", "alice", false).await;
+    eventually("request gone", || async {
+        h.api::<ActivationRequest>()
+            .get_opt("r")
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+
+    h.request("r2", "g", "alice", "1h", |_| {}).await;
+    h.wait_phase("r2", Phase::Active).await;
+    h.directory
+        .add_by_hand("g-id", Role::Member, Member::User("bob".into()));
+    h.api::<PimGroup>()
+        .delete("g", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("group gone", || async {
+        h.api::<PimGroup>().get_opt("g").await.unwrap().is_none()
+    })
+    .await;
+    assert!(
+        !h.is_member("g", "alice"),
+        "what the group granted is taken back"
+    );
+    assert!(
+        h.is_member("g", "bob"),
+        "what it did not grant is left alone"
+    );
+    h.wait_phase("r2", Phase::Revoked).await;
+    h.stop().await;
+}
+
+/// One Event per transition, and the endpoints SREs read.
+#[tokio::test]
+async fn transitions_emit_events_and_metrics_are_served() {
+    use k8s_openapi::api::events::v1::Event;
+    use tower::ServiceExt;
+    let mut h = started().await;
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    h.advance(30);
+    h.wait_phase("r", Phase::Expired).await;
+    let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
+    eventually("three events", || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("r"))
+            .filter_map(|e| e.reason)
+            .collect();
+        reasons == ["Provisioning", "Active", "Expired"]
+    })
+    .await;
+
+    let op = h.operator.as_ref().unwrap();
+    let router = pim_operator::http::router(op.metrics.clone(), op.health.clone());
+    let get = |path: &str| {
+        http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let ready = router.clone().oneshot(get("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = router.clone().oneshot(get("/metrics")).await.unwrap();
+    let body = axum::body::to_bytes(metrics.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for metric in [
+        "pim_activations_total{outcome=\"Expired\"} 1",
+        "pim_directory_calls_total{backend=\"memory\",operation=\"add_member\",outcome=\"success\"} 1",
+        "pim_revocation_lag_seconds_count 1",
+        "pim_activation_latency_seconds_count 1",
+        "pim_reconcile_duration_seconds_count{kind=\"PimGroup\"}",
+    ] {
+        assert!(text.contains(metric), "missing {metric} in\n{text}");
+    }
+    let unready = pim_operator::http::router(op.metrics.clone(), Arc::new(Health::default()));
+    assert_eq!(unready.oneshot(get("/readyz")).await.unwrap().status(), 503);
+    h.stop().await;
+}

@@ -1,0 +1,213 @@
+//! `pim-operator run` as a process: pointed by KUBECONFIG at the fake API server, it serves its
+//! probes, grants access, and stops cleanly on SIGTERM; without the CRDs it says how to install them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, PostParams};
+use pim_operator::api::access_policy::AccessPolicySpec;
+use pim_operator::api::activation_request::{ActivationRequestSpec, Phase, Requester};
+use pim_operator::api::common::PrincipalRef;
+use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
+use pim_operator::api::pim_group::{DirectoryGroupRef, GroupRoles, PimGroupSpec, RoleSettings};
+use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use pim_operator::fake_apiserver::{FakeApiServer, FaultScope};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{server}\"}}}}]\nusers: [{{name: tester, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: tester}}}}]\ncurrent-context: fake\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_operator(dir: &Path, server: &str, port: u16) -> Child {
+    let config = dir.join("config.yaml");
+    let text = format!(
+        "directories:\n  sandbox: {{type: memory}}\nleaderElection: {{enabled: false}}\nmetricsAddress: 127.0.0.1:{port}\n"
+    );
+    std::fs::write(&config, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_pim-operator"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("KUBECONFIG", write_kubeconfig(dir, server))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// A plain HTTP GET on loopback, returning the status line.
+fn http_status(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.lines().next().map(str::to_owned)
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn seed(client: &kube::Client) {
+    let pp = PostParams::default();
+    Api::<AccessPolicy>::all(client.clone())
+        .create(&pp, &AccessPolicy::new("p", AccessPolicySpec::default()))
+        .await
+        .unwrap();
+    let group = PimGroupSpec {
+        directory: "sandbox".into(),
+        group: DirectoryGroupRef {
+            id: Some("g".into()),
+            ..Default::default()
+        },
+        roles: GroupRoles {
+            member: RoleSettings { policy: "p".into() },
+            owner: None,
+        },
+        standing_access: Default::default(),
+        rbac: None,
+    };
+    Api::<PimGroup>::all(client.clone())
+        .create(&pp, &PimGroup::new("g", group))
+        .await
+        .unwrap();
+    let assignment = EligibleAssignmentSpec {
+        group: "g".into(),
+        principal: PrincipalRef::user("alice"),
+        schedule: Schedule {
+            duration: Some("30d".into()),
+            ..Default::default()
+        },
+        justification: Some("on call".into()),
+        ..Default::default()
+    };
+    Api::<EligibleAssignment>::all(client.clone())
+        .create(&pp, &EligibleAssignment::new("a", assignment))
+        .await
+        .unwrap();
+    let request = ActivationRequestSpec {
+        group: "g".into(),
+        duration: Some("1h".into()),
+        justification: Some("incident".into()),
+        requester: Some(Requester {
+            username: "alice".into(),
+            ..Default::default()
+        }),
+        principal: Some("alice".into()),
+        ..Default::default()
+    };
+    Api::<ActivationRequest>::all(client.clone())
+        .create(&pp, &ActivationRequest::new("r", request))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn runs_serves_probes_grants_and_stops_on_sigterm() {
+    let server = FakeApiServer::start().await.unwrap();
+    seed(&server.client()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start_operator(dir.path(), server.url(), port);
+
+    wait_until("/readyz answers 200", async || {
+        http_status(port, "/readyz").is_some_and(|s| s.contains("200"))
+    })
+    .await;
+    assert!(http_status(port, "/healthz").unwrap().contains("200"));
+    let requests: Api<ActivationRequest> = Api::all(server.client());
+    wait_until("the request is Active", async || {
+        requests
+            .get("r")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            == Some(Phase::Active)
+    })
+    .await;
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running 15s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?} after SIGTERM");
+    assert!(
+        http_status(port, "/healthz").is_none(),
+        "the HTTP server stopped too"
+    );
+}
+
+#[tokio::test]
+async fn missing_crds_are_named_with_the_install_command() {
+    let server = FakeApiServer::start().await.unwrap();
+    // As a cluster without our CRDs answers: 404 for the resource.
+    server.fail_all(404, FaultScope::all().resource("accesspolicies"));
+    let dir = tempfile::tempdir().unwrap();
+    let child = start_operator(dir.path(), server.url(), free_port());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("accesspolicies.pim.dev CustomResourceDefinition is not installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pim-operator crds | kubectl apply -f -"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn no_cluster_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_pim-operator"))
+        .arg("run")
+        .env("KUBECONFIG", dir.path().join("missing"))
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("no Kubernetes cluster configured"),
+        "{stderr}"
+    );
+}

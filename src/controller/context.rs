@@ -141,10 +141,7 @@ impl Context {
         let Some(deadline) = deadline else {
             return resync;
         };
-        let until = deadline.duration_since(self.now());
-        // A moment past the deadline, so the next pass sees it as reached.
-        let until = until.unsigned_abs() + std::time::Duration::from_millis(10);
-        until.min(resync)
+        requeue_delay(deadline.duration_since(self.now()), resync)
     }
 
     pub fn trigger_requests_of(&self, group: &str) {
@@ -154,5 +151,39 @@ impl Context {
                 let _ = self.request_triggers.send(ObjectRef::from_obj(r.as_ref()));
             }
         }
+    }
+}
+
+/// How long to wait for a deadline `until` away: a moment past it, so the next pass sees it
+/// reached; at once when it has already passed; never longer than the resync interval.
+pub fn requeue_delay(
+    until: jiff::SignedDuration,
+    resync: std::time::Duration,
+) -> std::time::Duration {
+    let margin = std::time::Duration::from_millis(10);
+    if until.is_negative() {
+        return margin;
+    }
+    (until.unsigned_abs() + margin).min(resync)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requeue_delay;
+    use jiff::SignedDuration;
+    use std::time::Duration;
+
+    #[test]
+    fn a_passed_deadline_is_looked_at_now_not_later() {
+        let resync = Duration::from_secs(300);
+        assert_eq!(
+            requeue_delay(SignedDuration::from_mins(-5), resync),
+            Duration::from_millis(10)
+        );
+        assert_eq!(
+            requeue_delay(SignedDuration::from_secs(30), resync),
+            Duration::from_millis(30_010)
+        );
+        assert_eq!(requeue_delay(SignedDuration::from_hours(2), resync), resync);
     }
 }

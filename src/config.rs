@@ -41,6 +41,8 @@ pub enum DirectoryConfig {
     Kubernetes,
     /// An in-process directory, for trials and tests; forgets everything on restart.
     Memory,
+    /// OpenLDAP, FreeIPA or Active Directory over LDAP (see `directory::ldap`).
+    Ldap(Box<crate::directory::ldap::LdapConfig>),
 }
 
 /// How a Kubernetes username becomes a directory principal.
@@ -206,6 +208,12 @@ impl Config {
                 return Err(format!(
                     "directories.{name}: names are lowercase letters, digits and dashes, as PimGroup.spec.directory"
                 ));
+            }
+        }
+        for (name, directory) in &self.directories {
+            if let DirectoryConfig::Ldap(ldap) = directory {
+                ldap.validate()
+                    .map_err(|e| format!("directories.{name}.{e}"))?;
             }
         }
         Ok(Settings {

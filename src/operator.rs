@@ -11,6 +11,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, DirectoryConfig, Settings};
 use crate::controller::{self, Dependencies, Health};
 use crate::directory::kubernetes::KubernetesDirectory;
+use crate::directory::ldap::LdapDirectory;
 use crate::directory::memory::MemoryDirectory;
 use crate::directory::{Directories, Directory};
 use crate::engine::TrustAsWritten;
@@ -47,6 +48,7 @@ pub fn directories(
         let backend: Arc<dyn Directory> = match config {
             DirectoryConfig::Kubernetes => Arc::new(KubernetesDirectory::new(client.clone())),
             DirectoryConfig::Memory => Arc::new(MemoryDirectory::new()),
+            DirectoryConfig::Ldap(ldap) => Arc::new(LdapDirectory::new(ldap.as_ref().clone())),
         };
         directories.insert(name.clone(), Instrumented::wrap(backend, metrics.clone()));
     }

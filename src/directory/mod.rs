@@ -3,6 +3,7 @@
 //! one are both success.
 
 pub mod kubernetes;
+pub mod ldap;
 pub mod memory;
 
 use std::collections::BTreeSet;

@@ -20,7 +20,111 @@ pub const PLACEHOLDER: &str = "cn=pim-placeholder,ou=groups,dc=example,dc=org";
 pub struct Slapd {
     dir: tempfile::TempDir,
     port: u16,
+    /// With TLS: the ldaps:// port (StartTLS works on `port` too).
+    tls_port: Option<u16>,
     child: Option<Child>,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl (Debian package openssl): {e}"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`{name}-ca.pem`) and, signed by it, a server certificate for 127.0.0.1
+/// (`{name}-cert.pem`, `{name}-key.pem`), in `dir`.
+pub fn make_ca_and_server_cert(dir: &Path, name: &str) {
+    let ca_key = format!("{name}-ca-key.pem");
+    let ca = format!("{name}-ca.pem");
+    let key = format!("{name}-key.pem");
+    let csr = format!("{name}.csr");
+    let cert = format!("{name}-cert.pem");
+    let ext = format!("{name}.ext");
+    std::fs::write(
+        dir.join(&ext),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &ca_key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &ca_key,
+            "-subj",
+            &format!("/CN=pim test CA {name}"),
+            "-days",
+            "2",
+            "-out",
+            &ca,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            &key,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            "/CN=127.0.0.1",
+            "-out",
+            &csr,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ],
+    );
 }
 
 fn free_port() -> u16 {
@@ -31,6 +135,16 @@ fn free_port() -> u16 {
 impl Slapd {
     /// Starts slapd, or fails the test (never skips) when it is not installed.
     pub fn start() -> Slapd {
+        Slapd::start_with(false)
+    }
+
+    /// Starts slapd with a server certificate from a fresh test CA ([`Slapd::ca_file`]):
+    /// StartTLS on [`Slapd::url`], LDAPS on [`Slapd::ldaps_url`].
+    pub fn start_tls() -> Slapd {
+        Slapd::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Slapd {
         if !Path::new(SLAPD).exists() || !Path::new(MODULES).join("back_mdb.la").exists() {
             panic!(
                 "OpenLDAP slapd is not installed ({SLAPD}, modules in {MODULES}): run .ci/install-ldap (Debian packages slapd, ldap-utils)"
@@ -46,8 +160,17 @@ impl Slapd {
             }
         }
         let path = dir.path().display();
+        let tls_conf = if tls {
+            make_ca_and_server_cert(dir.path(), "server");
+            format!(
+                "TLSCACertificateFile {path}/server-ca.pem\nTLSCertificateFile {path}/server-cert.pem\nTLSCertificateKeyFile {path}/server-key.pem\n"
+            )
+        } else {
+            String::new()
+        };
         let mut conf = format!(
-            "include {SCHEMA}/core.schema\ninclude {SCHEMA}/cosine.schema\ninclude {SCHEMA}/inetorgperson.schema\n\
+            "{tls_conf}\
+             include {SCHEMA}/core.schema\ninclude {SCHEMA}/cosine.schema\ninclude {SCHEMA}/inetorgperson.schema\n\
              modulepath {MODULES}\nmoduleload back_mdb\n{overlays}\
              pidfile {path}/slapd.pid\nargsfile {path}/slapd.args\n\
              database mdb\nmaxsize 67108864\nsuffix \"{SUFFIX}\"\nrootdn \"{ADMIN_DN}\"\nrootpw {ADMIN_PASSWORD}\n\
@@ -63,14 +186,24 @@ impl Slapd {
         let mut slapd = Slapd {
             dir,
             port: free_port(),
+            tls_port: tls.then(free_port),
             child: None,
         };
-        slapd.spawn();
+        slapd.spawn(true);
         slapd
     }
 
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn ldaps_url(&self) -> String {
+        format!("ldaps://127.0.0.1:{}", self.tls_port.unwrap())
+    }
+
+    /// The CA that signed the server certificate (with [`Slapd::start_tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("server-ca.pem")
     }
 
     /// A file holding the admin password, as the backend's `bindPasswordFile`.
@@ -82,13 +215,36 @@ impl Slapd {
         self.dir.path()
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("slapd.log")).unwrap();
+    /// Starts slapd and waits until it listens; on the ports of a first start, a failure
+    /// (another process took a port) is retried on fresh ports.
+    fn spawn(&mut self, fresh_ports_on_failure: bool) {
+        for attempt in 1..=3 {
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(why) if attempt < 3 => {
+                    eprintln!("slapd attempt {attempt} failed, retrying: {why}");
+                    if fresh_ports_on_failure {
+                        self.port = free_port();
+                        self.tls_port = self.tls_port.map(|_| free_port());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    fn try_spawn(&mut self) -> Result<(), String> {
+        let log_path = self.dir.path().join("slapd.log");
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(SLAPD)
             .arg("-f")
             .arg(self.dir.path().join("slapd.conf"))
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{}/", self.port))
+            .arg(match self.tls_port {
+                Some(tls) => format!("ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{tls}/", self.port),
+                None => format!("ldap://127.0.0.1:{}/", self.port),
+            })
             // Any debug level keeps slapd in the foreground, where drop can kill it.
             .args(["-d", "0"])
             .stdin(Stdio::null())
@@ -99,19 +255,23 @@ impl Slapd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                let log = std::fs::read_to_string(self.dir.path().join("slapd.log"))
-                    .unwrap_or_default();
-                panic!("slapd exited with {status} before listening:\n{log}");
+                self.child = None;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!(
+                    "slapd exited with {status} before listening:\n{log}"
+                ));
             }
-            assert!(
-                Instant::now() < deadline,
-                "slapd did not listen on 127.0.0.1:{} within 15s",
-                self.port
-            );
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(format!(
+                    "slapd did not listen on 127.0.0.1:{} within 15s",
+                    self.port
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -127,7 +287,7 @@ impl Slapd {
     /// Stops and starts slapd on the same port and database.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.spawn(false);
     }
 }
 

@@ -1,0 +1,953 @@
+//! The `ldap` directory against a real OpenLDAP `slapd` on 127.0.0.1 (DESIGN §11), each test
+//! with its own server. Without slapd these tests fail, naming `.ci/install-ldap`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/slapd.rs"]
+mod slapd;
+
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use ldap3::{Ldap, LdapConnAsync, Mod, Scope, SearchEntry};
+use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings};
+use pim_operator::api::activation_request::{ActivationRequestSpec, Phase, Requester};
+use pim_operator::api::common::{PrincipalRef, Role};
+use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
+use pim_operator::api::pim_group::{
+    DirectoryGroupRef, GroupRoles, PimGroupSpec, RoleSettings, StandingAccess,
+};
+use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use pim_operator::clock::ManualClock;
+use pim_operator::config::{Config, DirectoryConfig};
+use pim_operator::controller::{self, Dependencies, Health};
+use pim_operator::core::membership::Member;
+use pim_operator::directory::ldap::{LdapConfig, LdapDirectory};
+use pim_operator::directory::{Directories, Directory, GroupId};
+use pim_operator::engine::TrustAsWritten;
+use pim_operator::fake_apiserver::FakeApiServer;
+use pim_operator::metrics::{Instrumented, Metrics};
+use slapd::{ADMIN_DN, GROUPS, PEOPLE, PLACEHOLDER, SUFFIX, Slapd};
+use tokio_util::sync::CancellationToken;
+
+const OPS: &str = "cn=ops,ou=groups,dc=example,dc=org";
+
+fn set(values: &[&str]) -> HashSet<String> {
+    values.iter().map(|v| (*v).to_owned()).collect()
+}
+
+/// An admin connection for seeding and for looking at what the backend wrote.
+async fn admin(slapd: &Slapd) -> Ldap {
+    let (conn, mut ldap) = LdapConnAsync::new(&slapd.url()).await.unwrap();
+    ldap3::drive!(conn);
+    ldap.simple_bind(ADMIN_DN, slapd::ADMIN_PASSWORD)
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap
+}
+
+async fn add(ldap: &mut Ldap, dn: &str, attrs: Vec<(&str, HashSet<String>)>) {
+    let attrs: Vec<(String, HashSet<String>)> =
+        attrs.into_iter().map(|(a, v)| (a.to_owned(), v)).collect();
+    ldap.add(dn, attrs).await.unwrap().success().unwrap();
+}
+
+async fn add_user(ldap: &mut Ldap, uid: &str, mail: &str) -> String {
+    let dn = format!("uid={},{PEOPLE}", ldap3::dn_escape(uid));
+    add(
+        ldap,
+        &dn,
+        vec![
+            ("objectClass", set(&["inetOrgPerson"])),
+            ("uid", set(&[uid])),
+            ("cn", set(&[uid])),
+            ("sn", set(&["Test"])),
+            ("mail", set(&[mail])),
+        ],
+    )
+    .await;
+    dn
+}
+
+async fn add_group(ldap: &mut Ldap, dn: &str, cn: &str, members: &[&str]) {
+    add(
+        ldap,
+        dn,
+        vec![
+            ("objectClass", set(&["groupOfNames"])),
+            ("cn", set(&[cn])),
+            ("member", set(members)),
+        ],
+    )
+    .await;
+}
+
+/// The base tree: people alice, bob, carol; group `ops` holding only the placeholder.
+async fn seed(slapd: &Slapd) -> Ldap {
+    let mut ldap = admin(slapd).await;
+    add(
+        &mut ldap,
+        SUFFIX,
+        vec![
+            ("objectClass", set(&["dcObject", "organization"])),
+            ("dc", set(&["example"])),
+            ("o", set(&["Example"])),
+        ],
+    )
+    .await;
+    for ou in [PEOPLE, GROUPS] {
+        let name = ou.split(['=', ',']).nth(1).unwrap();
+        add(
+            &mut ldap,
+            ou,
+            vec![
+                ("objectClass", set(&["organizationalUnit"])),
+                ("ou", set(&[name])),
+            ],
+        )
+        .await;
+    }
+    for user in ["alice", "bob", "carol"] {
+        add_user(&mut ldap, user, &format!("{user}@example.org")).await;
+    }
+    add_group(&mut ldap, OPS, "ops", &[PLACEHOLDER]).await;
+    ldap
+}
+
+/// The member values of a group as stored, lowercased.
+async fn raw_members(ldap: &mut Ldap, group: &str) -> BTreeSet<String> {
+    let (entries, _) = ldap
+        .search(group, Scope::Base, "(objectClass=*)", vec!["member"])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let entry = SearchEntry::construct(entries.into_iter().next().unwrap());
+    entry
+        .attrs
+        .get("member")
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.to_lowercase())
+        .collect()
+}
+
+fn config(slapd: &Slapd) -> LdapConfig {
+    LdapConfig {
+        operation_timeout: "5s".into(),
+        connect_timeout: "2s".into(),
+        ..LdapConfig::new(slapd.url(), ADMIN_DN, slapd.password_file(), PEOPLE, GROUPS)
+    }
+}
+
+fn user(name: &str) -> Member {
+    Member::User(name.into())
+}
+
+fn users(names: &[&str]) -> BTreeSet<Member> {
+    names.iter().map(|n| user(n)).collect()
+}
+
+fn pim_group(id: Option<&str>, display_name: Option<&str>, create: bool) -> PimGroup {
+    PimGroup::new(
+        "g",
+        PimGroupSpec {
+            directory: "ldap".into(),
+            group: DirectoryGroupRef {
+                id: id.map(Into::into),
+                display_name: display_name.map(Into::into),
+                create: create.then_some(true),
+                description: Some("made by pim".into()),
+            },
+            roles: GroupRoles {
+                member: RoleSettings { policy: "p".into() },
+                owner: None,
+            },
+            standing_access: StandingAccess::Remove,
+            rbac: None,
+        },
+    )
+}
+
+#[tokio::test]
+async fn resolve_add_remove_and_their_repeats() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let dir = LdapDirectory::new(config(&slapd));
+
+    assert_eq!(
+        dir.resolve_user("alice").await.unwrap(),
+        format!("uid=alice,{PEOPLE}")
+    );
+    assert_eq!(dir.find_user("nobody").await.unwrap(), None);
+    let err = dir.resolve_user("nobody").await.unwrap_err();
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("no user \"nobody\""), "{err}");
+
+    let by_id = dir
+        .ensure_group(&pim_group(Some(OPS), None, false))
+        .await
+        .unwrap();
+    assert_eq!(by_id, GroupId(OPS.into()));
+    let by_name = dir
+        .ensure_group(&pim_group(None, Some("ops"), false))
+        .await
+        .unwrap();
+    assert_eq!(by_name, GroupId(OPS.into()));
+    let g = by_id;
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&[])
+    );
+
+    // Add, and add again.
+    dir.add_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap();
+    dir.add_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&["alice"])
+    );
+    dir.add_member(&g, Role::Member, &user("bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&["alice", "bob"])
+    );
+    assert_eq!(
+        raw_members(&mut admin, OPS).await,
+        BTreeSet::from([
+            PLACEHOLDER.to_owned(),
+            format!("uid=alice,{PEOPLE}"),
+            format!("uid=bob,{PEOPLE}")
+        ])
+    );
+
+    // Remove, and remove again; then the last real member.
+    dir.remove_member(&g, Role::Member, &user("bob"))
+        .await
+        .unwrap();
+    dir.remove_member(&g, Role::Member, &user("bob"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&["alice"])
+    );
+    dir.remove_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap();
+    dir.remove_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&[])
+    );
+    assert_eq!(
+        raw_members(&mut admin, OPS).await,
+        BTreeSet::from([PLACEHOLDER.to_owned()]),
+        "the placeholder keeps the groupOfNames valid"
+    );
+
+    // A principal the directory does not know: removing is a no-op, adding a clear error.
+    dir.remove_member(&g, Role::Member, &user("nobody"))
+        .await
+        .unwrap();
+    let err = dir
+        .add_member(&g, Role::Member, &user("nobody"))
+        .await
+        .unwrap_err();
+    assert!(
+        !err.is_transient() && err.to_string().contains("no user"),
+        "{err}"
+    );
+    // The owner role does not exist here.
+    assert!(dir.list_members(&g, Role::Owner).await.unwrap().is_empty());
+    assert!(
+        dir.add_member(&g, Role::Owner, &user("alice"))
+            .await
+            .is_err()
+    );
+    // One connection served all of it.
+    assert_eq!(dir.bind_attempts(), 1);
+}
+
+#[tokio::test]
+async fn removing_the_last_member_of_a_group_without_the_placeholder() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let alice = format!("uid=alice,{PEOPLE}");
+    let solo = format!("cn=solo,{GROUPS}");
+    add_group(&mut admin, &solo, "solo", &[&alice]).await;
+    let dir = LdapDirectory::new(config(&slapd));
+    let g = GroupId(solo.clone());
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&["alice"])
+    );
+    dir.remove_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&[])
+    );
+    assert_eq!(
+        raw_members(&mut admin, &solo).await,
+        BTreeSet::from([PLACEHOLDER.to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn groups_by_name_missing_ambiguous_and_created() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let dir = LdapDirectory::new(config(&slapd));
+
+    let err = dir
+        .ensure_group(&pim_group(None, Some("absent"), false))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient());
+    assert!(
+        err.to_string().contains("no groupOfNames named \"absent\""),
+        "{err}"
+    );
+    let err = dir
+        .ensure_group(&pim_group(
+            Some(&format!("cn=absent,{GROUPS}")),
+            None,
+            false,
+        ))
+        .await
+        .unwrap_err();
+    assert!(
+        !err.is_transient() && err.to_string().contains("no group with DN"),
+        "{err}"
+    );
+
+    // Two groups with one name: an error that says so.
+    add(
+        &mut admin,
+        &format!("ou=eu,{GROUPS}"),
+        vec![
+            ("objectClass", set(&["organizationalUnit"])),
+            ("ou", set(&["eu"])),
+        ],
+    )
+    .await;
+    add_group(
+        &mut admin,
+        &format!("cn=twin,{GROUPS}"),
+        "twin",
+        &[PLACEHOLDER],
+    )
+    .await;
+    add_group(
+        &mut admin,
+        &format!("cn=twin,ou=eu,{GROUPS}"),
+        "twin",
+        &[PLACEHOLDER],
+    )
+    .await;
+    let err = dir
+        .ensure_group(&pim_group(None, Some("twin"), true))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient());
+    assert!(err.to_string().contains("ambiguous"), "{err}");
+    assert!(err.to_string().contains("two or more groups"), "{err}");
+
+    // Created when asked, with a name that needs escaping in the DN.
+    let name = "Ops, (EU) *#1";
+    let created = dir
+        .ensure_group(&pim_group(None, Some(name), true))
+        .await
+        .unwrap();
+    assert!(created.0.to_lowercase().ends_with(GROUPS), "{created:?}");
+    assert!(created.0.contains("\\"), "escaped: {created:?}");
+    assert_eq!(
+        raw_members(&mut admin, &created.0).await,
+        BTreeSet::from([PLACEHOLDER.to_owned()])
+    );
+    // Found, not created twice.
+    let again = dir
+        .ensure_group(&pim_group(None, Some(name), true))
+        .await
+        .unwrap();
+    assert_eq!(again, created);
+    dir.add_member(&created, Role::Member, &user("carol"))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&created, Role::Member).await.unwrap(),
+        users(&["carol"])
+    );
+}
+
+#[tokio::test]
+async fn hostile_names_cannot_inject() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let dir = LdapDirectory::new(config(&slapd));
+    let g = GroupId(OPS.into());
+
+    // Filter injection: each of these would match alice (or everyone) if pasted raw.
+    for attack in [
+        "*",
+        "*)(uid=*",
+        "alice)(uid=*",
+        "al*",
+        "alice\0",
+        "alice)(|(objectClass=*)",
+        "\\2a",
+    ] {
+        assert_eq!(dir.find_user(attack).await.unwrap(), None, "{attack:?}");
+        let err = dir
+            .add_member(&g, Role::Member, &user(attack))
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient(), "{attack:?}: {err}");
+    }
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&[])
+    );
+
+    // Users whose names need escaping in DNs and filters work as themselves.
+    let weird = [
+        "o'brien, jr. (ops) *",
+        "back\\slash",
+        "#hash",
+        " spaced ",
+        "plus+eq=semi;<gt>\"",
+        "zoë ✓ 日本",
+    ];
+    for (i, name) in weird.iter().enumerate() {
+        add_user(&mut admin, name, &format!("weird{i}@example.org")).await;
+        dir.add_member(&g, Role::Member, &user(name)).await.unwrap();
+    }
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&weird)
+    );
+    for name in weird {
+        dir.remove_member(&g, Role::Member, &user(name))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&[])
+    );
+
+    // A group name that would widen the filter finds nothing and creates exactly that name.
+    let err = dir
+        .ensure_group(&pim_group(None, Some("*"), false))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no groupOfNames"), "{err}");
+    let sneaky = "x)(cn=*";
+    let created = dir
+        .ensure_group(&pim_group(None, Some(sneaky), true))
+        .await
+        .unwrap();
+    assert_ne!(created.0, OPS);
+    let (entries, _) = admin
+        .search(&created.0, Scope::Base, "(objectClass=*)", vec!["cn"])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let entry = SearchEntry::construct(entries.into_iter().next().unwrap());
+    assert_eq!(entry.attrs["cn"], [sneaky]);
+    // A DN-shaped name stays one RDN value under the group base.
+    let created = dir
+        .ensure_group(&pim_group(
+            None,
+            Some("evil,ou=people,dc=example,dc=org"),
+            true,
+        ))
+        .await
+        .unwrap();
+    assert!(created.0.to_lowercase().ends_with(GROUPS), "{created:?}");
+    assert!(
+        created
+            .0
+            .to_lowercase()
+            .starts_with("cn=evil\\2cou\\3dpeople"),
+        "{created:?}"
+    );
+}
+
+#[tokio::test]
+async fn groups_of_unique_names_with_unique_member() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let dir = LdapDirectory::new(LdapConfig {
+        group_object_class: Some("groupOfUniqueNames".into()),
+        member_attribute: "uniqueMember".into(),
+        ..config(&slapd)
+    });
+    let g = dir
+        .ensure_group(&pim_group(None, Some("auditors"), true))
+        .await
+        .unwrap();
+    assert_eq!(g.0.to_lowercase(), format!("cn=auditors,{GROUPS}"));
+    for _ in 0..2 {
+        dir.add_member(&g, Role::Member, &user("carol"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&["carol"])
+    );
+    for _ in 0..2 {
+        dir.remove_member(&g, Role::Member, &user("carol"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&[])
+    );
+    let (entries, _) = admin
+        .search(&g.0, Scope::Base, "(objectClass=*)", vec!["uniqueMember"])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let entry = SearchEntry::construct(entries.into_iter().next().unwrap());
+    assert_eq!(entry.attrs["uniqueMember"], [PLACEHOLDER]);
+}
+
+#[tokio::test]
+async fn reconnects_after_slapd_restarts() {
+    let mut slapd = Slapd::start();
+    seed(&slapd).await;
+    let dir = LdapDirectory::new(config(&slapd));
+    let g = GroupId(OPS.into());
+    dir.add_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap();
+    assert_eq!(dir.bind_attempts(), 1);
+
+    slapd.restart();
+    // The first call notices the dropped connection, reconnects and succeeds.
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&["alice"])
+    );
+    dir.add_member(&g, Role::Member, &user("bob"))
+        .await
+        .unwrap();
+    assert_eq!(dir.bind_attempts(), 2);
+
+    // While slapd is down: a transient error, and back to work when it returns.
+    slapd.stop();
+    let err = dir.list_members(&g, Role::Member).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    slapd.restart();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&["alice", "bob"])
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_permanent_error_without_a_retry_storm() {
+    let slapd = Slapd::start();
+    seed(&slapd).await;
+    let wrong = slapd.dir().join("wrong-password");
+    std::fs::write(&wrong, "not-the-password\n").unwrap();
+    let dir = LdapDirectory::new(LdapConfig {
+        bind_password_file: wrong,
+        ..config(&slapd)
+    });
+    let g = GroupId(OPS.into());
+    for _ in 0..5 {
+        let err = dir.list_members(&g, Role::Member).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("invalid credentials"), "{text}");
+        assert!(text.contains(ADMIN_DN), "names the bind DN: {text}");
+        assert!(!text.contains("not-the-password"), "{text}");
+    }
+    assert_eq!(dir.bind_attempts(), 1, "one bind, not one per call");
+
+    let missing = LdapDirectory::new(LdapConfig {
+        bind_password_file: slapd.dir().join("no-such-file"),
+        ..config(&slapd)
+    });
+    let err = missing.list_members(&g, Role::Member).await.unwrap_err();
+    assert!(err.to_string().contains("bind password file"), "{err}");
+}
+
+#[tokio::test]
+async fn a_group_larger_than_a_page_lists_whole() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let big = format!("cn=big,{GROUPS}");
+    let mut dns = vec![PLACEHOLDER.to_owned()];
+    let mut mails = Vec::new();
+    for i in 0..23 {
+        let uid = format!("user{i:02}");
+        let mail = format!("{uid}@example.org");
+        dns.push(add_user(&mut admin, &uid, &mail).await);
+        mails.push(mail);
+    }
+    let refs: Vec<&str> = dns.iter().map(String::as_str).collect();
+    add_group(&mut admin, &big, "big", &refs).await;
+    let g = GroupId(big);
+
+    // Principals are mail addresses, which the DNs (uid=…) do not carry: mapped by a paged
+    // memberOf search, 5 entries a page.
+    let by_mail = LdapDirectory::new(LdapConfig {
+        user_filter: "(&(objectClass=inetOrgPerson)(mail={username}))".into(),
+        user_attribute: "mail".into(),
+        page_size: 5,
+        ..config(&slapd)
+    });
+    let mail_refs: Vec<&str> = mails.iter().map(String::as_str).collect();
+    assert_eq!(
+        by_mail.list_members(&g, Role::Member).await.unwrap(),
+        users(&mail_refs)
+    );
+    assert!(
+        by_mail.pages_fetched() >= 5,
+        "23 entries at 5 a page: {} pages",
+        by_mail.pages_fetched()
+    );
+    by_mail
+        .remove_member(&g, Role::Member, &user("user07@example.org"))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_mail.list_members(&g, Role::Member).await.unwrap().len(),
+        22
+    );
+
+    // Principals are uids, the DNs' RDNs: no search needed.
+    let by_uid = LdapDirectory::new(LdapConfig {
+        page_size: 5,
+        ..config(&slapd)
+    });
+    let listed = by_uid.list_members(&g, Role::Member).await.unwrap();
+    assert_eq!(listed.len(), 22);
+    assert!(listed.contains(&user("user22")));
+    assert_eq!(by_uid.pages_fetched(), 0);
+
+    // Without memberOf, each unmapped DN is read on its own: same answer.
+    let no_member_of = LdapDirectory::new(LdapConfig {
+        user_filter: "(mail={username})".into(),
+        user_attribute: "mail".into(),
+        member_of_attribute: String::new(),
+        ..config(&slapd)
+    });
+    assert_eq!(
+        no_member_of.list_members(&g, Role::Member).await.unwrap(),
+        by_mail.list_members(&g, Role::Member).await.unwrap()
+    );
+}
+
+#[tokio::test]
+async fn nested_groups_and_dangling_members() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let alice = format!("uid=alice,{PEOPLE}");
+    let bob = format!("uid=bob,{PEOPLE}");
+    let inner = format!("cn=inner,{GROUPS}");
+    let middle = format!("cn=middle,{GROUPS}");
+    add_group(&mut admin, &inner, "inner", &[&alice]).await;
+    add_group(&mut admin, &middle, "middle", &[&inner, PLACEHOLDER]).await;
+    let dir = LdapDirectory::new(config(&slapd));
+    let g = GroupId(OPS.into());
+
+    // A group principal is a group name under groupBase.
+    dir.add_member(&g, Role::Member, &Member::Group("middle".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        BTreeSet::from([Member::Group("middle".into())])
+    );
+    assert!(dir.is_transitive_member(&alice, OPS).await.unwrap());
+    assert!(dir.is_transitive_member(&alice, &inner).await.unwrap());
+    assert!(!dir.is_transitive_member(&bob, OPS).await.unwrap());
+
+    // A loop does not hang the walk.
+    admin
+        .modify(&inner, vec![Mod::Add("member".to_owned(), set(&[OPS]))])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    assert!(!dir.is_transitive_member(&bob, OPS).await.unwrap());
+
+    // A member whose entry is gone is listed by its DN, and can be removed by it.
+    let ghost = format!("uid=ghost,ou=gone,{SUFFIX}");
+    admin
+        .modify(OPS, vec![Mod::Add("member".to_owned(), set(&[&ghost]))])
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let listed = dir.list_members(&g, Role::Member).await.unwrap();
+    assert!(listed.contains(&Member::User(ghost.clone())), "{listed:?}");
+    dir.remove_member(&g, Role::Member, &Member::User(ghost.clone()))
+        .await
+        .unwrap();
+    dir.remove_member(&g, Role::Member, &Member::Group("middle".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        dir.list_members(&g, Role::Member).await.unwrap(),
+        users(&[])
+    );
+}
+
+#[tokio::test]
+async fn the_config_file_takes_an_ldap_directory() {
+    let text = "directories:\n  corp:\n    type: ldap\n    url: ldaps://ldap.example.org:636\n    caFile: /etc/pim/ca.pem\n    bindDn: cn=pim,ou=services,dc=example,dc=org\n    bindPasswordFile: /var/run/secrets/pim/ldap-password\n    userBase: ou=people,dc=example,dc=org\n    groupBase: ou=groups,dc=example,dc=org\n    pageSize: 200\n";
+    let settings = Config::parse(text, "values.yaml").unwrap();
+    let DirectoryConfig::Ldap(ldap) = &settings.config.directories["corp"] else {
+        panic!("not ldap");
+    };
+    assert_eq!(ldap.page_size, 200);
+    assert_eq!(ldap.user_attribute, "uid");
+    let bad = text.replace("pageSize: 200", "memberTtl: 1h");
+    let err = Config::parse(&bad, "values.yaml").unwrap_err().to_string();
+    assert!(
+        err.contains("directories.corp.memberTtl: needs activeDirectory"),
+        "{err}"
+    );
+    let bad = text.replace("pageSize: 200", "bindPassword: hunter2");
+    assert!(Config::parse(&bad, "values.yaml").is_err());
+}
+
+#[tokio::test]
+async fn start_tls_and_ldaps_with_a_ca_file() {
+    let slapd = Slapd::start_tls();
+    seed(&slapd).await;
+    let g = GroupId(OPS.into());
+    let start_tls = LdapDirectory::new(LdapConfig {
+        start_tls: true,
+        ca_file: Some(slapd.ca_file()),
+        ..config(&slapd)
+    });
+    start_tls
+        .add_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap();
+    let ldaps = LdapDirectory::new(LdapConfig {
+        url: slapd.ldaps_url(),
+        ca_file: Some(slapd.ca_file()),
+        ..config(&slapd)
+    });
+    assert_eq!(
+        ldaps.list_members(&g, Role::Member).await.unwrap(),
+        users(&["alice"])
+    );
+
+    // A server certificate from a CA we were not told to trust: a permanent error.
+    slapd::make_ca_and_server_cert(slapd.dir(), "other");
+    let untrusted = LdapDirectory::new(LdapConfig {
+        url: slapd.ldaps_url(),
+        ca_file: Some(slapd.dir().join("other-ca.pem")),
+        ..config(&slapd)
+    });
+    let err = untrusted.list_members(&g, Role::Member).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("TLS"), "{err}");
+    let not_pem = slapd.dir().join("slapd.conf");
+    let bad_ca = LdapDirectory::new(LdapConfig {
+        url: slapd.ldaps_url(),
+        ca_file: Some(not_pem),
+        ..config(&slapd)
+    });
+    let err = bad_ca.list_members(&g, Role::Member).await.unwrap_err();
+    assert!(err.to_string().contains("caFile"), "{err}");
+}
+
+#[test]
+fn the_readme_ldap_examples_parse() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("\n## LDAP and Active Directory\n")
+        .nth(1)
+        .expect("README has an LDAP section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let blocks: Vec<&str> = section
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        2,
+        "one OpenLDAP and one Active Directory example"
+    );
+    for block in blocks {
+        let settings = Config::parse(block, "README").unwrap();
+        assert!(
+            settings
+                .config
+                .directories
+                .values()
+                .all(|d| matches!(d, DirectoryConfig::Ldap(_)))
+        );
+    }
+}
+
+// --- The controllers, with the ldap directory -------------------------------------------------
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn phase(client: &Client, name: &str) -> Option<Phase> {
+    let api: Api<ActivationRequest> = Api::all(client.clone());
+    api.get(name).await.unwrap().status.and_then(|s| s.phase)
+}
+
+#[tokio::test]
+async fn a_request_becomes_active_then_expires_in_ldap() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let alice = format!("uid=alice,{PEOPLE}").to_lowercase();
+
+    let server = FakeApiServer::start().await.unwrap();
+    let clock = Arc::new(ManualClock::new("2026-03-02T09:00:00Z".parse().unwrap()));
+    server.set_clock(clock.clone());
+    let client = server.client();
+    let pp = PostParams::default();
+    let policy = AccessPolicySpec {
+        activation: ActivationSettings {
+            max_duration: Some("1h".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<AccessPolicy>::all(client.clone())
+        .create(&pp, &AccessPolicy::new("p", policy))
+        .await
+        .unwrap();
+    Api::<PimGroup>::all(client.clone())
+        .create(&pp, &pim_group(Some(OPS), None, false))
+        .await
+        .unwrap();
+    let assignment = EligibleAssignmentSpec {
+        group: "g".into(),
+        principal: PrincipalRef::user("alice"),
+        schedule: Schedule {
+            duration: Some("30d".into()),
+            ..Default::default()
+        },
+        justification: Some("on call".into()),
+        ..Default::default()
+    };
+    Api::<EligibleAssignment>::all(client.clone())
+        .create(&pp, &EligibleAssignment::new("alice-g", assignment))
+        .await
+        .unwrap();
+
+    let metrics = Arc::new(Metrics::new());
+    let mut directories = Directories::default();
+    let ldap: Arc<dyn Directory> = Arc::new(LdapDirectory::new(config(&slapd)));
+    directories.insert("ldap", Instrumented::wrap(ldap, metrics.clone()));
+    let settings = Config::parse(
+        "resyncInterval: 1h\nconcurrency: 4\nleaderElection: {enabled: false}\nnamespace: pim-system\n",
+        "test",
+    )
+    .unwrap();
+    let deps = Dependencies {
+        client: client.clone(),
+        settings,
+        directories,
+        attestor: Arc::new(TrustAsWritten),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        health: Arc::new(Health::default()),
+    };
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        controller::run(deps, token).await.unwrap();
+    });
+
+    let request = ActivationRequestSpec {
+        group: "g".into(),
+        duration: Some("30m".into()),
+        justification: Some("incident 42".into()),
+        requester: Some(Requester {
+            username: "alice".into(),
+            ..Default::default()
+        }),
+        principal: Some("alice".into()),
+        ..Default::default()
+    };
+    Api::<ActivationRequest>::all(client.clone())
+        .create(&pp, &ActivationRequest::new("r", request))
+        .await
+        .unwrap();
+    eventually("r is Active", || async {
+        phase(&client, "r").await == Some(Phase::Active)
+    })
+    .await;
+    assert!(raw_members(&mut admin, OPS).await.contains(&alice));
+
+    clock.advance(SignedDuration::from_mins(30));
+    eventually("r is Expired", || async {
+        phase(&client, "r").await == Some(Phase::Expired)
+    })
+    .await;
+    let probe = admin.clone();
+    eventually("alice left ops", || {
+        let mut probe = probe.clone();
+        let alice = alice.clone();
+        async move { !raw_members(&mut probe, OPS).await.contains(&alice) }
+    })
+    .await;
+    assert_eq!(
+        raw_members(&mut admin, OPS).await,
+        BTreeSet::from([PLACEHOLDER.to_owned()])
+    );
+    assert!(
+        metrics.encode().contains("ldap"),
+        "the instrumented wrapper counted ldap calls"
+    );
+    stop.cancel();
+    let _ = tokio::time::timeout(WAIT, task).await;
+}

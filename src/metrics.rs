@@ -264,4 +264,15 @@ impl Directory for Instrumented {
         self.record("remove_member", started, &result);
         result
     }
+
+    async fn is_member_of(
+        &self,
+        principal: &str,
+        group: &str,
+    ) -> Result<Option<bool>, DirectoryError> {
+        let started = Instant::now();
+        let result = self.inner.is_member_of(principal, group).await;
+        self.record("is_member_of", started, &result);
+        result
+    }
 }

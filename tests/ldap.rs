@@ -844,9 +844,29 @@ async fn phase(client: &Client, name: &str) -> Option<Phase> {
 
 #[tokio::test]
 async fn a_request_becomes_active_then_expires_in_ldap() {
+    request_through_ldap(PrincipalRef::user("alice")).await;
+}
+
+/// The eligibility names an LDAP group that holds alice through a nested group; her request
+/// carries no Kubernetes groups, so only the directory can vouch for her.
+#[tokio::test]
+async fn eligibility_through_a_nested_ldap_group() {
+    request_through_ldap(PrincipalRef::group("analysts")).await;
+}
+
+async fn request_through_ldap(eligible: PrincipalRef) {
     let slapd = Slapd::start();
     let mut admin = seed(&slapd).await;
     let alice = format!("uid=alice,{PEOPLE}").to_lowercase();
+    let team = format!("cn=team,{GROUPS}");
+    add_group(&mut admin, &team, "team", &[&format!("uid=alice,{PEOPLE}")]).await;
+    add_group(
+        &mut admin,
+        &format!("cn=analysts,{GROUPS}"),
+        "analysts",
+        &[&team],
+    )
+    .await;
 
     let server = FakeApiServer::start().await.unwrap();
     let clock = Arc::new(ManualClock::new("2026-03-02T09:00:00Z".parse().unwrap()));
@@ -870,7 +890,7 @@ async fn a_request_becomes_active_then_expires_in_ldap() {
         .unwrap();
     let assignment = EligibleAssignmentSpec {
         group: "g".into(),
-        principal: PrincipalRef::user("alice"),
+        principal: eligible,
         schedule: Schedule {
             duration: Some("30d".into()),
             ..Default::default()
@@ -950,4 +970,53 @@ async fn a_request_becomes_active_then_expires_in_ldap() {
     );
     stop.cancel();
     let _ = tokio::time::timeout(WAIT, task).await;
+}
+
+/// Eligibility granted to a directory group: the backend answers membership through nested
+/// groups, by group name or DN, and says no for strangers and unknown names.
+#[tokio::test]
+async fn membership_of_directory_groups_is_transitive() {
+    let slapd = Slapd::start();
+    let mut admin = seed(&slapd).await;
+    let team = format!("cn=team,{GROUPS}");
+    let analysts = format!("cn=analysts,{GROUPS}");
+    let alice = format!("uid=alice,{PEOPLE}");
+    add_group(&mut admin, &team, "team", &[&alice]).await;
+    add_group(&mut admin, &analysts, "analysts", &[&team]).await;
+    let directory = LdapDirectory::new(config(&slapd));
+    assert_eq!(
+        directory.is_member_of("alice", "analysts").await.unwrap(),
+        Some(true),
+        "nested, by name"
+    );
+    assert_eq!(
+        directory.is_member_of("alice", &analysts).await.unwrap(),
+        Some(true),
+        "nested, by DN"
+    );
+    assert_eq!(
+        directory.is_member_of("alice", "team").await.unwrap(),
+        Some(true),
+        "direct"
+    );
+    assert_eq!(
+        directory.is_member_of("bob", "analysts").await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        directory.is_member_of("nobody", "analysts").await.unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        directory
+            .is_member_of("alice", "no-such-group")
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    assert_eq!(
+        directory.is_member_of("*", "analysts").await.unwrap(),
+        Some(false),
+        "no filter injection"
+    );
 }

@@ -76,7 +76,10 @@ async fn reconcile_request_object(
         .as_ref()
         .map(|r| r.groups.clone())
         .unwrap_or_default();
-    let is_member_of = |group: &str| requester_groups.iter().any(|g| g == group);
+    let directory_groups = directory_groups_of(ctx, &catalog, request, &requester_groups).await;
+    let is_member_of = |group: &str| {
+        requester_groups.iter().any(|g| g == group) || directory_groups.iter().any(|g| g == group)
+    };
     let outcome = reconcile_request(
         &catalog,
         request,
@@ -94,6 +97,52 @@ async fn reconcile_request_object(
     Ok(Action::requeue(
         ctx.requeue_for(outcome.decision.next_deadline),
     ))
+}
+
+/// The directory groups of the requester's group-principal assignments that the PimGroup's
+/// directory says the principal belongs to (nested groups included, where the backend can tell).
+/// Asked only while the request can still be granted; a failed lookup counts as "not a member".
+async fn directory_groups_of(
+    ctx: &Context,
+    catalog: &crate::engine::Catalog,
+    request: &ActivationRequest,
+    known: &[String],
+) -> Vec<String> {
+    let spec = &request.spec;
+    let finished = request
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_terminal);
+    let (Some(principal), Some(group)) =
+        (spec.principal.as_deref(), catalog.groups.get(&spec.group))
+    else {
+        return Vec::new();
+    };
+    let Some(directory) = ctx.directories.get(&group.spec.directory) else {
+        return Vec::new();
+    };
+    if finished {
+        return Vec::new();
+    }
+    let wanted: std::collections::BTreeSet<&str> = catalog
+        .assignments
+        .values()
+        .filter(|a| a.spec.group == spec.group && a.spec.role == spec.role())
+        .filter_map(|a| a.spec.principal.group.as_deref())
+        .filter(|g| !known.iter().any(|k| k == g))
+        .collect();
+    let mut members = Vec::new();
+    for directory_group in wanted {
+        match directory.is_member_of(principal, directory_group).await {
+            Ok(Some(true)) => members.push(directory_group.to_owned()),
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%principal, %directory_group, %error, "group membership lookup failed")
+            }
+        }
+    }
+    members
 }
 
 /// A request being deleted gives up its grant; the finalizer stays until the directory no longer

@@ -90,6 +90,18 @@ pub trait Directory: Send + Sync {
         role: Role,
         member: &Member,
     ) -> Result<(), DirectoryError>;
+
+    /// Whether the user `principal` belongs to the directory group `group` (a DN, id or name),
+    /// directly or through nested groups, for eligibility granted to a group. `Ok(None)` when this
+    /// backend cannot tell; the groups the API server reported for the requester then decide.
+    async fn is_member_of(
+        &self,
+        principal: &str,
+        group: &str,
+    ) -> Result<Option<bool>, DirectoryError> {
+        let _ = (principal, group);
+        Ok(None)
+    }
 }
 
 /// The directory connections the operator knows, by name (DESIGN §6: `PimGroup.spec.directory`).

@@ -722,6 +722,27 @@ impl Directory for LdapDirectory {
         )
         .await
     }
+
+    async fn is_member_of(
+        &self,
+        principal: &str,
+        group: &str,
+    ) -> Result<Option<bool>, DirectoryError> {
+        let Some(user_dn) = self.find_user(principal).await? else {
+            return Ok(Some(false));
+        };
+        // A DN names the group itself; anything else is a name under groupBase.
+        let group_dn = if group.contains('=') {
+            Some(group.to_owned())
+        } else {
+            let found = self.groups_named(group).await?;
+            self.one_group(group, found)?
+        };
+        match group_dn {
+            Some(group_dn) => Ok(Some(self.is_transitive_member(&user_dn, &group_dn).await?)),
+            None => Ok(Some(false)),
+        }
+    }
 }
 
 #[cfg(test)]

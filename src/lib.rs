@@ -13,6 +13,8 @@ pub mod engine;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
 pub mod http;
+#[cfg(feature = "fake-apiserver")]
+pub mod loadtest;
 pub mod manifests;
 pub mod metrics;
 pub mod operator;

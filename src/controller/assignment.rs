@@ -2,13 +2,12 @@
 //! and wakes again when its schedule starts or ends.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::Resource;
 use kube::runtime::controller::Action;
 
-use super::context::Context;
+use super::context::{Context, back_off, timed};
 use super::error::Error;
 use super::lenient::Lenient;
 use super::writes::{apply_status, report_malformed};
@@ -26,10 +25,7 @@ pub async fn reconcile(
     object: Arc<Lenient<EligibleAssignment>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_assignment(&object, &ctx).await;
-    ctx.metrics.observe_reconcile(KIND, started);
-    result
+    timed(KIND, &ctx, reconcile_assignment(&object, &ctx)).await
 }
 
 pub fn error_policy(
@@ -37,9 +33,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(kind = KIND, %error, "reconcile failed");
-    ctx.metrics.reconcile_error(KIND, error.category());
-    Action::requeue(error.backoff())
+    back_off(KIND, error, &ctx)
 }
 
 fn condition(
@@ -67,18 +61,7 @@ async fn reconcile_assignment(
 ) -> Result<Action, Error> {
     let now = ctx.now();
     let Ok(assignment) = object.parsed.as_deref() else {
-        let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
-        if !object.already_reported(&problem) {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            report_malformed::<Lenient<EligibleAssignment>>(
-                &ctx.client,
-                &name,
-                types::VALID,
-                &problem,
-                now,
-            )
-            .await?;
-        }
+        report_malformed(&ctx.client, object, types::VALID, now).await?;
         return Ok(Action::await_change());
     };
     let catalog = ctx.stores.catalog_for(&assignment.spec.group);

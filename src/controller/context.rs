@@ -167,6 +167,31 @@ pub fn requeue_delay(
     (until.unsigned_abs() + margin).min(resync)
 }
 
+/// Runs one reconcile of `kind`, recording how long it took.
+pub async fn timed(
+    kind: &str,
+    ctx: &Context,
+    pass: impl std::future::Future<
+        Output = Result<kube::runtime::controller::Action, super::error::Error>,
+    >,
+) -> Result<kube::runtime::controller::Action, super::error::Error> {
+    let started = std::time::Instant::now();
+    let result = pass.await;
+    ctx.metrics.observe_reconcile(kind, started);
+    result
+}
+
+/// The error policy of every kind: log, count by category, and back off as the error asks.
+pub fn back_off(
+    kind: &str,
+    error: &super::error::Error,
+    ctx: &Context,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(kind, %error, "reconcile failed");
+    ctx.metrics.reconcile_error(kind, error.category());
+    kube::runtime::controller::Action::requeue(error.backoff())
+}
+
 #[cfg(test)]
 mod tests {
     use super::requeue_delay;

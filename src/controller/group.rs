@@ -3,14 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Instant;
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::Resource;
 use kube::runtime::controller::Action;
 
-use super::context::Context;
+use super::context::{Context, back_off, timed};
 use super::error::Error;
 use super::lenient::Lenient;
 use super::writes::{
@@ -40,16 +39,11 @@ mod reasons {
 }
 
 pub async fn reconcile(object: Arc<Lenient<PimGroup>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_group_object(&object, &ctx).await;
-    ctx.metrics.observe_reconcile(KIND, started);
-    result
+    timed(KIND, &ctx, reconcile_group_object(&object, &ctx)).await
 }
 
 pub fn error_policy(_object: Arc<Lenient<PimGroup>>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(kind = KIND, %error, "reconcile failed");
-    ctx.metrics.reconcile_error(KIND, error.category());
-    Action::requeue(error.backoff())
+    back_off(KIND, error, &ctx)
 }
 
 fn roles_of(group: &PimGroup) -> Vec<Role> {
@@ -98,12 +92,7 @@ async fn reconcile_group_object(
 ) -> Result<Action, Error> {
     let now = ctx.now();
     let Ok(group) = object.parsed.as_deref() else {
-        let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
-        if !object.already_reported(&problem) {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            report_malformed::<Lenient<PimGroup>>(&ctx.client, &name, types::READY, &problem, now)
-                .await?;
-        }
+        report_malformed(&ctx.client, object, types::READY, now).await?;
         return Ok(Action::await_change());
     };
     let name = group.meta().name.clone().unwrap_or_default();

@@ -1,12 +1,11 @@
 //! AccessPolicy reconciler: reports whether the policy parses and stays within the hard caps.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kube::core::Resource;
 use kube::runtime::controller::Action;
 
-use super::context::Context;
+use super::context::{Context, back_off, timed};
 use super::error::Error;
 use super::lenient::Lenient;
 use super::writes::{apply_status, report_malformed};
@@ -24,10 +23,7 @@ pub async fn reconcile(
     object: Arc<Lenient<AccessPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_policy(&object, &ctx).await;
-    ctx.metrics.observe_reconcile(KIND, started);
-    result
+    timed(KIND, &ctx, reconcile_policy(&object, &ctx)).await
 }
 
 pub fn error_policy(
@@ -35,26 +31,13 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(kind = KIND, %error, "reconcile failed");
-    ctx.metrics.reconcile_error(KIND, error.category());
-    Action::requeue(error.backoff())
+    back_off(KIND, error, &ctx)
 }
 
 async fn reconcile_policy(object: &Lenient<AccessPolicy>, ctx: &Context) -> Result<Action, Error> {
     let now = ctx.now();
     let Ok(policy) = object.parsed.as_deref() else {
-        let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
-        if !object.already_reported(&problem) {
-            let name = object.metadata.name.clone().unwrap_or_default();
-            report_malformed::<Lenient<AccessPolicy>>(
-                &ctx.client,
-                &name,
-                types::READY,
-                &problem,
-                now,
-            )
-            .await?;
-        }
+        report_malformed(&ctx.client, object, types::READY, now).await?;
         return Ok(Action::await_change());
     };
     let ready = match Policy::from_spec(&policy.spec) {

@@ -1,13 +1,12 @@
 //! ActivationRequest reconciler: catalog snapshot → engine decision → status, Event, metrics.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kube::core::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 
-use super::context::Context;
+use super::context::{Context, back_off, timed};
 use super::error::Error;
 use super::lenient::Lenient;
 use super::writes::{
@@ -25,10 +24,7 @@ pub async fn reconcile(
     object: Arc<Lenient<ActivationRequest>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_request_object(&object, &ctx).await;
-    ctx.metrics.observe_reconcile(KIND, started);
-    result
+    timed(KIND, &ctx, reconcile_request_object(&object, &ctx)).await
 }
 
 pub fn error_policy(
@@ -36,9 +32,7 @@ pub fn error_policy(
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    tracing::warn!(kind = KIND, %error, "reconcile failed");
-    ctx.metrics.reconcile_error(KIND, error.category());
-    Action::requeue(error.backoff())
+    back_off(KIND, error, &ctx)
 }
 
 async fn reconcile_request_object(
@@ -47,7 +41,8 @@ async fn reconcile_request_object(
 ) -> Result<Action, Error> {
     let now = ctx.now();
     let Ok(request) = object.parsed.as_deref() else {
-        return report(object, ctx, now).await;
+        report_malformed(&ctx.client, object, types::VALIDATED, now).await?;
+        return Ok(Action::await_change());
     };
     if request.meta().deletion_timestamp.is_some() {
         return finalize(object, request, ctx).await;
@@ -174,27 +169,6 @@ async fn finalize(
     }
     // The group controller sees the deletion and removes the member, then wakes us.
     Ok(Action::requeue(std::time::Duration::from_secs(5)))
-}
-
-async fn report(
-    object: &Lenient<ActivationRequest>,
-    ctx: &Context,
-    now: jiff::Timestamp,
-) -> Result<Action, Error> {
-    let problem = object.parsed.as_ref().err().cloned().unwrap_or_default();
-    let name = object.metadata.name.clone().unwrap_or_default();
-    tracing::warn!(kind = KIND, %name, %problem, "malformed object skipped");
-    if !object.already_reported(&problem) {
-        report_malformed::<Lenient<ActivationRequest>>(
-            &ctx.client,
-            &name,
-            types::VALIDATED,
-            &problem,
-            now,
-        )
-        .await?;
-    }
-    Ok(Action::await_change())
 }
 
 async fn record_transition(

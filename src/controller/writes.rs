@@ -106,12 +106,12 @@ where
 }
 
 /// Reports a malformed object on itself: one condition of `condition_type`, False, reason
-/// `Malformed`. Written as a merge patch of raw JSON, since the object does not fit our types.
+/// `Malformed`, written as a merge patch of raw JSON since the object does not fit our types.
+/// A problem already reported is not written again, which would only cause another watch event.
 pub async fn report_malformed<K>(
     client: &kube::Client,
-    name: &str,
+    object: &super::lenient::Lenient<K>,
     condition_type: &str,
-    problem: &str,
     now: jiff::Timestamp,
 ) -> Result<(), Error>
 where
@@ -120,6 +120,14 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    let Err(problem) = &object.parsed else {
+        return Ok(());
+    };
+    let name = object.metadata.name.clone().unwrap_or_default();
+    tracing::warn!(kind = K::kind(&()).as_ref(), %name, %problem, "malformed object skipped");
+    if object.already_reported(problem) {
+        return Ok(());
+    }
     let message: String = format!("the object does not match its schema: {problem}")
         .chars()
         .take(1024)
@@ -133,7 +141,7 @@ where
     }]}});
     let api: Api<kube::core::DynamicObject> =
         Api::all_with(client.clone(), &kube::core::ApiResource::erase::<K>(&()));
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(())
 }

@@ -1065,19 +1065,33 @@ async fn transitions_emit_events_and_metrics_are_served() {
     };
     let ready = router.clone().oneshot(get("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = router.clone().oneshot(get("/metrics")).await.unwrap();
-    let body = axum::body::to_bytes(metrics.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8(body.to_vec()).unwrap();
-    for metric in [
+    let expected = [
         "pim_activations_total{outcome=\"Expired\"} 1",
         "pim_directory_calls_total{backend=\"memory\",operation=\"add_member\",outcome=\"success\"} 1",
         "pim_revocation_lag_seconds_count 1",
         "pim_activation_latency_seconds_count 1",
         "pim_reconcile_duration_seconds_count{kind=\"PimGroup\"}",
-    ] {
-        assert!(text.contains(metric), "missing {metric} in\n{text}");
+    ];
+    let scrape = || async {
+        let metrics = router.clone().oneshot(get("/metrics")).await.unwrap();
+        let body = axum::body::to_bytes(metrics.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
+    };
+    // A sample is recorded just after the directory call it measures returns.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = scrape().await;
+        let missing: Vec<_> = expected.iter().filter(|m| !text.contains(*m)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "missing {missing:?} in\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let unready = pim_operator::http::router(op.metrics.clone(), Arc::new(Health::default()));
     assert_eq!(unready.oneshot(get("/readyz")).await.unwrap().status(), 503);

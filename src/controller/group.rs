@@ -255,7 +255,7 @@ async fn converge_role(
         match directory.remove_member(group_id, role, member).await {
             Ok(()) => {
                 members.remove(member);
-                if let Some(ended) = last_end(catalog, name, role, member, now) {
+                if let Some(ended) = catalog.access_ended(name, role, member, now) {
                     ctx.metrics
                         .revocation_lag
                         .observe(now.duration_since(ended).as_secs_f64().max(0.0));
@@ -294,22 +294,6 @@ async fn converge_role(
 }
 
 /// When the member's most recent grant ended, for the revocation-lag metric.
-fn last_end(
-    catalog: &Catalog,
-    group: &str,
-    role: Role,
-    member: &Member,
-    now: Timestamp,
-) -> Option<Timestamp> {
-    catalog
-        .grants(group, role, now)
-        .iter()
-        .filter(|g| &g.member == member)
-        .filter_map(|g| g.end)
-        .filter(|e| *e <= now)
-        .max()
-}
-
 fn eligible_principals(catalog: &Catalog, group: &str, now: Timestamp) -> usize {
     let mut principals = BTreeSet::new();
     for role in [Role::Member, Role::Owner] {

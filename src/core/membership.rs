@@ -73,6 +73,24 @@ pub fn request_grant(
     })
 }
 
+/// When a request that did grant access stopped granting it: its early end, or its window's end.
+/// Requests that never started granting (denied, timed out, never approved) give `None`.
+pub fn request_access_end(
+    spec: &ActivationRequestSpec,
+    status: &ActivationRequestStatus,
+) -> Option<(Member, Timestamp)> {
+    status.approved_at.as_ref()?;
+    let start = status.starts_at.as_ref()?.0;
+    let end = match (&status.ended_at, &status.expires_at) {
+        (Some(ended), Some(expires)) => ended.0.min(expires.0),
+        (Some(ended), None) => ended.0,
+        (None, Some(expires)) => expires.0,
+        (None, None) => return None,
+    };
+    let principal = spec.principal.as_deref().filter(|p| !p.is_empty())?;
+    (start < end).then(|| (Member::User(principal.to_owned()), end))
+}
+
 /// The grant of an `Active`-type assignment over its (capped) window. Eligible-type ones grant
 /// nothing by themselves.
 pub fn assignment_grant(
@@ -286,6 +304,52 @@ mod tests {
             ..spec
         };
         assert!(request_grant("r", &anonymous, &status).is_none());
+    }
+
+    #[test]
+    fn access_end_outlives_the_grant() {
+        let spec = ActivationRequestSpec {
+            group: "g".into(),
+            principal: Some("alice".into()),
+            ..Default::default()
+        };
+        let expired = ActivationRequestStatus {
+            phase: Some(Phase::Expired),
+            approved_at: Some(Time(ts("2026-01-01T10:00:00Z"))),
+            starts_at: Some(Time(ts("2026-01-01T10:00:00Z"))),
+            expires_at: Some(Time(ts("2026-01-01T11:00:00Z"))),
+            ended_at: Some(Time(ts("2026-01-01T11:00:00Z"))),
+            ..Default::default()
+        };
+        // A finished request grants nothing, but its end is still known for the lag metric.
+        assert!(request_grant("r", &spec, &expired).is_none());
+        assert_eq!(
+            request_access_end(&spec, &expired),
+            Some((user("alice"), ts("2026-01-01T11:00:00Z")))
+        );
+        let deactivated_early = ActivationRequestStatus {
+            phase: Some(Phase::Deactivated),
+            ended_at: Some(Time(ts("2026-01-01T10:20:00Z"))),
+            ..expired.clone()
+        };
+        assert_eq!(
+            request_access_end(&spec, &deactivated_early).map(|(_, end)| end),
+            Some(ts("2026-01-01T10:20:00Z"))
+        );
+        let denied = ActivationRequestStatus {
+            phase: Some(Phase::Denied),
+            approved_at: None,
+            starts_at: None,
+            expires_at: None,
+            ..expired.clone()
+        };
+        assert_eq!(request_access_end(&spec, &denied), None);
+        // Ended before it started (deactivated while Scheduled): it never granted.
+        let never_started = ActivationRequestStatus {
+            ended_at: Some(Time(ts("2026-01-01T09:00:00Z"))),
+            ..expired
+        };
+        assert_eq!(request_access_end(&spec, &never_started), None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::core::eligibility::{
     AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
 };
 use crate::core::lifecycle::Target;
-use crate::core::membership::{Grant, assignment_grant, request_grant};
+use crate::core::membership::{Grant, Member, assignment_grant, request_access_end, request_grant};
 use crate::core::policy::Policy;
 use crate::core::violation::{Violation, summarize};
 
@@ -187,6 +187,34 @@ impl Catalog {
             window,
         });
         eligibilities_for(principal, group, role, entries, is_member_of)
+    }
+
+    /// The latest time at or before `now` when a grant of `member` in `group`/`role` ended,
+    /// whether its request is still live or already finished. Revocation lag is measured from it.
+    pub fn access_ended(
+        &self,
+        group: &str,
+        role: Role,
+        member: &Member,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let from_requests = self
+            .requests
+            .values()
+            .filter(|r| r.spec.group == group && r.spec.role() == role)
+            .filter_map(|r| request_access_end(&r.spec, r.status.as_ref()?))
+            .filter(|(m, _)| m == member)
+            .map(|(_, end)| end);
+        let from_assignments = self
+            .assignment_windows(group, role, now)
+            .into_iter()
+            .filter_map(|(name, a, window)| assignment_grant(name, &a.spec, &window))
+            .filter(|g| &g.member == member)
+            .filter_map(|g| g.end);
+        from_requests
+            .chain(from_assignments)
+            .filter(|end| *end <= now)
+            .max()
     }
 
     /// Every grant of `group`/`role`: live requests (from their stored status) and Active-type

@@ -45,6 +45,7 @@ fn decide_one(c: &mut Criterion) {
         mfa_verified: true,
         eligibilities: &eligibilities,
         approvals: &[],
+        unverified_approvals: &[],
         member_present: false,
         granted_elsewhere: false,
     };

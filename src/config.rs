@@ -32,6 +32,12 @@ pub struct Config {
     /// Namespace for the operator's Lease and Events. Default: `POD_NAMESPACE`, else pim-system.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// The admission webhook server (DESIGN §7).
+    #[serde(default)]
+    pub webhook: crate::webhook::WebhookConfig,
+    /// The key the webhook signs with and the controller verifies with.
+    #[serde(default)]
+    pub attestation: crate::attestation::AttestationConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -122,6 +128,8 @@ impl Default for Config {
             leader_election: LeaderElection::default(),
             metrics_address: default_metrics_address(),
             namespace: None,
+            webhook: crate::webhook::WebhookConfig::default(),
+            attestation: crate::attestation::AttestationConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Kubernetes. `api` holds the resources, `core` the pure decision logic.
 
 pub mod api;
+pub mod attestation;
 pub mod checks;
 pub mod cli;
 pub mod clock;
@@ -19,3 +20,4 @@ pub mod manifests;
 pub mod metrics;
 pub mod operator;
 pub mod simulate;
+pub mod webhook;

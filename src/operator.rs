@@ -14,7 +14,7 @@ use crate::directory::kubernetes::KubernetesDirectory;
 use crate::directory::ldap::LdapDirectory;
 use crate::directory::memory::MemoryDirectory;
 use crate::directory::{Directories, Directory};
-use crate::engine::TrustAsWritten;
+use crate::engine::SignedAttestor;
 use crate::metrics::{Instrumented, Metrics};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,10 @@ pub enum RunError {
     NoCluster(String),
     #[error("{0}")]
     Start(#[from] controller::StartError),
+    #[error("{0}")]
+    Webhook(#[from] crate::webhook::WebhookError),
+    #[error("{0}")]
+    AttestationKey(#[from] crate::attestation::KeyError),
     #[error("cannot serve metrics on {address}: {source}")]
     Serve {
         address: String,
@@ -83,17 +87,47 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
     let listener_shutdown = shutdown.clone();
     let server = tokio::spawn(crate::http::serve(address, router, listener_shutdown));
 
+    // The controller trusts only what the webhook signed: without a key it grants nothing.
+    let keyring = settings.config.attestation.load()?;
+    let attestor = SignedAttestor::new(keyring, settings.config.username_mapping.clone());
+    let namespace = settings
+        .config
+        .namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "pim-system".to_owned());
+    let webhook = match crate::webhook::start(
+        &client,
+        &settings.config,
+        &namespace,
+        Arc::new(SystemClock),
+        shutdown.clone(),
+    )
+    .await
+    {
+        Ok(webhook) => webhook,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e.into());
+        }
+    };
+
     let deps = Dependencies {
         client: client.clone(),
         directories: directories(&settings, &client, &metrics),
         settings,
-        attestor: Arc::new(TrustAsWritten),
+        attestor: Arc::new(attestor),
         clock: Arc::new(SystemClock),
         metrics,
         health,
     };
     let result = controller::run(deps, shutdown.clone()).await;
     shutdown.cancel();
+    if let Some(webhook) = webhook
+        && let Ok(Err(e)) = webhook.await
+    {
+        tracing::warn!(error = %e, "the webhook server stopped with an error");
+    }
     if let Ok(Err(source)) = server.await {
         return Err(RunError::Serve {
             address: address.to_string(),

@@ -29,7 +29,7 @@ use pim_operator::controller::{self, Dependencies, Health};
 use pim_operator::core::membership::Member;
 use pim_operator::directory::memory::{FaultScope, MemoryDirectory};
 use pim_operator::directory::{Directories, Directory};
-use pim_operator::engine::TrustAsWritten;
+use pim_operator::engine::{Attestor, SignedAttestor, TrustAsWritten};
 use pim_operator::fake_apiserver::FakeApiServer;
 use pim_operator::metrics::Metrics;
 use tokio::task::JoinHandle;
@@ -51,6 +51,8 @@ struct Harness {
     clock: Arc<ManualClock>,
     directory: Arc<MemoryDirectory>,
     operator: Option<Operator>,
+    /// What the controller trusts; the webhook's signatures in `bypassing_the_webhook_grants_nothing`.
+    attestor: Arc<dyn Attestor>,
 }
 
 fn settings(leader_election: bool) -> pim_operator::config::Settings {
@@ -72,6 +74,7 @@ impl Harness {
             clock,
             directory: Arc::new(MemoryDirectory::new()),
             operator: None,
+            attestor: Arc::new(TrustAsWritten),
         };
         h.seed().await;
         h
@@ -91,7 +94,7 @@ impl Harness {
             client: self.client.clone(),
             settings: settings(leader_election),
             directories,
-            attestor: Arc::new(TrustAsWritten),
+            attestor: self.attestor.clone(),
             clock: self.clock.clone(),
             metrics: metrics.clone(),
             health: health.clone(),
@@ -254,6 +257,7 @@ impl Harness {
             "metadata": {"name": request},
             "spec": {"group": group, "approvals": [Approval {
                 approver: approver.into(), decision, reason: Some("checked".into()), time: Some(Time(self.now())),
+                ..Default::default()
             }]},
         });
         let params = PatchParams::apply(approver).force();
@@ -1095,5 +1099,75 @@ async fn transitions_emit_events_and_metrics_are_served() {
     }
     let unready = pim_operator::http::router(op.metrics.clone(), Arc::new(Health::default()));
     assert_eq!(unready.oneshot(get("/readyz")).await.unwrap().status(), 503);
+    h.stop().await;
+}
+
+/// Objects written straight to the API server, around the admission webhook, carry no valid
+/// signatures: the controller grants nothing on them and says why (DESIGN §7).
+#[tokio::test]
+async fn bypassing_the_webhook_grants_nothing() {
+    use pim_operator::attestation::Keyring;
+    use pim_operator::config::UsernameMapping;
+    let keyring = Keyring::from_bytes(&[42u8; 32], &[]).unwrap();
+    let mut h = Harness::new().await;
+    h.attestor = Arc::new(SignedAttestor::new(
+        Some(keyring.clone()),
+        UsernameMapping::default(),
+    ));
+    h.start().await;
+
+    // An unsigned requester: refused, and never a member.
+    h.request("forged", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("forged", Phase::Rejected).await;
+    assert_eq!(
+        h.condition("forged", "Validated").await,
+        is("False", "UnverifiedRequester")
+    );
+    assert!(!h.is_member("g", "alice"));
+
+    // A requester signed as the webhook signs it, then an approval written around the webhook.
+    let now = h.now();
+    h.request("r", "ga", "alice", "30m", |spec| {
+        if let Some(requester) = spec.requester.as_mut() {
+            requester.stamped_at = Some(Time(now));
+        }
+        let signature = keyring.sign_requester(spec);
+        if let Some(requester) = spec.requester.as_mut() {
+            requester.attestation = signature;
+        }
+    })
+    .await;
+    h.wait_phase("r", Phase::PendingApproval).await;
+    h.vote("r", "ga", "bob", Vote::Approve).await;
+    eventually("the unsigned approval is reported", || async {
+        h.condition("r", "Approved").await == is("False", "UnverifiedApproval")
+    })
+    .await;
+    assert_eq!(h.phase("r").await, Some(Phase::PendingApproval));
+    assert!(
+        !h.is_member("ga", "alice"),
+        "an unsigned approval grants nothing"
+    );
+
+    // The same decision signed for this request (bound to its uid) counts.
+    let stored = h.get("r").await;
+    let uid = stored.metadata.uid.clone().unwrap();
+    let mut entry = stored.spec.approvals[0].clone();
+    entry.attestation = Some(keyring.sign_approval(&uid, &entry));
+    let patch = serde_json::json!({
+        "apiVersion": "pim.dev/v1alpha1", "kind": "ActivationRequest",
+        "metadata": {"name": "r"},
+        "spec": {"group": "ga", "approvals": [entry]},
+    });
+    h.api::<ActivationRequest>()
+        .patch(
+            "r",
+            &PatchParams::apply("bob").force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+    h.wait_phase("r", Phase::Active).await;
+    assert!(h.is_member("ga", "alice"));
     h.stop().await;
 }

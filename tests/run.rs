@@ -18,6 +18,9 @@ use pim_operator::api::pim_group::{DirectoryGroupRef, GroupRoles, PimGroupSpec, 
 use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use pim_operator::fake_apiserver::{FakeApiServer, FaultScope};
 
+/// The operator verifies requests with this key, as the webhook would have signed them.
+const ATTESTATION_KEY: &str = "a test attestation key, 32 bytes or more\n";
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -38,8 +41,10 @@ fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
 fn start_operator(dir: &Path, server: &str, port: u16) -> Child {
     let config = dir.join("config.yaml");
     let text = format!(
-        "directories:\n  sandbox: {{type: memory}}\nleaderElection: {{enabled: false}}\nmetricsAddress: 127.0.0.1:{port}\n"
+        "directories:\n  sandbox: {{type: memory}}\nleaderElection: {{enabled: false}}\nmetricsAddress: 127.0.0.1:{port}\nattestation: {{keyFile: {key}}}\n",
+        key = dir.join("attestation-key").display()
     );
+    std::fs::write(dir.join("attestation-key"), ATTESTATION_KEY).unwrap();
     std::fs::write(&config, text).unwrap();
     Command::new(env!("CARGO_BIN_EXE_pim-operator"))
         .args(["run", "--config"])
@@ -107,17 +112,32 @@ async fn seed(client: &kube::Client) {
         .create(&pp, &EligibleAssignment::new("a", assignment))
         .await
         .unwrap();
-    let request = ActivationRequestSpec {
+    use pim_operator::clock::Clock;
+    let mut request = ActivationRequestSpec {
         group: "g".into(),
         duration: Some("1h".into()),
         justification: Some("incident".into()),
         requester: Some(Requester {
             username: "alice".into(),
+            stamped_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                pim_operator::clock::SystemClock.now(),
+            )),
             ..Default::default()
         }),
         principal: Some("alice".into()),
         ..Default::default()
     };
+    // Written straight to the API, unsigned: the operator must not grant it.
+    Api::<ActivationRequest>::all(client.clone())
+        .create(&pp, &ActivationRequest::new("unsigned", request.clone()))
+        .await
+        .unwrap();
+    let keyring =
+        pim_operator::attestation::Keyring::from_bytes(ATTESTATION_KEY.as_bytes(), &[]).unwrap();
+    let signature = keyring.sign_requester(&request);
+    if let Some(requester) = request.requester.as_mut() {
+        requester.attestation = signature;
+    }
     Api::<ActivationRequest>::all(client.clone())
         .create(&pp, &ActivationRequest::new("r", request))
         .await
@@ -146,6 +166,16 @@ async fn runs_serves_probes_grants_and_stops_on_sigterm() {
             .status
             .and_then(|s| s.phase)
             == Some(Phase::Active)
+    })
+    .await;
+    wait_until("the unsigned request is refused", async || {
+        requests
+            .get("unsigned")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            == Some(Phase::Rejected)
     })
     .await;
 

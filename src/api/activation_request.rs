@@ -143,6 +143,18 @@ pub struct Requester {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), inner(length(max = PRINCIPAL_MAX)))]
     pub groups: Vec<String>,
+    /// The MFA evidence the webhook saw in the caller's `userInfo.extra`, as `claim=value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = TEXT_MAX))]
+    pub mfa: Option<String>,
+    /// When the admission webhook stamped this requester.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamped_at: Option<Time>,
+    /// The webhook's signature over the request as it admitted it. Without a valid one the
+    /// controller grants nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = ATTESTATION_MAX))]
+    pub attestation: Option<String>,
 }
 
 /// One approver's decision.
@@ -159,7 +171,18 @@ pub struct Approval {
     /// When the decision was made; stamped by the admission webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<Time>,
+    /// The approver's groups that the policy names as approvers; stamped by the webhook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = PRINCIPAL_MAX)))]
+    pub groups: Vec<String>,
+    /// The webhook's signature over this entry. The controller ignores an entry without a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = ATTESTATION_MAX))]
+    pub attestation: Option<String>,
 }
+
+/// Room for `v1:<key id>:<base64 HMAC-SHA256>`.
+pub const ATTESTATION_MAX: usize = 128;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Decision {

@@ -31,6 +31,8 @@ pub mod reasons {
     pub const NOT_ELIGIBLE: &str = "NotEligible";
     pub const PRINCIPAL_MISSING: &str = "PrincipalMissing";
     pub const UNVERIFIED_REQUESTER: &str = "UnverifiedRequester";
+    /// Some approval entries carry no valid webhook signature; they count for nothing.
+    pub const UNVERIFIED_APPROVAL: &str = "UnverifiedApproval";
     pub const ATTESTATION_KEY_MISSING: &str = "AttestationKeyMissing";
     pub const GROUP_NOT_FOUND: &str = "GroupNotFound";
     pub const POLICY_NOT_FOUND: &str = "PolicyNotFound";

@@ -43,6 +43,8 @@ impl std::fmt::Display for Kind {
 }
 
 /// A decoded object of one of the four kinds.
+// One per document or admission review, short-lived: boxing would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PimObject {
     AccessPolicy(AccessPolicy),

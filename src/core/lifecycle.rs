@@ -69,6 +69,9 @@ pub struct Facts<'a> {
     /// The requester's Eligible-type assignments for this group and role, at any time.
     pub eligibilities: &'a [Eligibility],
     pub approvals: &'a [VerifiedApproval],
+    /// Approvers whose entries carry no valid webhook signature: they count for nothing and are
+    /// reported.
+    pub unverified_approvals: &'a [String],
     /// The directory lists the principal in the group's role now.
     pub member_present: bool,
     /// Another request or an Active assignment covers the principal now.
@@ -388,18 +391,23 @@ impl<'a> Pass<'a> {
         if !tally.ignored.is_empty() {
             message.push_str(&format!("; ignored: {}", tally.ignored.join(", ")));
         }
+        let reason = if self.facts.unverified_approvals.is_empty() {
+            reasons::WAITING_FOR_APPROVAL
+        } else {
+            message.push_str(&format!(
+                "; not signed by the admission webhook, so ignored: {}",
+                self.facts.unverified_approvals.join(", ")
+            ));
+            reasons::UNVERIFIED_APPROVAL
+        };
         self.approved = condition(
             types::APPROVED,
             ConditionStatus::False,
-            reasons::WAITING_FOR_APPROVAL,
+            reason,
             message.clone(),
         );
         self.out.matched_assignment = Some(assignment);
-        self.set(
-            Phase::PendingApproval,
-            reasons::WAITING_FOR_APPROVAL,
-            message,
-        );
+        self.set(Phase::PendingApproval, reason, message);
         // The eligibility may run out before anyone decides.
         self.out.next_deadline = Some(eligibility_end.map_or(deadline, |end| end.min(deadline)));
         false
@@ -661,12 +669,15 @@ impl<'a> Pass<'a> {
         self.out
     }
 
+    /// The requester as approvers are named: the directory principal (approvers are mapped the
+    /// same way), else the Kubernetes username.
     fn requester_name(&self) -> &str {
-        self.request
-            .spec
-            .requester
-            .as_ref()
-            .map_or("", |r| r.username.as_str())
+        let spec = self.request.spec;
+        spec.principal
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .or_else(|| spec.requester.as_ref().map(|r| r.username.as_str()))
+            .unwrap_or("")
     }
 
     /// The window starts at approval, or at the requested start time if that is later.
@@ -783,6 +794,7 @@ fn reason_constant(stored: &str) -> Option<&'static str> {
         NOT_ELIGIBLE,
         PRINCIPAL_MISSING,
         UNVERIFIED_REQUESTER,
+        UNVERIFIED_APPROVAL,
         ATTESTATION_KEY_MISSING,
         GROUP_NOT_FOUND,
         POLICY_NOT_FOUND,

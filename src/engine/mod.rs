@@ -7,7 +7,7 @@ pub mod catalog;
 pub mod group;
 pub mod request;
 
-pub use attestation::{Attestor, TrustAsWritten};
+pub use attestation::{Attestor, SignedAttestor, TrustAsWritten};
 pub use catalog::{Catalog, ResolvedTarget};
 pub use group::{GroupOutcome, reconcile_group};
 pub use request::{DirectoryObservation, RequestOutcome, reconcile_request};

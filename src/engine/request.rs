@@ -56,6 +56,7 @@ pub fn reconcile_request(
         Vec::new()
     };
     let approvals = attestor.approvals(request);
+    let unverified_approvals = attestor.unverified_approvals(request);
     let others: Vec<_> = catalog
         .grants(&spec.group, role, now)
         .into_iter()
@@ -70,6 +71,7 @@ pub fn reconcile_request(
         mfa_verified: attestor.mfa_verified(request),
         eligibilities: &eligibilities,
         approvals: &approvals,
+        unverified_approvals: &unverified_approvals,
         member_present: observation.member_present,
         granted_elsewhere,
     };

@@ -348,6 +348,7 @@ impl Simulation {
             decision: planned.decision,
             reason: None,
             time: Some(Time(planned.at)),
+            ..Default::default()
         });
         self.timeline.push(
             self.now,

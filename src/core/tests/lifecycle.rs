@@ -106,6 +106,26 @@ fn self_approval_and_strangers_do_not_count() {
 }
 
 #[test]
+fn unsigned_approvals_are_reported_and_count_for_nothing() {
+    let mut w = World::new().with_approval(&["bob"], 1);
+    w.unverified_approvals = vec!["bob".into()];
+    assert_eq!(w.step(2), Phase::PendingApproval);
+    assert_eq!(
+        cond(&w, types::APPROVED),
+        is("False", reasons::UNVERIFIED_APPROVAL)
+    );
+    let message = &w.last().message;
+    assert!(
+        message.contains("not signed by the admission webhook") && message.contains("bob"),
+        "{message}"
+    );
+    // Once bob approves through the webhook, the signed entry counts.
+    w.unverified_approvals.clear();
+    w.approve("bob", 3);
+    assert_eq!(w.step(4), Phase::Scheduled);
+}
+
+#[test]
 fn approvers_qualify_through_groups() {
     let mut w = World::new();
     w.policy.approval = Some(crate::core::policy::ApprovalRules {

@@ -45,6 +45,7 @@ pub struct World {
     pub mfa_verified: bool,
     pub eligibilities: Vec<Eligibility>,
     pub approvals: Vec<VerifiedApproval>,
+    pub unverified_approvals: Vec<String>,
     pub member_present: bool,
     pub granted_elsewhere: bool,
     pub last: Option<Decision>,
@@ -73,6 +74,7 @@ impl World {
             mfa_verified: true,
             eligibilities: vec![eligibility("alice-finreport", -24 * 60, Some(30 * 24 * 60))],
             approvals: Vec::new(),
+            unverified_approvals: Vec::new(),
             member_present: false,
             granted_elsewhere: false,
             last: None,
@@ -117,6 +119,7 @@ impl World {
             mfa_verified: self.mfa_verified,
             eligibilities: &self.eligibilities,
             approvals: &self.approvals,
+            unverified_approvals: &self.unverified_approvals,
             member_present: self.member_present,
             granted_elsewhere: self.granted_elsewhere,
         };

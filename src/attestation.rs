@@ -1,0 +1,440 @@
+//! The admission webhook's signatures over what it verified, and their checks (DESIGN §7).
+//!
+//! The webhook signs the requester identity (with the MFA evidence) and each approval entry with
+//! an HMAC-SHA256 key only the operator holds. The controller grants only on entries whose
+//! signature checks out, so an object written around the webhook grants nothing.
+//!
+//! A signature is `v1:<key id>:<base64url HMAC>`. The key id (the first 8 hex digits of the key's
+//! SHA-256) lets a rotated key keep verifying while a new one signs.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::activation_request::{
+    ActivationRequestSpec, Approval, Decision, Requester, Ticket,
+};
+use crate::api::common::Role;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Shorter keys are refused: 32 bytes is HMAC-SHA256's block-strength floor.
+pub const MIN_KEY_BYTES: usize = 32;
+const VERSION: &str = "v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("attestation key file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "attestation key file {path}: the key is {len} bytes; at least {MIN_KEY_BYTES} are required (for example `head -c 48 /dev/urandom | base64`)"
+    )]
+    TooShort { path: PathBuf, len: usize },
+}
+
+/// Where the attestation keys are. Without `keyFile` the webhook refuses requests and the
+/// controller grants nothing, saying why.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// The signing key, e.g. a mounted Secret's file. At least 32 bytes.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Keys that still verify during a rotation, but no longer sign.
+    #[serde(default)]
+    pub previous_key_files: Vec<PathBuf>,
+}
+
+impl AttestationConfig {
+    /// The keyring, or `None` when no key is configured.
+    pub fn load(&self) -> Result<Option<Keyring>, KeyError> {
+        match &self.key_file {
+            Some(path) => Keyring::from_files(path, &self.previous_key_files).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One HMAC key, ready to use, and its id.
+#[derive(Clone)]
+struct Key {
+    id: String,
+    mac: HmacSha256,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// Checks the length and prepares the MAC. Surrounding whitespace is trimmed, as Secrets
+    /// often carry a trailing newline.
+    fn parse(bytes: &[u8], source: &Path) -> Result<Self, KeyError> {
+        let secret = bytes.trim_ascii();
+        if secret.len() < MIN_KEY_BYTES {
+            return Err(KeyError::TooShort {
+                path: source.to_owned(),
+                len: secret.len(),
+            });
+        }
+        let mac = HmacSha256::new_from_slice(secret).map_err(|_| KeyError::TooShort {
+            path: source.to_owned(),
+            len: secret.len(),
+        })?;
+        let digest = Sha256::digest(secret);
+        let id = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Key { id, mac })
+    }
+
+    fn mac(&self, payload: &[u8]) -> HmacSha256 {
+        let mut mac = self.mac.clone();
+        mac.update(payload);
+        mac
+    }
+}
+
+/// The signing key and the keys still accepted for verification.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    signing: Key,
+    previous: Vec<Key>,
+}
+
+impl Keyring {
+    /// A keyring from raw key bytes.
+    pub fn from_bytes(signing: &[u8], previous: &[&[u8]]) -> Result<Self, KeyError> {
+        Ok(Keyring {
+            signing: Key::parse(signing, Path::new("<signing key>"))?,
+            previous: previous
+                .iter()
+                .map(|k| Key::parse(k, Path::new("<previous key>")))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Reads the signing key and any previous keys from files (a mounted Secret).
+    pub fn from_files(signing: &Path, previous: &[PathBuf]) -> Result<Self, KeyError> {
+        let read = |path: &Path| -> Result<Key, KeyError> {
+            let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            Key::parse(&bytes, path)
+        };
+        Ok(Keyring {
+            signing: read(signing)?,
+            previous: previous.iter().map(|p| read(p)).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// The id of the key that signs.
+    pub fn signing_key_id(&self) -> &str {
+        &self.signing.id
+    }
+
+    fn sign(&self, payload: &[u8]) -> String {
+        let tag = self.signing.mac(payload).finalize().into_bytes();
+        format!(
+            "{VERSION}:{}:{}",
+            self.signing.id,
+            URL_SAFE_NO_PAD.encode(tag)
+        )
+    }
+
+    fn verify(&self, payload: &[u8], signature: &str) -> bool {
+        let mut parts = signature.splitn(3, ':');
+        let (Some(VERSION), Some(id), Some(tag)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
+            return false;
+        };
+        std::iter::once(&self.signing)
+            .chain(&self.previous)
+            .filter(|k| k.id == id)
+            // `verify_slice` compares in constant time.
+            .any(|k| k.mac(payload).verify_slice(&tag).is_ok())
+    }
+
+    /// Signs the requester block over the spec the webhook admitted. The name is not covered: with
+    /// `generateName` the API server picks it after mutating admission.
+    /// `spec.requester.attestation` is left out of what is signed.
+    pub fn sign_requester(&self, spec: &ActivationRequestSpec) -> Option<String> {
+        Some(self.sign(&requester_payload(spec)?))
+    }
+
+    /// Whether the requester block carries this keyring's signature over the request as it is.
+    pub fn verify_requester(&self, spec: &ActivationRequestSpec) -> bool {
+        let Some(signature) = spec
+            .requester
+            .as_ref()
+            .and_then(|r| r.attestation.as_deref())
+        else {
+            return false;
+        };
+        requester_payload(spec).is_some_and(|payload| self.verify(&payload, signature))
+    }
+
+    /// Signs one approval entry of the request with uid `request_uid`.
+    pub fn sign_approval(&self, request_uid: &str, approval: &Approval) -> String {
+        self.sign(&approval_payload(request_uid, approval))
+    }
+
+    /// Whether an approval entry carries this keyring's signature for this request.
+    pub fn verify_approval(&self, request_uid: &str, approval: &Approval) -> bool {
+        approval.attestation.as_deref().is_some_and(|signature| {
+            self.verify(&approval_payload(request_uid, approval), signature)
+        })
+    }
+}
+
+/// What a requester signature covers: the whole spec as created (which CEL keeps immutable) and
+/// the stamped identity, with its time (checked against creationTimestamp, against replays). Approvals and `deactivate` change later and are not
+/// part of it.
+#[derive(Serialize)]
+struct RequesterPayload<'a> {
+    v: &'static str,
+    group: &'a str,
+    role: Option<Role>,
+    duration: Option<&'a str>,
+    justification: Option<&'a str>,
+    ticket: Option<&'a Ticket>,
+    start_time: Option<&'a Time>,
+    principal: Option<&'a str>,
+    username: &'a str,
+    uid: Option<&'a str>,
+    groups: &'a [String],
+    mfa: Option<&'a str>,
+    stamped_at: Option<&'a Time>,
+}
+
+fn requester_payload(spec: &ActivationRequestSpec) -> Option<Vec<u8>> {
+    let Requester {
+        username,
+        uid,
+        groups,
+        mfa,
+        stamped_at,
+        attestation: _,
+    } = spec.requester.as_ref()?;
+    serde_json::to_vec(&RequesterPayload {
+        v: "pim.dev/requester/v1",
+        group: &spec.group,
+        role: spec.role,
+        duration: spec.duration.as_deref(),
+        justification: spec.justification.as_deref(),
+        ticket: spec.ticket.as_ref(),
+        start_time: spec.start_time.as_ref(),
+        principal: spec.principal.as_deref(),
+        username,
+        uid: uid.as_deref(),
+        groups,
+        mfa: mfa.as_deref(),
+        stamped_at: stamped_at.as_ref(),
+    })
+    .ok()
+}
+
+/// What an approval signature covers: the request's uid (so an entry cannot be replayed onto
+/// another request, even one re-created under the same name) and the whole entry.
+#[derive(Serialize)]
+struct ApprovalPayload<'a> {
+    v: &'static str,
+    request_uid: &'a str,
+    approver: &'a str,
+    decision: Decision,
+    reason: Option<&'a str>,
+    time: Option<&'a Time>,
+    groups: &'a [String],
+}
+
+fn approval_payload(request_uid: &str, approval: &Approval) -> Vec<u8> {
+    let payload = ApprovalPayload {
+        v: "pim.dev/approval/v1",
+        request_uid,
+        approver: &approval.approver,
+        decision: approval.decision,
+        reason: approval.reason.as_deref(),
+        time: approval.time.as_ref(),
+        groups: &approval.groups,
+    };
+    // Serialising plain strings, enums and timestamps cannot fail; an empty payload would only
+    // make every signature fail to verify.
+    serde_json::to_vec(&payload).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Keyring {
+        Keyring::from_bytes(&[7u8; 32], &[]).unwrap()
+    }
+
+    fn spec() -> ActivationRequestSpec {
+        ActivationRequestSpec {
+            group: "g".into(),
+            duration: Some("1h".into()),
+            justification: Some("incident 42".into()),
+            principal: Some("alice".into()),
+            requester: Some(Requester {
+                username: "oidc:alice".into(),
+                uid: Some("u-1".into()),
+                groups: vec!["devs".into()],
+                mfa: Some("amr=mfa".into()),
+                stamped_at: Some(Time("2026-01-01T10:00:00Z".parse().unwrap())),
+                attestation: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn signed(ring: &Keyring) -> ActivationRequestSpec {
+        let mut spec = spec();
+        let sig = ring.sign_requester(&spec).unwrap();
+        spec.requester.as_mut().unwrap().attestation = Some(sig);
+        spec
+    }
+
+    #[test]
+    fn a_signed_requester_verifies_and_any_change_breaks_it() {
+        let ring = ring();
+        let spec = signed(&ring);
+        assert!(ring.verify_requester(&spec));
+        type Mutation = Box<dyn Fn(&mut ActivationRequestSpec)>;
+        let mutations: Vec<Mutation> = vec![
+            Box::new(|s| s.principal = Some("bob".into())),
+            Box::new(|s| s.group = "h".into()),
+            Box::new(|s| s.role = Some(Role::Owner)),
+            Box::new(|s| s.duration = Some("2h".into())),
+            Box::new(|s| s.justification = None),
+            Box::new(|s| s.requester.as_mut().unwrap().username = "bob".into()),
+            Box::new(|s| s.requester.as_mut().unwrap().groups.push("admins".into())),
+            Box::new(|s| s.requester.as_mut().unwrap().mfa = None),
+            Box::new(|s| s.requester.as_mut().unwrap().stamped_at = None),
+        ];
+        for (i, mutate) in mutations.iter().enumerate() {
+            let mut forged = spec.clone();
+            mutate(&mut forged);
+            assert!(!ring.verify_requester(&forged), "mutation {i}");
+        }
+        // Approvals and deactivate are not covered: they change after creation.
+        let mut later = spec.clone();
+        later.deactivate = Some(true);
+        later.approvals.push(Approval::default());
+        assert!(ring.verify_requester(&later));
+    }
+
+    #[test]
+    fn unsigned_garbled_and_foreign_signatures_fail() {
+        let ring = ring();
+        assert!(!ring.verify_requester(&spec()));
+        let other = Keyring::from_bytes(&[8u8; 32], &[]).unwrap();
+        assert!(!ring.verify_requester(&signed(&other)));
+        for garbage in [
+            "",
+            "v1",
+            "v1::",
+            "v2:abc:def",
+            "v1:zzzz:!!!",
+            "v1:00000000:AAAA",
+        ] {
+            let mut spec = spec();
+            spec.requester.as_mut().unwrap().attestation = Some(garbage.into());
+            assert!(!ring.verify_requester(&spec), "{garbage:?}");
+        }
+        // Right key id, wrong tag.
+        let mut spec = signed(&ring);
+        let sig = spec
+            .requester
+            .as_ref()
+            .unwrap()
+            .attestation
+            .clone()
+            .unwrap();
+        let tampered = format!("{}A", &sig[..sig.len() - 1]);
+        let tampered = if tampered == sig {
+            format!("{}B", &sig[..sig.len() - 1])
+        } else {
+            tampered
+        };
+        spec.requester.as_mut().unwrap().attestation = Some(tampered);
+        assert!(!ring.verify_requester(&spec));
+    }
+
+    #[test]
+    fn approvals_are_bound_to_the_request_uid_and_the_entry() {
+        let ring = ring();
+        let mut approval = Approval {
+            approver: "bob".into(),
+            decision: Decision::Approve,
+            reason: Some("ok".into()),
+            time: Some(Time("2026-01-01T10:05:00Z".parse().unwrap())),
+            groups: vec!["approvers".into()],
+            attestation: None,
+        };
+        approval.attestation = Some(ring.sign_approval("uid-1", &approval));
+        assert!(ring.verify_approval("uid-1", &approval));
+        assert!(!ring.verify_approval("uid-2", &approval));
+        let mut deny = approval.clone();
+        deny.decision = Decision::Deny;
+        assert!(!ring.verify_approval("uid-1", &deny));
+        let mut other = approval.clone();
+        other.approver = "carol".into();
+        assert!(!ring.verify_approval("uid-1", &other));
+        let mut grouped = approval.clone();
+        grouped.groups.push("more".into());
+        assert!(!ring.verify_approval("uid-1", &grouped));
+        approval.attestation = None;
+        assert!(!ring.verify_approval("uid-1", &approval));
+    }
+
+    #[test]
+    fn a_rotated_key_still_verifies_what_it_signed() {
+        let old = Keyring::from_bytes(&[1u8; 40], &[]).unwrap();
+        let spec = signed(&old);
+        let rotated = Keyring::from_bytes(&[2u8; 40], &[&[1u8; 40]]).unwrap();
+        assert!(rotated.verify_requester(&spec));
+        assert_ne!(rotated.signing_key_id(), old.signing_key_id());
+        let dropped = Keyring::from_bytes(&[2u8; 40], &[]).unwrap();
+        assert!(!dropped.verify_requester(&spec));
+    }
+
+    #[test]
+    fn short_or_missing_key_files_say_which_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short");
+        std::fs::write(&short, "tooshort\n").unwrap();
+        let err = Keyring::from_files(&short, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("short") && err.contains("at least 32"),
+            "{err}"
+        );
+        let missing = dir.path().join("missing");
+        let err = Keyring::from_files(&missing, &[]).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+        let good = dir.path().join("good");
+        std::fs::write(&good, format!("{}\n", "k".repeat(40))).unwrap();
+        let ring = Keyring::from_files(&good, &[]).unwrap();
+        // The trailing newline is not part of the key.
+        let same = Keyring::from_bytes("k".repeat(40).as_bytes(), &[]).unwrap();
+        assert_eq!(ring.signing_key_id(), same.signing_key_id());
+        assert!(
+            !format!("{ring:?}").contains("kkkk"),
+            "Debug redacts the key"
+        );
+    }
+}

@@ -1,0 +1,410 @@
+//! The admission rules of ActivationRequest (DESIGN §7): who may create one for whom, who may
+//! approve, who may end it, and what the webhook stamps and signs. Pure: the catalog, the key and
+//! `now` are arguments.
+
+use std::collections::BTreeMap;
+
+use jiff::{SignedDuration, Timestamp, Unit};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::identity::Caller;
+use crate::api::activation_request::{ActivationRequestSpec, Approval, Requester};
+use crate::attestation::Keyring;
+use crate::config::UsernameMapping;
+use crate::core::policy::Policy;
+use crate::engine::Catalog;
+use crate::engine::attestation::MAX_STAMP_SKEW;
+use crate::engine::catalog::ResolvedTarget;
+
+/// A refusal, naming the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+fn deny(field: impl Into<String>, message: impl Into<String>) -> Denied {
+    Denied {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// What the rules need besides the object.
+pub struct Rules<'a> {
+    pub catalog: &'a Catalog,
+    pub mapping: &'a UsernameMapping,
+    pub keyring: Option<&'a Keyring>,
+    pub now: Timestamp,
+}
+
+impl Rules<'_> {
+    fn keyring(&self) -> Result<&Keyring, Denied> {
+        self.keyring.ok_or_else(|| {
+            deny(
+                "spec",
+                "the operator has no attestation key configured (attestation.keyFile), so it cannot sign what it verifies; ask the platform team to configure one",
+            )
+        })
+    }
+
+    /// The policy of the request's group and role; unknown groups are the semantic checks' to
+    /// report.
+    fn policy(&self, spec: &ActivationRequestSpec) -> Option<Policy> {
+        match self.catalog.target(&spec.group, spec.role()) {
+            ResolvedTarget::Found { policy, .. } => Some(policy),
+            _ => None,
+        }
+    }
+
+    /// The webhook's time, to the second: the API server stores timestamps at that precision,
+    /// and a signature must cover exactly what is stored.
+    fn stamp(&self) -> Time {
+        Time(self.now.round(Unit::Second).unwrap_or(self.now))
+    }
+}
+
+/// Stamps the requester and principal on a new request and signs them.
+pub fn mutate_create(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    spec: &ActivationRequestSpec,
+) -> Result<ActivationRequestSpec, Denied> {
+    let principal = check_create(rules, caller, spec)?;
+    if spec.requester.is_some() {
+        return Err(deny(
+            "spec.requester",
+            "is stamped by the admission webhook from your credentials; leave it out",
+        ));
+    }
+    let keyring = rules.keyring()?;
+    let mut out = spec.clone();
+    out.principal = Some(principal);
+    out.requester = Some(Requester {
+        username: caller.username.clone(),
+        uid: caller.uid.clone(),
+        groups: caller.groups.clone(),
+        mfa: caller.mfa.clone(),
+        stamped_at: Some(rules.stamp()),
+        attestation: None,
+    });
+    let signature = keyring.sign_requester(&out);
+    if let Some(requester) = out.requester.as_mut() {
+        requester.attestation = signature;
+    }
+    Ok(out)
+}
+
+/// Checks a new request after mutation: the stamp must be the caller's, fresh and signed.
+pub fn validate_create(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    spec: &ActivationRequestSpec,
+) -> Result<(), Denied> {
+    check_create(rules, caller, spec)?;
+    let keyring = rules.keyring()?;
+    let requester = spec.requester.as_ref().ok_or_else(|| {
+        deny(
+            "spec.requester",
+            "missing: the mutating webhook did not run (check the MutatingWebhookConfiguration)",
+        )
+    })?;
+    if requester.username != caller.username
+        || requester.uid != caller.uid
+        || requester.groups != caller.groups
+        || requester.mfa != caller.mfa
+    {
+        return Err(deny(
+            "spec.requester",
+            "does not match the authenticated caller; it is stamped by the webhook and cannot be supplied",
+        ));
+    }
+    let fresh = requester
+        .stamped_at
+        .as_ref()
+        .is_some_and(|t| rules.now.duration_since(t.0).abs() <= MAX_STAMP_SKEW);
+    if !fresh || !keyring.verify_requester(spec) {
+        return Err(deny(
+            "spec.requester.attestation",
+            "is not the admission webhook's signature over this request",
+        ));
+    }
+    Ok(())
+}
+
+/// The rules shared by mutation and validation of a create; returns the caller's principal.
+fn check_create(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    spec: &ActivationRequestSpec,
+) -> Result<String, Denied> {
+    let principal = caller.principal(rules.mapping);
+    if let Some(asked) = spec.principal.as_deref()
+        && asked != principal
+    {
+        return Err(deny(
+            "spec.principal",
+            format!(
+                "you may only activate for yourself: {:?} authenticates as {principal:?}, not {asked:?}",
+                caller.username
+            ),
+        ));
+    }
+    if !spec.approvals.is_empty() {
+        return Err(deny(
+            "spec.approvals",
+            "must be empty on creation; approvers add their own entries afterwards",
+        ));
+    }
+    if let Some(policy) = rules.policy(spec)
+        && policy.require_mfa
+        && caller.mfa.is_none()
+    {
+        return Err(deny(
+            "userInfo.extra",
+            format!(
+                "the policy of {:?} requires MFA, and your credentials carry no MFA claim; sign in again with multi-factor authentication",
+                spec.group
+            ),
+        ));
+    }
+    Ok(principal)
+}
+
+/// How an update changes the approval entries, keyed by approver.
+struct ApprovalChanges<'a> {
+    removed: Vec<&'a str>,
+    /// New or edited entries, with the old entry when edited.
+    changed: Vec<(&'a Approval, Option<&'a Approval>)>,
+}
+
+fn approval_changes<'a>(
+    old: &'a ActivationRequestSpec,
+    new: &'a ActivationRequestSpec,
+) -> ApprovalChanges<'a> {
+    let old_by: BTreeMap<&str, &Approval> = old
+        .approvals
+        .iter()
+        .map(|a| (a.approver.as_str(), a))
+        .collect();
+    let new_by: BTreeMap<&str, &Approval> = new
+        .approvals
+        .iter()
+        .map(|a| (a.approver.as_str(), a))
+        .collect();
+    ApprovalChanges {
+        removed: old_by
+            .keys()
+            .filter(|k| !new_by.contains_key(*k))
+            .copied()
+            .collect(),
+        changed: new_by
+            .iter()
+            .filter_map(|(k, a)| match old_by.get(k) {
+                Some(before) if *before == *a => None,
+                before => Some((*a, before.copied())),
+            })
+            .collect(),
+    }
+}
+
+/// The spec without what may change after creation.
+fn fixed_part(spec: &ActivationRequestSpec) -> ActivationRequestSpec {
+    ActivationRequestSpec {
+        approvals: Vec::new(),
+        deactivate: None,
+        ..spec.clone()
+    }
+}
+
+/// Checks an update; returns the approval entries the caller added or edited, by index in `new`.
+fn check_update(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    old: &ActivationRequestSpec,
+    new: &ActivationRequestSpec,
+) -> Result<Vec<usize>, Denied> {
+    if fixed_part(old) != fixed_part(new) {
+        return Err(deny(
+            "spec",
+            "is immutable after creation, except approvals and deactivate; create a new request instead",
+        ));
+    }
+    let requester = old.requester.as_ref();
+    let is_requester = requester.is_some_and(|r| r.username == caller.username)
+        || old.principal.as_deref() == Some(caller.principal(rules.mapping).as_str());
+    if new.deactivate_requested() != old.deactivate_requested() {
+        if !new.deactivate_requested() {
+            return Err(deny("spec.deactivate", "cannot be undone"));
+        }
+        if !is_requester {
+            return Err(deny(
+                "spec.deactivate",
+                format!(
+                    "only the requester ({}) may end this request",
+                    requester.map_or("unknown", |r| r.username.as_str())
+                ),
+            ));
+        }
+    }
+    let changes = approval_changes(old, new);
+    if let Some(removed) = changes.removed.first() {
+        return Err(deny(
+            format!("spec.approvals[approver={removed}]"),
+            "a recorded decision cannot be removed",
+        ));
+    }
+    let mut touched = Vec::new();
+    for (entry, before) in &changes.changed {
+        let field = format!("spec.approvals[approver={}]", entry.approver);
+        if entry.approver != caller.username {
+            return Err(deny(
+                field,
+                format!(
+                    "{:?} may write only their own approval entry (approver: {:?})",
+                    caller.username, caller.username
+                ),
+            ));
+        }
+        if let Some(before) = before
+            && before.decision != entry.decision
+        {
+            return Err(deny(
+                format!("{field}.decision"),
+                "a recorded decision cannot be changed",
+            ));
+        }
+        let policy = rules.policy(old).ok_or_else(|| {
+            deny(
+                "spec.group",
+                format!(
+                    "PimGroup {:?} has no usable policy for the {} role, so nobody can approve",
+                    old.group,
+                    old.role()
+                ),
+            )
+        })?;
+        let Some(approval) = &policy.approval else {
+            return Err(deny(
+                field,
+                "the policy needs no approval for this role; approvals are not accepted",
+            ));
+        };
+        let principal = caller.principal(rules.mapping);
+        if !approval.allows(&principal, &caller.groups)
+            && !approval.allows(&caller.username, &caller.groups)
+        {
+            return Err(deny(
+                field,
+                format!(
+                    "{:?} is not an approver under the policy of {:?}, as a user or through a group",
+                    caller.username, old.group
+                ),
+            ));
+        }
+        if is_requester && !approval.allow_self_approval {
+            return Err(deny(
+                field,
+                "you cannot approve or deny your own request (the policy does not allow self-approval)",
+            ));
+        }
+        if let Some(i) = new
+            .approvals
+            .iter()
+            .position(|a| a.approver == entry.approver)
+        {
+            touched.push(i);
+        }
+    }
+    Ok(touched)
+}
+
+/// The approver's groups that the policy names: all the controller needs to re-check the
+/// approver, and small enough to store.
+fn approver_groups(
+    rules: &Rules<'_>,
+    spec: &ActivationRequestSpec,
+    caller: &Caller,
+) -> Vec<String> {
+    let Some(approval) = rules.policy(spec).and_then(|p| p.approval) else {
+        return Vec::new();
+    };
+    caller
+        .groups
+        .iter()
+        .filter(|g| approval.allows("", std::slice::from_ref(g)))
+        .cloned()
+        .collect()
+}
+
+/// Stamps and signs the caller's own approval entry. `uid` is the request's.
+pub fn mutate_update(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    uid: &str,
+    old: &ActivationRequestSpec,
+    new: &ActivationRequestSpec,
+) -> Result<ActivationRequestSpec, Denied> {
+    let touched = check_update(rules, caller, old, new)?;
+    if touched.is_empty() {
+        return Ok(new.clone());
+    }
+    let keyring = rules.keyring()?;
+    let mut out = new.clone();
+    let groups = approver_groups(rules, old, caller);
+    for i in touched {
+        let Some(entry) = out.approvals.get_mut(i) else {
+            continue;
+        };
+        // An edited entry keeps the time of its decision; a new one gets the webhook's.
+        let kept = old
+            .approvals
+            .iter()
+            .find(|a| a.approver == entry.approver)
+            .and_then(|a| a.time.clone());
+        entry.time = Some(kept.unwrap_or_else(|| rules.stamp()));
+        entry.groups = groups.clone();
+        entry.attestation = None;
+        entry.attestation = Some(keyring.sign_approval(uid, entry));
+    }
+    Ok(out)
+}
+
+/// Checks an update after mutation: every entry the caller touched carries a fresh signature.
+pub fn validate_update(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    uid: &str,
+    old: &ActivationRequestSpec,
+    new: &ActivationRequestSpec,
+) -> Result<(), Denied> {
+    let touched = check_update(rules, caller, old, new)?;
+    if touched.is_empty() {
+        return Ok(());
+    }
+    let keyring = rules.keyring()?;
+    let groups = approver_groups(rules, old, caller);
+    for i in touched {
+        let Some(entry) = new.approvals.get(i) else {
+            continue;
+        };
+        let field = format!("spec.approvals[approver={}]", entry.approver);
+        let is_new = !old.approvals.iter().any(|a| a.approver == entry.approver);
+        let fresh = entry.time.as_ref().is_some_and(|t| {
+            !is_new || rules.now.duration_since(t.0).abs() <= SignedDuration::from_mins(5)
+        });
+        if !fresh || entry.groups != groups || !keyring.verify_approval(uid, entry) {
+            return Err(deny(
+                format!("{field}.attestation"),
+                "is not the admission webhook's signature over this entry",
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,785 @@
+//! The admission webhook's rules, one test each, driven by AdmissionReview JSON in the real
+//! admission.k8s.io/v1 wire format; and an HTTPS round trip against the running server.
+//!
+//! The catalog is the FinReport example (examples/): approval by bob@contoso.com or the
+//! FinReport-Approvers group, MFA required, alice@contoso.com eligible. Kubernetes usernames
+//! are `oidc:<name>`, mapped to `<name>@contoso.com`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use base64::Engine;
+use jiff::Timestamp;
+use pim_operator::api::activation_request::ActivationRequestSpec;
+use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use pim_operator::attestation::Keyring;
+use pim_operator::checks::SchemaChecker;
+use pim_operator::clock::ManualClock;
+use pim_operator::config::UsernameMapping;
+use pim_operator::core::lifecycle::Attestation;
+use pim_operator::engine::{Attestor, Catalog, SignedAttestor};
+use pim_operator::webhook::server::{CatalogSource, WebhookState};
+use pim_operator::webhook::{Admission, MfaClaim, Stage};
+use serde_json::{Value, json};
+
+const GROUP: &str = "finreport-senioranalyst";
+
+fn now() -> Timestamp {
+    "2026-11-22T10:00:00Z".parse().unwrap()
+}
+
+fn keyring() -> Keyring {
+    Keyring::from_bytes(b"an attestation key of forty bytes, or so", &[]).unwrap()
+}
+
+fn mapping() -> UsernameMapping {
+    UsernameMapping {
+        strip_prefix: Some("oidc:".into()),
+        append_domain: Some("@contoso.com".into()),
+    }
+}
+
+fn example<T: serde::de::DeserializeOwned>(file: &str) -> T {
+    let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn catalog() -> Catalog {
+    let mut catalog = Catalog::default();
+    let policy: AccessPolicy = example("01-accesspolicy.yaml");
+    catalog.insert_policy(policy.clone());
+    let mut relaxed = policy;
+    relaxed.metadata.name = Some("relaxed".into());
+    relaxed.spec.activation.require_mfa = Some(false);
+    relaxed.spec.activation.approval = None;
+    catalog.insert_policy(relaxed);
+    let group: PimGroup = example("02-pimgroup.yaml");
+    catalog.insert_group(group.clone());
+    let mut open = group;
+    open.metadata.name = Some("open".into());
+    open.spec.group.display_name = Some("Open".into());
+    open.spec.roles.member.policy = "relaxed".into();
+    catalog.insert_group(open);
+    let assignment: EligibleAssignment = example("03-eligibleassignment.yaml");
+    catalog.insert_assignment(assignment.clone());
+    let mut open_assignment = assignment;
+    open_assignment.metadata.name = Some("open-alice".into());
+    open_assignment.spec.group = "open".into();
+    catalog.insert_assignment(open_assignment);
+    catalog
+}
+
+fn admission(keyring: Option<Keyring>) -> Admission {
+    Admission {
+        mapping: mapping(),
+        mfa_claim: MfaClaim::default(),
+        keyring,
+        schema: SchemaChecker::new().unwrap(),
+    }
+}
+
+/// A caller as the API server reports it.
+fn user(name: &str, groups: &[&str], mfa: bool) -> Value {
+    let mut groups: Vec<&str> = groups.to_vec();
+    groups.push("system:authenticated");
+    let mut info = json!({"username": name, "uid": format!("uid-{name}"), "groups": groups});
+    if mfa {
+        info["extra"] = json!({"amr": ["pwd", "mfa"]});
+    }
+    info
+}
+
+fn alice() -> Value {
+    user("oidc:alice", &["finance"], true)
+}
+
+fn bob() -> Value {
+    user("oidc:bob", &[], true)
+}
+
+/// An AdmissionReview exactly as the API server sends it.
+fn wire(
+    kind: &str,
+    plural: &str,
+    operation: &str,
+    user: &Value,
+    object: &Value,
+    old: Option<&Value>,
+) -> Value {
+    let gvk = json!({"group": "pim.dev", "version": "v1alpha1", "kind": kind});
+    let gvr = json!({"group": "pim.dev", "version": "v1alpha1", "resource": plural});
+    let options_kind = if operation == "CREATE" {
+        "CreateOptions"
+    } else {
+        "UpdateOptions"
+    };
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": gvk,
+            "resource": gvr,
+            "requestKind": gvk,
+            "requestResource": gvr,
+            "name": object.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+            "operation": operation,
+            "userInfo": user,
+            "object": object,
+            "oldObject": old.cloned().unwrap_or(Value::Null),
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
+        }
+    })
+}
+
+struct Answer {
+    allowed: bool,
+    message: String,
+    warnings: Vec<String>,
+    patched: Value,
+}
+
+fn run(admission: &Admission, stage: Stage, review: &Value) -> Answer {
+    let body = serde_json::to_vec(review).unwrap();
+    let out = admission.review(&body, stage, &catalog(), now()).unwrap();
+    assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(out["kind"], "AdmissionReview");
+    let response = &out["response"];
+    assert_eq!(
+        response["uid"], review["request"]["uid"],
+        "the uid is echoed"
+    );
+    let mut patched = review["request"]["object"].clone();
+    if let Some(patch) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+    }
+    Answer {
+        allowed: response["allowed"].as_bool().unwrap(),
+        message: response["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        warnings: response["warnings"]
+            .as_array()
+            .map(|w| w.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default(),
+        patched,
+    }
+}
+
+fn request_object(group: &str, extra: Value) -> Value {
+    let mut spec =
+        json!({"group": group, "duration": "30m", "justification": "quarter close, FIN-1"});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    json!({"apiVersion": "pim.dev/v1alpha1", "kind": "ActivationRequest",
+           "metadata": {"name": "r1"}, "spec": spec})
+}
+
+/// Mutate then validate, as the API server chains them; returns the stored object.
+fn create(admission: &Admission, caller: &Value, object: &Value) -> Result<Value, String> {
+    let mutated = run(
+        admission,
+        Stage::Mutate,
+        &wire(
+            "ActivationRequest",
+            "activationrequests",
+            "CREATE",
+            caller,
+            object,
+            None,
+        ),
+    );
+    if !mutated.allowed {
+        return Err(mutated.message);
+    }
+    let mut stored = mutated.patched;
+    let validated = run(
+        admission,
+        Stage::Validate,
+        &wire(
+            "ActivationRequest",
+            "activationrequests",
+            "CREATE",
+            caller,
+            &stored,
+            None,
+        ),
+    );
+    if !validated.allowed {
+        return Err(validated.message);
+    }
+    // What the API server adds on create.
+    stored["metadata"]["uid"] = json!("req-uid-1");
+    stored["metadata"]["creationTimestamp"] = json!("2026-11-22T10:00:00Z");
+    Ok(stored)
+}
+
+fn update(
+    admission: &Admission,
+    caller: &Value,
+    old: &Value,
+    new: &Value,
+) -> Result<Value, String> {
+    let mutated = run(
+        admission,
+        Stage::Mutate,
+        &wire(
+            "ActivationRequest",
+            "activationrequests",
+            "UPDATE",
+            caller,
+            new,
+            Some(old),
+        ),
+    );
+    if !mutated.allowed {
+        return Err(mutated.message);
+    }
+    let validated = run(
+        admission,
+        Stage::Validate,
+        &wire(
+            "ActivationRequest",
+            "activationrequests",
+            "UPDATE",
+            caller,
+            &mutated.patched,
+            Some(old),
+        ),
+    );
+    if !validated.allowed {
+        return Err(validated.message);
+    }
+    Ok(mutated.patched)
+}
+
+fn with_approval(object: &Value, approver: &str, decision: &str) -> Value {
+    let mut new = object.clone();
+    let entry = json!({"approver": approver, "decision": decision, "reason": "checked"});
+    match new["spec"]["approvals"].as_array_mut() {
+        Some(list) => list.push(entry),
+        None => new["spec"]["approvals"] = json!([entry]),
+    }
+    new
+}
+
+fn expect_denied(result: Result<Value, String>, needles: &[&str]) {
+    let message = result.expect_err("should be denied");
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in {message:?}");
+    }
+}
+
+fn attested(stored: &Value) -> ActivationRequest {
+    serde_json::from_value(stored.clone()).unwrap()
+}
+
+fn attestor() -> SignedAttestor {
+    SignedAttestor::new(Some(keyring()), mapping())
+}
+
+#[test]
+fn a_request_is_stamped_with_the_caller_and_signed() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let spec: ActivationRequestSpec = serde_json::from_value(stored["spec"].clone()).unwrap();
+    assert_eq!(spec.principal.as_deref(), Some("alice@contoso.com"));
+    let requester = spec.requester.unwrap();
+    assert_eq!(requester.username, "oidc:alice");
+    assert_eq!(requester.uid.as_deref(), Some("uid-oidc:alice"));
+    assert_eq!(requester.groups, ["finance", "system:authenticated"]);
+    assert_eq!(requester.mfa.as_deref(), Some("amr=mfa"));
+    assert_eq!(
+        attestor().requester(&attested(&stored)),
+        Attestation::Verified
+    );
+    assert!(attestor().mfa_verified(&attested(&stored)));
+}
+
+#[test]
+fn a_forged_requester_or_principal_is_refused() {
+    let admission = admission(Some(keyring()));
+    let forged = json!({"requester": {"username": "oidc:bob"}});
+    expect_denied(
+        create(&admission, &alice(), &request_object(GROUP, forged)),
+        &["spec.requester"],
+    );
+    let for_bob = json!({"principal": "bob@contoso.com"});
+    expect_denied(
+        create(&admission, &alice(), &request_object(GROUP, for_bob)),
+        &["spec.principal", "only activate for yourself"],
+    );
+    // Naming yourself is fine.
+    let for_self = json!({"principal": "alice@contoso.com"});
+    create(&admission, &alice(), &request_object(GROUP, for_self)).unwrap();
+}
+
+#[test]
+fn validation_refuses_a_stamp_changed_after_mutation() {
+    let admission = admission(Some(keyring()));
+    let object = request_object(GROUP, json!({}));
+    let mutated = run(
+        &admission,
+        Stage::Mutate,
+        &wire(
+            "ActivationRequest",
+            "activationrequests",
+            "CREATE",
+            &alice(),
+            &object,
+            None,
+        ),
+    );
+    assert!(mutated.allowed);
+    let mut tampered = mutated.patched.clone();
+    tampered["spec"]["duration"] = json!("20m");
+    let answer = run(
+        &admission,
+        Stage::Validate,
+        &wire(
+            "ActivationRequest",
+            "activationrequests",
+            "CREATE",
+            &alice(),
+            &tampered,
+            None,
+        ),
+    );
+    assert!(!answer.allowed);
+    assert!(
+        answer.message.contains("spec.requester.attestation"),
+        "{}",
+        answer.message
+    );
+    // Another caller cannot submit alice's stamped object as their own.
+    let answer = run(
+        &admission,
+        Stage::Validate,
+        &wire(
+            "ActivationRequest",
+            "activationrequests",
+            "CREATE",
+            &bob(),
+            &mutated.patched,
+            None,
+        ),
+    );
+    assert!(!answer.allowed, "{}", answer.message);
+}
+
+#[test]
+fn approvals_are_refused_at_creation() {
+    let admission = admission(Some(keyring()));
+    let with = json!({"approvals": [{"approver": "oidc:bob", "decision": "Approve"}]});
+    expect_denied(
+        create(&admission, &alice(), &request_object(GROUP, with)),
+        &["spec.approvals"],
+    );
+}
+
+#[test]
+fn a_missing_mfa_claim_fails_closed() {
+    let admission = admission(Some(keyring()));
+    let no_mfa = user("oidc:alice", &[], false);
+    expect_denied(
+        create(&admission, &no_mfa, &request_object(GROUP, json!({}))),
+        &["requires MFA"],
+    );
+    let wrong_value = {
+        let mut u = no_mfa.clone();
+        u["extra"] = json!({"amr": ["pwd"]});
+        u
+    };
+    expect_denied(
+        create(&admission, &wrong_value, &request_object(GROUP, json!({}))),
+        &["requires MFA"],
+    );
+    // A policy without the MFA requirement admits the same caller.
+    create(&admission, &no_mfa, &request_object("open", json!({}))).unwrap();
+}
+
+#[test]
+fn service_accounts_and_anonymous_callers_are_refused() {
+    let admission = admission(Some(keyring()));
+    let sa = user(
+        "system:serviceaccount:ci:deployer",
+        &["system:serviceaccounts"],
+        false,
+    );
+    expect_denied(
+        create(&admission, &sa, &request_object("open", json!({}))),
+        &["service account"],
+    );
+    let anonymous = json!({"username": "system:anonymous", "groups": ["system:unauthenticated"]});
+    expect_denied(
+        create(&admission, &anonymous, &request_object("open", json!({}))),
+        &["no authenticated username"],
+    );
+}
+
+#[test]
+fn oversized_fields_and_unknown_groups_are_refused_by_name() {
+    let admission = admission(Some(keyring()));
+    let long = json!({"justification": "x".repeat(5000)});
+    expect_denied(
+        create(&admission, &alice(), &request_object(GROUP, long)),
+        &["spec.justification"],
+    );
+    expect_denied(
+        create(
+            &admission,
+            &alice(),
+            &request_object("no-such-group", json!({})),
+        ),
+        &["spec.group", "no-such-group"],
+    );
+    let too_long = json!({"duration": "2h"});
+    expect_denied(
+        create(&admission, &alice(), &request_object(GROUP, too_long)),
+        &["spec.duration"],
+    );
+}
+
+#[test]
+fn not_eligible_callers_are_refused() {
+    let admission = admission(Some(keyring()));
+    let carol = user("oidc:carol", &[], true);
+    expect_denied(
+        create(&admission, &carol, &request_object(GROUP, json!({}))),
+        &["spec.principal", "no eligible assignment"],
+    );
+}
+
+#[test]
+fn without_a_key_nothing_is_admitted() {
+    let admission = admission(None);
+    expect_denied(
+        create(&admission, &alice(), &request_object(GROUP, json!({}))),
+        &["attestation key"],
+    );
+}
+
+#[test]
+fn an_approver_writes_a_signed_entry_of_their_own() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let approved = update(
+        &admission,
+        &bob(),
+        &stored,
+        &with_approval(&stored, "oidc:bob", "Approve"),
+    )
+    .unwrap();
+    let entry = &approved["spec"]["approvals"][0];
+    assert_eq!(
+        entry["time"], "2026-11-22T10:00:00Z",
+        "stamped by the webhook"
+    );
+    assert!(entry["attestation"].as_str().unwrap().starts_with("v1:"));
+    let approvals = attestor().approvals(&attested(&approved));
+    assert_eq!(approvals.len(), 1);
+    assert_eq!(
+        approvals[0].approver, "bob@contoso.com",
+        "mapped like requesters"
+    );
+
+    // Through a group the policy names; the relevant group is recorded for the controller.
+    let dave = user("oidc:dave", &["FinReport-Approvers", "other"], true);
+    let by_group = update(
+        &admission,
+        &dave,
+        &stored,
+        &with_approval(&stored, "oidc:dave", "Deny"),
+    )
+    .unwrap();
+    assert_eq!(
+        by_group["spec"]["approvals"][0]["groups"],
+        json!(["FinReport-Approvers"])
+    );
+    assert_eq!(attestor().approvals(&attested(&by_group)).len(), 1);
+}
+
+#[test]
+fn self_approval_is_refused_unless_the_policy_allows_it() {
+    let admission = admission(Some(keyring()));
+    // alice is also in the approvers' group: still her own request.
+    let alice_approver = user("oidc:alice", &["FinReport-Approvers"], true);
+    let stored = create(
+        &admission,
+        &alice_approver,
+        &request_object(GROUP, json!({})),
+    )
+    .unwrap();
+    expect_denied(
+        update(
+            &admission,
+            &alice_approver,
+            &stored,
+            &with_approval(&stored, "oidc:alice", "Approve"),
+        ),
+        &["your own request"],
+    );
+}
+
+#[test]
+fn strangers_cannot_approve() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let carol = user("oidc:carol", &["finance"], true);
+    expect_denied(
+        update(
+            &admission,
+            &carol,
+            &stored,
+            &with_approval(&stored, "oidc:carol", "Approve"),
+        ),
+        &["not an approver"],
+    );
+}
+
+#[test]
+fn nobody_writes_or_edits_another_approvers_entry() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let dave = user("oidc:dave", &["FinReport-Approvers"], true);
+    // Writing an entry in bob's name.
+    expect_denied(
+        update(
+            &admission,
+            &dave,
+            &stored,
+            &with_approval(&stored, "oidc:bob", "Approve"),
+        ),
+        &["spec.approvals[approver=oidc:bob]", "only their own"],
+    );
+    // Editing bob's recorded entry.
+    let approved = update(
+        &admission,
+        &bob(),
+        &stored,
+        &with_approval(&stored, "oidc:bob", "Approve"),
+    )
+    .unwrap();
+    let mut edited = approved.clone();
+    edited["spec"]["approvals"][0]["reason"] = json!("changed by dave");
+    expect_denied(
+        update(&admission, &dave, &approved, &edited),
+        &["only their own"],
+    );
+    // Removing it.
+    let mut removed = approved.clone();
+    removed["spec"]["approvals"] = json!([]);
+    expect_denied(update(&admission, &dave, &approved, &removed), &["removed"]);
+    // bob may reword his reason, but not flip his decision.
+    let reworded = update(&admission, &bob(), &approved, &edited).unwrap();
+    assert_eq!(attestor().approvals(&attested(&reworded)).len(), 1);
+    let mut flipped = approved.clone();
+    flipped["spec"]["approvals"][0]["decision"] = json!("Deny");
+    expect_denied(
+        update(&admission, &bob(), &approved, &flipped),
+        &["cannot be changed"],
+    );
+}
+
+#[test]
+fn the_spec_is_immutable_and_only_the_requester_deactivates() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let mut longer = stored.clone();
+    longer["spec"]["duration"] = json!("25m");
+    expect_denied(
+        update(&admission, &alice(), &stored, &longer),
+        &["immutable"],
+    );
+    let mut deactivated = stored.clone();
+    deactivated["spec"]["deactivate"] = json!(true);
+    expect_denied(
+        update(&admission, &bob(), &stored, &deactivated),
+        &["spec.deactivate", "only the requester"],
+    );
+    update(&admission, &alice(), &stored, &deactivated).unwrap();
+    // The signature still holds after deactivate and approvals change.
+    assert_eq!(
+        attestor().requester(&attested(&deactivated)),
+        Attestation::Verified
+    );
+}
+
+#[test]
+fn metadata_only_updates_pass_for_anyone() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let mut finalized = stored.clone();
+    finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
+    let controller = user("system:serviceaccount:pim-system:pim-operator", &[], false);
+    update(&admission, &controller, &stored, &finalized).unwrap();
+}
+
+#[test]
+fn declarative_kinds_get_the_validate_checks() {
+    let admission = admission(Some(keyring()));
+    let gitops = user(
+        "system:serviceaccount:argocd:argocd-application-controller",
+        &[],
+        false,
+    );
+    let mut policy: Value =
+        serde_json::to_value(example::<AccessPolicy>("01-accesspolicy.yaml")).unwrap();
+    policy["spec"]["activation"]["maxDuration"] = json!("48h");
+    let answer = run(
+        &admission,
+        Stage::Validate,
+        &wire(
+            "AccessPolicy",
+            "accesspolicies",
+            "CREATE",
+            &gitops,
+            &policy,
+            None,
+        ),
+    );
+    assert!(!answer.allowed);
+    assert!(
+        answer.message.contains("spec.activation.maxDuration"),
+        "{}",
+        answer.message
+    );
+
+    // A reference to an object not applied yet is a warning: GitOps applies in any order.
+    let mut group: Value = serde_json::to_value(example::<PimGroup>("02-pimgroup.yaml")).unwrap();
+    group["metadata"]["name"] = json!("later");
+    group["spec"]["group"]["displayName"] = json!("Later");
+    group["spec"]["roles"]["member"]["policy"] = json!("not-yet-applied");
+    let answer = run(
+        &admission,
+        Stage::Validate,
+        &wire("PimGroup", "pimgroups", "CREATE", &gitops, &group, None),
+    );
+    assert!(answer.allowed, "{}", answer.message);
+    assert!(
+        answer
+            .warnings
+            .iter()
+            .any(|w| w.contains("not-yet-applied")),
+        "{:?}",
+        answer.warnings
+    );
+
+    // Unknown fields are refused, as the API server's schema would.
+    let mut assignment: Value =
+        serde_json::to_value(example::<EligibleAssignment>("03-eligibleassignment.yaml")).unwrap();
+    assignment["spec"]["principle"] = json!({"user": "typo"});
+    let answer = run(
+        &admission,
+        Stage::Validate,
+        &wire(
+            "EligibleAssignment",
+            "eligibleassignments",
+            "CREATE",
+            &gitops,
+            &assignment,
+            None,
+        ),
+    );
+    assert!(!answer.allowed);
+    assert!(answer.message.contains("principle"), "{}", answer.message);
+}
+
+#[test]
+fn malformed_reviews_are_errors_not_panics() {
+    let admission = admission(Some(keyring()));
+    for body in [
+        &b""[..],
+        b"{}",
+        b"null",
+        b"[1,2]",
+        b"{\"request\": 5}",
+        b"\xff\xfe",
+    ] {
+        assert!(
+            admission
+                .review(body, Stage::Mutate, &catalog(), now())
+                .is_err()
+        );
+    }
+    // A well-formed review with a garbage object is denied, not an error.
+    let review = wire(
+        "ActivationRequest",
+        "activationrequests",
+        "CREATE",
+        &alice(),
+        &json!({"spec": 7}),
+        None,
+    );
+    let answer = run(&admission, Stage::Mutate, &review);
+    assert!(!answer.allowed);
+}
+
+/// The server over real TLS: a client that trusts only the generated CA gets an answer.
+#[tokio::test]
+async fn https_round_trip() {
+    use pim_operator::webhook::certs::ServingCert;
+    use pim_operator::webhook::server;
+    let cert = ServingCert::generate(&["localhost".to_owned()]).unwrap();
+    let state = Arc::new(WebhookState {
+        admission: admission(Some(keyring())),
+        catalog: CatalogSource::Fixed(Arc::new(catalog())),
+        clock: Arc::new(ManualClock::new(now())),
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (address, task) = server::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        server::rustls_config(cert.server_config().unwrap()),
+        server::router(state),
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    let ca = reqwest::Certificate::from_pem(cert.ca_pem.as_ref().unwrap()).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/mutate", address.port());
+    let review = wire(
+        "ActivationRequest",
+        "activationrequests",
+        "CREATE",
+        &alice(),
+        &request_object(GROUP, json!({})),
+        None,
+    );
+    let answer: Value = client
+        .post(&url)
+        .json(&review)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    let bad = client.post(&url).body("not json").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    // A client that does not trust the CA is refused by TLS.
+    let untrusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    assert!(untrusting.post(&url).json(&review).send().await.is_err());
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -11,8 +11,9 @@ fn usage() -> ! {
     eprintln!(
         "usage: loadtest [--requests N] [--assignments M] [--groups G] [--latency-ms MS]\n\
          \x20               [--directory-concurrency C] [--write-rate W] [--operator-concurrency C]\n\
-         \x20               [--idle-secs S] [--timeout-secs S]\n\
-         \x20               [--priority-write-rate W --priority-pending P --priority-due D --priority-after-ms MS]"
+         \x20               [--idle-secs S] [--timeout-secs S] [--without-operator 1]\n\
+         \x20               [--priority-write-rate W --priority-pending P --priority-due D --priority-after-ms MS]\n\
+         \x20               [--priority-pending-end-too 1] [--priority-wait-pending 1]"
     );
     std::process::exit(2)
 }
@@ -34,6 +35,8 @@ fn main() {
                 pending: 2000,
                 due: 100,
                 after: Duration::from_secs(3),
+                pending_end_too: false,
+                wait_pending: false,
             })
         };
         match flag.as_str() {
@@ -44,6 +47,7 @@ fn main() {
             "--directory-concurrency" => options.directory_concurrency = Some(number() as usize),
             "--write-rate" => options.write_rate = Some(number()),
             "--operator-concurrency" => options.operator_concurrency = number() as u16,
+            "--without-operator" => options.without_operator = number() != 0.0,
             "--idle-secs" => options.idle = Duration::from_secs_f64(number()),
             "--timeout-secs" => options.timeout = Duration::from_secs_f64(number()),
             "--priority-write-rate" => {
@@ -61,6 +65,18 @@ fn main() {
             "--priority-due" => {
                 priority = Some(PriorityOptions {
                     due: number() as usize,
+                    ..p()
+                })
+            }
+            "--priority-pending-end-too" => {
+                priority = Some(PriorityOptions {
+                    pending_end_too: number() != 0.0,
+                    ..p()
+                })
+            }
+            "--priority-wait-pending" => {
+                priority = Some(PriorityOptions {
+                    wait_pending: number() != 0.0,
                     ..p()
                 })
             }

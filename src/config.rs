@@ -32,6 +32,12 @@ pub struct Config {
     /// Namespace for the operator's Lease and Events. Default: `POD_NAMESPACE`, else pim-system.
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Notification channels (e-mail, chat, webhooks); none by default (`notify::NotifyConfig`).
+    #[serde(default)]
+    pub notifications: crate::notify::NotifyConfig,
+    /// Audit sinks and retention (`audit::AuditConfig`).
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
     /// The admission webhook server (DESIGN §7).
     #[serde(default)]
     pub webhook: crate::webhook::WebhookConfig,
@@ -49,6 +55,8 @@ pub enum DirectoryConfig {
     Memory,
     /// OpenLDAP, FreeIPA or Active Directory over LDAP (see `directory::ldap`).
     Ldap(Box<crate::directory::ldap::LdapConfig>),
+    /// Microsoft Entra ID through Microsoft Graph (see `directory::entra`).
+    Entra(Box<crate::directory::entra::EntraConfig>),
 }
 
 /// How a Kubernetes username becomes a directory principal.
@@ -128,6 +136,8 @@ impl Default for Config {
             leader_election: LeaderElection::default(),
             metrics_address: default_metrics_address(),
             namespace: None,
+            notifications: crate::notify::NotifyConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
             webhook: crate::webhook::WebhookConfig::default(),
             attestation: crate::attestation::AttestationConfig::default(),
         }
@@ -218,9 +228,20 @@ impl Config {
                 ));
             }
         }
+        let is_entra =
+            |name: &str| matches!(self.directories.get(name), Some(DirectoryConfig::Entra(_)));
+        self.notifications
+            .validate(&is_entra)
+            .map_err(|e| format!("notifications.{e}"))?;
+        self.audit.validate().map_err(|e| format!("audit.{e}"))?;
         for (name, directory) in &self.directories {
             if let DirectoryConfig::Ldap(ldap) = directory {
                 ldap.validate()
+                    .map_err(|e| format!("directories.{name}.{e}"))?;
+            }
+            if let DirectoryConfig::Entra(entra) = directory {
+                entra
+                    .validate()
                     .map_err(|e| format!("directories.{name}.{e}"))?;
             }
         }

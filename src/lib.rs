@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod attestation;
+pub mod audit;
 pub mod checks;
 pub mod cli;
 pub mod clock;
@@ -14,10 +15,12 @@ pub mod engine;
 #[cfg(feature = "fake-apiserver")]
 pub mod fake_apiserver;
 pub mod http;
+pub mod kubectl_pim;
 #[cfg(feature = "fake-apiserver")]
 pub mod loadtest;
 pub mod manifests;
 pub mod metrics;
+pub mod notify;
 pub mod operator;
 pub mod simulate;
 pub mod webhook;

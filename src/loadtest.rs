@@ -65,6 +65,9 @@ pub struct Options {
     pub timeout: Duration,
     /// The revocation-priority run, when set.
     pub priority: Option<PriorityOptions>,
+    /// Only the fake API server and the harness, with the same objects and no operator: the
+    /// memory they take without it, to tell the operator's share of the peak RSS.
+    pub without_operator: bool,
 }
 
 /// Revocation priority under throttling: `pending` grants queue up behind a directory limited
@@ -76,6 +79,12 @@ pub struct PriorityOptions {
     pub due: usize,
     /// How long after the pending grants are created the due ones end.
     pub after: Duration,
+    /// The pending grants end at the same instant as the due ones: those not yet written must
+    /// never be, and those written must be removed.
+    pub pending_end_too: bool,
+    /// After the due removals, wait until every pending grant is written (or, with
+    /// `pending_end_too`, removed again): none is dropped, and revocations do not starve grants.
+    pub wait_pending: bool,
 }
 
 impl Default for Options {
@@ -92,6 +101,7 @@ impl Default for Options {
             idle: Duration::from_secs(10),
             timeout: Duration::from_secs(120),
             priority: None,
+            without_operator: false,
         }
     }
 }
@@ -137,6 +147,11 @@ pub struct Summary {
     pub setup_seconds: f64,
     /// Created → Active, per request.
     pub created_to_active: Percentiles,
+    /// Its parts: created → Scheduled (the request controller decided), Scheduled → the
+    /// directory add (the group controller), the add → Active (the request controller saw it).
+    pub created_to_scheduled: Percentiles,
+    pub scheduled_to_granted: Percentiles,
+    pub granted_to_active: Percentiles,
     /// First create → last Active.
     pub activation_wall_seconds: f64,
     /// Requests reaching Active per second of `activation_wall_seconds`.
@@ -157,8 +172,16 @@ pub struct Summary {
     pub list_calls_per_group_per_resync: f64,
     /// Members granted by a request still in the directory after every end passed.
     pub grants_outliving_end: usize,
+    /// Grants written after the clock had passed their end (must be 0).
+    pub adds_after_end: usize,
     /// API requests the operator made in the idle window.
     pub idle_api_requests: u64,
+    /// The writes among them, by field manager and resource.
+    pub idle_api_writes: BTreeMap<String, usize>,
+    /// API writes while requests activated, and in the revocation pass, by field manager and
+    /// resource.
+    pub api_writes_activation: BTreeMap<String, usize>,
+    pub api_writes_revocation: BTreeMap<String, usize>,
     pub idle_directory_calls: u64,
     pub idle_window_seconds: f64,
     /// CPU seconds of the whole process (operator, fake API server, harness) in the idle window.
@@ -167,6 +190,10 @@ pub struct Summary {
     pub peak_rss_mb: f64,
     pub rss_after_load_mb: f64,
     pub priority: Option<PrioritySummary>,
+    /// Reconciles per kind over the whole run (from the operator's metrics).
+    pub reconciles: BTreeMap<String, u64>,
+    /// Their mean duration per kind, in milliseconds.
+    pub reconcile_mean_ms: BTreeMap<String, f64>,
     pub total_seconds: f64,
 }
 
@@ -181,6 +208,19 @@ pub struct PrioritySummary {
     pub revocation_lag: Percentiles,
     /// Grants written between the end time and the last due removal.
     pub grants_written_before_last_revocation: usize,
+    /// The most grants written after the end time and before any one due removal: how many
+    /// grants a due revocation waited behind.
+    pub grants_ahead_of_a_revocation_max: usize,
+    /// Due grants still in the directory when the harness stopped waiting (must be 0).
+    pub due_left: usize,
+    /// Due grants written after their end (must be 0).
+    pub adds_after_end: usize,
+    /// Pending grants that took effect after the end; with `pending_end_too`, at most the adds
+    /// already in flight (the add lanes) when the end came.
+    pub pending_added_after_end: usize,
+    /// With `wait_pending`: pending grants never written, or (with `pending_end_too`) still in
+    /// the directory after their end (must be 0).
+    pub pending_left: usize,
     /// The time a revocation would wait queued behind the grants pending at the end, at the
     /// directory's rate.
     pub fifo_wait_estimate_ms: f64,
@@ -250,6 +290,8 @@ pub struct World {
     task: Option<tokio::task::JoinHandle<()>>,
     /// When each request was first seen Active.
     active_at: Arc<Mutex<HashMap<String, Instant>>>,
+    /// When each request was first seen Scheduled (approved, waiting for the directory).
+    scheduled_at: Arc<Mutex<HashMap<String, Instant>>>,
     watch_task: Option<tokio::task::JoinHandle<()>>,
     options: Options,
 }
@@ -277,6 +319,7 @@ impl World {
             stop: CancellationToken::new(),
             task: None,
             active_at: Arc::default(),
+            scheduled_at: Arc::default(),
             watch_task: None,
             options,
         })
@@ -378,21 +421,29 @@ impl World {
                 tracing::error!(%error, "operator stopped");
             }
         }));
+        self.watch_phases();
+        Ok(())
+    }
+
+    /// The harness's own watch of request phases.
+    fn watch_phases(&mut self) {
         let api = self.api::<ActivationRequest>();
         let active_at = self.active_at.clone();
+        let scheduled_at = self.scheduled_at.clone();
         self.watch_task = Some(tokio::spawn(async move {
             watcher(api, watcher::Config::default())
                 .for_each(|event| {
                     let record = |r: &ActivationRequest| {
-                        let active = r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active);
-                        if active {
-                            let name = r.metadata.name.clone().unwrap_or_default();
-                            active_at
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .entry(name)
-                                .or_insert_with(Instant::now);
-                        }
+                        let seen = match r.status.as_ref().and_then(|s| s.phase) {
+                            Some(Phase::Active) => &active_at,
+                            Some(Phase::Scheduled) => &scheduled_at,
+                            _ => return,
+                        };
+                        let name = r.metadata.name.clone().unwrap_or_default();
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(name)
+                            .or_insert_with(Instant::now);
                     };
                     if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event {
                         record(&r);
@@ -401,7 +452,6 @@ impl World {
                 })
                 .await;
         }));
-        Ok(())
     }
 
     pub async fn shutdown(mut self) {
@@ -442,6 +492,31 @@ impl World {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every assignment has a status: the operator has looked at each, and nothing
+    /// of the setup still competes with the activations that follow.
+    async fn wait_assignments_settled(&self) -> Result<(), LoadError> {
+        let api = self.api::<EligibleAssignment>();
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            let assignments = api.list(&Default::default()).await?;
+            let settled = assignments
+                .items
+                .iter()
+                .filter(|a| a.status.as_ref().is_some_and(|s| s.phase.is_some()))
+                .count();
+            if settled == self.options.assignments {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LoadError::Timeout(format!(
+                    "{settled} of {} assignments have a status",
+                    self.options.assignments
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -529,14 +604,19 @@ impl World {
 
     /// Waits until none of `grants` ((group id, user)) is in the directory.
     async fn wait_removed(&self, grants: &BTreeSet<(String, String)>) -> Result<(), LoadError> {
+        match self.wait_removed_or_timeout(grants).await {
+            0 => Ok(()),
+            left => Err(LoadError::Timeout(format!("{left} grants not yet removed"))),
+        }
+    }
+
+    /// Waits until none of `grants` is in the directory, or the timeout; returns how many are.
+    async fn wait_removed_or_timeout(&self, grants: &BTreeSet<(String, String)>) -> usize {
         let deadline = Instant::now() + self.options.timeout;
         loop {
             let left = self.members_of_users(grants);
-            if left == 0 {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(LoadError::Timeout(format!("{left} grants not yet removed")));
+            if left == 0 || Instant::now() > deadline {
+                return left;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -557,6 +637,25 @@ impl World {
                 return;
             }
         }
+    }
+
+    /// API writes after the first `skip`, by field manager, verb and resource.
+    fn api_writes_since(&self, skip: usize) -> BTreeMap<String, usize> {
+        let mut by = BTreeMap::new();
+        for write in self.server.handle().writes().iter().skip(skip) {
+            let key = format!(
+                "{} {:?} {}{}",
+                write.field_manager.as_deref().unwrap_or("-"),
+                write.verb,
+                write.resource,
+                write
+                    .subresource
+                    .as_deref()
+                    .map_or(String::new(), |s| format!("/{s}"))
+            );
+            *by.entry(key).or_default() += 1;
+        }
+        by
     }
 
     fn grant_of(&self, i: usize) -> (String, String) {
@@ -586,16 +685,22 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     };
     let t0: Timestamp = T0.parse().map_err(|e| LoadError::Setup(format!("{e}")))?;
 
+    if options.without_operator {
+        return memory_without_operator(world, options, summary).await;
+    }
+
     // Setup: everything but the requests, then the operator, until every group is Ready.
     world.seed().await?;
     world.launch()?;
     world.wait_groups_ready().await?;
+    world.wait_assignments_settled().await?;
     world.wait_quiet(Duration::from_millis(500)).await;
     summary.setup_seconds = started.elapsed().as_secs_f64();
 
     // Activation: N requests, no approval needed.
     let writes_before = world.directory.writes().len();
     let lists_before = world.directory.list_calls();
+    let api_mark = world.server.handle().writes().len();
     let first_create = Instant::now();
     let created = world
         .create_requests(0..options.requests, DURATION_MINS)
@@ -617,6 +722,41 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
         .copied()
         .unwrap_or(first_create);
     summary.created_to_active = Percentiles::of(latencies);
+    let scheduled_at = world
+        .scheduled_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let granted_at: HashMap<(String, String), Instant> = world
+        .directory
+        .timed_writes()
+        .into_iter()
+        .filter(|(_, added, ..)| *added)
+        .filter_map(|(t, _, g, _, m)| match m {
+            Member::User(u) => Some(((g.0, u), t)),
+            Member::Group(_) => None,
+        })
+        .collect();
+    let mut parts = (Vec::new(), Vec::new(), Vec::new());
+    for (name, sent) in &created {
+        let i = name
+            .strip_prefix('r')
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_default();
+        let (scheduled, granted, active) = (
+            scheduled_at.get(name),
+            granted_at.get(&world.grant_of(i)),
+            active_at.get(name),
+        );
+        if let (Some(scheduled), Some(granted), Some(active)) = (scheduled, granted, active) {
+            parts.0.push(scheduled.saturating_duration_since(*sent));
+            parts.1.push(granted.saturating_duration_since(*scheduled));
+            parts.2.push(active.saturating_duration_since(*granted));
+        }
+    }
+    summary.created_to_scheduled = Percentiles::of(parts.0);
+    summary.scheduled_to_granted = Percentiles::of(parts.1);
+    summary.granted_to_active = Percentiles::of(parts.2);
     summary.activation_wall_seconds = last_active
         .saturating_duration_since(first_create)
         .as_secs_f64();
@@ -626,11 +766,13 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     let grants: BTreeSet<(String, String)> =
         (0..options.requests).map(|i| world.grant_of(i)).collect();
     summary.list_calls_activation = world.directory.list_calls() - lists_before;
+    summary.api_writes_activation = world.api_writes_since(api_mark);
     let (_, rss_now) = rss_mb();
     summary.rss_after_load_mb = rss_now;
 
     // Idle: nothing due for an hour; the operator should do nothing.
     let api_before = world.server.handle().requests();
+    let api_writes_before = world.server.handle().writes().len();
     let calls_before = (world.directory.writes().len(), world.directory.list_calls());
     let cpu_before = cpu_seconds();
     let idle_started = Instant::now();
@@ -641,6 +783,7 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
         100.0 * summary.idle_cpu_seconds / summary.idle_window_seconds.max(1e-9);
     let api_after = world.server.handle().requests();
     summary.idle_api_requests = api_after.total().saturating_sub(api_before.total());
+    summary.idle_api_writes = world.api_writes_since(api_writes_before);
     summary.idle_directory_calls =
         (world.directory.writes().len() + world.directory.list_calls() as usize)
             .saturating_sub(calls_before.0 + calls_before.1 as usize) as u64;
@@ -656,6 +799,7 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     let lists_before = world.directory.list_calls();
     let end = t0 + SignedDuration::from_mins(DURATION_MINS);
     let writes_mark = world.directory.writes().len();
+    let api_mark = world.server.handle().writes().len();
     let ended = Instant::now();
     world.clock.set(end);
     world.wait_removed(&grants).await?;
@@ -675,7 +819,9 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     summary.revocation_lag = Percentiles::of(removes);
     world.wait_quiet(Duration::from_millis(500)).await;
     summary.list_calls_revocation = world.directory.list_calls() - lists_before;
+    summary.api_writes_revocation = world.api_writes_since(api_mark);
     summary.grants_outliving_end = world.members_of_users(&grants);
+    summary.adds_after_end = adds_after(&world.directory.timed_writes(), ended, &grants);
 
     let writes = world.directory.writes()[writes_before..].to_vec();
     summary.directory_adds = writes.iter().filter(|w| w.0).count();
@@ -688,6 +834,38 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     }
     let (peak, _) = rss_mb();
     summary.peak_rss_mb = peak;
+    let metrics = world.metrics.encode();
+    summary.reconciles = reconcile_metric(&metrics, "count")
+        .into_iter()
+        .map(|(kind, n)| (kind, n as u64))
+        .collect();
+    summary.reconcile_mean_ms = reconcile_metric(&metrics, "sum")
+        .into_iter()
+        .map(|(kind, sum)| {
+            let n = summary.reconciles.get(&kind).copied().unwrap_or(1).max(1);
+            (kind, 1000.0 * sum / n as f64)
+        })
+        .collect();
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The same objects with no operator: what the fake API server and the harness take.
+async fn memory_without_operator(
+    world: &mut World,
+    options: &Options,
+    mut summary: Summary,
+) -> Result<Summary, LoadError> {
+    let started = Instant::now();
+    world.seed().await?;
+    world.watch_phases();
+    world
+        .create_requests(0..options.requests, DURATION_MINS)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (peak, now) = rss_mb();
+    summary.peak_rss_mb = peak;
+    summary.rss_after_load_mb = now;
     summary.total_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -719,7 +897,14 @@ async fn run_priority(
 
     world.directory.set_write_rate(Some(priority.write_rate));
     let writes_mark = world.directory.writes().len();
-    world.create_requests(pending_range, DURATION_MINS).await?;
+    let pending_minutes = if priority.pending_end_too {
+        DUE_DURATION_MINS
+    } else {
+        DURATION_MINS
+    };
+    let pending_created = world
+        .create_requests(pending_range, pending_minutes)
+        .await?;
     tokio::time::sleep(priority.after).await;
     let now = world.clock.now();
     let end = now + SignedDuration::from_mins(DUE_DURATION_MINS);
@@ -729,7 +914,21 @@ async fn run_priority(
         .count();
     let ended = Instant::now();
     world.clock.set(end);
-    world.wait_removed(&due).await?;
+    let due_left = world.wait_removed_or_timeout(&due).await;
+    let pending_left = match (priority.wait_pending, priority.pending_end_too) {
+        (false, _) => 0,
+        (true, true) => world.wait_removed_or_timeout(&pending).await,
+        (true, false) => match world.wait_active(&pending_created).await {
+            Ok(()) => 0,
+            Err(_) => {
+                let active = world.active_at.lock().unwrap_or_else(|e| e.into_inner());
+                pending_created
+                    .keys()
+                    .filter(|n| !active.contains_key(*n))
+                    .count()
+            }
+        },
+    };
     let timed = world.directory.timed_writes()[writes_mark..].to_vec();
     let due_removes: Vec<Instant> = timed
         .iter()
@@ -743,6 +942,16 @@ async fn run_priority(
         .iter()
         .filter(|(t, added, ..)| *added && *t > ended && *t <= last_removal)
         .count();
+    let add_times: Vec<Instant> = timed
+        .iter()
+        .filter(|(t, added, ..)| *added && *t > ended)
+        .map(|(t, ..)| *t)
+        .collect();
+    let grants_ahead_max = due_removes
+        .iter()
+        .map(|removed| add_times.iter().filter(|t| *t <= removed).count())
+        .max()
+        .unwrap_or_default();
     let pending_at_end = pending.len().saturating_sub(granted_before_end);
     world.directory.set_write_rate(options.write_rate);
     Ok(PrioritySummary {
@@ -757,8 +966,44 @@ async fn run_priority(
                 .collect(),
         ),
         grants_written_before_last_revocation: grants_between,
+        grants_ahead_of_a_revocation_max: grants_ahead_max,
+        due_left,
+        adds_after_end: adds_after(&timed, ended, &due),
+        pending_added_after_end: adds_after(&timed, ended, &pending),
+        pending_left,
         fifo_wait_estimate_ms: 1000.0 * pending_at_end as f64 / priority.write_rate,
     })
+}
+
+/// `pim_reconcile_duration_seconds_{what}{kind="…"} N` lines of the metrics text, by kind.
+fn reconcile_metric(metrics: &str, what: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("pim_reconcile_duration_seconds_{what}{{");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let kind = l.split("kind=\"").nth(1)?.split('"').next()?;
+            let n = l.rsplit(' ').next()?.parse().ok()?;
+            Some((kind.to_owned(), n))
+        })
+        .collect()
+}
+
+/// Adds of `grants` ((group id, user)) that took effect after `end`, when the clock passed
+/// their end.
+fn adds_after(
+    writes: &[(Instant, bool, crate::directory::GroupId, Role, Member)],
+    end: Instant,
+    grants: &BTreeSet<(String, String)>,
+) -> usize {
+    writes
+        .iter()
+        .filter(|(t, added, group, _, member)| {
+            *added
+                && *t > end
+                && matches!(member, Member::User(u) if grants.contains(&(group.0.clone(), u.clone())))
+        })
+        .count()
 }
 
 /// Counts of writes per (group id, user), for checks.

@@ -265,6 +265,40 @@ impl Directory for Instrumented {
         result
     }
 
+    async fn add_member_until(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+        until: Option<jiff::Timestamp>,
+    ) -> Result<Option<crate::directory::DirectoryReceipt>, DirectoryError> {
+        let started = Instant::now();
+        let result = self
+            .inner
+            .add_member_until(group, role, member, until)
+            .await;
+        self.record("add_member", started, &result);
+        result
+    }
+
+    fn enforces_ends(&self) -> bool {
+        self.inner.enforces_ends()
+    }
+
+    fn needs_new_end(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+        until: Option<jiff::Timestamp>,
+    ) -> bool {
+        self.inner.needs_new_end(group, role, member, until)
+    }
+
+    fn listed_as(&self, member: &Member) -> Option<Member> {
+        self.inner.listed_as(member)
+    }
+
     async fn is_member_of(
         &self,
         principal: &str,

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SystemClock;
 use crate::config::{Config, DirectoryConfig, Settings};
 use crate::controller::{self, Dependencies, Health};
+use crate::directory::entra::EntraDirectory;
 use crate::directory::kubernetes::KubernetesDirectory;
 use crate::directory::ldap::LdapDirectory;
 use crate::directory::memory::MemoryDirectory;
@@ -53,6 +54,10 @@ pub fn directories(
             DirectoryConfig::Kubernetes => Arc::new(KubernetesDirectory::new(client.clone())),
             DirectoryConfig::Memory => Arc::new(MemoryDirectory::new()),
             DirectoryConfig::Ldap(ldap) => Arc::new(LdapDirectory::new(ldap.as_ref().clone())),
+            DirectoryConfig::Entra(entra) => Arc::new(EntraDirectory::new(
+                entra.as_ref().clone(),
+                Arc::new(SystemClock),
+            )),
         };
         directories.insert(name.clone(), Instrumented::wrap(backend, metrics.clone()));
     }

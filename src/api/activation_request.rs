@@ -331,4 +331,35 @@ pub struct ActivationRequestStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = HISTORY_MAX))]
     pub history: Vec<Transition>,
+    /// Notifications sent and audit records emitted. Written only by the notifier, under its
+    /// own field manager; the request reconciler carries it over and never applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<super::delivery::Delivery>,
+    /// What the directory recorded for this grant, where it keeps its own record of it (Entra
+    /// PIM for Groups: the schedule request's id and status). Written only by the group
+    /// controller, under its own field manager; the request reconciler carries it over and
+    /// never applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryRecord>,
+}
+
+/// The directory's own record of a grant (see `ActivationRequestStatus.directory`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectoryRecord {
+    /// The directory's id of the change (Graph: the `assignmentScheduleRequest` id).
+    #[schemars(length(max = 256))]
+    pub request_id: String,
+    /// What was asked: `adminAssign`, or `adminExtend` when a later request moved the end.
+    #[schemars(length(max = 64))]
+    pub action: String,
+    /// The status the directory answered, e.g. `Provisioned`.
+    #[schemars(length(max = 64))]
+    pub status: String,
+    /// The end the directory enforces itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// When the operator recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<Time>,
 }

@@ -122,4 +122,8 @@ pub struct EligibleAssignmentStatus {
     /// End after policy caps; absent when permanent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_end: Option<Time>,
+    /// Notifications sent about this assignment. Written only by the notifier, under its own
+    /// field manager; the assignment reconciler carries it over and never applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<super::delivery::Delivery>,
 }

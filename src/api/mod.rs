@@ -9,6 +9,7 @@ pub mod activation_request;
 pub mod common;
 pub mod conditions;
 pub mod crd;
+pub mod delivery;
 #[allow(clippy::duplicated_attributes)]
 pub mod eligible_assignment;
 #[allow(clippy::duplicated_attributes)]

@@ -140,8 +140,14 @@ async fn reconcile_assignment(
         principal_id: stored.principal_id.clone(),
         effective_start: window.as_ref().map(|w| Time(w.start)),
         effective_end: window.as_ref().and_then(|w| w.end).map(Time),
+        delivery: stored.delivery.clone(),
     };
     if status != stored {
+        // `status.delivery` belongs to the notifier's field manager: never applied from here.
+        let status = EligibleAssignmentStatus {
+            delivery: None,
+            ..status
+        };
         apply_status(&ctx.client, object, &status).await?;
     }
     Ok(Action::requeue(

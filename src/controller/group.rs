@@ -9,9 +9,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::Resource;
 use kube::runtime::controller::Action;
 
+use futures::StreamExt;
+
 use super::context::{Context, back_off, timed};
 use super::error::Error;
 use super::lenient::Lenient;
+use super::priority::{HELD_RETRY, Pass};
 use super::writes::{
     add_finalizer, apply_status, has_finalizer, remove_finalizer, report_malformed,
 };
@@ -21,13 +24,18 @@ use crate::api::conditions::types;
 use crate::api::eligible_assignment::AssignmentType;
 use crate::api::pim_group::PimGroupStatus;
 use crate::core::lifecycle::{ConditionState, ConditionStatus};
-use crate::core::membership::{Member, MembershipPlan};
+use crate::core::membership::{Grant, Member, MembershipPlan};
 use crate::core::status::merge_conditions;
 use crate::directory::{Directory, DirectoryError, GroupId};
-use crate::engine::{Catalog, reconcile_group};
+use crate::engine::{Catalog, GroupOutcome, reconcile_group};
 
 pub const KIND: &str = "PimGroup";
 const UNEXPLAINED_MAX: usize = 100;
+/// Directory writes one pass of one role has in flight at once; grants also need an add lane
+/// (see `priority`).
+const WRITES_IN_FLIGHT: usize = 16;
+/// When a pass whose cache was behind its own status write looks again.
+const BEHIND_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 mod reasons {
     pub const GROUP_RESOLVED: &str = "GroupResolved";
@@ -78,12 +86,27 @@ fn managed_members(catalog: &Catalog, group: &str, role: Role) -> BTreeSet<Membe
     requests.chain(assignments).collect()
 }
 
-/// What converging one role did.
 struct RoleResult {
     next_change: Option<Timestamp>,
+    /// When the role next loses a member, for the write priority.
+    next_end: Option<Timestamp>,
     active: usize,
     unexplained: Vec<Member>,
     failures: Vec<(Member, DirectoryError)>,
+    /// Grants not started because revocations were due.
+    held: usize,
+}
+
+/// One role's pass, between its removals and its grants.
+struct RolePass {
+    role: Role,
+    actual: BTreeSet<Member>,
+    members: BTreeSet<Member>,
+    plan: MembershipPlan,
+    outcome: GroupOutcome,
+    grants: Vec<Grant>,
+    failures: Vec<(Member, DirectoryError)>,
+    held: usize,
 }
 
 async fn reconcile_group_object(
@@ -96,6 +119,13 @@ async fn reconcile_group_object(
         return Ok(Action::await_change());
     };
     let name = group.meta().name.clone().unwrap_or_default();
+    // However this pass ends, what it could see of revocations is dealt with.
+    let pass = ctx.priority.begin_pass(now);
+    let _pass_ends = PassEnds {
+        ctx,
+        group: &name,
+        pass,
+    };
     let deleting = group.meta().deletion_timestamp.is_some();
     if deleting && !has_finalizer(group) {
         return Ok(Action::await_change());
@@ -145,10 +175,11 @@ async fn reconcile_group_object(
     };
 
     let catalog = ctx.stores.catalog_for(&name);
-    let mut results = Vec::new();
+    // Every role's removals, then every role's grants: revocations go first (DESIGN §8).
+    let mut passes = Vec::new();
     for role in roles_of(group) {
-        results.push(
-            converge_role(
+        passes.push(
+            revoke_role(
                 ctx,
                 &catalog,
                 &name,
@@ -161,6 +192,22 @@ async fn reconcile_group_object(
             .await?,
         );
     }
+    ctx.trigger_groups(ctx.priority.removals_made(&name, pass));
+    let mut results = Vec::new();
+    for mut role_pass in passes {
+        grant_role(
+            ctx,
+            &mut role_pass,
+            &name,
+            directory.as_ref(),
+            &group_id,
+            now,
+        )
+        .await;
+        results.push(finish_role(ctx, role_pass, &name, now));
+    }
+    let next_end = results.iter().filter_map(|r| r.next_end).min();
+    ctx.priority.record_next_end(&name, next_end, pass);
     if deleting {
         if results.iter().all(|r| r.failures.is_empty()) {
             ctx.membership.forget(&name);
@@ -175,6 +222,7 @@ async fn reconcile_group_object(
         .iter()
         .flat_map(|r| r.unexplained.iter().map(ToString::to_string))
         .collect();
+    let held: usize = results.iter().map(|r| r.held).sum();
     let in_sync = if let Some((member, error)) = failures.first() {
         ConditionState {
             type_: types::IN_SYNC,
@@ -184,6 +232,13 @@ async fn reconcile_group_object(
                 "{} change(s) failed and will be retried; first: {member}: {error}",
                 failures.len()
             ),
+        }
+    } else if held > 0 {
+        ConditionState {
+            type_: types::IN_SYNC,
+            status: ConditionStatus::False,
+            reason: reasons::CONVERGING,
+            message: "grants wait while due revocations go first".to_owned(),
         }
     } else if !unexplained.is_empty() {
         ConditionState {
@@ -215,17 +270,47 @@ async fn reconcile_group_object(
     status.active_principals = Some(count(results.iter().map(|r| r.active).sum()));
     status.eligible_principals = Some(count(eligible_principals(&catalog, &name, now)));
     status.unexplained_members = unexplained.into_iter().take(UNEXPLAINED_MAX).collect();
-    write_status(ctx, object, &stored, status).await?;
+    let read = object.metadata.resource_version.as_deref();
+    // A pass that ran before its previous status write came back through the watch: writing
+    // would conflict. The directory work is done; the status follows in a moment.
+    let behind = ctx.group_writes.behind(&name, read);
+    if !behind && write_status(ctx, object, &stored, status).await? {
+        ctx.group_writes.wrote(&name, read);
+    }
 
     if let Some((_, error)) = failures.first() {
         return Err(Error::Directory((*error).clone()));
     }
     let next = results.iter().filter_map(|r| r.next_change).min();
-    Ok(Action::requeue(ctx.requeue_for(next)))
+    let requeue = ctx.requeue_for(next);
+    if behind {
+        return Ok(Action::requeue(requeue.min(BEHIND_RETRY)));
+    }
+    if held > 0 {
+        // Woken when no revocation is due any more; this is only the fallback.
+        return Ok(Action::requeue(requeue.min(HELD_RETRY)));
+    }
+    Ok(Action::requeue(requeue))
 }
 
+/// Tells the write priority that a pass is over, however it ended (an error, an early return):
+/// a revocation it could not make is retried with back-off, not ahead of every grant.
+struct PassEnds<'a> {
+    ctx: &'a Context,
+    group: &'a str,
+    pass: Pass,
+}
+
+impl Drop for PassEnds<'_> {
+    fn drop(&mut self) {
+        let woken = self.ctx.priority.removals_made(self.group, self.pass);
+        self.ctx.trigger_groups(woken);
+    }
+}
+
+/// Lists one role's members, decides, and makes the removals, in parallel.
 #[allow(clippy::too_many_arguments)]
-async fn converge_role(
+async fn revoke_role(
     ctx: &Context,
     catalog: &Catalog,
     name: &str,
@@ -234,9 +319,13 @@ async fn converge_role(
     role: Role,
     deleting: bool,
     now: Timestamp,
-) -> Result<RoleResult, Error> {
-    let actual = directory.list_members(group_id, role).await?;
+) -> Result<RolePass, Error> {
     let managed = managed_members(catalog, name, role);
+    let actual = spelled_as_managed(
+        directory,
+        directory.list_members(group_id, role).await?,
+        &managed,
+    );
     let outcome = reconcile_group(catalog, name, role, &actual, &managed, now);
     let plan = if deleting {
         // Deleting the PimGroup takes back everything it granted, and leaves the rest.
@@ -250,9 +339,19 @@ async fn converge_role(
     };
     let mut members = actual.clone();
     let mut failures = Vec::new();
-    // Revocations first: when the directory throttles, they go before grants.
-    for member in &plan.remove {
-        match directory.remove_member(group_id, role, member).await {
+    // Made into futures first: a lazy `map` in the stream trips the `Send` check of the
+    // controller's future (rust-lang/rust#102211).
+    let removals: Vec<_> = plan
+        .remove
+        .iter()
+        .map(|member| remove_one(directory, group_id, role, member))
+        .collect();
+    let removals: Vec<_> = futures::stream::iter(removals)
+        .buffered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    for (member, result) in removals {
+        match result {
             Ok(()) => {
                 members.remove(member);
                 if let Some(ended) = catalog.access_ended(name, role, member, now) {
@@ -264,14 +363,178 @@ async fn converge_role(
             Err(error) => failures.push((member.clone(), error)),
         }
     }
-    for member in &plan.add {
-        match directory.add_member(group_id, role, member).await {
-            Ok(()) => {
-                members.insert(member.clone());
-            }
-            Err(error) => failures.push((member.clone(), error)),
+    Ok(RolePass {
+        role,
+        actual,
+        members,
+        plan,
+        outcome,
+        grants: catalog.grants(name, role, now),
+        failures,
+        held: 0,
+    })
+}
+
+/// The listing with each managed principal spelled as our objects spell it, where the
+/// directory lists the same principal otherwise (an Entra object id listed by its UPN, or a UPN
+/// in other letter case): the plan must not remove and re-add a member over spelling.
+fn spelled_as_managed(
+    directory: &dyn Directory,
+    mut actual: BTreeSet<Member>,
+    managed: &BTreeSet<Member>,
+) -> BTreeSet<Member> {
+    for principal in managed {
+        if actual.contains(principal) {
+            continue;
+        }
+        if let Some(listed) = directory.listed_as(principal)
+            && actual.remove(&listed)
+        {
+            actual.insert(principal.clone());
         }
     }
+    actual
+}
+
+/// What became of one grant the pass meant to make.
+enum Granted {
+    Done(Option<crate::directory::DirectoryReceipt>),
+    Failed(DirectoryError),
+    /// Not started: a revocation is due somewhere.
+    Held,
+    /// Not made: the grant ended while the pass was under way.
+    Ended,
+}
+
+/// Makes one role's grants, in parallel, each through an add lane and only while no revocation
+/// is due; a grant that ended meanwhile is not made.
+async fn grant_role(
+    ctx: &Context,
+    pass: &mut RolePass,
+    name: &str,
+    directory: &dyn Directory,
+    group_id: &GroupId,
+    now: Timestamp,
+) {
+    let role = pass.role;
+    let grants = &pass.grants;
+    // A directory that ends access itself (Entra PIM) is given each member's end, and moves it
+    // when a later (or shortened) grant changes it: converged, not toggled (DESIGN §5).
+    let ends = |m: &Member| crate::directory::access_until(grants, m, now);
+    let renew: Vec<&Member> = if directory.enforces_ends() {
+        pass.outcome
+            .desired
+            .members
+            .keys()
+            .filter(|m| {
+                pass.actual.contains(*m) && directory.needs_new_end(group_id, role, m, ends(m).0)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let adds = pass.plan.add.iter().chain(renew).map(|member| {
+        let (until, request) = ends(member);
+        let target = Target {
+            ctx,
+            name,
+            directory,
+            group_id,
+            role,
+        };
+        grant_one(target, member, until, request)
+    });
+    let adds: Vec<_> = adds.collect();
+    let results: Vec<_> = futures::stream::iter(adds)
+        .buffered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    for (member, request, granted) in results {
+        match granted {
+            Granted::Done(receipt) => {
+                pass.members.insert(member.clone());
+                if let (Some(receipt), Some(request)) = (receipt, request) {
+                    super::writes::record_directory_receipt(&ctx.client, &request, &receipt, now)
+                        .await;
+                }
+            }
+            Granted::Failed(error) => pass.failures.push((member.clone(), error)),
+            Granted::Held => pass.held += 1,
+            Granted::Ended => {}
+        }
+    }
+}
+
+async fn remove_one<'a>(
+    directory: &dyn Directory,
+    group_id: &GroupId,
+    role: Role,
+    member: &'a Member,
+) -> (&'a Member, Result<(), DirectoryError>) {
+    (
+        member,
+        directory.remove_member(group_id, role, member).await,
+    )
+}
+
+/// Where a grant goes.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    ctx: &'a Context,
+    name: &'a str,
+    directory: &'a dyn Directory,
+    group_id: &'a GroupId,
+    role: Role,
+}
+
+async fn grant_one<'a>(
+    target: Target<'_>,
+    member: &'a Member,
+    until: Option<Timestamp>,
+    request: Option<String>,
+) -> (&'a Member, Option<String>, Granted) {
+    let Target {
+        ctx,
+        name,
+        directory,
+        group_id,
+        role,
+    } = target;
+    if ctx.priority.hold_adds(name, ctx.now()) {
+        return (member, request, Granted::Held);
+    }
+    let lane = ctx.priority.add_lane().await;
+    let at = ctx.now();
+    if ctx.priority.hold_adds(name, at) {
+        return (member, request, Granted::Held);
+    }
+    // Never grant past the end, however long the pass took to get here.
+    if until.is_some_and(|until| until <= at) {
+        return (member, request, Granted::Ended);
+    }
+    let result = directory
+        .add_member_until(group_id, role, member, until)
+        .await;
+    drop(lane);
+    let granted = match result {
+        Ok(receipt) => Granted::Done(receipt),
+        Err(error) => Granted::Failed(error),
+    };
+    (member, request, granted)
+}
+
+/// Records what the directory now holds, and wakes the requests whose member came or went.
+fn finish_role(ctx: &Context, pass: RolePass, name: &str, now: Timestamp) -> RoleResult {
+    let RolePass {
+        role,
+        actual: _,
+        members,
+        plan,
+        outcome,
+        grants,
+        failures,
+        held,
+    } = pass;
     let overdue = failures
         .iter()
         .filter(|(m, _)| plan.remove.contains(m))
@@ -280,17 +543,28 @@ async fn converge_role(
     ctx.metrics
         .revocations_overdue
         .set(i64::try_from(total_overdue).unwrap_or(i64::MAX));
-    let changed = members != actual;
-    ctx.membership.set(name, role, members);
-    if changed || !plan.is_empty() {
-        ctx.trigger_requests_of(name);
-    }
-    Ok(RoleResult {
+    let before = ctx.membership.set(name, role, members.clone());
+    // Requests see the directory through the membership cache: wake those whose member it now
+    // shows differently, and those whose change failed (they report it).
+    let mut concerned: BTreeSet<Member> = match before {
+        Some(before) => before.symmetric_difference(&members).cloned().collect(),
+        None => members.clone(),
+    };
+    concerned.extend(failures.iter().map(|(m, _)| m.clone()));
+    ctx.trigger_requests_for(name, role, &concerned);
+    let next_end = grants
+        .iter()
+        .filter(|g| g.covers(now))
+        .filter_map(|g| g.end)
+        .min();
+    RoleResult {
         next_change: outcome.desired.next_change,
+        next_end,
         active: outcome.desired.members.len(),
         unexplained: plan.unexplained,
         failures,
-    })
+        held,
+    }
 }
 
 /// When the member's most recent grant ended, for the revocation-lag metric.
@@ -343,14 +617,16 @@ fn status_with(
     }
 }
 
+/// Writes `status` unless it is what is stored; returns whether it wrote.
 async fn write_status(
     ctx: &Context,
     object: &Lenient<PimGroup>,
     stored: &PimGroupStatus,
     status: PimGroupStatus,
-) -> Result<(), Error> {
-    if &status != stored {
-        apply_status(&ctx.client, object, &status).await?;
+) -> Result<bool, Error> {
+    if &status == stored {
+        return Ok(false);
     }
-    Ok(())
+    apply_status(&ctx.client, object, &status).await?;
+    Ok(true)
 }

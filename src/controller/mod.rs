@@ -4,11 +4,14 @@
 
 pub mod assignment;
 pub mod context;
+pub mod delivery;
 pub mod error;
 pub mod group;
 pub mod lenient;
 pub mod policy;
+pub mod priority;
 pub mod request;
+pub mod retention;
 pub mod writes;
 
 use std::future::Future;
@@ -18,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use futures::{Stream, StreamExt};
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -27,8 +30,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{UnboundedReceiverStream, WatchStream};
 use tokio_util::sync::CancellationToken;
 
-use self::context::{Context, MembershipCache, Stores};
+use self::context::{
+    ActiveRequests, AssignmentChanges, Context, Events, GroupIndex, GroupWakes, MembershipCache,
+    OwnWrites, StatusOnly, Stores,
+};
 use self::lenient::Lenient;
+use crate::api::pim_group::StandingAccess;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -156,12 +163,14 @@ where
             .unwrap_or_else(|| futures::stream::empty().boxed())
     }
 
-    /// The watch itself; it must be polled for any subscriber to see anything. Shared streams
-    /// carry changes but not deletions, so deletions are handed to `on_delete`.
+    /// The watch itself; it must be polled for any subscriber to see anything. `before` sees
+    /// each event before the cache applies it, `after` once it has (shared streams carry changes
+    /// but not deletions, so deletions are handled there).
     fn run(
         &mut self,
         client: Client,
-        on_delete: impl Fn(&Lenient<K>) + Send + Sync + 'static,
+        before: impl Fn(&watcher::Event<Lenient<K>>) + Send + Sync + 'static,
+        after: impl Fn(&watcher::Event<Lenient<K>>) + Send + Sync + 'static,
     ) -> impl Future<Output = ()> + Send + 'static {
         let api: Api<Lenient<K>> = Api::all(client);
         let writer = self.writer.take();
@@ -169,11 +178,15 @@ where
             let Some(writer) = writer else { return };
             watcher(api, watcher::Config::default())
                 .default_backoff()
+                .inspect(move |event| {
+                    if let Ok(event) = event {
+                        before(event);
+                    }
+                })
                 .reflect_shared(writer)
                 .for_each(|event| {
                     match event {
-                        Ok(watcher::Event::Delete(object)) => on_delete(&object),
-                        Ok(_) => {}
+                        Ok(event) => after(&event),
                         Err(error) => {
                             tracing::warn!(kind = K::kind(&()).as_ref(), %error, "watch error; retrying")
                         }
@@ -190,26 +203,21 @@ fn name_of<K: Resource>(object: &K) -> String {
 }
 
 /// Requests affected by a change to the named groups.
-fn requests_of(
-    store: &Store<Lenient<ActivationRequest>>,
-    groups: &[String],
-) -> Vec<ObjectRef<Lenient<ActivationRequest>>> {
-    store
-        .state()
+fn requests_of(stores: &Stores, groups: &[String]) -> Vec<ObjectRef<Lenient<ActivationRequest>>> {
+    groups
         .iter()
-        .filter(|r| r.object().is_some_and(|o| groups.contains(&o.spec.group)))
+        .flat_map(|g| stores.requests_of(g))
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
 }
 
 fn assignments_of(
-    store: &Store<Lenient<EligibleAssignment>>,
+    stores: &Stores,
     groups: &[String],
 ) -> Vec<ObjectRef<Lenient<EligibleAssignment>>> {
-    store
-        .state()
+    groups
         .iter()
-        .filter(|a| a.object().is_some_and(|o| groups.contains(&o.spec.group)))
+        .flat_map(|g| stores.assignments_of(g))
         .map(|a| ObjectRef::from_obj(a.as_ref()))
         .collect()
 }
@@ -261,6 +269,8 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         groups: groups.store.clone(),
         assignments: assignments.store.clone(),
         requests: requests.store.clone(),
+        assignments_by_group: Arc::new(GroupIndex::default()),
+        requests_by_group: Arc::new(GroupIndex::default()),
     };
     let (request_triggers, triggered) = mpsc::unbounded_channel();
     let (group_triggers, groups_triggered) =
@@ -278,11 +288,25 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         directories: deps.directories.clone(),
         attestor: deps.attestor.clone(),
         metrics: deps.metrics.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Events::new(client.clone(), reporter),
         stores: stores.clone(),
         membership: MembershipCache::default(),
+        priority: priority::WritePriority::default(),
+        group_writes: OwnWrites::default(),
         request_triggers,
+        group_triggers: group_triggers.clone(),
     });
+    let wakes = Arc::new(GroupWakes::default());
+    // What the group and the assignment controllers last saw of their own objects.
+    let status_only = (
+        Arc::new(StatusOnly::default()),
+        Arc::new(StatusOnly::default()),
+    );
+    // What the request and the group controllers last saw of each assignment.
+    let assignment_changes = (
+        Arc::new(AssignmentChanges::default()),
+        Arc::new(AssignmentChanges::default()),
+    );
     let config = ControllerConfig::default().concurrency(deps.settings.config.concurrency);
     let shutdown = {
         let stop = stop.clone();
@@ -293,13 +317,10 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
     };
 
     let request_controller = {
-        let (by_group, by_assignment, by_policy) = (
-            stores.requests.clone(),
-            stores.requests.clone(),
-            stores.requests.clone(),
-        );
+        let (by_group, by_assignment, by_policy) = (stores.clone(), stores.clone(), stores.clone());
         let groups_store = stores.groups.clone();
         let groups_store_for_policy = stores.groups.clone();
+        let assignment_changes = assignment_changes.0.clone();
         Controller::for_shared_stream(requests.subscribe(), stores.requests.clone())
             .with_config(config.clone())
             .watches_shared_stream(groups.subscribe(), move |g| {
@@ -309,10 +330,9 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
                     Vec::new()
                 }
             })
+            // Assignments' own status writes would wake every request of their group.
             .watches_shared_stream(assignments.subscribe(), move |a| {
-                a.object()
-                    .map(|a| requests_of(&by_assignment, std::slice::from_ref(&a.spec.group)))
-                    .unwrap_or_default()
+                requests_of(&by_assignment, &assignment_changes.groups(&a))
             })
             .watches_shared_stream(policies.subscribe(), move |p| {
                 requests_of(
@@ -328,17 +348,41 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
     };
     let group_controller = {
         let groups_for_policy = stores.groups.clone();
-        Controller::for_shared_stream(groups.subscribe(), stores.groups.clone())
+        let (wakes, ctx_for_requests) = (wakes.clone(), ctx.clone());
+        let groups_for_requests = stores.groups.clone();
+        let assignment_changes = assignment_changes.1.clone();
+        let own = status_only.0.clone();
+        // Its own status writes do not make a group pass again (another listing, for nothing).
+        let own_events = groups
+            .subscribe()
+            .filter(move |g| futures::future::ready(own.passes(&g.metadata)));
+        Controller::for_shared_stream(own_events, stores.groups.clone())
             .with_config(config.clone())
-            .watches_shared_stream(requests.subscribe(), |r| {
-                r.object()
-                    .map(|r| vec![ObjectRef::new(&r.spec.group)])
-                    .unwrap_or_default()
+            // Only request changes that can change membership wake the group: each request's
+            // own status writes would otherwise make every group pass several times over.
+            .watches_shared_stream(requests.subscribe(), move |r| {
+                let now = ctx_for_requests.now();
+                let reports = |group: &str| {
+                    groups_for_requests
+                        .get(&ObjectRef::new(group))
+                        .and_then(|g| g.object().map(|g| g.spec.standing_access))
+                        .is_none_or(|standing| standing == StandingAccess::Report)
+                };
+                let wake = wakes.changed(&r, now, reports);
+                if let Some(group) = &wake.revoked {
+                    ctx_for_requests.priority.revocation_due(group, now);
+                }
+                wake.groups
+                    .iter()
+                    .map(|g| ObjectRef::new(g))
+                    .collect::<Vec<_>>()
             })
-            .watches_shared_stream(assignments.subscribe(), |a| {
-                a.object()
-                    .map(|a| vec![ObjectRef::new(&a.spec.group)])
-                    .unwrap_or_default()
+            .watches_shared_stream(assignments.subscribe(), move |a| {
+                assignment_changes
+                    .groups(&a)
+                    .iter()
+                    .map(|g| ObjectRef::new(g))
+                    .collect::<Vec<_>>()
             })
             .watches_shared_stream(policies.subscribe(), move |p| {
                 groups_using(&groups_for_policy, &name_of(p.as_ref()))
@@ -353,10 +397,14 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
             .for_each(|_| async {})
     };
     let assignment_controller = {
-        let (by_group, by_policy) = (stores.assignments.clone(), stores.assignments.clone());
+        let (by_group, by_policy) = (stores.clone(), stores.clone());
         let groups_store = stores.groups.clone();
         let groups_for_policy = stores.groups.clone();
-        Controller::for_shared_stream(assignments.subscribe(), stores.assignments.clone())
+        let own = status_only.1.clone();
+        let own_events = assignments
+            .subscribe()
+            .filter(move |a| futures::future::ready(own.passes(&a.metadata)));
+        Controller::for_shared_stream(own_events, stores.assignments.clone())
             .with_config(config.clone())
             .watches_shared_stream(groups.subscribe(), move |g| {
                 if group_changed(&groups_store, &g) {
@@ -384,20 +432,31 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
             .run(policy::reconcile, policy::error_policy, ctx.clone())
             .for_each(|_| async {});
 
+    // Notifications, audit and retention, from the same watches; they never hold up the above.
+    let delivery_stop = stop.child_token();
+    let delivery = tokio::spawn(delivery::run(
+        ctx.clone(),
+        requests.subscribe(),
+        assignments.subscribe(),
+        delivery_stop.clone(),
+    ));
     let watches = futures::future::join4(
-        policies.run(client.clone(), {
+        policies.run(client.clone(), |_| {}, {
             let (stores, requests, groups, assignments) = (
                 stores.clone(),
                 ctx.request_triggers.clone(),
                 group_triggers.clone(),
                 assignment_triggers.clone(),
             );
-            move |p| {
+            move |event| {
+                let watcher::Event::Delete(p) = event else {
+                    return;
+                };
                 let using = groups_using(&stores.groups, &name_of(p));
-                requests_of(&stores.requests, &using)
+                requests_of(&stores, &using)
                     .into_iter()
                     .for_each(|r| drop(requests.send(r)));
-                assignments_of(&stores.assignments, &using)
+                assignments_of(&stores, &using)
                     .into_iter()
                     .for_each(|a| drop(assignments.send(a)));
                 using
@@ -405,45 +464,118 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
                     .for_each(|g| drop(groups.send(ObjectRef::new(g))));
             }
         }),
-        groups.run(client.clone(), {
-            let (stores, requests, assignments) = (
+        groups.run(client.clone(), |_| {}, {
+            let (stores, ctx, assignments, own) = (
                 stores.clone(),
-                ctx.request_triggers.clone(),
+                ctx.clone(),
                 assignment_triggers.clone(),
+                status_only.0.clone(),
             );
-            move |g| {
+            move |event| {
+                let watcher::Event::Delete(g) = event else {
+                    return;
+                };
                 let name = [name_of(g)];
-                requests_of(&stores.requests, &name)
+                own.forget(&name[0]);
+                ctx.group_writes.forget(&name[0]);
+                requests_of(&stores, &name)
                     .into_iter()
-                    .for_each(|r| drop(requests.send(r)));
-                assignments_of(&stores.assignments, &name)
+                    .for_each(|r| drop(ctx.request_triggers.send(r)));
+                assignments_of(&stores, &name)
                     .into_iter()
                     .for_each(|a| drop(assignments.send(a)));
+                ctx.trigger_groups(ctx.priority.forget(&name[0], ctx.now()));
             }
         }),
-        assignments.run(client.clone(), {
-            let (stores, requests, groups) = (
-                stores.clone(),
-                ctx.request_triggers.clone(),
-                group_triggers.clone(),
-            );
-            move |a| {
-                if let Some(a) = a.object() {
-                    requests_of(&stores.requests, std::slice::from_ref(&a.spec.group))
-                        .into_iter()
-                        .for_each(|r| drop(requests.send(r)));
-                    drop(groups.send(ObjectRef::new(&a.spec.group)));
+        assignments.run(
+            client.clone(),
+            {
+                let index = stores.assignments_by_group.clone();
+                move |event| index.before_store(event)
+            },
+            {
+                let (stores, requests, groups, changes, own) = (
+                    stores.clone(),
+                    ctx.request_triggers.clone(),
+                    group_triggers.clone(),
+                    assignment_changes.clone(),
+                    status_only.1.clone(),
+                );
+                move |event| {
+                    stores
+                        .assignments_by_group
+                        .after_store(event, &stores.assignments);
+                    match event {
+                        watcher::Event::Delete(a) => {
+                            if let Some(name) = &a.metadata.name {
+                                changes.0.forget(name);
+                                changes.1.forget(name);
+                                own.forget(name);
+                            }
+                            if let Some(a) = a.object() {
+                                requests_of(&stores, std::slice::from_ref(&a.spec.group))
+                                    .into_iter()
+                                    .for_each(|r| drop(requests.send(r)));
+                                drop(groups.send(ObjectRef::new(&a.spec.group)));
+                            }
+                        }
+                        // A relist carries no deletions: every group and request looks again.
+                        watcher::Event::InitDone => {
+                            for g in stores.groups.state() {
+                                drop(groups.send(ObjectRef::from_obj(g.as_ref())));
+                            }
+                            for r in stores.requests.state() {
+                                drop(requests.send(ObjectRef::from_obj(r.as_ref())));
+                            }
+                        }
+                        _ => {}
+                    }
                 }
-            }
-        }),
-        requests.run(client, {
-            let groups = group_triggers.clone();
-            move |r| {
-                if let Some(r) = r.object() {
-                    drop(groups.send(ObjectRef::new(&r.spec.group)));
+            },
+        ),
+        requests.run(
+            client,
+            {
+                let index = stores.requests_by_group.clone();
+                move |event| index.before_store(event)
+            },
+            {
+                let (stores, groups, wakes, metrics) = (
+                    stores.clone(),
+                    group_triggers.clone(),
+                    wakes.clone(),
+                    deps.metrics.clone(),
+                );
+                let active = ActiveRequests::default();
+                move |event| {
+                    stores
+                        .requests_by_group
+                        .after_store(event, &stores.requests);
+                    let active = active.after_store(event, &stores.requests);
+                    metrics
+                        .active_elevations
+                        .set(i64::try_from(active).unwrap_or(i64::MAX));
+                    match event {
+                        watcher::Event::Delete(r) => {
+                            if let Some(name) = &r.metadata.name {
+                                wakes.forget(name);
+                            }
+                            if let Some(r) = r.object() {
+                                drop(groups.send(ObjectRef::new(&r.spec.group)));
+                            }
+                        }
+                        // A relist carries no deletions: every group looks again.
+                        watcher::Event::InitDone => {
+                            wakes.retain_in(&stores.requests);
+                            for g in stores.groups.state() {
+                                drop(groups.send(ObjectRef::from_obj(g.as_ref())));
+                            }
+                        }
+                        _ => {}
+                    }
                 }
-            }
-        }),
+            },
+        ),
     );
     let health = deps.health.clone();
     let synced = async move {
@@ -466,6 +598,9 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         _ = synced => {}
         _ = stop.cancelled() => {}
     }
+    // Lets sends under way finish and be recorded (bounded by `delivery::DRAIN_LIMIT`).
+    delivery_stop.cancel();
+    let _ = delivery.await;
 }
 
 /// A lease holder name unique to this process, for replicas started without `POD_NAME`: two

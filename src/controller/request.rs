@@ -84,7 +84,14 @@ async fn reconcile_request_object(
         now,
     );
     if outcome.status_changed(request.status.as_ref()) {
-        apply_status(&ctx.client, object, &outcome.status).await?;
+        // `status.delivery` belongs to the notifier's field manager: never applied from here.
+        let status = crate::api::ActivationRequestStatus {
+            delivery: None,
+            // And `status.directory` to the group controller's.
+            directory: None,
+            ..outcome.status.clone()
+        };
+        apply_status(&ctx.client, object, &status).await?;
     }
     if let Some((from, to)) = outcome.transition {
         record_transition(object, request, &outcome, from, to, ctx).await;
@@ -207,26 +214,7 @@ async fn record_transition(
                 .max(0.0),
         );
     }
-    let active = ctx
-        .stores
-        .requests
-        .state()
-        .iter()
-        .filter(|r| {
-            r.object()
-                .and_then(|o| o.status.as_ref())
-                .and_then(|s| s.phase)
-                == Some(Phase::Active)
-        })
-        .count();
-    let active = if to == Phase::Active {
-        active + usize::from(from != Some(Phase::Active))
-    } else {
-        active.saturating_sub(usize::from(from == Some(Phase::Active)))
-    };
-    metrics
-        .active_elevations
-        .set(i64::try_from(active).unwrap_or(i64::MAX));
+    // `active_elevations` is kept by the request watch (controller::run_controllers).
 
     let type_ = match to {
         Phase::Denied | Phase::TimedOut | Phase::Rejected | Phase::Failed | Phase::Revoked => {

@@ -44,6 +44,42 @@ where
     Ok(())
 }
 
+/// The field manager of `ActivationRequest.status.directory`.
+pub const DIRECTORY_FIELD_MANAGER: &str = "pim-operator-directory";
+
+/// Records on the ActivationRequest `request` what the directory said about its grant (Entra
+/// PIM: the schedule request), by server-side apply of `status.directory` alone under its own
+/// field manager, so it never contends with the request reconciler's status. Best effort: the
+/// grant stands either way, so a failure is logged, not returned.
+pub async fn record_directory_receipt(
+    client: &kube::Client,
+    request: &str,
+    receipt: &crate::directory::DirectoryReceipt,
+    now: jiff::Timestamp,
+) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let record = crate::api::activation_request::DirectoryRecord {
+        request_id: receipt.id.chars().take(256).collect(),
+        action: receipt.action.chars().take(64).collect(),
+        status: receipt.status.chars().take(64).collect(),
+        expires_at: receipt.until.map(Time),
+        time: Some(Time(now)),
+    };
+    let patch = json!({
+        "apiVersion": crate::api::ActivationRequest::api_version(&()),
+        "kind": crate::api::ActivationRequest::kind(&()),
+        "metadata": { "name": request },
+        "status": { "directory": record },
+    });
+    let params = PatchParams::apply(DIRECTORY_FIELD_MANAGER).force();
+    let result = api_for::<crate::api::ActivationRequest>(client)
+        .patch_status(request, &params, &Patch::Apply(&patch))
+        .await;
+    if let Err(error) = result {
+        tracing::warn!(%request, %error, "could not record the directory's receipt");
+    }
+}
+
 /// Sets the finalizer list, guarded by the resourceVersion read.
 async fn set_finalizers<K>(
     client: &kube::Client,

@@ -73,5 +73,9 @@ pub fn request_status(
         activated_at: time(decision.activated_at),
         ended_at: time(decision.ended_at),
         history,
+        // The notifier's, carried over unchanged (the reconciler strips it before applying).
+        delivery: current.delivery.clone(),
+        // The group controller's record of the directory's schedule request, likewise.
+        directory: current.directory.clone(),
     }
 }

@@ -2,6 +2,7 @@
 //! the same small, idempotent operations: an add of a present member and a remove of an absent
 //! one are both success.
 
+pub mod entra;
 pub mod kubernetes;
 pub mod ldap;
 pub mod memory;
@@ -55,6 +56,43 @@ impl DirectoryError {
     }
 }
 
+/// What a directory recorded for a grant, where it keeps its own record of it (Entra PIM for
+/// Groups: the assignment schedule request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryReceipt {
+    /// The directory's id of the change, e.g. the Graph schedule request id.
+    pub id: String,
+    /// What was asked, e.g. `adminAssign` or `adminExtend`.
+    pub action: String,
+    /// Its status as the directory answered, e.g. `Provisioned`.
+    pub status: String,
+    /// The end the directory enforces; `None`: none.
+    pub until: Option<jiff::Timestamp>,
+}
+
+/// When `member`'s access ends over the grants covering `now` (`None` when one has no end), and
+/// the request whose grant ends last: the one a directory receipt belongs to.
+pub fn access_until(
+    grants: &[crate::core::membership::Grant],
+    member: &Member,
+    now: jiff::Timestamp,
+) -> (Option<jiff::Timestamp>, Option<String>) {
+    use crate::core::membership::GrantSource;
+    let covering: Vec<_> = grants
+        .iter()
+        .filter(|g| &g.member == member && g.covers(now))
+        .collect();
+    if covering.iter().any(|g| g.end.is_none()) {
+        return (None, None);
+    }
+    let last = covering.iter().max_by_key(|g| g.end);
+    let request = last.and_then(|g| match &g.source {
+        GrantSource::Request(name) => Some(name.clone()),
+        GrantSource::Assignment(_) => None,
+    });
+    (last.and_then(|g| g.end), request)
+}
+
 /// The group a PimGroup governs, as the directory identifies it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupId(pub String);
@@ -90,6 +128,49 @@ pub trait Directory: Send + Sync {
         role: Role,
         member: &Member,
     ) -> Result<(), DirectoryError>;
+
+    /// Adds a member whose grants end at `until` (`None`: no end). A directory that ends access
+    /// itself (Entra PIM for Groups) is given the end, and answers with what it recorded; a
+    /// directory already holding the member moves its end to `until`. Default: `add_member`,
+    /// with no receipt.
+    async fn add_member_until(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+        until: Option<jiff::Timestamp>,
+    ) -> Result<Option<DirectoryReceipt>, DirectoryError> {
+        let _ = until;
+        self.add_member(group, role, member).await.map(|()| None)
+    }
+
+    /// Whether this directory ends access itself at the end given to `add_member_until`.
+    fn enforces_ends(&self) -> bool {
+        false
+    }
+
+    /// For a member already present: whether the end the directory holds differs from `until`,
+    /// so `add_member_until` must move it (a later overlapping grant, or a shortened one). From
+    /// what the last listing said; never a directory call. Default: never.
+    fn needs_new_end(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+        until: Option<jiff::Timestamp>,
+    ) -> bool {
+        let _ = (group, role, member, until);
+        false
+    }
+
+    /// How this directory's listings spell `member`, when they spell the same principal
+    /// otherwise (Entra lists users by UPN, while a principal may be given by object id or in
+    /// other letter case), so that a plan never removes and re-adds a member over spelling.
+    /// From what earlier listings and lookups showed; never a directory call. Default: `None`.
+    fn listed_as(&self, member: &Member) -> Option<Member> {
+        let _ = member;
+        None
+    }
 
     /// Whether the user `principal` belongs to the directory group `group` (a DN, id or name),
     /// directly or through nested groups, for eligibility granted to a group. `Ok(None)` when this

@@ -48,7 +48,8 @@
 //!
 //! # Simplified or missing
 //! - No authentication, authorization or admission webhooks: every caller may do everything;
-//!   SelfSubjectReview reports the identity set by [`FakeApi::set_identity`]. Validating and
+//!   SelfSubjectReview reports the identity set by [`FakeApi::set_identity`], or the one in
+//!   `Impersonate-User`/`Impersonate-Group`. Validating and
 //!   mutating webhooks (our own included) are not called.
 //! - CRD validation: no CEL rules (`x-kubernetes-validations`), no `pattern`, no
 //!   `allOf`/`anyOf`/`oneOf`/`not`; metadata is not validated beyond the name.

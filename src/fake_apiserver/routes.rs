@@ -231,6 +231,19 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let impersonate = req
+        .headers()
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(|user| {
+            let groups = req
+                .headers()
+                .get_all("impersonate-group")
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_owned))
+                .collect();
+            (user.to_owned(), groups)
+        });
     let field_manager = params
         .get("fieldManager")
         .cloned()
@@ -270,6 +283,7 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
                 content_type: &content_type,
                 field_manager: field_manager.as_deref(),
                 user_agent: &user_agent,
+                impersonate,
             };
             dispatch(&shared, verb, &target, input)
         }
@@ -317,6 +331,9 @@ struct Input<'a> {
     content_type: &'a str,
     field_manager: Option<&'a str>,
     user_agent: &'a str,
+    /// `Impersonate-User` and `Impersonate-Group` (`kubectl --as`), which every caller is
+    /// allowed here.
+    impersonate: Option<(String, Vec<String>)>,
 }
 
 impl Input<'_> {
@@ -381,7 +398,10 @@ fn dispatch(
         Verb::List => list(shared, target, input.params).map(ok),
         Verb::Watch => watch_request(shared, target, input.params),
         Verb::Create if rt.create_only => {
-            let (username, groups) = shared.identity();
+            let (username, groups) = input
+                .impersonate
+                .clone()
+                .unwrap_or_else(|| shared.identity());
             let body = objects::self_subject_review(&username, &groups, &input.object()?)?;
             Ok(Answer::Object(Outcome {
                 code: 201,

@@ -3,6 +3,9 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod graph;
+pub mod smtp;
+
 use std::path::Path;
 use std::process::Command;
 

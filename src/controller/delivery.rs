@@ -1,0 +1,424 @@
+//! The delivery controller: everything the objects' status changes should cause outside the
+//! cluster, kept apart from the reconcilers that decide access, so none of it can delay them.
+//!
+//! For each ActivationRequest, on every change and at the next deadline:
+//! 1. notifications: the events its status shows, who hears about each by the policy's matrix,
+//!    minus what `status.delivery` records or the outbox holds, go to the outbox;
+//! 2. audit: transitions of `status.history` past the recorded mark are emitted to the audit
+//!    sinks, and the new mark goes to the outbox's recorder;
+//! 3. retention: a finished request past its policy's retention, fully audited, is deleted.
+//!
+//! For each EligibleAssignment: the "eligible assigned" / "active assigned" notification once
+//! it is in effect.
+//!
+//! `status.delivery` is written only by the outbox's recorder, under its own field manager.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use jiff::Timestamp;
+use kube::runtime::Controller;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::reflector::ObjectRef;
+use tokio_util::sync::CancellationToken;
+
+use super::context::Context;
+use super::error::Error;
+use super::lenient::Lenient;
+use super::retention::{self, Verdict};
+use crate::api::access_policy::NotificationSettings;
+use crate::api::activation_request::{ActivationRequestStatus, Phase};
+use crate::api::common::PrincipalRef;
+use crate::api::{ActivationRequest, EligibleAssignment};
+use crate::audit::record;
+use crate::audit::sink::AuditSinks;
+use crate::config::DirectoryConfig;
+use crate::core::policy::DEFAULT_EXPIRING_SOON_LEAD;
+use crate::directory::entra::EntraDirectory;
+use crate::engine::Catalog;
+use crate::notify::Notifier;
+use crate::notify::channel::Channel;
+use crate::notify::channel::graph::GraphChannel;
+use crate::notify::config::GraphConfig;
+use crate::notify::message::{About, render};
+use crate::notify::outbox::{HasDelivery, Kind, ObjectKey};
+use crate::notify::plan;
+
+/// How long a stopping leader waits for sends under way and their records.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+pub struct Delivery {
+    ctx: Arc<Context>,
+    notifier: Notifier,
+    /// `None` when the sinks could not be set up: then nothing counts as audited, and
+    /// retention waits.
+    audit: Option<AuditSinks>,
+    retention: bool,
+    /// Failed audit emissions per request uid in this term, for `retryCount` and backoff.
+    audit_failures: Mutex<HashMap<String, u32>>,
+}
+
+/// A Graph `sendMail` channel on the `entra` directory connection its config names. It builds
+/// its own client from that connection's settings (same credentials; its own token cache and
+/// throttling, since the directory behind the shared `Directories` is type-erased).
+fn graph_channel(ctx: &Context, config: &GraphConfig) -> Option<Arc<dyn Channel>> {
+    let Some(DirectoryConfig::Entra(entra)) =
+        ctx.settings.config.directories.get(&config.directory)
+    else {
+        return None;
+    };
+    let directory = EntraDirectory::new(entra.as_ref().clone(), ctx.clock.clone());
+    let mailer = directory.mailer().ok()?.with_metrics(ctx.metrics.clone());
+    Some(Arc::new(GraphChannel::new(mailer, config.from.clone())))
+}
+
+/// Runs the delivery controllers over the shared watches until `stop`, then drains the outbox.
+pub async fn run(
+    ctx: Arc<Context>,
+    requests: impl Stream<Item = Arc<Lenient<ActivationRequest>>> + Send + 'static,
+    assignments: impl Stream<Item = Arc<Lenient<EligibleAssignment>>> + Send + 'static,
+    stop: CancellationToken,
+) {
+    let config = &ctx.settings.config;
+    let notifier = Notifier::start(
+        &config.notifications,
+        ctx.client.clone(),
+        ctx.clock.clone(),
+        &|graph| graph_channel(&ctx, graph),
+    );
+    let audit = match AuditSinks::new(&config.audit, ctx.clock.clone()) {
+        Ok(sinks) => Some(sinks),
+        Err(problem) => {
+            tracing::error!(%problem, "audit sinks not set up; no request is deleted by retention until they are");
+            None
+        }
+    };
+    let delivery = Arc::new(Delivery {
+        notifier,
+        audit,
+        retention: config.audit.retention.enabled,
+        audit_failures: Mutex::new(HashMap::new()),
+        ctx: ctx.clone(),
+    });
+    let controller_config = ControllerConfig::default().concurrency(config.concurrency);
+    let request_controller = Controller::for_shared_stream(requests, ctx.stores.requests.clone())
+        .with_config(controller_config.clone())
+        .reconcile_all_on(super::clock_jumps(ctx.clock.as_ref()))
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile_request, error_policy, delivery.clone())
+        .for_each(|_| async {});
+    let assignment_controller =
+        Controller::for_shared_stream(assignments, ctx.stores.assignments.clone())
+            .with_config(controller_config)
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(reconcile_assignment, error_policy, delivery.clone())
+            .for_each(|_| async {});
+    tokio::select! {
+        _ = futures::future::join(request_controller, assignment_controller) => {}
+        _ = stop.cancelled() => {}
+    }
+    delivery.notifier.outbox.shutdown(DRAIN_LIMIT).await;
+}
+
+fn error_policy<K>(_object: Arc<Lenient<K>>, error: &Error, delivery: Arc<Delivery>) -> Action {
+    super::context::back_off("Delivery", error, &delivery.ctx)
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The notification matrix, approvers and reminder lead of the policy behind (group, role).
+struct PolicyView {
+    settings: Option<NotificationSettings>,
+    approvers: Vec<PrincipalRef>,
+    lead: jiff::SignedDuration,
+}
+
+fn policy_view(catalog: &Catalog, group: &str, role: crate::api::common::Role) -> PolicyView {
+    let settings = catalog
+        .policy_name(group, role)
+        .and_then(|name| catalog.policies.get(name))
+        .and_then(|p| p.spec.notifications.clone());
+    let target = catalog.target(group, role);
+    let policy = target.policy();
+    PolicyView {
+        settings,
+        approvers: policy
+            .and_then(|p| p.approval.as_ref())
+            .map(|a| a.approvers.clone())
+            .unwrap_or_default(),
+        lead: policy.map_or(DEFAULT_EXPIRING_SOON_LEAD, |p| p.expiring_soon_lead),
+    }
+}
+
+/// What the delivery decisions need around one object: its PimGroup, the group's policies and
+/// the matched assignment, looked up by name in the caches. Unlike `Stores::catalog_for`, it
+/// does not gather the group's requests and assignments, which nothing here needs.
+fn surroundings(ctx: &Context, group: &str, assignment: Option<&str>) -> Catalog {
+    let mut catalog = Catalog::default();
+    let Some(pim_group) = ctx
+        .stores
+        .groups
+        .get(&ObjectRef::new(group))
+        .and_then(|g| g.parsed.clone().ok())
+    else {
+        return catalog;
+    };
+    let roles = &pim_group.spec.roles;
+    let policies = std::iter::once(roles.member.policy.as_str())
+        .chain(roles.owner.as_ref().map(|o| o.policy.as_str()));
+    for name in policies {
+        if let Some(policy) = ctx
+            .stores
+            .policies
+            .get(&ObjectRef::new(name))
+            .and_then(|p| p.parsed.clone().ok())
+        {
+            catalog.insert_policy(policy);
+        }
+    }
+    catalog.insert_group(pim_group);
+    if let Some(assignment) = assignment
+        .and_then(|a| ctx.stores.assignments.get(&ObjectRef::new(a)))
+        .and_then(|a| a.parsed.clone().ok())
+    {
+        catalog.insert_assignment(assignment);
+    }
+    catalog
+}
+
+fn key_of<K: kube::Resource>(object: &K, kind: Kind) -> Option<ObjectKey> {
+    Some(ObjectKey {
+        kind,
+        name: object.meta().name.clone()?,
+        uid: object.meta().uid.clone()?,
+    })
+}
+
+async fn reconcile_request(
+    object: Arc<Lenient<ActivationRequest>>,
+    delivery: Arc<Delivery>,
+) -> Result<Action, Error> {
+    let Ok(request) = object.parsed.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    let Some(key) = key_of(request, Kind::Request) else {
+        return Ok(Action::await_change());
+    };
+    let ctx = &delivery.ctx;
+    let now = ctx.now();
+    let empty = ActivationRequestStatus::default();
+    let status = request.status.as_ref().unwrap_or(&empty);
+    let catalog = surroundings(
+        ctx,
+        &request.spec.group,
+        status.matched_assignment.as_deref(),
+    );
+    let outbox = &delivery.notifier.outbox;
+    outbox.settle(&key.uid, request.delivery());
+
+    let mut next = None;
+    if delivery.notifier.enabled() && request.metadata.deletion_timestamp.is_none() {
+        next = notify_request(&delivery.notifier, &key, request, status, &catalog, now);
+    }
+    let audit_retry = emit_audit(&delivery, &key, request, status, &catalog).await;
+    if delivery.retention {
+        let verdict = retention::decide(request, retention::retention_of(&catalog, request), now);
+        match verdict {
+            Verdict::Delete => {
+                retention::delete(&ctx.client, request).await?;
+                tracing::info!(request = %key.name, "deleted: finished, audited, and past its retention");
+                return Ok(Action::await_change());
+            }
+            Verdict::KeepUntil(due) => next = earliest(next, Some(due)),
+            Verdict::Keep | Verdict::WaitForAudit => {}
+        }
+    }
+    Ok(Action::requeue(match audit_retry {
+        Some(wait) => wait.min(ctx.requeue_for(next)),
+        None => ctx.requeue_for(next),
+    }))
+}
+
+/// Queues the notifications due for a request; returns when to look again for the reminder.
+fn notify_request(
+    notifier: &Notifier,
+    key: &ObjectKey,
+    request: &ActivationRequest,
+    status: &ActivationRequestStatus,
+    catalog: &Catalog,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let spec = &request.spec;
+    let policy = policy_view(catalog, &spec.group, spec.role());
+    let events = plan::request_events(status, policy.lead, now);
+    let subject = spec
+        .principal
+        .as_deref()
+        .or_else(|| spec.requester.as_ref().map(|r| r.username.as_str()));
+    let recorded = request.delivery();
+    let outbox = &notifier.outbox;
+    let done = |d: &plan::Due| {
+        recorded.is_some_and(|r| r.has(d.event.as_str(), &d.channel, &d.recipient))
+            || outbox.is_known(&key.uid, d)
+    };
+    let mut about = None;
+    for occurrence in &events.occurrences {
+        let people = plan::recipients(
+            occurrence,
+            policy.settings.as_ref(),
+            subject,
+            &policy.approvers,
+        );
+        let due = plan::due(
+            occurrence,
+            &people,
+            outbox.channels(),
+            &done,
+            notifier.limits(),
+            now,
+        );
+        if due.is_empty() {
+            continue;
+        }
+        let about = about.get_or_insert_with(|| About::request(request));
+        let message = Arc::new(render(
+            occurrence.event,
+            about,
+            occurrence.at,
+            people.into_iter().collect(),
+        ));
+        for item in due {
+            outbox.submit(key, item, message.clone());
+        }
+    }
+    events.next
+}
+
+/// Emits the audit records of the transitions not yet out; on failure, how long to wait.
+async fn emit_audit(
+    delivery: &Delivery,
+    key: &ObjectKey,
+    request: &ActivationRequest,
+    status: &ActivationRequestStatus,
+    catalog: &Catalog,
+) -> Option<Duration> {
+    let sinks = delivery.audit.as_ref()?;
+    let outbox = &delivery.notifier.outbox;
+    let total = status.history.len();
+    let recorded = request.delivery();
+    let from = recorded
+        .map_or(0, |d| d.audited())
+        .max(outbox.audited(&key.uid));
+    if from >= total {
+        return None;
+    }
+    let stored = recorded.and_then(|d| d.audit.as_ref());
+    let failures = delivery
+        .audit_failures
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key.uid)
+        .copied()
+        .unwrap_or(0);
+    let mfa = Some(delivery.ctx.attestor.mfa_verified(request));
+    let mut snapshot = record::snapshot(request, catalog, mfa, stored);
+    let retries = stored
+        .and_then(|s| s.retries)
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(0)
+        .saturating_add(failures);
+    snapshot.retries = Some(i32::try_from(retries).unwrap_or(i32::MAX));
+    let records = record::records(request, &snapshot, from..total, retries);
+    match sinks.emit(&records).await {
+        Ok(()) => {
+            delivery
+                .audit_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key.uid);
+            let finished = status.phase.is_some_and(Phase::is_terminal);
+            outbox.mark_audited(key, total, snapshot, finished);
+            None
+        }
+        Err(error) => {
+            let failures = failures.saturating_add(1);
+            delivery
+                .audit_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.uid.clone(), failures);
+            let wait = Duration::from_secs(1)
+                .saturating_mul(2u32.saturating_pow(failures.min(8)))
+                .min(Duration::from_secs(300));
+            tracing::warn!(request = %key.name, %error, attempt = failures, "audit records not emitted; retrying in {wait:?}");
+            Some(wait)
+        }
+    }
+}
+
+async fn reconcile_assignment(
+    object: Arc<Lenient<EligibleAssignment>>,
+    delivery: Arc<Delivery>,
+) -> Result<Action, Error> {
+    let notifier = &delivery.notifier;
+    if !notifier.enabled() {
+        return Ok(Action::await_change());
+    }
+    let Ok(assignment) = object.parsed.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    let Some(key) = key_of(assignment, Kind::Assignment) else {
+        return Ok(Action::await_change());
+    };
+    let ctx = &delivery.ctx;
+    let now = ctx.now();
+    let outbox = &notifier.outbox;
+    outbox.settle(&key.uid, assignment.delivery());
+    if assignment.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let Some(occurrence) = plan::assignment_event(assignment) else {
+        return Ok(Action::requeue(ctx.requeue_for(None)));
+    };
+    let spec = &assignment.spec;
+    let catalog = surroundings(ctx, &spec.group, None);
+    let policy = policy_view(&catalog, &spec.group, spec.role);
+    let subject = spec
+        .principal
+        .user
+        .as_deref()
+        .or(spec.principal.group.as_deref());
+    let people = plan::recipients(&occurrence, policy.settings.as_ref(), subject, &[]);
+    let recorded = assignment.delivery();
+    let done = |d: &plan::Due| {
+        recorded.is_some_and(|r| r.has(d.event.as_str(), &d.channel, &d.recipient))
+            || outbox.is_known(&key.uid, d)
+    };
+    let due = plan::due(
+        &occurrence,
+        &people,
+        outbox.channels(),
+        &done,
+        notifier.limits(),
+        now,
+    );
+    if !due.is_empty() {
+        let message = Arc::new(render(
+            occurrence.event,
+            &About::assignment(assignment),
+            occurrence.at,
+            people.into_iter().collect(),
+        ));
+        for item in due {
+            outbox.submit(&key, item, message.clone());
+        }
+    }
+    Ok(Action::requeue(ctx.requeue_for(None)))
+}

@@ -1,0 +1,836 @@
+//! The `entra` directory: Microsoft Entra ID through Microsoft Graph v1.0 (DESIGN §6).
+//!
+//! - **Groups** are found by object id (`group.id`) or by `displayName` (an OData `eq` filter,
+//!   quotes doubled): exactly one must match; two or more is an error naming them. With
+//!   `create: true` a missing group is created as a security group (`mailEnabled: false`,
+//!   `securityEnabled: true`, a safe `mailNickname`). Once resolved, the id in
+//!   `status.groupId` is checked first, so a name search that lags behind a create never
+//!   creates a second group.
+//! - **Principals**: users by user principal name or object id (`/users/{upn}`, or
+//!   `/users('$…')` for a UPN starting with `$`); groups by object id or `displayName`.
+//!   Listings name users by UPN and groups by display name, as principals are written.
+//! - **`membership` mode**: `POST /groups/{id}/members/$ref` (or `owners`) with `@odata.id`;
+//!   "already exist" (400) is success. `DELETE /groups/{id}/members/{oid}/$ref`; a 404 is
+//!   success.
+//! - **`pim` mode**: PIM for Groups active assignments: `adminAssign` with an `afterDateTime`
+//!   expiration at the grant's end, so Entra ends access even if the operator is down. A later
+//!   overlapping grant moves the end with `adminExtend` (a shortened one with `adminUpdate`),
+//!   as the group's assignment instances show what Entra holds. Removal is `adminRemove`;
+//!   a member Entra holds without a PIM assignment is removed by `$ref` as in membership mode.
+//!   Each grant's schedule request id and status come back as a [`DirectoryReceipt`].
+//! - **Nested membership** (eligibility granted to a group): `checkMemberGroups`, transitive.
+//! - **Calls**: see `graph` (retries, `Retry-After`, paging, errors), `gate` (bounded
+//!   concurrency, revocations first) and `auth` (tokens).
+
+pub mod auth;
+pub mod config;
+pub mod gate;
+pub mod graph;
+pub mod mail;
+pub mod names;
+pub mod pim;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+pub use self::config::{Credential, EntraConfig, EntraMode};
+use self::graph::{Call, GraphClient};
+pub use self::mail::GraphMailer;
+use self::names::{is_guid, odata_string, query_value, segment, user_path};
+use self::pim::Action;
+use super::{Directory, DirectoryError, DirectoryReceipt, GroupId};
+use crate::api::PimGroup;
+use crate::api::common::Role;
+use crate::clock::Clock;
+use crate::core::membership::Member;
+
+/// Members an Entra group holds with the end Entra enforces, from the last listing (pim mode):
+/// per (group, role), principal object id → end (`None`: permanent).
+type Held = HashMap<(String, Role), HashMap<String, Option<Timestamp>>>;
+
+pub struct EntraDirectory {
+    config: EntraConfig,
+    graph: Result<Arc<GraphClient>, String>,
+    clock: Arc<dyn Clock>,
+    /// Object ids of the principals seen, by the name the controller uses.
+    ids: Mutex<HashMap<Member, String>>,
+    /// How listings named each object id (lowercase), and each name in lowercase, for
+    /// `listed_as`.
+    listed: Mutex<Listed>,
+    held: Mutex<Held>,
+    /// Groups this process created, by display name: found even while a search lags.
+    created: Mutex<HashMap<String, String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn relation(role: Role) -> &'static str {
+    match role {
+        Role::Member => "members",
+        Role::Owner => "owners",
+    }
+}
+
+impl EntraDirectory {
+    /// A directory for `config`; workload identity reads the process environment.
+    pub fn new(config: EntraConfig, clock: Arc<dyn Clock>) -> EntraDirectory {
+        EntraDirectory::with_env(config, clock, &|name| std::env::var(name).ok())
+    }
+
+    /// As `new`, with `env` looking the environment up. A configuration that cannot work
+    /// (an unset `AZURE_*` variable, say) makes every call fail with a permanent error that says
+    /// why.
+    pub fn with_env(
+        config: EntraConfig,
+        clock: Arc<dyn Clock>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> EntraDirectory {
+        let graph = config
+            .validate()
+            .and_then(|()| config.resolve(env))
+            .and_then(|resolved| {
+                let http = reqwest::Client::builder()
+                    .timeout(config.request_timeout())
+                    .connect_timeout(
+                        config
+                            .request_timeout()
+                            .min(std::time::Duration::from_secs(10)),
+                    )
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("pim-operator/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+                let tokens =
+                    auth::Tokens::new(http.clone(), Ok(resolved), config.scope(), clock.clone());
+                Ok(Arc::new(GraphClient::new(
+                    http,
+                    config.graph_base(),
+                    tokens,
+                    usize::from(config.max_concurrency),
+                    config.max_retries,
+                    config.max_retry_wait(),
+                )))
+            });
+        if let Err(problem) = &graph {
+            tracing::error!(%problem, "the entra directory is misconfigured; every call will fail");
+        }
+        EntraDirectory {
+            config,
+            graph,
+            clock,
+            ids: Mutex::new(HashMap::new()),
+            listed: Mutex::new(Listed::default()),
+            held: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &EntraConfig {
+        &self.config
+    }
+
+    fn graph(&self, operation: &'static str) -> Result<&GraphClient, DirectoryError> {
+        self.graph.as_deref().map_err(|problem| {
+            DirectoryError::permanent(
+                operation,
+                format!("entra directory misconfigured: {problem}"),
+            )
+        })
+    }
+
+    /// A `sendMail` client on this directory's connection and credentials.
+    pub fn mailer(&self) -> Result<GraphMailer, DirectoryError> {
+        match &self.graph {
+            Ok(graph) => Ok(GraphMailer::new(graph.clone())),
+            Err(problem) => Err(DirectoryError::permanent(
+                "send mail",
+                format!("entra directory misconfigured: {problem}"),
+            )),
+        }
+    }
+
+    /// HTTP requests sent to Graph so far (retries included), and to the token endpoint.
+    pub fn requests(&self) -> (u64, u64) {
+        match &self.graph {
+            Ok(g) => (g.requests(), g.token_requests()),
+            Err(_) => (0, 0),
+        }
+    }
+
+    /// Requests waiting for a free slot: (revocations, others).
+    pub fn waiting(&self) -> (usize, usize) {
+        match &self.graph {
+            Ok(g) => g.gate().waiting(),
+            Err(_) => (0, 0),
+        }
+    }
+
+    fn remember(&self, member: &Member, id: &str) {
+        lock(&self.ids).insert(member.clone(), id.to_owned());
+    }
+
+    fn forget(&self, member: &Member) {
+        lock(&self.ids).remove(member);
+    }
+
+    /// `(id, displayName)` of the groups named `name` (case-insensitively, as Entra compares).
+    async fn groups_named(
+        &self,
+        operation: &'static str,
+        name: &str,
+    ) -> Result<Vec<(String, String)>, DirectoryError> {
+        let filter = format!("displayName eq {}", odata_string(name));
+        let path = format!(
+            "/groups?$filter={}&$select=id,displayName",
+            query_value(&filter)
+        );
+        let items = self.graph(operation)?.get_all(operation, path).await?;
+        Ok(items
+            .iter()
+            .filter_map(|g| {
+                Some((
+                    g["id"].as_str()?.to_owned(),
+                    g["displayName"].as_str().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect())
+    }
+
+    /// Exactly one group named `name`: `Ok(None)` for none, an error for several.
+    async fn one_group_named(
+        &self,
+        operation: &'static str,
+        name: &str,
+    ) -> Result<Option<String>, DirectoryError> {
+        let found = self.groups_named(operation, name).await?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [(id, _)] => Ok(Some(id.clone())),
+            several => {
+                let ids: Vec<&str> = several.iter().map(|(id, _)| id.as_str()).collect();
+                Err(DirectoryError::permanent(
+                    operation,
+                    format!(
+                        "{} groups are named {name:?} (ids {}): a display name must match exactly one group; set group.id instead",
+                        several.len(),
+                        ids.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// A group by id: its display name, or `None` when there is no such group.
+    async fn group_by_id(
+        &self,
+        operation: &'static str,
+        id: &str,
+    ) -> Result<Option<String>, DirectoryError> {
+        let path = format!("/groups/{}?$select=id,displayName", segment(id));
+        let reply = self
+            .graph(operation)?
+            .send(operation, Call::get(path))
+            .await?;
+        match reply.status {
+            s if s.is_success() => Ok(Some(
+                reply.body["displayName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(reply.into_error(operation)),
+        }
+    }
+
+    async fn create_group(
+        &self,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<String, DirectoryError> {
+        const OPERATION: &str = "create group";
+        let mut body = json!({
+            "displayName": name,
+            "mailEnabled": false,
+            "mailNickname": names::mail_nickname(name),
+            "securityEnabled": true,
+        });
+        if let Some(text) = description.filter(|d| !d.is_empty()) {
+            body["description"] = json!(text);
+        }
+        let reply = self
+            .graph(OPERATION)?
+            .send(OPERATION, Call::post("/groups", &body))
+            .await?;
+        if !reply.is_success() {
+            return Err(reply.into_error(OPERATION));
+        }
+        let id = reply.body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                DirectoryError::transient(
+                    OPERATION,
+                    "Microsoft Graph created a group without an id",
+                )
+            })?;
+        tracing::info!(group = %name, %id, "created Entra security group");
+        lock(&self.created).insert(name.to_lowercase(), id.clone());
+        Ok(id)
+    }
+
+    /// The object id of a principal, or `None` when the directory has no such principal.
+    async fn object_id(
+        &self,
+        operation: &'static str,
+        member: &Member,
+    ) -> Result<Option<String>, DirectoryError> {
+        if let Some(id) = lock(&self.ids).get(member) {
+            return Ok(Some(id.clone()));
+        }
+        let id = match member {
+            Member::User(name) => {
+                let path = format!("{}?$select=id,userPrincipalName", user_path(name));
+                let reply = self
+                    .graph(operation)?
+                    .send(operation, Call::get(path))
+                    .await?;
+                match reply.status {
+                    s if s.is_success() => reply.body["id"].as_str().map(str::to_owned),
+                    StatusCode::NOT_FOUND => None,
+                    _ => return Err(reply.into_error(operation)),
+                }
+            }
+            Member::Group(name) if is_guid(name) => self
+                .group_by_id(operation, name)
+                .await?
+                .map(|_| name.clone()),
+            Member::Group(name) => self.one_group_named(operation, name).await?,
+        };
+        if let Some(id) = &id {
+            self.remember(member, id);
+        }
+        Ok(id)
+    }
+
+    /// Reads what Entra holds for the group's PIM assignments of `role` (pim mode).
+    async fn refresh_held(
+        &self,
+        operation: &'static str,
+        group: &GroupId,
+        role: Role,
+    ) -> Result<(), DirectoryError> {
+        let filter = format!("groupId eq {}", odata_string(&group.0));
+        let path = format!("{}?$filter={}", pim::INSTANCES, query_value(&filter));
+        let instances = self.graph(operation)?.get_all(operation, path).await?;
+        let ends: HashMap<String, Option<Timestamp>> =
+            pim::held_ends(&instances, role).into_iter().collect();
+        lock(&self.held).insert((group.0.clone(), role), ends);
+        Ok(())
+    }
+
+    /// What Entra holds for `principal`: `None` when not known, `Some(None)` when it holds no
+    /// assignment, `Some(Some(end))` with the end it enforces (`None`: permanent).
+    fn held(
+        &self,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+    ) -> Option<Option<Option<Timestamp>>> {
+        let held = lock(&self.held);
+        let ends = held.get(&(group.0.clone(), role))?;
+        Some(ends.get(principal).copied())
+    }
+
+    fn set_held(
+        &self,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+        end: Option<Option<Timestamp>>,
+    ) {
+        let mut held = lock(&self.held);
+        let ends = held.entry((group.0.clone(), role)).or_default();
+        match end {
+            Some(end) => {
+                ends.insert(principal.to_owned(), end);
+            }
+            None => {
+                ends.remove(principal);
+            }
+        }
+    }
+
+    /// `POST /groups/{id}/members/$ref`; "already exist" is success.
+    async fn add_reference(
+        &self,
+        operation: &'static str,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+    ) -> Result<(), DirectoryError> {
+        let graph = self.graph(operation)?;
+        let body = json!({
+            "@odata.id": format!("{}/directoryObjects/{principal}", graph.base()),
+        });
+        let path = format!("/groups/{}/{}/$ref", segment(&group.0), relation(role));
+        let reply = graph.send(operation, Call::post(path, &body)).await?;
+        let already =
+            reply.status == StatusCode::BAD_REQUEST && reply.message().contains("already exist");
+        if reply.is_success() || already {
+            Ok(())
+        } else {
+            Err(reply.into_error(operation))
+        }
+    }
+
+    /// `DELETE /groups/{id}/members/{oid}/$ref`; a 404 is success.
+    async fn remove_reference(
+        &self,
+        operation: &'static str,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+    ) -> Result<(), DirectoryError> {
+        let path = format!(
+            "/groups/{}/{}/{}/$ref",
+            segment(&group.0),
+            relation(role),
+            segment(principal)
+        );
+        let reply = self
+            .graph(operation)?
+            .send(operation, Call::delete(path).revoke())
+            .await?;
+        if reply.is_success() || reply.status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(reply.into_error(operation))
+        }
+    }
+
+    /// One schedule request; the receipt when Graph accepted it, the reply otherwise.
+    async fn schedule(
+        &self,
+        operation: &'static str,
+        action: Action,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+        until: Option<Timestamp>,
+    ) -> Result<Result<DirectoryReceipt, graph::Reply>, DirectoryError> {
+        let body = pim::request_body(
+            action,
+            role,
+            &group.0,
+            principal,
+            self.clock.now(),
+            until,
+            &self.config.justification,
+        );
+        let mut call = Call::post(pim::REQUESTS, &body);
+        if action == Action::Remove {
+            call = call.revoke();
+        }
+        let reply = self.graph(operation)?.send(operation, call).await?;
+        if !reply.is_success() {
+            return Ok(Err(reply));
+        }
+        let status = reply.body["status"].as_str().unwrap_or_default().to_owned();
+        if pim::refused(action, &status) {
+            return Err(DirectoryError::permanent(
+                operation,
+                format!(
+                    "Entra answered the {} schedule request {} with status {status}",
+                    action.as_str(),
+                    reply.body["id"].as_str().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(Ok(DirectoryReceipt {
+            id: reply.body["id"].as_str().unwrap_or_default().to_owned(),
+            action: action.as_str().to_owned(),
+            status,
+            until,
+        }))
+    }
+
+    /// pim mode: assign, or move the end Entra holds to `until`.
+    async fn assign_until(
+        &self,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+        until: Option<Timestamp>,
+    ) -> Result<Option<DirectoryReceipt>, DirectoryError> {
+        const OPERATION: &str = "add member";
+        for _ in 0..2 {
+            let action = match self.held(group, role, principal) {
+                Some(Some(held)) if pim::same_end(held, until) => return Ok(None),
+                Some(Some(Some(held))) if until.is_some_and(|u| u > held) => Action::Extend,
+                Some(Some(_)) => Action::Update,
+                _ => Action::Assign,
+            };
+            match self
+                .schedule(OPERATION, action, group, role, principal, until)
+                .await?
+            {
+                Ok(receipt) => {
+                    self.set_held(group, role, principal, Some(until));
+                    return Ok(Some(receipt));
+                }
+                // Entra holds an assignment this process did not know of: learn its end, then
+                // move it if it differs.
+                Err(reply)
+                    if action == Action::Assign && reply.code() == "RoleAssignmentExists" =>
+                {
+                    self.refresh_held(OPERATION, group, role).await?;
+                    if self.held(group, role, principal) == Some(None) {
+                        // Listed as existing, yet no instance: count it as held for good.
+                        self.set_held(group, role, principal, Some(None));
+                    }
+                }
+                Err(reply) => return Err(reply.into_error(OPERATION)),
+            }
+        }
+        Err(DirectoryError::transient(
+            OPERATION,
+            "Entra reports an assignment it does not list; will look again",
+        ))
+    }
+
+    /// pim mode: `adminRemove`; a member held without an assignment goes by `$ref`.
+    async fn unassign(
+        &self,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+    ) -> Result<(), DirectoryError> {
+        const OPERATION: &str = "remove member";
+        if self.held(group, role, principal) == Some(None) {
+            return self
+                .remove_reference(OPERATION, group, role, principal)
+                .await;
+        }
+        match self
+            .schedule(OPERATION, Action::Remove, group, role, principal, None)
+            .await?
+        {
+            Ok(_) => {}
+            Err(reply)
+                if reply.status == StatusCode::NOT_FOUND
+                    || reply.code().contains("DoesNotExist")
+                    || reply.code().contains("NotFound") =>
+            {
+                self.remove_reference(OPERATION, group, role, principal)
+                    .await?;
+            }
+            Err(reply) => return Err(reply.into_error(OPERATION)),
+        }
+        self.set_held(group, role, principal, None);
+        Ok(())
+    }
+}
+
+/// Listed principals by object id and by case-folded name.
+#[derive(Default)]
+struct Listed {
+    by_id: HashMap<String, Member>,
+    by_name: HashMap<(bool, String), Member>,
+}
+
+/// A principal's kind and case-folded name.
+fn folded(member: &Member) -> (bool, String) {
+    match member {
+        Member::User(name) => (false, name.to_lowercase()),
+        Member::Group(name) => (true, name.to_lowercase()),
+    }
+}
+
+fn same_kind(a: &Member, b: &Member) -> bool {
+    matches!(
+        (a, b),
+        (Member::User(_), Member::User(_)) | (Member::Group(_), Member::Group(_))
+    )
+}
+
+/// A listed directory object as the principal the controller would name it.
+fn member_of(object: &Value) -> Option<(Member, String)> {
+    let id = object["id"].as_str()?.to_owned();
+    let kind = object["@odata.type"].as_str().unwrap_or_default();
+    let member = match kind {
+        "#microsoft.graph.group" => Member::Group(
+            object["displayName"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&id)
+                .to_owned(),
+        ),
+        "#microsoft.graph.user" => Member::User(
+            object["userPrincipalName"]
+                .as_str()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&id)
+                .to_owned(),
+        ),
+        // Service principals, devices, contacts: by id, so cleanup can still remove them.
+        _ => Member::User(id.clone()),
+    };
+    Some((member, id))
+}
+
+#[async_trait]
+impl Directory for EntraDirectory {
+    fn backend(&self) -> &'static str {
+        "entra"
+    }
+
+    async fn ensure_group(&self, group: &PimGroup) -> Result<GroupId, DirectoryError> {
+        const OPERATION: &str = "resolve group";
+        let spec = &group.spec.group;
+        if let Some(id) = &spec.id {
+            if !is_guid(id) {
+                return Err(DirectoryError::permanent(
+                    OPERATION,
+                    format!("group.id {id:?} is not an Entra object id (a GUID)"),
+                ));
+            }
+            return match self.group_by_id(OPERATION, id).await? {
+                Some(_) => Ok(GroupId(id.clone())),
+                None => Err(DirectoryError::permanent(
+                    OPERATION,
+                    format!("no Entra group has the object id {id}"),
+                )),
+            };
+        }
+        let Some(name) = &spec.display_name else {
+            return Err(DirectoryError::permanent(
+                OPERATION,
+                "set group.id (an object id) or group.displayName",
+            ));
+        };
+        // The group resolved before, if it still bears the name.
+        let known = group
+            .status
+            .as_ref()
+            .and_then(|s| s.group_id.clone())
+            .filter(|id| is_guid(id))
+            .or_else(|| lock(&self.created).get(&name.to_lowercase()).cloned());
+        if let Some(id) = known
+            && let Some(current) = self.group_by_id(OPERATION, &id).await?
+            && current.eq_ignore_ascii_case(name)
+        {
+            return Ok(GroupId(id));
+        }
+        if let Some(id) = self.one_group_named(OPERATION, name).await? {
+            return Ok(GroupId(id));
+        }
+        if spec.create != Some(true) {
+            return Err(DirectoryError::permanent(
+                OPERATION,
+                format!("no Entra group is named {name:?} (set create: true to create it)"),
+            ));
+        }
+        let id = self.create_group(name, spec.description.as_deref()).await?;
+        Ok(GroupId(id))
+    }
+
+    async fn list_members(
+        &self,
+        group: &GroupId,
+        role: Role,
+    ) -> Result<BTreeSet<Member>, DirectoryError> {
+        const OPERATION: &str = "list members";
+        let select = match role {
+            Role::Member => "$select=id,userPrincipalName,displayName&$top=999",
+            Role::Owner => "$select=id,userPrincipalName,displayName",
+        };
+        let path = format!("/groups/{}/{}?{select}", segment(&group.0), relation(role));
+        let objects = self.graph(OPERATION)?.get_all(OPERATION, path).await?;
+        let mut members = BTreeSet::new();
+        {
+            let (mut ids, mut listed) = (lock(&self.ids), lock(&self.listed));
+            for (member, id) in objects.iter().filter_map(member_of) {
+                ids.insert(member.clone(), id.clone());
+                listed.by_id.insert(id.to_lowercase(), member.clone());
+                listed.by_name.insert(folded(&member), member.clone());
+                members.insert(member);
+            }
+        }
+        if self.config.mode == EntraMode::Pim {
+            self.refresh_held(OPERATION, group, role).await?;
+        }
+        Ok(members)
+    }
+
+    async fn add_member(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+    ) -> Result<(), DirectoryError> {
+        self.add_member_until(group, role, member, None)
+            .await
+            .map(|_| ())
+    }
+
+    async fn add_member_until(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+        until: Option<Timestamp>,
+    ) -> Result<Option<DirectoryReceipt>, DirectoryError> {
+        const OPERATION: &str = "add member";
+        let Some(principal) = self.object_id(OPERATION, member).await? else {
+            let what = match member {
+                Member::User(u) => {
+                    format!("no Entra user {u:?} (by user principal name or object id)")
+                }
+                Member::Group(g) => format!("no Entra group {g:?} (by display name or object id)"),
+            };
+            return Err(DirectoryError::permanent(OPERATION, what));
+        };
+        let result = match self.config.mode {
+            EntraMode::Membership => self
+                .add_reference(OPERATION, group, role, &principal)
+                .await
+                .map(|()| None),
+            EntraMode::Pim => self.assign_until(group, role, &principal, until).await,
+        };
+        if matches!(&result, Err(DirectoryError::Permanent { .. })) {
+            // The id may be stale (a deleted and recreated user): resolve again next time.
+            self.forget(member);
+        }
+        result
+    }
+
+    fn enforces_ends(&self) -> bool {
+        self.config.mode == EntraMode::Pim
+    }
+
+    fn listed_as(&self, member: &Member) -> Option<Member> {
+        let listed = lock(&self.listed);
+        let by_id = |id: &str| listed.by_id.get(&id.to_lowercase()).cloned();
+        let found = match member {
+            // An object id: the listing names it by UPN or display name.
+            Member::User(name) | Member::Group(name) if is_guid(name) => by_id(name),
+            // A name looked up before: by its object id; else by the name, which Entra
+            // compares without regard to case.
+            _ => lock(&self.ids)
+                .get(member)
+                .and_then(|id| by_id(id))
+                .or_else(|| listed.by_name.get(&folded(member)).cloned()),
+        };
+        found.filter(|l| l != member && same_kind(l, member))
+    }
+
+    fn needs_new_end(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+        until: Option<Timestamp>,
+    ) -> bool {
+        if self.config.mode != EntraMode::Pim {
+            return false;
+        }
+        let Some(principal) = lock(&self.ids).get(member).cloned() else {
+            return false;
+        };
+        matches!(self.held(group, role, &principal), Some(Some(held)) if !pim::same_end(held, until))
+    }
+
+    async fn remove_member(
+        &self,
+        group: &GroupId,
+        role: Role,
+        member: &Member,
+    ) -> Result<(), DirectoryError> {
+        const OPERATION: &str = "remove member";
+        let principal = match member {
+            // Listed by id (a service principal, say): the id is the principal.
+            Member::User(id) if is_guid(id) => Some(id.clone()),
+            _ => self.object_id(OPERATION, member).await?,
+        };
+        // No such principal: not a member either.
+        let Some(principal) = principal else {
+            return Ok(());
+        };
+        match self.config.mode {
+            EntraMode::Membership => {
+                self.remove_reference(OPERATION, group, role, &principal)
+                    .await
+            }
+            EntraMode::Pim => self.unassign(group, role, &principal).await,
+        }
+    }
+
+    async fn is_member_of(
+        &self,
+        principal: &str,
+        group: &str,
+    ) -> Result<Option<bool>, DirectoryError> {
+        const OPERATION: &str = "check nested membership";
+        let Some(user) = self
+            .object_id(OPERATION, &Member::User(principal.to_owned()))
+            .await?
+        else {
+            return Ok(Some(false));
+        };
+        let group_id = if is_guid(group) {
+            group.to_owned()
+        } else {
+            match self.one_group_named(OPERATION, group).await? {
+                Some(id) => id,
+                None => return Ok(Some(false)),
+            }
+        };
+        let body = json!({ "groupIds": [group_id] });
+        let path = format!("/users/{}/checkMemberGroups", segment(&user));
+        let reply = self
+            .graph(OPERATION)?
+            .send(OPERATION, Call::post(path, &body))
+            .await?;
+        if !reply.is_success() {
+            return Err(reply.into_error(OPERATION));
+        }
+        let found = reply.body["value"]
+            .as_array()
+            .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(group_id.as_str())));
+        Ok(Some(found))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_objects_are_named_as_principals_are() {
+        let user = json!({"@odata.type": "#microsoft.graph.user", "id": "u1", "userPrincipalName": "alice@contoso.com"});
+        let group =
+            json!({"@odata.type": "#microsoft.graph.group", "id": "g1", "displayName": "ops"});
+        let app = json!({"@odata.type": "#microsoft.graph.servicePrincipal", "id": "s1", "displayName": "ci"});
+        assert_eq!(
+            member_of(&user),
+            Some((Member::User("alice@contoso.com".into()), "u1".into()))
+        );
+        assert_eq!(
+            member_of(&group),
+            Some((Member::Group("ops".into()), "g1".into()))
+        );
+        assert_eq!(
+            member_of(&app),
+            Some((Member::User("s1".into()), "s1".into()))
+        );
+        assert_eq!(member_of(&json!({"displayName": "no id"})), None);
+    }
+}

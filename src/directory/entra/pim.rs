@@ -1,0 +1,207 @@
+//! PIM for Groups: active assignment schedule requests
+//! (`POST /identityGovernance/privilegedAccess/group/assignmentScheduleRequests`) and the
+//! active assignment instances of a group
+//! (`GET …/assignmentScheduleInstances?$filter=groupId eq '…'`), which say when Entra itself
+//! will end each one.
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+use crate::api::common::Role;
+
+pub const REQUESTS: &str = "/identityGovernance/privilegedAccess/group/assignmentScheduleRequests";
+pub const INSTANCES: &str =
+    "/identityGovernance/privilegedAccess/group/assignmentScheduleInstances";
+
+/// The schedule request actions this backend sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// A new active assignment.
+    Assign,
+    /// Move an assignment's end later (a later overlapping grant).
+    Extend,
+    /// Change an assignment's end otherwise (earlier, or none).
+    Update,
+    /// End an assignment now.
+    Remove,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Assign => "adminAssign",
+            Action::Extend => "adminExtend",
+            Action::Update => "adminUpdate",
+            Action::Remove => "adminRemove",
+        }
+    }
+}
+
+/// `accessId` of a role.
+pub fn access_id(role: Role) -> &'static str {
+    match role {
+        Role::Member => "member",
+        Role::Owner => "owner",
+    }
+}
+
+/// The body of a schedule request. Assignments start `now` and end `until` (`afterDateTime`),
+/// or never (`noExpiration`); a removal has no schedule.
+pub fn request_body(
+    action: Action,
+    role: Role,
+    group_id: &str,
+    principal_id: &str,
+    now: Timestamp,
+    until: Option<Timestamp>,
+    justification: &str,
+) -> Value {
+    let mut body = json!({
+        "accessId": access_id(role),
+        "principalId": principal_id,
+        "groupId": group_id,
+        "action": action.as_str(),
+        "justification": justification,
+    });
+    if action != Action::Remove {
+        let expiration = match until {
+            Some(end) => json!({"type": "afterDateTime", "endDateTime": end.to_string()}),
+            None => json!({"type": "noExpiration"}),
+        };
+        body["scheduleInfo"] = json!({
+            "startDateTime": now.to_string(),
+            "expiration": expiration,
+        });
+    }
+    body
+}
+
+/// Statuses of a schedule request that mean it will not take effect. A removal is answered
+/// `Revoked`, which is what it asked for.
+pub fn refused(action: Action, status: &str) -> bool {
+    match status {
+        "Revoked" => action != Action::Remove,
+        "Canceled" | "Denied" | "Failed" | "PendingApproval" | "PendingAdminDecision" => true,
+        _ => false,
+    }
+}
+
+/// `(principalId, end)` of the active assignments of `role` among a group's instances; `end`
+/// is `None` for a permanent one. Unreadable entries are skipped.
+pub fn held_ends(instances: &[Value], role: Role) -> Vec<(String, Option<Timestamp>)> {
+    instances
+        .iter()
+        .filter(|i| i["accessId"].as_str() == Some(access_id(role)))
+        .filter_map(|i| {
+            let principal = i["principalId"].as_str()?.to_owned();
+            let end = match &i["endDateTime"] {
+                Value::String(text) => Some(text.parse::<Timestamp>().ok()?),
+                _ => None,
+            };
+            Some((principal, end))
+        })
+        .collect()
+}
+
+/// Whether two ends are the same, to the second (Graph may add fractions).
+pub fn same_end(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.duration_since(b).abs() < jiff::SignedDuration::from_secs(1),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_assignment_ends_after_a_date_time() {
+        let body = request_body(
+            Action::Assign,
+            Role::Member,
+            "g",
+            "p",
+            ts("2026-03-02T09:00:00Z"),
+            Some(ts("2026-03-02T09:30:00Z")),
+            "pim-operator",
+        );
+        assert_eq!(
+            body,
+            json!({
+                "accessId": "member", "principalId": "p", "groupId": "g", "action": "adminAssign",
+                "justification": "pim-operator",
+                "scheduleInfo": {
+                    "startDateTime": "2026-03-02T09:00:00Z",
+                    "expiration": {"type": "afterDateTime", "endDateTime": "2026-03-02T09:30:00Z"},
+                },
+            })
+        );
+        let removal = request_body(
+            Action::Remove,
+            Role::Owner,
+            "g",
+            "p",
+            ts("2026-03-02T09:00:00Z"),
+            None,
+            "j",
+        );
+        assert!(removal.get("scheduleInfo").is_none());
+        assert_eq!(removal["accessId"], "owner");
+        let forever = request_body(
+            Action::Update,
+            Role::Member,
+            "g",
+            "p",
+            ts("2026-03-02T09:00:00Z"),
+            None,
+            "j",
+        );
+        assert_eq!(
+            forever["scheduleInfo"]["expiration"],
+            json!({"type": "noExpiration"})
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(!refused(Action::Assign, "Provisioned"));
+        assert!(!refused(Action::Assign, "Granted"));
+        assert!(!refused(Action::Remove, "Revoked"));
+        assert!(refused(Action::Assign, "Revoked"));
+        assert!(refused(Action::Extend, "Failed"));
+        assert!(refused(Action::Assign, "PendingApproval"));
+    }
+
+    #[test]
+    fn instances_give_the_held_ends() {
+        let instances = vec![
+            json!({"principalId": "a", "accessId": "member", "endDateTime": "2026-03-02T09:30:00.123Z"}),
+            json!({"principalId": "b", "accessId": "member", "endDateTime": null}),
+            json!({"principalId": "c", "accessId": "owner", "endDateTime": null}),
+            json!({"accessId": "member"}),
+        ];
+        let held = held_ends(&instances, Role::Member);
+        assert_eq!(
+            held,
+            vec![
+                ("a".to_owned(), Some(ts("2026-03-02T09:30:00.123Z"))),
+                ("b".to_owned(), None)
+            ]
+        );
+        assert!(same_end(
+            Some(ts("2026-03-02T09:30:00.123Z")),
+            Some(ts("2026-03-02T09:30:00Z"))
+        ));
+        assert!(!same_end(
+            Some(ts("2026-03-02T09:30:00Z")),
+            Some(ts("2026-03-02T10:30:00Z"))
+        ));
+        assert!(!same_end(None, Some(ts("2026-03-02T09:30:00Z"))));
+    }
+}

@@ -1,0 +1,391 @@
+//! `kubectl pim activate GROUP`: checks, creates the request, and with `--wait` follows it.
+
+use std::io::Write;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+
+use super::cluster::load_catalog_or_note;
+use super::eligibility::{
+    covering_eligibility, not_eligible_message, unconfirmed_group_assignments,
+};
+use super::error::{CliError, EXIT_OK, api_status};
+use super::identity::Me;
+use super::render::{phase_detail, reason_and_message, when};
+use super::{ActivateArgs, Context};
+use crate::api::activation_request::{ActivationRequestSpec, Ticket};
+use crate::api::common::{Principal, Role};
+use crate::api::{ActivationRequest, Phase};
+use crate::core::duration;
+use crate::core::time::add;
+use crate::engine::{Catalog, ResolvedTarget};
+
+pub async fn activate(
+    ctx: &Context<'_>,
+    me: &Me,
+    args: &ActivateArgs,
+    out: &mut impl Write,
+) -> Result<u8, CliError> {
+    let now = ctx.clock.now();
+    let group = args.group.trim();
+    let role: Role = args.role.map(Into::into).unwrap_or_default();
+    let requested = args
+        .duration
+        .as_deref()
+        .map(|d| duration::parse_positive("--duration", d.trim()))
+        .transpose()
+        .map_err(|e| CliError::Invalid(e.to_string()))?;
+    let ticket = args
+        .ticket
+        .as_deref()
+        .map(parse_ticket)
+        .transpose()
+        .map_err(CliError::Invalid)?;
+    let at = args.start.map_or(now, |s| s.max(now));
+
+    if let Some(catalog) =
+        load_catalog_or_note(ctx.client, out, "the eligibility check before creating").await?
+    {
+        check(
+            &catalog,
+            me,
+            args,
+            role,
+            requested,
+            ticket.is_some(),
+            at,
+            now,
+            out,
+        )?;
+    }
+
+    let spec = ActivationRequestSpec {
+        group: group.to_owned(),
+        role: args.role.map(Into::into),
+        duration: args.duration.as_deref().map(|d| d.trim().to_owned()),
+        justification: args
+            .justification
+            .as_deref()
+            .map(str::trim)
+            .filter(|j| !j.is_empty())
+            .map(str::to_owned),
+        ticket,
+        start_time: args.start.map(Time),
+        // requester, principal and approvals are the webhook's and the approvers' to write.
+        ..Default::default()
+    };
+    let request = ActivationRequest {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{group}-")),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    };
+    let api: Api<ActivationRequest> = Api::all(ctx.client.clone());
+    let created = api
+        .create(&PostParams::default(), &request)
+        .await
+        .map_err(|e| CliError::api(&format!("create an ActivationRequest for {group}"), e))?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    let length = args.duration.as_deref().map_or_else(
+        || "the policy's maximum".to_owned(),
+        |d| d.trim().to_owned(),
+    );
+    writeln!(
+        out,
+        "activationrequest/{name} created: the {role} role of {group} for {length}{}",
+        args.start
+            .map(|s| format!(", from {}", when(s, now)))
+            .unwrap_or_default()
+    )?;
+    if !args.wait {
+        writeln!(
+            out,
+            "Follow it with `kubectl pim status {name}`, or wait with `kubectl wait --for=condition=Active activationrequest/{name}`."
+        )?;
+        return Ok(EXIT_OK);
+    }
+    follow(&api, &name, args.timeout, ctx.clock, out).await
+}
+
+/// Checks what the caller can know before creating: eligibility at the start, and what the
+/// policy demands of the request. Prints notes; fails with the reason when it cannot work.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    catalog: &Catalog,
+    me: &Me,
+    args: &ActivateArgs,
+    role: Role,
+    requested: Option<SignedDuration>,
+    has_ticket: bool,
+    at: Timestamp,
+    now: Timestamp,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let group = args.group.trim();
+    let target = catalog.target(group, role);
+    match &target {
+        ResolvedTarget::Found { .. } => {}
+        ResolvedTarget::GroupNotFound | ResolvedTarget::RoleNotManaged => {
+            return Err(CliError::NotEligible(not_eligible_message(
+                catalog, me, group, role, at, now,
+            )));
+        }
+        ResolvedTarget::PolicyNotFound { policy_name } => {
+            return Err(CliError::Invalid(format!(
+                "PimGroup {group:?} names AccessPolicy {policy_name:?} for the {role} role, and \
+                 it does not exist, so nobody can activate; tell your platform team."
+            )));
+        }
+        ResolvedTarget::PolicyInvalid {
+            policy_name,
+            problem,
+        } => {
+            return Err(CliError::Invalid(format!(
+                "AccessPolicy {policy_name:?} of {group:?} is invalid ({problem}), so nobody can \
+                 activate; tell your platform team."
+            )));
+        }
+    }
+    match covering_eligibility(catalog, me, group, role, at, now) {
+        Some(found) => {
+            let end_of_window = requested.map(|d| add(at, d));
+            if let (Some(ends), Some(window_end)) = (found.end, end_of_window)
+                && ends < window_end
+            {
+                writeln!(
+                    out,
+                    "note: your assignment {} ends {}; the access will end then.",
+                    found.assignment,
+                    when(ends, now)
+                )?;
+            }
+        }
+        None => {
+            let unconfirmed = unconfirmed_group_assignments(catalog, me, group, role, at, now);
+            if unconfirmed.is_empty() {
+                return Err(CliError::NotEligible(not_eligible_message(
+                    catalog, me, group, role, at, now,
+                )));
+            }
+            writeln!(
+                out,
+                "note: you are eligible only if you belong to a directory group of {}, which your \
+                 Kubernetes groups do not show; the operator checks the directory.",
+                unconfirmed.join(", ")
+            )?;
+        }
+    }
+    let Some(policy) = target.policy() else {
+        return Ok(());
+    };
+    let ResolvedTarget::Found { policy_name, .. } = &target else {
+        return Ok(());
+    };
+    let blank = args
+        .justification
+        .as_deref()
+        .is_none_or(|j| j.trim().is_empty());
+    if policy.require_justification && blank {
+        return Err(CliError::Invalid(format!(
+            "AccessPolicy {policy_name:?} requires a justification: add --justification \"why you need it\"."
+        )));
+    }
+    if policy.require_ticket && !has_ticket {
+        return Err(CliError::Invalid(format!(
+            "AccessPolicy {policy_name:?} requires a ticket: add --ticket SYSTEM:NUMBER (e.g. --ticket jira:OPS-123)."
+        )));
+    }
+    if let Some(d) = requested
+        && d > policy.max_activation
+    {
+        return Err(CliError::Invalid(format!(
+            "--duration {} is longer than AccessPolicy {policy_name:?} allows ({}); ask for {} or less.",
+            duration::format(d),
+            duration::format(policy.max_activation),
+            duration::format(policy.max_activation),
+        )));
+    }
+    if policy.require_mfa {
+        writeln!(
+            out,
+            "note: AccessPolicy {policy_name:?} requires multi-factor authentication; the API \
+             server refuses the request if your sign-in carried none."
+        )?;
+    }
+    if let Some(approval) = &policy.approval {
+        let approvers: Vec<String> = approval
+            .approvers
+            .iter()
+            .filter_map(|a| match a.resolve()? {
+                Principal::User(u) => Some(format!("user:{u}")),
+                Principal::Group(g) => Some(format!("group:{g}")),
+            })
+            .collect();
+        writeln!(
+            out,
+            "note: this needs {} approval(s) within {}, from {}.",
+            approval.min_approvals,
+            duration::format(approval.timeout),
+            approvers.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+/// `SYSTEM:NUMBER`.
+pub fn parse_ticket(text: &str) -> Result<Ticket, String> {
+    match text.trim().split_once(':') {
+        Some((system, number)) if !system.trim().is_empty() && !number.trim().is_empty() => {
+            Ok(Ticket {
+                system: system.trim().to_owned(),
+                number: number.trim().to_owned(),
+            })
+        }
+        _ => Err(format!(
+            "--ticket {text:?}: write the ticket as SYSTEM:NUMBER, e.g. jira:OPS-123"
+        )),
+    }
+}
+
+/// Follows the request by watch until it is Active (exit 0) or ends (an error naming the
+/// reason), printing each phase it enters. A zero `timeout` waits forever.
+pub async fn follow(
+    api: &Api<ActivationRequest>,
+    name: &str,
+    timeout: SignedDuration,
+    clock: &dyn crate::clock::Clock,
+    out: &mut impl Write,
+) -> Result<u8, CliError> {
+    // The phase last printed; `None` until the first event.
+    let mut last: Option<Option<Phase>> = None;
+    let limit = std::time::Duration::try_from(timeout).unwrap_or(std::time::Duration::MAX);
+    if limit.is_zero() {
+        return watch_phases(api, name, clock, &mut last, out).await;
+    }
+    let outcome = tokio::time::timeout(limit, watch_phases(api, name, clock, &mut last, out)).await;
+    match outcome {
+        Ok(result) => result,
+        Err(_) => Err(CliError::WaitTimeout {
+            name: name.to_owned(),
+            phase: last
+                .flatten()
+                .map_or_else(|| "Pending".to_owned(), |p| p.to_string()),
+            timeout: duration::format(timeout),
+        }),
+    }
+}
+
+async fn watch_phases(
+    api: &Api<ActivationRequest>,
+    name: &str,
+    clock: &dyn crate::clock::Clock,
+    last: &mut Option<Option<Phase>>,
+    out: &mut impl Write,
+) -> Result<u8, CliError> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher::watcher(api.clone(), config)
+        .default_backoff()
+        .boxed();
+    let mut seen_in_listing = false;
+    while let Some(event) = events.next().await {
+        let request = match event {
+            Ok(Event::Apply(r) | Event::InitApply(r)) => {
+                seen_in_listing = true;
+                r
+            }
+            Ok(Event::Delete(_)) => {
+                return Err(CliError::Deleted {
+                    name: name.to_owned(),
+                });
+            }
+            Ok(Event::Init) => {
+                seen_in_listing = false;
+                continue;
+            }
+            Ok(Event::InitDone) => {
+                if !seen_in_listing {
+                    return Err(CliError::Deleted {
+                        name: name.to_owned(),
+                    });
+                }
+                continue;
+            }
+            Err(e) => {
+                // Access problems do not heal by retrying; everything else does (with backoff).
+                if let watcher::Error::InitialListFailed(inner)
+                | watcher::Error::WatchStartFailed(inner) = &e
+                    && api_status(inner).is_some_and(|s| matches!(s.code, 401 | 403 | 404))
+                {
+                    return Err(CliError::api(&format!("watch {name}"), inner_clone(inner)));
+                }
+                continue;
+            }
+        };
+        let phase = request.status.as_ref().and_then(|s| s.phase);
+        if *last == Some(phase) {
+            continue;
+        }
+        *last = Some(phase);
+        let (reason, message) = phase_detail(&request);
+        let detail = reason_and_message(&reason, &message);
+        let phase_text = phase.map_or_else(|| "Pending".to_owned(), |p| p.to_string());
+        if detail.is_empty() {
+            writeln!(out, "{name}: {phase_text}")?;
+        } else {
+            writeln!(out, "{name}: {phase_text} ({detail})")?;
+        }
+        match phase {
+            Some(Phase::Active) => {
+                let until = request
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.expires_at.as_ref())
+                    .map(|t| format!(" until {}", when(t.0, clock.now())))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "Access is active{until}. End it early with `kubectl pim deactivate {name}`."
+                )?;
+                return Ok(EXIT_OK);
+            }
+            Some(p) if p.is_terminal() => {
+                // "ended Denied: denied by bob: …", not "ended Denied: Denied: denied by bob".
+                let detail = if reason == p.as_str() {
+                    message.clone()
+                } else {
+                    detail
+                };
+                return Err(CliError::RequestEnded {
+                    name: name.to_owned(),
+                    phase: p,
+                    detail: if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {detail}")
+                    },
+                });
+            }
+            _ => {}
+        }
+    }
+    Err(CliError::Api(format!(
+        "the watch of {name} ended unexpectedly; follow it with `kubectl pim status {name}`"
+    )))
+}
+
+/// kube errors are not `Clone`; keep what a person needs from an API error.
+fn inner_clone(error: &kube::Error) -> kube::Error {
+    match error {
+        kube::Error::Api(status) => kube::Error::Api(status.clone()),
+        other => kube::Error::Api(Box::new(kube::core::Status::failure(
+            &other.to_string(),
+            "Unknown",
+        ))),
+    }
+}

@@ -1,0 +1,157 @@
+//! Who "I" am: the username and groups the API server authenticated, from the SelfSubjectReview
+//! API, and the directory principal names that may stand for them.
+
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::api::{Api, PostParams};
+
+use super::error::CliError;
+
+/// The caller as the API server sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    /// The Kubernetes username: what approval entries and the stamped requester carry.
+    pub username: String,
+    /// The Kubernetes groups.
+    pub groups: Vec<String>,
+    /// The names assignments may use for this caller as a directory user: the `--principal`
+    /// given, or else the username and the username without a `prefix:`.
+    pub names: Vec<String>,
+    /// Whether `names` came from `--principal` / `PIM_PRINCIPAL`.
+    pub principal_given: bool,
+}
+
+impl Me {
+    /// `principal`: from `--principal` or `PIM_PRINCIPAL`; it replaces the guesses.
+    pub fn new(username: String, groups: Vec<String>, principal: Option<String>) -> Me {
+        let principal = principal
+            .map(|p| p.trim().to_owned())
+            .filter(|p| !p.is_empty());
+        let principal_given = principal.is_some();
+        let names = match principal {
+            Some(p) => vec![p],
+            None => {
+                let mut names = vec![username.clone()];
+                if let Some(stripped) = strip_prefix(&username)
+                    && !names.iter().any(|n| n == stripped)
+                {
+                    names.push(stripped.to_owned());
+                }
+                names
+            }
+        };
+        Me {
+            username,
+            groups,
+            names,
+            principal_given,
+        }
+    }
+
+    /// Whether `name` (a directory user in an assignment or a policy) is me.
+    pub fn is(&self, name: &str) -> bool {
+        self.names.iter().any(|n| n == name) || self.username == name
+    }
+
+    /// Whether a directory group named in an assignment or a policy is one of my Kubernetes
+    /// groups, as written or without a `prefix:` (e.g. `oidc:finance` for `finance`).
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g == group || strip_prefix(g) == Some(group))
+    }
+
+    /// My groups as the operator's policy check sees them: as written and without a prefix.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut out = self.groups.clone();
+        out.extend(
+            self.groups
+                .iter()
+                .filter_map(|g| strip_prefix(g))
+                .map(str::to_owned),
+        );
+        out
+    }
+
+    /// "alice (matched as alice, oidc:alice; groups: a, b)", for messages.
+    pub fn describe(&self) -> String {
+        let how = if self.principal_given {
+            "principal from --principal/PIM_PRINCIPAL"
+        } else {
+            "matched as"
+        };
+        let groups = if self.groups.is_empty() {
+            "none".to_owned()
+        } else {
+            self.groups.join(", ")
+        };
+        format!(
+            "{} ({how} {}; Kubernetes groups: {groups})",
+            self.username,
+            self.names.join(", ")
+        )
+    }
+}
+
+/// `oidc:alice` → `alice`. Service accounts (`system:serviceaccount:…`) keep their name.
+fn strip_prefix(name: &str) -> Option<&str> {
+    if name.starts_with("system:") {
+        return None;
+    }
+    name.split_once(':')
+        .map(|(_, rest)| rest)
+        .filter(|r| !r.is_empty())
+}
+
+/// Asks the API server who the caller is (needs `create` on `selfsubjectreviews`, which every
+/// authenticated user has by default).
+pub async fn whoami(client: &kube::Client, principal: Option<String>) -> Result<Me, CliError> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review = api
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .map_err(|e| CliError::Identity(super::error::describe_api_error("ask who you are", &e)))?;
+    let user = review
+        .status
+        .and_then(|s| s.user_info)
+        .ok_or_else(|| CliError::Identity("the answer carries no userInfo".to_owned()))?;
+    let username = user
+        .username
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| CliError::Identity("the answer carries no username".to_owned()))?;
+    Ok(Me::new(
+        username,
+        user.groups.unwrap_or_default(),
+        principal,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_groups() {
+        let me = Me::new(
+            "oidc:alice@contoso.com".into(),
+            vec!["oidc:finance".into(), "system:authenticated".into()],
+            None,
+        );
+        assert_eq!(me.names, ["oidc:alice@contoso.com", "alice@contoso.com"]);
+        assert!(me.is("alice@contoso.com"));
+        assert!(me.in_group("finance"));
+        assert!(me.in_group("oidc:finance"));
+        assert!(!me.in_group("authenticated"));
+        assert!(me.in_group("system:authenticated"));
+
+        let given = Me::new(
+            "oidc:alice".into(),
+            vec![],
+            Some(" alice@contoso.com ".into()),
+        );
+        assert_eq!(given.names, ["alice@contoso.com"]);
+        assert!(given.principal_given);
+
+        let sa = Me::new("system:serviceaccount:ci:deployer".into(), vec![], None);
+        assert_eq!(sa.names, ["system:serviceaccount:ci:deployer"]);
+    }
+}

@@ -1,0 +1,615 @@
+//! Who hears about what, and what is due now: pure functions of the objects, the policy's
+//! notification matrix, what was already sent, and `now`.
+
+use std::collections::BTreeSet;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::event::Event;
+use crate::api::access_policy::{NotificationRule, NotificationSettings};
+use crate::api::activation_request::{ActivationRequestStatus, Phase};
+use crate::api::common::{Principal, PrincipalRef};
+use crate::api::eligible_assignment::{AssignmentPhase, AssignmentType, EligibleAssignment};
+use crate::core::time::add;
+
+/// The recipient of a chat or webhook channel: its whole audience.
+pub const AUDIENCE: &str = "*";
+
+/// An event that happened to an object, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occurrence {
+    pub event: Event,
+    pub at: Timestamp,
+    /// It needs someone to act (a request to approve, a failure), so `criticalOnly` rules
+    /// still send it.
+    pub critical: bool,
+}
+
+/// What a request's status says has happened, and when to look again for the reminder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestEvents {
+    pub occurrences: Vec<Occurrence>,
+    /// When the "expiring soon" reminder falls due, while it is still ahead.
+    pub next: Option<Timestamp>,
+}
+
+fn entered(status: &ActivationRequestStatus, phase: Phase) -> Option<Timestamp> {
+    status
+        .history
+        .iter()
+        .find(|t| t.phase == phase)
+        .map(|t| t.time.0)
+}
+
+/// The events a request has gone through, read from its status. `lead` is how long before the
+/// end the reminder goes out; a window no longer than the lead gets no reminder.
+pub fn request_events(
+    status: &ActivationRequestStatus,
+    lead: SignedDuration,
+    now: Timestamp,
+) -> RequestEvents {
+    let mut out = RequestEvents::default();
+    let mut push = |event, at, critical| {
+        out.occurrences.push(Occurrence {
+            event,
+            at,
+            critical,
+        })
+    };
+    let phase = status.phase.unwrap_or_default();
+    let last_time = status.history.last().map(|t| t.time.0);
+    let asked = entered(status, Phase::PendingApproval);
+    if let Some(at) = asked {
+        push(Event::ActivationRequested, at, true);
+        if let Some(approved) = &status.approved_at {
+            push(Event::Approved, approved.0, false);
+        }
+    }
+    if phase == Phase::Denied
+        && let Some(at) = status.ended_at.as_ref().map(|t| t.0).or(last_time)
+    {
+        push(Event::Denied, at, false);
+    }
+    let activated = status
+        .activated_at
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| entered(status, Phase::Active));
+    if let Some(at) = activated {
+        push(Event::Activated, at, false);
+    }
+    if phase == Phase::Active
+        && let (Some(start), Some(end)) = (activated, status.expires_at.as_ref().map(|t| t.0))
+    {
+        let remind = add(end, -lead);
+        if remind > start {
+            if now >= remind && now < end {
+                push(Event::ExpiringSoon, remind, false);
+            } else if now < remind {
+                out.next = Some(remind);
+            }
+        }
+    }
+    if phase.is_terminal()
+        && phase != Phase::Denied
+        && let Some(at) = status.ended_at.as_ref().map(|t| t.0).or(last_time)
+    {
+        push(Event::Ended, at, phase == Phase::Failed);
+    }
+    out
+}
+
+/// The assignment event, once the assignment is in effect: eligible or active assigned.
+pub fn assignment_event(assignment: &EligibleAssignment) -> Option<Occurrence> {
+    let status = assignment.status.as_ref()?;
+    if status.phase != Some(AssignmentPhase::Effective) {
+        return None;
+    }
+    let at = status
+        .effective_start
+        .as_ref()
+        .or(assignment.metadata.creation_timestamp.as_ref())?
+        .0;
+    let event = match assignment.spec.assignment_type {
+        AssignmentType::Eligible => Event::EligibleAssigned,
+        AssignmentType::Active => Event::ActiveAssigned,
+    };
+    Some(Occurrence {
+        event,
+        at,
+        critical: false,
+    })
+}
+
+/// The matrix's row for `event` (approved and denied share `decided`).
+fn rule(settings: &NotificationSettings, event: Event) -> Option<&NotificationRule> {
+    match event {
+        Event::EligibleAssigned => settings.eligible_assigned.as_ref(),
+        Event::ActiveAssigned => settings.active_assigned.as_ref(),
+        Event::ActivationRequested => settings.activation_requested.as_ref(),
+        Event::Approved | Event::Denied => settings.decided.as_ref(),
+        Event::Activated => settings.activated.as_ref(),
+        Event::ExpiringSoon => settings.expiring_soon.as_ref(),
+        Event::Ended => settings.ended.as_ref(),
+    }
+}
+
+/// Who gets an event when the policy does not say: (admins, subject, approvers).
+pub fn default_audience(event: Event) -> (bool, bool, bool) {
+    match event {
+        Event::EligibleAssigned | Event::ActiveAssigned | Event::Activated => (true, true, false),
+        Event::ActivationRequested => (false, false, true),
+        Event::Approved | Event::Denied | Event::ExpiringSoon | Event::Ended => {
+            (false, true, false)
+        }
+    }
+}
+
+/// The people to tell about `occurrence`, by the policy's matrix: the admins list, the
+/// requester or assignee (`subject`), the approvers (users, and groups by name), and the
+/// rule's additional recipients. A `criticalOnly` rule keeps only critical occurrences.
+pub fn recipients(
+    occurrence: &Occurrence,
+    settings: Option<&NotificationSettings>,
+    subject: Option<&str>,
+    approvers: &[PrincipalRef],
+) -> BTreeSet<String> {
+    let empty = NotificationSettings::default();
+    let settings = settings.unwrap_or(&empty);
+    let rule = rule(settings, occurrence.event);
+    if rule.and_then(|r| r.critical_only).unwrap_or(false) && !occurrence.critical {
+        return BTreeSet::new();
+    }
+    let (admins, to_subject, to_approvers) = default_audience(occurrence.event);
+    let mut out = BTreeSet::new();
+    if rule.and_then(|r| r.admins).unwrap_or(admins) {
+        out.extend(settings.admins.iter().cloned());
+    }
+    if rule.and_then(|r| r.subject).unwrap_or(to_subject)
+        && let Some(subject) = subject
+    {
+        out.insert(subject.to_owned());
+    }
+    if rule.and_then(|r| r.approvers).unwrap_or(to_approvers) {
+        out.extend(approvers.iter().filter_map(|a| match a.resolve()? {
+            Principal::User(name) | Principal::Group(name) => Some(name.to_owned()),
+        }));
+    }
+    if let Some(rule) = rule {
+        out.extend(rule.additional_recipients.iter().cloned());
+    }
+    out.retain(|r| !r.trim().is_empty());
+    out
+}
+
+/// An e-mail address for a recipient: itself when it has an `@`, else with the configured
+/// domain appended, else none.
+pub fn address(recipient: &str, domain: Option<&str>) -> Option<String> {
+    let recipient = recipient.trim();
+    if recipient.contains('@') {
+        return Some(recipient.to_owned());
+    }
+    let domain = domain?;
+    let valid = !recipient.is_empty()
+        && recipient
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c));
+    valid.then(|| format!("{recipient}@{domain}"))
+}
+
+/// How a channel addresses people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// One message per recipient address (e-mail).
+    PerRecipient,
+    /// One message per event to the channel's audience (chat, webhooks).
+    Broadcast,
+}
+
+/// What the planner needs to know of a channel.
+#[derive(Debug, Clone)]
+pub struct ChannelView {
+    pub name: String,
+    pub audience: Audience,
+    /// Events the channel takes; empty means all.
+    pub events: Vec<Event>,
+}
+
+impl ChannelView {
+    fn takes(&self, event: Event) -> bool {
+        self.events.is_empty() || self.events.contains(&event)
+    }
+}
+
+/// One notification to send: the key that makes it unique on its object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Due {
+    pub event: Event,
+    pub channel: String,
+    pub recipient: String,
+}
+
+/// The rules that do not depend on the object.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    pub recipient_domain: Option<&'a str>,
+    /// Occurrences older than this are not announced any more.
+    pub stale_after: SignedDuration,
+}
+
+/// The notifications due at `now` for one occurrence, minus those `done` (sent, given up, or
+/// on their way). `recipients` is the occurrence's audience from [`recipients`].
+pub fn due(
+    occurrence: &Occurrence,
+    recipients: &BTreeSet<String>,
+    channels: &[ChannelView],
+    done: &dyn Fn(&Due) -> bool,
+    limits: Limits<'_>,
+    now: Timestamp,
+) -> Vec<Due> {
+    let fresh = occurrence.at <= now && add(occurrence.at, limits.stale_after) >= now;
+    if !fresh || recipients.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for channel in channels.iter().filter(|c| c.takes(occurrence.event)) {
+        let targets: BTreeSet<String> = match channel.audience {
+            Audience::PerRecipient => recipients
+                .iter()
+                .filter_map(|r| address(r, limits.recipient_domain))
+                .map(|a| a.to_lowercase())
+                .collect(),
+            Audience::Broadcast => [AUDIENCE.to_owned()].into(),
+        };
+        for recipient in targets {
+            let item = Due {
+                event: occurrence.event,
+                channel: channel.name.clone(),
+                recipient,
+            };
+            if !done(&item) {
+                out.push(item);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::activation_request::Transition;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn at(minutes: i64) -> Timestamp {
+        add(
+            ts("2026-03-02T09:00:00Z"),
+            SignedDuration::from_mins(minutes),
+        )
+    }
+
+    fn step(minutes: i64, phase: Phase) -> Transition {
+        Transition {
+            time: Time(at(minutes)),
+            phase,
+            reason: phase.to_string(),
+            message: None,
+        }
+    }
+
+    /// Requested at 0, approved at 10, active 10..40, expired at 40.
+    fn approved_then_expired() -> ActivationRequestStatus {
+        ActivationRequestStatus {
+            phase: Some(Phase::Expired),
+            approved_at: Some(Time(at(10))),
+            starts_at: Some(Time(at(10))),
+            expires_at: Some(Time(at(40))),
+            activated_at: Some(Time(at(10))),
+            ended_at: Some(Time(at(40))),
+            history: vec![
+                step(0, Phase::Pending),
+                step(0, Phase::PendingApproval),
+                step(10, Phase::Scheduled),
+                step(10, Phase::Active),
+                step(40, Phase::Expired),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn events_of(r: &RequestEvents) -> Vec<(Event, Timestamp)> {
+        r.occurrences.iter().map(|o| (o.event, o.at)).collect()
+    }
+
+    #[test]
+    fn a_full_approval_lifecycle_yields_each_event_once() {
+        let got = request_events(
+            &approved_then_expired(),
+            SignedDuration::from_mins(15),
+            at(50),
+        );
+        assert_eq!(
+            events_of(&got),
+            [
+                (Event::ActivationRequested, at(0)),
+                (Event::Approved, at(10)),
+                (Event::Activated, at(10)),
+                (Event::Ended, at(40)),
+            ]
+        );
+        assert!(got.occurrences[0].critical);
+        assert_eq!(got.next, None);
+    }
+
+    #[test]
+    fn the_reminder_is_due_inside_the_lead_time_only() {
+        let mut status = approved_then_expired();
+        status.phase = Some(Phase::Active);
+        status.ended_at = None;
+        status.history.pop();
+        let lead = SignedDuration::from_mins(15);
+        let before = request_events(&status, lead, at(20));
+        assert_eq!(before.next, Some(at(25)));
+        assert!(
+            !events_of(&before)
+                .iter()
+                .any(|(e, _)| *e == Event::ExpiringSoon)
+        );
+        let inside = request_events(&status, lead, at(25));
+        assert!(events_of(&inside).contains(&(Event::ExpiringSoon, at(25))));
+        assert_eq!(inside.next, None);
+        // Past the end (a clock that jumped): no reminder for something already over.
+        let after = request_events(&status, lead, at(41));
+        assert!(
+            !events_of(&after)
+                .iter()
+                .any(|(e, _)| *e == Event::ExpiringSoon)
+        );
+        // A window shorter than the lead gets no reminder at all.
+        let short = request_events(&status, SignedDuration::from_mins(45), at(11));
+        assert!(
+            !events_of(&short)
+                .iter()
+                .any(|(e, _)| *e == Event::ExpiringSoon)
+        );
+        assert_eq!(short.next, None);
+    }
+
+    #[test]
+    fn denial_and_failures() {
+        let denied = ActivationRequestStatus {
+            phase: Some(Phase::Denied),
+            ended_at: Some(Time(at(5))),
+            history: vec![
+                step(0, Phase::Pending),
+                step(0, Phase::PendingApproval),
+                step(5, Phase::Denied),
+            ],
+            ..Default::default()
+        };
+        let got = request_events(&denied, SignedDuration::from_mins(15), at(6));
+        assert_eq!(
+            events_of(&got),
+            [(Event::ActivationRequested, at(0)), (Event::Denied, at(5))]
+        );
+        let failed = ActivationRequestStatus {
+            phase: Some(Phase::Failed),
+            ended_at: Some(Time(at(3))),
+            history: vec![step(0, Phase::Pending), step(3, Phase::Failed)],
+            ..Default::default()
+        };
+        let got = request_events(&failed, SignedDuration::from_mins(15), at(6));
+        assert_eq!(events_of(&got), [(Event::Ended, at(3))]);
+        assert!(got.occurrences[0].critical, "a failure needs attention");
+        // No approval needed: approvedAt is the creation time, and nobody is told "approved".
+        let direct = ActivationRequestStatus {
+            phase: Some(Phase::Active),
+            approved_at: Some(Time(at(0))),
+            activated_at: Some(Time(at(0))),
+            expires_at: Some(Time(at(60))),
+            history: vec![step(0, Phase::Pending), step(0, Phase::Active)],
+            ..Default::default()
+        };
+        let got = request_events(&direct, SignedDuration::from_mins(15), at(1));
+        assert_eq!(events_of(&got), [(Event::Activated, at(0))]);
+    }
+
+    fn occurrence(event: Event, critical: bool) -> Occurrence {
+        Occurrence {
+            event,
+            at: at(0),
+            critical,
+        }
+    }
+
+    fn names(set: BTreeSet<String>) -> Vec<String> {
+        set.into_iter().collect()
+    }
+
+    #[test]
+    fn the_matrix_defaults_follow_entra() {
+        let settings = NotificationSettings {
+            admins: vec!["secops@contoso.com".into()],
+            ..Default::default()
+        };
+        let approvers = [
+            PrincipalRef::user("bob"),
+            PrincipalRef::group("finance-leads"),
+        ];
+        let who = |event| {
+            names(recipients(
+                &occurrence(event, event == Event::ActivationRequested),
+                Some(&settings),
+                Some("alice@contoso.com"),
+                &approvers,
+            ))
+        };
+        assert_eq!(who(Event::ActivationRequested), ["bob", "finance-leads"]);
+        assert_eq!(who(Event::Approved), ["alice@contoso.com"]);
+        assert_eq!(who(Event::Denied), ["alice@contoso.com"]);
+        assert_eq!(
+            who(Event::Activated),
+            ["alice@contoso.com", "secops@contoso.com"]
+        );
+        assert_eq!(
+            who(Event::EligibleAssigned),
+            ["alice@contoso.com", "secops@contoso.com"]
+        );
+        assert_eq!(who(Event::ExpiringSoon), ["alice@contoso.com"]);
+        assert_eq!(who(Event::Ended), ["alice@contoso.com"]);
+        // No notification settings at all: the same defaults, without admins.
+        assert_eq!(
+            names(recipients(
+                &occurrence(Event::Activated, false),
+                None,
+                Some("alice@contoso.com"),
+                &approvers
+            )),
+            ["alice@contoso.com"]
+        );
+    }
+
+    #[test]
+    fn rules_switch_recipients_and_critical_only_keeps_what_needs_action() {
+        let settings = NotificationSettings {
+            admins: vec!["secops@contoso.com".into()],
+            activated: Some(NotificationRule {
+                subject: Some(false),
+                additional_recipients: vec!["audit@contoso.com".into()],
+                ..Default::default()
+            }),
+            activation_requested: Some(NotificationRule {
+                admins: Some(true),
+                critical_only: Some(true),
+                ..Default::default()
+            }),
+            ended: Some(NotificationRule {
+                critical_only: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let approvers = [PrincipalRef::user("bob@contoso.com")];
+        let who = |o: Occurrence| names(recipients(&o, Some(&settings), Some("alice"), &approvers));
+        assert_eq!(
+            who(occurrence(Event::Activated, false)),
+            ["audit@contoso.com", "secops@contoso.com"]
+        );
+        assert_eq!(
+            who(occurrence(Event::ActivationRequested, true)),
+            ["bob@contoso.com", "secops@contoso.com"]
+        );
+        assert!(who(occurrence(Event::Ended, false)).is_empty());
+        assert_eq!(who(occurrence(Event::Ended, true)), ["alice"]);
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            address("alice@contoso.com", None).as_deref(),
+            Some("alice@contoso.com")
+        );
+        assert_eq!(
+            address("alice", Some("contoso.com")).as_deref(),
+            Some("alice@contoso.com")
+        );
+        assert_eq!(address("alice", None), None);
+        assert_eq!(address("cn=alice,dc=x", Some("contoso.com")), None);
+    }
+
+    fn channels() -> Vec<ChannelView> {
+        vec![
+            ChannelView {
+                name: "mail".into(),
+                audience: Audience::PerRecipient,
+                events: vec![],
+            },
+            ChannelView {
+                name: "chat".into(),
+                audience: Audience::Broadcast,
+                events: vec![Event::ActivationRequested],
+            },
+        ]
+    }
+
+    fn limits() -> Limits<'static> {
+        Limits {
+            recipient_domain: Some("contoso.com"),
+            stale_after: SignedDuration::from_hours(24),
+        }
+    }
+
+    #[test]
+    fn due_is_per_recipient_for_mail_and_per_event_for_chat_minus_what_is_done() {
+        let people: BTreeSet<String> = ["bob".into(), "Carol@Contoso.com".into()].into();
+        let requested = occurrence(Event::ActivationRequested, true);
+        let all = due(
+            &requested,
+            &people,
+            &channels(),
+            &|_| false,
+            limits(),
+            at(1),
+        );
+        let keys: Vec<(&str, &str)> = all
+            .iter()
+            .map(|d| (d.channel.as_str(), d.recipient.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("mail", "bob@contoso.com"),
+                ("mail", "carol@contoso.com"),
+                ("chat", "*")
+            ]
+        );
+        let sent = |d: &Due| d.recipient == "bob@contoso.com";
+        assert_eq!(
+            due(&requested, &people, &channels(), &sent, limits(), at(1)).len(),
+            2
+        );
+        // The chat channel only takes the requests to approve.
+        let activated = occurrence(Event::Activated, false);
+        assert_eq!(
+            due(
+                &activated,
+                &people,
+                &channels(),
+                &|_| false,
+                limits(),
+                at(1)
+            )
+            .len(),
+            2
+        );
+        // Nobody to tell: nothing, not even on chat.
+        assert!(
+            due(
+                &requested,
+                &BTreeSet::new(),
+                &channels(),
+                &|_| false,
+                limits(),
+                at(1)
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn stale_and_future_occurrences_are_not_due() {
+        let people: BTreeSet<String> = ["bob@contoso.com".into()].into();
+        let o = occurrence(Event::Activated, false);
+        let day = 24 * 60;
+        assert_eq!(
+            due(&o, &people, &channels(), &|_| false, limits(), at(day)).len(),
+            1
+        );
+        assert!(due(&o, &people, &channels(), &|_| false, limits(), at(day + 1)).is_empty());
+        assert!(due(&o, &people, &channels(), &|_| false, limits(), at(-1)).is_empty());
+    }
+}

@@ -1,0 +1,337 @@
+//! The audit trail end to end: the operator emits one record per transition to the
+//! `pim::audit` tracing target, a JSON Lines file and a signed HTTP sink, records how far it
+//! got in status, and `kubectl pim audit` (`audit::export::audit_command`) rebuilds complete
+//! CSV and JSON from the objects.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "support/operator.rs"]
+mod operator;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hmac::{Hmac, Mac};
+use pim_operator::api::activation_request::{Decision as Vote, Phase, Ticket};
+use pim_operator::audit::AuditRecord;
+use pim_operator::audit::export::{CSV_COLUMNS, audit_command};
+use sha2::Sha256;
+use tracing_subscriber::layer::SubscriberExt;
+
+use operator::{Harness, Receiver};
+
+const ALICE: &str = "alice@contoso.com";
+const BOB: &str = "bob@contoso.com";
+const CAROL: &str = "carol@contoso.com";
+
+/// Every event of the `pim::audit` target, as its message.
+fn audit_log() -> Arc<Mutex<Vec<String>>> {
+    static LOG: OnceLock<Arc<Mutex<Vec<String>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(log.clone()));
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        log
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == pim_operator::audit::sink::TARGET {
+            let mut message = Message(String::new());
+            event.record(&mut message);
+            self.0.lock().unwrap().push(message.0);
+        }
+    }
+}
+
+fn signed(hit: &operator::Hit, key: &[u8]) -> bool {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    mac.update(hit.header("x-pim-timestamp").unwrap().as_bytes());
+    mac.update(b".");
+    mac.update(&hit.body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    hit.header("x-pim-signature") == Some(&format!("sha256={hex}"))
+}
+
+fn parse_lines(text: &str) -> Vec<AuditRecord> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
+    let log = audit_log();
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+    std::fs::write(dir.path().join("key"), "audit-key").unwrap();
+    let config = format!(
+        "audit:\n  file: {}\n  http: {{url: '{}', tokenFile: {}, secretFile: {}}}\n",
+        file.display(),
+        receiver.url("/audit"),
+        dir.path().join("token").display(),
+        dir.path().join("key").display()
+    );
+    let mut h = Harness::new(&config).await;
+    h.policy("pa", "1h", &[BOB, CAROL], |_| {}).await;
+    h.group("ga", "pa").await;
+    h.assignment("alice-ga", "ga", ALICE).await;
+    h.start();
+
+    h.request("r", "ga", ALICE, "30m", |spec| {
+        spec.justification = Some("month-end close, \"Q2\"".into());
+        spec.ticket = Some(Ticket {
+            system: "ServiceNow".into(),
+            number: "CHG0042".into(),
+        });
+        let requester = spec.requester.as_mut().unwrap();
+        requester.uid = Some("u-alice".into());
+        requester.groups = vec!["finance".into(), "system:authenticated".into()];
+        requester.mfa = Some("amr=mfa".into());
+    })
+    .await;
+    h.wait_phase("r", Phase::PendingApproval).await;
+    h.advance(5);
+    h.vote("r", "ga", BOB, Vote::Approve, "looks right").await;
+    h.wait_phase("r", Phase::Active).await;
+    // Emitted at once; recorded only when the request finishes (or with a notification
+    // record), so the way to Active costs no extra API write.
+    operator::eventually("the Active record is in the file", || async {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .contains("\"outcome\":\"Active\"")
+    })
+    .await;
+    let notifier_writes = h
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| w.field_manager.as_deref() == Some("pim-operator-notify"))
+        .count();
+    assert_eq!(notifier_writes, 0);
+    h.advance(30);
+    h.wait_phase("r", Phase::Expired).await;
+    h.request("r2", "ga", ALICE, "15m", |_| {}).await;
+    h.wait_phase("r2", Phase::PendingApproval).await;
+    h.vote("r2", "ga", CAROL, Vote::Deny, "not now").await;
+    h.wait_phase("r2", Phase::Denied).await;
+    h.wait_audited("r").await;
+    h.wait_audited("r2").await;
+    h.stop().await;
+    assert!(
+        h.server.writes().iter().any(
+            |w| w.field_manager.as_deref() == Some("pim-operator-notify")
+                && w.subresource.as_deref() == Some("status")
+        ),
+        "the marks of finished requests are written under the notifier's field manager"
+    );
+
+    let request = h.get("r").await;
+    let uid = request.metadata.uid.clone().unwrap();
+    let history = request.status.clone().unwrap().history;
+    let phases: Vec<Phase> = history.iter().map(|t| t.phase).collect();
+    assert_eq!(
+        phases,
+        [
+            Phase::PendingApproval,
+            Phase::Scheduled,
+            Phase::Active,
+            Phase::Expired
+        ]
+    );
+
+    // JSON: one record per transition of both requests, oldest first, nothing missing.
+    let json = audit_command(h.client.clone(), "30d", "json", h.now())
+        .await
+        .unwrap();
+    let records: Vec<AuditRecord> = serde_json::from_str(&json).unwrap();
+    assert_eq!(records.len(), 4 + 2, "{json}");
+    assert!(records.windows(2).all(|w| w[0].time <= w[1].time));
+    let r: Vec<&AuditRecord> = records.iter().filter(|x| x.request == "r").collect();
+    let ids: Vec<String> = (0..4).map(|i| format!("{uid}/{i}")).collect();
+    assert_eq!(r.iter().map(|x| x.id.clone()).collect::<Vec<_>>(), ids);
+    let end = r[3];
+    assert_eq!(
+        (
+            end.from.as_deref(),
+            end.outcome.as_str(),
+            end.terminal,
+            end.reason.as_str()
+        ),
+        (Some("Active"), "Expired", true, "Expired")
+    );
+    let requester = end.requester.as_ref().unwrap();
+    assert_eq!(
+        (requester.username.as_str(), requester.uid.as_deref()),
+        (ALICE, Some("u-alice"))
+    );
+    assert_eq!(requester.groups, ["finance", "system:authenticated"]);
+    assert_eq!(end.principal.as_deref(), Some(ALICE));
+    assert_eq!((end.group.as_str(), end.role.as_str()), ("ga", "member"));
+    assert_eq!(
+        (end.policy.as_deref(), end.policy_generation),
+        (Some("pa"), Some(1))
+    );
+    assert_eq!(
+        (end.directory.as_deref(), end.directory_group_id.as_deref()),
+        (Some("memory"), Some("ga-id"))
+    );
+    assert_eq!(
+        end.justification.as_deref(),
+        Some("month-end close, \"Q2\"")
+    );
+    assert_eq!(
+        (end.ticket_system.as_deref(), end.ticket_number.as_deref()),
+        (Some("ServiceNow"), Some("CHG0042"))
+    );
+    assert_eq!(end.requested_duration.as_deref(), Some("30m"));
+    assert_eq!(end.approvals.len(), 1);
+    let approval = &end.approvals[0];
+    assert_eq!(
+        (
+            approval.approver.as_str(),
+            approval.decision.as_str(),
+            approval.reason.as_deref()
+        ),
+        (BOB, "Approve", Some("looks right"))
+    );
+    let approved_at: jiff::Timestamp = "2026-03-02T09:05:00Z".parse().unwrap();
+    let ended_at: jiff::Timestamp = "2026-03-02T09:35:00Z".parse().unwrap();
+    assert_eq!(approval.time, Some(approved_at));
+    assert_eq!(end.approved_by, [BOB]);
+    assert_eq!(
+        (end.mfa_evidence.as_deref(), end.mfa_verified),
+        (Some("amr=mfa"), Some(true))
+    );
+    assert_eq!(
+        (
+            end.starts_at,
+            end.activated_at,
+            end.expires_at,
+            end.ended_at
+        ),
+        (
+            Some(approved_at),
+            Some(approved_at),
+            Some(ended_at),
+            Some(ended_at)
+        )
+    );
+    assert_eq!(end.retry_count, 0);
+    let denied = records
+        .iter()
+        .find(|x| x.request == "r2" && x.terminal)
+        .unwrap();
+    assert_eq!(denied.outcome, "Denied");
+    assert_eq!(denied.approvals[0].decision, "Deny");
+    assert_eq!(denied.approvals[0].reason.as_deref(), Some("not now"));
+
+    // CSV: the same rows, every column filled where the JSON has a value.
+    let csv = audit_command(h.client.clone(), "30d", "csv", h.now())
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines[0], CSV_COLUMNS.join(","));
+    assert_eq!(lines.len(), 1 + records.len());
+    let last = lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{uid}/3,")))
+        .unwrap();
+    let expected = format!(
+        "{uid}/3,2026-03-02T09:35:00Z,r,{uid},3,Active,Expired,true,Expired,ended at 2026-03-02T09:35:00Z,\
+         {ALICE},u-alice,finance;system:authenticated,{ALICE},,ga,member,memory,ga-id,pa,1,\
+         \"month-end close, \"\"Q2\"\"\",ServiceNow,CHG0042,30m,\
+         {BOB} Approve at 2026-03-02T09:05:00Z: looks right,{BOB},amr=mfa,true,\
+         2026-03-02T09:05:00Z,2026-03-02T09:35:00Z,,2026-03-02T09:05:00Z,2026-03-02T09:35:00Z,0"
+    );
+    assert_eq!(*last, expected);
+    // --since narrows it to what happened since.
+    let recent = audit_command(h.client.clone(), "2026-03-02T09:35:00Z", "json", h.now())
+        .await
+        .unwrap();
+    let recent: Vec<AuditRecord> = serde_json::from_str(&recent).unwrap();
+    assert!(recent.iter().all(|x| x.time >= ended_at));
+    assert!(recent.iter().any(|x| x.id == format!("{uid}/3")));
+    assert!(!recent.iter().any(|x| x.id == format!("{uid}/0")));
+
+    // The operator emitted each record to every sink; ids make repeats easy to drop.
+    let expected_ids: BTreeSet<String> = records.iter().map(|x| x.id.clone()).collect();
+    let file_records = parse_lines(&std::fs::read_to_string(&file).unwrap());
+    let file_ids: BTreeSet<String> = file_records.iter().map(|x| x.id.clone()).collect();
+    assert_eq!(file_ids, expected_ids);
+    for emitted in &file_records {
+        let rebuilt = records.iter().find(|x| x.id == emitted.id).unwrap();
+        assert_eq!(
+            (
+                &emitted.time,
+                &emitted.outcome,
+                &emitted.reason,
+                &emitted.from
+            ),
+            (
+                &rebuilt.time,
+                &rebuilt.outcome,
+                &rebuilt.reason,
+                &rebuilt.from
+            )
+        );
+    }
+    let file_end = file_records
+        .iter()
+        .find(|x| x.id == format!("{uid}/3"))
+        .unwrap();
+    assert_eq!(
+        file_end, end,
+        "the last record as emitted is the record as exported"
+    );
+
+    let hits = receiver.hits("/audit");
+    assert!(!hits.is_empty());
+    let mut http_ids = BTreeSet::new();
+    for hit in &hits {
+        assert_eq!(hit.header("authorization"), Some("Bearer t0ken"));
+        assert_eq!(hit.header("content-type"), Some("application/x-ndjson"));
+        assert!(signed(hit, b"audit-key"));
+        http_ids.extend(
+            parse_lines(std::str::from_utf8(&hit.body).unwrap())
+                .into_iter()
+                .map(|x| x.id),
+        );
+    }
+    assert_eq!(http_ids, expected_ids);
+
+    let logged: BTreeSet<String> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<AuditRecord>(line).ok())
+        .map(|x| x.id)
+        .filter(|id| expected_ids.contains(id))
+        .collect();
+    assert_eq!(
+        logged, expected_ids,
+        "one JSON line per transition on pim::audit"
+    );
+}

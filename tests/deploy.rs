@@ -44,6 +44,11 @@ const OUR_KINDS: [(&str, &str); 4] = [
     ("pim.dev/v1alpha1", "ActivationRequest"),
 ];
 const SERVICE_MONITOR: (&str, &str) = ("monitoring.coreos.com/v1", "ServiceMonitor");
+/// The webhook certificate's kinds with `webhook.certificates: cert-manager`.
+const CERT_MANAGER: [(&str, &str); 2] = [
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+];
 
 // ---------------------------------------------------------------------------------------------
 // Tools
@@ -167,6 +172,8 @@ struct Rendering {
     documents: Vec<Value>,
     /// Whether it is expected to hold a ServiceMonitor.
     service_monitor: bool,
+    /// Whether its webhook certificate comes from cert-manager.
+    cert_manager: bool,
 }
 
 fn documents(yaml: &str, origin: &str) -> Vec<Value> {
@@ -210,11 +217,13 @@ fn render_all() -> Vec<Rendering> {
     let mut push = |name: String, yaml: String, service_monitor: bool| {
         let documents = documents(&yaml, &name);
         assert!(!documents.is_empty(), "{name} rendered nothing");
+        let cert_manager = yaml.contains("kind: Certificate\n");
         out.push(Rendering {
             name,
             yaml,
             documents,
             service_monitor,
+            cert_manager,
         });
     };
 
@@ -366,6 +375,9 @@ fn validate_rendering(rendering: &Rendering, dir: &Path, index: usize) {
     let mut allowed = OUR_KINDS.to_vec();
     if rendering.service_monitor {
         allowed.push(SERVICE_MONITOR);
+    }
+    if rendering.cert_manager {
+        allowed.extend(CERT_MANAGER);
     }
     let result = kubernetes_validate(&[&file]);
     match judge_validation(&result, rendering.documents.len(), &allowed) {
@@ -524,7 +536,12 @@ fn rbac_problems(role: &Value) -> Vec<String> {
                 problems.push(format!("{at}: grants `{forbidden}`"));
             }
         }
-        if resources.iter().any(|r| r == "secrets") {
+        // The one exception: the webhook's self-signed certificate, a single Secret in the
+        // operator's namespace, read by name and created once (create takes no name).
+        let certificate_secret = str_at(role, "/kind") == "Role"
+            && resources == ["secrets"]
+            && (verbs == ["create"] || (verbs == ["get"] && names.len() == 1));
+        if resources.iter().any(|r| r == "secrets") && !certificate_secret {
             problems.push(format!("{at}: grants access to Secrets"));
         }
         if verbs.iter().any(|v| v == "bind") {
@@ -542,6 +559,26 @@ fn rbac_problems(role: &Value) -> Vec<String> {
         }
     }
     problems
+}
+
+/// The Service of the metrics port (the webhook has its own).
+fn metrics_service(rendering: &Rendering) -> &Value {
+    let found: Vec<&Value> = of_kind(rendering, "Service")
+        .into_iter()
+        .filter(|s| str_at(s, "/spec/ports/0/name") == "http-metrics")
+        .collect();
+    assert_eq!(found.len(), 1, "{}: one metrics Service", rendering.name);
+    found[0]
+}
+
+/// The Role of leader election: the one whose rules are about Leases.
+fn lease_role(rendering: &Rendering) -> &Value {
+    let found: Vec<&Value> = of_kind(rendering, "Role")
+        .into_iter()
+        .filter(|r| str_at(r, "/rules/0/resources/0") == "leases")
+        .collect();
+    assert_eq!(found.len(), 1, "{}: one Role for Leases", rendering.name);
+    found[0]
 }
 
 fn roles(rendering: &Rendering) -> Vec<&Value> {
@@ -601,6 +638,10 @@ fn the_rbac_check_rejects_wildcards_escalate_and_open_bind() {
             "Secrets",
         ),
         (
+            "- {apiGroups: [''], resources: [secrets], verbs: [get], resourceNames: [tls]}",
+            "Secrets",
+        ),
+        (
             "- {apiGroups: [''], resources: [users], verbs: [impersonate]}",
             "`impersonate`",
         ),
@@ -616,6 +657,30 @@ fn the_rbac_check_rejects_wildcards_escalate_and_open_bind() {
         "- {apiGroups: [rbac.authorization.k8s.io], resources: [clusterroles], verbs: [bind], resourceNames: [view]}",
     );
     assert_eq!(rbac_problems(&fine), Vec::<String>::new());
+
+    // Secrets only as the webhook certificate's namespaced Role has them.
+    let namespaced = |rules: &str| -> Value {
+        serde_saphyr::from_str(&format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: cert, namespace: pim-system}}\nrules:\n{rules}"
+        ))
+        .expect("an inline role")
+    };
+    for rules in [
+        "- {apiGroups: [''], resources: [secrets], verbs: [get, list], resourceNames: [tls]}",
+        "- {apiGroups: [''], resources: [secrets], verbs: [get]}",
+        "- {apiGroups: [''], resources: [secrets], verbs: [update], resourceNames: [tls]}",
+        "- {apiGroups: [''], resources: [secrets, configmaps], verbs: [create]}",
+    ] {
+        let problems = rbac_problems(&namespaced(rules));
+        assert!(
+            problems.iter().any(|p| p.contains("Secrets")),
+            "{rules}: {problems:?}"
+        );
+    }
+    let certificate = namespaced(
+        "- {apiGroups: [''], resources: [secrets], verbs: [create]}\n- {apiGroups: [''], resources: [secrets], verbs: [get], resourceNames: [tls]}",
+    );
+    assert_eq!(rbac_problems(&certificate), Vec::<String>::new());
 }
 
 /// The rules of the operator's own ClusterRole as (apiGroup, resource) -> verbs.
@@ -665,6 +730,10 @@ fn the_operator_may_write_status_finalizers_events_and_bindings_only() {
             if kind == "pimgroups" || kind == "activationrequests" {
                 expected.insert("patch".to_owned());
             }
+            // Retention deletes finished requests.
+            if kind == "activationrequests" {
+                expected.insert("delete".to_owned());
+            }
             assert_eq!(main, &expected, "{}: {kind}", rendering.name);
             assert_eq!(
                 grants[&("pim.dev".to_owned(), format!("{kind}/status"))],
@@ -702,9 +771,8 @@ fn the_operator_may_write_status_finalizers_events_and_bindings_only() {
             );
         }
         // Leases: only in the operator's namespace, through a Role.
-        let lease_role = the_one(rendering, "Role");
+        let lease_role = lease_role(rendering);
         assert_eq!(str_at(lease_role, "/metadata/namespace"), NAMESPACE);
-        assert_eq!(str_at(lease_role, "/rules/0/resources/0"), "leases");
     }
 }
 
@@ -940,7 +1008,7 @@ fn the_deployment_runs_the_operator_as_designed() {
         // The Service and the PodDisruptionBudget select the pods.
         let labels = &spec["template"]["metadata"]["labels"];
         for selector in [
-            &the_one(rendering, "Service")["spec"]["selector"],
+            &metrics_service(rendering)["spec"]["selector"],
             &spec["selector"]["matchLabels"],
         ] {
             for (key, value) in selector.as_object().expect("a selector") {
@@ -986,7 +1054,7 @@ fn the_rendered_config_is_what_the_operator_reads() {
                 );
                 assert!(settings.config.leader_election.enabled, "{name}");
                 let lease = &settings.config.leader_election.lease_name;
-                let lease_role = the_one(rendering, "Role");
+                let lease_role = lease_role(rendering);
                 assert_eq!(
                     str_at(lease_role, "/rules/1/resourceNames/0"),
                     lease,
@@ -1015,7 +1083,11 @@ fn the_rendered_config_is_what_the_operator_reads() {
 #[test]
 fn the_values_schema_rejects_bad_values() {
     for (set, expected) in [
-        ("webhook.enabled=true", "/webhook/enabled"),
+        ("webhook.certificates=vault", "/webhook/certificates"),
+        (
+            "attestation.existingSecret=Not_A_Name",
+            "/attestation/existingSecret",
+        ),
         ("config.resyncInterval=soon", "/config/resyncInterval"),
         ("config.concurrency=0", "/config/concurrency"),
         ("config.directories.Bad_Name.type=memory", "Bad_Name"),
@@ -1086,7 +1158,7 @@ fn the_service_monitor_scrapes_the_metrics_port() {
         let name = &rendering.name;
         let monitor = the_one(rendering, "ServiceMonitor");
         assert_eq!(kind_of(monitor), SERVICE_MONITOR);
-        let service = the_one(rendering, "Service");
+        let service = metrics_service(rendering);
         assert_eq!(
             str_at(monitor, "/metadata/namespace"),
             str_at(service, "/metadata/namespace"),
@@ -1338,4 +1410,366 @@ fn the_install_script_is_executable() {
         is_executable(&repo_path(".ci/install-deploy-tools")),
         ".ci/install-deploy-tools must be executable"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The admission webhook
+// ---------------------------------------------------------------------------------------------
+
+/// What is wrong with how `documents` (one rendering) ship the admission webhook: it must fail
+/// closed, match only our own resources, reach the port the operator serves, and have its
+/// attestation key and certificate where the config says.
+fn webhook_problems(documents: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let of = |kind: &str| -> Vec<&Value> {
+        documents
+            .iter()
+            .filter(|d| str_at(d, "/kind") == kind)
+            .collect()
+    };
+    let strings = |value: &Value| -> Vec<String> {
+        value
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|v| v.as_str().unwrap_or("<not a string>").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let Some(config_map) = of("ConfigMap").first().copied() else {
+        return vec!["no ConfigMap".to_owned()];
+    };
+    let settings = match pim_operator::config::Config::parse(
+        str_at(config_map, "/data/config.yaml"),
+        "config.yaml",
+    ) {
+        Ok(settings) => settings.config,
+        Err(e) => return vec![format!("the config does not parse: {e}")],
+    };
+    if !settings.webhook.enabled {
+        problems.push("config: webhook.enabled is not true".to_owned());
+    }
+    let Some(deployment) = of("Deployment").first().copied() else {
+        return vec!["no Deployment".to_owned()];
+    };
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let webhook_port = container["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| str_at(p, "/name") == "https-webhook")
+        .and_then(|p| p["containerPort"].as_u64());
+    let served_port = settings
+        .webhook
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u64>().ok());
+    if webhook_port.is_none() || webhook_port != served_port {
+        problems.push(format!(
+            "container port https-webhook {webhook_port:?} is not the served port {served_port:?}"
+        ));
+    }
+    // The Secret volume mounted over a file's folder, if any.
+    let secret_mounted_at = |file: &Path| -> Option<String> {
+        let mount = container["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| file.parent() == Some(Path::new(str_at(m, "/mountPath"))))?;
+        let volume = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| str_at(v, "/name") == str_at(mount, "/name"))?;
+        let secret = str_at(volume, "/secret/secretName");
+        (!secret.is_empty()).then(|| secret.to_owned())
+    };
+    match &settings.attestation.key_file {
+        None => problems.push("config: no attestation.keyFile".to_owned()),
+        Some(key) => {
+            if secret_mounted_at(key).is_none() {
+                problems.push(format!(
+                    "attestation.keyFile {} is not in a mounted Secret",
+                    key.display()
+                ));
+            }
+        }
+    }
+
+    let mutating = of("MutatingWebhookConfiguration");
+    let validating = of("ValidatingWebhookConfiguration");
+    if mutating.len() != 1 || validating.len() != 1 {
+        problems.push(format!(
+            "expected one Mutating- and one ValidatingWebhookConfiguration, found {} and {}",
+            mutating.len(),
+            validating.len()
+        ));
+        return problems;
+    }
+    let four = [
+        "accesspolicies",
+        "pimgroups",
+        "eligibleassignments",
+        "activationrequests",
+    ];
+    for (configuration, path, wanted) in [
+        (mutating[0], "/mutate", &four[3..]),
+        (validating[0], "/validate", &four[..]),
+    ] {
+        let name = str_at(configuration, "/metadata/name");
+        let webhooks = configuration["webhooks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if webhooks.is_empty() {
+            problems.push(format!("{name}: no webhooks"));
+        }
+        for webhook in &webhooks {
+            let at = format!("{} {name}", str_at(configuration, "/kind"));
+            if str_at(webhook, "/failurePolicy") != "Fail" {
+                problems.push(format!("{at}: failurePolicy is not Fail"));
+            }
+            if str_at(webhook, "/sideEffects") != "None" {
+                problems.push(format!("{at}: sideEffects is not None"));
+            }
+            if !strings(&webhook["admissionReviewVersions"]).contains(&"v1".to_owned()) {
+                problems.push(format!("{at}: does not speak admission.k8s.io/v1"));
+            }
+            if webhook.get("namespaceSelector").is_some() || webhook.get("objectSelector").is_some()
+            {
+                problems.push(format!("{at}: a selector lets objects past the webhook"));
+            }
+            let mut resources = BTreeSet::new();
+            for rule in webhook["rules"].as_array().into_iter().flatten() {
+                if strings(&rule["apiGroups"]) != ["pim.dev"] {
+                    problems.push(format!("{at}: a rule outside pim.dev"));
+                }
+                for operation in strings(&rule["operations"]) {
+                    if operation != "CREATE" && operation != "UPDATE" {
+                        problems.push(format!("{at}: operation {operation}"));
+                    }
+                }
+                resources.extend(strings(&rule["resources"]));
+            }
+            let wanted: BTreeSet<String> = wanted.iter().map(|r| r.to_string()).collect();
+            if resources != wanted {
+                problems.push(format!("{at}: matches {resources:?}, not {wanted:?}"));
+            }
+            let service = &webhook["clientConfig"]["service"];
+            if str_at(service, "/path") != path {
+                problems.push(format!("{at}: path is not {path}"));
+            }
+            if str_at(service, "/namespace") != NAMESPACE {
+                problems.push(format!("{at}: the Service is not in {NAMESPACE}"));
+            }
+            let port = service["port"].as_u64().unwrap_or(443);
+            let reaches = of("Service").iter().any(|s| {
+                str_at(s, "/metadata/name") == str_at(service, "/name")
+                    && s["spec"]["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| {
+                            p["port"].as_u64() == Some(port)
+                                && str_at(p, "/targetPort") == "https-webhook"
+                        })
+                    && s["spec"]["selector"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .all(|(k, v)| &deployment["spec"]["template"]["metadata"]["labels"][k] == v)
+            });
+            if !reaches {
+                problems.push(format!(
+                    "{at}: Service {}:{port} does not reach the pods' https-webhook port",
+                    str_at(service, "/name")
+                ));
+            }
+        }
+    }
+
+    let certificates = of("Certificate");
+    match (&settings.webhook.cert_file, &settings.webhook.key_file) {
+        (Some(cert), Some(key)) => {
+            // cert-manager: the Certificate's Secret is mounted there, its CA injected.
+            let secret = secret_mounted_at(cert);
+            if secret.is_none() || secret != secret_mounted_at(key) {
+                problems.push("certFile and keyFile are not in one mounted Secret".to_owned());
+            }
+            if !certificates
+                .iter()
+                .any(|c| Some(str_at(c, "/spec/secretName")) == secret.as_deref())
+            {
+                problems.push("no Certificate writes the mounted Secret".to_owned());
+            }
+            for configuration in [mutating[0], validating[0]] {
+                if str_at(
+                    configuration,
+                    "/metadata/annotations/cert-manager.io~1inject-ca-from",
+                )
+                .is_empty()
+                {
+                    problems.push(
+                        "a webhook configuration lacks cert-manager's CA injection".to_owned(),
+                    );
+                }
+            }
+        }
+        (None, None) => {
+            // Self-signed: the names the operator writes must be the ones shipped, and it may
+            // touch exactly those.
+            let self_signed = &settings.webhook.self_signed;
+            for (configuration, name) in [
+                (mutating[0], &self_signed.mutating_configuration),
+                (validating[0], &self_signed.validating_configuration),
+            ] {
+                if str_at(configuration, "/metadata/name") != name {
+                    problems.push(format!(
+                        "config names webhook configuration {name}, not shipped"
+                    ));
+                }
+            }
+            let named = |kind: &str, resource: &str| -> BTreeSet<String> {
+                of(kind)
+                    .iter()
+                    .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+                    .filter(|rule| strings(&rule["resources"]).contains(&resource.to_owned()))
+                    .flat_map(|rule| strings(&rule["resourceNames"]))
+                    .collect()
+            };
+            if named("Role", "secrets") != BTreeSet::from([self_signed.secret.clone()]) {
+                problems.push(format!(
+                    "the certificate Role does not name Secret {}",
+                    self_signed.secret
+                ));
+            }
+            let configurations = BTreeSet::from([
+                self_signed.mutating_configuration.clone(),
+                self_signed.validating_configuration.clone(),
+            ]);
+            for resource in [
+                "mutatingwebhookconfigurations",
+                "validatingwebhookconfigurations",
+            ] {
+                if named("ClusterRole", resource) != configurations {
+                    problems.push(format!("{resource}: not limited to {configurations:?}"));
+                }
+            }
+            let webhook_service = of("Service")
+                .iter()
+                .any(|s| str_at(s, "/metadata/name") == self_signed.service);
+            if !webhook_service {
+                problems.push(format!(
+                    "the certificate names Service {}, not shipped",
+                    self_signed.service
+                ));
+            }
+        }
+        _ => problems.push("only one of certFile and keyFile is set".to_owned()),
+    }
+    // The API server must be let in.
+    for policy in of("NetworkPolicy") {
+        let admits = policy["spec"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|rule| {
+                rule.get("from").is_none()
+                    && rule["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| str_at(p, "/port") == "https-webhook")
+            });
+        if !admits {
+            problems.push("the NetworkPolicy keeps the API server from the webhook".to_owned());
+        }
+    }
+    problems
+}
+
+#[test]
+fn the_webhook_fails_closed_on_our_resources_and_is_reachable() {
+    for rendering in renderings() {
+        let problems = webhook_problems(&rendering.documents);
+        assert!(
+            problems.is_empty(),
+            "{}:\n  {}",
+            rendering.name,
+            problems.join("\n  ")
+        );
+        assert_eq!(
+            rendering.cert_manager,
+            rendering.name.contains("cert-manager"),
+            "{}: cert-manager kinds",
+            rendering.name
+        );
+    }
+}
+
+#[test]
+fn the_webhook_check_catches_what_would_let_writes_through() {
+    let base = renderings()
+        .iter()
+        .find(|r| r.name == "kustomize deploy/base")
+        .expect("the base rendering");
+    type Breakage = fn(&mut Value);
+    let breakages: [(&str, Breakage, &str); 6] = [
+        (
+            "MutatingWebhookConfiguration",
+            |c| c["webhooks"][0]["failurePolicy"] = Value::from("Ignore"),
+            "failurePolicy",
+        ),
+        (
+            "ValidatingWebhookConfiguration",
+            |c| c["webhooks"][0]["rules"][0]["resources"][0] = Value::from("pods"),
+            "matches",
+        ),
+        (
+            "ValidatingWebhookConfiguration",
+            |c| c["webhooks"][0]["objectSelector"] = serde_json::json!({"matchLabels": {"a": "b"}}),
+            "selector",
+        ),
+        (
+            "MutatingWebhookConfiguration",
+            |c| c["webhooks"][0]["clientConfig"]["service"]["port"] = Value::from(8443),
+            "does not reach",
+        ),
+        (
+            "Deployment",
+            |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+                    .as_array_mut()
+                    .expect("mounts")
+                    .retain(|m| m["name"] != "attestation-key")
+            },
+            "attestation.keyFile",
+        ),
+        (
+            "NetworkPolicy",
+            |p| {
+                p["spec"]["ingress"][0]["ports"]
+                    .as_array_mut()
+                    .expect("ports")
+                    .truncate(1)
+            },
+            "NetworkPolicy",
+        ),
+    ];
+    for (kind, breakage, expected) in breakages {
+        let mut documents = base.documents.clone();
+        let target = documents
+            .iter_mut()
+            .find(|d| str_at(d, "/kind") == kind)
+            .expect("the kind to break");
+        breakage(target);
+        let problems = webhook_problems(&documents);
+        assert!(
+            problems.iter().any(|p| p.contains(expected)),
+            "{kind}: expected a problem with {expected:?}, got {problems:?}"
+        );
+    }
 }

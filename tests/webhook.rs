@@ -697,6 +697,51 @@ fn declarative_kinds_get_the_validate_checks() {
 }
 
 #[test]
+fn a_declarative_object_made_invalid_later_still_takes_metadata_changes() {
+    let admission = admission(Some(keyring()));
+    let gitops = user(
+        "system:serviceaccount:argocd:argocd-application-controller",
+        &[],
+        false,
+    );
+    // Stored before the policy required a justification.
+    let mut stored: Value =
+        serde_json::to_value(example::<EligibleAssignment>("03-eligibleassignment.yaml")).unwrap();
+    stored["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("justification");
+    let mut labelled = stored.clone();
+    labelled["metadata"]["labels"] = json!({"team": "finance"});
+    let review = |object: &Value| {
+        run(
+            &admission,
+            Stage::Validate,
+            &wire(
+                "EligibleAssignment",
+                "eligibleassignments",
+                "UPDATE",
+                &gitops,
+                object,
+                Some(&stored),
+            ),
+        )
+    };
+    let answer = review(&labelled);
+    assert!(answer.allowed, "{}", answer.message);
+
+    let mut edited = stored.clone();
+    edited["spec"]["schedule"]["duration"] = json!("90d");
+    let answer = review(&edited);
+    assert!(!answer.allowed, "a spec change is judged");
+    assert!(
+        answer.message.contains("justification"),
+        "{}",
+        answer.message
+    );
+}
+
+#[test]
 fn malformed_reviews_are_errors_not_panics() {
     let admission = admission(Some(keyring()));
     for body in [

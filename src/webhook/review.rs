@@ -104,6 +104,14 @@ impl Admission {
             PimObject::ActivationRequest(ar) => {
                 self.activation(request, response, stage, catalog, now, &object, ar)
             }
+            // Metadata only (labels, the operator's finalizer): nothing to judge. An object
+            // that a later policy change made invalid must still be able to be cleaned up.
+            _ if old
+                .as_ref()
+                .is_some_and(|old| old.get("spec") == object.get("spec")) =>
+            {
+                response
+            }
             other if stage == Stage::Validate => {
                 let findings = check_object(catalog, &other, now);
                 let (errors, warnings): (Vec<_>, Vec<_>) = findings.into_iter().partition(|f| {

@@ -54,5 +54,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $config := deepCopy .Values.config }}
 {{- $_ := set $config "metricsAddress" (printf "0.0.0.0:%d" (int .Values.metrics.port)) }}
 {{- $_ := set $config "namespace" .Release.Namespace }}
+{{- if .Values.webhook.enabled }}
+{{- $fullname := include "pim-operator.fullname" . }}
+{{- $webhook := dict "enabled" true "address" (printf "0.0.0.0:%d" (int .Values.webhook.port)) }}
+{{- if eq .Values.webhook.certificates "cert-manager" }}
+{{- $_ := set $webhook "certFile" "/var/run/pim/webhook-tls/tls.crt" }}
+{{- $_ := set $webhook "keyFile" "/var/run/pim/webhook-tls/tls.key" }}
+{{- else }}
+{{- $_ := set $webhook "selfSigned" (dict "service" (printf "%s-webhook" $fullname) "secret" (printf "%s-webhook-tls" $fullname) "mutatingConfiguration" $fullname "validatingConfiguration" $fullname) }}
+{{- end }}
+{{- with .Values.webhook.mfaClaim }}
+{{- $_ := set $webhook "mfaClaim" . }}
+{{- end }}
+{{- $_ := set $config "webhook" $webhook }}
+{{- $_ := set $config "attestation" (dict "keyFile" "/var/run/pim/attestation/key") }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}

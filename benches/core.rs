@@ -56,6 +56,7 @@ fn decide_one(c: &mut Criterion) {
                 spec: black_box(&spec),
                 created: t0(),
                 status: &status,
+                deleting: false,
             };
             black_box(decide(view, black_box(&facts), now))
         })
@@ -66,6 +67,7 @@ fn decide_one(c: &mut Criterion) {
             spec: &spec,
             created: t0(),
             status: &status,
+            deleting: false,
         },
         &facts,
         now,
@@ -81,6 +83,7 @@ fn decide_one(c: &mut Criterion) {
                 spec: black_box(&spec),
                 created: t0(),
                 status: &scheduled,
+                deleting: false,
             };
             black_box(decide(view, black_box(&present), now))
         })

@@ -335,3 +335,42 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
         "one JSON line per transition on pim::audit"
     );
 }
+
+#[tokio::test]
+async fn deleting_a_live_request_is_audited_before_the_object_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let mut h = Harness::new(&format!("audit:\n  file: {}\n", file.display())).await;
+    h.policy("pa", "1h", &[], |_| {}).await;
+    h.group("ga", "pa").await;
+    h.assignment("alice-ga", "ga", ALICE).await;
+    h.start();
+    h.request("r", "ga", ALICE, "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    let uid = h.get("r").await.metadata.uid.unwrap();
+    let alice = pim_operator::core::membership::Member::User(ALICE.into());
+    let member = pim_operator::api::common::Role::Member;
+    assert!(h.directory.members("ga-id", member).contains(&alice));
+
+    // An admin deletes it while Active: access goes, and the trail says so before the object
+    // is gone.
+    h.api::<pim_operator::api::ActivationRequest>()
+        .delete("r", &Default::default())
+        .await
+        .unwrap();
+    operator::eventually("r is gone", || async { !h.exists("r").await }).await;
+    let records = parse_lines(&std::fs::read_to_string(&file).unwrap());
+    let mine: Vec<&AuditRecord> = records.iter().filter(|r| r.uid == uid).collect();
+    let last = mine.last().expect("records of r");
+    assert_eq!(
+        (last.outcome.as_str(), last.reason.as_str(), last.terminal),
+        ("Revoked", "Deleted", true),
+        "{mine:?}"
+    );
+    assert_eq!(last.from.as_deref(), Some("Active"));
+    assert!(
+        !h.directory.members("ga-id", member).contains(&alice),
+        "access removed"
+    );
+    h.stop().await;
+}

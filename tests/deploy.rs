@@ -783,8 +783,18 @@ fn user_roles_are_shipped_with_aggregation() {
             .into_iter()
             .map(|r| (str_at(r, "/metadata/name"), r))
             .collect();
-        for name in ["pim-requester", "pim-approver", "pim-admin"] {
+        for name in ["pim-requester", "pim-approver", "pim-admin", "pim-auditor"] {
             assert!(by_name.contains_key(name), "{}: no {name}", rendering.name);
+        }
+        // Auditors read and change nothing.
+        for rule in by_name["pim-auditor"]["rules"].as_array().expect("rules") {
+            for verb in rule["verbs"].as_array().expect("verbs") {
+                assert!(
+                    ["get", "list", "watch"].contains(&verb.as_str().unwrap_or_default()),
+                    "{}: pim-auditor may {verb}",
+                    rendering.name
+                );
+            }
         }
         let requester = by_name["pim-requester"];
         assert_eq!(

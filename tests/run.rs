@@ -51,7 +51,7 @@ fn start_operator(dir: &Path, server: &str, port: u16) -> Child {
         .arg(&config)
         .env("KUBECONFIG", write_kubeconfig(dir, server))
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
@@ -196,6 +196,28 @@ async fn runs_serves_probes_grants_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "exit status {status:?} after SIGTERM");
+    // RUST_LOG=warn, yet the audit trail is there: it is not a diagnostic to filter out.
+    let mut logs = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let audit: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(r#""target":"pim::audit""#))
+        .collect();
+    assert!(
+        audit.iter().any(|l| l.contains("Active")),
+        "no audit record of the activation in:\n{logs}"
+    );
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains(r#""level":"INFO""#) && !l.contains("pim::audit")),
+        "RUST_LOG=warn still filters the rest"
+    );
     assert!(
         http_status(port, "/healthz").is_none(),
         "the HTTP server stopped too"

@@ -53,6 +53,8 @@ pub mod reasons {
     pub const NOT_STARTED: &str = "NotStarted";
     pub const EXPIRED: &str = "Expired";
     pub const DEACTIVATED: &str = "Deactivated";
+    /// The ActivationRequest was deleted before it ended.
+    pub const DELETED: &str = "Deleted";
     pub const REJECTED: &str = "Rejected";
     pub const ELIGIBILITY_ENDED: &str = "EligibilityEnded";
     pub const POLICY_REMOVED: &str = "PolicyRemoved";

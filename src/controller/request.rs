@@ -44,16 +44,18 @@ async fn reconcile_request_object(
         report_malformed(&ctx.client, object, types::VALIDATED, now).await?;
         return Ok(Action::await_change());
     };
-    if request.meta().deletion_timestamp.is_some() {
+    let terminal = request
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_terminal);
+    let deleting = request.meta().deletion_timestamp.is_some();
+    // A live request being deleted is first ended (reason Deleted) below, so its end is a
+    // transition with an audit record; then the finalizer goes.
+    if deleting && (terminal || !has_finalizer(request)) {
         return finalize(object, request, ctx).await;
     }
-    if !has_finalizer(request)
-        && !request
-            .status
-            .as_ref()
-            .and_then(|s| s.phase)
-            .is_some_and(Phase::is_terminal)
-    {
+    if !deleting && !has_finalizer(request) && !terminal {
         // The patch comes back as a watch event, which reconciles again with the finalizer set.
         add_finalizer(&ctx.client, object).await?;
         return Ok(Action::await_change());
@@ -148,7 +150,8 @@ async fn directory_groups_of(
 }
 
 /// A request being deleted gives up its grant; the finalizer stays until the directory no longer
-/// lists the principal (or another grant keeps them).
+/// lists the principal (or another grant keeps them), and until every transition's audit record
+/// is out, so deleting a request never erases the proof that it was granted.
 async fn finalize(
     object: &Lenient<ActivationRequest>,
     request: &ActivationRequest,
@@ -170,11 +173,14 @@ async fn finalize(
         .contains(&spec.group, spec.role(), &principal);
     // The group may be gone too; then there is nothing left to remove from.
     let group_gone = !catalog.groups.contains_key(&spec.group);
-    if kept_elsewhere || present == Some(false) || group_gone || spec.principal.is_none() {
+    let revoked =
+        kept_elsewhere || present == Some(false) || group_gone || spec.principal.is_none();
+    if revoked && crate::audit::record::fully_audited(request) {
         remove_finalizer(&ctx.client, object).await?;
         return Ok(Action::await_change());
     }
-    // The group controller sees the deletion and removes the member, then wakes us.
+    // The group controller sees the deletion and removes the member, and the notifier records
+    // the audit trail; both wake us.
     Ok(Action::requeue(std::time::Duration::from_secs(5)))
 }
 

@@ -25,6 +25,8 @@ pub struct RequestView<'a> {
     pub spec: &'a ActivationRequestSpec,
     pub created: Timestamp,
     pub status: &'a ActivationRequestStatus,
+    /// Its deletion was requested (`metadata.deletionTimestamp`).
+    pub deleting: bool,
 }
 
 /// Whether the requester identity stamped at admission carries a valid signature.
@@ -236,6 +238,15 @@ impl<'a> Pass<'a> {
     fn run(&mut self) {
         if self.prior.is_terminal() {
             return self.stay_terminal();
+        }
+        // Deleting a live request ends it, as a transition of its own, so the audit trail
+        // shows who lost access and why before the object is gone.
+        if self.request.deleting {
+            return self.refuse(
+                reasons::DELETED,
+                reasons::DELETED,
+                "the ActivationRequest was deleted; its access is removed".to_owned(),
+            );
         }
         let spec = self.request.spec;
         if spec.deactivate_requested() {

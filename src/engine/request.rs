@@ -79,6 +79,7 @@ pub fn reconcile_request(
         spec,
         created: created_at(request, now),
         status: &stored,
+        deleting: request.metadata.deletion_timestamp.is_some(),
     };
     let decision = decide(view, &facts, now);
     let status = request_status(&stored, &decision, request.metadata.generation, now);

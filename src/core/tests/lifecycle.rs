@@ -458,3 +458,30 @@ fn an_unchanged_request_yields_an_identical_status() {
     // Validated did not change status, so its transition time stays at the first pass.
     assert_eq!(validated.map(|c| c.last_transition_time.0), Some(at(0)));
 }
+
+#[test]
+fn deleting_a_live_request_ends_it_as_a_transition_of_its_own() {
+    let mut w = World::new();
+    assert_eq!(w.step(0), Phase::Scheduled);
+    w.member_present = true;
+    assert_eq!(w.step(1), Phase::Active);
+    w.deleting = true;
+    assert_eq!(w.step(5), Phase::Revoked);
+    assert_eq!(w.last().reason, reasons::DELETED);
+    assert!(!w.last().grants_access_at(at(5)));
+    assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(5)));
+    let last = w.status.history.last().map(|h| (h.phase, h.reason.clone()));
+    assert_eq!(last, Some((Phase::Revoked, reasons::DELETED.to_owned())));
+
+    // One never validated is rejected; one already over stays as it ended.
+    let mut fresh = World::new();
+    fresh.deleting = true;
+    assert_eq!(fresh.step(0), Phase::Rejected);
+    assert_eq!(fresh.last().reason, reasons::DELETED);
+    let mut over = World::new();
+    over.step(0);
+    over.step(60);
+    assert_eq!(over.status.phase, Some(Phase::Expired));
+    over.deleting = true;
+    assert_eq!(over.step(61), Phase::Expired);
+}

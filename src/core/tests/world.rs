@@ -48,6 +48,7 @@ pub struct World {
     pub unverified_approvals: Vec<String>,
     pub member_present: bool,
     pub granted_elsewhere: bool,
+    pub deleting: bool,
     pub last: Option<Decision>,
 }
 
@@ -77,6 +78,7 @@ impl World {
             unverified_approvals: Vec::new(),
             member_present: false,
             granted_elsewhere: false,
+            deleting: false,
             last: None,
         }
     }
@@ -127,6 +129,7 @@ impl World {
             spec: &self.spec,
             created: self.created,
             status: &self.status,
+            deleting: self.deleting,
         };
         decide(view, &facts, now)
     }

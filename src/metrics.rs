@@ -35,6 +35,14 @@ pub struct DirectoryOperationLabels {
     pub operation: String,
 }
 
+/// One HTTP request to Microsoft Graph: its method and the status answered (`error` when
+/// none came).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GraphRequestLabels {
+    pub method: String,
+    pub status: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -61,6 +69,8 @@ pub struct Metrics {
     pub revocations_overdue: Gauge,
     pub directory_calls: Family<DirectoryCallLabels, Counter>,
     pub directory_call_duration: Family<DirectoryOperationLabels, Histogram>,
+    pub graph_requests: Family<GraphRequestLabels, Counter>,
+    pub graph_request_duration: Histogram,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
@@ -125,6 +135,18 @@ impl Metrics {
             "Directory call latency",
             directory_call_duration.clone(),
         );
+        let graph_requests = Family::<GraphRequestLabels, Counter>::default();
+        registry.register(
+            "graph_requests",
+            "HTTP requests to Microsoft Graph (retries and throttled ones included), by method and status",
+            graph_requests.clone(),
+        );
+        let graph_request_duration = seconds_histogram();
+        registry.register(
+            "graph_request_duration_seconds",
+            "Microsoft Graph HTTP request latency, each try on its own",
+            graph_request_duration.clone(),
+        );
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
         );
@@ -149,6 +171,8 @@ impl Metrics {
             revocations_overdue,
             directory_calls,
             directory_call_duration,
+            graph_requests,
+            graph_request_duration,
             reconcile_duration,
             reconcile_errors,
         }
@@ -297,6 +321,10 @@ impl Directory for Instrumented {
 
     fn listed_as(&self, member: &Member) -> Option<Member> {
         self.inner.listed_as(member)
+    }
+
+    fn graph_mailer(&self) -> Option<crate::directory::entra::mail::GraphMailer> {
+        self.inner.graph_mailer()
     }
 
     async fn is_member_of(

@@ -54,10 +54,10 @@ pub fn directories(
             DirectoryConfig::Kubernetes => Arc::new(KubernetesDirectory::new(client.clone())),
             DirectoryConfig::Memory => Arc::new(MemoryDirectory::new()),
             DirectoryConfig::Ldap(ldap) => Arc::new(LdapDirectory::new(ldap.as_ref().clone())),
-            DirectoryConfig::Entra(entra) => Arc::new(EntraDirectory::new(
-                entra.as_ref().clone(),
-                Arc::new(SystemClock),
-            )),
+            DirectoryConfig::Entra(entra) => Arc::new(
+                EntraDirectory::new(entra.as_ref().clone(), Arc::new(SystemClock))
+                    .with_metrics(metrics.clone()),
+            ),
         };
         directories.insert(name.clone(), Instrumented::wrap(backend, metrics.clone()));
     }

@@ -272,18 +272,48 @@ async fn a_429_with_retry_after_is_waited_out_then_succeeds() {
     )
     .await
     .unwrap();
-    let statuses: Vec<u16> = w
+    let posts: Vec<_> = w
         .graph
         .log()
-        .iter()
+        .into_iter()
         .filter(|l| l.is("POST", "/members/$ref"))
-        .map(|l| l.status)
         .collect();
+    let statuses: Vec<u16> = posts.iter().map(|l| l.status).collect();
     assert_eq!(statuses, [429, 204], "throttled once, then retried");
+    let waited = posts[1].at.duration_since(posts[0].at);
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1 was waited out, not the backoff: {waited:?}"
+    );
     assert_eq!(
         w.graph.members(&g),
         BTreeSet::from(["alice@contoso.com".to_owned()])
     );
+
+    // A 503 with Retry-After likewise; and meanwhile nothing else on the connection starts.
+    w.graph.fail_next("GET", "/members", 1, 503, Some(1));
+    let gid = GroupId(g.clone());
+    let (listed, other) = tokio::join!(d.list_members(&gid, Role::Member), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        d.is_member_of("alice@contoso.com", &g).await
+    });
+    listed.unwrap();
+    other.unwrap();
+    let log = w.graph.log();
+    let throttled = log
+        .iter()
+        .find(|l| l.is("GET", "/members") && l.status == 503)
+        .unwrap();
+    let after: Vec<_> = log.iter().filter(|l| l.at > throttled.at).collect();
+    assert!(!after.is_empty());
+    for l in after {
+        assert!(
+            l.at.duration_since(throttled.at) >= Duration::from_millis(950),
+            "{} {} went out during the Retry-After pause",
+            l.method,
+            l.raw_path
+        );
+    }
 
     // A Retry-After longer than maxRetryWait goes back to the controller, with the wait.
     w.graph.fail_next("GET", "/members", 1, 429, Some(120));
@@ -549,6 +579,13 @@ async fn groups_by_display_name_one_two_none_and_created() {
         .unwrap_err();
     assert!(err.to_string().contains("create: true"), "{err}");
     let mut wanted = pim_group(None, Some("FinReport SeniorAnalyst"), true);
+    // A create answered 503 may have happened: it is not repeated blindly (a second group of
+    // the name would make every later lookup ambiguous); the next pass looks first.
+    w.graph.fail_next("POST", "/groups", 1, 503, None);
+    let err = d.ensure_group(&wanted).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("not repeated"), "{err}");
+    assert_eq!(w.graph.count("POST", "/groups"), 1, "not retried");
     let created = d.ensure_group(&wanted).await.unwrap();
     let (name, description, nickname) = w.graph.group_details(&created.0);
     assert_eq!(name, "FinReport SeniorAnalyst");
@@ -576,7 +613,11 @@ async fn groups_by_display_name_one_two_none_and_created() {
     });
     let restarted = w.membership();
     assert_eq!(restarted.ensure_group(&wanted).await.unwrap(), created);
-    assert_eq!(w.graph.count("POST", "/groups"), 1, "created once");
+    assert_eq!(
+        w.graph.count("POST", "/groups"),
+        2,
+        "the refused attempt, then created once"
+    );
     assert_eq!(w.graph.groups_named("FinReport SeniorAnalyst").len(), 1);
     w.graph.assert_clean();
 }
@@ -697,8 +738,8 @@ async fn revocations_go_first_when_the_slots_are_taken() {
         max_concurrency: 1,
         ..w.config(EntraMode::Membership)
     }));
-    // Learn every object id first, so each change below is exactly one request.
-    d.list_members(&gid, Role::Member).await.unwrap();
+    // The grants' object ids are known, so each grant is one request; the revocations must
+    // first look theirs up, and that lookup goes ahead of the grants too.
     for name in ["carol", "dave"] {
         d.is_member_of(&format!("{name}@contoso.com"), &g)
             .await
@@ -1177,6 +1218,7 @@ impl Cluster {
 
     fn start(&self, entra: Arc<EntraDirectory>) -> Operator {
         let metrics = Arc::new(Metrics::new());
+        entra.set_metrics(metrics.clone());
         let mut directories = Directories::default();
         let backend: Arc<dyn Directory> = entra;
         directories.insert("entra", Instrumented::wrap(backend, metrics.clone()));
@@ -1282,6 +1324,19 @@ async fn a_request_becomes_active_then_expires_in_membership_mode() {
     );
     assert!(
         metrics.contains(r#"operation="remove_member",outcome="success"} 1"#),
+        "{metrics}"
+    );
+    // Each HTTP request to Graph too: the add and the removal answered 204.
+    assert!(
+        metrics.contains(r#"pim_graph_requests_total{method="POST",status="204"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"pim_graph_requests_total{method="DELETE",status="204"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pim_graph_request_duration_seconds_count"),
         "{metrics}"
     );
     stop(operator).await;

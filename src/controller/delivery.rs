@@ -34,9 +34,7 @@ use crate::api::common::PrincipalRef;
 use crate::api::{ActivationRequest, EligibleAssignment};
 use crate::audit::record;
 use crate::audit::sink::AuditSinks;
-use crate::config::DirectoryConfig;
 use crate::core::policy::DEFAULT_EXPIRING_SOON_LEAD;
-use crate::directory::entra::EntraDirectory;
 use crate::engine::Catalog;
 use crate::notify::Notifier;
 use crate::notify::channel::Channel;
@@ -60,17 +58,15 @@ pub struct Delivery {
     audit_failures: Mutex<HashMap<String, u32>>,
 }
 
-/// A Graph `sendMail` channel on the `entra` directory connection its config names. It builds
-/// its own client from that connection's settings (same credentials; its own token cache and
-/// throttling, since the directory behind the shared `Directories` is type-erased).
+/// A Graph `sendMail` channel on the `entra` directory connection its config names: the
+/// directory's own Graph client, so mail and membership share one token cache, one concurrency
+/// limit and one throttling pause, as Graph throttles them together.
 fn graph_channel(ctx: &Context, config: &GraphConfig) -> Option<Arc<dyn Channel>> {
-    let Some(DirectoryConfig::Entra(entra)) =
-        ctx.settings.config.directories.get(&config.directory)
-    else {
-        return None;
-    };
-    let directory = EntraDirectory::new(entra.as_ref().clone(), ctx.clock.clone());
-    let mailer = directory.mailer().ok()?.with_metrics(ctx.metrics.clone());
+    let mailer = ctx
+        .directories
+        .get(&config.directory)?
+        .graph_mailer()?
+        .with_metrics(ctx.metrics.clone());
     Some(Arc::new(GraphChannel::new(mailer, config.from.clone())))
 }
 

@@ -172,6 +172,12 @@ pub trait Directory: Send + Sync {
         None
     }
 
+    /// A Graph `sendMail` client on this directory's own connection (Entra only), so mail
+    /// shares its token cache, concurrency and throttling. Default: `None`.
+    fn graph_mailer(&self) -> Option<entra::mail::GraphMailer> {
+        None
+    }
+
     /// Whether the user `principal` belongs to the directory group `group` (a DN, id or name),
     /// directly or through nested groups, for eligibility granted to a group. `Ok(None)` when this
     /// backend cannot tell; the groups the API server reported for the requester then decide.

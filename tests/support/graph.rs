@@ -101,6 +101,8 @@ pub struct Logged {
     pub query: Vec<(String, String)>,
     pub body: Value,
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Logged {
@@ -558,6 +560,7 @@ async fn handle(
         query,
         body: logged_body,
         status: response.status().as_u16(),
+        at: std::time::Instant::now(),
     });
     response
 }

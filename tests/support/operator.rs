@@ -28,8 +28,8 @@ use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, Pim
 use pim_operator::clock::{Clock, ManualClock};
 use pim_operator::config::Config;
 use pim_operator::controller::{self, Dependencies, Health};
+use pim_operator::directory::Directory;
 use pim_operator::directory::memory::MemoryDirectory;
-use pim_operator::directory::{Directories, Directory};
 use pim_operator::engine::TrustAsWritten;
 use pim_operator::fake_apiserver::FakeApiServer;
 use pim_operator::metrics::Metrics;
@@ -99,12 +99,16 @@ impl Harness {
     pub fn start(&mut self) {
         assert!(self.operator.is_none(), "already running");
         let metrics = Arc::new(Metrics::new());
-        let mut directories = Directories::default();
+        let settings = self.settings();
+        // The configured directories as the operator builds them (an entra connection for the
+        // Graph mail channel, say), and the test's memory directory.
+        let mut directories =
+            pim_operator::operator::directories(&settings, &self.client, &metrics);
         let memory: Arc<dyn Directory> = self.directory.clone();
         directories.insert("memory", memory);
         let deps = Dependencies {
             client: self.client.clone(),
-            settings: self.settings(),
+            settings,
             directories,
             attestor: Arc::new(TrustAsWritten),
             clock: self.clock.clone(),

@@ -39,6 +39,9 @@ pub struct Call<'a> {
     /// `$filter` on some properties) need.
     pub eventual: bool,
     pub priority: Priority,
+    /// Whether sending it twice does no harm. A call that is not (creating a group, sending
+    /// mail) is retried only when Graph surely did not act on it: a 429, or no connection.
+    pub repeatable: bool,
 }
 
 impl<'a> Call<'a> {
@@ -49,6 +52,7 @@ impl<'a> Call<'a> {
             body: None,
             eventual: false,
             priority: Priority::Normal,
+            repeatable: true,
         }
     }
 
@@ -59,6 +63,7 @@ impl<'a> Call<'a> {
             body: Some(body),
             eventual: false,
             priority: Priority::Normal,
+            repeatable: true,
         }
     }
 
@@ -69,12 +74,21 @@ impl<'a> Call<'a> {
             body: None,
             eventual: false,
             priority: Priority::Normal,
+            repeatable: true,
         }
     }
 
     pub fn revoke(self) -> Call<'a> {
         Call {
             priority: Priority::Revoke,
+            ..self
+        }
+    }
+
+    /// Not repeatable (see `repeatable`).
+    pub fn once(self) -> Call<'a> {
+        Call {
+            repeatable: false,
             ..self
         }
     }
@@ -172,6 +186,8 @@ pub struct GraphClient {
     max_retry_wait: Duration,
     requests: AtomicU64,
     rng: SystemRandom,
+    /// Where each HTTP request is counted and timed, once the operator set it.
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl GraphClient {
@@ -192,6 +208,28 @@ impl GraphClient {
             max_retry_wait,
             requests: AtomicU64::new(0),
             rng: SystemRandom::new(),
+            metrics: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Counts and times every HTTP request from now on (`pim_graph_requests_total`).
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    fn observe(&self, method: &Method, status: Option<StatusCode>, started: std::time::Instant) {
+        if let Some(metrics) = self.metrics.get() {
+            let status = status.map_or_else(|| "error".to_owned(), |s| s.as_u16().to_string());
+            metrics
+                .graph_requests
+                .get_or_create(&crate::metrics::GraphRequestLabels {
+                    method: method.to_string(),
+                    status,
+                })
+                .inc();
+            metrics
+                .graph_request_duration
+                .observe(started.elapsed().as_secs_f64());
         }
     }
 
@@ -293,9 +331,15 @@ impl GraphClient {
                 request = request.json(body);
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
+            let started = std::time::Instant::now();
             let outcome = request.send().await;
-            let (status, wait, message) = match outcome {
-                Err(error) => (None, None, describe_reqwest(&error)),
+            self.observe(
+                &call.method,
+                outcome.as_ref().ok().map(reqwest::Response::status),
+                started,
+            );
+            let (status, wait, message, unsent) = match outcome {
+                Err(error) => (None, None, describe_reqwest(&error), error.is_connect()),
                 Ok(response) => {
                     let status = response.status();
                     let after = retry_after(response.headers());
@@ -337,10 +381,22 @@ impl GraphClient {
                         );
                     }
                     let message = reply.clone().into_error(operation).to_string();
-                    (Some(status), after, message)
+                    (
+                        Some(status),
+                        after,
+                        message,
+                        status == StatusCode::TOO_MANY_REQUESTS,
+                    )
                 }
             };
             drop(permit);
+            if !call.repeatable && !unsent {
+                // Graph may have acted on it: the caller looks before it asks again.
+                return Err(DirectoryError::transient(
+                    operation,
+                    format!("{message} (not repeated: Microsoft Graph may have applied it)"),
+                ));
+            }
             let wait = wait.unwrap_or_else(|| self.backoff(attempt));
             if attempt >= self.max_retries || wait > self.max_retry_wait {
                 return Err(DirectoryError::Transient {

@@ -109,7 +109,10 @@ impl GraphMailer {
             "saveToSentItems": false,
         });
         let path = format!("{}/sendMail", user_path(from));
-        let reply = self.graph.send(OPERATION, Call::post(path, &body)).await?;
+        let reply = self
+            .graph
+            .send(OPERATION, Call::post(path, &body).once())
+            .await?;
         match reply.status {
             StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(()),
             StatusCode::NOT_FOUND => Err(DirectoryError::permanent(

@@ -39,6 +39,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 pub use self::config::{Credential, EntraConfig, EntraMode};
+use self::gate::Priority;
 use self::graph::{Call, GraphClient};
 pub use self::mail::GraphMailer;
 use self::names::{is_guid, odata_string, query_value, segment, user_path};
@@ -146,6 +147,19 @@ impl EntraDirectory {
     }
 
     /// A `sendMail` client on this directory's connection and credentials.
+    /// Counts every HTTP request to Graph in `metrics` (token requests aside).
+    pub fn with_metrics(self, metrics: Arc<crate::metrics::Metrics>) -> EntraDirectory {
+        self.set_metrics(metrics);
+        self
+    }
+
+    /// As `with_metrics`, on a shared directory; only the first call counts.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::Metrics>) {
+        if let Ok(graph) = &self.graph {
+            graph.set_metrics(metrics);
+        }
+    }
+
     pub fn mailer(&self) -> Result<GraphMailer, DirectoryError> {
         match &self.graph {
             Ok(graph) => Ok(GraphMailer::new(graph.clone())),
@@ -267,7 +281,7 @@ impl EntraDirectory {
         }
         let reply = self
             .graph(OPERATION)?
-            .send(OPERATION, Call::post("/groups", &body))
+            .send(OPERATION, Call::post("/groups", &body).once())
             .await?;
         if !reply.is_success() {
             return Err(reply.into_error(OPERATION));
@@ -291,6 +305,7 @@ impl EntraDirectory {
         &self,
         operation: &'static str,
         member: &Member,
+        priority: Priority,
     ) -> Result<Option<String>, DirectoryError> {
         if let Some(id) = lock(&self.ids).get(member) {
             return Ok(Some(id.clone()));
@@ -298,10 +313,11 @@ impl EntraDirectory {
         let id = match member {
             Member::User(name) => {
                 let path = format!("{}?$select=id,userPrincipalName", user_path(name));
-                let reply = self
-                    .graph(operation)?
-                    .send(operation, Call::get(path))
-                    .await?;
+                let call = Call {
+                    priority,
+                    ..Call::get(path)
+                };
+                let reply = self.graph(operation)?.send(operation, call).await?;
                 match reply.status {
                     s if s.is_success() => reply.body["id"].as_str().map(str::to_owned),
                     StatusCode::NOT_FOUND => None,
@@ -689,7 +705,7 @@ impl Directory for EntraDirectory {
         until: Option<Timestamp>,
     ) -> Result<Option<DirectoryReceipt>, DirectoryError> {
         const OPERATION: &str = "add member";
-        let Some(principal) = self.object_id(OPERATION, member).await? else {
+        let Some(principal) = self.object_id(OPERATION, member, Priority::Normal).await? else {
             let what = match member {
                 Member::User(u) => {
                     format!("no Entra user {u:?} (by user principal name or object id)")
@@ -714,6 +730,10 @@ impl Directory for EntraDirectory {
 
     fn enforces_ends(&self) -> bool {
         self.config.mode == EntraMode::Pim
+    }
+
+    fn graph_mailer(&self) -> Option<GraphMailer> {
+        self.mailer().ok()
     }
 
     fn listed_as(&self, member: &Member) -> Option<Member> {
@@ -758,7 +778,8 @@ impl Directory for EntraDirectory {
         let principal = match member {
             // Listed by id (a service principal, say): the id is the principal.
             Member::User(id) if is_guid(id) => Some(id.clone()),
-            _ => self.object_id(OPERATION, member).await?,
+            // A revocation: its lookup goes ahead of grants too.
+            _ => self.object_id(OPERATION, member, Priority::Revoke).await?,
         };
         // No such principal: not a member either.
         let Some(principal) = principal else {
@@ -780,7 +801,11 @@ impl Directory for EntraDirectory {
     ) -> Result<Option<bool>, DirectoryError> {
         const OPERATION: &str = "check nested membership";
         let Some(user) = self
-            .object_id(OPERATION, &Member::User(principal.to_owned()))
+            .object_id(
+                OPERATION,
+                &Member::User(principal.to_owned()),
+                Priority::Normal,
+            )
             .await?
         else {
             return Ok(Some(false));

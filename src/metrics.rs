@@ -327,6 +327,13 @@ impl Directory for Instrumented {
         self.inner.graph_mailer()
     }
 
+    async fn principal_id(&self, member: &Member) -> Result<Option<String>, DirectoryError> {
+        let started = Instant::now();
+        let result = self.inner.principal_id(member).await;
+        self.record("principal_id", started, &result);
+        result
+    }
+
     async fn is_member_of(
         &self,
         principal: &str,

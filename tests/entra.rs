@@ -1294,7 +1294,7 @@ async fn stop(operator: Operator) {
 async fn a_request_becomes_active_then_expires_in_membership_mode() {
     let w = World::new().await;
     let g = w.graph.add_group("FinReport");
-    w.graph.add_user("alice@contoso.com");
+    let alice = w.graph.add_user("alice@contoso.com");
     let cluster = Cluster::new(w.clock.clone(), &g, &["alice@contoso.com"]).await;
     let operator = cluster.start(Arc::new(w.membership()));
 
@@ -1317,6 +1317,18 @@ async fn a_request_becomes_active_then_expires_in_membership_mode() {
     })
     .await;
     assert_eq!(w.graph.count("DELETE", "/members/"), 1, "one removal");
+    // The audit trail names alice by her object id too.
+    eventually("the audit snapshot has alice's object id", || async {
+        cluster
+            .get("r")
+            .await
+            .status
+            .and_then(|s| s.delivery)
+            .and_then(|d| d.audit)
+            .and_then(|a| a.principal_id)
+            == Some(alice.clone())
+    })
+    .await;
     let metrics = operator.metrics.encode();
     assert!(
         metrics.contains(r#"pim_directory_calls_total{backend="entra",operation="add_member",outcome="success"} 1"#),

@@ -188,6 +188,13 @@ async fn resolve_add_remove_and_their_repeats() {
         format!("uid=alice,{PEOPLE}")
     );
     assert_eq!(dir.find_user("nobody").await.unwrap(), None);
+    // The audit trail's principal id is the DN.
+    assert_eq!(
+        Directory::principal_id(&dir, &Member::User("alice".into()))
+            .await
+            .unwrap(),
+        Some(format!("uid=alice,{PEOPLE}"))
+    );
     let err = dir.resolve_user("nobody").await.unwrap_err();
     assert!(!err.is_transient());
     assert!(err.to_string().contains("no user \"nobody\""), "{err}");

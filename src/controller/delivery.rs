@@ -297,6 +297,25 @@ fn notify_request(
     events.next
 }
 
+/// The principal's id in the group's directory (an Entra object id, an LDAP DN), when the
+/// directory can tell; a failed lookup leaves it out of this record, not the record out.
+async fn principal_id(
+    ctx: &Context,
+    request: &ActivationRequest,
+    snapshot: &crate::api::delivery::AuditSnapshot,
+) -> Option<String> {
+    let principal = request.spec.principal.clone()?;
+    let directory = ctx.directories.get(snapshot.directory.as_deref()?)?;
+    let member = crate::core::membership::Member::User(principal);
+    match directory.principal_id(&member).await {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::debug!(%member, %error, "no directory id for the audit record");
+            None
+        }
+    }
+}
+
 /// Emits the audit records of the transitions not yet out; on failure, how long to wait.
 async fn emit_audit(
     delivery: &Delivery,
@@ -325,6 +344,9 @@ async fn emit_audit(
         .unwrap_or(0);
     let mfa = Some(delivery.ctx.attestor.mfa_verified(request));
     let mut snapshot = record::snapshot(request, catalog, mfa, stored);
+    if snapshot.principal_id.is_none() {
+        snapshot.principal_id = principal_id(&delivery.ctx, request, &snapshot).await;
+    }
     let retries = stored
         .and_then(|s| s.retries)
         .and_then(|r| u32::try_from(r).ok())

@@ -344,6 +344,12 @@ impl Directory for KubernetesDirectory {
         "kubernetes"
     }
 
+    /// An RBAC subject is its name.
+    async fn principal_id(&self, member: &Member) -> Result<Option<String>, DirectoryError> {
+        let (Member::User(name) | Member::Group(name)) = member;
+        Ok(Some(name.clone()))
+    }
+
     async fn ensure_group(&self, group: &PimGroup) -> Result<GroupId, DirectoryError> {
         let name = group.meta().name.clone().unwrap_or_default();
         let Some(rbac) = &group.spec.rbac else {

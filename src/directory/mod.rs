@@ -172,6 +172,13 @@ pub trait Directory: Send + Sync {
         None
     }
 
+    /// The directory's own id of a principal (Entra: the object id; LDAP: the DN; Kubernetes
+    /// RBAC: the subject name itself), for the audit trail. `Ok(None)` when it has none.
+    async fn principal_id(&self, member: &Member) -> Result<Option<String>, DirectoryError> {
+        let _ = member;
+        Ok(None)
+    }
+
     /// A Graph `sendMail` client on this directory's own connection (Entra only), so mail
     /// shares its token cache, concurrency and throttling. Default: `None`.
     fn graph_mailer(&self) -> Option<entra::mail::GraphMailer> {

@@ -736,6 +736,16 @@ impl Directory for EntraDirectory {
         self.mailer().ok()
     }
 
+    async fn principal_id(&self, member: &Member) -> Result<Option<String>, DirectoryError> {
+        match member {
+            Member::User(id) | Member::Group(id) if is_guid(id) => Ok(Some(id.clone())),
+            _ => {
+                self.object_id("resolve principal", member, Priority::Normal)
+                    .await
+            }
+        }
+    }
+
     fn listed_as(&self, member: &Member) -> Option<Member> {
         let listed = lock(&self.listed);
         let by_id = |id: &str| listed.by_id.get(&id.to_lowercase()).cloned();

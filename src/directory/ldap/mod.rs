@@ -647,6 +647,14 @@ impl Directory for LdapDirectory {
         self.members_of(&group.0, dns).await
     }
 
+    /// A user's DN, by `userFilter`.
+    async fn principal_id(&self, member: &Member) -> Result<Option<String>, DirectoryError> {
+        match member {
+            Member::User(name) => self.find_user(name).await,
+            Member::Group(_) => Ok(None),
+        }
+    }
+
     async fn add_member(
         &self,
         group: &GroupId,

@@ -405,9 +405,11 @@ impl AssignmentChanges {
 }
 
 /// Tells a controller's own objects' status-only changes apart. A reconciler whose output is
-/// the status (PimGroup, EligibleAssignment) need not run again because of its own status write:
-/// the next pass would decide the same. A change of spec (generation), finalizers or deletion
-/// still passes, and so does every object the first time it is seen.
+/// the status need not run again because of a status write, its own or the notifier's: the next
+/// pass would decide the same, and what it waits for (the directory, a deadline) wakes it by
+/// other means. A change of spec (generation) or finalizers still passes, so does every change
+/// of an object being deleted (its finalizer waits on others' status writes), and so does every
+/// object the first time it is seen.
 #[derive(Debug, Default)]
 pub struct StatusOnly {
     /// Per object: (generation, deletion requested, finalizers) as last passed on.
@@ -428,7 +430,7 @@ impl StatusOnly {
             meta.finalizers.clone().unwrap_or_default(),
         );
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.get(name) == Some(&key) {
+        if seen.get(name) == Some(&key) && meta.deletion_timestamp.is_none() {
             return false;
         }
         seen.insert(name.clone(), key);

@@ -301,6 +301,7 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
     let status_only = (
         Arc::new(StatusOnly::default()),
         Arc::new(StatusOnly::default()),
+        Arc::new(StatusOnly::default()),
     );
     // What the request and the group controllers last saw of each assignment.
     let assignment_changes = (
@@ -321,7 +322,13 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         let groups_store = stores.groups.clone();
         let groups_store_for_policy = stores.groups.clone();
         let assignment_changes = assignment_changes.0.clone();
-        Controller::for_shared_stream(requests.subscribe(), stores.requests.clone())
+        // Request status writes (ours: three per activation; the notifier's) make no new
+        // decision; approvals, deactivation and deletion change the spec or the metadata.
+        let own = status_only.2.clone();
+        let own_events = requests
+            .subscribe()
+            .filter(move |r| futures::future::ready(own.passes(&r.metadata)));
+        Controller::for_shared_stream(own_events, stores.requests.clone())
             .with_config(config.clone())
             .watches_shared_stream(groups.subscribe(), move |g| {
                 if group_changed(&groups_store, &g) {
@@ -540,11 +547,12 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
                 move |event| index.before_store(event)
             },
             {
-                let (stores, groups, wakes, metrics) = (
+                let (stores, groups, wakes, metrics, own) = (
                     stores.clone(),
                     group_triggers.clone(),
                     wakes.clone(),
                     deps.metrics.clone(),
+                    status_only.2.clone(),
                 );
                 let active = ActiveRequests::default();
                 move |event| {
@@ -559,6 +567,7 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
                         watcher::Event::Delete(r) => {
                             if let Some(name) = &r.metadata.name {
                                 wakes.forget(name);
+                                own.forget(name);
                             }
                             if let Some(r) = r.object() {
                                 drop(groups.send(ObjectRef::new(&r.spec.group)));

@@ -740,3 +740,20 @@ fn the_readme_config_parses() {
     assert_eq!(config.notifications.channels.len(), 5);
     assert!(config.audit.http.is_some() && config.audit.retention.enabled);
 }
+
+/// An approver who asks for access is not asked to approve it (self-approval is refused).
+#[tokio::test]
+async fn nobody_is_asked_to_approve_their_own_request() {
+    let server = SmtpServer::start();
+    let mut h = Harness::new(&notifications(&smtp_channel(&server, server.port()))).await;
+    h.policy("ps", "1h", &[ALICE, BOB], |_| {}).await;
+    h.group("gs", "ps").await;
+    h.assignment("alice-gs", "gs", ALICE).await;
+    h.start();
+    h.request("r", "gs", ALICE, "30m", |_| {}).await;
+    h.wait_phase("r", Phase::PendingApproval).await;
+    wait_mails(&server, "bob is asked", 1, BOB, "Approval needed").await;
+    h.stop().await;
+    let asked_alice = mails_to(&server.received(), ALICE, "Approval needed").len();
+    assert_eq!(asked_alice, 0, "alice was asked to approve her own request");
+}

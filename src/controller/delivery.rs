@@ -30,7 +30,7 @@ use super::lenient::Lenient;
 use super::retention::{self, Verdict};
 use crate::api::access_policy::NotificationSettings;
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
-use crate::api::common::PrincipalRef;
+use crate::api::common::{Principal, PrincipalRef};
 use crate::api::{ActivationRequest, EligibleAssignment};
 use crate::audit::record;
 use crate::audit::sink::AuditSinks;
@@ -133,6 +133,7 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 struct PolicyView {
     settings: Option<NotificationSettings>,
     approvers: Vec<PrincipalRef>,
+    allow_self_approval: bool,
     lead: jiff::SignedDuration,
 }
 
@@ -149,6 +150,9 @@ fn policy_view(catalog: &Catalog, group: &str, role: crate::api::common::Role) -
             .and_then(|p| p.approval.as_ref())
             .map(|a| a.approvers.clone())
             .unwrap_or_default(),
+        allow_self_approval: policy
+            .and_then(|p| p.approval.as_ref())
+            .is_some_and(|a| a.allow_self_approval),
         lead: policy.map_or(DEFAULT_EXPIRING_SOON_LEAD, |p| p.expiring_soon_lead),
     }
 }
@@ -264,14 +268,19 @@ fn notify_request(
         recorded.is_some_and(|r| r.has(d.event.as_str(), &d.channel, &d.recipient))
             || outbox.is_known(&key.uid, d)
     };
+    // Nobody is asked to approve their own request, unless the policy allows it.
+    let approvers: Vec<PrincipalRef> = policy
+        .approvers
+        .iter()
+        .filter(|a| {
+            policy.allow_self_approval
+                || !matches!(a.resolve(), Some(Principal::User(name)) if Some(name) == subject)
+        })
+        .cloned()
+        .collect();
     let mut about = None;
     for occurrence in &events.occurrences {
-        let people = plan::recipients(
-            occurrence,
-            policy.settings.as_ref(),
-            subject,
-            &policy.approvers,
-        );
+        let people = plan::recipients(occurrence, policy.settings.as_ref(), subject, &approvers);
         let due = plan::due(
             occurrence,
             &people,

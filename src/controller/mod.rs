@@ -6,12 +6,15 @@ pub mod assignment;
 pub mod context;
 pub mod delivery;
 pub mod error;
+pub mod events;
 pub mod group;
+pub mod index;
 pub mod lenient;
 pub mod policy;
 pub mod priority;
 pub mod request;
 pub mod retention;
+pub mod wakes;
 pub mod writes;
 
 use std::future::Future;
@@ -30,11 +33,11 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::{UnboundedReceiverStream, WatchStream};
 use tokio_util::sync::CancellationToken;
 
-use self::context::{
-    ActiveRequests, AssignmentChanges, Context, Events, GroupIndex, GroupWakes, MembershipCache,
-    OwnWrites, StatusOnly, Stores,
-};
+use self::context::{Context, MembershipCache, Stores};
+use self::events::Events;
+use self::index::{ActiveRequests, GroupIndex};
 use self::lenient::Lenient;
+use self::wakes::{AssignmentChanges, GroupWakes, OwnWrites, StatusOnly};
 use crate::api::pim_group::StandingAccess;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::clock::Clock;

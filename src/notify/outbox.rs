@@ -391,14 +391,6 @@ async fn work(
                 None => break,
             },
         };
-        let permit = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         while running.try_join_next().is_some() {}
         let attempt = Attempt {
             channel: channel.clone(),
@@ -407,11 +399,9 @@ async fn work(
             retry,
             clock: clock.clone(),
             stop: stop.clone(),
+            slots: slots.clone(),
         };
-        running.spawn(async move {
-            attempt.deliver().await;
-            drop(permit);
-        });
+        running.spawn(attempt.deliver());
     }
     while running.join_next().await.is_some() {}
 }
@@ -423,6 +413,9 @@ struct Attempt {
     retry: Retry,
     clock: Arc<dyn Clock>,
     stop: CancellationToken,
+    /// The channel's send slots: held while sending, never while waiting to retry, so one
+    /// recipient's backoff does not hold up the channel's other mail.
+    slots: Arc<Semaphore>,
 }
 
 /// Error text kept in status: bounded, and from our own messages only (no URLs, no secrets).
@@ -439,6 +432,7 @@ impl Attempt {
             retry,
             clock,
             stop,
+            slots,
         } = self;
         let event = job.due.event.as_str();
         let id = delivery_id(&job.object.uid, event, &channel.name, &job.due.recipient);
@@ -448,12 +442,21 @@ impl Attempt {
                 // Nothing is under way: the next leader sends it.
                 return;
             }
+            let permit = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                permit = slots.acquire() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
             attempts += 1;
-            match channel
+            let sent = channel
                 .channel
                 .send(&job.message, &job.due.recipient, &id)
-                .await
-            {
+                .await;
+            drop(permit);
+            match sent {
                 Ok(()) => break (DeliveryOutcome::Sent, None),
                 Err(SendError::Permanent { message }) => {
                     break (DeliveryOutcome::Failed, Some(message));
@@ -572,6 +575,15 @@ async fn record(
             .await;
         let mut failed = false;
         for (key, batch, result) in written {
+            if let Err(kube::Error::Api(status)) = &result
+                && status.code == 422
+            {
+                // Refused as invalid, it would be refused for ever (and hold up every other
+                // record behind the backoff): dropped, loudly. The sends stand; only their
+                // records are lost, so a new leader may repeat them, with the same delivery id.
+                tracing::error!(object = %key.1, error = %status.message, "notification records refused as invalid; dropped");
+                continue;
+            }
             if let Err(error) = result {
                 tracing::warn!(object = %key.1, %error, "cannot record notifications in status; retrying");
                 failed = true;

@@ -234,6 +234,9 @@ impl Config {
             .validate(&is_entra)
             .map_err(|e| format!("notifications.{e}"))?;
         self.audit.validate().map_err(|e| format!("audit.{e}"))?;
+        self.attestation
+            .validate()
+            .map_err(|e| format!("attestation.{e}"))?;
         for (name, directory) in &self.directories {
             if let DirectoryConfig::Ldap(ldap) = directory {
                 ldap.validate()

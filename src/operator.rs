@@ -92,18 +92,28 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
     let listener_shutdown = shutdown.clone();
     let server = tokio::spawn(crate::http::serve(address, router, listener_shutdown));
 
-    // The controller trusts only what the webhook signed: without a key it grants nothing.
-    let keyring = settings.config.attestation.load()?;
-    let attestor = SignedAttestor::new(keyring, settings.config.username_mapping.clone());
     let namespace = settings
         .config
         .namespace
         .clone()
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "pim-system".to_owned());
+    // The controller trusts only what the webhook signed: without a key it grants nothing.
+    let keyring =
+        match crate::attestation::secret::load(&settings.config.attestation, &client, &namespace)
+            .await
+        {
+            Ok(keyring) => keyring,
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e.into());
+            }
+        };
+    let attestor = SignedAttestor::new(keyring.clone(), settings.config.username_mapping.clone());
     let webhook = match crate::webhook::start(
         &client,
         &settings.config,
+        keyring,
         &namespace,
         Arc::new(SystemClock),
         shutdown.clone(),

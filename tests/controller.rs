@@ -636,6 +636,16 @@ async fn hand_added_members_are_removed_or_reported() {
         h.is_member("reported", "mallory"),
         "Report leaves unexplained members in place"
     );
+    // Her request is refused (she holds no assignment): we never granted her anything, so she
+    // stays reported, not removed.
+    h.request("m", "reported", "mallory", "30m", |_| {}).await;
+    h.wait_phase("m", Phase::Rejected).await;
+    h.advance(1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.is_member("reported", "mallory"),
+        "a refused request does not make a standing member ours to remove"
+    );
     let group = h.api::<PimGroup>().get("reported").await.unwrap();
     let in_sync = group
         .status

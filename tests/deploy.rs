@@ -536,12 +536,14 @@ fn rbac_problems(role: &Value) -> Vec<String> {
                 problems.push(format!("{at}: grants `{forbidden}`"));
             }
         }
-        // The one exception: the webhook's self-signed certificate, a single Secret in the
-        // operator's namespace, read by name and created once (create takes no name).
-        let certificate_secret = str_at(role, "/kind") == "Role"
+        // The one exception: the operator's own Secrets (the webhook's self-signed certificate,
+        // the attestation key) in its namespace, read by name and created once (create takes
+        // no name).
+        let own_secrets = str_at(role, "/kind") == "Role"
+            && str_at(role, "/metadata/namespace") == NAMESPACE
             && resources == ["secrets"]
-            && (verbs == ["create"] || (verbs == ["get"] && names.len() == 1));
-        if resources.iter().any(|r| r == "secrets") && !certificate_secret {
+            && (verbs == ["create"] || (verbs == ["get"] && (1..=2).contains(&names.len())));
+        if resources.iter().any(|r| r == "secrets") && !own_secrets {
             problems.push(format!("{at}: grants access to Secrets"));
         }
         if verbs.iter().any(|v| v == "bind") {
@@ -661,7 +663,7 @@ fn the_rbac_check_rejects_wildcards_escalate_and_open_bind() {
     // Secrets only as the webhook certificate's namespaced Role has them.
     let namespaced = |rules: &str| -> Value {
         serde_saphyr::from_str(&format!(
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: cert, namespace: pim-system}}\nrules:\n{rules}"
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: cert, namespace: {NAMESPACE}}}\nrules:\n{rules}"
         ))
         .expect("an inline role")
     };
@@ -670,6 +672,7 @@ fn the_rbac_check_rejects_wildcards_escalate_and_open_bind() {
         "- {apiGroups: [''], resources: [secrets], verbs: [get]}",
         "- {apiGroups: [''], resources: [secrets], verbs: [update], resourceNames: [tls]}",
         "- {apiGroups: [''], resources: [secrets, configmaps], verbs: [create]}",
+        "- {apiGroups: [''], resources: [secrets], verbs: [get], resourceNames: [a, b, c]}",
     ] {
         let problems = rbac_problems(&namespaced(rules));
         assert!(
@@ -1497,9 +1500,24 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
         let secret = str_at(volume, "/secret/secretName");
         (!secret.is_empty()).then(|| secret.to_owned())
     };
-    match &settings.attestation.key_file {
-        None => problems.push("config: no attestation.keyFile".to_owned()),
-        Some(key) => {
+    // The Secrets the operator may read by name, in its namespace.
+    let readable: BTreeSet<String> = of("Role")
+        .iter()
+        .filter(|r| str_at(r, "/metadata/namespace") == NAMESPACE)
+        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+        .filter(|rule| {
+            strings(&rule["resources"]).contains(&"secrets".to_owned())
+                && strings(&rule["verbs"]).contains(&"get".to_owned())
+        })
+        .flat_map(|rule| strings(&rule["resourceNames"]))
+        .collect();
+    let creates_secrets = of("Role").iter().any(|r| {
+        r["rules"].as_array().into_iter().flatten().any(|rule| {
+            strings(&rule["resources"]) == ["secrets"] && strings(&rule["verbs"]) == ["create"]
+        })
+    });
+    match (&settings.attestation.key_file, &settings.attestation.secret) {
+        (Some(key), None) => {
             if secret_mounted_at(key).is_none() {
                 problems.push(format!(
                     "attestation.keyFile {} is not in a mounted Secret",
@@ -1507,6 +1525,14 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
                 ));
             }
         }
+        (None, Some(secret)) => {
+            if !readable.contains(secret) || !creates_secrets {
+                problems.push(format!(
+                    "attestation.secret {secret}: the operator may not get it by name and create it"
+                ));
+            }
+        }
+        _ => problems.push("config: set one of attestation.keyFile and .secret".to_owned()),
     }
 
     let mutating = of("MutatingWebhookConfiguration");
@@ -1557,10 +1583,12 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
                 if strings(&rule["apiGroups"]) != ["pim.dev"] {
                     problems.push(format!("{at}: a rule outside pim.dev"));
                 }
-                for operation in strings(&rule["operations"]) {
-                    if operation != "CREATE" && operation != "UPDATE" {
-                        problems.push(format!("{at}: operation {operation}"));
-                    }
+                let operations: BTreeSet<String> =
+                    strings(&rule["operations"]).into_iter().collect();
+                if operations != BTreeSet::from(["CREATE".to_owned(), "UPDATE".to_owned()]) {
+                    problems.push(format!(
+                        "{at}: operations {operations:?}, not CREATE and UPDATE"
+                    ));
                 }
                 resources.extend(strings(&rule["resources"]));
             }
@@ -1586,11 +1614,12 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
                             p["port"].as_u64() == Some(port)
                                 && str_at(p, "/targetPort") == "https-webhook"
                         })
-                    && s["spec"]["selector"]
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .all(|(k, v)| &deployment["spec"]["template"]["metadata"]["labels"][k] == v)
+                    && s["spec"]["selector"].as_object().is_some_and(|selector| {
+                        !selector.is_empty()
+                            && selector.iter().all(|(k, v)| {
+                                &deployment["spec"]["template"]["metadata"]["labels"][k] == v
+                            })
+                    })
             });
             if !reaches {
                 problems.push(format!(
@@ -1650,9 +1679,9 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
                     .flat_map(|rule| strings(&rule["resourceNames"]))
                     .collect()
             };
-            if named("Role", "secrets") != BTreeSet::from([self_signed.secret.clone()]) {
+            if !readable.contains(&self_signed.secret) || !creates_secrets {
                 problems.push(format!(
-                    "the certificate Role does not name Secret {}",
+                    "the operator may not get Secret {} by name and create it",
                     self_signed.secret
                 ));
             }
@@ -1749,14 +1778,15 @@ fn the_webhook_check_catches_what_would_let_writes_through() {
             "does not reach",
         ),
         (
-            "Deployment",
-            |d| {
-                d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
-                    .as_array_mut()
-                    .expect("mounts")
-                    .retain(|m| m["name"] != "attestation-key")
+            "Role",
+            |r| {
+                for rule in r["rules"].as_array_mut().expect("rules") {
+                    if let Some(names) = rule["resourceNames"].as_array_mut() {
+                        names.retain(|n| n != "pim-operator-attestation");
+                    }
+                }
             },
-            "attestation.keyFile",
+            "attestation.secret",
         ),
         (
             "NetworkPolicy",
@@ -1771,11 +1801,12 @@ fn the_webhook_check_catches_what_would_let_writes_through() {
     ];
     for (kind, breakage, expected) in breakages {
         let mut documents = base.documents.clone();
-        let target = documents
-            .iter_mut()
-            .find(|d| str_at(d, "/kind") == kind)
-            .expect("the kind to break");
-        breakage(target);
+        let mut broken = 0;
+        for target in documents.iter_mut().filter(|d| str_at(d, "/kind") == kind) {
+            breakage(target);
+            broken += 1;
+        }
+        assert!(broken > 0, "no {kind} to break");
         let problems = webhook_problems(&documents);
         assert!(
             problems.iter().any(|p| p.contains(expected)),

@@ -12,6 +12,16 @@ use std::path::PathBuf;
 
 use harness::{Answer, Harness};
 
+/// Seeds whose denial must be for this reason (a part of the message).
+const REASONS: &[(&str, &str)] = &[
+    ("mutate-deny-self-approval", "your own request"),
+    ("mutate-deny-forged-requester", "requester"),
+    ("mutate-deny-service-account", "service account"),
+    ("mutate-deny-missing-mfa-claim", "MFA"),
+    ("mutate-deny-spec-edit", "immutable"),
+    ("mutate-deny-approvals-at-create", "approval"),
+];
+
 fn corpus() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/admission");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -50,6 +60,17 @@ fn every_seed_keeps_the_invariants_and_its_expected_outcome() {
             outcome,
             "{name}: expected {expectation}, got mutate {mutate:?} / validate {validate:?}"
         );
+        // Some denials also pin why, so a seed cannot pass by tripping another rule.
+        if let Some((_, why)) = REASONS.iter().find(|(seed, _)| *seed == name) {
+            let message = match (&mutate, &validate) {
+                (Answer::Denied { message }, _) | (_, Answer::Denied { message }) => message,
+                _ => panic!("{name}: not denied"),
+            };
+            assert!(
+                message.contains(why),
+                "{name}: denied for {message:?}, not {why:?}"
+            );
+        }
         *pinned
             .entry(if name.starts_with("undecodable-") {
                 "undecodable".to_owned()

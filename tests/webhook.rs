@@ -617,13 +617,32 @@ fn the_spec_is_immutable_and_only_the_requester_deactivates() {
 }
 
 #[test]
-fn metadata_only_updates_pass_for_anyone() {
+fn metadata_only_updates_pass_but_only_the_operator_moves_the_finalizer() {
     let admission = admission(Some(keyring()));
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
     let mut finalized = stored.clone();
     finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
     let controller = user("system:serviceaccount:pim-system:pim-operator", &[], false);
     update(&admission, &controller, &stored, &finalized).unwrap();
+
+    // Labels: anyone who may patch.
+    let mut labelled = finalized.clone();
+    labelled["metadata"]["labels"] = json!({"team": "finance"});
+    update(&admission, &bob(), &finalized, &labelled).unwrap();
+
+    // Stripping (or adding) the finalizer: not a person, the requester included, so that a
+    // delete cannot skip the removal and its audit record.
+    for person in [bob(), alice()] {
+        expect_denied(
+            update(&admission, &person, &finalized, &stored),
+            &["metadata.finalizers", "pim.dev/revoke-access"],
+        );
+        expect_denied(
+            update(&admission, &person, &stored, &finalized),
+            &["metadata.finalizers"],
+        );
+    }
+    update(&admission, &controller, &finalized, &stored).unwrap();
 }
 
 #[test]
@@ -827,4 +846,90 @@ async fn https_round_trip() {
     assert!(untrusting.post(&url).json(&review).send().await.is_err());
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn the_attestation_key_secret_is_made_once_and_shared_by_every_replica() {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use pim_operator::api::activation_request::{Approval, Decision};
+    use pim_operator::attestation::{AttestationConfig, secret};
+
+    let server = pim_operator::fake_apiserver::FakeApiServer::start()
+        .await
+        .unwrap();
+    let client = server.client();
+    let config = AttestationConfig {
+        secret: Some("pim-operator-attestation".into()),
+        ..Default::default()
+    };
+    // Two replicas starting at once: one makes it, both use the same key.
+    let (a, b) = tokio::join!(
+        secret::load(&config, &client, "pim-system"),
+        secret::load(&config, &client, "pim-system")
+    );
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    assert_eq!(a.signing_key_id(), b.signing_key_id());
+    let approval = Approval {
+        approver: "bob".into(),
+        decision: Decision::Approve,
+        ..Default::default()
+    };
+    let signed = Approval {
+        attestation: Some(a.sign_approval("uid-1", &approval)),
+        ..approval.clone()
+    };
+    assert!(b.verify_approval("uid-1", &signed));
+    // A restart reads it again; nothing new is made.
+    let again = secret::load(&config, &client, "pim-system")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.signing_key_id(), a.signing_key_id());
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), "pim-system");
+    let mut stored = secrets.get("pim-operator-attestation").await.unwrap();
+    let key = stored.data.as_ref().unwrap()["key"].0.clone();
+    assert!(key.len() >= 32, "{} bytes", key.len());
+
+    // Rotation: the old key under `previous-1`, a new `key`: old signatures still verify.
+    let data = stored.data.as_mut().unwrap();
+    data.insert("previous-1".into(), ByteString(key));
+    data.insert(
+        "key".into(),
+        ByteString(b"a brand new attestation key of 32+ bytes".to_vec()),
+    );
+    secrets
+        .replace("pim-operator-attestation", &Default::default(), &stored)
+        .await
+        .unwrap();
+    let rotated = secret::load(&config, &client, "pim-system")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(rotated.signing_key_id(), a.signing_key_id());
+    assert!(rotated.verify_approval("uid-1", &signed));
+
+    // A key too short is a clear error that names the Secret.
+    let data = stored.data.as_mut().unwrap();
+    data.insert("key".into(), ByteString(b"short".to_vec()));
+    stored.metadata.resource_version = None;
+    secrets
+        .replace("pim-operator-attestation", &Default::default(), &stored)
+        .await
+        .unwrap();
+    let err = secret::load(&config, &client, "pim-system")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pim-system/pim-operator-attestation") && err.contains("5 bytes"),
+        "{err}"
+    );
+
+    // Both forms at once is a config error naming the fields.
+    let both = AttestationConfig {
+        key_file: Some("/k".into()),
+        ..config
+    };
+    assert!(both.validate().unwrap_err().contains("keyFile and secret"));
 }

@@ -317,7 +317,8 @@ async fn principal_id(
     let directory = ctx.directories.get(snapshot.directory.as_deref()?)?;
     let member = crate::core::membership::Member::User(principal);
     match directory.principal_id(&member).await {
-        Ok(id) => id,
+        // Kept within the status field's limit, so the record is never refused for it.
+        Ok(id) => id.map(|id| id.chars().take(crate::api::common::PRINCIPAL_MAX).collect()),
         Err(error) => {
             tracing::debug!(%member, %error, "no directory id for the audit record");
             None

@@ -62,14 +62,16 @@ fn roles_of(group: &PimGroup) -> Vec<Role> {
     roles
 }
 
-/// Members the operator itself may have granted: principals of our requests for the role, in
-/// any phase, and the members of Active-type assignments. `standingAccess: Report` removes only
-/// these.
+/// Members the operator itself may have granted: principals of our requests for the role that
+/// were given a window (approved, whatever happened after), and the members of Active-type
+/// assignments. `standingAccess: Report` removes only these: a standing member whose request
+/// was refused was never granted anything by us, and stays reported, not removed.
 fn managed_members(catalog: &Catalog, group: &str, role: Role) -> BTreeSet<Member> {
     let requests = catalog
         .requests
         .values()
         .filter(|r| r.spec.group == group && r.spec.role() == role)
+        .filter(|r| r.status.as_ref().is_some_and(|s| s.starts_at.is_some()))
         .filter_map(|r| r.spec.principal.clone().map(Member::User));
     let assignments = catalog
         .assignments

@@ -203,11 +203,12 @@ impl AssignmentChanges {
 /// object the first time it is seen.
 #[derive(Debug, Default)]
 pub struct StatusOnly {
-    /// Per object: (generation, deletion requested, finalizers) as last passed on.
+    /// Per object: (uid, generation, deletion requested, finalizers) as last passed on.
     seen: Mutex<HashMap<String, MetadataSeen>>,
 }
 
-type MetadataSeen = (Option<i64>, bool, Vec<String>);
+/// (uid, generation, deletion requested, finalizers): a new object of the same name differs.
+type MetadataSeen = (Option<String>, Option<i64>, bool, Vec<String>);
 
 impl StatusOnly {
     /// Whether the change to `meta` is more than its status (it is passed on when so).
@@ -216,6 +217,7 @@ impl StatusOnly {
             return true;
         };
         let key = (
+            meta.uid.clone(),
             meta.generation,
             meta.deletion_timestamp.is_some(),
             meta.finalizers.clone().unwrap_or_default(),

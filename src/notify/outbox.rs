@@ -575,15 +575,6 @@ async fn record(
             .await;
         let mut failed = false;
         for (key, batch, result) in written {
-            if let Err(kube::Error::Api(status)) = &result
-                && status.code == 422
-            {
-                // Refused as invalid, it would be refused for ever (and hold up every other
-                // record behind the backoff): dropped, loudly. The sends stand; only their
-                // records are lost, so a new leader may repeat them, with the same delivery id.
-                tracing::error!(object = %key.1, error = %status.message, "notification records refused as invalid; dropped");
-                continue;
-            }
             if let Err(error) = result {
                 tracing::warn!(object = %key.1, %error, "cannot record notifications in status; retrying");
                 failed = true;

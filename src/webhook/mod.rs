@@ -53,6 +53,7 @@ const CERT_REFRESH: Duration = Duration::from_secs(60);
 pub async fn start(
     client: &kube::Client,
     config: &Config,
+    keyring: Option<crate::attestation::Keyring>,
     namespace: &str,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
@@ -65,10 +66,9 @@ pub async fn start(
         .address
         .parse()
         .map_err(|_| WebhookError::Address(settings.address.clone()))?;
-    let keyring = config.attestation.load()?;
     if keyring.is_none() {
         tracing::warn!(
-            "attestation.keyFile is not set: the webhook refuses activation requests and the controller grants nothing"
+            "attestation.keyFile and attestation.secret are not set: the webhook refuses activation requests and the controller grants nothing"
         );
     }
     let cert = match (&settings.cert_file, &settings.key_file) {

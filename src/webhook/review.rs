@@ -36,6 +36,9 @@ pub struct Admission {
     pub schema: SchemaChecker,
 }
 
+/// The controller's finalizer on ActivationRequests (`controller::writes::FINALIZER`).
+const REVOKE_FINALIZER: &str = crate::controller::writes::FINALIZER;
+
 /// Findings of these rules name objects that may simply not exist *yet*: GitOps tools apply a
 /// set of manifests in no guaranteed order, so for the declarative kinds they are warnings and
 /// the controller reports them in status until the reference resolves.
@@ -89,6 +92,14 @@ impl Admission {
             return response.deny("the request carries no object");
         };
         let old = request.old_object.as_ref().and_then(to_json);
+        // Metadata only (labels, finalizers): nothing of the spec to judge, not even against a
+        // schema newer than the stored object. An object a later policy change made invalid
+        // must still be able to be labelled, and its finalizer removed.
+        if let Some(old) = &old
+            && old.get("spec") == object.get("spec")
+        {
+            return metadata_only(request, kind, old, &object, response);
+        }
         let checked = self.schema.check(kind, &object);
         let mut findings = checked.findings;
         if let Some(old) = &old {
@@ -103,14 +114,6 @@ impl Admission {
         match decoded {
             PimObject::ActivationRequest(ar) => {
                 self.activation(request, response, stage, catalog, now, &object, ar)
-            }
-            // Metadata only (labels, the operator's finalizer): nothing to judge. An object
-            // that a later policy change made invalid must still be able to be cleaned up.
-            _ if old
-                .as_ref()
-                .is_some_and(|old| old.get("spec") == object.get("spec")) =>
-            {
-                response
             }
             other if stage == Stage::Validate => {
                 let findings = check_object(catalog, &other, now);
@@ -155,12 +158,6 @@ impl Admission {
             }
             _ => None,
         };
-        if let Some(old) = &old
-            && old.spec == ar.spec
-        {
-            // Metadata only (labels, finalizers): nothing of ours to judge.
-            return response;
-        }
         let caller = match Caller::from_user_info(&request.user_info, &self.mfa_claim) {
             Ok(caller) => caller,
             Err(e) => return response.deny(e),
@@ -222,6 +219,37 @@ impl Admission {
             Err(e) => response.deny(format!("internal error: {e}")),
         }
     }
+}
+
+/// An update that leaves the spec alone. Only the operator (a service account) adds or removes
+/// an ActivationRequest's `pim.dev/revoke-access` finalizer: a requester who may patch requests
+/// must not strip someone's finalizer, so that deleting it skips the removal and its audit.
+fn metadata_only(
+    request: &AdmissionRequest<DynamicObject>,
+    kind: Kind,
+    old: &Value,
+    object: &Value,
+    response: AdmissionResponse,
+) -> AdmissionResponse {
+    if kind != Kind::ActivationRequest {
+        return response;
+    }
+    let finalized = |o: &Value| {
+        o.pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|f| f.as_str() == Some(REVOKE_FINALIZER)))
+    };
+    let service_account = request
+        .user_info
+        .username
+        .as_deref()
+        .is_some_and(|u| u.starts_with("system:serviceaccount:"));
+    if finalized(old) != finalized(object) && !service_account {
+        return response.deny(format!(
+            "metadata.finalizers: only pim-operator adds or removes {REVOKE_FINALIZER:?}; it goes once the access is removed and the end is in the audit trail"
+        ));
+    }
+    response
 }
 
 fn with_spec(

@@ -67,7 +67,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- $_ := set $webhook "mfaClaim" . }}
 {{- end }}
 {{- $_ := set $config "webhook" $webhook }}
+{{- if .Values.attestation.existingSecret }}
 {{- $_ := set $config "attestation" (dict "keyFile" "/var/run/pim/attestation/key") }}
+{{- else }}
+{{- $_ := set $config "attestation" (dict "secret" (printf "%s-attestation" $fullname)) }}
+{{- end }}
 {{- end }}
 {{- toYaml $config }}
 {{- end }}

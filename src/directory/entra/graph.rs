@@ -42,6 +42,9 @@ pub struct Call<'a> {
     /// Whether sending it twice does no harm. A call that is not (creating a group, sending
     /// mail) is retried only when Graph surely did not act on it: a 429, or no connection.
     pub repeatable: bool,
+    /// Whether a `Retry-After` on it pauses every request of the connection. Not for mail,
+    /// which Exchange limits on its own: a throttled `sendMail` must not hold up revocations.
+    pub pauses_connection: bool,
 }
 
 impl<'a> Call<'a> {
@@ -53,6 +56,7 @@ impl<'a> Call<'a> {
             eventual: false,
             priority: Priority::Normal,
             repeatable: true,
+            pauses_connection: true,
         }
     }
 
@@ -64,6 +68,7 @@ impl<'a> Call<'a> {
             eventual: false,
             priority: Priority::Normal,
             repeatable: true,
+            pauses_connection: true,
         }
     }
 
@@ -75,12 +80,21 @@ impl<'a> Call<'a> {
             eventual: false,
             priority: Priority::Normal,
             repeatable: true,
+            pauses_connection: true,
         }
     }
 
     pub fn revoke(self) -> Call<'a> {
         Call {
             priority: Priority::Revoke,
+            ..self
+        }
+    }
+
+    /// Throttled on its own (see `pauses_connection`).
+    pub fn separately_throttled(self) -> Call<'a> {
+        Call {
+            pauses_connection: false,
             ..self
         }
     }
@@ -347,7 +361,8 @@ impl GraphClient {
                         Ok(text) => text,
                         Err(error) => {
                             drop(permit);
-                            if attempt < self.max_retries {
+                            // The answer came, only its body broke off: it happened.
+                            if attempt < self.max_retries && call.repeatable {
                                 tokio::time::sleep(self.backoff(attempt)).await;
                                 attempt += 1;
                                 continue;
@@ -374,7 +389,7 @@ impl GraphClient {
                     if !retried(status) {
                         return Ok(reply);
                     }
-                    if let Some(after) = after {
+                    if let Some(after) = after.filter(|_| call.pauses_connection) {
                         // Throttled: nobody on this connection starts a request before then.
                         self.gate.pause_until(
                             tokio::time::Instant::now() + after.min(self.max_retry_wait),

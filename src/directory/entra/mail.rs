@@ -111,7 +111,10 @@ impl GraphMailer {
         let path = format!("{}/sendMail", user_path(from));
         let reply = self
             .graph
-            .send(OPERATION, Call::post(path, &body).once())
+            .send(
+                OPERATION,
+                Call::post(path, &body).once().separately_throttled(),
+            )
             .await?;
         match reply.status {
             StatusCode::ACCEPTED | StatusCode::OK | StatusCode::NO_CONTENT => Ok(()),

@@ -670,16 +670,22 @@ impl Directory for EntraDirectory {
         };
         let path = format!("/groups/{}/{}?{select}", segment(&group.0), relation(role));
         let objects = self.graph(OPERATION)?.get_all(OPERATION, path).await?;
-        let mut members = BTreeSet::new();
+        let found: Vec<(Member, String)> = objects.iter().filter_map(member_of).collect();
+        // One lock at a time: `listed_as` takes them too, and never two at once either.
         {
-            let (mut ids, mut listed) = (lock(&self.ids), lock(&self.listed));
-            for (member, id) in objects.iter().filter_map(member_of) {
+            let mut ids = lock(&self.ids);
+            for (member, id) in &found {
                 ids.insert(member.clone(), id.clone());
-                listed.by_id.insert(id.to_lowercase(), member.clone());
-                listed.by_name.insert(folded(&member), member.clone());
-                members.insert(member);
             }
         }
+        {
+            let mut listed = lock(&self.listed);
+            for (member, id) in &found {
+                listed.by_id.insert(id.to_lowercase(), member.clone());
+                listed.by_name.insert(folded(member), member.clone());
+            }
+        }
+        let members: BTreeSet<Member> = found.into_iter().map(|(member, _)| member).collect();
         if self.config.mode == EntraMode::Pim {
             self.refresh_held(OPERATION, group, role).await?;
         }
@@ -747,18 +753,18 @@ impl Directory for EntraDirectory {
     }
 
     fn listed_as(&self, member: &Member) -> Option<Member> {
-        let listed = lock(&self.listed);
-        let by_id = |id: &str| listed.by_id.get(&id.to_lowercase()).cloned();
-        let found = match member {
+        // Never both locks at once (list_members takes them one after the other).
+        let id = match member {
             // An object id: the listing names it by UPN or display name.
-            Member::User(name) | Member::Group(name) if is_guid(name) => by_id(name),
-            // A name looked up before: by its object id; else by the name, which Entra
-            // compares without regard to case.
-            _ => lock(&self.ids)
-                .get(member)
-                .and_then(|id| by_id(id))
-                .or_else(|| listed.by_name.get(&folded(member)).cloned()),
+            Member::User(name) | Member::Group(name) if is_guid(name) => Some(name.clone()),
+            // A name looked up before: by its object id.
+            _ => lock(&self.ids).get(member).cloned(),
         };
+        let listed = lock(&self.listed);
+        let found = id
+            .and_then(|id| listed.by_id.get(&id.to_lowercase()).cloned())
+            // Else by the name, which Entra compares without regard to case.
+            .or_else(|| listed.by_name.get(&folded(member)).cloned());
         found.filter(|l| l != member && same_kind(l, member))
     }
 

@@ -21,6 +21,8 @@ use crate::api::activation_request::{
 };
 use crate::api::common::Role;
 
+pub mod secret;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Shorter keys are refused: 32 bytes is HMAC-SHA256's block-strength floor.
@@ -38,10 +40,18 @@ pub enum KeyError {
         "attestation key file {path}: the key is {len} bytes; at least {MIN_KEY_BYTES} are required (for example `head -c 48 /dev/urandom | base64`)"
     )]
     TooShort { path: PathBuf, len: usize },
+    #[error("attestation Secret {namespace}/{name}: {message}")]
+    Secret {
+        namespace: String,
+        name: String,
+        message: String,
+    },
 }
 
-/// Where the attestation keys are. Without `keyFile` the webhook refuses requests and the
-/// controller grants nothing, saying why.
+/// Where the attestation keys are: files (a Secret you manage, mounted), or a Secret in the
+/// operator's namespace that the operator makes on first start and every replica then reads
+/// (`secret`). Without either the webhook refuses requests and the controller grants nothing,
+/// saying why.
 #[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AttestationConfig {
@@ -51,10 +61,40 @@ pub struct AttestationConfig {
     /// Keys that still verify during a rotation, but no longer sign.
     #[serde(default)]
     pub previous_key_files: Vec<PathBuf>,
+    /// A Secret in the operator's namespace holding the key under `key` (and keys that still
+    /// verify under `previous*`), made with a random key when absent. Not with `keyFile`.
+    #[serde(default)]
+    pub secret: Option<String>,
 }
 
 impl AttestationConfig {
-    /// The keyring, or `None` when no key is configured.
+    /// What is wrong with the settings, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.key_file.is_some() && self.secret.is_some() {
+            return Err("keyFile and secret: set one, not both".to_owned());
+        }
+        if self.secret.is_none() && self.key_file.is_none() && !self.previous_key_files.is_empty() {
+            return Err("previousKeyFiles: needs keyFile".to_owned());
+        }
+        if let Some(name) = &self.secret {
+            let valid = !name.is_empty()
+                && name.len() <= crate::api::common::OBJECT_NAME_MAX
+                && name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                })
+                && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+            if !valid {
+                return Err(format!(
+                    "secret: {name:?} is not a Secret name (lowercase letters, digits, '-' and '.')"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The keyring from files, or `None` when no key file is configured (see
+    /// [`secret::load`] for the `secret` form).
     pub fn load(&self) -> Result<Option<Keyring>, KeyError> {
         match &self.key_file {
             Some(path) => Keyring::from_files(path, &self.previous_key_files).map(Some),

@@ -5,11 +5,9 @@
 //! as they are now.
 
 use jiff::Timestamp;
-use kube::api::{Api, ListParams};
 
 use super::record::{AuditRecord, records, snapshot};
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
-use crate::controller::lenient::Lenient;
 use crate::core::{duration, time::add};
 use crate::engine::Catalog;
 
@@ -247,25 +245,9 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<Lenient<K>> = Api::all(client.clone());
-    let mut out = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api
-            .list(&params)
-            .await
-            .map_err(|source| AuditError::Kube { kind, source })?;
-        // A malformed object is left out rather than failing the export.
-        out.extend(
-            page.items
-                .into_iter()
-                .filter_map(|o| o.parsed.ok().map(|k| (*k).clone())),
-        );
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
+    crate::controller::lenient::list_well_formed(client)
+        .await
+        .map_err(|source| AuditError::Kube { kind, source })
 }
 
 /// `kubectl pim audit --since SINCE -o FORMAT`: lists the four kinds and exports.

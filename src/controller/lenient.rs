@@ -96,6 +96,33 @@ impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
     }
 }
 
+/// Every well-formed object of a cluster-scoped kind, page by page; a malformed object is left
+/// out rather than failing the list (for `kubectl pim` and the audit export, which list once
+/// instead of watching).
+pub async fn list_well_formed<K>(client: &kube::Client) -> Result<Vec<K>, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: kube::Api<Lenient<K>> = kube::Api::all(client.clone());
+    let mut out = Vec::new();
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(
+            page.items
+                .into_iter()
+                .filter_map(|o| o.parsed.ok().map(|k| (*k).clone())),
+        );
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,13 +1,12 @@
 //! Reading our four kinds from the API server, tolerating malformed objects.
 
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 
 use super::error::{CliError, describe_api_error, is_forbidden, is_not_found};
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
-use crate::controller::lenient::Lenient;
 use crate::engine::Catalog;
 
-/// Every object of a kind, page by page; a malformed object is left out, not fatal.
+/// Every well-formed object of a kind (a malformed one is left out, not fatal).
 pub async fn list<K>(client: &kube::Client) -> Result<Vec<K>, kube::Error>
 where
     K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
@@ -15,21 +14,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<Lenient<K>> = Api::all(client.clone());
-    let mut out = Vec::new();
-    let mut params = ListParams::default().limit(500);
-    loop {
-        let page = api.list(&params).await?;
-        out.extend(
-            page.items
-                .into_iter()
-                .filter_map(|o| o.parsed.ok().map(|k| (*k).clone())),
-        );
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
+    crate::controller::lenient::list_well_formed(client).await
 }
 
 /// PimGroups, AccessPolicies and EligibleAssignments (no requests).

@@ -7,6 +7,7 @@
 use jiff::Timestamp;
 
 use super::record::{AuditRecord, records, snapshot};
+use crate::api::delivery::AuditSnapshot;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::{duration, time::add};
 use crate::engine::Catalog;
@@ -57,6 +58,23 @@ pub fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, AuditError> 
         .map_err(|_| AuditError::Since(text.to_owned()))
 }
 
+/// What the operator recorded when it emitted the records, and only where it recorded nothing
+/// what the objects say now: a policy changed or deleted since does not rewrite history.
+fn recorded_first(stored: Option<&AuditSnapshot>, now: AuditSnapshot) -> AuditSnapshot {
+    let Some(stored) = stored else {
+        return now;
+    };
+    AuditSnapshot {
+        policy: stored.policy.clone().or(now.policy),
+        policy_generation: stored.policy_generation.or(now.policy_generation),
+        directory: stored.directory.clone().or(now.directory),
+        group_id: stored.group_id.clone().or(now.group_id),
+        principal_id: stored.principal_id.clone().or(now.principal_id),
+        mfa_verified: stored.mfa_verified.or(now.mfa_verified),
+        retries: stored.retries.or(now.retries),
+    }
+}
+
 /// The records of every transition at or after `since`, oldest first. `catalog`, when given,
 /// supplies policy and directory ids for requests the operator has not recorded them on.
 pub fn records_since<'a>(
@@ -72,7 +90,7 @@ pub fn records_since<'a>(
             continue;
         };
         let stored = status.delivery.as_ref().and_then(|d| d.audit.as_ref());
-        let snap = snapshot(request, catalog, None, stored);
+        let snap = recorded_first(stored, snapshot(request, catalog, None, None));
         let retries = snap
             .retries
             .and_then(|r| u32::try_from(r).ok())
@@ -320,6 +338,53 @@ mod tests {
         );
         assert!(lines[3].contains("bob Approve at 2026-03-02T09:10:00Z: ok"));
         assert!(lines[3].contains(",oidc:alice,u-alice,finance,alice@contoso.com,"));
+    }
+
+    #[test]
+    fn recorded_values_win_over_the_objects_as_they_are_now() {
+        let mut r = approved_request();
+        let policy: AccessPolicy = serde_json::from_value(serde_json::json!({
+            "apiVersion": "pim.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": {"name": "p-now", "generation": 3}, "spec": {}
+        }))
+        .unwrap();
+        let group: PimGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "pim.dev/v1alpha1", "kind": "PimGroup",
+            "metadata": {"name": "finreport"},
+            "spec": {"directory": "entra", "group": {"displayName": "FinReport"},
+                     "roles": {"member": {"policy": "p-now"}}}
+        }))
+        .unwrap();
+        let mut catalog = Catalog::default();
+        catalog.insert_policy(policy);
+        catalog.insert_group(group);
+        // Nothing recorded: the objects as they are.
+        let now = records_since([&r], Some(&catalog), t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            (now[0].policy.as_deref(), now[0].policy_generation),
+            (Some("p-now"), Some(3))
+        );
+        // Recorded at emission: that, even though the group now names another policy.
+        if let Some(status) = r.status.as_mut() {
+            status.delivery = Some(crate::api::delivery::Delivery {
+                audit: Some(AuditSnapshot {
+                    policy: Some("p-then".into()),
+                    policy_generation: Some(1),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        let then = records_since([&r], Some(&catalog), t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            (then[0].policy.as_deref(), then[0].policy_generation),
+            (Some("p-then"), Some(1))
+        );
+        assert_eq!(
+            then[0].directory.as_deref(),
+            Some("entra"),
+            "unrecorded: as now"
+        );
     }
 
     #[test]

@@ -47,7 +47,9 @@ fn decide_one(c: &mut Criterion) {
         approvals: &[],
         unverified_approvals: &[],
         member_present: false,
-        granted_elsewhere: false,
+        access_held: false,
+        removal_confirmed_at: None,
+        revocation_grace: SignedDuration::from_secs(30),
     };
     let now = t0() + SignedDuration::from_secs(1);
     c.bench_function("decide: new request, no approval", |b| {

@@ -21,6 +21,10 @@ pub struct Config {
     /// How often every object is looked at again, to cover lost timers. Default 5m.
     #[serde(default = "default_resync")]
     pub resync_interval: String,
+    /// How long past a window's end the removal may take before it is reported as
+    /// `RevocationOverdue` (condition and `pim_revocations_overdue`). Default 30s.
+    #[serde(default = "default_revocation_grace")]
+    pub revocation_grace: String,
     /// Reconciles running at once, per kind. Default 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: u16,
@@ -110,6 +114,9 @@ impl Default for LeaderElection {
 fn default_resync() -> String {
     "5m".to_owned()
 }
+fn default_revocation_grace() -> String {
+    "30s".to_owned()
+}
 fn default_concurrency() -> u16 {
     16
 }
@@ -132,6 +139,7 @@ impl Default for Config {
             directories: BTreeMap::new(),
             username_mapping: UsernameMapping::default(),
             resync_interval: default_resync(),
+            revocation_grace: default_revocation_grace(),
             concurrency: default_concurrency(),
             leader_election: LeaderElection::default(),
             metrics_address: default_metrics_address(),
@@ -160,6 +168,8 @@ pub enum ConfigError {
 pub struct Settings {
     pub config: Config,
     pub resync: Duration,
+    /// See `Config::revocation_grace`.
+    pub revocation_grace: Duration,
     pub lease_duration: Duration,
 }
 
@@ -193,6 +203,7 @@ impl Config {
             Ok(d.unsigned_abs())
         };
         let resync = to_std("resyncInterval", &self.resync_interval)?;
+        let revocation_grace = to_std("revocationGrace", &self.revocation_grace)?;
         let lease_duration = to_std(
             "leaderElection.leaseDuration",
             &self.leader_election.lease_duration,
@@ -251,6 +262,7 @@ impl Config {
         Ok(Settings {
             config: self,
             resync,
+            revocation_grace,
             lease_duration,
         })
     }

@@ -53,6 +53,8 @@ struct Harness {
     operator: Option<Operator>,
     /// What the controller trusts; the webhook's signatures in `bypassing_the_webhook_grants_nothing`.
     attestor: Arc<dyn Attestor>,
+    /// More directory connections than `memory`, by name, for the next launch.
+    extra_directories: std::sync::Mutex<Vec<(String, Arc<MemoryDirectory>)>>,
 }
 
 fn settings(leader_election: bool) -> pim_operator::config::Settings {
@@ -75,6 +77,7 @@ impl Harness {
             directory: Arc::new(MemoryDirectory::new()),
             operator: None,
             attestor: Arc::new(TrustAsWritten),
+            extra_directories: std::sync::Mutex::default(),
         };
         h.seed().await;
         h
@@ -90,6 +93,10 @@ impl Harness {
             "memory",
             pim_operator::metrics::Instrumented::wrap(memory, metrics.clone()),
         );
+        for (name, extra) in self.extra_directories.lock().unwrap().iter() {
+            let extra: Arc<dyn Directory> = extra.clone();
+            directories.insert(name.clone(), extra);
+        }
         let deps = Dependencies {
             client: self.client.clone(),
             settings: settings(leader_election),
@@ -185,8 +192,19 @@ impl Harness {
     }
 
     async fn create_group(&self, name: &str, policy: &str, standing: StandingAccess) {
+        self.create_group_in(name, "memory", policy, standing).await;
+    }
+
+    /// A PimGroup on directory connection `directory`, for directory group `<name>-id`.
+    async fn create_group_in(
+        &self,
+        name: &str,
+        directory: &str,
+        policy: &str,
+        standing: StandingAccess,
+    ) {
         let spec = PimGroupSpec {
-            directory: "memory".into(),
+            directory: directory.into(),
             group: DirectoryGroupRef {
                 id: Some(format!("{name}-id")),
                 ..Default::default()
@@ -207,9 +225,21 @@ impl Harness {
     }
 
     async fn create_assignment(&self, name: &str, group: &str, user: &str) {
+        self.create_assignment_of(name, group, user, Default::default())
+            .await;
+    }
+
+    async fn create_assignment_of(
+        &self,
+        name: &str,
+        group: &str,
+        user: &str,
+        assignment_type: pim_operator::api::eligible_assignment::AssignmentType,
+    ) {
         let spec = EligibleAssignmentSpec {
             group: group.into(),
             principal: PrincipalRef::user(user),
+            assignment_type,
             schedule: Schedule {
                 duration: Some("30d".into()),
                 ..Default::default()
@@ -667,13 +697,20 @@ async fn failed_revocation_is_retried_and_reported_overdue() {
     let mut h = started().await;
     h.request("r", "g", "alice", "30m", |_| {}).await;
     h.wait_phase("r", Phase::Active).await;
+    let planned_end = h.get("r").await.status.unwrap().expires_at.unwrap().0;
     h.directory.fail(FaultScope::Removes);
-    h.advance(30);
-    h.wait_phase("r", Phase::Expired).await;
+    // Past the end and the grace (30s by default).
+    h.advance(31);
     eventually("RevocationOverdue shown", || async {
         h.condition("r", "Active").await == is("False", "RevocationOverdue")
     })
     .await;
+    // Issue 14 finding 11: not Expired while the directory still holds the member.
+    assert_eq!(h.phase("r").await, Some(Phase::Active));
+    assert_eq!(
+        h.condition("r", "Expired").await,
+        is("False", "RevocationPending")
+    );
     assert!(h.is_member("g", "alice"));
     eventually("overdue metric", || async {
         h.metrics().contains("pim_revocations_overdue 1")
@@ -681,10 +718,16 @@ async fn failed_revocation_is_retried_and_reported_overdue() {
     .await;
     h.directory.heal();
     h.wait_member("g", "alice", false).await;
-    eventually("overdue cleared", || async {
-        h.condition("r", "Active").await == is("False", "Expired")
-    })
-    .await;
+    h.wait_phase("r", Phase::Expired).await;
+    assert_eq!(h.condition("r", "Active").await, is("False", "Expired"));
+    // endedAt is when the directory confirmed the removal, not the planned end.
+    let status = h.get("r").await.status.unwrap();
+    assert_eq!(status.expires_at.map(|t| t.0), Some(planned_end));
+    let ended = status.ended_at.unwrap().0;
+    assert!(
+        ended >= planned_end + jiff::SignedDuration::from_mins(1),
+        "endedAt {ended} is the confirmation, a minute after the planned end {planned_end}"
+    );
     eventually("overdue metric back to 0", || async {
         h.metrics().contains("pim_revocations_overdue 0")
     })
@@ -1056,7 +1099,7 @@ async fn transitions_emit_events_and_metrics_are_served() {
     // The removal (and its revocation-lag sample) may land just after the Expired Event.
     h.wait_member("g", "alice", false).await;
     let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
-    eventually("three events", || async {
+    eventually("one event per transition", || async {
         let reasons: Vec<String> = events
             .list(&Default::default())
             .await
@@ -1066,7 +1109,9 @@ async fn transitions_emit_events_and_metrics_are_served() {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("r"))
             .filter_map(|e| e.reason)
             .collect();
-        reasons == ["Provisioning", "Active", "Expired"]
+        // The group proves the grant itself and may add the member before the request's first
+        // status write: then there is no Provisioning step to report.
+        reasons == ["Provisioning", "Active", "Expired"] || reasons == ["Active", "Expired"]
     })
     .await;
 
@@ -1180,4 +1225,365 @@ async fn bypassing_the_webhook_grants_nothing() {
     h.wait_phase("r", Phase::Active).await;
     assert!(h.is_member("ga", "alice"));
     h.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 14: access ends by construction. The grant ledger (PimGrant objects) records every grant
+// before it is made; members are ours only when the ledger says so.
+// ---------------------------------------------------------------------------------------------
+
+mod ledger {
+    use super::*;
+    use pim_operator::api::PimGrant;
+    use pim_operator::api::eligible_assignment::AssignmentType;
+    use pim_operator::fake_apiserver::{FaultScope as ApiFault, Verb};
+
+    async fn ledger(h: &Harness) -> Vec<PimGrant> {
+        h.api::<PimGrant>()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+    }
+
+    async fn group_status(h: &Harness, name: &str) -> pim_operator::api::PimGroupStatus {
+        h.api::<PimGroup>()
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    }
+
+    /// A Report-mode group `gr` (policy `p`) with alice eligible.
+    async fn report_group(h: &Harness) {
+        h.create_group("gr", "p", StandingAccess::Report).await;
+        h.create_assignment("alice-gr", "gr", "alice").await;
+    }
+
+    async fn active_assignment(h: &Harness, name: &str, group: &str, user: &str) {
+        h.create_assignment_of(name, group, user, AssignmentType::Active)
+            .await;
+    }
+
+    // Finding 1: Report mode forgot what it granted when the source went away.
+    #[tokio::test]
+    async fn report_mode_revokes_a_deleted_or_edited_active_assignment() {
+        let mut h = started().await;
+        report_group(&h).await;
+        active_assignment(&h, "dave-gr", "gr", "dave").await;
+        h.wait_member("gr", "dave", true).await;
+        assert_eq!(ledger(&h).await.len(), 1, "the grant is in the ledger");
+        h.api::<EligibleAssignment>()
+            .delete("dave-gr", &DeleteParams::default())
+            .await
+            .unwrap();
+        h.wait_member("gr", "dave", false).await;
+        eventually("ledger entry closed", || async {
+            ledger(&h).await.is_empty()
+        })
+        .await;
+
+        // Edited to another principal: the first one's grant goes.
+        active_assignment(&h, "ops-gr", "gr", "erin").await;
+        h.wait_member("gr", "erin", true).await;
+        let patch = serde_json::json!({"spec": {"principal": {"user": "frank"}}});
+        h.api::<EligibleAssignment>()
+            .patch("ops-gr", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        h.wait_member("gr", "frank", true).await;
+        h.wait_member("gr", "erin", false).await;
+        h.stop().await;
+    }
+
+    // Finding 1: a request deleted without its finalizer still loses its access in Report mode.
+    #[tokio::test]
+    async fn report_mode_revokes_a_request_deleted_around_its_finalizer() {
+        let mut h = started().await;
+        report_group(&h).await;
+        h.request("r", "gr", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        h.wait_member("gr", "alice", true).await;
+        h.stop().await;
+        // With the operator down, someone strips the finalizer and deletes the request.
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        h.api::<ActivationRequest>()
+            .patch("r", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        h.api::<ActivationRequest>()
+            .delete("r", &DeleteParams::default())
+            .await
+            .unwrap();
+        h.start().await;
+        h.wait_member("gr", "alice", false).await;
+        eventually("ledger entry closed", || async {
+            ledger(&h).await.is_empty()
+        })
+        .await;
+        let status = group_status(&h, "gr").await;
+        assert!(status.unexplained_members.is_empty(), "{status:?}");
+        h.stop().await;
+    }
+
+    // Finding 2: a member who was there before PIM, and activated through it once, stays.
+    #[tokio::test]
+    async fn report_mode_leaves_a_standing_member_who_activated() {
+        let mut h = started().await;
+        report_group(&h).await;
+        h.directory
+            .add_by_hand("gr-id", Role::Member, Member::User("alice".into()));
+        h.request("r", "gr", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        assert!(
+            ledger(&h).await.is_empty(),
+            "nothing granted: she was there"
+        );
+        h.advance(30);
+        h.wait_phase("r", Phase::Expired).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            h.is_member("gr", "alice"),
+            "standing access is not ours to take"
+        );
+        eventually("reported as standing", || async {
+            group_status(&h, "gr").await.unexplained_members == ["user:alice"]
+        })
+        .await;
+        h.stop().await;
+    }
+
+    // Finding 3: pointing a PimGroup at another directory group revokes what it granted in the
+    // old one.
+    #[tokio::test]
+    async fn a_pimgroup_pointed_elsewhere_revokes_in_the_old_group() {
+        let mut h = started().await;
+        h.request("r", "g", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        let patch = serde_json::json!({"spec": {"group": {"id": "g-new-id"}}});
+        h.api::<PimGroup>()
+            .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        eventually("alice moved to the new group", || async {
+            h.directory
+                .members("g-new-id", Role::Member)
+                .contains(&Member::User("alice".into()))
+        })
+        .await;
+        h.wait_member("g", "alice", false).await;
+        eventually("one entry, in the new group", || async {
+            let entries = ledger(&h).await;
+            entries.len() == 1 && entries[0].spec.group_id == "g-new-id"
+        })
+        .await;
+        h.stop().await;
+    }
+
+    // Finding 3: a directory dropped from the config no longer lets deletion skip the removal.
+    #[tokio::test]
+    async fn deleting_a_pimgroup_whose_directory_is_gone_keeps_its_finalizer() {
+        let mut h = Harness::new().await;
+        let other = Arc::new(MemoryDirectory::new());
+        h.extra_directories
+            .lock()
+            .unwrap()
+            .push(("other".into(), other.clone()));
+        h.start().await;
+        h.create_group_in("go", "other", "p", StandingAccess::Remove)
+            .await;
+        h.create_assignment("alice-go", "go", "alice").await;
+        h.request("r", "go", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        h.stop().await;
+        h.extra_directories.lock().unwrap().clear();
+        h.start().await;
+        h.api::<PimGroup>()
+            .delete("go", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("Ready=False names the stranded grant", || async {
+            group_status(&h, "go").await.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == "False" && c.message.contains("cannot be revoked")
+            })
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            h.api::<PimGroup>().get_opt("go").await.unwrap().is_some(),
+            "the finalizer stays while a grant cannot be revoked"
+        );
+        assert!(
+            other
+                .members("go-id", Role::Member)
+                .contains(&Member::User("alice".into()))
+        );
+        // Configured again: the grant goes, then the PimGroup.
+        h.stop().await;
+        h.extra_directories
+            .lock()
+            .unwrap()
+            .push(("other".into(), other.clone()));
+        h.start().await;
+        eventually("PimGroup gone", || async {
+            h.api::<PimGroup>().get_opt("go").await.unwrap().is_none()
+        })
+        .await;
+        assert!(other.members("go-id", Role::Member).is_empty());
+        h.stop().await;
+    }
+
+    // Finding 7: a status-only patch that re-opens an Expired request grants nothing.
+    #[tokio::test]
+    async fn a_forged_status_does_not_reopen_access() {
+        use k8s_openapi::api::events::v1::Event;
+        let mut h = started().await;
+        h.request("r", "g", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        h.advance(30);
+        h.wait_phase("r", Phase::Expired).await;
+        h.wait_member("g", "alice", false).await;
+        let far = Time(h.now() + SignedDuration::from_hours(24 * 30));
+        let patch = serde_json::json!({"status": {"phase": "Active", "expiresAt": far}});
+        h.api::<ActivationRequest>()
+            .patch_status("r", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        h.wait_phase("r", Phase::Expired).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!h.is_member("g", "alice"), "a forged status granted access");
+        assert!(ledger(&h).await.is_empty());
+        let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
+        eventually("a StatusNotProven warning", || async {
+            events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("StatusNotProven"))
+        })
+        .await;
+        h.stop().await;
+    }
+
+    // Finding 10: overdue revocations are counted even while the directory cannot even list,
+    // and the lag runs from the window's end to the directory's confirmation.
+    #[tokio::test]
+    async fn overdue_and_lag_are_measured_across_an_outage() {
+        let mut h = started().await;
+        h.request("r", "g", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        h.directory.fail(FaultScope::All);
+        h.advance(33);
+        eventually("overdue metric", || async {
+            h.metrics().contains("pim_revocations_overdue 1")
+        })
+        .await;
+        assert_eq!(h.phase("r").await, Some(Phase::Active));
+        h.directory.heal();
+        h.wait_member("g", "alice", false).await;
+        h.wait_phase("r", Phase::Expired).await;
+        eventually("lag of about three minutes", || async {
+            let metrics = h.metrics();
+            metrics.lines().any(|l| {
+                l.strip_prefix("pim_revocation_lag_seconds_sum ")
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 180.0)
+            })
+        })
+        .await;
+        h.stop().await;
+    }
+
+    /// Stops the operator at the worst moment: after a directory write, before what records it.
+    async fn kill(h: &mut Harness) {
+        h.stop().await;
+        h.server.handle().clear_faults();
+    }
+
+    async fn no_member_unexplained(h: &Harness, group: &str) {
+        eventually("every member explained", || async {
+            let status = group_status(h, group).await;
+            status.unexplained_members.is_empty()
+                && status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "InSync" && c.status == "True")
+        })
+        .await;
+    }
+
+    // A kill between the directory add and the request's status write.
+    #[tokio::test]
+    async fn a_kill_after_the_add_leaves_the_member_explained() {
+        let mut h = started().await;
+        report_group(&h).await;
+        h.server.handle().fail_all(
+            500,
+            ApiFault::writes()
+                .resource("activationrequests")
+                .verb(Verb::Patch),
+        );
+        h.request("r", "gr", "alice", "30m", |_| {}).await;
+        h.wait_member("gr", "alice", true).await;
+        kill(&mut h).await;
+        assert_eq!(ledger(&h).await.len(), 1, "the intent was written first");
+        h.start().await;
+        h.wait_phase("r", Phase::Active).await;
+        no_member_unexplained(&h, "gr").await;
+        h.advance(30);
+        h.wait_member("gr", "alice", false).await;
+        h.wait_phase("r", Phase::Expired).await;
+        h.stop().await;
+    }
+
+    // A kill between the intent and the add: the add happens after the restart.
+    #[tokio::test]
+    async fn a_kill_between_intent_and_add_grants_after_the_restart() {
+        let mut h = started().await;
+        report_group(&h).await;
+        h.directory.fail(FaultScope::Adds);
+        h.request("r", "gr", "alice", "30m", |_| {}).await;
+        eventually("intent written", || async { ledger(&h).await.len() == 1 }).await;
+        kill(&mut h).await;
+        h.directory.heal();
+        h.start().await;
+        h.wait_member("gr", "alice", true).await;
+        h.wait_phase("r", Phase::Active).await;
+        no_member_unexplained(&h, "gr").await;
+        h.stop().await;
+    }
+
+    // A kill between the directory removal and the ledger's close and the status write.
+    #[tokio::test]
+    async fn a_kill_after_the_removal_closes_the_entry_after_the_restart() {
+        let mut h = started().await;
+        report_group(&h).await;
+        h.request("r", "gr", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        h.server.handle().fail_all(
+            500,
+            ApiFault::writes().resource("pimgrants").verb(Verb::Delete),
+        );
+        h.advance(30);
+        h.wait_member("gr", "alice", false).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(ledger(&h).await.len(), 1, "not closed yet");
+        assert_eq!(
+            h.phase("r").await,
+            Some(Phase::Active),
+            "not Expired before the ledger closed"
+        );
+        kill(&mut h).await;
+        h.start().await;
+        h.wait_phase("r", Phase::Expired).await;
+        eventually("ledger entry closed", || async {
+            ledger(&h).await.is_empty()
+        })
+        .await;
+        no_member_unexplained(&h, "gr").await;
+        h.stop().await;
+    }
 }

@@ -60,6 +60,10 @@ pub mod reasons {
     pub const POLICY_REMOVED: &str = "PolicyRemoved";
     pub const GROUP_REMOVED: &str = "GroupRemoved";
     pub const REVOCATION_OVERDUE: &str = "RevocationOverdue";
+    /// The access has ended; the directory has not confirmed the removal yet.
+    pub const REVOCATION_PENDING: &str = "RevocationPending";
+    /// The stored status claims an approval the signed approvals do not prove.
+    pub const APPROVAL_NOT_PROVEN: &str = "ApprovalNotProven";
     pub const DIRECTORY_FAILED: &str = "DirectoryFailed";
     pub const IN_PROGRESS: &str = "InProgress";
 

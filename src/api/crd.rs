@@ -5,7 +5,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use super::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use super::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
 
 /// String formats the Kubernetes API server knows for CRD schemas. schemars also emits
 /// formats such as `uint32`, which Kubernetes would reject or silently ignore.
@@ -41,13 +41,14 @@ pub const SUPPORTED_FORMATS: &[&str] = &[
     "double",
 ];
 
-/// All four CRDs, in a stable order, ready to apply.
+/// All our CRDs, in a stable order, ready to apply.
 pub fn all() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         AccessPolicy::crd(),
         PimGroup::crd(),
         EligibleAssignment::crd(),
         ActivationRequest::crd(),
+        PimGrant::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

@@ -1,4 +1,4 @@
-//! The four PIM resources in `pim.dev/v1alpha1`, and the CRDs generated from them.
+//! The PIM resources (four written by people, and the operator's grant ledger) in `pim.dev/v1alpha1`, and the CRDs generated from them.
 
 // kube's `printcolumn(name = .., type_ = ..)` repeats keys across columns, which clippy
 // mistakes for duplicated attributes.
@@ -13,6 +13,8 @@ pub mod delivery;
 #[allow(clippy::duplicated_attributes)]
 pub mod eligible_assignment;
 #[allow(clippy::duplicated_attributes)]
+pub mod pim_grant;
+#[allow(clippy::duplicated_attributes)]
 pub mod pim_group;
 
 pub use access_policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus};
@@ -23,4 +25,5 @@ pub use common::{Principal, PrincipalRef, Role};
 pub use eligible_assignment::{
     EligibleAssignment, EligibleAssignmentSpec, EligibleAssignmentStatus,
 };
+pub use pim_grant::{PimGrant, PimGrantSpec};
 pub use pim_group::{PimGroup, PimGroupSpec, PimGroupStatus};

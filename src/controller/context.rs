@@ -15,7 +15,7 @@ use super::lenient::Lenient;
 use super::priority::WritePriority;
 use super::wakes::OwnWrites;
 use crate::api::common::Role;
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::core::membership::Member;
@@ -31,8 +31,11 @@ pub struct Stores {
     pub groups: Store<Lenient<PimGroup>>,
     pub assignments: Store<Lenient<EligibleAssignment>>,
     pub requests: Store<Lenient<ActivationRequest>>,
+    /// The grant ledger.
+    pub grants: Store<Lenient<PimGrant>>,
     pub assignments_by_group: Arc<GroupIndex<EligibleAssignment>>,
     pub requests_by_group: Arc<GroupIndex<ActivationRequest>>,
+    pub grants_by_group: Arc<GroupIndex<PimGrant>>,
 }
 
 impl Stores {
@@ -99,6 +102,11 @@ impl Stores {
     pub fn assignments_of(&self, group: &str) -> Vec<Arc<Lenient<EligibleAssignment>>> {
         self.assignments_by_group.objects(&self.assignments, group)
     }
+
+    /// The well-formed ledger entries of PimGroup `group`.
+    pub fn grants_of(&self, group: &str) -> Vec<Arc<Lenient<PimGrant>>> {
+        self.grants_by_group.objects(&self.grants, group)
+    }
 }
 
 /// What the directories last reported (or were last told) about each (PimGroup, role).
@@ -158,6 +166,14 @@ pub struct Context {
     pub recorder: Events,
     pub stores: Stores,
     pub membership: MembershipCache,
+    /// What this process wrote to and closed in the grant ledger, and removals it confirmed.
+    pub ledger: super::ledger::LedgerMemory,
+    /// The directory groups the request controller found each request's principal in (by
+    /// request uid), for eligibility granted to a directory group.
+    pub principal_groups: Mutex<HashMap<String, Vec<String>>>,
+    /// What the request controller last wrote to each request's status, so that a status
+    /// written by anyone else wakes it (see `wakes::StatusOnly`).
+    pub request_status_writes: Arc<super::wakes::StatusOnly>,
     /// Revocations before grants when a directory throttles.
     pub priority: WritePriority,
     /// PimGroup status writes, to tell a cache that has not caught up with them.
@@ -181,6 +197,40 @@ impl Context {
             return resync;
         };
         requeue_delay(deadline.duration_since(self.now()), resync)
+    }
+
+    /// Whether `request`'s principal is in directory group `group`, for proving its grant: the
+    /// groups the API server stamped at admission, else what the request controller last looked
+    /// up. Before it has looked (just after a start), the assignment its status names is taken
+    /// as the answer, so that a restart does not drop and re-add members; the request
+    /// controller looks within the same moment and corrects it.
+    pub fn member_of(&self, catalog: &Catalog, request: &ActivationRequest, group: &str) -> bool {
+        if crate::engine::stamped_groups(request, group) {
+            return true;
+        }
+        let uid = request.metadata.uid.as_deref().unwrap_or_default();
+        let looked_up = self
+            .principal_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .map(|groups| groups.iter().any(|g| g == group));
+        looked_up.unwrap_or_else(|| {
+            request
+                .status
+                .as_ref()
+                .and_then(|s| s.matched_assignment.as_ref())
+                .and_then(|a| catalog.assignments.get(a))
+                .is_some_and(|a| a.spec.principal.group.as_deref() == Some(group))
+        })
+    }
+
+    /// Waits until the ledger's cache has been listed once.
+    pub async fn ledger_ready(&self) {
+        if let Err(error) = self.stores.grants.wait_until_ready().await {
+            // Only when the watch is gone, that is while stopping.
+            tracing::warn!(%error, "the grant ledger's cache is gone");
+        }
     }
 
     /// Wakes every request of `group`.

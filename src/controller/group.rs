@@ -10,9 +10,11 @@ use kube::core::Resource;
 use kube::runtime::controller::Action;
 
 use futures::StreamExt;
+use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, back_off, timed};
 use super::error::Error;
+use super::ledger;
 use super::lenient::Lenient;
 use super::priority::{HELD_RETRY, Pass};
 use super::writes::{
@@ -22,12 +24,14 @@ use crate::api::PimGroup;
 use crate::api::common::Role;
 use crate::api::conditions::types;
 use crate::api::eligible_assignment::AssignmentType;
+use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::PimGroupStatus;
+use crate::core::ledger::{self as ledger_core, Entry, GroupTarget};
 use crate::core::lifecycle::{ConditionState, ConditionStatus};
-use crate::core::membership::{Grant, Member, MembershipPlan};
+use crate::core::membership::{Grant, Member};
 use crate::core::status::merge_conditions;
 use crate::directory::{Directory, DirectoryError, GroupId};
-use crate::engine::{Catalog, GroupOutcome, reconcile_group};
+use crate::engine::{Catalog, LedgerOutcome, Proof, plan_with_ledger};
 
 pub const KIND: &str = "PimGroup";
 const UNEXPLAINED_MAX: usize = 100;
@@ -62,32 +66,6 @@ fn roles_of(group: &PimGroup) -> Vec<Role> {
     roles
 }
 
-/// Members the operator itself may have granted: principals of our requests for the role that
-/// were given a window (approved, whatever happened after), and the members of Active-type
-/// assignments. `standingAccess: Report` removes only these: a standing member whose request
-/// was refused was never granted anything by us, and stays reported, not removed.
-fn managed_members(catalog: &Catalog, group: &str, role: Role) -> BTreeSet<Member> {
-    let requests = catalog
-        .requests
-        .values()
-        .filter(|r| r.spec.group == group && r.spec.role() == role)
-        .filter(|r| r.status.as_ref().is_some_and(|s| s.starts_at.is_some()))
-        .filter_map(|r| r.spec.principal.clone().map(Member::User));
-    let assignments = catalog
-        .assignments
-        .values()
-        .filter(|a| {
-            a.spec.group == group
-                && a.spec.role == role
-                && a.spec.assignment_type == AssignmentType::Active
-        })
-        .filter_map(|a| match a.spec.principal.resolve()? {
-            crate::api::Principal::User(u) => Some(Member::User(u.to_owned())),
-            crate::api::Principal::Group(g) => Some(Member::Group(g.to_owned())),
-        });
-    requests.chain(assignments).collect()
-}
-
 struct RoleResult {
     next_change: Option<Timestamp>,
     /// When the role next loses a member, for the write priority.
@@ -104,17 +82,27 @@ struct RolePass {
     role: Role,
     actual: BTreeSet<Member>,
     members: BTreeSet<Member>,
-    plan: MembershipPlan,
-    outcome: GroupOutcome,
-    grants: Vec<Grant>,
+    outcome: LedgerOutcome,
     failures: Vec<(Member, DirectoryError)>,
     held: usize,
+}
+
+impl RolePass {
+    fn grants(&self) -> Vec<Grant> {
+        self.outcome
+            .grants
+            .iter()
+            .map(|g| g.grant.clone())
+            .collect()
+    }
 }
 
 async fn reconcile_group_object(
     object: &Lenient<PimGroup>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    // The ledger decides what is ours: never act on a ledger not yet read.
+    ctx.ledger_ready().await;
     let now = ctx.now();
     let Ok(group) = object.parsed.as_deref() else {
         report_malformed(&ctx.client, object, types::READY, now).await?;
@@ -138,6 +126,31 @@ async fn reconcile_group_object(
     }
 
     let stored = group.status.clone().unwrap_or_default();
+    let catalog = ctx.stores.catalog_for(&name);
+    let entries = ctx.ledger.entries(&ctx.stores, &name);
+    let member_of = |r: &crate::api::ActivationRequest, g: &str| ctx.member_of(&catalog, r, g);
+    let proof = Proof {
+        attestor: ctx.attestor.as_ref(),
+        is_member_of: &member_of,
+    };
+    // Overdue revocations are counted before any I/O: an outage of the directory or of the API
+    // server must not hide them (issue 14, finding 10).
+    let guess = stored.group_id.as_ref().map(|id| GroupTarget {
+        directory: group.spec.directory.clone(),
+        group_id: id.clone(),
+    });
+    let overdue = overdue_entries(
+        ctx,
+        &catalog,
+        &name,
+        group,
+        &entries,
+        guess.as_ref(),
+        &proof,
+        now,
+    );
+    report_overdue(ctx, &name, &overdue);
+
     let Some(directory) = ctx.directories.get(&group.spec.directory) else {
         let known: Vec<&str> = ctx.directories.names().collect();
         let message = format!(
@@ -145,73 +158,110 @@ async fn reconcile_group_object(
             group.spec.directory,
             known.join(", ")
         );
-        if deleting {
-            // Nothing can be removed through a directory we do not know; do not block deletion.
+        // What was written through other connections can still be taken back.
+        let mut failures = revoke_elsewhere(ctx, &entries, None, now).await;
+        let stranded = entries
+            .iter()
+            .filter(|e| e.target.directory == group.spec.directory)
+            .count();
+        if deleting && stranded == 0 && failures.is_empty() {
+            ctx.membership.forget(&name);
             remove_finalizer(&ctx.client, object).await?;
             return Ok(Action::await_change());
         }
-        let status = status_with(
+        let mut message = message;
+        if stranded > 0 {
+            message.push_str(&format!(
+                "; {stranded} grant(s) recorded in the ledger cannot be revoked until it is configured again"
+            ));
+        }
+        write_not_ready(
+            ctx,
+            object,
             &stored,
-            group,
-            None,
-            &[ready(false, reasons::DIRECTORY_NOT_CONFIGURED, &message)],
+            reasons::DIRECTORY_NOT_CONFIGURED,
+            &message,
             now,
-        );
-        write_status(ctx, object, &stored, status).await?;
-        return Ok(Action::await_change());
+        )
+        .await?;
+        if let Some((_, error)) = failures.pop() {
+            return Err(error.into());
+        }
+        return Ok(Action::requeue(ctx.settings.resync));
     };
-    let group_id = match directory.ensure_group(group).await {
-        Ok(id) => id,
+    let (group_id, blocked) = match directory.ensure_group(group).await {
+        Ok(id) => (id, None),
+        // Grants wait until the group resolves again (a conflicting RBAC binding, say), but
+        // what is due to go still goes, from the group the ledger says it was granted in.
+        Err(error) if stored.group_id.is_some() && !entries.is_empty() && !deleting => (
+            GroupId(stored.group_id.clone().unwrap_or_default()),
+            Some(error),
+        ),
         Err(error) => {
             let message = error.to_string();
-            let status = status_with(
+            write_not_ready(
+                ctx,
+                object,
                 &stored,
-                group,
-                None,
-                &[ready(false, reasons::DIRECTORY_ERROR, &message)],
+                reasons::DIRECTORY_ERROR,
+                &message,
                 now,
-            );
-            write_status(ctx, object, &stored, status).await?;
+            )
+            .await?;
             return Err(error.into());
         }
     };
+    let current = GroupTarget {
+        directory: group.spec.directory.clone(),
+        group_id: group_id.0.clone(),
+    };
 
-    let catalog = ctx.stores.catalog_for(&name);
     // Every role's removals, then every role's grants: revocations go first (DESIGN §8).
     let mut passes = Vec::new();
     for role in roles_of(group) {
-        passes.push(
-            revoke_role(
-                ctx,
-                &catalog,
-                &name,
-                directory.as_ref(),
-                &group_id,
-                role,
-                deleting,
-                now,
-            )
-            .await?,
-        );
+        let role_pass = revoke_role(
+            ctx,
+            RoleScope {
+                catalog: &catalog,
+                name: &name,
+                directory: directory.as_ref(),
+                group_id: &group_id,
+                current: &current,
+                entries: &entries,
+                proof: &proof,
+            },
+            role,
+            deleting,
+            now,
+        )
+        .await?;
+        passes.push(role_pass);
     }
+    let mut elsewhere_failures = revoke_elsewhere(ctx, &entries, Some(&current), now).await;
     ctx.trigger_groups(ctx.priority.removals_made(&name, pass));
     let mut results = Vec::new();
     for mut role_pass in passes {
-        grant_role(
-            ctx,
-            &mut role_pass,
-            &name,
-            directory.as_ref(),
-            &group_id,
-            now,
-        )
-        .await;
+        if !deleting && blocked.is_none() {
+            grant_role(
+                ctx,
+                &mut role_pass,
+                &name,
+                directory.as_ref(),
+                &group_id,
+                now,
+            )
+            .await;
+        }
         results.push(finish_role(ctx, role_pass, &name, now));
+    }
+    if let Some(first) = results.iter_mut().next() {
+        first.failures.append(&mut elsewhere_failures);
     }
     let next_end = results.iter().filter_map(|r| r.next_end).min();
     ctx.priority.record_next_end(&name, next_end, pass);
     if deleting {
-        if results.iter().all(|r| r.failures.is_empty()) {
+        let open = ctx.ledger.entries(&ctx.stores, &name);
+        if results.iter().all(|r| r.failures.is_empty()) && open.is_empty() {
             ctx.membership.forget(&name);
             remove_finalizer(&ctx.client, object).await?;
             return Ok(Action::await_change());
@@ -219,6 +269,19 @@ async fn reconcile_group_object(
         return Ok(Action::requeue(std::time::Duration::from_secs(2)));
     }
 
+    if let Some(error) = blocked {
+        let message = format!("{error}; grants wait, revocations go on");
+        write_not_ready(
+            ctx,
+            object,
+            &stored,
+            reasons::DIRECTORY_ERROR,
+            &message,
+            now,
+        )
+        .await?;
+        return Err(error.into());
+    }
     let failures: Vec<_> = results.iter().flat_map(|r| r.failures.iter()).collect();
     let unexplained: Vec<String> = results
         .iter()
@@ -248,7 +311,7 @@ async fn reconcile_group_object(
             status: ConditionStatus::False,
             reason: reasons::UNEXPLAINED_MEMBERS,
             message: format!(
-                "{} member(s) are not explained by any grant and are reported, not removed (standingAccess: Report)",
+                "{} member(s) were not granted by pim-operator and are reported, not removed (standingAccess: Report)",
                 unexplained.len()
             ),
         }
@@ -283,7 +346,13 @@ async fn reconcile_group_object(
     if let Some((_, error)) = failures.first() {
         return Err(Error::Directory((*error).clone()));
     }
-    let next = results.iter().filter_map(|r| r.next_change).min();
+    // Look again when the next revocation would become overdue, to report it.
+    let overdue_next = overdue.next_report;
+    let next = results
+        .iter()
+        .filter_map(|r| r.next_change)
+        .chain(overdue_next)
+        .min();
     let requeue = ctx.requeue_for(next);
     if behind {
         return Ok(Action::requeue(requeue.min(BEHIND_RETRY)));
@@ -293,6 +362,153 @@ async fn reconcile_group_object(
         return Ok(Action::requeue(requeue.min(HELD_RETRY)));
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Revocations the ledger shows due and not confirmed, by role, and when the next one becomes
+/// overdue.
+struct Overdue {
+    by_role: Vec<(Role, usize)>,
+    next_report: Option<Timestamp>,
+}
+
+/// When the revocation of a dead `entry` fell due: the end of its window if that has passed,
+/// else when its source's access ended as its status says, else when this process first saw it
+/// dead.
+fn due_of(
+    ctx: &Context,
+    catalog: &Catalog,
+    group: &str,
+    entry: &Entry,
+    now: Timestamp,
+) -> Timestamp {
+    if let Some(end) = ledger_core::due_from_window(entry, now) {
+        return end;
+    }
+    if let Some(ended) = catalog.access_ended(group, entry.role, &entry.member, now)
+        && ended >= entry.start
+    {
+        return ended;
+    }
+    ctx.ledger.dead_since(entry, now)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn overdue_entries(
+    ctx: &Context,
+    catalog: &Catalog,
+    name: &str,
+    group: &PimGroup,
+    entries: &[Entry],
+    current: Option<&GroupTarget>,
+    proof: &Proof<'_>,
+    now: Timestamp,
+) -> Overdue {
+    let grace = jiff::SignedDuration::try_from(ctx.settings.revocation_grace)
+        .unwrap_or(jiff::SignedDuration::from_secs(30));
+    let mut by_role = Vec::new();
+    let mut next_report: Option<Timestamp> = None;
+    for role in [Role::Member, Role::Owner] {
+        let grants = if roles_of(group).contains(&role) {
+            catalog.proven_grants(name, role, now, proof)
+        } else {
+            Vec::new()
+        };
+        let mut n = 0;
+        for entry in entries.iter().filter(|e| e.role == role) {
+            if ledger_core::is_live(entry, current, &grants, now) {
+                continue;
+            }
+            let overdue_at = due_of(ctx, catalog, name, entry, now) + grace;
+            if overdue_at <= now {
+                n += 1;
+            } else {
+                next_report = Some(next_report.map_or(overdue_at, |t| t.min(overdue_at)));
+            }
+        }
+        by_role.push((role, n));
+    }
+    Overdue {
+        by_role,
+        next_report,
+    }
+}
+
+fn report_overdue(ctx: &Context, name: &str, overdue: &Overdue) {
+    let mut total = 0;
+    for (role, n) in &overdue.by_role {
+        total = ctx.membership.set_overdue(name, *role, *n);
+    }
+    ctx.metrics
+        .revocations_overdue
+        .set(i64::try_from(total).unwrap_or(i64::MAX));
+}
+
+/// Revokes the ledger's entries written to another directory group than `current` (the
+/// PimGroup was pointed elsewhere, or its directory is gone from the config: `None`), through
+/// the connection each was written with, and closes them once the directory confirms.
+async fn revoke_elsewhere(
+    ctx: &Context,
+    entries: &[Entry],
+    current: Option<&GroupTarget>,
+    now: Timestamp,
+) -> Vec<(Member, DirectoryError)> {
+    let mut failures = Vec::new();
+    for entry in entries.iter().filter(|e| Some(&e.target) != current) {
+        let Some(directory) = ctx.directories.get(&entry.target.directory) else {
+            failures.push((
+                entry.member.clone(),
+                DirectoryError::permanent(
+                    "remove member",
+                    format!(
+                        "the grant in {} was made through directory {:?}, which is no longer configured",
+                        entry.target, entry.target.directory
+                    ),
+                ),
+            ));
+            continue;
+        };
+        let id = GroupId(entry.target.group_id.clone());
+        match directory
+            .remove_member(&id, entry.role, &entry.member)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(
+                    pimgrant = %entry.name,
+                    member = %entry.member,
+                    target = %entry.target,
+                    "revoked a grant left in a directory group the PimGroup no longer points at"
+                );
+                confirmed(ctx, entry, now);
+                if let Err(error) = close_entry(ctx, entry).await {
+                    failures.push((entry.member.clone(), error));
+                }
+            }
+            Err(error) => failures.push((entry.member.clone(), error)),
+        }
+    }
+    failures
+}
+
+/// Closes a ledger entry; a failure is retried with the pass's back-off, and until then the
+/// entry still holds its source's end open.
+async fn close_entry(ctx: &Context, entry: &Entry) -> Result<(), DirectoryError> {
+    ledger::close(&ctx.client, &ctx.ledger, entry)
+        .await
+        .map_err(|error| {
+            tracing::warn!(pimgrant = %entry.name, %error, "could not close a ledger entry");
+            DirectoryError::transient("close ledger entry", error.to_string())
+        })
+}
+
+/// The directory confirmed `entry`'s member gone: its source's end is now known.
+fn confirmed(ctx: &Context, entry: &Entry, now: Timestamp) {
+    if entry.source.kind == GrantSourceKind::ActivationRequest {
+        ctx.ledger.confirm_removal(&entry.source.uid, now);
+        let _ = ctx
+            .request_triggers
+            .send(ObjectRef::new(&entry.source.name));
+    }
 }
 
 /// Tells the write priority that a pass is over, however it ended (an error, an early return):
@@ -310,40 +526,78 @@ impl Drop for PassEnds<'_> {
     }
 }
 
-/// Lists one role's members, decides, and makes the removals, in parallel.
-#[allow(clippy::too_many_arguments)]
+/// What a role's pass works on.
+#[derive(Clone, Copy)]
+struct RoleScope<'a> {
+    catalog: &'a Catalog,
+    name: &'a str,
+    directory: &'a dyn Directory,
+    group_id: &'a GroupId,
+    current: &'a GroupTarget,
+    entries: &'a [Entry],
+    proof: &'a Proof<'a>,
+}
+
+/// Lists one role's members, plans against the ledger, makes the removals in parallel, and
+/// closes the entries the directory confirmed.
 async fn revoke_role(
     ctx: &Context,
-    catalog: &Catalog,
-    name: &str,
-    directory: &dyn Directory,
-    group_id: &GroupId,
+    scope: RoleScope<'_>,
     role: Role,
     deleting: bool,
     now: Timestamp,
 ) -> Result<RolePass, Error> {
-    let managed = managed_members(catalog, name, role);
+    let RoleScope {
+        catalog,
+        name,
+        directory,
+        group_id,
+        current,
+        entries,
+        proof,
+    } = scope;
+    let known: BTreeSet<Member> = entries
+        .iter()
+        .filter(|e| e.role == role)
+        .map(|e| e.member.clone())
+        .chain(
+            catalog
+                .proven_grants(name, role, now, proof)
+                .into_iter()
+                .map(|g| g.grant.member),
+        )
+        .collect();
     let actual = spelled_as_managed(
         directory,
         directory.list_members(group_id, role).await?,
-        &managed,
+        &known,
     );
-    let outcome = reconcile_group(catalog, name, role, &actual, &managed, now);
-    let plan = if deleting {
+    let mut outcome = plan_with_ledger(catalog, name, role, entries, current, &actual, now, proof);
+    if deleting {
         // Deleting the PimGroup takes back everything it granted, and leaves the rest.
-        MembershipPlan {
-            remove: actual.intersection(&managed).cloned().collect(),
-            add: Vec::new(),
-            unexplained: Vec::new(),
-        }
-    } else {
-        outcome.plan.clone()
-    };
+        let nothing = crate::core::membership::DesiredMembership::default();
+        outcome.plan = ledger_core::plan(
+            name,
+            role,
+            &nothing,
+            &[],
+            entries,
+            current,
+            &actual,
+            crate::api::pim_group::StandingAccess::Report,
+            now,
+        );
+        outcome.plan.unexplained.clear();
+    }
+    for entry in &outcome.plan.elsewhere {
+        ctx.ledger.dead_since(entry, now);
+    }
     let mut members = actual.clone();
     let mut failures = Vec::new();
     // Made into futures first: a lazy `map` in the stream trips the `Send` check of the
     // controller's future (rust-lang/rust#102211).
-    let removals: Vec<_> = plan
+    let removals: Vec<_> = outcome
+        .plan
         .remove
         .iter()
         .map(|member| remove_one(directory, group_id, role, member))
@@ -356,22 +610,50 @@ async fn revoke_role(
         match result {
             Ok(()) => {
                 members.remove(member);
-                if let Some(ended) = catalog.access_ended(name, role, member, now) {
+                let closing = outcome
+                    .plan
+                    .close_on_removal
+                    .get(member)
+                    .cloned()
+                    .unwrap_or_default();
+                if closing.is_empty() {
+                    tracing::info!(group = %name, %role, %member, "removed standing access (standingAccess: Remove)");
+                }
+                // Lag from when the access should have ended to the directory's confirmation,
+                // whatever was down in between (issue 14, finding 10).
+                if let Some(due) = closing
+                    .iter()
+                    .map(|e| due_of(ctx, catalog, name, e, now))
+                    .min()
+                {
                     ctx.metrics
                         .revocation_lag
-                        .observe(now.duration_since(ended).as_secs_f64().max(0.0));
+                        .observe(now.duration_since(due).as_secs_f64().max(0.0));
+                }
+                for entry in &closing {
+                    confirmed(ctx, entry, now);
+                    if let Err(error) = close_entry(ctx, entry).await {
+                        failures.push((member.clone(), error));
+                    }
                 }
             }
             Err(error) => failures.push((member.clone(), error)),
+        }
+    }
+    // Entries whose member is absent, or explained by a live grant: nothing to remove.
+    for entry in &outcome.plan.close {
+        if !actual.contains(&entry.member) {
+            confirmed(ctx, entry, now);
+        }
+        if let Err(error) = close_entry(ctx, entry).await {
+            failures.push((entry.member.clone(), error));
         }
     }
     Ok(RolePass {
         role,
         actual,
         members,
-        plan,
         outcome,
-        grants: catalog.grants(name, role, now),
         failures,
         held: 0,
     })
@@ -409,7 +691,8 @@ enum Granted {
 }
 
 /// Makes one role's grants, in parallel, each through an add lane and only while no revocation
-/// is due; a grant that ended meanwhile is not made.
+/// is due; a grant that ended meanwhile is not made. Each add is written to the ledger first: a
+/// member whose entry could not be written is not added (issue 14: the intent comes first).
 async fn grant_role(
     ctx: &Context,
     pass: &mut RolePass,
@@ -419,10 +702,32 @@ async fn grant_role(
     now: Timestamp,
 ) {
     let role = pass.role;
-    let grants = &pass.grants;
+    let mut unrecorded: BTreeSet<Member> = BTreeSet::new();
+    let records: Vec<_> = pass
+        .outcome
+        .plan
+        .record
+        .iter()
+        .map(|entry| async move { (entry, ledger::record(&ctx.client, &ctx.ledger, entry).await) })
+        .collect();
+    let records: Vec<_> = futures::stream::iter(records)
+        .buffered(WRITES_IN_FLIGHT)
+        .collect()
+        .await;
+    for (entry, result) in records {
+        if let Err(error) = result {
+            tracing::warn!(pimgrant = %entry.name, %error, "could not write the ledger entry; the add waits");
+            unrecorded.insert(entry.member.clone());
+            pass.failures.push((
+                entry.member.clone(),
+                DirectoryError::transient("record grant", error.to_string()),
+            ));
+        }
+    }
+    let grants = pass.grants();
     // A directory that ends access itself (Entra PIM) is given each member's end, and moves it
     // when a later (or shortened) grant changes it: converged, not toggled (DESIGN §5).
-    let ends = |m: &Member| crate::directory::access_until(grants, m, now);
+    let ends = |m: &Member| crate::directory::access_until(&grants, m, now);
     let renew: Vec<&Member> = if directory.enforces_ends() {
         pass.outcome
             .desired
@@ -435,17 +740,24 @@ async fn grant_role(
     } else {
         Vec::new()
     };
-    let adds = pass.plan.add.iter().chain(renew).map(|member| {
-        let (until, request) = ends(member);
-        let target = Target {
-            ctx,
-            name,
-            directory,
-            group_id,
-            role,
-        };
-        grant_one(target, member, until, request)
-    });
+    let adds = pass
+        .outcome
+        .plan
+        .add
+        .iter()
+        .filter(|m| !unrecorded.contains(*m))
+        .chain(renew)
+        .map(|member| {
+            let (until, request) = ends(member);
+            let target = Target {
+                ctx,
+                name,
+                directory,
+                group_id,
+                role,
+            };
+            grant_one(target, member, until, request)
+        });
     let adds: Vec<_> = adds.collect();
     let results: Vec<_> = futures::stream::iter(adds)
         .buffered(WRITES_IN_FLIGHT)
@@ -527,24 +839,15 @@ async fn grant_one<'a>(
 
 /// Records what the directory now holds, and wakes the requests whose member came or went.
 fn finish_role(ctx: &Context, pass: RolePass, name: &str, now: Timestamp) -> RoleResult {
+    let grants = pass.grants();
     let RolePass {
         role,
         actual: _,
         members,
-        plan,
         outcome,
-        grants,
         failures,
         held,
     } = pass;
-    let overdue = failures
-        .iter()
-        .filter(|(m, _)| plan.remove.contains(m))
-        .count();
-    let total_overdue = ctx.membership.set_overdue(name, role, overdue);
-    ctx.metrics
-        .revocations_overdue
-        .set(i64::try_from(total_overdue).unwrap_or(i64::MAX));
     let before = ctx.membership.set(name, role, members.clone());
     // Requests see the directory through the membership cache: wake those whose member it now
     // shows differently, and those whose change failed (they report it).
@@ -563,7 +866,7 @@ fn finish_role(ctx: &Context, pass: RolePass, name: &str, now: Timestamp) -> Rol
         next_change: outcome.desired.next_change,
         next_end,
         active: outcome.desired.members.len(),
-        unexplained: plan.unexplained,
+        unexplained: outcome.plan.unexplained,
         failures,
         held,
     }
@@ -617,6 +920,22 @@ fn status_with(
         conditions,
         ..stored.clone()
     }
+}
+
+/// Reports `Ready=False` with `reason`, keeping the rest of the stored status.
+async fn write_not_ready(
+    ctx: &Context,
+    object: &Lenient<PimGroup>,
+    stored: &PimGroupStatus,
+    reason: &'static str,
+    message: &str,
+    now: Timestamp,
+) -> Result<bool, Error> {
+    let Ok(group) = object.parsed.as_deref() else {
+        return Ok(false);
+    };
+    let status = status_with(stored, group, None, &[ready(false, reason, message)], now);
+    write_status(ctx, object, stored, status).await
 }
 
 /// Writes `status` unless it is what is stored; returns whether it wrote.

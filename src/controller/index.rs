@@ -28,6 +28,12 @@ impl InGroup for ActivationRequest {
     }
 }
 
+impl InGroup for crate::api::PimGrant {
+    fn group_name(&self) -> &str {
+        &self.spec.group
+    }
+}
+
 /// The names of one kind's objects by the PimGroup they name, kept up to date from the watch,
 /// so that a reconcile reads only its own group's objects. (Scanning every cache on every
 /// reconcile made 10,000 activations quadratic.)

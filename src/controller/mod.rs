@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod group;
 pub mod index;
+pub mod ledger;
 pub mod lenient;
 pub mod policy;
 pub mod priority;
@@ -38,8 +39,9 @@ use self::events::Events;
 use self::index::{ActiveRequests, GroupIndex};
 use self::lenient::Lenient;
 use self::wakes::{AssignmentChanges, GroupWakes, OwnWrites, StatusOnly};
+use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::StandingAccess;
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::directory::Directories;
@@ -267,13 +269,16 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
     let mut groups = Shared::<PimGroup>::new();
     let mut assignments = Shared::<EligibleAssignment>::new();
     let mut requests = Shared::<ActivationRequest>::new();
+    let mut grants = Shared::<PimGrant>::new();
     let stores = Stores {
         policies: policies.store.clone(),
         groups: groups.store.clone(),
         assignments: assignments.store.clone(),
         requests: requests.store.clone(),
+        grants: grants.store.clone(),
         assignments_by_group: Arc::new(GroupIndex::default()),
         requests_by_group: Arc::new(GroupIndex::default()),
+        grants_by_group: Arc::new(GroupIndex::default()),
     };
     let (request_triggers, triggered) = mpsc::unbounded_channel();
     let (group_triggers, groups_triggered) =
@@ -284,6 +289,12 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         controller: "pim-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // What the group and the assignment controllers last saw of their own objects.
+    let status_only = (
+        Arc::new(StatusOnly::default()),
+        Arc::new(StatusOnly::default()),
+        Arc::new(StatusOnly::default()),
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         clock: deps.clock.clone(),
@@ -294,18 +305,15 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         recorder: Events::new(client.clone(), reporter),
         stores: stores.clone(),
         membership: MembershipCache::default(),
+        ledger: ledger::LedgerMemory::default(),
+        principal_groups: std::sync::Mutex::default(),
+        request_status_writes: status_only.2.clone(),
         priority: priority::WritePriority::default(),
         group_writes: OwnWrites::default(),
         request_triggers,
         group_triggers: group_triggers.clone(),
     });
     let wakes = Arc::new(GroupWakes::default());
-    // What the group and the assignment controllers last saw of their own objects.
-    let status_only = (
-        Arc::new(StatusOnly::default()),
-        Arc::new(StatusOnly::default()),
-        Arc::new(StatusOnly::default()),
-    );
     // What the request and the group controllers last saw of each assignment.
     let assignment_changes = (
         Arc::new(AssignmentChanges::default()),
@@ -328,9 +336,11 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         // Request status writes (ours: three per activation; the notifier's) make no new
         // decision; approvals, deactivation and deletion change the spec or the metadata.
         let own = status_only.2.clone();
-        let own_events = requests
-            .subscribe()
-            .filter(move |r| futures::future::ready(own.passes(&r.metadata)));
+        let own_events = requests.subscribe().filter(move |r| {
+            let fingerprint =
+                wakes::request_status_fingerprint(r.object().and_then(|o| o.status.as_ref()));
+            futures::future::ready(own.passes_status(&r.metadata, fingerprint))
+        });
         Controller::for_shared_stream(own_events, stores.requests.clone())
             .with_config(config.clone())
             .watches_shared_stream(groups.subscribe(), move |g| {
@@ -589,8 +599,37 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
             },
         ),
     );
+    // The grant ledger: a closed entry wakes the request it served (its end can now be
+    // written) and its group; one removed by someone else makes the group look again.
+    let ledger_watch = grants.run(
+        deps.client.clone(),
+        {
+            let index = stores.grants_by_group.clone();
+            move |event| index.before_store(event)
+        },
+        {
+            let (stores, requests, groups) = (
+                stores.clone(),
+                ctx.request_triggers.clone(),
+                group_triggers.clone(),
+            );
+            move |event| {
+                stores.grants_by_group.after_store(event, &stores.grants);
+                if let watcher::Event::Delete(g) = event
+                    && let Some(g) = g.object()
+                {
+                    if g.spec.source.kind == GrantSourceKind::ActivationRequest {
+                        drop(requests.send(ObjectRef::new(&g.spec.source.name)));
+                    }
+                    drop(groups.send(ObjectRef::new(&g.spec.group)));
+                }
+            }
+        },
+    );
+    let watches = futures::future::join(watches, ledger_watch);
     let health = deps.health.clone();
     let synced = async move {
+        let _ = stores.grants.wait_until_ready().await;
         let _ = stores.policies.wait_until_ready().await;
         let _ = stores.groups.wait_until_ready().await;
         let _ = stores.assignments.wait_until_ready().await;

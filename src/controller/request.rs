@@ -8,6 +8,7 @@ use kube::runtime::events::{Event, EventType};
 
 use super::context::{Context, back_off, timed};
 use super::error::Error;
+use super::ledger;
 use super::lenient::Lenient;
 use super::writes::{
     add_finalizer, apply_status, has_finalizer, remove_finalizer, report_malformed,
@@ -39,6 +40,8 @@ async fn reconcile_request_object(
     object: &Lenient<ActivationRequest>,
     ctx: &Context,
 ) -> Result<Action, Error> {
+    // Whether an end is confirmed comes from the ledger: never decide on one not yet read.
+    ctx.ledger_ready().await;
     let now = ctx.now();
     let Ok(request) = object.parsed.as_deref() else {
         report_malformed(&ctx.client, object, types::VALIDATED, now).await?;
@@ -77,14 +80,25 @@ async fn reconcile_request_object(
     let is_member_of = |group: &str| {
         requester_groups.iter().any(|g| g == group) || directory_groups.iter().any(|g| g == group)
     };
+    let uid = request.metadata.uid.as_deref().unwrap_or_default();
+    let observation = DirectoryObservation {
+        member_present,
+        access_held: ledger::holds(&ctx.stores, &ctx.ledger, &spec.group, uid),
+        removal_confirmed_at: ctx.ledger.removal_confirmed_at(uid),
+        revocation_grace: jiff::SignedDuration::try_from(ctx.settings.revocation_grace)
+            .unwrap_or(jiff::SignedDuration::from_secs(30)),
+    };
     let outcome = reconcile_request(
         &catalog,
         request,
         ctx.attestor.as_ref(),
-        DirectoryObservation { member_present },
+        observation,
         &is_member_of,
         now,
     );
+    if !outcome.decision.not_proven.is_empty() {
+        report_not_proven(object, request, &outcome.decision.not_proven, ctx).await;
+    }
     if outcome.status_changed(request.status.as_ref()) {
         // `status.delivery` belongs to the notifier's field manager: never applied from here.
         let status = crate::api::ActivationRequestStatus {
@@ -93,6 +107,10 @@ async fn reconcile_request_object(
             directory: None,
             ..outcome.status.clone()
         };
+        ctx.request_status_writes.wrote(
+            &request.meta().name.clone().unwrap_or_default(),
+            super::wakes::request_status_fingerprint(Some(&status)),
+        );
         apply_status(&ctx.client, object, &status).await?;
     }
     if let Some((from, to)) = outcome.transition {
@@ -146,7 +164,50 @@ async fn directory_groups_of(
             }
         }
     }
+    if let Some(uid) = &request.metadata.uid {
+        ctx.principal_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.clone(), members.clone());
+    }
     members
+}
+
+/// The stored status claimed more than the signed inputs prove: someone wrote it around the
+/// controller. The decision ignored it and its status write corrects it; this tells people
+/// (a Warning Event, and an audit line).
+async fn report_not_proven(
+    object: &Lenient<ActivationRequest>,
+    request: &ActivationRequest,
+    claims: &[String],
+    ctx: &Context,
+) {
+    let name = request.meta().name.clone().unwrap_or_default();
+    let summary = claims.join("; ");
+    tracing::warn!(
+        target: crate::audit::sink::TARGET,
+        kind = "StatusNotProven",
+        request = %name,
+        group = %request.spec.group,
+        principal = request.spec.principal.as_deref().unwrap_or_default(),
+        claims = %summary,
+        "the stored status claimed more than the signed approvals prove; corrected (tampering, or a policy change since it was written)"
+    );
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "StatusNotProven".to_owned(),
+        note: Some(
+            format!("status corrected: {summary}")
+                .chars()
+                .take(1024)
+                .collect(),
+        ),
+        action: "Correct".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(%error, "could not publish an Event");
+    }
 }
 
 /// A request being deleted gives up its grant; the finalizer stays until the directory no longer
@@ -161,21 +222,16 @@ async fn finalize(
         return Ok(Action::await_change());
     }
     let spec = &request.spec;
-    let principal = Member::User(spec.principal.clone().unwrap_or_default());
-    let catalog = ctx.stores.catalog_for(&spec.group);
-    let now = ctx.now();
-    let kept_elsewhere = catalog
-        .grants(&spec.group, spec.role(), now)
-        .iter()
-        .any(|g| g.member == principal && g.covers(now));
-    let present = ctx
-        .membership
-        .contains(&spec.group, spec.role(), &principal);
-    // The group may be gone too; then there is nothing left to remove from.
-    let group_gone = !catalog.groups.contains_key(&spec.group);
-    let revoked =
-        kept_elsewhere || present == Some(false) || group_gone || spec.principal.is_none();
+    let uid = request.metadata.uid.as_deref().unwrap_or_default();
+    // The ledger entry is closed once the directory confirmed the removal (or another grant
+    // explains the member); while it is open, the request is not done.
+    let revoked = !ledger::holds(&ctx.stores, &ctx.ledger, &spec.group, uid);
     if revoked && crate::audit::record::fully_audited(request) {
+        ctx.ledger.forget_source(uid);
+        ctx.principal_groups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
         remove_finalizer(&ctx.client, object).await?;
         return Ok(Action::await_change());
     }

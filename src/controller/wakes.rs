@@ -201,10 +201,16 @@ impl AssignmentChanges {
 /// other means. A change of spec (generation) or finalizers still passes, so does every change
 /// of an object being deleted (its finalizer waits on others' status writes), and so does every
 /// object the first time it is seen.
+///
+/// With a status fingerprint ([`StatusOnly::passes_status`]), a status that is neither what was
+/// last seen nor what the controller itself last wrote passes too: somebody else wrote it (a
+/// hand-made status must be corrected at once, not at the next resync).
 #[derive(Debug, Default)]
 pub struct StatusOnly {
     /// Per object: (uid, generation, deletion requested, finalizers) as last passed on.
     seen: Mutex<HashMap<String, MetadataSeen>>,
+    /// Per object: the fingerprint of the status last seen, and of the one the controller wrote.
+    status: Mutex<HashMap<String, (u64, Option<u64>)>>,
 }
 
 /// (uid, generation, deletion requested, finalizers): a new object of the same name differs.
@@ -230,12 +236,54 @@ impl StatusOnly {
         true
     }
 
+    /// [`StatusOnly::passes`], or a status (by `fingerprint`) that someone other than the
+    /// controller wrote.
+    pub fn passes_status(&self, meta: &kube::core::ObjectMeta, fingerprint: u64) -> bool {
+        let by_meta = self.passes(meta);
+        let Some(name) = &meta.name else {
+            return true;
+        };
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = status.entry(name.clone()).or_insert((fingerprint, None));
+        let foreign = entry.0 != fingerprint && entry.1 != Some(fingerprint);
+        entry.0 = fingerprint;
+        by_meta || foreign
+    }
+
+    /// The controller wrote a status with this fingerprint: its watch event is not news.
+    pub fn wrote(&self, name: &str, fingerprint: u64) {
+        let mut status = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        status
+            .entry(name.to_owned())
+            .or_insert((fingerprint, None))
+            .1 = Some(fingerprint);
+    }
+
     pub fn forget(&self, name: &str) {
         self.seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
     }
+}
+
+/// A fingerprint of what the request controller decides in a request's status: everything but
+/// the parts other writers own (`delivery`: the notifier; `directory`: the group controller).
+pub fn request_status_fingerprint(status: Option<&crate::api::ActivationRequestStatus>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let decided = status.map(|s| crate::api::ActivationRequestStatus {
+        delivery: None,
+        directory: None,
+        ..s.clone()
+    });
+    let text = serde_json::to_string(&decided).unwrap_or_default();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// The resourceVersion each object had when this process last wrote its status. A pass that

@@ -9,9 +9,9 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::activation::{Window, plan_window, shrink_window, validate_request};
+use super::activation::{Window, plan_window, validate_request};
 use super::eligibility::{Eligibility, covering};
-use super::policy::{ApprovalRules, Policy};
+use super::policy::{ApprovalRules, HARD_MAX_ACTIVATION, Policy};
 use super::violation::{primary_reason, summarize};
 use super::{duration, time::add};
 use crate::api::activation_request::{
@@ -76,8 +76,13 @@ pub struct Facts<'a> {
     pub unverified_approvals: &'a [String],
     /// The directory lists the principal in the group's role now.
     pub member_present: bool,
-    /// Another request or an Active assignment covers the principal now.
-    pub granted_elsewhere: bool,
+    /// The grant ledger holds an open entry for this request: the directory may still hold its
+    /// access. An end (Expired, Deactivated, Revoked) is written only once it does not.
+    pub access_held: bool,
+    /// When the directory confirmed the removal of this request's access, if this process saw it.
+    pub removal_confirmed_at: Option<Timestamp>,
+    /// How long past a window's end a removal may take before it is reported overdue.
+    pub revocation_grace: SignedDuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +129,9 @@ pub struct Decision {
     /// When to look again: the earliest future instant at which the outcome can change by time
     /// alone. Always after `now`; `None` when only an outside change can move the request.
     pub next_deadline: Option<Timestamp>,
+    /// What the stored status claimed that the signed inputs do not prove (tampering with the
+    /// status subresource): the decision ignored it, and the caller reports it.
+    pub not_proven: Vec<String>,
 }
 
 impl Decision {
@@ -142,7 +150,9 @@ pub fn decide(request: RequestView<'_>, facts: &Facts<'_>, now: Timestamp) -> De
     pass.finish()
 }
 
-/// The state one decision builds up, starting from what earlier passes stored.
+/// The state one decision builds up. What earlier passes stored is a cache: approval and the
+/// window are worked out again from signed inputs on every pass, and the stored values can only
+/// make them smaller (DESIGN §5: status is never a source of authority).
 struct Pass<'a> {
     request: RequestView<'a>,
     facts: &'a Facts<'a>,
@@ -151,6 +161,11 @@ struct Pass<'a> {
     out: Decision,
     validated: ConditionState,
     approved: ConditionState,
+    /// The window and approval the stored status claims.
+    stored_window: Option<Window>,
+    stored_approved_at: Option<Timestamp>,
+    /// An end waiting for the directory to confirm the removal: the phase it will be.
+    ending: Option<Phase>,
 }
 
 fn condition(
@@ -177,25 +192,54 @@ fn stored_window(status: &ActivationRequestStatus) -> Option<Window> {
     })
 }
 
+/// The part of `planned` (from signed inputs) that `stored` (a cache) also covers: a stored
+/// window can shorten what is proven, never extend it.
+fn intersect(planned: Window, stored: Option<Window>) -> Window {
+    let Some(stored) = stored else {
+        return planned;
+    };
+    let start = planned.start.max(stored.start);
+    let (end, clipped_by) = if stored.end < planned.end {
+        (stored.end, stored.clipped_by)
+    } else {
+        (planned.end, planned.clipped_by)
+    };
+    Window {
+        start,
+        end: end.max(start),
+        clipped_by,
+    }
+}
+
 impl<'a> Pass<'a> {
     fn new(request: RequestView<'a>, facts: &'a Facts<'a>, now: Timestamp) -> Self {
         let status = request.status;
         let prior = status.phase.unwrap_or_default();
+        let terminal = prior.is_terminal();
+        // A finished request keeps what it recorded; a live one proves it again below.
         let out = Decision {
             phase: prior,
             reason: reasons::AWAITING_VALIDATION,
             message: String::new(),
             conditions: Vec::new(),
-            approved_at: status.approved_at.as_ref().map(|t| t.0),
-            approved_by: status.approved_by.clone(),
-            window: stored_window(status),
+            approved_at: status
+                .approved_at
+                .as_ref()
+                .map(|t| t.0)
+                .filter(|_| terminal),
+            approved_by: if terminal {
+                status.approved_by.clone()
+            } else {
+                Vec::new()
+            },
+            window: stored_window(status).filter(|_| terminal),
             matched_assignment: status.matched_assignment.clone(),
             activated_at: status.activated_at.as_ref().map(|t| t.0),
             ended_at: status.ended_at.as_ref().map(|t| t.0),
             next_deadline: None,
+            not_proven: Vec::new(),
         };
-        let was_validated = prior != Phase::Pending;
-        let validated = if was_validated {
+        let validated = if terminal {
             condition(
                 types::VALIDATED,
                 ConditionStatus::True,
@@ -210,20 +254,12 @@ impl<'a> Pass<'a> {
                 "not validated yet",
             )
         };
-        let approved = match (out.approved_at, prior) {
-            (Some(_), _) => condition(
-                types::APPROVED,
-                ConditionStatus::True,
-                reasons::APPROVED,
-                approved_message(&out.approved_by),
-            ),
-            (None, _) => condition(
-                types::APPROVED,
-                ConditionStatus::Unknown,
-                reasons::AWAITING_VALIDATION,
-                "not validated yet",
-            ),
-        };
+        let approved = condition(
+            types::APPROVED,
+            ConditionStatus::Unknown,
+            reasons::AWAITING_VALIDATION,
+            "not validated yet",
+        );
         Pass {
             request,
             facts,
@@ -232,6 +268,9 @@ impl<'a> Pass<'a> {
             out,
             validated,
             approved,
+            stored_window: stored_window(status),
+            stored_approved_at: status.approved_at.as_ref().map(|t| t.0),
+            ending: None,
         }
     }
 
@@ -306,8 +345,8 @@ impl<'a> Pass<'a> {
                 );
             }
             Target::PolicyInvalid(problem) => {
-                if self.out.window.is_some() {
-                    // A granted window is already within the hard cap; let it run out by time.
+                if self.stored_window.is_some() {
+                    // A granted window runs out by time, within what the request allows.
                     return self.follow_time(None);
                 }
                 return self.hold(
@@ -317,23 +356,29 @@ impl<'a> Pass<'a> {
             }
         };
 
-        if self.prior == Phase::Pending {
-            if let Err(violations) = validate_request(spec, policy, self.facts.mfa_verified) {
-                return self.end(
-                    Phase::Rejected,
-                    primary_reason(&violations),
-                    summarize(&violations),
-                );
-            }
-            self.validated = condition(
-                types::VALIDATED,
-                ConditionStatus::True,
-                reasons::VALID,
-                "the request satisfies its policy",
-            );
+        // Validated on every pass: a phase past Pending in the stored status proves nothing. A
+        // duration over a shortened maximum is not a reason to end: the window is capped.
+        let violations: Vec<_> = match validate_request(spec, policy, self.facts.mfa_verified) {
+            Ok(_) => Vec::new(),
+            Err(violations) => violations
+                .into_iter()
+                .filter(|v| {
+                    self.prior == Phase::Pending || v.reason != reasons::DURATION_EXCEEDS_MAXIMUM
+                })
+                .collect(),
+        };
+        if !violations.is_empty() {
+            let reason = primary_reason(&violations);
+            return self.refuse(reason, reason, summarize(&violations));
         }
+        self.validated = condition(
+            types::VALIDATED,
+            ConditionStatus::True,
+            reasons::VALID,
+            "the request satisfies its policy",
+        );
 
-        if self.out.approved_at.is_none() && !self.collect_approval(policy) {
+        if !self.collect_approval(policy) {
             return;
         }
         self.follow_time(Some(policy));
@@ -342,6 +387,16 @@ impl<'a> Pass<'a> {
     /// Works out approval. Returns false when the pass ends here (waiting, denied, timed out).
     fn collect_approval(&mut self, policy: &Policy) -> bool {
         let Some(eligibility) = self.eligibility_at(self.requested_start(self.now)) else {
+            // A granted window that has run out expires rather than being revoked.
+            if let Some(stored) = self.stored_window
+                && self.stored_approved_at.is_some()
+                && self.now >= stored.end
+            {
+                self.out.window = Some(stored);
+                self.out.approved_at = self.stored_approved_at;
+                self.expire();
+                return false;
+            }
             return self.not_eligible();
         };
         let assignment = eligibility.assignment.clone();
@@ -360,7 +415,16 @@ impl<'a> Pass<'a> {
         };
         let deadline = add(self.request.created, rules.timeout);
         let tally = tally(self.facts.approvals, rules, self.requester_name(), deadline);
-        if let Some(denial) = tally.denial {
+        let reached = tally.threshold_reached_at(rules.min_approvals);
+        // A denial after the deciding approval changes nothing: the request was approved.
+        let denial = tally
+            .denial
+            .clone()
+            .filter(|_| match (tally.denied_at, reached) {
+                (Some(denied), Some(reached)) => denied < reached,
+                _ => true,
+            });
+        if let Some(denial) = denial {
             self.approved = condition(
                 types::APPROVED,
                 ConditionStatus::False,
@@ -370,7 +434,7 @@ impl<'a> Pass<'a> {
             self.end(Phase::Denied, reasons::DENIED, denial);
             return false;
         }
-        if let Some(reached) = tally.threshold_reached_at(rules.min_approvals) {
+        if let Some(reached) = reached {
             // Counted from the deciding approval, however late the controller saw it.
             self.out.approved_at = Some(reached.min(self.now));
             self.out.approved_by = tally.approvers;
@@ -392,6 +456,26 @@ impl<'a> Pass<'a> {
                 message.clone(),
             );
             self.end(Phase::TimedOut, reasons::TIMED_OUT, message);
+            return false;
+        }
+        if let Some(claimed) = self.stored_approved_at {
+            // The stored status says approved; the signed approvals do not (a forged status, or
+            // a policy that asks for more approvals than it did).
+            self.out.not_proven.push(format!(
+                "status.approvedAt {claimed} is not backed by enough signed approvals"
+            ));
+            let message = format!(
+                "the signed approvals ({} of {}) do not meet the policy's approval rule",
+                tally.approvers.len(),
+                rules.min_approvals
+            );
+            self.approved = condition(
+                types::APPROVED,
+                ConditionStatus::False,
+                reasons::APPROVAL_NOT_PROVEN,
+                message.clone(),
+            );
+            self.end(Phase::Revoked, reasons::APPROVAL_NOT_PROVEN, message);
             return false;
         }
         let mut message = format!(
@@ -424,44 +508,57 @@ impl<'a> Pass<'a> {
         false
     }
 
-    /// Plans or re-caps the window, then moves with time. `policy` is `None` when the policy is
-    /// invalid and the stored window runs as it is.
+    /// Plans the window from signed inputs, caps it by what is stored, then moves with time.
+    /// `policy` is `None` when the policy is invalid: then a window granted before runs out as
+    /// stored, within the bounds the request itself sets.
     fn follow_time(&mut self, policy: Option<&Policy>) {
-        let Some(approved_at) = self.out.approved_at else {
-            return self.hold(reasons::AWAITING_VALIDATION, "not approved yet");
-        };
-        let mut window = match (self.out.window, policy) {
-            (Some(window), None) => window,
-            (stored, Some(policy)) => {
-                let start = stored.map_or_else(|| self.requested_start(approved_at), |w| w.start);
+        let window = match policy {
+            None => {
+                let (Some(stored), Some(approved_at)) =
+                    (self.stored_window, self.stored_approved_at)
+                else {
+                    return self.hold(reasons::INVALID_POLICY, "the AccessPolicy is invalid");
+                };
+                self.out.approved_at = Some(approved_at);
+                self.out.approved_by = self.request.status.approved_by.clone();
+                let earliest = self.requested_start(self.request.created);
+                let longest = self
+                    .parsed_duration()
+                    .unwrap_or(HARD_MAX_ACTIVATION)
+                    .min(HARD_MAX_ACTIVATION);
+                let start = stored.start.max(earliest);
+                let bound = Window {
+                    start,
+                    end: add(start, longest),
+                    clipped_by: None,
+                };
+                intersect(bound, Some(stored))
+            }
+            Some(policy) => {
+                let Some(approved_at) = self.out.approved_at else {
+                    return self.hold(reasons::AWAITING_VALIDATION, "not approved yet");
+                };
+                let start = self.requested_start(approved_at);
                 // Eligibility must hold at the start, or now once started.
                 let Some(eligibility) = self.eligibility_at(start.max(self.now)) else {
-                    if stored.is_some_and(|w| self.now >= w.end) {
-                        self.out.window = stored;
+                    if self.now >= self.stored_window.map_or(start, |w| w.end) {
+                        self.out.window = self.stored_window;
                         return self.expire();
                     }
                     self.not_eligible();
                     return;
                 };
                 self.out.matched_assignment = Some(eligibility.assignment.clone());
-                match stored {
-                    Some(w) => shrink_window(w, policy.max_activation, eligibility.end),
-                    None => plan_window(
-                        start,
-                        self.requested_duration(policy),
-                        policy.max_activation,
-                        eligibility.end,
-                    ),
-                }
-            }
-            (None, None) => {
-                return self.hold(reasons::INVALID_POLICY, "the AccessPolicy is invalid");
+                let planned = plan_window(
+                    start,
+                    self.requested_duration(policy),
+                    policy.max_activation,
+                    eligibility.end,
+                );
+                self.check_stored_window(start);
+                intersect(planned, self.stored_window)
             }
         };
-        if let Some(stored) = self.out.window {
-            // Belt and braces: whatever happened above, a window never grows.
-            window.end = window.end.min(stored.end);
-        }
         self.out.window = Some(window);
 
         if self.now >= window.end {
@@ -513,7 +610,13 @@ impl<'a> Pass<'a> {
             ));
         }
         self.end(Phase::Expired, reasons::EXPIRED, message);
-        self.out.ended_at = Some(window.end.min(self.now));
+        if self.ending.is_none() {
+            self.out.ended_at = Some(
+                self.facts
+                    .removal_confirmed_at
+                    .unwrap_or(window.end.min(self.now)),
+            );
+        }
     }
 
     fn not_eligible(&mut self) -> bool {
@@ -563,6 +666,29 @@ impl<'a> Pass<'a> {
     }
 
     fn end(&mut self, phase: Phase, reason: &'static str, message: String) {
+        if self.facts.access_held {
+            return self.wait_for_removal(phase, reason, message);
+        }
+        if self.out.window.is_none() && phase != Phase::Rejected {
+            // The finished record keeps the window it ran under; it grants nothing any more.
+            self.out.window = self.stored_window;
+        }
+        if self.out.approved_at.is_none()
+            && reason != reasons::APPROVAL_NOT_PROVEN
+            && phase != Phase::Rejected
+            && let Some(approved_at) = self.stored_approved_at
+        {
+            // An end before this pass proved the approval again: the record keeps the approval
+            // it ran under, for the audit trail. It grants nothing any more.
+            self.out.approved_at = Some(approved_at);
+            self.out.approved_by = self.request.status.approved_by.clone();
+            self.approved = condition(
+                types::APPROVED,
+                ConditionStatus::True,
+                reasons::APPROVED,
+                approved_message(&self.out.approved_by),
+            );
+        }
         if phase == Phase::Rejected {
             self.validated = condition(
                 types::VALIDATED,
@@ -587,8 +713,47 @@ impl<'a> Pass<'a> {
             );
         }
         self.set(phase, reason, message);
-        self.out.ended_at = Some(self.now);
+        self.out.ended_at = Some(self.facts.removal_confirmed_at.unwrap_or(self.now));
         self.out.next_deadline = None;
+    }
+
+    /// The request's access has ended but the ledger says the directory may still hold it: the
+    /// end is written once the removal is confirmed (the group controller closes the entry and
+    /// wakes us). Until then the phase stays, and the conditions say what is awaited.
+    fn wait_for_removal(&mut self, phase: Phase, reason: &'static str, message: String) {
+        self.ending = Some(phase);
+        if self.out.window.is_none() {
+            self.out.window = self.stored_window;
+        }
+        let end = self.out.window.map(|w| w.end);
+        let overdue_at = end.map(|end| add(end, self.facts.revocation_grace));
+        let expiring = phase == Phase::Expired && self.prior == Phase::Active;
+        if expiring && overdue_at.is_some_and(|t| self.now < t) {
+            // A normal expiry: the removal is under way. Keep the stored state as it is (no
+            // status write for a few hundred milliseconds of waiting) and look again when it
+            // would be overdue.
+            let end = end.unwrap_or(self.now);
+            self.set(
+                Phase::Active,
+                reasons::ACTIVE,
+                format!("active until {end}"),
+            );
+            self.out.next_deadline = overdue_at;
+            return;
+        }
+        let kept = if self.prior.is_terminal() || self.prior == Phase::Pending {
+            Phase::Active
+        } else {
+            self.prior
+        };
+        self.set(
+            kept,
+            reasons::REVOCATION_PENDING,
+            format!(
+                "{phase} ({reason}): {message}; waiting for the directory to confirm the removal"
+            ),
+        );
+        self.out.next_deadline = overdue_at.filter(|t| *t > self.now);
     }
 
     /// A terminal request keeps its phase; only the revocation check can still change.
@@ -618,28 +783,30 @@ impl<'a> Pass<'a> {
 
     fn finish(mut self) -> Decision {
         let phase = self.out.phase;
-        let active = if phase.is_terminal() {
-            // Provisioning may have added the member before confirmation was seen.
-            let had_access = self.out.activated_at.is_some()
-                || self
-                    .out
-                    .window
-                    .is_some_and(|w| w.start <= self.now && self.out.approved_at.is_some());
-            if had_access && self.facts.member_present && !self.facts.granted_elsewhere {
-                condition(
-                    types::ACTIVE,
-                    ConditionStatus::False,
-                    reasons::REVOCATION_OVERDUE,
-                    "access has ended but the directory still lists the principal; removal is being retried",
-                )
-            } else {
-                condition(
-                    types::ACTIVE,
-                    ConditionStatus::False,
-                    self.out.reason,
-                    self.out.message.clone(),
-                )
-            }
+        let removing = self.ending.is_some() && self.out.reason == reasons::REVOCATION_PENDING;
+        let active = if removing {
+            // Overdue once the planned end is a grace period behind us.
+            let overdue = self
+                .out
+                .window
+                .is_none_or(|w| self.now >= add(w.end, self.facts.revocation_grace));
+            condition(
+                types::ACTIVE,
+                ConditionStatus::False,
+                if overdue {
+                    reasons::REVOCATION_OVERDUE
+                } else {
+                    reasons::REVOCATION_PENDING
+                },
+                self.out.message.clone(),
+            )
+        } else if phase.is_terminal() {
+            condition(
+                types::ACTIVE,
+                ConditionStatus::False,
+                self.out.reason,
+                self.out.message.clone(),
+            )
         } else if phase == Phase::Active {
             condition(
                 types::ACTIVE,
@@ -659,7 +826,14 @@ impl<'a> Pass<'a> {
                 self.out.message.clone(),
             )
         };
-        let expired = if phase.is_terminal() {
+        let expired = if removing {
+            condition(
+                types::EXPIRED,
+                ConditionStatus::False,
+                reasons::REVOCATION_PENDING,
+                self.out.message.clone(),
+            )
+        } else if phase.is_terminal() {
             condition(
                 types::EXPIRED,
                 ConditionStatus::True,
@@ -701,12 +875,40 @@ impl<'a> Pass<'a> {
     }
 
     fn requested_duration(&self, policy: &Policy) -> SignedDuration {
+        self.parsed_duration().unwrap_or(policy.max_activation)
+    }
+
+    fn parsed_duration(&self) -> Option<SignedDuration> {
         self.request
             .spec
             .duration
             .as_deref()
             .and_then(|d| duration::parse_positive("spec.duration", d).ok())
-            .unwrap_or(policy.max_activation)
+    }
+
+    /// Notes a stored window that no policy could ever have given this request: starting before
+    /// the signed approval allows, or longer than the request asked for (or the hard cap).
+    fn check_stored_window(&mut self, proven_start: Timestamp) {
+        let Some(stored) = self.stored_window else {
+            return;
+        };
+        let longest = self
+            .parsed_duration()
+            .unwrap_or(HARD_MAX_ACTIVATION)
+            .min(HARD_MAX_ACTIVATION);
+        if stored.start < proven_start {
+            self.out.not_proven.push(format!(
+                "status.startsAt {} is before the start the signed inputs give ({proven_start})",
+                stored.start
+            ));
+        }
+        let latest = add(proven_start.max(stored.start), longest);
+        if stored.end > latest {
+            self.out.not_proven.push(format!(
+                "status.expiresAt {} is past the longest window the request allows ({latest})",
+                stored.end
+            ));
+        }
     }
 
     fn eligibility_at(&self, at: Timestamp) -> Option<&'a Eligibility> {
@@ -731,6 +933,8 @@ pub struct Tally {
     pub approved_times: Vec<Timestamp>,
     /// The first valid denial, as a message.
     pub denial: Option<String>,
+    /// When that denial was made.
+    pub denied_at: Option<Timestamp>,
     /// Entries that do not count, with why.
     pub ignored: Vec<String>,
 }
@@ -779,6 +983,7 @@ pub fn tally(
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default();
                 out.denial = Some(format!("denied by {}{reason}", a.approver));
+                out.denied_at = Some(a.time);
             }
             Vote::Approve if !out.approvers.contains(&a.approver) => {
                 out.approvers.push(a.approver.clone());
@@ -827,6 +1032,8 @@ fn reason_constant(stored: &str) -> Option<&'static str> {
         POLICY_REMOVED,
         GROUP_REMOVED,
         REVOCATION_OVERDUE,
+        REVOCATION_PENDING,
+        APPROVAL_NOT_PROVEN,
         DIRECTORY_FAILED,
         IN_PROGRESS,
     ];

@@ -5,13 +5,16 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
+use super::attestation::Attestor;
+use super::request::proven_request_grant;
 use crate::api::common::Role;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::eligibility::{
     AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
 };
+use crate::core::ledger::ProvenGrant;
 use crate::core::lifecycle::Target;
-use crate::core::membership::{Grant, Member, assignment_grant, request_access_end, request_grant};
+use crate::core::membership::{Grant, Member, assignment_grant, request_access_end};
 use crate::core::policy::Policy;
 use crate::core::violation::{Violation, summarize};
 
@@ -217,24 +220,76 @@ impl Catalog {
             .max()
     }
 
-    /// Every grant of `group`/`role`: live requests (from their stored status) and Active-type
-    /// assignments.
-    pub fn grants(&self, group: &str, role: Role, now: Timestamp) -> Vec<Grant> {
-        let from_requests = self.requests.iter().filter_map(|(name, r)| {
-            // A request being deleted gives up its grant; its finalizer waits for the removal.
-            if r.metadata.deletion_timestamp.is_some() {
-                return None;
-            }
-            let status = r.status.as_ref()?;
-            (r.spec.group == group && r.spec.role() == role)
-                .then(|| request_grant(name, &r.spec, status))?
-        });
+    /// Every grant of `group`/`role` that signed inputs prove: requests decided again from their
+    /// signatures (never from their stored status), and Active-type assignments.
+    pub fn grants(&self, group: &str, role: Role, now: Timestamp, proof: &Proof<'_>) -> Vec<Grant> {
+        self.proven_grants(group, role, now, proof)
+            .into_iter()
+            .map(|p| p.grant)
+            .collect()
+    }
+
+    /// [`Catalog::grants`], each with its source's uid (the name, for manifests never applied).
+    pub fn proven_grants(
+        &self,
+        group: &str,
+        role: Role,
+        now: Timestamp,
+        proof: &Proof<'_>,
+    ) -> Vec<ProvenGrant> {
+        let uid_of = |meta: &kube::core::ObjectMeta, name: &str| {
+            meta.uid.clone().unwrap_or_else(|| name.to_owned())
+        };
+        let from_requests = self
+            .requests
+            .iter()
+            .filter(|(_, r)| r.spec.group == group && r.spec.role() == role)
+            .filter_map(|(name, r)| {
+                let is_member_of = |g: &str| (proof.is_member_of)(r, g);
+                let grant = proven_request_grant(self, r, proof.attestor, &is_member_of, now)?;
+                Some(ProvenGrant {
+                    grant,
+                    uid: uid_of(&r.metadata, name),
+                })
+            });
         let from_assignments = self
             .assignment_windows(group, role, now)
             .into_iter()
-            .filter_map(|(name, a, window)| assignment_grant(name, &a.spec, &window));
+            .filter_map(|(name, a, window)| {
+                Some(ProvenGrant {
+                    grant: assignment_grant(name, &a.spec, &window)?,
+                    uid: uid_of(&a.metadata, name),
+                })
+            });
         from_requests.chain(from_assignments).collect()
     }
+}
+
+/// What proving a request's grant needs beyond the catalog: the signature checks, and whether
+/// its principal is in a directory group (for eligibility granted to a group).
+#[derive(Clone, Copy)]
+pub struct Proof<'a> {
+    pub attestor: &'a dyn Attestor,
+    pub is_member_of: &'a (dyn Fn(&ActivationRequest, &str) -> bool + Sync),
+}
+
+impl<'a> Proof<'a> {
+    /// Group memberships from the requester's signed stamp only.
+    pub fn stamped(attestor: &'a dyn Attestor) -> Proof<'a> {
+        Proof {
+            attestor,
+            is_member_of: &stamped_groups,
+        }
+    }
+}
+
+/// Whether the group is among those the API server reported for the requester at admission.
+pub fn stamped_groups(request: &ActivationRequest, group: &str) -> bool {
+    request
+        .spec
+        .requester
+        .as_ref()
+        .is_some_and(|r| r.groups.iter().any(|g| g == group))
 }
 
 /// Why a (group, role) has no usable policy, as a violation on an object referring to it.

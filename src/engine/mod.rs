@@ -8,9 +8,9 @@ pub mod group;
 pub mod request;
 
 pub use attestation::{Attestor, SignedAttestor, TrustAsWritten};
-pub use catalog::{Catalog, ResolvedTarget};
-pub use group::{GroupOutcome, reconcile_group};
-pub use request::{DirectoryObservation, RequestOutcome, reconcile_request};
+pub use catalog::{Catalog, Proof, ResolvedTarget, stamped_groups};
+pub use group::{GroupOutcome, LedgerOutcome, plan_with_ledger, reconcile_group};
+pub use request::{DirectoryObservation, RequestOutcome, proven_request_grant, reconcile_request};
 
 #[cfg(test)]
 mod tests;

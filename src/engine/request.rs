@@ -8,13 +8,20 @@ use super::catalog::{Catalog, created_at};
 use crate::api::ActivationRequest;
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
 use crate::core::lifecycle::{Decision, Facts, RequestView, decide};
-use crate::core::membership::{GrantSource, Member, desired_membership};
+use crate::core::membership::{Grant, GrantSource, Member};
 use crate::core::status::request_status;
 
-/// What the directory says about the request's principal, as the caller last observed it.
+/// What the directory and the grant ledger say about the request's access, as the caller last
+/// observed them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DirectoryObservation {
     pub member_present: bool,
+    /// The ledger holds an open entry for this request (by uid).
+    pub access_held: bool,
+    /// When the directory confirmed the removal of its access, if known.
+    pub removal_confirmed_at: Option<Timestamp>,
+    /// How long past a window's end a removal may take before it is reported overdue.
+    pub revocation_grace: jiff::SignedDuration,
 }
 
 /// The outcome of a pass.
@@ -44,7 +51,6 @@ pub fn reconcile_request(
     now: Timestamp,
 ) -> RequestOutcome {
     let spec = &request.spec;
-    let name = request.metadata.name.as_deref().unwrap_or_default();
     let stored = request.status.clone().unwrap_or_default();
     let role = spec.role();
     let principal = spec.principal.as_deref().unwrap_or_default();
@@ -57,14 +63,6 @@ pub fn reconcile_request(
     };
     let approvals = attestor.approvals(request);
     let unverified_approvals = attestor.unverified_approvals(request);
-    let others: Vec<_> = catalog
-        .grants(&spec.group, role, now)
-        .into_iter()
-        .filter(|g| g.source != GrantSource::Request(name.to_owned()))
-        .collect();
-    let granted_elsewhere =
-        desired_membership(&others, now).contains(&Member::User(principal.to_owned()));
-
     let facts = Facts {
         target: target.as_target(),
         requester: attestor.requester(request),
@@ -73,7 +71,9 @@ pub fn reconcile_request(
         approvals: &approvals,
         unverified_approvals: &unverified_approvals,
         member_present: observation.member_present,
-        granted_elsewhere,
+        access_held: observation.access_held,
+        removal_confirmed_at: observation.removal_confirmed_at,
+        revocation_grace: observation.revocation_grace,
     };
     let view = RequestView {
         spec,
@@ -90,4 +90,44 @@ pub fn reconcile_request(
         status,
         transition,
     }
+}
+
+/// The grant `request` holds at `now`, proven from signed inputs alone: the decision is made
+/// again from the requester's and the approvers' signatures, the policy and the eligibility,
+/// with the stored status only able to shorten it. A status someone wrote by hand grants
+/// nothing (DESIGN §5).
+pub fn proven_request_grant(
+    catalog: &Catalog,
+    request: &ActivationRequest,
+    attestor: &dyn Attestor,
+    is_member_of: &dyn Fn(&str) -> bool,
+    now: Timestamp,
+) -> Option<Grant> {
+    if request.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let principal = request
+        .spec
+        .principal
+        .as_deref()
+        .filter(|p| !p.is_empty())?;
+    let outcome = reconcile_request(
+        catalog,
+        request,
+        attestor,
+        DirectoryObservation::default(),
+        is_member_of,
+        now,
+    );
+    let decision = &outcome.decision;
+    let window = decision.window?;
+    // Scheduled ones too: their start is when the group must look again.
+    let granted = matches!(decision.phase, Phase::Scheduled | Phase::Active)
+        && decision.approved_at.is_some();
+    granted.then(|| Grant {
+        member: Member::User(principal.to_owned()),
+        start: window.start,
+        end: Some(window.end),
+        source: GrantSource::Request(request.metadata.name.clone().unwrap_or_default()),
+    })
 }

@@ -139,6 +139,7 @@ fn a_request_is_granted_converged_and_confirmed() {
         &BTreeSet::new(),
         &BTreeSet::new(),
         now,
+        &Proof::stamped(&TrustAsWritten),
     );
     assert_eq!(outcome.plan.add, vec![Member::User("alice".into())]);
     assert_eq!(
@@ -152,6 +153,7 @@ fn a_request_is_granted_converged_and_confirmed() {
         &TrustAsWritten,
         DirectoryObservation {
             member_present: true,
+            ..Default::default()
         },
         &no_groups,
         now,
@@ -169,6 +171,7 @@ fn a_request_is_granted_converged_and_confirmed() {
         &TrustAsWritten,
         DirectoryObservation {
             member_present: true,
+            ..Default::default()
         },
         &no_groups,
         now,
@@ -182,9 +185,17 @@ fn a_request_is_granted_converged_and_confirmed() {
     c.insert_request(active);
     let actual = BTreeSet::from([Member::User("alice".into())]);
     assert_eq!(
-        reconcile_group(&c, "g", Role::Member, &actual, &BTreeSet::new(), later)
-            .plan
-            .remove,
+        reconcile_group(
+            &c,
+            "g",
+            Role::Member,
+            &actual,
+            &BTreeSet::new(),
+            later,
+            &Proof::stamped(&TrustAsWritten)
+        )
+        .plan
+        .remove,
         vec![Member::User("alice".into())]
     );
 }
@@ -217,6 +228,7 @@ fn another_grant_keeps_the_member_and_is_not_an_overdue_revocation() {
         &TrustAsWritten,
         DirectoryObservation {
             member_present: true,
+            ..Default::default()
         },
         &no_groups,
         now,
@@ -240,7 +252,8 @@ fn another_grant_keeps_the_member_and_is_not_an_overdue_revocation() {
             Role::Member,
             &BTreeSet::new(),
             &BTreeSet::new(),
-            now
+            now,
+            &Proof::stamped(&TrustAsWritten)
         )
         .desired
         .contains(&Member::User("alice".into()))
@@ -287,6 +300,7 @@ fn active_assignments_grant_and_deleting_requests_do_not() {
         &BTreeSet::new(),
         &BTreeSet::new(),
         now,
+        &Proof::stamped(&TrustAsWritten),
     )
     .desired;
     assert_eq!(desired.set(), BTreeSet::from([Member::Group("ops".into())]));
@@ -297,6 +311,7 @@ fn active_assignments_grant_and_deleting_requests_do_not() {
         &BTreeSet::new(),
         &BTreeSet::new(),
         ts("2026-01-08T00:00:00Z"),
+        &Proof::stamped(&TrustAsWritten),
     )
     .desired;
     assert!(after_week.members.is_empty());

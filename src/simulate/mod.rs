@@ -18,11 +18,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use crate::api::activation_request::{Approval, Decision as Vote, Phase, Requester, Ticket};
 use crate::api::common::Role;
 use crate::api::{ActivationRequest, ActivationRequestSpec};
-use crate::core::membership::{GrantSource, Member};
+use crate::core::membership::{
+    GrantSource, Member, assignment_grant, desired_membership, request_grant,
+};
 use crate::directory::memory::MemoryDirectory;
 use crate::directory::{Directory, DirectoryError, GroupId};
 use crate::engine::{
-    Catalog, DirectoryObservation, TrustAsWritten, reconcile_group, reconcile_request,
+    Catalog, DirectoryObservation, Proof, TrustAsWritten, reconcile_group, reconcile_request,
 };
 pub use timeline::{Event, GroupState, RequestState, Timeline, What};
 
@@ -314,15 +316,22 @@ impl Simulation {
             let name = group.metadata.name.clone().unwrap_or_default();
             let id = wait(self.directory.ensure_group(&group))?;
             for role in roles(&group) {
-                let outcome = reconcile_group(
-                    &self.catalog,
-                    &name,
-                    role,
-                    &BTreeSet::new(),
-                    &BTreeSet::new(),
-                    self.now,
-                );
-                for member in outcome.plan.add {
+                // What the operator left in the group before the simulation starts: the grants
+                // the manifests' stored status records, as they were made (a policy changed
+                // since is applied by the first pass, as the operator would).
+                let recorded = self
+                    .catalog
+                    .requests
+                    .iter()
+                    .filter(|(_, r)| r.spec.group == name && r.spec.role() == role)
+                    .filter_map(|(n, r)| request_grant(n, &r.spec, r.status.as_ref()?));
+                let assigned = self
+                    .catalog
+                    .assignment_windows(&name, role, self.now)
+                    .into_iter()
+                    .filter_map(|(n, a, window)| assignment_grant(n, &a.spec, &window));
+                let grants: Vec<_> = recorded.chain(assigned).collect();
+                for member in desired_membership(&grants, self.now).set() {
                     self.directory.add_by_hand(&id.0, role, member.clone());
                     self.managed
                         .entry((name.clone(), role))
@@ -381,6 +390,7 @@ impl Simulation {
             };
             let observation = DirectoryObservation {
                 member_present: self.member_present(&request),
+                ..Default::default()
             };
             // Directory memberships of requesters are unknown here: no group-based eligibility.
             let outcome = reconcile_request(
@@ -462,8 +472,15 @@ impl Simulation {
                 let actual = wait(self.directory.list_members(&id, role))?;
                 let key = (name.clone(), role);
                 let managed = self.managed.get(&key).cloned().unwrap_or_default();
-                let outcome =
-                    reconcile_group(&self.catalog, &name, role, &actual, &managed, self.now);
+                let outcome = reconcile_group(
+                    &self.catalog,
+                    &name,
+                    role,
+                    &actual,
+                    &managed,
+                    self.now,
+                    &Proof::stamped(&TrustAsWritten),
+                );
                 deadlines.extend(outcome.desired.next_change);
                 for member in outcome.plan.remove {
                     wait(self.directory.remove_member(&id, role, &member))?;

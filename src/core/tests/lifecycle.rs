@@ -4,6 +4,7 @@ use super::world::{World, at, eligibility, mins};
 use crate::api::activation_request::{Decision as Vote, EndClippedBy, Phase};
 use crate::api::conditions::{reasons, types};
 use crate::core::lifecycle::Attestation;
+use jiff::SignedDuration;
 
 fn cond(w: &World, t: &str) -> (String, String) {
     w.condition(t)
@@ -215,30 +216,59 @@ fn deactivation_ends_early_or_withdraws() {
     );
 }
 
+// Issue 14 finding 11: an end is written only once the directory confirmed the removal, and
+// `endedAt` carries the confirmation time, not the planned end.
 #[test]
-fn overdue_removal_is_reported_until_confirmed() {
+fn the_end_waits_for_the_directory_to_confirm_the_removal() {
     let mut w = World::new();
     w.member_present = true;
-    w.step(0);
-    assert_eq!(w.step(60), Phase::Expired);
+    w.access_held = true;
+    assert_eq!(w.step(0), Phase::Active);
+    let before = w.status.clone();
+    // At the end, within the grace: the removal is under way; nothing to write.
+    assert_eq!(w.step(60), Phase::Active);
+    assert_eq!(w.status, before, "no status write within the grace");
+    assert_eq!(
+        w.last().next_deadline,
+        Some(at(60) + SignedDuration::from_secs(30))
+    );
+    // Past the grace: overdue, and still not Expired.
+    assert_eq!(w.step(61), Phase::Active);
     assert_eq!(
         cond(&w, types::ACTIVE),
         is("False", reasons::REVOCATION_OVERDUE)
     );
-    // Another grant keeping the member is not an overdue revocation.
-    w.granted_elsewhere = true;
-    w.step(61);
-    assert_eq!(cond(&w, types::ACTIVE), is("False", reasons::EXPIRED));
-    w.granted_elsewhere = false;
-    w.step(62);
     assert_eq!(
-        cond(&w, types::ACTIVE),
-        is("False", reasons::REVOCATION_OVERDUE)
+        cond(&w, types::EXPIRED),
+        is("False", reasons::REVOCATION_PENDING)
     );
-    w.member_present = false;
+    assert!(!w.last().grants_access_at(at(61)));
+    // Confirmed at 62, seen at 63.
+    w.access_held = false;
+    w.removal_confirmed_at = Some(at(62));
     assert_eq!(w.step(63), Phase::Expired);
-    assert_eq!(cond(&w, types::ACTIVE), is("False", reasons::EXPIRED));
-    assert_eq!(w.status.history.len(), 2);
+    assert_eq!(cond(&w, types::EXPIRED), is("True", reasons::EXPIRED));
+    assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(62)));
+    assert_eq!(w.status.expires_at.as_ref().map(|t| t.0), Some(at(60)));
+}
+
+// Issue 14 finding 11: an early end waits the same way.
+#[test]
+fn a_deactivation_waits_for_the_removal_too() {
+    let mut w = World::new();
+    w.member_present = true;
+    w.access_held = true;
+    w.step(0);
+    w.spec.deactivate = Some(true);
+    assert_eq!(w.step(10), Phase::Active);
+    assert_eq!(
+        cond(&w, types::ACTIVE),
+        is("False", reasons::REVOCATION_PENDING)
+    );
+    w.access_held = false;
+    w.removal_confirmed_at = Some(at(11));
+    assert_eq!(w.step(12), Phase::Deactivated);
+    assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(11)));
 }
 
 #[test]
@@ -271,9 +301,11 @@ fn eligibility_removed_while_active_revokes() {
         cond(&w, types::EXPIRED),
         is("True", reasons::ELIGIBILITY_ENDED)
     );
+    // Ended only once the ledger no longer holds the access (see
+    // the_end_waits_for_the_directory_to_confirm_the_removal).
     assert_eq!(
         cond(&w, types::ACTIVE),
-        is("False", reasons::REVOCATION_OVERDUE)
+        is("False", reasons::ELIGIBILITY_ENDED)
     );
 }
 
@@ -484,4 +516,63 @@ fn deleting_a_live_request_ends_it_as_a_transition_of_its_own() {
     assert_eq!(over.status.phase, Some(Phase::Expired));
     over.deleting = true;
     assert_eq!(over.step(61), Phase::Expired);
+}
+
+// Issue 14 finding 7: a status-only patch that re-opens an Expired request with a far end grants
+// nothing: the window is worked out again from the signed inputs, and the claim is reported.
+#[test]
+fn a_forged_status_does_not_reopen_an_expired_request() {
+    let mut w = World::new();
+    w.member_present = true;
+    w.step(0);
+    assert_eq!(w.step(60), Phase::Expired);
+    w.status.phase = Some(Phase::Active);
+    w.status.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(60
+        * 24
+        * 30)));
+    let decision = w.decide_at(at(120));
+    assert!(!decision.grants_access_at(at(120)));
+    assert_eq!(decision.phase, Phase::Expired);
+    assert_eq!(decision.window.map(|w| w.end), Some(at(60)));
+    assert!(
+        decision.not_proven.iter().any(|c| c.contains("expiresAt")),
+        "{:?}",
+        decision.not_proven
+    );
+}
+
+// Issue 14 finding 7: a stored approval is not an approval; only signed ones count.
+#[test]
+fn a_forged_approval_grants_nothing() {
+    let mut w = World::new().with_approval(&["bob"], 1);
+    assert_eq!(w.step(0), Phase::PendingApproval);
+    w.status.approved_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1)));
+    w.status.approved_by = vec!["bob".into()];
+    w.status.phase = Some(Phase::Active);
+    let decision = w.decide_at(at(2));
+    assert!(!decision.grants_access_at(at(2)));
+    assert_eq!(decision.reason, reasons::APPROVAL_NOT_PROVEN);
+    assert!(!decision.not_proven.is_empty());
+}
+
+// Issue 14 finding 7: a window stretched in status past what the request asked for is cut back
+// while the request runs.
+#[test]
+fn a_stretched_window_is_cut_back_to_the_signed_one() {
+    let mut w = World::new();
+    w.member_present = true;
+    w.step(0);
+    w.status.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
+        600,
+    )));
+    assert_eq!(w.step(30), Phase::Active);
+    assert_eq!(w.expires_at(), Some(at(60)));
+    assert!(!w.last().not_proven.is_empty());
+    // A later approval denial changes nothing once approved.
+    let mut approved = World::new().with_approval(&["bob", "carol"], 1);
+    approved.approve("bob", 1);
+    approved.member_present = true;
+    approved.step(2);
+    approved.vote("carol", Vote::Deny, 3);
+    assert_eq!(approved.step(4), Phase::Active);
 }

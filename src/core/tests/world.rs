@@ -47,7 +47,8 @@ pub struct World {
     pub approvals: Vec<VerifiedApproval>,
     pub unverified_approvals: Vec<String>,
     pub member_present: bool,
-    pub granted_elsewhere: bool,
+    pub access_held: bool,
+    pub removal_confirmed_at: Option<Timestamp>,
     pub deleting: bool,
     pub last: Option<Decision>,
 }
@@ -77,7 +78,8 @@ impl World {
             approvals: Vec::new(),
             unverified_approvals: Vec::new(),
             member_present: false,
-            granted_elsewhere: false,
+            access_held: false,
+            removal_confirmed_at: None,
             deleting: false,
             last: None,
         }
@@ -123,7 +125,9 @@ impl World {
             approvals: &self.approvals,
             unverified_approvals: &self.unverified_approvals,
             member_present: self.member_present,
-            granted_elsewhere: self.granted_elsewhere,
+            access_held: self.access_held,
+            removal_confirmed_at: self.removal_confirmed_at,
+            revocation_grace: SignedDuration::from_secs(30),
         };
         let view = RequestView {
             spec: &self.spec,

@@ -1,0 +1,110 @@
+//! `PimGrant`: one entry of the grant ledger (DESIGN §5). The operator writes it before it adds a
+//! member to a directory group, and deletes it only once the directory confirmed the removal, so
+//! the next leader knows every grant it must take back, wherever it was written.
+//!
+//! Why one object per grant and not a list in `PimGroup.status`: a compact ledger entry is about
+//! 190 bytes of JSON, so 10,000 members would make a status of about 1.9 MB, over etcd's
+//! default request limit of 1.5 MiB (`--max-request-bytes`); see `ledger_size_at_10k_members`.
+//!
+//! Only the operator writes these (its ClusterRole); everyone with `pim-auditor` may read them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{OBJECT_NAME_MAX, PRINCIPAL_MAX, Role};
+
+/// Label with the PimGroup a grant was made for.
+pub const GROUP_LABEL: &str = "pim.dev/group";
+
+/// A grant the operator made (or is about to make) in a directory group.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "pim.dev",
+    version = "v1alpha1",
+    kind = "PimGrant",
+    shortname = "pgr",
+    category = "pim",
+    derive = "PartialEq",
+    doc = "One entry of pim-operator's grant ledger: a membership it made, kept until the directory confirms its removal. Written by the operator only.",
+    printcolumn(name = "Group", type_ = "string", json_path = ".spec.group"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
+    printcolumn(name = "Member", type_ = "string", json_path = ".spec.member"),
+    printcolumn(name = "Source", type_ = "string", json_path = ".spec.source.name"),
+    printcolumn(name = "Ends", type_ = "string", json_path = ".spec.end"),
+    printcolumn(
+        name = "Directory",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.directory"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("a ledger entry is immutable: the operator deletes it once the directory confirmed the removal"))]
+pub struct PimGrantSpec {
+    /// The PimGroup the grant was made for.
+    #[schemars(length(min = 1, max = OBJECT_NAME_MAX))]
+    pub group: String,
+    /// The directory connection it was written through.
+    #[schemars(length(min = 1, max = 63))]
+    pub directory: String,
+    /// The directory's id of the group it was written to.
+    #[schemars(length(min = 1, max = PRINCIPAL_MAX))]
+    pub group_id: String,
+    pub role: Role,
+    /// `user:<name>` or `group:<name>`, as the operator wrote it to the directory.
+    #[schemars(length(min = 1, max = 520))]
+    pub member: String,
+    /// What justified it.
+    pub source: GrantSourceRef,
+    /// The window the grant was made for; `end` absent means no end (a permanent assignment).
+    pub start: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Time>,
+}
+
+/// The object whose grant this is; its uid tells a re-created object of the same name apart.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantSourceRef {
+    pub kind: GrantSourceKind,
+    #[schemars(length(min = 1, max = OBJECT_NAME_MAX))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 128))]
+    pub uid: String,
+}
+
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    JsonSchema,
+)]
+pub enum GrantSourceKind {
+    #[default]
+    ActivationRequest,
+    EligibleAssignment,
+}
+
+impl GrantSourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantSourceKind::ActivationRequest => "ActivationRequest",
+            GrantSourceKind::EligibleAssignment => "EligibleAssignment",
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The grant ledger as the controllers keep it: PimGrant objects in the API server (the record
+//! the next leader reads), and this process's memory of what it wrote, closed and confirmed since
+//! its cache last caught up.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+
+use super::context::Stores;
+use super::error::Error;
+use crate::api::pim_grant::{GROUP_LABEL, GrantSourceRef, PimGrant, PimGrantSpec};
+use crate::core::ledger::{Entry, GroupTarget, SourceId, member_text, parse_member};
+
+/// The ledger entry a PimGrant object holds; `None` for one that does not parse (reported and
+/// left alone: only an entry we can read can be revoked).
+pub fn entry_of(grant: &PimGrant) -> Option<Entry> {
+    let spec = &grant.spec;
+    Some(Entry {
+        name: grant.metadata.name.clone()?,
+        group: spec.group.clone(),
+        target: GroupTarget {
+            directory: spec.directory.clone(),
+            group_id: spec.group_id.clone(),
+        },
+        role: spec.role,
+        member: parse_member(&spec.member)?,
+        source: SourceId {
+            kind: spec.source.kind,
+            name: spec.source.name.clone(),
+            uid: spec.source.uid.clone(),
+        },
+        start: spec.start.0,
+        end: spec.end.as_ref().map(|t| t.0),
+    })
+}
+
+fn object_of(entry: &Entry) -> PimGrant {
+    PimGrant {
+        metadata: ObjectMeta {
+            name: Some(entry.name.clone()),
+            labels: Some([(GROUP_LABEL.to_owned(), entry.group.clone())].into()),
+            ..Default::default()
+        },
+        spec: PimGrantSpec {
+            group: entry.group.clone(),
+            directory: entry.target.directory.clone(),
+            group_id: entry.target.group_id.clone(),
+            role: entry.role,
+            member: member_text(&entry.member),
+            source: GrantSourceRef {
+                kind: entry.source.kind,
+                name: entry.source.name.clone(),
+                uid: entry.source.uid.clone(),
+            },
+            start: Time(entry.start),
+            end: entry.end.map(Time),
+        },
+    }
+}
+
+/// What this process knows of the ledger beyond its cache.
+#[derive(Debug, Default)]
+pub struct LedgerMemory {
+    inner: Mutex<Memory>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    /// Entries this process wrote, until its cache shows them.
+    written: HashMap<String, Entry>,
+    /// Entries this process deleted (name → PimGroup), until its cache drops them.
+    closed: HashMap<String, String>,
+    /// When the directory confirmed the removal of a source's access, by source uid.
+    confirmed: HashMap<String, Timestamp>,
+    /// When this process first saw an entry dead: the start of its revocation lag when the
+    /// entry's window says nothing (its source was deleted or shortened).
+    dead_since: HashMap<String, Timestamp>,
+}
+
+impl LedgerMemory {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entries of PimGroup `group`: the cache's, with what this process wrote or closed
+    /// since. Malformed PimGrants of the group are logged and left out.
+    pub fn entries(&self, stores: &Stores, group: &str) -> Vec<Entry> {
+        let objects = stores.grants_of(group);
+        let mut memory = self.lock();
+        let mut out: Vec<Entry> = Vec::new();
+        let mut cached = HashSet::new();
+        for object in objects {
+            let Some(grant) = object.object() else {
+                continue;
+            };
+            if grant.spec.group != group {
+                continue;
+            }
+            let Some(entry) = entry_of(grant) else {
+                tracing::warn!(
+                    pimgrant = grant.metadata.name.as_deref().unwrap_or_default(),
+                    member = %grant.spec.member,
+                    "a PimGrant whose member cannot be read is ignored"
+                );
+                continue;
+            };
+            cached.insert(entry.name.clone());
+            if !memory.closed.contains_key(&entry.name) {
+                out.push(entry);
+            }
+        }
+        // The cache caught up: forget what it now says itself.
+        memory.written.retain(|name, _| !cached.contains(name));
+        memory
+            .closed
+            .retain(|name, of| of != group || cached.contains(name));
+        out.extend(
+            memory
+                .written
+                .values()
+                .filter(|e| e.group == group && !memory.closed.contains_key(&e.name))
+                .cloned(),
+        );
+        out
+    }
+
+    pub fn written(&self, entry: &Entry) {
+        let mut memory = self.lock();
+        memory.closed.remove(&entry.name);
+        memory.written.insert(entry.name.clone(), entry.clone());
+    }
+
+    pub fn closed(&self, entry: &Entry) {
+        let mut memory = self.lock();
+        memory.written.remove(&entry.name);
+        memory.dead_since.remove(&entry.name);
+        memory
+            .closed
+            .insert(entry.name.clone(), entry.group.clone());
+    }
+
+    pub fn confirm_removal(&self, uid: &str, at: Timestamp) {
+        self.lock().confirmed.entry(uid.to_owned()).or_insert(at);
+    }
+
+    pub fn removal_confirmed_at(&self, uid: &str) -> Option<Timestamp> {
+        self.lock().confirmed.get(uid).copied()
+    }
+
+    /// Forgets a source that is finished with (its request ended or was deleted).
+    pub fn forget_source(&self, uid: &str) {
+        self.lock().confirmed.remove(uid);
+    }
+
+    /// When `entry` was first seen dead by this process (now, if just now).
+    pub fn dead_since(&self, entry: &Entry, now: Timestamp) -> Timestamp {
+        *self
+            .lock()
+            .dead_since
+            .entry(entry.name.clone())
+            .or_insert(now)
+    }
+}
+
+/// Writes the intent before the directory write it justifies. An entry already there (a
+/// repeated intent, or one written by a leader before us) is success.
+pub async fn record(
+    client: &kube::Client,
+    memory: &LedgerMemory,
+    entry: &Entry,
+) -> Result<(), Error> {
+    let api: Api<PimGrant> = Api::all(client.clone());
+    match api.create(&PostParams::default(), &object_of(entry)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    memory.written(entry);
+    Ok(())
+}
+
+/// Closes an entry once the directory confirmed its member gone (or a live entry explains the
+/// member). An entry already gone is success.
+pub async fn close(
+    client: &kube::Client,
+    memory: &LedgerMemory,
+    entry: &Entry,
+) -> Result<(), Error> {
+    let api: Api<PimGrant> = Api::all(client.clone());
+    match api.delete(&entry.name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error.into()),
+    }
+    memory.closed(entry);
+    Ok(())
+}
+
+/// Whether the ledger holds an open entry for the source with `uid` in PimGroup `group`.
+pub fn holds(stores: &Stores, memory: &LedgerMemory, group: &str, uid: &str) -> bool {
+    crate::core::ledger::holds(&memory.entries(stores, group), uid)
+}

@@ -918,6 +918,7 @@ async fn idle_objects_cause_no_writes() {
 async fn kubernetes_directory_binds_and_unbinds_rbac_roles() {
     use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
     use pim_operator::api::pim_group::{NamespaceRole, RbacGrant, RoleKind};
+    use pim_operator::directory::kubernetes::binding_name;
     let mut h = Harness::new().await;
     let spec = PimGroupSpec {
         directory: "kubernetes".into(),
@@ -966,7 +967,14 @@ async fn kubernetes_directory_binds_and_unbinds_rbac_roles() {
     h.wait_phase("r", Phase::Active).await;
     let cluster: Api<ClusterRoleBinding> = Api::all(h.client.clone());
     let namespaced: Api<RoleBinding> = Api::namespaced(h.client.clone(), "payments");
-    let binding = cluster.get("pim-ops-view").await.unwrap();
+    let rbac_ref = |name: &str| k8s_openapi::api::rbac::v1::RoleRef {
+        api_group: "rbac.authorization.k8s.io".into(),
+        kind: "ClusterRole".into(),
+        name: name.into(),
+    };
+    let view = binding_name("ops", &rbac_ref("view"), None);
+    let edit = binding_name("ops", &rbac_ref("edit"), Some("payments"));
+    let binding = cluster.get(&view).await.unwrap();
     assert_eq!(binding.role_ref.name, "view");
     assert_eq!(
         binding
@@ -982,7 +990,7 @@ async fn kubernetes_directory_binds_and_unbinds_rbac_roles() {
         (owner.kind.as_str(), owner.name.as_str(), owner.controller),
         ("PimGroup", "ops", Some(true))
     );
-    let rb = namespaced.get("pim-ops-clusterrole-edit").await.unwrap();
+    let rb = namespaced.get(&edit).await.unwrap();
     assert_eq!(
         (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
         ("ClusterRole", "edit")
@@ -992,13 +1000,13 @@ async fn kubernetes_directory_binds_and_unbinds_rbac_roles() {
     h.wait_phase("r", Phase::Expired).await;
     eventually("alice unbound everywhere", || async {
         let c = cluster
-            .get("pim-ops-view")
+            .get(&view)
             .await
             .unwrap()
             .subjects
             .unwrap_or_default();
         let n = namespaced
-            .get("pim-ops-clusterrole-edit")
+            .get(&edit)
             .await
             .unwrap()
             .subjects
@@ -1014,11 +1022,7 @@ async fn kubernetes_directory_binds_and_unbinds_rbac_roles() {
         .await
         .unwrap();
     eventually("stale binding pruned", || async {
-        namespaced
-            .get_opt("pim-ops-clusterrole-edit")
-            .await
-            .unwrap()
-            .is_none()
+        namespaced.get_opt(&edit).await.unwrap().is_none()
     })
     .await;
     stop.cancel();

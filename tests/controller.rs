@@ -811,6 +811,60 @@ async fn two_replicas_only_the_leader_writes() {
     let _ = tokio::time::timeout(WAIT, b.task).await;
 }
 
+// issue 14 finding 9: a request asking to start 30 days after its creation is Rejected, and the
+// reason names spec.startTime: today's checks are not banked for a month.
+#[tokio::test]
+async fn issue_14_finding_9_a_request_starting_30_days_ahead_is_rejected() {
+    let mut h = started().await;
+    let now = h.now();
+    // Eligible for 90 days: only the start's distance from creation is wrong.
+    let spec = EligibleAssignmentSpec {
+        group: "g".into(),
+        principal: PrincipalRef::user("erin"),
+        schedule: Schedule {
+            duration: Some("90d".into()),
+            ..Default::default()
+        },
+        justification: Some("quarter close".into()),
+        ..Default::default()
+    };
+    h.api::<EligibleAssignment>()
+        .create(
+            &PostParams::default(),
+            &EligibleAssignment::new("erin-g", spec),
+        )
+        .await
+        .unwrap();
+    h.request("later", "g", "erin", "30m", |spec| {
+        spec.start_time = Some(Time(now + SignedDuration::from_hours(30 * 24)));
+        if let Some(requester) = spec.requester.as_mut() {
+            requester.stamped_at = Some(Time(now));
+        }
+    })
+    .await;
+    h.wait_phase("later", Phase::Rejected).await;
+    let validated = h
+        .get("later")
+        .await
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert_eq!(
+        (validated.status.as_str(), validated.reason.as_str()),
+        ("False", "InvalidStartTime")
+    );
+    assert!(
+        validated.message.starts_with("spec.startTime: "),
+        "{}",
+        validated.message
+    );
+    assert!(!h.is_member("g", "erin"));
+    h.stop().await;
+}
+
 // issue 14 finding 6: a leader cut off from its Lease keeps believing it leads (the lease
 // manager retries quietly), but starts no directory write once a lease duration has passed
 // without a renewal, by its own monotonic clock; it resumes once it renews.

@@ -854,6 +854,105 @@ async fn two_replicas_only_the_leader_writes() {
     let _ = tokio::time::timeout(WAIT, b.task).await;
 }
 
+// issue 14 finding 9: a request asking to start 30 days after its creation is Rejected, and the
+// reason names spec.startTime: today's checks are not banked for a month.
+#[tokio::test]
+async fn issue_14_finding_9_a_request_starting_30_days_ahead_is_rejected() {
+    let mut h = started().await;
+    let now = h.now();
+    // Eligible for 90 days: only the start's distance from creation is wrong.
+    let spec = EligibleAssignmentSpec {
+        group: "g".into(),
+        principal: PrincipalRef::user("erin"),
+        schedule: Schedule {
+            duration: Some("90d".into()),
+            ..Default::default()
+        },
+        justification: Some("quarter close".into()),
+        ..Default::default()
+    };
+    h.api::<EligibleAssignment>()
+        .create(
+            &PostParams::default(),
+            &EligibleAssignment::new("erin-g", spec),
+        )
+        .await
+        .unwrap();
+    h.request("later", "g", "erin", "30m", |spec| {
+        spec.start_time = Some(Time(now + SignedDuration::from_hours(30 * 24)));
+        if let Some(requester) = spec.requester.as_mut() {
+            requester.stamped_at = Some(Time(now));
+        }
+    })
+    .await;
+    h.wait_phase("later", Phase::Rejected).await;
+    let validated = h
+        .get("later")
+        .await
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Validated")
+        .unwrap();
+    assert_eq!(
+        (validated.status.as_str(), validated.reason.as_str()),
+        ("False", "InvalidStartTime")
+    );
+    assert!(
+        validated.message.starts_with("spec.startTime: "),
+        "{}",
+        validated.message
+    );
+    assert!(!h.is_member("g", "erin"));
+    h.stop().await;
+}
+
+// issue 14 finding 6: a leader cut off from its Lease keeps believing it leads (the lease
+// manager retries quietly), but starts no directory write once a lease duration has passed
+// without a renewal, by its own monotonic clock; it resumes once it renews.
+#[tokio::test]
+async fn issue_14_finding_6_a_leader_that_cannot_renew_starts_no_directory_writes() {
+    let h = Harness::new().await;
+    let a = h.launch(true);
+    eventually("a leads", || async {
+        a.health.is_leader() && a.health.is_ready()
+    })
+    .await;
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+
+    // Every write of the Lease fails from now on: no renewal succeeds; the rest of the API works.
+    h.server.fail_all(
+        503,
+        pim_operator::fake_apiserver::FaultScope::writes().resource("leases"),
+    );
+    // Past the 3s lease duration since the last renewal (at most 3s ago).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        a.health.is_leader(),
+        "the lease manager still says it leads"
+    );
+    let writes_before = h.directory.writes().len();
+    h.create_assignment("dave-g", "g", "dave").await;
+    h.request("r2", "g", "dave", "30m", |_| {}).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        h.directory.writes().len(),
+        writes_before,
+        "no directory write starts while the lease goes unrenewed"
+    );
+    assert!(!h.is_member("g", "dave"));
+    assert_ne!(h.phase("r2").await, Some(Phase::Active));
+
+    // Renewals succeed again: the fence opens and the grant goes through.
+    h.server.clear_faults();
+    h.wait_member("g", "dave", true).await;
+    h.wait_phase("r2", Phase::Active).await;
+    a.stop.cancel();
+    let _ = tokio::time::timeout(WAIT, a.task).await;
+}
+
 /// With 1,000 idle objects, an hour of controlled time brings no API writes: no busy loop.
 #[tokio::test]
 async fn idle_objects_cause_no_writes() {

@@ -493,6 +493,32 @@ fn requests_that_break_their_policy() {
     );
 }
 
+// issue 14 finding 9: a request scheduled too far ahead is a finding on spec.startTime, measured
+// from its creationTimestamp when the manifest has one, else from `--now`.
+#[test]
+fn issue_14_finding_9_a_start_too_far_ahead_is_a_finding() {
+    let body = "spec:\n  group: ops\n  ticket: {system: jira, number: OPS-1}\n  justification: x\n  startTime: \"2026-12-05T00:00:00Z\"\n";
+    check_case(
+        "30 days after --now",
+        &format!("{REQUEST_HEAD}{body}"),
+        &[(9, 3, "invalid-start-time", "spec.startTime")],
+    );
+    check_case(
+        "10 days after its creationTimestamp",
+        &format!(
+            "apiVersion: pim.dev/v1alpha1\nkind: ActivationRequest\nmetadata:\n  name: r\n  creationTimestamp: \"2026-11-25T00:00:00Z\"\n{body}"
+        ),
+        &[],
+    );
+    check_case(
+        "within 14 days of --now",
+        &format!(
+            "{REQUEST_HEAD}spec:\n  group: ops\n  ticket: {{system: jira, number: OPS-1}}\n  justification: x\n  startTime: \"2026-11-19T00:00:00Z\"\n"
+        ),
+        &[],
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Inputs, notes and exit codes
 // ---------------------------------------------------------------------------------------------

@@ -86,6 +86,11 @@ pub struct ActivationSettings {
     /// When set, activation waits for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalSettings>,
+    /// How far after a request's creation its `startTime` may lie, so that approval, MFA and
+    /// eligibility checked today cannot be banked for months. Default 14d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
+    pub max_start_delay: Option<String>,
 }
 
 /// Who approves, and how many must.

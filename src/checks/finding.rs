@@ -219,6 +219,12 @@ pub mod rules {
         "The assignment's schedule has already ended; it grants nothing.",
         "remove the assignment, or extend its schedule",
     );
+    pub const INVALID_START_TIME: Rule = rule(
+        "invalid-start-time",
+        Error,
+        "The request's startTime lies further after its creation than the policy's maxStartDelay allows.",
+        "create the request closer to when the access is needed, or raise spec.activation.maxStartDelay",
+    );
 
     /// Every rule, in a stable order.
     pub const ALL: &[Rule] = &[
@@ -249,6 +255,7 @@ pub mod rules {
         NOT_ELIGIBLE,
         EXCEEDS_POLICY,
         SCHEDULE_ENDED,
+        INVALID_START_TIME,
     ];
 }
 
@@ -269,6 +276,7 @@ pub fn rule_for_reason(reason: &str) -> Rule {
         reasons::NOT_ELIGIBLE => rules::NOT_ELIGIBLE,
         reasons::EXCEEDS_POLICY => rules::EXCEEDS_POLICY,
         reasons::SCHEDULE_ENDED => rules::SCHEDULE_ENDED,
+        reasons::INVALID_START_TIME => rules::INVALID_START_TIME,
         _ => rules::INVALID_POLICY,
     }
 }

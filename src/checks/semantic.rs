@@ -13,7 +13,7 @@ use crate::api::conditions::reasons;
 use crate::api::eligible_assignment::Schedule;
 use crate::api::pim_group::DirectoryGroupRef;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
-use crate::core::activation::validate_request;
+use crate::core::activation::validate_request_created;
 use crate::core::eligibility::{AssignmentState, assignment_window, covering};
 use crate::core::policy::{HARD_MAX_ACTIVATION, MAX_APPROVAL_TIMEOUT, Policy};
 use crate::core::{duration, violation::Violation};
@@ -208,6 +208,11 @@ fn end_field(schedule: &Schedule) -> &'static str {
 ///
 /// Two rules are left to admission: the principal is stamped by the webhook from the caller, so
 /// its absence in a manifest is expected; and MFA is read from the caller's token claims.
+///
+/// `startTime` is checked against the policy's `maxStartDelay` from the request's creation: its
+/// `creationTimestamp` when it has one (an object read from a cluster), else the webhook's stamp
+/// (`spec.requester.stampedAt`), else `now`: a manifest not yet applied would be created about
+/// when it is applied (`validate --now` sets that moment; the webhook checks at admission).
 pub fn check_request(
     catalog: &Catalog,
     request: &ActivationRequest,
@@ -221,7 +226,13 @@ pub fn check_request(
         Resolution::Broken(finding) => return vec![finding],
         Resolution::ReportedElsewhere => return Vec::new(),
     };
-    let mut out: Vec<Finding> = match validate_request(spec, policy, true) {
+    let created = request
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .or_else(|| spec.requester.as_ref().and_then(|r| r.stamped_at.as_ref()))
+        .map_or(now, |t| t.0);
+    let mut out: Vec<Finding> = match validate_request_created(spec, policy, true, Some(created)) {
         Ok(_) => Vec::new(),
         Err(violations) => violations
             .iter()

@@ -28,6 +28,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// The time to check schedules against, RFC 3339 (default: now). For reproducible runs.
+    /// Requests without a creationTimestamp are taken to be created then (their startTime may
+    /// lie at most the policy's maxStartDelay later).
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<Timestamp>,
 }

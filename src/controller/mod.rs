@@ -7,6 +7,7 @@ pub mod context;
 pub mod delivery;
 pub mod error;
 pub mod events;
+pub mod fence;
 pub mod group;
 pub mod index;
 pub mod ledger;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::context::{Context, MembershipCache, Stores};
 use self::events::Events;
+use self::fence::{Fenced, LeaseFence};
 use self::index::{ActiveRequests, GroupIndex};
 use self::lenient::Lenient;
 use self::wakes::{AssignmentChanges, GroupWakes, OwnWrites, StatusOnly};
@@ -262,8 +264,13 @@ fn clock_jumps(clock: &dyn Clock) -> impl Stream<Item = ()> + Send + 'static {
     }
 }
 
-/// Runs the four controllers until `stop` fires. Call only while holding leadership.
-pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
+/// Runs the four controllers until `stop` fires. Call only while holding leadership; with a
+/// `fence`, directory writes start only while it is open (the lease renewed recently).
+pub async fn run_controllers(
+    deps: &Dependencies,
+    stop: CancellationToken,
+    fence: Option<Arc<LeaseFence>>,
+) {
     let client = deps.client.clone();
     let mut policies = Shared::<AccessPolicy>::new();
     let mut groups = Shared::<PimGroup>::new();
@@ -299,7 +306,10 @@ pub async fn run_controllers(deps: &Dependencies, stop: CancellationToken) {
         client: client.clone(),
         clock: deps.clock.clone(),
         settings: deps.settings.clone(),
-        directories: deps.directories.clone(),
+        directories: match &fence {
+            Some(fence) => Fenced::wrap_all(&deps.directories, fence),
+            None => deps.directories.clone(),
+        },
         attestor: deps.attestor.clone(),
         metrics: deps.metrics.clone(),
         recorder: Events::new(client.clone(), reporter),
@@ -666,11 +676,17 @@ fn random_identity() -> String {
 
 /// Runs the controllers while this replica leads, until `shutdown` fires. Without leader
 /// election, this replica always leads.
+///
+/// With it, directory writes are fenced by lease renewals ([`fence`]): a leader cut off from the
+/// API server keeps believing it leads (the lease manager retries quietly), but starts no
+/// directory write once a lease duration has passed without a renewal. Leader election ending
+/// by itself (its task stopped or panicked) is an error: the process must not run on without
+/// it, nor exit as if all were well.
 pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), StartError> {
     let election = &deps.settings.config.leader_election;
     if !election.enabled {
         deps.health.set_leader(true);
-        run_controllers(&deps, shutdown).await;
+        run_controllers(&deps, shutdown, None).await;
         return Ok(());
     }
     let namespace = deps
@@ -686,16 +702,29 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
         .lease_duration
         .as_secs()
         .max(MIN_LEASE_SECONDS);
-    let manager =
-        kube_lease_manager::LeaseManagerBuilder::new(deps.client.clone(), &election.lease_name)
-            .with_namespace(&namespace)
-            .with_identity(&identity)
-            .with_duration(lease_seconds)
-            // Renew well before expiry; the library requires 0 < grace < duration.
-            .with_grace((lease_seconds / 5).max(1))
-            .build()
-            .await
-            .map_err(|e| StartError::LeaderElection(e.to_string()))?;
+    let fence = Arc::new(LeaseFence::new(std::time::Duration::from_secs(
+        lease_seconds,
+    )));
+    let lease_client = fence::observed_client(
+        deps.client.clone(),
+        fence.clone(),
+        &namespace,
+        &election.lease_name,
+        &identity,
+    );
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(lease_client, &election.lease_name)
+        .with_namespace(&namespace)
+        .with_identity(&identity)
+        .with_duration(lease_seconds)
+        // Renew well before expiry; the library requires 0 < grace < duration.
+        .with_grace((lease_seconds / 5).max(1))
+        .build()
+        .await
+        .map_err(|e| {
+            let error = StartError::LeaderElection(e.to_string());
+            tracing::error!(%error, "leader election could not start");
+            error
+        })?;
     let (mut leading, lease_task) = manager.watch().await;
     deps.health.set_leader(*leading.borrow_and_update());
     loop {
@@ -716,7 +745,7 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
                 }
             };
             tokio::select! {
-                _ = run_controllers(&deps, term.clone()) => {}
+                _ = run_controllers(&deps, term.clone(), Some(fence.clone())) => {}
                 _ = lost => {}
             }
             term.cancel();
@@ -731,8 +760,71 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
             break;
         }
     }
+    // The loop ends on shutdown, or because the lease task stopped (its channel closed).
+    let stopping = shutdown.is_cancelled();
     // Dropping the receiver makes the lease manager release the lease.
     drop(leading);
-    let _ = lease_task.await;
-    Ok(())
+    if stopping {
+        // Bounded: an unreachable API server must not hold up shutdown; the lease then
+        // simply expires.
+        let release = std::time::Duration::from_secs(lease_seconds);
+        return match tokio::time::timeout(release, lease_task).await {
+            Ok(outcome) => {
+                if let Err(error) = lease_outcome(outcome) {
+                    tracing::warn!(%error, "the lease was not released; it expires on its own");
+                }
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("the lease was not released in time; it expires on its own");
+                Ok(())
+            }
+        };
+    }
+    let error = match lease_outcome(lease_task.await) {
+        Err(error) => error,
+        Ok(()) => StartError::LeaderElection("the lease manager stopped by itself".to_owned()),
+    };
+    tracing::error!(%error, "leader election failed; stopping");
+    Err(error)
+}
+
+/// What the lease task's end says: `Ok` when it stopped cleanly (having released the lease).
+fn lease_outcome<T, E: std::fmt::Display>(
+    ended: Result<Result<T, E>, tokio::task::JoinError>,
+) -> Result<(), StartError> {
+    match ended {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(StartError::LeaderElection(error.to_string())),
+        Err(error) => Err(StartError::LeaderElection(format!(
+            "the lease task failed: {error}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // issue 14 finding 6: the lease task ending is an error, never a quiet success.
+    #[tokio::test]
+    async fn issue_14_finding_6_a_failed_lease_task_is_a_leader_election_error() {
+        let failed: Result<Result<(), String>, _> = Ok(Err("Kube error: gone".to_owned()));
+        assert!(matches!(
+            lease_outcome(failed),
+            Err(StartError::LeaderElection(m)) if m == "Kube error: gone"
+        ));
+        fn lease_bug() -> Result<(), String> {
+            panic!("lease bug")
+        }
+        let panicked = tokio::spawn(async { lease_bug() }).await;
+        match lease_outcome(panicked) {
+            Err(StartError::LeaderElection(m)) => {
+                assert!(m.starts_with("the lease task failed"), "{m}")
+            }
+            other => panic!("expected a leader election error, got {other:?}"),
+        }
+        let clean: Result<Result<(), String>, tokio::task::JoinError> = Ok(Ok(()));
+        assert!(lease_outcome(clean).is_ok());
+    }
 }

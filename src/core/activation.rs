@@ -8,11 +8,34 @@ use crate::api::activation_request::{ActivationRequestSpec, EndClippedBy};
 use crate::api::conditions::reasons;
 
 /// Checks what the request itself says against the policy: principal, justification, ticket,
-/// MFA evidence and duration. Returns the duration to grant (the policy maximum by default).
+/// MFA evidence, duration, and how far ahead its `startTime` lies. Returns the duration to
+/// grant (the policy maximum by default).
+///
+/// The start is measured from `spec.requester.stampedAt`, the request's creation as far as the
+/// spec tells: the admission webhook stamps it when it admits the request and signs it, and the
+/// controller acts only on requests whose stamp it verified to lie within a few minutes of
+/// `creationTimestamp` (`engine::attestation::MAX_STAMP_SKEW`). Without a stamp the start is
+/// not checked here; see [`validate_request_created`].
 pub fn validate_request(
     spec: &ActivationRequestSpec,
     policy: &Policy,
     mfa_verified: bool,
+) -> Result<SignedDuration, Vec<Violation>> {
+    let stamped = spec
+        .requester
+        .as_ref()
+        .and_then(|r| r.stamped_at.as_ref())
+        .map(|t| t.0);
+    validate_request_created(spec, policy, mfa_verified, stamped)
+}
+
+/// As [`validate_request`], with `startTime` checked against `created`, when known: it may lie
+/// at most the policy's `maxStartDelay` after it.
+pub fn validate_request_created(
+    spec: &ActivationRequestSpec,
+    policy: &Policy,
+    mfa_verified: bool,
+    created: Option<Timestamp>,
 ) -> Result<SignedDuration, Vec<Violation>> {
     let mut violations = Vec::new();
     if spec
@@ -79,6 +102,20 @@ pub fn validate_request(
             Ok(d) => d,
         },
     };
+    if let (Some(start), Some(created)) = (spec.start_time.as_ref().map(|t| t.0), created) {
+        let delay = start.duration_since(created);
+        if delay > policy.max_start_delay {
+            violations.push(Violation::new(
+                "spec.startTime",
+                reasons::INVALID_START_TIME,
+                format!(
+                    "{start} is {} after the request was created ({created}); the policy's maxStartDelay is {}",
+                    duration::format(delay),
+                    duration::format(policy.max_start_delay)
+                ),
+            ));
+        }
+    }
     if violations.is_empty() {
         Ok(duration)
     } else {
@@ -150,7 +187,8 @@ pub fn shrink_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::activation_request::Ticket;
+    use crate::api::activation_request::{Requester, Ticket};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -243,6 +281,55 @@ mod tests {
         assert_eq!(
             validate_request(&r, &strict_policy(), true).unwrap_err()[0].reason,
             reasons::TICKET_REQUIRED
+        );
+    }
+
+    // issue 14 finding 9: a start far ahead of the request's creation would bank today's
+    // approval, MFA and eligibility for later; the policy caps it (default 14 days).
+    #[test]
+    fn issue_14_finding_9_start_time_is_capped_after_creation() {
+        let created = ts("2026-03-01T10:00:00Z");
+        let mut r = request();
+        r.requester = Some(Requester {
+            username: "alice".into(),
+            stamped_at: Some(Time(created)),
+            ..Default::default()
+        });
+        r.start_time = Some(Time(ts("2026-03-31T10:00:00Z")));
+        let errs = validate_request(&r, &Policy::default(), false).unwrap_err();
+        let got: Vec<_> = errs.iter().map(|v| (v.field.as_str(), v.reason)).collect();
+        assert_eq!(got, [("spec.startTime", reasons::INVALID_START_TIME)]);
+        assert_eq!(
+            errs[0].to_string(),
+            "spec.startTime: 2026-03-31T10:00:00Z is 30d after the request was created (2026-03-01T10:00:00Z); the policy's maxStartDelay is 14d"
+        );
+
+        // Exactly at the cap, and in the past, are fine.
+        r.start_time = Some(Time(ts("2026-03-15T10:00:00Z")));
+        assert!(validate_request(&r, &Policy::default(), false).is_ok());
+        r.start_time = Some(Time(ts("2026-02-01T10:00:00Z")));
+        assert!(validate_request(&r, &Policy::default(), false).is_ok());
+
+        // The policy decides the cap.
+        let policy = Policy {
+            max_start_delay: SignedDuration::from_hours(1),
+            ..Policy::default()
+        };
+        r.start_time = Some(Time(ts("2026-03-01T11:00:01Z")));
+        assert_eq!(
+            validate_request(&r, &policy, false).unwrap_err()[0].field,
+            "spec.startTime"
+        );
+
+        // Against a creation time given explicitly (`validate`: the manifest's, or `--now`).
+        let mut unstamped = request();
+        unstamped.start_time = Some(Time(ts("2026-03-31T10:00:00Z")));
+        assert!(validate_request(&unstamped, &Policy::default(), false).is_ok());
+        assert_eq!(
+            validate_request_created(&unstamped, &Policy::default(), false, Some(created))
+                .unwrap_err()[0]
+                .reason,
+            reasons::INVALID_START_TIME
         );
     }
 

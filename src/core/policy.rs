@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_ELIGIBLE: SignedDuration = SignedDuration::from_hours(365 
 pub const DEFAULT_MAX_ACTIVE: SignedDuration = SignedDuration::from_hours(180 * 24);
 pub const DEFAULT_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
 pub const DEFAULT_EXPIRING_SOON_LEAD: SignedDuration = SignedDuration::from_mins(15);
+/// How far after its creation a request may ask to start, unless the policy says otherwise.
+pub const DEFAULT_MAX_START_DELAY: SignedDuration = SignedDuration::from_hours(14 * 24);
 pub const MAX_MIN_APPROVALS: usize = 16;
 
 /// The rules of one AccessPolicy, every default filled in.
@@ -28,6 +30,8 @@ pub struct Policy {
     pub require_ticket: bool,
     pub require_mfa: bool,
     pub approval: Option<ApprovalRules>,
+    /// How far after its creation a request's `startTime` may lie.
+    pub max_start_delay: SignedDuration,
     pub assignments: AssignmentRules,
     pub retention: SignedDuration,
     pub expiring_soon_lead: SignedDuration,
@@ -58,6 +62,7 @@ impl Default for Policy {
             require_ticket: false,
             require_mfa: false,
             approval: None,
+            max_start_delay: DEFAULT_MAX_START_DELAY,
             assignments: AssignmentRules {
                 allow_permanent_eligible: false,
                 max_eligible: DEFAULT_MAX_ELIGIBLE,
@@ -94,6 +99,11 @@ impl Policy {
             "spec.activation.maxDuration",
             &activation.max_duration,
             DEFAULT_MAX_ACTIVATION,
+        );
+        policy.max_start_delay = duration_field(
+            "spec.activation.maxStartDelay",
+            &activation.max_start_delay,
+            DEFAULT_MAX_START_DELAY,
         );
         let assignment = &spec.assignment;
         policy.assignments.max_eligible = duration_field(
@@ -255,6 +265,38 @@ mod tests {
         );
         assert!(!p.assignments.allow_permanent_eligible && !p.assignments.allow_permanent_active);
         assert_eq!(p.retention, SignedDuration::from_hours(30 * 24));
+        assert_eq!(p.max_start_delay, SignedDuration::from_hours(14 * 24));
+    }
+
+    // issue 14 finding 9: how far ahead a request may be scheduled is a policy setting, parsed
+    // like the other durations, with errors that name the field.
+    #[test]
+    fn issue_14_finding_9_max_start_delay_is_parsed_and_named_in_errors() {
+        let spec = spec_with(ActivationSettings {
+            max_start_delay: Some("P3D".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            Policy::from_spec(&spec).unwrap().max_start_delay,
+            SignedDuration::from_hours(72)
+        );
+        for bad in ["0m", "next month"] {
+            let spec = spec_with(ActivationSettings {
+                max_start_delay: Some(bad.into()),
+                ..Default::default()
+            });
+            let errs = Policy::from_spec(&spec).unwrap_err();
+            assert_eq!(errs.len(), 1, "{bad}");
+            assert_eq!(errs[0].field, "spec.activation.maxStartDelay");
+            assert_eq!(errs[0].reason, reasons::INVALID_DURATION);
+            assert!(
+                errs[0]
+                    .to_string()
+                    .starts_with("spec.activation.maxStartDelay: "),
+                "{}",
+                errs[0]
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Scenario tests of the request state machine, one rule each.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
 use super::world::{World, at, eligibility, mins};
 use crate::api::activation_request::{Decision as Vote, EndClippedBy, Phase};
 use crate::api::conditions::{reasons, types};
@@ -367,6 +369,37 @@ fn policy_violations_reject_with_the_field_named() {
         cond(&no_mfa, types::VALIDATED),
         is("False", reasons::MFA_REQUIRED)
     );
+}
+
+// issue 14 finding 9: a request scheduled 30 days after its creation is Rejected, naming
+// spec.startTime, even though its principal is eligible then: it would bank today's checks.
+#[test]
+fn issue_14_finding_9_a_start_30_days_ahead_is_rejected() {
+    let mut w = World::new();
+    w.eligibilities = vec![eligibility("alice-finreport", -24 * 60, Some(90 * 24 * 60))];
+    if let Some(requester) = w.spec.requester.as_mut() {
+        requester.stamped_at = Some(Time(w.created));
+    }
+    w.set_start_time(30 * 24 * 60);
+    assert_eq!(w.step(0), Phase::Rejected);
+    assert_eq!(
+        cond(&w, types::VALIDATED),
+        is("False", reasons::INVALID_START_TIME)
+    );
+    let message = &w.last().message;
+    assert!(
+        message.starts_with("spec.startTime: ") && message.contains("maxStartDelay is 14d"),
+        "{message}"
+    );
+    assert!(!w.last().grants_access_at(at(30 * 24 * 60)));
+
+    // Within the policy's cap it is scheduled as before.
+    let mut soon = World::new();
+    if let Some(requester) = soon.spec.requester.as_mut() {
+        requester.stamped_at = Some(Time(soon.created));
+    }
+    soon.set_start_time(14 * 24 * 60);
+    assert_eq!(soon.step(0), Phase::Scheduled);
 }
 
 #[test]

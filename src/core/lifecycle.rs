@@ -359,7 +359,13 @@ impl<'a> Pass<'a> {
             return true;
         };
         let deadline = add(self.request.created, rules.timeout);
-        let tally = tally(self.facts.approvals, rules, self.requester_name(), deadline);
+        let tally = tally(
+            self.facts.approvals,
+            rules,
+            self.requester_name(),
+            deadline,
+            policy.identities,
+        );
         if let Some(denial) = tally.denial {
             self.approved = condition(
                 types::APPROVED,
@@ -743,13 +749,17 @@ impl Tally {
 }
 
 /// Counts approvals that are in time, from allowed approvers, and not the requester's own
-/// (unless the policy allows self-approval). One valid denial decides.
+/// (unless the policy allows self-approval). One valid denial decides. Names are compared under
+/// `names` (issue 14 finding 8): `ALICE@x.org` is alice's own approval, and `Bob@x.org` and
+/// `bob@x.org` are one approver.
 pub fn tally(
     approvals: &[VerifiedApproval],
     rules: &ApprovalRules,
     requester: &str,
     deadline: Timestamp,
+    names: super::identity::CaseInsensitive,
 ) -> Tally {
+    use super::identity::{contains_identity, same_identity};
     let mut sorted: Vec<&VerifiedApproval> = approvals.iter().collect();
     sorted.sort_by(|a, b| {
         a.time
@@ -760,9 +770,9 @@ pub fn tally(
     for a in sorted {
         let why_not = if a.time >= deadline {
             Some("after the approval timeout")
-        } else if !rules.allows(&a.approver, &a.groups) {
+        } else if !rules.allows(&a.approver, &a.groups, names) {
             Some("not an approver under the policy")
-        } else if a.approver == requester && !rules.allow_self_approval {
+        } else if same_identity(&a.approver, requester, names) && !rules.allow_self_approval {
             Some("self-approval is not allowed")
         } else {
             None
@@ -780,7 +790,7 @@ pub fn tally(
                     .unwrap_or_default();
                 out.denial = Some(format!("denied by {}{reason}", a.approver));
             }
-            Vote::Approve if !out.approvers.contains(&a.approver) => {
+            Vote::Approve if !contains_identity(&out.approvers, &a.approver, names) => {
                 out.approvers.push(a.approver.clone());
                 out.approved_times.push(a.time);
             }

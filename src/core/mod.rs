@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod duration;
 pub mod eligibility;
+pub mod identity;
 pub mod lifecycle;
 pub mod membership;
 pub mod policy;

@@ -61,10 +61,12 @@ impl Harness {
                 mapping: UsernameMapping {
                     strip_prefix: Some("oidc:".into()),
                     append_domain: Some("@contoso.com".into()),
+                    ..UsernameMapping::default()
                 },
                 mfa_claim: MfaClaim::default(),
                 keyring: Some(keyring),
                 schema: SchemaChecker::new().expect("the CRD schemas"),
+                operator_username: "system:serviceaccount:pim-system:pim-operator".into(),
             },
             catalog,
             now: "2026-11-20T09:00:00Z".parse().expect("a timestamp"),

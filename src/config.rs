@@ -73,6 +73,11 @@ pub struct UsernameMapping {
     /// Appended when the name has no `@`, e.g. `@contoso.com`.
     #[serde(default)]
     pub append_domain: Option<String>,
+    /// Which names compare without regard to case when the webhook and the controller decide who
+    /// the requester is and who approved: `emailLike` (default: names with `@`, such as UPNs and
+    /// e-mail addresses), `always`, or `never`. Only ASCII letters fold.
+    #[serde(default)]
+    pub case_insensitive: crate::core::identity::CaseInsensitive,
 }
 
 impl UsernameMapping {
@@ -271,11 +276,16 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::identity::CaseInsensitive;
 
     #[test]
     fn an_empty_file_is_the_defaults() {
         let s = Config::parse("", "c.yaml").unwrap();
         assert_eq!(s.resync, Duration::from_secs(300));
+        assert_eq!(
+            s.config.username_mapping.case_insensitive,
+            CaseInsensitive::EmailLike
+        );
         assert_eq!(s.config.concurrency, 16);
         assert!(s.config.leader_election.enabled);
     }
@@ -283,7 +293,7 @@ mod tests {
     #[test]
     fn a_full_file_parses() {
         let s = Config::parse(
-            "directories:\n  mem: {type: memory}\n  rbac: {type: kubernetes}\nusernameMapping:\n  stripPrefix: 'oidc:'\n  appendDomain: '@contoso.com'\nresyncInterval: 2m\nconcurrency: 4\nleaderElection: {enabled: false}\n",
+            "directories:\n  mem: {type: memory}\n  rbac: {type: kubernetes}\nusernameMapping:\n  stripPrefix: 'oidc:'\n  appendDomain: '@contoso.com'\n  caseInsensitive: never\nresyncInterval: 2m\nconcurrency: 4\nleaderElection: {enabled: false}\n",
             "c.yaml",
         )
         .unwrap();
@@ -295,6 +305,7 @@ mod tests {
             mapping.principal_for("bob@fabrikam.com"),
             "bob@fabrikam.com"
         );
+        assert_eq!(mapping.case_insensitive, CaseInsensitive::Never);
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub enum RunError {
     Webhook(#[from] crate::webhook::WebhookError),
     #[error("{0}")]
     AttestationKey(#[from] crate::attestation::KeyError),
+    #[error("{0}")]
+    Identity(#[from] crate::webhook::identity::OperatorIdentityError),
     #[error("cannot serve metrics on {address}: {source}")]
     Serve {
         address: String,
@@ -73,6 +75,10 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
         .await
         .map_err(|e| RunError::NoCluster(e.to_string()))?;
     controller::preflight(&client).await?;
+    // Who we are, as the API server sees our credentials: the webhook lets only this username
+    // move our finalizer. No answer, no start (never "any service account").
+    let operator_username = crate::webhook::identity::operator_username(&client).await?;
+    tracing::info!(username = %operator_username, "the operator authenticates as");
 
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
@@ -114,6 +120,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
         &client,
         &settings.config,
         keyring,
+        operator_username,
         &namespace,
         Arc::new(SystemClock),
         shutdown.clone(),

@@ -148,6 +148,8 @@ async fn seed(client: &kube::Client) {
 async fn runs_serves_probes_grants_and_stops_on_sigterm() {
     let server = FakeApiServer::start().await.unwrap();
     seed(&server.client()).await;
+    // It learns who it is at start (the kubeconfig user here), through a passing outage.
+    server.fail_next_in(2, 500, FaultScope::all().resource("selfsubjectreviews"));
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut child = start_operator(dir.path(), server.url(), port);
@@ -244,6 +246,43 @@ async fn missing_crds_are_named_with_the_install_command() {
     assert!(
         stderr.contains("pim-operator crds | kubectl apply -f -"),
         "{stderr}"
+    );
+}
+
+/// issue 14 finding 5: the webhook lets only the operator's own username move its finalizer, so
+/// an operator that cannot learn that username (SelfSubjectReview) does not start: there is no
+/// fallback to "any service account".
+#[tokio::test]
+async fn without_its_own_identity_the_operator_does_not_start() {
+    let server = FakeApiServer::start().await.unwrap();
+    server.fail_all(403, FaultScope::all().resource("selfsubjectreviews"));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = start_operator(dir.path(), server.url(), port);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the operator started without learning its own username");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot learn the operator's own username from the SelfSubjectReview API"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("does not start without it"), "{stderr}");
+    assert_eq!(
+        server.requests().get(
+            pim_operator::fake_apiserver::Verb::Create,
+            "selfsubjectreviews"
+        ),
+        1,
+        "a refusal is final, not retried"
     );
 }
 

@@ -37,6 +37,7 @@ fn mapping() -> UsernameMapping {
     UsernameMapping {
         strip_prefix: Some("oidc:".into()),
         append_domain: Some("@contoso.com".into()),
+        ..UsernameMapping::default()
     }
 }
 
@@ -70,12 +71,21 @@ fn catalog() -> Catalog {
     catalog
 }
 
+/// The operator's username in these tests: its in-cluster service account.
+const OPERATOR: &str = "system:serviceaccount:pim-system:pim-operator";
+
 fn admission(keyring: Option<Keyring>) -> Admission {
+    admission_as(keyring, OPERATOR)
+}
+
+/// The webhook of an operator that authenticates as `operator`.
+fn admission_as(keyring: Option<Keyring>, operator: &str) -> Admission {
     Admission {
         mapping: mapping(),
         mfa_claim: MfaClaim::default(),
         keyring,
         schema: SchemaChecker::new().unwrap(),
+        operator_username: operator.into(),
     }
 }
 
@@ -622,7 +632,7 @@ fn metadata_only_updates_pass_but_only_the_operator_moves_the_finalizer() {
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
     let mut finalized = stored.clone();
     finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
-    let controller = user("system:serviceaccount:pim-system:pim-operator", &[], false);
+    let controller = user(OPERATOR, &[], false);
     update(&admission, &controller, &stored, &finalized).unwrap();
 
     // Labels: anyone who may patch.
@@ -643,6 +653,333 @@ fn metadata_only_updates_pass_but_only_the_operator_moves_the_finalizer() {
         );
     }
     update(&admission, &controller, &finalized, &stored).unwrap();
+}
+
+/// A stored request (alice's) carrying the operator's finalizer, as the controller leaves it.
+fn finalized_request(admission: &Admission) -> Value {
+    let stored = create(admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let mut finalized = stored.clone();
+    finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
+    finalized
+}
+
+fn without_finalizers(object: &Value) -> Value {
+    let mut stripped = object.clone();
+    if let Some(metadata) = stripped["metadata"].as_object_mut() {
+        metadata.remove("finalizers");
+    }
+    stripped
+}
+
+/// issue 14 finding 5: any service account used to pass for the operator. Seen: a CI service
+/// account stripped the finalizer and deleted an Active request, skipping the removal.
+#[test]
+fn issue_14_finding_5_another_service_account_cannot_move_the_finalizer() {
+    let admission = admission(Some(keyring()));
+    let finalized = finalized_request(&admission);
+    let stripped = without_finalizers(&finalized);
+    for account in [
+        "system:serviceaccount:ci:deployer",
+        "system:serviceaccount:pim-system:default",
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+    ] {
+        let sa = user(account, &["system:serviceaccounts"], false);
+        expect_denied(
+            update(&admission, &sa, &finalized, &stripped),
+            &[
+                "metadata.finalizers",
+                "pim.dev/revoke-access",
+                OPERATOR,
+                account,
+            ],
+        );
+        expect_denied(
+            update(&admission, &sa, &stripped, &finalized),
+            &["metadata.finalizers", "pim.dev/revoke-access"],
+        );
+    }
+    // Not even with a spec change in the same write: the requester ending her request and
+    // stripping the finalizer at once.
+    let mut deactivated = stripped.clone();
+    deactivated["spec"]["deactivate"] = json!(true);
+    expect_denied(
+        update(&admission, &alice(), &finalized, &deactivated),
+        &["metadata.finalizers"],
+    );
+    // Nor on creation.
+    let mut born_finalized = request_object(GROUP, json!({}));
+    born_finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
+    expect_denied(
+        create(&admission, &alice(), &born_finalized),
+        &["metadata.finalizers"],
+    );
+    // The operator itself still may.
+    update(
+        &admission,
+        &user(OPERATOR, &[], false),
+        &finalized,
+        &stripped,
+    )
+    .unwrap();
+}
+
+/// issue 14 finding 5: the operator's identity is learned from SelfSubjectReview, so an operator
+/// run from a kubeconfig user (no service account at all) moves its finalizer, and the
+/// in-cluster service account name means nothing special.
+#[tokio::test]
+async fn issue_14_finding_5_the_operator_identity_comes_from_self_subject_review() {
+    let server = pim_operator::fake_apiserver::FakeApiServer::start()
+        .await
+        .unwrap();
+    server.set_identity("pim-dev@contoso.com", &["system:authenticated"]);
+    let learned = pim_operator::webhook::identity::operator_username(&server.client())
+        .await
+        .unwrap();
+    assert_eq!(learned, "pim-dev@contoso.com");
+    let admission = admission_as(Some(keyring()), &learned);
+    let finalized = finalized_request(&admission);
+    let stripped = without_finalizers(&finalized);
+    let operator = user(&learned, &[], false);
+    update(&admission, &operator, &stripped, &finalized).unwrap();
+    update(&admission, &operator, &finalized, &stripped).unwrap();
+    expect_denied(
+        update(
+            &admission,
+            &user(OPERATOR, &[], false),
+            &finalized,
+            &stripped,
+        ),
+        &["metadata.finalizers", "pim-dev@contoso.com"],
+    );
+    // Case matters here: this is a credential, not a person's name.
+    expect_denied(
+        update(
+            &admission,
+            &user("PIM-DEV@contoso.com", &[], false),
+            &finalized,
+            &stripped,
+        ),
+        &["metadata.finalizers"],
+    );
+}
+
+/// issue 14 finding 5: an owner reference to an object that does not exist lets the garbage
+/// collector delete the request. Nobody adds one, the operator included; one already there may
+/// be removed.
+#[test]
+fn issue_14_finding_5_nobody_adds_an_owner_reference() {
+    let admission = admission(Some(keyring()));
+    let finalized = finalized_request(&admission);
+    let owner = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "gone",
+                        "uid": "00000000-0000-0000-0000-000000000000"}]);
+    let mut owned = finalized.clone();
+    owned["metadata"]["ownerReferences"] = owner.clone();
+    for caller in [alice(), bob(), user(OPERATOR, &[], false)] {
+        expect_denied(
+            update(&admission, &caller, &finalized, &owned),
+            &["metadata.ownerReferences"],
+        );
+    }
+    // Changing one that is there is adding another.
+    let mut other_owner = owned.clone();
+    other_owner["metadata"]["ownerReferences"][0]["uid"] =
+        json!("11111111-1111-1111-1111-111111111111");
+    expect_denied(
+        update(&admission, &alice(), &owned, &other_owner),
+        &["metadata.ownerReferences"],
+    );
+    // Removing one is cleaning up.
+    update(&admission, &alice(), &owned, &finalized).unwrap();
+    let mut born_owned = request_object(GROUP, json!({}));
+    born_owned["metadata"]["ownerReferences"] = owner;
+    expect_denied(
+        create(&admission, &alice(), &born_owned),
+        &["metadata.ownerReferences"],
+    );
+}
+
+/// issue 14 finding 5: a foreign finalizer would keep retention from ever deleting the request.
+#[test]
+fn issue_14_finding_5_nobody_adds_a_foreign_finalizer() {
+    let admission = admission(Some(keyring()));
+    let finalized = finalized_request(&admission);
+    let mut held = finalized.clone();
+    held["metadata"]["finalizers"] = json!(["pim.dev/revoke-access", "example.com/keep-forever"]);
+    for caller in [alice(), bob(), user(OPERATOR, &[], false)] {
+        expect_denied(
+            update(&admission, &caller, &finalized, &held),
+            &["metadata.finalizers", "example.com/keep-forever"],
+        );
+    }
+    // One that got there anyway (before the webhook ran) may be removed, by anyone who may
+    // patch: so that a stuck object can be cleaned up.
+    update(&admission, &bob(), &held, &finalized).unwrap();
+    let sa = user("system:serviceaccount:ci:deployer", &[], false);
+    update(&admission, &sa, &held, &finalized).unwrap();
+    // And the operator may remove both at once.
+    update(
+        &admission,
+        &user(OPERATOR, &[], false),
+        &held,
+        &without_finalizers(&held),
+    )
+    .unwrap();
+}
+
+/// issue 14 finding 5: labels and annotations stay free for whoever may patch.
+#[test]
+fn issue_14_finding_5_labels_and_annotations_stay_free() {
+    let admission = admission(Some(keyring()));
+    let finalized = finalized_request(&admission);
+    let mut labelled = finalized.clone();
+    labelled["metadata"]["labels"] = json!({"team": "finance"});
+    labelled["metadata"]["annotations"] = json!({"example.com/ticket": "FIN-1"});
+    let sa = user("system:serviceaccount:ci:deployer", &[], false);
+    for caller in [alice(), bob(), sa, user(OPERATOR, &[], false)] {
+        update(&admission, &caller, &finalized, &labelled).unwrap();
+        update(&admission, &caller, &labelled, &finalized).unwrap();
+    }
+}
+
+/// issue 14 finding 8: `oidc:ALICE` is alice, whose principal `ALICE@contoso.com` is
+/// `alice@contoso.com` whatever the case: she cannot approve her own request through the
+/// approvers' group.
+#[test]
+fn issue_14_finding_8_the_requester_in_other_case_cannot_approve() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let shouting = user("oidc:ALICE", &["FinReport-Approvers"], true);
+    expect_denied(
+        update(
+            &admission,
+            &shouting,
+            &stored,
+            &with_approval(&stored, "oidc:ALICE", "Approve"),
+        ),
+        &["your own request"],
+    );
+    // The other spelling *is* the requester: she may end it.
+    let mut deactivated = stored.clone();
+    deactivated["spec"]["deactivate"] = json!(true);
+    update(&admission, &shouting, &stored, &deactivated).unwrap();
+}
+
+/// issue 14 finding 8: `oidc:BOB` is bob (`BOB@contoso.com` is `bob@contoso.com`): he is the
+/// approver the policy names, and gets one entry, not a second vote under another spelling.
+#[test]
+fn issue_14_finding_8_one_approver_one_entry_whatever_the_case() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let denied = update(
+        &admission,
+        &bob(),
+        &stored,
+        &with_approval(&stored, "oidc:bob", "Deny"),
+    )
+    .unwrap();
+    let shouting = user("oidc:BOB", &[], true);
+    expect_denied(
+        update(
+            &admission,
+            &shouting,
+            &denied,
+            &with_approval(&denied, "oidc:BOB", "Approve"),
+        ),
+        &["one entry per person", "oidc:bob"],
+    );
+    // On a fresh request the other spelling approves, as the approver the policy names.
+    let approved = update(
+        &admission,
+        &shouting,
+        &stored,
+        &with_approval(&stored, "oidc:BOB", "Approve"),
+    )
+    .unwrap();
+    let approvals = attestor().approvals(&attested(&approved));
+    assert_eq!(approvals[0].approver, "BOB@contoso.com");
+}
+
+/// issue 14 finding 8, `caseInsensitive: never`: case counts, so `oidc:BOB` is not bob.
+#[test]
+fn issue_14_finding_8_case_sensitive_when_configured() {
+    let mut admission = admission(Some(keyring()));
+    admission.mapping.case_insensitive = pim_operator::core::identity::CaseInsensitive::Never;
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    expect_denied(
+        update(
+            &admission,
+            &user("oidc:BOB", &[], true),
+            &stored,
+            &with_approval(&stored, "oidc:BOB", "Approve"),
+        ),
+        &["not an approver"],
+    );
+}
+
+/// issue 14 finding 8, on the controller's side: entries the webhook signed (an older version
+/// admitted these) count people, not spellings, under the operator's setting as the controller's
+/// catalog carries it. Two approvals needed: bob twice is one; alice through the approvers' group
+/// is the requester, however her name is spelled.
+#[test]
+fn issue_14_finding_8_the_controller_counts_people_not_spellings() {
+    use pim_operator::api::activation_request::{Approval, Decision, Phase};
+    use pim_operator::engine::{DirectoryObservation, reconcile_request};
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let mut request = attested(&stored);
+    let uid = request.metadata.uid.clone().unwrap();
+    let signed = |approver: &str, groups: &[&str]| {
+        let mut entry = Approval {
+            approver: approver.into(),
+            decision: Decision::Approve,
+            time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now())),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
+        };
+        entry.attestation = Some(keyring().sign_approval(&uid, &entry));
+        entry
+    };
+    request.spec.approvals = vec![
+        signed("oidc:bob", &[]),
+        signed("oidc:BOB", &[]),
+        signed("oidc:ALICE", &["FinReport-Approvers"]),
+    ];
+    let two_needed = |catalog: &mut Catalog| {
+        let mut policy: AccessPolicy = example("01-accesspolicy.yaml");
+        if let Some(approval) = policy.spec.activation.approval.as_mut() {
+            approval.min_approvals = Some(2);
+        }
+        catalog.insert_policy(policy);
+    };
+    let decide = |catalog: &Catalog| {
+        reconcile_request(
+            catalog,
+            &request,
+            &attestor(),
+            DirectoryObservation::default(),
+            &|_| false,
+            now(),
+        )
+        .decision
+    };
+
+    let mut default_names = catalog();
+    two_needed(&mut default_names);
+    let decision = decide(&default_names);
+    assert_eq!(decision.phase, Phase::PendingApproval, "{decision:?}");
+    assert!(decision.approved_at.is_none());
+
+    // `caseInsensitive: never`, as `Stores` passes it on: BOB@contoso.com is nobody the
+    // policy names, and ALICE@contoso.com is not the requester alice@contoso.com.
+    let mut exact = catalog();
+    exact.set_identities(pim_operator::core::identity::CaseInsensitive::Never);
+    two_needed(&mut exact);
+    let decision = decide(&exact);
+    assert_eq!(
+        decision.approved_by,
+        ["ALICE@contoso.com", "bob@contoso.com"],
+        "{decision:?}"
+    );
 }
 
 #[test]

@@ -18,6 +18,7 @@ use crate::api::common::Role;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::core::identity::CaseInsensitive;
 use crate::core::membership::Member;
 use crate::directory::Directories;
 use crate::engine::{Attestor, Catalog};
@@ -36,6 +37,8 @@ pub struct Stores {
     pub assignments_by_group: Arc<GroupIndex<EligibleAssignment>>,
     pub requests_by_group: Arc<GroupIndex<ActivationRequest>>,
     pub grants_by_group: Arc<GroupIndex<PimGrant>>,
+    /// How policies compare requester and approver names (`usernameMapping.caseInsensitive`).
+    pub identities: CaseInsensitive,
 }
 
 impl Stores {
@@ -85,6 +88,7 @@ impl Stores {
 
     fn policies_only(&self) -> Catalog {
         let mut catalog = Catalog::default();
+        catalog.set_identities(self.identities);
         for p in self.policies.state() {
             if let Ok(object) = &p.parsed {
                 catalog.insert_policy(object.clone());

@@ -9,7 +9,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::activation::{Window, plan_window, validate_request};
+use super::activation::{Window, plan_window, validate_request_created};
 use super::eligibility::{Eligibility, covering};
 use super::policy::{ApprovalRules, HARD_MAX_ACTIVATION, Policy};
 use super::violation::{primary_reason, summarize};
@@ -358,15 +358,19 @@ impl<'a> Pass<'a> {
 
         // Validated on every pass: a phase past Pending in the stored status proves nothing. A
         // duration over a shortened maximum is not a reason to end: the window is capped.
-        let violations: Vec<_> = match validate_request(spec, policy, self.facts.mfa_verified) {
-            Ok(_) => Vec::new(),
-            Err(violations) => violations
-                .into_iter()
-                .filter(|v| {
-                    self.prior == Phase::Pending || v.reason != reasons::DURATION_EXCEEDS_MAXIMUM
-                })
-                .collect(),
-        };
+        // `startTime` is bounded from the API server's creationTimestamp (issue 14, finding 9).
+        let created = Some(self.request.created);
+        let violations: Vec<_> =
+            match validate_request_created(spec, policy, self.facts.mfa_verified, created) {
+                Ok(_) => Vec::new(),
+                Err(violations) => violations
+                    .into_iter()
+                    .filter(|v| {
+                        self.prior == Phase::Pending
+                            || v.reason != reasons::DURATION_EXCEEDS_MAXIMUM
+                    })
+                    .collect(),
+            };
         if !violations.is_empty() {
             let reason = primary_reason(&violations);
             return self.refuse(reason, reason, summarize(&violations));
@@ -414,7 +418,13 @@ impl<'a> Pass<'a> {
             return true;
         };
         let deadline = add(self.request.created, rules.timeout);
-        let tally = tally(self.facts.approvals, rules, self.requester_name(), deadline);
+        let tally = tally(
+            self.facts.approvals,
+            rules,
+            self.requester_name(),
+            deadline,
+            policy.identities,
+        );
         let reached = tally.threshold_reached_at(rules.min_approvals);
         // A denial after the deciding approval changes nothing: the request was approved.
         let denial = tally
@@ -947,13 +957,17 @@ impl Tally {
 }
 
 /// Counts approvals that are in time, from allowed approvers, and not the requester's own
-/// (unless the policy allows self-approval). One valid denial decides.
+/// (unless the policy allows self-approval). One valid denial decides. Names are compared under
+/// `names` (issue 14 finding 8): `ALICE@x.org` is alice's own approval, and `Bob@x.org` and
+/// `bob@x.org` are one approver.
 pub fn tally(
     approvals: &[VerifiedApproval],
     rules: &ApprovalRules,
     requester: &str,
     deadline: Timestamp,
+    names: super::identity::CaseInsensitive,
 ) -> Tally {
+    use super::identity::{contains_identity, same_identity};
     let mut sorted: Vec<&VerifiedApproval> = approvals.iter().collect();
     sorted.sort_by(|a, b| {
         a.time
@@ -964,9 +978,9 @@ pub fn tally(
     for a in sorted {
         let why_not = if a.time >= deadline {
             Some("after the approval timeout")
-        } else if !rules.allows(&a.approver, &a.groups) {
+        } else if !rules.allows(&a.approver, &a.groups, names) {
             Some("not an approver under the policy")
-        } else if a.approver == requester && !rules.allow_self_approval {
+        } else if same_identity(&a.approver, requester, names) && !rules.allow_self_approval {
             Some("self-approval is not allowed")
         } else {
             None
@@ -985,7 +999,7 @@ pub fn tally(
                 out.denial = Some(format!("denied by {}{reason}", a.approver));
                 out.denied_at = Some(a.time);
             }
-            Vote::Approve if !out.approvers.contains(&a.approver) => {
+            Vote::Approve if !contains_identity(&out.approvers, &a.approver, names) => {
                 out.approvers.push(a.approver.clone());
                 out.approved_times.push(a.time);
             }

@@ -4,6 +4,7 @@
 pub mod activation;
 pub mod duration;
 pub mod eligibility;
+pub mod identity;
 pub mod ledger;
 pub mod lifecycle;
 pub mod membership;

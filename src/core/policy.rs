@@ -3,6 +3,7 @@
 use jiff::SignedDuration;
 
 use super::duration;
+use super::identity::{CaseInsensitive, same_identity};
 use super::violation::Violation;
 use crate::api::access_policy::AccessPolicySpec;
 use crate::api::common::{Principal, PrincipalRef};
@@ -35,6 +36,9 @@ pub struct Policy {
     pub assignments: AssignmentRules,
     pub retention: SignedDuration,
     pub expiring_soon_lead: SignedDuration,
+    /// How requester and approver names compare. Not part of the AccessPolicy: the operator's
+    /// `usernameMapping.caseInsensitive`, set with [`Policy::with_identities`].
+    pub identities: CaseInsensitive,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +76,7 @@ impl Default for Policy {
             },
             retention: DEFAULT_RETENTION,
             expiring_soon_lead: DEFAULT_EXPIRING_SOON_LEAD,
+            identities: CaseInsensitive::default(),
         }
     }
 }
@@ -213,13 +218,25 @@ impl Policy {
             Err(violations)
         }
     }
+
+    /// The policy with names compared under `rule` (the operator's setting).
+    pub fn with_identities(mut self, rule: CaseInsensitive) -> Policy {
+        self.identities = rule;
+        self
+    }
 }
 
 impl ApprovalRules {
     /// Whether a user, with the groups the API server reported for them, is one of the approvers.
-    pub fn allows(&self, approver: &str, approver_groups: &[String]) -> bool {
+    /// User names compare under `names` ([`Policy::identities`]); group names exactly.
+    pub fn allows(
+        &self,
+        approver: &str,
+        approver_groups: &[String],
+        names: CaseInsensitive,
+    ) -> bool {
         self.approvers.iter().any(|a| match a.resolve() {
-            Some(Principal::User(u)) => u == approver,
+            Some(Principal::User(u)) => same_identity(u, approver, names),
             Some(Principal::Group(g)) => approver_groups.iter().any(|ag| ag == g),
             None => false,
         })
@@ -394,9 +411,26 @@ mod tests {
         ))
         .unwrap();
         let rules = p.approval.unwrap();
-        assert!(rules.allows("ann", &[]));
-        assert!(rules.allows("bob", &["sec-leads".into()]));
-        assert!(!rules.allows("bob", &["devs".into()]));
-        assert!(!rules.allows("sec-leads", &[]));
+        let exact = CaseInsensitive::Never;
+        assert!(rules.allows("ann", &[], exact));
+        assert!(rules.allows("bob", &["sec-leads".into()], exact));
+        assert!(!rules.allows("bob", &["devs".into()], exact));
+        assert!(!rules.allows("sec-leads", &[], exact));
+        assert!(!rules.allows("ANN", &[], exact));
+        assert!(rules.allows("ANN", &[], CaseInsensitive::Always));
+    }
+
+    /// issue 14 finding 8: the approver list names `Ann@x.org`; the identity provider reports
+    /// `ann@x.org` or `ANN@X.ORG` on different days. Same person, same rights, by default.
+    #[test]
+    fn email_like_approvers_match_whatever_the_case() {
+        let p = Policy::from_spec(&approval(vec![PrincipalRef::user("Ann@x.org")], None)).unwrap();
+        assert_eq!(p.identities, CaseInsensitive::EmailLike);
+        let rules = p.approval.clone().unwrap();
+        assert!(rules.allows("ann@x.org", &[], p.identities));
+        assert!(rules.allows("ANN@X.ORG", &[], p.identities));
+        assert!(!rules.allows("ann@x.org", &[], CaseInsensitive::Never));
+        let sensitive = p.with_identities(CaseInsensitive::Never);
+        assert_eq!(sensitive.identities, CaseInsensitive::Never);
     }
 }

@@ -12,6 +12,7 @@ use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::eligibility::{
     AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
 };
+use crate::core::identity::CaseInsensitive;
 use crate::core::ledger::ProvenGrant;
 use crate::core::lifecycle::Target;
 use crate::core::membership::{Grant, Member, assignment_grant, request_access_end};
@@ -27,6 +28,9 @@ pub struct Catalog {
     pub requests: BTreeMap<String, Arc<ActivationRequest>>,
     /// Each policy parsed once, on insert: every lookup of a (group, role) needs it.
     parsed_policies: BTreeMap<String, Result<Policy, String>>,
+    /// How the policies compare requester and approver names (the operator's
+    /// `usernameMapping.caseInsensitive`); see [`Catalog::set_identities`].
+    identities: CaseInsensitive,
 }
 
 /// The policy behind a (group, role), or why there is none. Owns what [`Target`] borrows.
@@ -83,9 +87,19 @@ impl Catalog {
     pub fn insert_policy(&mut self, object: impl Into<Arc<AccessPolicy>>) {
         let object = object.into();
         let name = name_of(object.as_ref());
-        let parsed = Policy::from_spec(&object.spec).map_err(|v| summarize(&v));
+        let parsed = Policy::from_spec(&object.spec)
+            .map(|p| p.with_identities(self.identities))
+            .map_err(|v| summarize(&v));
         self.parsed_policies.insert(name.clone(), parsed);
         self.policies.insert(name, object);
+    }
+
+    /// Policies found here compare names under `rule` (issue 14 finding 8).
+    pub fn set_identities(&mut self, rule: CaseInsensitive) {
+        self.identities = rule;
+        for policy in self.parsed_policies.values_mut().flatten() {
+            policy.identities = rule;
+        }
     }
 
     pub fn insert_group(&mut self, object: impl Into<Arc<PimGroup>>) {
@@ -131,7 +145,7 @@ impl Catalog {
         match Policy::from_spec(&policy.spec) {
             Ok(policy) => ResolvedTarget::Found {
                 policy_name,
-                policy,
+                policy: policy.with_identities(self.identities),
             },
             Err(violations) => ResolvedTarget::PolicyInvalid {
                 policy_name,

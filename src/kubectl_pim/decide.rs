@@ -54,7 +54,7 @@ pub async fn decide(
             });
         }
         if let Some(requester) = &request.spec.requester
-            && requester.username == me.username
+            && me.is_username(&requester.username)
             && !self_approval_allowed(ctx, &request).await
         {
             return Err(CliError::Invalid(format!(
@@ -133,7 +133,7 @@ fn refuse_if_decided(
         .spec
         .approvals
         .iter()
-        .find(|a| a.approver == me.username)
+        .find(|a| me.is_username(&a.approver))
     {
         Some(mine) => Err(CliError::AlreadyDecided {
             name: name.to_owned(),

@@ -5,6 +5,11 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{Api, PostParams};
 
 use super::error::CliError;
+use crate::core::identity::{CaseInsensitive, same_identity};
+
+/// How names compare here. kubectl-pim does not read the operator's config, so it uses the
+/// operator's default (`usernameMapping.caseInsensitive: emailLike`); the webhook has the last word.
+pub const NAMES: CaseInsensitive = CaseInsensitive::EmailLike;
 
 /// The caller as the API server sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +54,13 @@ impl Me {
 
     /// Whether `name` (a directory user in an assignment or a policy) is me.
     pub fn is(&self, name: &str) -> bool {
-        self.names.iter().any(|n| n == name) || self.username == name
+        self.names.iter().any(|n| same_identity(n, name, NAMES)) || self.is_username(name)
+    }
+
+    /// Whether `username` (a stamped requester, an approval entry's approver) is my Kubernetes
+    /// username.
+    pub fn is_username(&self, username: &str) -> bool {
+        same_identity(&self.username, username, NAMES)
     }
 
     /// Whether a directory group named in an assignment or a policy is one of my Kubernetes
@@ -138,6 +149,10 @@ mod tests {
         );
         assert_eq!(me.names, ["oidc:alice@contoso.com", "alice@contoso.com"]);
         assert!(me.is("alice@contoso.com"));
+        // issue 14 finding 8: the identity provider's spelling of the day.
+        assert!(me.is("Alice@Contoso.com"));
+        assert!(me.is_username("oidc:ALICE@contoso.com"));
+        assert!(!me.is("bob@contoso.com"));
         assert!(me.in_group("finance"));
         assert!(me.in_group("oidc:finance"));
         assert!(!me.in_group("authenticated"));

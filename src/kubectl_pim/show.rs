@@ -9,13 +9,14 @@ use super::Context;
 use super::cluster::{get_request, load_catalog_or_note, requests};
 use super::eligibility::mine;
 use super::error::{CliError, EXIT_OK};
-use super::identity::Me;
+use super::identity::{Me, NAMES};
 use super::render::{Table, age, cut, phase, phase_detail, phase_text, when};
 use crate::api::ActivationRequest;
 use crate::api::Phase;
 use crate::api::activation_request::EndClippedBy;
 use crate::api::common::Principal;
 use crate::core::duration;
+use crate::core::identity::distinct_identities;
 
 fn created(request: &ActivationRequest) -> Option<Timestamp> {
     request.metadata.creation_timestamp.as_ref().map(|t| t.0)
@@ -30,7 +31,7 @@ fn is_mine(request: &ActivationRequest, me: &Me) -> bool {
         .spec
         .requester
         .as_ref()
-        .is_some_and(|r| r.username == me.username)
+        .is_some_and(|r| me.is_username(&r.username))
         || request.spec.principal.as_deref().is_some_and(|p| me.is(p))
 }
 
@@ -288,7 +289,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
     let mut waiting: Vec<(ActivationRequest, String)> = Vec::new();
     for r in requests(ctx.client).await? {
         if phase(&r) != Some(Phase::PendingApproval)
-            || r.spec.approvals.iter().any(|a| a.approver == me.username)
+            || r.spec.approvals.iter().any(|a| me.is_username(&a.approver))
         {
             continue;
         }
@@ -296,7 +297,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
             .spec
             .requester
             .as_ref()
-            .is_some_and(|q| q.username == me.username);
+            .is_some_and(|q| me.is_username(&q.username));
         let Some(catalog) = &catalog else {
             // Without the policies, show everything waiting; the webhook decides who may.
             waiting.push((r, "?".to_owned()));
@@ -310,16 +311,19 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
             .names
             .iter()
             .chain(std::iter::once(&me.username))
-            .any(|n| approval.allows(n, &groups));
+            .any(|n| approval.allows(n, &groups, NAMES));
         if !allowed || (own && !approval.allow_self_approval) {
             continue;
         }
-        let approvals = r
-            .spec
-            .approvals
-            .iter()
-            .filter(|a| a.decision == crate::api::activation_request::Decision::Approve)
-            .count();
+        // Distinct people: `Bob@x.org` and `bob@x.org` are one approval (issue 14 finding 8).
+        let approvals = distinct_identities(
+            r.spec
+                .approvals
+                .iter()
+                .filter(|a| a.decision == crate::api::activation_request::Decision::Approve)
+                .map(|a| a.approver.as_str()),
+            NAMES,
+        );
         let mut via: Vec<String> = approval
             .approvers
             .iter()

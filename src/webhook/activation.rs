@@ -11,6 +11,7 @@ use super::identity::Caller;
 use crate::api::activation_request::{ActivationRequestSpec, Approval, Requester};
 use crate::attestation::Keyring;
 use crate::config::UsernameMapping;
+use crate::core::identity::{CaseInsensitive, same_identity};
 use crate::core::policy::Policy;
 use crate::engine::Catalog;
 use crate::engine::attestation::MAX_STAMP_SKEW;
@@ -54,13 +55,33 @@ impl Rules<'_> {
         })
     }
 
-    /// The policy of the request's group and role; unknown groups are the semantic checks' to
-    /// report.
+    /// The policy of the request's group and role, names compared as the operator is
+    /// configured to; unknown groups are the semantic checks' to report.
     fn policy(&self, spec: &ActivationRequestSpec) -> Option<Policy> {
         match self.catalog.target(&spec.group, spec.role()) {
-            ResolvedTarget::Found { policy, .. } => Some(policy),
+            ResolvedTarget::Found { policy, .. } => Some(policy.with_identities(self.names())),
             _ => None,
         }
+    }
+
+    /// How requester and approver names compare (`usernameMapping.caseInsensitive`).
+    fn names(&self) -> CaseInsensitive {
+        self.mapping.case_insensitive
+    }
+
+    /// Whether two names are the same person (issue 14 finding 8).
+    fn same(&self, a: &str, b: &str) -> bool {
+        same_identity(a, b, self.names())
+    }
+
+    /// Whether two Kubernetes usernames are the same person: as written, or as the directory
+    /// principals they map to (`oidc:BOB` and `oidc:bob` are both `bob@contoso.com`).
+    fn same_user(&self, a: &str, b: &str) -> bool {
+        self.same(a, b)
+            || self.same(
+                &self.mapping.principal_for(a),
+                &self.mapping.principal_for(b),
+            )
     }
 
     /// The webhook's time, to the second: the API server stores timestamps at that precision,
@@ -146,7 +167,7 @@ fn check_create(
 ) -> Result<String, Denied> {
     let principal = caller.principal(rules.mapping);
     if let Some(asked) = spec.principal.as_deref()
-        && asked != principal
+        && !rules.same(asked, &principal)
     {
         return Err(deny(
             "spec.principal",
@@ -237,8 +258,11 @@ fn check_update(
         ));
     }
     let requester = old.requester.as_ref();
-    let is_requester = requester.is_some_and(|r| r.username == caller.username)
-        || old.principal.as_deref() == Some(caller.principal(rules.mapping).as_str());
+    let is_requester = requester.is_some_and(|r| rules.same(&r.username, &caller.username))
+        || old
+            .principal
+            .as_deref()
+            .is_some_and(|p| rules.same(p, &caller.principal(rules.mapping)));
     if new.deactivate_requested() != old.deactivate_requested() {
         if !new.deactivate_requested() {
             return Err(deny("spec.deactivate", "cannot be undone"));
@@ -263,7 +287,7 @@ fn check_update(
     let mut touched = Vec::new();
     for (entry, before) in &changes.changed {
         let field = format!("spec.approvals[approver={}]", entry.approver);
-        if entry.approver != caller.username {
+        if !rules.same_user(&entry.approver, &caller.username) {
             return Err(deny(
                 field,
                 format!(
@@ -278,6 +302,23 @@ fn check_update(
             return Err(deny(
                 format!("{field}.decision"),
                 "a recorded decision cannot be changed",
+            ));
+        }
+        // One entry per person: a second spelling of the same name would be a second vote, or
+        // a way around "a recorded decision cannot be changed".
+        if let Some(other) = new
+            .approvals
+            .iter()
+            .find(|a| a.approver != entry.approver && rules.same_user(&a.approver, &entry.approver))
+        {
+            return Err(deny(
+                field,
+                format!(
+                    "one entry per person: {:?} already has one as {:?} (the same person under usernameMapping, caseInsensitive: {})",
+                    caller.username,
+                    other.approver,
+                    rules.names().as_str()
+                ),
             ));
         }
         let policy = rules.policy(old).ok_or_else(|| {
@@ -297,8 +338,8 @@ fn check_update(
             ));
         };
         let principal = caller.principal(rules.mapping);
-        if !approval.allows(&principal, &caller.groups)
-            && !approval.allows(&caller.username, &caller.groups)
+        if !approval.allows(&principal, &caller.groups, policy.identities)
+            && !approval.allows(&caller.username, &caller.groups, policy.identities)
         {
             return Err(deny(
                 field,
@@ -338,7 +379,7 @@ fn approver_groups(
     caller
         .groups
         .iter()
-        .filter(|g| approval.allows("", std::slice::from_ref(g)))
+        .filter(|g| approval.allows("", std::slice::from_ref(g), rules.names()))
         .cloned()
         .collect()
 }

@@ -1,6 +1,10 @@
-//! Who is calling, as the API server authenticated them (`AdmissionRequest.userInfo`).
+//! Who is calling, as the API server authenticated them (`AdmissionRequest.userInfo`), and who
+//! the operator itself is (SelfSubjectReview).
 
-use k8s_openapi::api::authentication::v1::UserInfo;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, UserInfo};
+use kube::api::{Api, PostParams};
 
 use super::config::MfaClaim;
 use crate::config::UsernameMapping;
@@ -57,6 +61,56 @@ impl Caller {
     pub fn principal(&self, mapping: &UsernameMapping) -> String {
         mapping.principal_for(&self.username)
     }
+}
+
+/// The operator could not learn its own username; it does not start without it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot learn the operator's own username from the SelfSubjectReview API (authentication.k8s.io/v1, Kubernetes 1.28 or later; needs `create` on selfsubjectreviews, which the built-in system:basic-user role grants): {0}. The admission webhook lets only that username move the {finalizer} finalizer, so the operator does not start without it",
+    finalizer = crate::controller::writes::FINALIZER
+)]
+pub struct OperatorIdentityError(String);
+
+/// Attempts at the SelfSubjectReview before giving up, with the wait doubling from the first.
+const IDENTITY_ATTEMPTS: u32 = 5;
+const IDENTITY_FIRST_WAIT: Duration = Duration::from_millis(250);
+
+/// The username the API server authenticates the operator's own credentials as (the pod's
+/// service account in a cluster, the kubeconfig user outside one), from the SelfSubjectReview
+/// API. Transient failures are retried with backoff; a refusal (4xx other than 429) is final.
+/// There is no fallback: without an answer the webhook could not tell the operator's finalizer
+/// writes from anyone else's.
+pub async fn operator_username(client: &kube::Client) -> Result<String, OperatorIdentityError> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let mut wait = IDENTITY_FIRST_WAIT;
+    let mut attempt = 1;
+    let review = loop {
+        match api
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await
+        {
+            Ok(review) => break review,
+            Err(e) => {
+                let refused = matches!(&e, kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429);
+                if refused || attempt >= IDENTITY_ATTEMPTS {
+                    return Err(OperatorIdentityError(format!(
+                        "{e} (after {attempt} attempt{})",
+                        if attempt == 1 { "" } else { "s" }
+                    )));
+                }
+                tracing::warn!(error = %e, attempt, "cannot ask the API server who the operator is yet; retrying");
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+                attempt += 1;
+            }
+        }
+    };
+    review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| OperatorIdentityError("the answer carries no username".to_owned()))
 }
 
 #[cfg(test)]
@@ -129,6 +183,7 @@ mod tests {
         let mapping = UsernameMapping {
             strip_prefix: Some("oidc:".into()),
             append_domain: Some("@contoso.com".into()),
+            ..UsernameMapping::default()
         };
         let caller =
             Caller::from_user_info(&user("oidc:alice", &[]), &MfaClaim::default()).unwrap();

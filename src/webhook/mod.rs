@@ -50,10 +50,12 @@ pub enum WebhookError {
 const CERT_REFRESH: Duration = Duration::from_secs(60);
 
 /// Starts the webhook server when the config enables it. Runs until `shutdown`.
+/// `operator_username` is the operator's own, from [`identity::operator_username`].
 pub async fn start(
     client: &kube::Client,
     config: &Config,
     keyring: Option<crate::attestation::Keyring>,
+    operator_username: String,
     namespace: &str,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
@@ -96,6 +98,7 @@ pub async fn start(
             mfa_claim: settings.mfa_claim.clone(),
             keyring,
             schema: crate::checks::SchemaChecker::new()?,
+            operator_username,
         },
         catalog: server::CatalogSource::Watched(catalog::WatchedCatalog::start(client, &shutdown)),
         clock,

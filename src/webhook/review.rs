@@ -1,6 +1,8 @@
 //! One AdmissionReview in, one out: decoding, the schema and semantic checks shared with
 //! `pim-operator validate`, and the ActivationRequest rules. Pure apart from its inputs.
 
+use std::collections::BTreeSet;
+
 use jiff::Timestamp;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -34,6 +36,9 @@ pub struct Admission {
     pub mfa_claim: MfaClaim,
     pub keyring: Option<Keyring>,
     pub schema: SchemaChecker,
+    /// The operator's own Kubernetes username, learned at start from SelfSubjectReview
+    /// ([`super::identity::operator_username`]): the only caller that moves our finalizer.
+    pub operator_username: String,
 }
 
 /// The controller's finalizer on ActivationRequests (`controller::writes::FINALIZER`).
@@ -92,13 +97,18 @@ impl Admission {
             return response.deny("the request carries no object");
         };
         let old = request.old_object.as_ref().and_then(to_json);
+        if kind == Kind::ActivationRequest
+            && let Err(denial) = self.request_metadata(request, old.as_ref(), &object)
+        {
+            return response.deny(denial);
+        }
         // Metadata only (labels, finalizers): nothing of the spec to judge, not even against a
         // schema newer than the stored object. An object a later policy change made invalid
         // must still be able to be labelled, and its finalizer removed.
         if let Some(old) = &old
             && old.get("spec") == object.get("spec")
         {
-            return metadata_only(request, kind, old, &object, response);
+            return response;
         }
         let checked = self.schema.check(kind, &object);
         let mut findings = checked.findings;
@@ -221,35 +231,69 @@ impl Admission {
     }
 }
 
-/// An update that leaves the spec alone. Only the operator (a service account) adds or removes
-/// an ActivationRequest's `pim.dev/revoke-access` finalizer: a requester who may patch requests
-/// must not strip someone's finalizer, so that deleting it skips the removal and its audit.
-fn metadata_only(
-    request: &AdmissionRequest<DynamicObject>,
-    kind: Kind,
-    old: &Value,
-    object: &Value,
-    response: AdmissionResponse,
-) -> AdmissionResponse {
-    if kind != Kind::ActivationRequest {
-        return response;
+impl Admission {
+    /// The metadata rules of ActivationRequests (DESIGN §7, issue 14 finding 5), on create and on
+    /// every update, whatever else changes. Labels and annotations are free. Finalizers and
+    /// owner references decide when a request disappears, so:
+    /// - only the operator's own username adds or removes `pim.dev/revoke-access`: stripped,
+    ///   a delete would skip the removal of the access and its audit record;
+    /// - nobody, the operator included, adds another finalizer (retention could never delete
+    ///   the request) or an owner reference (pointing at an object that does not exist, it
+    ///   lets the garbage collector delete someone else's request);
+    /// - removing a foreign finalizer or owner reference already there is allowed, so that a
+    ///   stuck object can be cleaned up.
+    fn request_metadata(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        old: Option<&Value>,
+        object: &Value,
+    ) -> Result<(), String> {
+        let before = finalizers(old);
+        let after = finalizers(Some(object));
+        let added: Vec<&str> = after.difference(&before).copied().collect();
+        let removed = before.difference(&after).any(|f| *f == REVOKE_FINALIZER);
+        let caller = request.user_info.username.as_deref().unwrap_or_default();
+        // Exact comparison: this is the credential the operator runs with, not a person's name.
+        let operator = !self.operator_username.is_empty() && caller == self.operator_username;
+        if (removed || added.contains(&REVOKE_FINALIZER)) && !operator {
+            return Err(format!(
+                "metadata.finalizers: only pim-operator (as {:?}) adds or removes {REVOKE_FINALIZER:?}, not {caller:?}; it goes once the access is removed and the end is in the audit trail",
+                self.operator_username
+            ));
+        }
+        if let Some(foreign) = added.iter().find(|f| **f != REVOKE_FINALIZER) {
+            return Err(format!(
+                "metadata.finalizers: {foreign:?} cannot be added to an ActivationRequest; the only finalizer on requests is {REVOKE_FINALIZER:?}, so that retention can delete them (removing a finalizer that is already there is allowed)"
+            ));
+        }
+        let owners_before = owner_references(old);
+        if owner_references(Some(object))
+            .iter()
+            .any(|o| !owners_before.contains(o))
+        {
+            return Err(
+                "metadata.ownerReferences: cannot be added to an ActivationRequest; a request is owned by nobody, so that the garbage collector never deletes it (removing an owner reference that is already there is allowed)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
     }
-    let finalized = |o: &Value| {
-        o.pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| f.iter().any(|f| f.as_str() == Some(REVOKE_FINALIZER)))
-    };
-    let service_account = request
-        .user_info
-        .username
-        .as_deref()
-        .is_some_and(|u| u.starts_with("system:serviceaccount:"));
-    if finalized(old) != finalized(object) && !service_account {
-        return response.deny(format!(
-            "metadata.finalizers: only pim-operator adds or removes {REVOKE_FINALIZER:?}; it goes once the access is removed and the end is in the audit trail"
-        ));
-    }
-    response
+}
+
+fn finalizers(object: Option<&Value>) -> BTreeSet<&str> {
+    object
+        .and_then(|o| o.pointer("/metadata/finalizers"))
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn owner_references(object: Option<&Value>) -> Vec<&Value> {
+    object
+        .and_then(|o| o.pointer("/metadata/ownerReferences"))
+        .and_then(Value::as_array)
+        .map(|refs| refs.iter().collect())
+        .unwrap_or_default()
 }
 
 fn with_spec(

@@ -152,27 +152,32 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
     let uid = request.metadata.uid.clone().unwrap();
     let history = request.status.clone().unwrap().history;
     let phases: Vec<Phase> = history.iter().map(|t| t.phase).collect();
-    assert_eq!(
-        phases,
-        [
-            Phase::PendingApproval,
-            Phase::Scheduled,
-            Phase::Active,
-            Phase::Expired
-        ]
+    // Scheduled (Provisioning) is seen only when the request's pass after the approval runs
+    // before the group controller made the grant.
+    let expected_with = [
+        Phase::PendingApproval,
+        Phase::Scheduled,
+        Phase::Active,
+        Phase::Expired,
+    ];
+    let expected_without = [Phase::PendingApproval, Phase::Active, Phase::Expired];
+    assert!(
+        phases == expected_with || phases == expected_without,
+        "{phases:?}"
     );
+    let n = phases.len();
 
     // JSON: one record per transition of both requests, oldest first, nothing missing.
     let json = audit_command(h.client.clone(), "30d", "json", h.now())
         .await
         .unwrap();
     let records: Vec<AuditRecord> = serde_json::from_str(&json).unwrap();
-    assert_eq!(records.len(), 4 + 2, "{json}");
+    assert_eq!(records.len(), n + 2, "{json}");
     assert!(records.windows(2).all(|w| w[0].time <= w[1].time));
     let r: Vec<&AuditRecord> = records.iter().filter(|x| x.request == "r").collect();
-    let ids: Vec<String> = (0..4).map(|i| format!("{uid}/{i}")).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("{uid}/{i}")).collect();
     assert_eq!(r.iter().map(|x| x.id.clone()).collect::<Vec<_>>(), ids);
-    let end = r[3];
+    let end = r[n - 1];
     assert_eq!(
         (
             end.from.as_deref(),

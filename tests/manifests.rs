@@ -344,7 +344,8 @@ fn examples_validate_against_crd_schemas() {
             index += 1;
         }
     }
-    for kind in schemas.by_kind.keys() {
+    // PimGrant is the operator's own ledger: nobody writes one by hand, so no example does.
+    for kind in schemas.by_kind.keys().filter(|k| k.as_str() != "PimGrant") {
         assert!(
             kinds_seen.contains(kind),
             "no example in examples/ shows a {kind}"

@@ -145,9 +145,10 @@ async fn a_request_is_deleted_only_after_its_audit_records_are_out() {
         .filter(|x| x["request"] == "r")
         .map(|x| x["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        outcomes,
-        ["Scheduled", "Active", "Expired"],
+    // Scheduled (Provisioning) is seen only when the request's first pass runs before the
+    // group controller made the grant.
+    assert!(
+        outcomes == ["Scheduled", "Active", "Expired"] || outcomes == ["Active", "Expired"],
         "{delivered:#?}"
     );
 }

@@ -50,7 +50,10 @@ fn start_operator(dir: &Path, server: &str, port: u16) -> Child {
         .args(["run", "--config"])
         .arg(&config)
         .env("KUBECONFIG", write_kubeconfig(dir, server))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("PIM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -160,16 +163,24 @@ async fn runs_serves_probes_grants_and_stops_on_sigterm() {
     .await;
     assert!(http_status(port, "/healthz").unwrap().contains("200"));
     let requests: Api<ActivationRequest> = Api::all(server.client());
-    wait_until("the request is Active", async || {
-        requests
-            .get("r")
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.phase)
-            == Some(Phase::Active)
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = requests.get("r").await.unwrap().status;
+        if status.as_ref().and_then(|s| s.phase) == Some(Phase::Active) {
+            break;
+        }
+        if Instant::now() > deadline {
+            // The operator's own account of what it was doing.
+            child.kill().unwrap();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "timed out waiting until the request is Active; status: {status:#?}\noperator stdout:\n{}\noperator stderr:\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     wait_until("the unsigned request is refused", async || {
         requests
             .get("unsigned")
@@ -178,6 +189,31 @@ async fn runs_serves_probes_grants_and_stops_on_sigterm() {
             .status
             .and_then(|s| s.phase)
             == Some(Phase::Rejected)
+    })
+    .await;
+
+    // The audit trail is written as the notifier sees each transition, a moment after the
+    // status: read the log as it comes, and stop the operator only once the record is out.
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let logs = logs.clone();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            while stdout.read_line(&mut line).unwrap_or(0) > 0 {
+                logs.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        })
+    };
+    let audited_active = |logs: &str| {
+        logs.lines().any(|l| {
+            l.contains(r#""target":"pim::audit""#) && l.contains(r#"\"outcome\":\"Active\""#)
+        })
+    };
+    wait_until("the activation is in the audit trail", async || {
+        audited_active(&logs.lock().unwrap())
     })
     .await;
 
@@ -199,19 +235,10 @@ async fn runs_serves_probes_grants_and_stops_on_sigterm() {
     };
     assert!(status.success(), "exit status {status:?} after SIGTERM");
     // RUST_LOG=warn, yet the audit trail is there: it is not a diagnostic to filter out.
-    let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    let audit: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains(r#""target":"pim::audit""#))
-        .collect();
+    reader.join().unwrap();
+    let logs = logs.lock().unwrap().clone();
     assert!(
-        audit.iter().any(|l| l.contains("Active")),
+        audited_active(&logs),
         "no audit record of the activation in:\n{logs}"
     );
     assert!(

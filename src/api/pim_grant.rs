@@ -108,3 +108,53 @@ impl GrantSourceKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Why the ledger is not a list in `PimGroup.status` (issue 14 asks to measure at 10,000
+    /// members): even the most compact entry (member, role, source uid, window; the group's
+    /// identity stored once) makes a status over etcd's default request limit of 1.5 MiB.
+    #[test]
+    fn ledger_size_at_10k_members() {
+        let entries: Vec<serde_json::Value> = (0..10_000)
+            .map(|i| {
+                serde_json::json!({
+                    "member": format!("user:employee{i:05}@contoso.com"),
+                    "role": "member",
+                    "source": format!("ar/finreport-{i:05}"),
+                    "uid": format!("{:08x}-8d7b-4f3c-9a53-2c1f6e0b{:04x}", i, i % 65536),
+                    "start": "2026-12-02T09:00:00Z",
+                    "end": "2026-12-02T17:00:00Z",
+                })
+            })
+            .collect();
+        let status = serde_json::json!({"ledger": entries});
+        let bytes = serde_json::to_vec(&status).map(|v| v.len()).unwrap_or(0);
+        eprintln!("a PimGroup status ledger of 10,000 members: {bytes} bytes");
+        const ETCD_DEFAULT_REQUEST_LIMIT: usize = 1536 * 1024;
+        assert!(bytes > ETCD_DEFAULT_REQUEST_LIMIT, "{bytes}");
+        // One PimGrant per grant stays small whatever the group's size.
+        let one = PimGrant::new(
+            "finreport-member-0123456789abcdef0123",
+            PimGrantSpec {
+                group: "finreport".into(),
+                directory: "entra".into(),
+                group_id: "2b5ed229-4a4f-4cb0-8d7b-0f3c9a532c1f".into(),
+                role: Role::Member,
+                member: "user:employee00001@contoso.com".into(),
+                source: GrantSourceRef {
+                    kind: GrantSourceKind::ActivationRequest,
+                    name: "finreport-00001".into(),
+                    uid: "00000001-8d7b-4f3c-9a53-2c1f6e0b0001".into(),
+                },
+                start: Time("2026-12-02T09:00:00Z".parse().unwrap()),
+                end: Some(Time("2026-12-02T17:00:00Z".parse().unwrap())),
+            },
+        );
+        let one = serde_json::to_vec(&one).map(|v| v.len()).unwrap_or(0);
+        eprintln!("one PimGrant: {one} bytes");
+        assert!(one < 1024, "{one}");
+    }
+}

@@ -25,15 +25,21 @@ pub async fn reconcile(
     object: Arc<Lenient<EligibleAssignment>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    timed(KIND, &ctx, reconcile_assignment(&object, &ctx)).await
+    timed(
+        KIND,
+        &ctx,
+        object.metadata.name.as_deref(),
+        reconcile_assignment(&object, &ctx),
+    )
+    .await
 }
 
 pub fn error_policy(
-    _object: Arc<Lenient<EligibleAssignment>>,
+    object: Arc<Lenient<EligibleAssignment>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    back_off(KIND, error, &ctx)
+    back_off(KIND, object.metadata.name.as_deref(), error, &ctx)
 }
 
 fn condition(

@@ -178,6 +178,8 @@ pub struct Context {
     /// What the request controller last wrote to each request's status, so that a status
     /// written by anyone else wakes it (see `wakes::StatusOnly`).
     pub request_status_writes: Arc<super::wakes::StatusOnly>,
+    /// Failures in a row per object, for the back-off.
+    pub failures: Failures,
     /// Revocations before grants when a directory throttles.
     pub priority: WritePriority,
     /// PimGroup status writes, to tell a cache that has not caught up with them.
@@ -285,10 +287,12 @@ pub fn requeue_delay(
     (until.unsigned_abs() + margin).min(resync)
 }
 
-/// Runs one reconcile of `kind`, recording how long it took.
+/// Runs one reconcile of `kind` for object `name`, recording how long it took; a success ends
+/// the object's run of failures.
 pub async fn timed(
     kind: &str,
     ctx: &Context,
+    name: Option<&str>,
     pass: impl std::future::Future<
         Output = Result<kube::runtime::controller::Action, super::error::Error>,
     >,
@@ -296,23 +300,69 @@ pub async fn timed(
     let started = std::time::Instant::now();
     let result = pass.await;
     ctx.metrics.observe_reconcile(kind, started);
+    if result.is_ok() {
+        ctx.failures.succeeded(kind, name.unwrap_or_default());
+    }
     result
 }
 
-/// The error policy of every kind: log, count by category, and back off as the error asks.
+/// The error policy of every kind: log with the object's name, count by category, and back
+/// off as the error asks, doubling with each failure in a row of the same object (a 409 from a
+/// stale cache included: issue 14, finding 10).
 pub fn back_off(
     kind: &str,
+    name: Option<&str>,
     error: &super::error::Error,
     ctx: &Context,
 ) -> kube::runtime::controller::Action {
-    tracing::warn!(kind, %error, "reconcile failed");
+    let name = name.unwrap_or_default();
+    let failures = ctx.failures.failed(kind, name);
+    let delay = growing_backoff(error.backoff(), failures);
+    tracing::warn!(kind, name, %error, failures, retry_in = ?delay, "reconcile failed");
     ctx.metrics.reconcile_error(kind, error.category());
-    kube::runtime::controller::Action::requeue(error.backoff())
+    kube::runtime::controller::Action::requeue(delay)
+}
+
+/// The longest wait between tries of a failing object.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `first`, doubled for each failure after the first, capped at a minute (never below `first`,
+/// which may be a directory's Retry-After).
+pub fn growing_backoff(first: std::time::Duration, failures: u32) -> std::time::Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    first
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_BACKOFF)
+        .max(first)
+}
+
+/// Failures in a row, per (kind, object).
+#[derive(Debug, Default)]
+pub struct Failures {
+    counts: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Failures {
+    pub(crate) fn failed(&self, kind: &str, name: &str) -> u32 {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts
+            .entry((kind.to_owned(), name.to_owned()))
+            .or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    pub(crate) fn succeeded(&self, kind: &str, name: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if !counts.is_empty() {
+            counts.remove(&(kind.to_owned(), name.to_owned()));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::requeue_delay;
+    use super::{growing_backoff, requeue_delay};
     use jiff::SignedDuration;
     use std::time::Duration;
 
@@ -328,5 +378,23 @@ mod tests {
             Duration::from_millis(30_010)
         );
         assert_eq!(requeue_delay(SignedDuration::from_hours(2), resync), resync);
+    }
+
+    // Issue 14 finding 10: a 409 from a stale cache is retried with growing waits, not every
+    // 200 ms for as long as writes fail.
+    #[test]
+    fn failures_in_a_row_back_off_longer_and_longer() {
+        let first = Duration::from_millis(200);
+        let waits: Vec<_> = (1..=12).map(|n| growing_backoff(first, n)).collect();
+        assert_eq!(waits[0], first);
+        assert_eq!(waits[1], Duration::from_millis(400));
+        assert_eq!(waits[4], Duration::from_millis(3200));
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(waits[11], Duration::from_secs(60));
+        // A Retry-After longer than the cap is still honoured.
+        assert_eq!(
+            growing_backoff(Duration::from_secs(120), 5),
+            Duration::from_secs(120)
+        );
     }
 }

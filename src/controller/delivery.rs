@@ -118,8 +118,13 @@ pub async fn run(
     delivery.notifier.outbox.shutdown(DRAIN_LIMIT).await;
 }
 
-fn error_policy<K>(_object: Arc<Lenient<K>>, error: &Error, delivery: Arc<Delivery>) -> Action {
-    super::context::back_off("Delivery", error, &delivery.ctx)
+fn error_policy<K>(object: Arc<Lenient<K>>, error: &Error, delivery: Arc<Delivery>) -> Action {
+    super::context::back_off(
+        "Delivery",
+        object.metadata.name.as_deref(),
+        error,
+        &delivery.ctx,
+    )
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -201,7 +206,44 @@ fn key_of<K: kube::Resource>(object: &K, kind: Kind) -> Option<ObjectKey> {
     })
 }
 
+/// A pass that succeeds ends the object's run of failures (see `context::back_off`).
+async fn reset_on_success(
+    name: Option<String>,
+    delivery: &Delivery,
+    pass: impl std::future::Future<Output = Result<Action, Error>>,
+) -> Result<Action, Error> {
+    let result = pass.await;
+    if result.is_ok() {
+        delivery
+            .ctx
+            .failures
+            .succeeded("Delivery", name.as_deref().unwrap_or_default());
+    }
+    result
+}
+
 async fn reconcile_request(
+    object: Arc<Lenient<ActivationRequest>>,
+    delivery: Arc<Delivery>,
+) -> Result<Action, Error> {
+    let name = object.metadata.name.clone();
+    reset_on_success(name, &delivery.clone(), deliver_request(object, delivery)).await
+}
+
+async fn reconcile_assignment(
+    object: Arc<Lenient<EligibleAssignment>>,
+    delivery: Arc<Delivery>,
+) -> Result<Action, Error> {
+    let name = object.metadata.name.clone();
+    reset_on_success(
+        name,
+        &delivery.clone(),
+        deliver_assignment(object, delivery),
+    )
+    .await
+}
+
+async fn deliver_request(
     object: Arc<Lenient<ActivationRequest>>,
     delivery: Arc<Delivery>,
 ) -> Result<Action, Error> {
@@ -391,7 +433,7 @@ async fn emit_audit(
     }
 }
 
-async fn reconcile_assignment(
+async fn deliver_assignment(
     object: Arc<Lenient<EligibleAssignment>>,
     delivery: Arc<Delivery>,
 ) -> Result<Action, Error> {

@@ -51,11 +51,17 @@ mod reasons {
 }
 
 pub async fn reconcile(object: Arc<Lenient<PimGroup>>, ctx: Arc<Context>) -> Result<Action, Error> {
-    timed(KIND, &ctx, reconcile_group_object(&object, &ctx)).await
+    timed(
+        KIND,
+        &ctx,
+        object.metadata.name.as_deref(),
+        reconcile_group_object(&object, &ctx),
+    )
+    .await
 }
 
-pub fn error_policy(_object: Arc<Lenient<PimGroup>>, error: &Error, ctx: Arc<Context>) -> Action {
-    back_off(KIND, error, &ctx)
+pub fn error_policy(object: Arc<Lenient<PimGroup>>, error: &Error, ctx: Arc<Context>) -> Action {
+    back_off(KIND, object.metadata.name.as_deref(), error, &ctx)
 }
 
 fn roles_of(group: &PimGroup) -> Vec<Role> {

@@ -319,6 +319,7 @@ pub async fn run_controllers(
         ledger: ledger::LedgerMemory::default(),
         principal_groups: std::sync::Mutex::default(),
         request_status_writes: status_only.2.clone(),
+        failures: context::Failures::default(),
         priority: priority::WritePriority::default(),
         group_writes: OwnWrites::default(),
         request_triggers,

@@ -23,15 +23,21 @@ pub async fn reconcile(
     object: Arc<Lenient<AccessPolicy>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    timed(KIND, &ctx, reconcile_policy(&object, &ctx)).await
+    timed(
+        KIND,
+        &ctx,
+        object.metadata.name.as_deref(),
+        reconcile_policy(&object, &ctx),
+    )
+    .await
 }
 
 pub fn error_policy(
-    _object: Arc<Lenient<AccessPolicy>>,
+    object: Arc<Lenient<AccessPolicy>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    back_off(KIND, error, &ctx)
+    back_off(KIND, object.metadata.name.as_deref(), error, &ctx)
 }
 
 async fn reconcile_policy(object: &Lenient<AccessPolicy>, ctx: &Context) -> Result<Action, Error> {

@@ -25,15 +25,21 @@ pub async fn reconcile(
     object: Arc<Lenient<ActivationRequest>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    timed(KIND, &ctx, reconcile_request_object(&object, &ctx)).await
+    timed(
+        KIND,
+        &ctx,
+        object.metadata.name.as_deref(),
+        reconcile_request_object(&object, &ctx),
+    )
+    .await
 }
 
 pub fn error_policy(
-    _object: Arc<Lenient<ActivationRequest>>,
+    object: Arc<Lenient<ActivationRequest>>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    back_off(KIND, error, &ctx)
+    back_off(KIND, object.metadata.name.as_deref(), error, &ctx)
 }
 
 async fn reconcile_request_object(

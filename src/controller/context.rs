@@ -180,6 +180,11 @@ pub struct Context {
     pub request_status_writes: Arc<super::wakes::StatusOnly>,
     /// Failures in a row per object, for the back-off.
     pub failures: Failures,
+    /// Set once the grant ledger's cache has been listed (see `ledger_ready`).
+    pub ledger_synced: tokio::sync::watch::Sender<bool>,
+    /// Each PimGroup's next deadline as its last pass saw it: a failing group still looks
+    /// again then, whatever its back-off (another member's grant may end meanwhile).
+    pub group_deadlines: Mutex<HashMap<String, Timestamp>>,
     /// Revocations before grants when a directory throttles.
     pub priority: WritePriority,
     /// PimGroup status writes, to tell a cache that has not caught up with them.
@@ -231,11 +236,14 @@ impl Context {
         })
     }
 
-    /// Waits until the ledger's cache has been listed once.
+    /// Waits until the ledger's cache has been listed once. Many reconciles wait at once, so they
+    /// wait on a broadcast: the store's own `wait_until_ready` wakes only its latest waiter (it
+    /// keeps one waker), which left requests waiting for ever.
     pub async fn ledger_ready(&self) {
-        if let Err(error) = self.stores.grants.wait_until_ready().await {
-            // Only when the watch is gone, that is while stopping.
-            tracing::warn!(%error, "the grant ledger's cache is gone");
+        let mut ready = self.ledger_synced.subscribe();
+        if ready.wait_for(|synced| *synced).await.is_err() {
+            // Only when the sender is gone, that is while stopping.
+            tracing::warn!("the grant ledger's cache was never listed");
         }
     }
 
@@ -315,12 +323,22 @@ pub fn back_off(
     error: &super::error::Error,
     ctx: &Context,
 ) -> kube::runtime::controller::Action {
+    kube::runtime::controller::Action::requeue(back_off_delay(kind, name, error, ctx))
+}
+
+/// [`back_off`]'s wait, for an error policy that may look again sooner.
+pub fn back_off_delay(
+    kind: &str,
+    name: Option<&str>,
+    error: &super::error::Error,
+    ctx: &Context,
+) -> std::time::Duration {
     let name = name.unwrap_or_default();
     let failures = ctx.failures.failed(kind, name);
     let delay = growing_backoff(error.backoff(), failures);
     tracing::warn!(kind, name, %error, failures, retry_in = ?delay, "reconcile failed");
     ctx.metrics.reconcile_error(kind, error.category());
-    kube::runtime::controller::Action::requeue(delay)
+    delay
 }
 
 /// The longest wait between tries of a failing object.

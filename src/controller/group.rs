@@ -1,7 +1,7 @@
 //! PimGroup reconciler: makes each role's directory membership equal to its desired set
 //! (DESIGN §5), removals first, and reports Ready and InSync.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -12,7 +12,7 @@ use kube::runtime::controller::Action;
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
 
-use super::context::{Context, back_off, timed};
+use super::context::{Context, back_off_delay, timed};
 use super::error::Error;
 use super::ledger;
 use super::lenient::Lenient;
@@ -26,7 +26,7 @@ use crate::api::conditions::types;
 use crate::api::eligible_assignment::AssignmentType;
 use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::PimGroupStatus;
-use crate::core::ledger::{self as ledger_core, Entry, GroupTarget};
+use crate::core::ledger::{self as ledger_core, Entry, GroupTarget, ProvenGrant};
 use crate::core::lifecycle::{ConditionState, ConditionStatus};
 use crate::core::membership::{Grant, Member};
 use crate::core::status::merge_conditions;
@@ -61,7 +61,16 @@ pub async fn reconcile(object: Arc<Lenient<PimGroup>>, ctx: Arc<Context>) -> Res
 }
 
 pub fn error_policy(object: Arc<Lenient<PimGroup>>, error: &Error, ctx: Arc<Context>) -> Action {
-    back_off(KIND, object.metadata.name.as_deref(), error, &ctx)
+    let name = object.metadata.name.as_deref();
+    let delay = back_off_delay(KIND, name, error, &ctx);
+    let deadline = name.and_then(|n| {
+        ctx.group_deadlines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(n)
+            .copied()
+    });
+    Action::requeue(delay.min(ctx.requeue_for(deadline)))
 }
 
 fn roles_of(group: &PimGroup) -> Vec<Role> {
@@ -89,6 +98,8 @@ struct RolePass {
     actual: BTreeSet<Member>,
     members: BTreeSet<Member>,
     outcome: LedgerOutcome,
+    /// Members the ledger says are ours in this group (entries, and those recorded this pass).
+    ours: BTreeSet<Member>,
     failures: Vec<(Member, DirectoryError)>,
     held: usize,
 }
@@ -145,16 +156,12 @@ async fn reconcile_group_object(
         directory: group.spec.directory.clone(),
         group_id: id.clone(),
     });
-    let overdue = overdue_entries(
-        ctx,
-        &catalog,
-        &name,
-        group,
-        &entries,
-        guess.as_ref(),
-        &proof,
-        now,
-    );
+    // Each role's grants, proven once for the whole pass.
+    let proven: BTreeMap<Role, Vec<ProvenGrant>> = roles_of(group)
+        .into_iter()
+        .map(|role| (role, catalog.proven_grants(&name, role, now, &proof)))
+        .collect();
+    let overdue = overdue_entries(ctx, &catalog, &name, &entries, guess.as_ref(), &proven, now);
     report_overdue(ctx, &name, &overdue);
 
     let Some(directory) = ctx.directories.get(&group.spec.directory) else {
@@ -165,7 +172,7 @@ async fn reconcile_group_object(
             known.join(", ")
         );
         // What was written through other connections can still be taken back.
-        let mut failures = revoke_elsewhere(ctx, &entries, None, now).await;
+        let mut failures = revoke_elsewhere(ctx, &entries, None).await;
         let stranded = entries
             .iter()
             .filter(|e| e.target.directory == group.spec.directory)
@@ -199,7 +206,7 @@ async fn reconcile_group_object(
         Ok(id) => (id, None),
         // Grants wait until the group resolves again (a conflicting RBAC binding, say), but
         // what is due to go still goes, from the group the ledger says it was granted in.
-        Err(error) if stored.group_id.is_some() && !entries.is_empty() && !deleting => (
+        Err(error) if stored.group_id.is_some() && !entries.is_empty() => (
             GroupId(stored.group_id.clone().unwrap_or_default()),
             Some(error),
         ),
@@ -222,6 +229,9 @@ async fn reconcile_group_object(
         group_id: group_id.0.clone(),
     };
 
+    // Grants left in a group the PimGroup no longer points at go first: they need no listing
+    // of the current group, which may be what fails.
+    let mut elsewhere_failures = revoke_elsewhere(ctx, &entries, Some(&current)).await;
     // Every role's removals, then every role's grants: revocations go first (DESIGN §8).
     let mut passes = Vec::new();
     for role in roles_of(group) {
@@ -234,7 +244,7 @@ async fn reconcile_group_object(
                 group_id: &group_id,
                 current: &current,
                 entries: &entries,
-                proof: &proof,
+                proven: &proven,
             },
             role,
             deleting,
@@ -243,7 +253,6 @@ async fn reconcile_group_object(
         .await?;
         passes.push(role_pass);
     }
-    let mut elsewhere_failures = revoke_elsewhere(ctx, &entries, Some(&current), now).await;
     ctx.trigger_groups(ctx.priority.removals_made(&name, pass));
     let mut results = Vec::new();
     for mut role_pass in passes {
@@ -349,9 +358,6 @@ async fn reconcile_group_object(
         ctx.group_writes.wrote(&name, read);
     }
 
-    if let Some((_, error)) = failures.first() {
-        return Err(Error::Directory((*error).clone()));
-    }
     // Look again when the next revocation would become overdue, to report it.
     let overdue_next = overdue.next_report;
     let next = results
@@ -359,6 +365,19 @@ async fn reconcile_group_object(
         .filter_map(|r| r.next_change)
         .chain(overdue_next)
         .min();
+    {
+        let mut deadlines = ctx
+            .group_deadlines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match next {
+            Some(next) => deadlines.insert(name.clone(), next),
+            None => deadlines.remove(&name),
+        };
+    }
+    if let Some((_, error)) = failures.first() {
+        return Err(Error::Directory((*error).clone()));
+    }
     let requeue = ctx.requeue_for(next);
     if behind {
         return Ok(Action::requeue(requeue.min(BEHIND_RETRY)));
@@ -398,15 +417,13 @@ fn due_of(
     ctx.ledger.dead_since(entry, now)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn overdue_entries(
     ctx: &Context,
     catalog: &Catalog,
     name: &str,
-    group: &PimGroup,
     entries: &[Entry],
     current: Option<&GroupTarget>,
-    proof: &Proof<'_>,
+    proven: &BTreeMap<Role, Vec<ProvenGrant>>,
     now: Timestamp,
 ) -> Overdue {
     let grace = jiff::SignedDuration::try_from(ctx.settings.revocation_grace)
@@ -414,14 +431,10 @@ fn overdue_entries(
     let mut by_role = Vec::new();
     let mut next_report: Option<Timestamp> = None;
     for role in [Role::Member, Role::Owner] {
-        let grants = if roles_of(group).contains(&role) {
-            catalog.proven_grants(name, role, now, proof)
-        } else {
-            Vec::new()
-        };
+        let grants = proven.get(&role).map(Vec::as_slice).unwrap_or_default();
         let mut n = 0;
         for entry in entries.iter().filter(|e| e.role == role) {
-            if ledger_core::is_live(entry, current, &grants, now) {
+            if ledger_core::is_live(entry, current, grants, now) {
                 continue;
             }
             let overdue_at = due_of(ctx, catalog, name, entry, now) + grace;
@@ -456,7 +469,6 @@ async fn revoke_elsewhere(
     ctx: &Context,
     entries: &[Entry],
     current: Option<&GroupTarget>,
-    now: Timestamp,
 ) -> Vec<(Member, DirectoryError)> {
     let mut failures = Vec::new();
     for entry in entries.iter().filter(|e| Some(&e.target) != current) {
@@ -485,7 +497,13 @@ async fn revoke_elsewhere(
                     target = %entry.target,
                     "revoked a grant left in a directory group the PimGroup no longer points at"
                 );
-                confirmed(ctx, entry, now);
+                // Not the end of its source's access, which may go on in the new group: the
+                // source is only asked to look again.
+                if entry.source.kind == GrantSourceKind::ActivationRequest {
+                    let _ = ctx
+                        .request_triggers
+                        .send(ObjectRef::new(&entry.source.name));
+                }
                 if let Err(error) = close_entry(ctx, entry).await {
                     failures.push((entry.member.clone(), error));
                 }
@@ -541,7 +559,7 @@ struct RoleScope<'a> {
     group_id: &'a GroupId,
     current: &'a GroupTarget,
     entries: &'a [Entry],
-    proof: &'a Proof<'a>,
+    proven: &'a BTreeMap<Role, Vec<ProvenGrant>>,
 }
 
 /// Lists one role's members, plans against the ledger, makes the removals in parallel, and
@@ -560,25 +578,21 @@ async fn revoke_role(
         group_id,
         current,
         entries,
-        proof,
+        proven,
     } = scope;
+    let grants = proven.get(&role).cloned().unwrap_or_default();
     let known: BTreeSet<Member> = entries
         .iter()
         .filter(|e| e.role == role)
         .map(|e| e.member.clone())
-        .chain(
-            catalog
-                .proven_grants(name, role, now, proof)
-                .into_iter()
-                .map(|g| g.grant.member),
-        )
+        .chain(grants.iter().map(|g| g.grant.member.clone()))
         .collect();
     let actual = spelled_as_managed(
         directory,
         directory.list_members(group_id, role).await?,
         &known,
     );
-    let mut outcome = plan_with_ledger(catalog, name, role, entries, current, &actual, now, proof);
+    let mut outcome = plan_with_ledger(catalog, name, role, entries, current, &actual, now, grants);
     if deleting {
         // Deleting the PimGroup takes back everything it granted, and leaves the rest.
         let nothing = crate::core::membership::DesiredMembership::default();
@@ -655,11 +669,18 @@ async fn revoke_role(
             failures.push((entry.member.clone(), error));
         }
     }
+    let ours = entries
+        .iter()
+        .filter(|e| e.role == role && &e.target == current)
+        .chain(&outcome.plan.record)
+        .map(|e| e.member.clone())
+        .collect();
     Ok(RolePass {
         role,
         actual,
         members,
         outcome,
+        ours,
         failures,
         held: 0,
     })
@@ -730,6 +751,15 @@ async fn grant_role(
             ));
         }
     }
+    // The member's new entry is written: its ended one can go.
+    for entry in &pass.outcome.plan.close_after_record {
+        if unrecorded.contains(&entry.member) {
+            continue;
+        }
+        if let Err(error) = close_entry(ctx, entry).await {
+            pass.failures.push((entry.member.clone(), error));
+        }
+    }
     let grants = pass.grants();
     // A directory that ends access itself (Entra PIM) is given each member's end, and moves it
     // when a later (or shortened) grant changes it: converged, not toggled (DESIGN §5).
@@ -739,6 +769,8 @@ async fn grant_role(
             .desired
             .members
             .keys()
+            // Only grants of ours: a standing member's membership is not ours to give an end.
+            .filter(|m| pass.ours.contains(*m) && !unrecorded.contains(*m))
             .filter(|m| {
                 pass.actual.contains(*m) && directory.needs_new_end(group_id, role, m, ends(m).0)
             })
@@ -851,6 +883,7 @@ fn finish_role(ctx: &Context, pass: RolePass, name: &str, now: Timestamp) -> Rol
         actual: _,
         members,
         outcome,
+        ours: _,
         failures,
         held,
     } = pass;

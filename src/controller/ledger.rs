@@ -62,6 +62,9 @@ fn object_of(entry: &Entry) -> PimGrant {
     }
 }
 
+/// How long a closed entry the cache does not show is remembered as closed.
+const TOMBSTONE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What this process knows of the ledger beyond its cache.
 #[derive(Debug, Default)]
 pub struct LedgerMemory {
@@ -72,8 +75,9 @@ pub struct LedgerMemory {
 struct Memory {
     /// Entries this process wrote, until its cache shows them.
     written: HashMap<String, Entry>,
-    /// Entries this process deleted (name → PimGroup), until its cache drops them.
-    closed: HashMap<String, String>,
+    /// Entries this process deleted (name → PimGroup, when), until its cache drops them, or a
+    /// while, for one deleted before the cache ever showed it (its ADDED event may still come).
+    closed: HashMap<String, (String, std::time::Instant)>,
     /// When the directory confirmed the removal of a source's access, by source uid.
     confirmed: HashMap<String, Timestamp>,
     /// When this process first saw an entry dead: the start of its revocation lag when the
@@ -115,9 +119,9 @@ impl LedgerMemory {
         }
         // The cache caught up: forget what it now says itself.
         memory.written.retain(|name, _| !cached.contains(name));
-        memory
-            .closed
-            .retain(|name, of| of != group || cached.contains(name));
+        memory.closed.retain(|name, (of, when)| {
+            of != group || cached.contains(name) || when.elapsed() < TOMBSTONE
+        });
         out.extend(
             memory
                 .written
@@ -138,13 +142,18 @@ impl LedgerMemory {
         let mut memory = self.lock();
         memory.written.remove(&entry.name);
         memory.dead_since.remove(&entry.name);
-        memory
-            .closed
-            .insert(entry.name.clone(), entry.group.clone());
+        memory.closed.insert(
+            entry.name.clone(),
+            (entry.group.clone(), std::time::Instant::now()),
+        );
     }
 
+    /// The directory confirmed the removal of (one of) a source's grants at `at`: the latest
+    /// confirmation is its end.
     pub fn confirm_removal(&self, uid: &str, at: Timestamp) {
-        self.lock().confirmed.entry(uid.to_owned()).or_insert(at);
+        let mut memory = self.lock();
+        let latest = memory.confirmed.entry(uid.to_owned()).or_insert(at);
+        *latest = (*latest).max(at);
     }
 
     pub fn removal_confirmed_at(&self, uid: &str) -> Option<Timestamp> {
@@ -202,5 +211,17 @@ pub async fn close(
 
 /// Whether the ledger holds an open entry for the source with `uid` in PimGroup `group`.
 pub fn holds(stores: &Stores, memory: &LedgerMemory, group: &str, uid: &str) -> bool {
-    crate::core::ledger::holds(&memory.entries(stores, group), uid)
+    let objects = stores.grants_of(group);
+    let memory = memory.lock();
+    let cached = objects.iter().filter_map(|o| o.object()).any(|g| {
+        g.spec.source.uid == uid
+            && g.metadata
+                .name
+                .as_ref()
+                .is_some_and(|n| !memory.closed.contains_key(n))
+    });
+    cached
+        || memory.written.values().any(|e| {
+            e.group == group && e.source.uid == uid && !memory.closed.contains_key(&e.name)
+        })
 }

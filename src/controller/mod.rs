@@ -135,7 +135,9 @@ pub async fn preflight(client: &Client) -> Result<(), StartError> {
     check::<AccessPolicy>(client).await?;
     check::<PimGroup>(client).await?;
     check::<EligibleAssignment>(client).await?;
-    check::<ActivationRequest>(client).await
+    check::<ActivationRequest>(client).await?;
+    // The grant ledger: without it nothing can be granted or revoked (Helm never upgrades CRDs).
+    check::<PimGrant>(client).await
 }
 
 /// A shared watch of one kind: its cache, and a way to subscribe more controllers to it.
@@ -320,6 +322,8 @@ pub async fn run_controllers(
         principal_groups: std::sync::Mutex::default(),
         request_status_writes: status_only.2.clone(),
         failures: context::Failures::default(),
+        ledger_synced: tokio::sync::watch::Sender::new(false),
+        group_deadlines: std::sync::Mutex::default(),
         priority: priority::WritePriority::default(),
         group_writes: OwnWrites::default(),
         request_triggers,
@@ -640,8 +644,13 @@ pub async fn run_controllers(
     );
     let watches = futures::future::join(watches, ledger_watch);
     let health = deps.health.clone();
+    let ledger_synced = ctx.clone();
     let synced = async move {
-        let _ = stores.grants.wait_until_ready().await;
+        // The only waiter on each store's readiness (it wakes one waiter only); reconciles
+        // wait on `Context::ledger_ready`, which this releases.
+        if stores.grants.wait_until_ready().await.is_ok() {
+            ledger_synced.ledger_synced.send_replace(true);
+        }
         let _ = stores.policies.wait_until_ready().await;
         let _ = stores.groups.wait_until_ready().await;
         let _ = stores.assignments.wait_until_ready().await;

@@ -82,7 +82,7 @@ async fn reconcile_request_object(
         .as_ref()
         .map(|r| r.groups.clone())
         .unwrap_or_default();
-    let directory_groups = directory_groups_of(ctx, &catalog, request, &requester_groups).await;
+    let directory_groups = directory_groups_of(ctx, &catalog, request, &requester_groups).await?;
     let is_member_of = |group: &str| {
         requester_groups.iter().any(|g| g == group) || directory_groups.iter().any(|g| g == group)
     };
@@ -135,7 +135,7 @@ async fn directory_groups_of(
     catalog: &crate::engine::Catalog,
     request: &ActivationRequest,
     known: &[String],
-) -> Vec<String> {
+) -> Result<Vec<String>, Error> {
     let spec = &request.spec;
     let finished = request
         .status
@@ -145,13 +145,13 @@ async fn directory_groups_of(
     let (Some(principal), Some(group)) =
         (spec.principal.as_deref(), catalog.groups.get(&spec.group))
     else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     let Some(directory) = ctx.directories.get(&group.spec.directory) else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     if finished {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let wanted: std::collections::BTreeSet<&str> = catalog
         .assignments
@@ -160,23 +160,40 @@ async fn directory_groups_of(
         .filter_map(|a| a.spec.principal.group.as_deref())
         .filter(|g| !known.iter().any(|k| k == g))
         .collect();
+    let uid = request.metadata.uid.clone().unwrap_or_default();
+    let before: Option<Vec<String>> = ctx
+        .principal_groups
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&uid)
+        .cloned();
+    let looked_up = before.is_some();
+    let before = before.unwrap_or_default();
     let mut members = Vec::new();
     for directory_group in wanted {
         match directory.is_member_of(principal, directory_group).await {
             Ok(Some(true)) => members.push(directory_group.to_owned()),
             Ok(_) => {}
             Err(error) => {
-                tracing::warn!(%principal, %directory_group, %error, "group membership lookup failed")
+                // A failed lookup is no answer: keep the last one rather than revoke on it,
+                // and with none, decide nothing yet.
+                if !looked_up {
+                    return Err(error.into());
+                }
+                tracing::warn!(%principal, %directory_group, %error, "group membership lookup failed; keeping the last answer");
+                if before.iter().any(|g| g == directory_group) {
+                    members.push(directory_group.to_owned());
+                }
             }
         }
     }
-    if let Some(uid) = &request.metadata.uid {
+    if !uid.is_empty() {
         ctx.principal_groups
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(uid.clone(), members.clone());
+            .insert(uid, members.clone());
     }
-    members
+    Ok(members)
 }
 
 /// The stored status claimed more than the signed inputs prove: someone wrote it around the

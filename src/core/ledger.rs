@@ -165,6 +165,9 @@ pub struct LedgerPlan {
     pub close: Vec<Entry>,
     /// Entries to close once the removal of their member is confirmed.
     pub close_on_removal: BTreeMap<Member, Vec<Entry>>,
+    /// Dead entries whose member another grant still wants: closed once that grant's own entry
+    /// is written, so the member is never ours-by-no-entry in between.
+    pub close_after_record: Vec<Entry>,
     /// Dead entries written to another group (the PimGroup was pointed elsewhere): removed
     /// there, then closed.
     pub elsewhere: Vec<Entry>,
@@ -245,28 +248,29 @@ pub fn plan(
         }
     }
 
-    for entry in entries {
+    let live_members: BTreeSet<&Member> = entries
+        .iter()
+        .filter(|e| is_live(e, Some(current), grants, now))
+        .map(|e| &e.member)
+        .collect();
+    for entry in &entries {
         if is_live(entry, Some(current), grants, now) {
             continue;
         }
         if &entry.target != current {
-            out.elsewhere.push(entry.clone());
+            out.elsewhere.push((*entry).clone());
+        } else if desired.contains(&entry.member) && !live_members.contains(&entry.member) {
+            out.close_after_record.push((*entry).clone());
         } else if desired.contains(&entry.member) || !actual.contains(&entry.member) {
-            out.close.push(entry.clone());
+            out.close.push((*entry).clone());
         } else {
             out.close_on_removal
                 .entry(entry.member.clone())
                 .or_default()
-                .push(entry.clone());
+                .push((*entry).clone());
         }
     }
     out
-}
-
-/// Whether the ledger holds an open entry for the source with `uid`: its access is not known
-/// to be gone from the directory yet.
-pub fn holds(entries: &[Entry], uid: &str) -> bool {
-    entries.iter().any(|e| e.source.uid == uid)
 }
 
 /// When the revocation of a dead `entry` fell due, if the entry says: the end of its window once
@@ -384,7 +388,10 @@ mod tests {
             StandingAccess::Report,
         );
         assert!(p.remove.is_empty(), "still desired through the new source");
-        assert_eq!(p.close, vec![e]);
+        // Closed only once the new source's entry is written (Report mode would otherwise see
+        // a member with no entry: standing access).
+        assert!(p.close.is_empty());
+        assert_eq!(p.close_after_record, vec![e]);
         assert_eq!(p.record, vec![entry_for(&new, &target("cn=g"))]);
     }
 

@@ -312,7 +312,14 @@ impl<'a> Pass<'a> {
                     "the operator has no attestation key configured, so it cannot verify the requester; no access is granted until one is",
                 );
             }
-            Attestation::KeyUnavailable => {}
+            // Nothing can be proven without the key: access is suspended (not ended) until
+            // it is back, and the request keeps its phase.
+            Attestation::KeyUnavailable => {
+                return self.hold(
+                    reasons::ATTESTATION_KEY_MISSING,
+                    "the operator has no attestation key configured, so it cannot verify the signatures; access is suspended until it has one",
+                );
+            }
         }
         let policy = match self.facts.target {
             Target::Found(policy) => policy,
@@ -457,25 +464,14 @@ impl<'a> Pass<'a> {
             );
             return true;
         }
-        if self.now >= deadline {
-            let message = format!("no decision within {}", duration::format(rules.timeout));
-            self.approved = condition(
-                types::APPROVED,
-                ConditionStatus::False,
-                reasons::TIMED_OUT,
-                message.clone(),
-            );
-            self.end(Phase::TimedOut, reasons::TIMED_OUT, message);
-            return false;
-        }
         if let Some(claimed) = self.stored_approved_at {
             // The stored status says approved; the signed approvals do not (a forged status, or
-            // a policy that asks for more approvals than it did).
+            // a policy that now asks for other or more approvers: a policy change shortens).
             self.out.not_proven.push(format!(
                 "status.approvedAt {claimed} is not backed by enough signed approvals"
             ));
             let message = format!(
-                "the signed approvals ({} of {}) do not meet the policy's approval rule",
+                "the signed approvals ({} of {}) do not meet the policy's approval rule now (changed since, or the status was written by hand)",
                 tally.approvers.len(),
                 rules.min_approvals
             );
@@ -486,6 +482,17 @@ impl<'a> Pass<'a> {
                 message.clone(),
             );
             self.end(Phase::Revoked, reasons::APPROVAL_NOT_PROVEN, message);
+            return false;
+        }
+        if self.now >= deadline {
+            let message = format!("no decision within {}", duration::format(rules.timeout));
+            self.approved = condition(
+                types::APPROVED,
+                ConditionStatus::False,
+                reasons::TIMED_OUT,
+                message.clone(),
+            );
+            self.end(Phase::TimedOut, reasons::TIMED_OUT, message);
             return false;
         }
         let mut message = format!(
@@ -524,25 +531,18 @@ impl<'a> Pass<'a> {
     fn follow_time(&mut self, policy: Option<&Policy>) {
         let window = match policy {
             None => {
-                let (Some(stored), Some(approved_at)) =
-                    (self.stored_window, self.stored_approved_at)
-                else {
-                    return self.hold(reasons::INVALID_POLICY, "the AccessPolicy is invalid");
-                };
-                self.out.approved_at = Some(approved_at);
-                self.out.approved_by = self.request.status.approved_by.clone();
-                let earliest = self.requested_start(self.request.created);
-                let longest = self
-                    .parsed_duration()
-                    .unwrap_or(HARD_MAX_ACTIVATION)
-                    .min(HARD_MAX_ACTIVATION);
-                let start = stored.start.max(earliest);
-                let bound = Window {
-                    start,
-                    end: add(start, longest),
-                    clipped_by: None,
-                };
-                intersect(bound, Some(stored))
+                // Nothing can be proven without a valid policy: access is suspended, and the
+                // stored window (a cache) only tells when the request ends.
+                if let Some(stored) = self.stored_window
+                    && self.now >= stored.end
+                {
+                    self.out.window = Some(stored);
+                    return self.expire();
+                }
+                return self.hold(
+                    reasons::INVALID_POLICY,
+                    "the AccessPolicy is invalid; access is suspended until it is fixed",
+                );
             }
             Some(policy) => {
                 let Some(approved_at) = self.out.approved_at else {
@@ -658,8 +658,12 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// Stays in the current phase until something outside changes.
+    /// Stays in the current phase until something outside changes. The stored window stays in
+    /// the status (when the request ends), but only a proven approval grants anything.
     fn hold(&mut self, reason: &'static str, message: &str) {
+        if self.out.window.is_none() {
+            self.out.window = self.stored_window;
+        }
         if self.prior == Phase::Pending {
             self.validated = condition(types::VALIDATED, ConditionStatus::Unknown, reason, message);
         }
@@ -817,7 +821,7 @@ impl<'a> Pass<'a> {
                 self.out.reason,
                 self.out.message.clone(),
             )
-        } else if phase == Phase::Active {
+        } else if phase == Phase::Active && !self.suspended() {
             condition(
                 types::ACTIVE,
                 ConditionStatus::True,
@@ -827,6 +831,7 @@ impl<'a> Pass<'a> {
         } else {
             let reason = match phase {
                 Phase::Scheduled => self.out.reason,
+                _ if self.suspended() => self.out.reason,
                 _ => reasons::NOT_STARTED,
             };
             condition(
@@ -862,6 +867,12 @@ impl<'a> Pass<'a> {
         let now = self.now;
         self.out.next_deadline = self.out.next_deadline.filter(|t| *t > now);
         self.out
+    }
+
+    /// Held without proof (no key, or an invalid policy): it keeps its phase, grants nothing.
+    fn suspended(&self) -> bool {
+        self.out.reason == reasons::ATTESTATION_KEY_MISSING
+            || self.out.reason == reasons::INVALID_POLICY
     }
 
     /// The requester as approvers are named: the directory principal (approvers are mapped the

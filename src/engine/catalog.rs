@@ -258,6 +258,14 @@ impl Catalog {
             .requests
             .iter()
             .filter(|(_, r)| r.spec.group == group && r.spec.role() == role)
+            // A finished request never grants again (the decision keeps a terminal phase), and
+            // retention keeps them for weeks: not worth deciding again on every pass.
+            .filter(|(_, r)| {
+                !r.status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .is_some_and(crate::api::Phase::is_terminal)
+            })
             .filter_map(|(name, r)| {
                 let is_member_of = |g: &str| (proof.is_member_of)(r, g);
                 let grant = proven_request_grant(self, r, proof.attestor, &is_member_of, now)?;

@@ -55,7 +55,8 @@ pub struct LedgerOutcome {
 }
 
 /// Plans `group`/`role` against the ledger's `entries` (this PimGroup's, any role) and the
-/// `actual` members of the `current` directory group.
+/// `actual` members of the `current` directory group, given the role's proven `grants`
+/// ([`Catalog::proven_grants`]).
 #[allow(clippy::too_many_arguments)]
 pub fn plan_with_ledger(
     catalog: &Catalog,
@@ -65,9 +66,8 @@ pub fn plan_with_ledger(
     current: &GroupTarget,
     actual: &BTreeSet<Member>,
     now: Timestamp,
-    proof: &Proof<'_>,
+    grants: Vec<ProvenGrant>,
 ) -> LedgerOutcome {
-    let grants = catalog.proven_grants(group, role, now, proof);
     let live: Vec<_> = grants.iter().map(|g| g.grant.clone()).collect();
     let desired = desired_membership(&live, now);
     let plan = ledger_plan(

@@ -17,25 +17,45 @@ pub struct WatchedCatalog {
     policies: Store<Lenient<AccessPolicy>>,
     groups: Store<Lenient<PimGroup>>,
     assignments: Store<Lenient<EligibleAssignment>>,
+    /// True once every cache has its first full list. Reviews wait on this, never on the
+    /// stores: a store's `wait_until_ready` wakes only its latest waiter (kube-runtime's
+    /// `DelayedInit` keeps one waker), so concurrent reviews at startup waited out their timeout.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl WatchedCatalog {
     /// Starts the three watches; they stop when `stop` fires.
     pub fn start(client: &Client, stop: &CancellationToken) -> Self {
+        let policies = watch(Api::all(client.clone()), stop);
+        let groups = watch(Api::all(client.clone()), stop);
+        let assignments = watch(Api::all(client.clone()), stop);
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        // The one waiter on the stores' readiness.
+        let (p, g, a) = (policies.clone(), groups.clone(), assignments.clone());
+        tokio::spawn(async move {
+            let (p, g, a) = futures::join!(
+                p.wait_until_ready(),
+                g.wait_until_ready(),
+                a.wait_until_ready()
+            );
+            if p.is_ok() && g.is_ok() && a.is_ok() {
+                ready_tx.send_replace(true);
+            }
+        });
         WatchedCatalog {
-            policies: watch(Api::all(client.clone()), stop),
-            groups: watch(Api::all(client.clone()), stop),
-            assignments: watch(Api::all(client.clone()), stop),
+            policies,
+            groups,
+            assignments,
+            ready,
         }
     }
 
     /// Once every cache has its first full list.
     pub async fn ready(&self) {
-        let _ = futures::join!(
-            self.policies.wait_until_ready(),
-            self.groups.wait_until_ready(),
-            self.assignments.wait_until_ready()
-        );
+        let mut ready = self.ready.clone();
+        if ready.wait_for(|ready| *ready).await.is_err() {
+            tracing::warn!("the webhook's caches stopped before their first full list");
+        }
     }
 
     pub fn catalog(&self) -> Catalog {

@@ -453,8 +453,37 @@ fn an_invalid_policy_holds_new_requests_and_lets_granted_ones_run_out() {
     granted.member_present = true;
     granted.step(0);
     granted.target = super::world::TargetState::PolicyInvalid;
+    // Suspended: nothing can be proven without a valid policy, so it grants nothing (the
+    // stored status is no authority), and ends by time.
     assert_eq!(granted.step(30), Phase::Active);
+    assert!(!granted.last().grants_access_at(at(30)));
+    assert_eq!(
+        cond(&granted, types::ACTIVE),
+        is("False", reasons::INVALID_POLICY)
+    );
     assert_eq!(granted.step(60), Phase::Expired);
+}
+
+// A missing attestation key suspends a running request; it does not end it.
+#[test]
+fn a_missing_key_suspends_without_ending() {
+    let mut w = World::new().with_approval(&["bob"], 1);
+    w.approve("bob", 1);
+    w.member_present = true;
+    assert_eq!(w.step(2), Phase::Active);
+    w.attestation = Attestation::KeyUnavailable;
+    w.approvals.clear();
+    assert_eq!(w.step(10), Phase::Active);
+    assert!(!w.last().grants_access_at(at(10)));
+    assert_eq!(
+        cond(&w, types::ACTIVE),
+        is("False", reasons::ATTESTATION_KEY_MISSING)
+    );
+    // The key is back: proven again.
+    w.attestation = Attestation::Verified;
+    w.approve("bob", 1);
+    assert_eq!(w.step(20), Phase::Active);
+    assert!(w.last().grants_access_at(at(20)));
 }
 
 #[test]

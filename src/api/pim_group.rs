@@ -189,6 +189,10 @@ pub struct PimGroupStatus {
     /// Principals holding the group now through the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_principals: Option<i32>,
+    /// When the members this PimGroup's grants put in the directory before the grant ledger
+    /// existed were recorded in it (once, on the first pass after an upgrade).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_adopted_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Members that no active grant explains (standingAccess Report), capped at 100.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]

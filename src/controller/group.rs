@@ -245,6 +245,7 @@ async fn reconcile_group_object(
                 current: &current,
                 entries: &entries,
                 proven: &proven,
+                adopting: stored.ledger_adopted_at.is_none(),
             },
             role,
             deleting,
@@ -350,6 +351,9 @@ async fn reconcile_group_object(
     status.active_principals = Some(count(results.iter().map(|r| r.active).sum()));
     status.eligible_principals = Some(count(eligible_principals(&catalog, &name, now)));
     status.unexplained_members = unexplained.into_iter().take(UNEXPLAINED_MAX).collect();
+    if status.ledger_adopted_at.is_none() && failures.is_empty() {
+        status.ledger_adopted_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+    }
     let read = object.metadata.resource_version.as_deref();
     // A pass that ran before its previous status write came back through the watch: writing
     // would conflict. The directory work is done; the status follows in a moment.
@@ -560,6 +564,8 @@ struct RoleScope<'a> {
     current: &'a GroupTarget,
     entries: &'a [Entry],
     proven: &'a BTreeMap<Role, Vec<ProvenGrant>>,
+    /// The first pass since the ledger exists: grants made before it are recorded.
+    adopting: bool,
 }
 
 /// Lists one role's members, plans against the ledger, makes the removals in parallel, and
@@ -579,6 +585,7 @@ async fn revoke_role(
         current,
         entries,
         proven,
+        adopting,
     } = scope;
     let grants = proven.get(&role).cloned().unwrap_or_default();
     let known: BTreeSet<Member> = entries
@@ -592,7 +599,14 @@ async fn revoke_role(
         directory.list_members(group_id, role).await?,
         &known,
     );
-    let mut outcome = plan_with_ledger(catalog, name, role, entries, current, &actual, now, grants);
+    let adopt = if adopting {
+        adoptable(catalog, name, role, &actual)
+    } else {
+        BTreeSet::new()
+    };
+    let mut outcome = plan_with_ledger(
+        catalog, name, role, entries, current, &actual, now, grants, &adopt,
+    );
     if deleting {
         // Deleting the PimGroup takes back everything it granted, and leaves the rest.
         let nothing = crate::core::membership::DesiredMembership::default();
@@ -605,6 +619,7 @@ async fn revoke_role(
             current,
             &actual,
             crate::api::pim_group::StandingAccess::Report,
+            &BTreeSet::new(),
             now,
         );
         outcome.plan.unexplained.clear();
@@ -684,6 +699,42 @@ async fn revoke_role(
         failures,
         held: 0,
     })
+}
+
+/// Present members that the operator granted before it kept a ledger, as it then counted them:
+/// principals of live requests it saw active, and of Active-type assignments.
+fn adoptable(
+    catalog: &Catalog,
+    group: &str,
+    role: Role,
+    actual: &BTreeSet<Member>,
+) -> BTreeSet<Member> {
+    let requests = catalog
+        .requests
+        .values()
+        .filter(|r| r.spec.group == group && r.spec.role() == role)
+        .filter(|r| {
+            r.status.as_ref().is_some_and(|s| {
+                s.activated_at.is_some() && !s.phase.is_some_and(crate::api::Phase::is_terminal)
+            })
+        })
+        .filter_map(|r| r.spec.principal.clone().map(Member::User));
+    let assignments = catalog
+        .assignments
+        .values()
+        .filter(|a| {
+            a.spec.group == group
+                && a.spec.role == role
+                && a.spec.assignment_type == AssignmentType::Active
+        })
+        .filter_map(|a| match a.spec.principal.resolve()? {
+            crate::api::Principal::User(u) => Some(Member::User(u.to_owned())),
+            crate::api::Principal::Group(g) => Some(Member::Group(g.to_owned())),
+        });
+    requests
+        .chain(assignments)
+        .filter(|m| actual.contains(m))
+        .collect()
 }
 
 /// The listing with each managed principal spelled as our objects spell it, where the

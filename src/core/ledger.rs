@@ -180,9 +180,9 @@ impl LedgerPlan {
 }
 
 /// Plans one (PimGroup, role). `entries` are this PimGroup's entries for `role`, in any group;
-/// `current` is where the PimGroup points now (`None` when it cannot be resolved: then nothing
-/// is added or removed there, and only entries elsewhere are revoked); `actual` is the current
-/// group's listing for `role`.
+/// `current` is where the PimGroup points now; `actual` is the current group's listing for
+/// `role`. `adopt` are present members that grants made before the ledger existed put there:
+/// they are recorded as ours, once, on the first pass after an upgrade.
 #[allow(clippy::too_many_arguments)]
 pub fn plan(
     group: &str,
@@ -193,6 +193,7 @@ pub fn plan(
     current: &GroupTarget,
     actual: &BTreeSet<Member>,
     standing: StandingAccess,
+    adopt: &BTreeSet<Member>,
     now: Timestamp,
 ) -> LedgerPlan {
     let mut out = LedgerPlan::default();
@@ -223,7 +224,10 @@ pub fn plan(
         }
         // A present member with no entry under Report is standing access: we did not grant
         // it, so we never take it away (and record nothing that would make it ours).
-        let claim = !present || ours.contains(member) || standing == StandingAccess::Remove;
+        let claim = !present
+            || ours.contains(member)
+            || standing == StandingAccess::Remove
+            || adopt.contains(member);
         if !claim {
             continue;
         }
@@ -346,6 +350,7 @@ mod tests {
             &target("cn=g"),
             &actual,
             standing,
+            &BTreeSet::new(),
             now,
         )
     }

@@ -67,6 +67,7 @@ pub fn plan_with_ledger(
     actual: &BTreeSet<Member>,
     now: Timestamp,
     grants: Vec<ProvenGrant>,
+    adopt: &BTreeSet<Member>,
 ) -> LedgerOutcome {
     let live: Vec<_> = grants.iter().map(|g| g.grant.clone()).collect();
     let desired = desired_membership(&live, now);
@@ -79,6 +80,7 @@ pub fn plan_with_ledger(
         current,
         actual,
         standing_of(catalog, group),
+        adopt,
         now,
     );
     LedgerOutcome {

@@ -260,12 +260,13 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines[0], CSV_COLUMNS.join(","));
     assert_eq!(lines.len(), 1 + records.len());
+    let last_index = n - 1;
     let last = lines
         .iter()
-        .find(|l| l.starts_with(&format!("{uid}/3,")))
+        .find(|l| l.starts_with(&format!("{uid}/{last_index},")))
         .unwrap();
     let expected = format!(
-        "{uid}/3,2026-03-02T09:35:00Z,r,{uid},3,Active,Expired,true,Expired,ended at 2026-03-02T09:35:00Z,\
+        "{uid}/{last_index},2026-03-02T09:35:00Z,r,{uid},{last_index},Active,Expired,true,Expired,ended at 2026-03-02T09:35:00Z,\
          {ALICE},u-alice,finance;system:authenticated,{ALICE},,ga,member,memory,ga-id,pa,1,\
          \"month-end close, \"\"Q2\"\"\",ServiceNow,CHG0042,30m,\
          {BOB} Approve at 2026-03-02T09:05:00Z: looks right,{BOB},amr=mfa,true,\
@@ -278,7 +279,7 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
         .unwrap();
     let recent: Vec<AuditRecord> = serde_json::from_str(&recent).unwrap();
     assert!(recent.iter().all(|x| x.time >= ended_at));
-    assert!(recent.iter().any(|x| x.id == format!("{uid}/3")));
+    assert!(recent.iter().any(|x| x.id == format!("{uid}/{last_index}")));
     assert!(!recent.iter().any(|x| x.id == format!("{uid}/0")));
 
     // The operator emitted each record to every sink; ids make repeats easy to drop.
@@ -305,7 +306,7 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
     }
     let file_end = file_records
         .iter()
-        .find(|x| x.id == format!("{uid}/3"))
+        .find(|x| x.id == format!("{uid}/{last_index}"))
         .unwrap();
     assert_eq!(
         file_end, end,

@@ -1671,6 +1671,35 @@ mod ledger {
         h.stop().await;
     }
 
+    // A PimGroup deleted around its finalizer leaves entries no group pass reads: they are
+    // revoked all the same, where they were written.
+    #[tokio::test]
+    async fn grants_of_a_pimgroup_deleted_around_its_finalizer_are_revoked() {
+        let mut h = started().await;
+        report_group(&h).await;
+        h.request("r", "gr", "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        h.stop().await;
+        let patch = serde_json::json!({"metadata": {"finalizers": null}});
+        h.api::<PimGroup>()
+            .patch("gr", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        h.api::<PimGroup>()
+            .delete("gr", &DeleteParams::default())
+            .await
+            .unwrap();
+        assert!(h.api::<PimGroup>().get_opt("gr").await.unwrap().is_none());
+        h.start().await;
+        h.wait_member("gr", "alice", false).await;
+        eventually("ledger entry closed", || async {
+            ledger(&h).await.is_empty()
+        })
+        .await;
+        h.wait_phase("r", Phase::Revoked).await;
+        h.stop().await;
+    }
+
     /// Stops the operator at the worst moment: after a directory write, before what records it.
     async fn kill(h: &mut Harness) {
         h.stop().await;

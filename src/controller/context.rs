@@ -182,6 +182,9 @@ pub struct Context {
     pub failures: Failures,
     /// Set once the grant ledger's cache has been listed (see `ledger_ready`).
     pub ledger_synced: tokio::sync::watch::Sender<bool>,
+    /// Set once every cache has been listed: only then does a PimGroup missing from the cache
+    /// mean it is gone.
+    pub caches_synced: tokio::sync::watch::Sender<bool>,
     /// Each PimGroup's next deadline as its last pass saw it: a failing group still looks
     /// again then, whatever its back-off (another member's grant may end meanwhile).
     pub group_deadlines: Mutex<HashMap<String, Timestamp>>,
@@ -244,6 +247,14 @@ impl Context {
         if ready.wait_for(|synced| *synced).await.is_err() {
             // Only when the sender is gone, that is while stopping.
             tracing::warn!("the grant ledger's cache was never listed");
+        }
+    }
+
+    /// Waits until every cache has been listed once.
+    pub async fn caches_ready(&self) {
+        let mut ready = self.caches_synced.subscribe();
+        if ready.wait_for(|synced| *synced).await.is_err() {
+            tracing::warn!("the caches were never listed");
         }
     }
 

@@ -225,3 +225,62 @@ pub fn holds(stores: &Stores, memory: &LedgerMemory, group: &str, uid: &str) -> 
             e.group == group && e.source.uid == uid && !memory.closed.contains_key(&e.name)
         })
 }
+
+/// Revokes a ledger entry whose PimGroup is gone (deleted around its finalizer) or cannot be
+/// read: no group pass will, and the entry still says where its member was added.
+pub async fn reconcile_orphan(
+    object: std::sync::Arc<super::lenient::Lenient<PimGrant>>,
+    ctx: std::sync::Arc<super::context::Context>,
+) -> Result<kube::runtime::controller::Action, Error> {
+    use kube::runtime::controller::Action;
+    use kube::runtime::reflector::ObjectRef;
+    // A PimGroup missing from a cache not yet listed is not gone.
+    ctx.caches_ready().await;
+    let Some(entry) = object.object().and_then(entry_of) else {
+        return Ok(Action::await_change());
+    };
+    let group = ctx.stores.groups.get(&ObjectRef::new(&entry.group));
+    if group.as_ref().is_some_and(|g| g.object().is_some()) {
+        // Its PimGroup's passes deal with it.
+        return Ok(Action::await_change());
+    }
+    let gone = group.is_none();
+    let Some(directory) = ctx.directories.get(&entry.target.directory) else {
+        tracing::error!(
+            pimgrant = %entry.name, member = %entry.member, target = %entry.target,
+            "a grant whose PimGroup is gone was made through a directory connection that is no longer configured; it cannot be revoked"
+        );
+        return Ok(Action::requeue(ctx.settings.resync));
+    };
+    if directory.backend() == crate::directory::kubernetes::BACKEND && gone {
+        // The RBAC bindings are owned by the PimGroup: the garbage collector deletes them with
+        // it (Kubernetes docs, "Garbage Collection": dependents whose owner is gone are deleted).
+        tracing::info!(pimgrant = %entry.name, member = %entry.member, "the PimGroup is gone, and its bindings with it");
+    } else {
+        let id = crate::directory::GroupId(entry.target.group_id.clone());
+        directory
+            .remove_member(&id, entry.role, &entry.member)
+            .await?;
+        tracing::info!(
+            pimgrant = %entry.name, member = %entry.member, target = %entry.target,
+            "revoked a grant whose PimGroup is {}",
+            if gone { "gone" } else { "unreadable" }
+        );
+    }
+    if entry.source.kind == crate::api::pim_grant::GrantSourceKind::ActivationRequest {
+        ctx.ledger.confirm_removal(&entry.source.uid, ctx.now());
+        let _ = ctx
+            .request_triggers
+            .send(ObjectRef::new(&entry.source.name));
+    }
+    close(&ctx.client, &ctx.ledger, &entry).await?;
+    Ok(Action::await_change())
+}
+
+pub fn error_policy(
+    object: std::sync::Arc<super::lenient::Lenient<PimGrant>>,
+    error: &Error,
+    ctx: std::sync::Arc<super::context::Context>,
+) -> kube::runtime::controller::Action {
+    super::context::back_off("PimGrant", object.metadata.name.as_deref(), error, &ctx)
+}

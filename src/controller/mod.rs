@@ -295,6 +295,8 @@ pub async fn run_controllers(
         mpsc::unbounded_channel::<ObjectRef<Lenient<PimGroup>>>();
     let (assignment_triggers, assignments_triggered) =
         mpsc::unbounded_channel::<ObjectRef<Lenient<EligibleAssignment>>>();
+    let (grant_triggers, grants_triggered) =
+        mpsc::unbounded_channel::<ObjectRef<Lenient<PimGrant>>>();
     let reporter = Reporter {
         controller: "pim-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -324,6 +326,7 @@ pub async fn run_controllers(
         failures: context::Failures::default(),
         ledger_synced: tokio::sync::watch::Sender::new(false),
         group_deadlines: std::sync::Mutex::default(),
+        caches_synced: tokio::sync::watch::Sender::new(false),
         priority: priority::WritePriority::default(),
         group_writes: OwnWrites::default(),
         request_triggers,
@@ -461,6 +464,15 @@ pub async fn run_controllers(
             .run(assignment::reconcile, assignment::error_policy, ctx.clone())
             .for_each(|_| async {})
     };
+    // Ledger entries whose PimGroup is gone (deleted around its finalizer) or unreadable: no
+    // group pass will revoke them, so this does.
+    let orphan_controller =
+        Controller::for_shared_stream(grants.subscribe(), stores.grants.clone())
+            .with_config(config.clone())
+            .reconcile_on(UnboundedReceiverStream::new(grants_triggered))
+            .graceful_shutdown_on(shutdown())
+            .run(ledger::reconcile_orphan, ledger::error_policy, ctx.clone())
+            .for_each(|_| async {});
     let policy_controller =
         Controller::for_shared_stream(policies.subscribe(), stores.policies.clone())
             .with_config(config)
@@ -501,11 +513,12 @@ pub async fn run_controllers(
             }
         }),
         groups.run(client.clone(), |_| {}, {
-            let (stores, ctx, assignments, own) = (
+            let (stores, ctx, assignments, own, grants) = (
                 stores.clone(),
                 ctx.clone(),
                 assignment_triggers.clone(),
                 status_only.0.clone(),
+                grant_triggers.clone(),
             );
             move |event| {
                 let watcher::Event::Delete(g) = event else {
@@ -514,6 +527,11 @@ pub async fn run_controllers(
                 let name = [name_of(g)];
                 own.forget(&name[0]);
                 ctx.group_writes.forget(&name[0]);
+                // Its ledger entries should all be closed; any left are orphans now.
+                ctx.stores
+                    .grants_of(&name[0])
+                    .into_iter()
+                    .for_each(|e| drop(grants.send(ObjectRef::from_obj(e.as_ref()))));
                 requests_of(&stores, &name)
                     .into_iter()
                     .for_each(|r| drop(ctx.request_triggers.send(r)));
@@ -655,14 +673,18 @@ pub async fn run_controllers(
         let _ = stores.groups.wait_until_ready().await;
         let _ = stores.assignments.wait_until_ready().await;
         let _ = stores.requests.wait_until_ready().await;
+        ledger_synced.caches_synced.send_replace(true);
         health.set_synced();
         futures::future::pending::<()>().await;
     };
-    let controllers = futures::future::join4(
-        request_controller,
-        group_controller,
-        assignment_controller,
-        policy_controller,
+    let controllers = futures::future::join(
+        futures::future::join4(
+            request_controller,
+            group_controller,
+            assignment_controller,
+            policy_controller,
+        ),
+        orphan_controller,
     );
     tokio::select! {
         _ = controllers => {}

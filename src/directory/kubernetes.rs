@@ -65,6 +65,9 @@ use crate::api::common::Role;
 use crate::api::pim_group::{RbacGrant, RoleKind};
 use crate::core::membership::Member;
 
+/// This backend's name, as `Directory::backend` reports it.
+pub const BACKEND: &str = "kubernetes";
+
 /// Label on every binding we own, with the PimGroup's name ([`group_label_value`]).
 pub const GROUP_LABEL: &str = "pim.dev/group";
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -629,7 +632,7 @@ impl KubernetesDirectory {
 #[async_trait]
 impl Directory for KubernetesDirectory {
     fn backend(&self) -> &'static str {
-        "kubernetes"
+        BACKEND
     }
 
     /// An RBAC subject is its name.

@@ -1700,6 +1700,26 @@ mod ledger {
         h.stop().await;
     }
 
+    // PimGroup names may be 253 characters, label values only 63 (apimachinery
+    // IsValidLabelValue): the ledger entry of such a group must still be accepted.
+    #[tokio::test]
+    async fn a_long_pimgroup_name_still_gets_its_grants_recorded() {
+        let mut h = started().await;
+        let name = format!("{}-finreport", "senior-analysts".repeat(5));
+        assert!(name.len() > 63);
+        h.create_group_in(&name, "memory", "p", StandingAccess::Report)
+            .await;
+        h.create_assignment("alice-long", &name, "alice").await;
+        h.request("r", &name, "alice", "30m", |_| {}).await;
+        h.wait_phase("r", Phase::Active).await;
+        h.wait_member(&name, "alice", true).await;
+        assert_eq!(ledger(&h).await.len(), 1);
+        h.advance(30);
+        h.wait_member(&name, "alice", false).await;
+        h.wait_phase("r", Phase::Expired).await;
+        h.stop().await;
+    }
+
     /// Stops the operator at the worst moment: after a directory write, before what records it.
     async fn kill(h: &mut Harness) {
         h.stop().await;

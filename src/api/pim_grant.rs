@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{OBJECT_NAME_MAX, PRINCIPAL_MAX, Role};
 
-/// Label with the PimGroup a grant was made for.
+/// Label with the PimGroup a grant was made for (shortened with a hash past the 63 characters a
+/// label value may have: `directory::kubernetes::group_label_value`).
 pub const GROUP_LABEL: &str = "pim.dev/group";
 
 /// A grant the operator made (or is about to make) in a directory group.

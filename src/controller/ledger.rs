@@ -42,7 +42,15 @@ fn object_of(entry: &Entry) -> PimGrant {
     PimGrant {
         metadata: ObjectMeta {
             name: Some(entry.name.clone()),
-            labels: Some([(GROUP_LABEL.to_owned(), entry.group.clone())].into()),
+            // A label value is at most 63 characters, a PimGroup name up to 253: the same
+            // shortened value as the kubernetes directory's bindings.
+            labels: Some(
+                [(
+                    GROUP_LABEL.to_owned(),
+                    crate::directory::kubernetes::group_label_value(&entry.group),
+                )]
+                .into(),
+            ),
             ..Default::default()
         },
         spec: PimGrantSpec {

@@ -133,6 +133,39 @@ pub(crate) fn check_dns_subdomain(name: &str) -> Result<(), String> {
     }
 }
 
+/// Every label value of `obj` is one the API server accepts (k8s.io/apimachinery
+/// pkg/util/validation `IsValidLabelValue`: at most 63 characters, empty or alphanumeric at both
+/// ends with `-`, `_` and `.` between); the error names the first that is not. Keys are not
+/// checked here.
+pub(crate) fn check_label_values(obj: &Value) -> Result<(), (String, String)> {
+    let Some(labels) = obj.pointer("/metadata/labels").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (key, value) in labels {
+        let value = value.as_str().unwrap_or_default();
+        let bytes = value.as_bytes();
+        let edge = |b: Option<&u8>| b.is_none_or(|b| b.is_ascii_alphanumeric());
+        let ok = value.len() <= 63
+            && edge(bytes.first())
+            && edge(bytes.last())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !ok {
+            let why = if value.len() > 63 {
+                "must be no more than 63 characters".to_owned()
+            } else {
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character".to_owned()
+            };
+            return Err((
+                format!("metadata.labels[{key}]"),
+                format!("Invalid value: \"{value}\": {why}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Standard base64 with padding (Secret `data`).
 pub(crate) fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -170,6 +203,19 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn label_values_follow_apimachinery() {
+        let obj = |v: &str| serde_json::json!({"metadata": {"labels": {"k": v}}});
+        for ok in ["", "a", "a-b_c.d", &"x".repeat(63)] {
+            assert!(check_label_values(&obj(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["-a", "a-", "a b", "a/b", &"x".repeat(64)] {
+            let (field, _) = check_label_values(&obj(bad)).unwrap_err();
+            assert_eq!(field, "metadata.labels[k]");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -52,7 +52,7 @@
 //!   `Impersonate-User`/`Impersonate-Group`. Validating and
 //!   mutating webhooks (our own included) are not called.
 //! - CRD validation: no CEL rules (`x-kubernetes-validations`), no `pattern`, no
-//!   `allOf`/`anyOf`/`oneOf`/`not`; metadata is not validated beyond the name.
+//!   `allOf`/`anyOf`/`oneOf`/`not`; metadata is not validated beyond the name and label values.
 //! - Only the storage version of each CRD is served; no conversion.
 //! - Built-in types are stored as given: no validation, no defaulting, strategic merge patch
 //!   is applied as a merge patch (lists replaced), Secret `stringData` is folded into `data`.

@@ -348,6 +348,17 @@ fn check_type_meta(rt: &ResourceType, obj: &Value, required: bool) -> Result<(),
 }
 
 /// The namespace in the body must match the URL; cluster-scoped objects have none.
+/// 422 for a label value the API server refuses (`meta::check_label_values`).
+fn check_labels(rt: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
+    meta::check_label_values(obj).map_err(|(field, message)| {
+        ApiError::invalid(
+            rt,
+            name,
+            vec![Cause::new("FieldValueInvalid", &field, message)],
+        )
+    })
+}
+
 fn check_namespace(ctx: &Ctx<'_>, obj: &mut Value) -> Result<(), ApiError> {
     if ctx.rt.namespaced {
         let ns = ctx.namespace.unwrap_or_default();
@@ -445,6 +456,7 @@ fn finish_create(
         ));
     }
     set_meta(&mut obj, "name", Value::String(name.clone()));
+    check_labels(rt, &name, &obj)?;
     check_namespace(ctx, &mut obj)?;
     if let Some(map) = obj.as_object_mut() {
         if rt.status_subresource && rt.custom {
@@ -528,6 +540,7 @@ fn finish_update(
             "the name of the object ({given}) does not match the name on the URL ({name})"
         )));
     }
+    check_labels(rt, name, &cand)?;
     check_namespace(ctx, &mut cand)?;
 
     // Preconditions: resourceVersion (optimistic concurrency) and uid.

@@ -73,8 +73,33 @@ pub(crate) fn format_time(ts: jiff::Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+thread_local! {
+    /// Set by [`seed_ids`]: uids and name suffixes from a seeded sequence on this thread.
+    static SEEDED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the uids and `generateName` suffixes minted on this thread a function of `seed` (the
+/// simulation runs the server and the operator on one thread, and replays a seed byte for byte);
+/// `None` goes back to random ones.
+pub fn seed_ids(seed: Option<u64>) {
+    SEEDED.with(|s| s.set(seed));
+}
+
+/// splitmix64: a well-mixed sequence from a counter (Steele, Lea and Flood, 2014).
+fn splitmix64(state: u64) -> u64 {
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Process-wide randomness without a crate: std's randomly keyed hasher over a counter.
 fn random_u64() -> u64 {
+    if let Some(state) = SEEDED.with(|s| s.get()) {
+        let next = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        SEEDED.with(|s| s.set(Some(next)));
+        return splitmix64(next);
+    }
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

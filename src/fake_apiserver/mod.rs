@@ -1,7 +1,10 @@
 //! An in-process fake Kubernetes API server on 127.0.0.1, for integration tests and the load
 //! harness. Test support: its fidelity is part of the test suite's honesty.
 //!
-//! The real kube client and the real kube-runtime `Controller` talk to it over HTTP. It serves
+//! The real kube client and the real kube-runtime `Controller` talk to it over HTTP, or, for
+//! the deterministic simulation (tests/simulation), in memory through the same router
+//! ([`FakeApiServer::in_memory`], [`FakeApiServer::client_through`]), with uids drawn from a
+//! seed ([`seed_ids`]). It serves
 //! our CRDs (from `api::crd::all()`) and the built-in types the operator touches, with the API
 //! server's semantics for what we use: discovery, get/list/watch (resourceVersions, pagination,
 //! selectors, bookmarks, 410 Gone), create/update/delete, merge, JSON and server-side apply
@@ -77,6 +80,7 @@
 mod discovery;
 mod faults;
 mod managed;
+mod memory;
 mod merge;
 mod meta;
 mod objects;
@@ -103,6 +107,8 @@ use crate::clock::{Clock, SystemClock};
 use tokio::task::JoinHandle;
 
 pub use faults::FaultScope;
+pub use memory::Link;
+pub use meta::seed_ids;
 pub use observe::{RequestCounts, Verb, WriteRecord};
 
 use faults::Faults;
@@ -234,24 +240,7 @@ impl FakeApiServer {
             .map_err(StartError::Bind)?;
         let address = listener.local_addr().map_err(StartError::Bind)?.to_string();
         let url = format!("http://{address}");
-
-        let mut crds = crate::api::crd::all();
-        crds.extend(options.extra_crds.iter().cloned());
-        let (drop_watches, _) = signal::channel(0);
-        let (shutdown, mut shutdown_rx) = signal::channel(false);
-        let shared = Arc::new(Shared {
-            registry: Registry::new(&crds),
-            store: Mutex::new(Store::new(options.history)),
-            faults: Mutex::new(Faults::default()),
-            observations: Mutex::new(Observations::default()),
-            identity: Mutex::new((options.username.clone(), options.groups.clone())),
-            clock: Mutex::new(Arc::new(SystemClock)),
-            drop_watches,
-            shutdown,
-            open_watches: AtomicUsize::new(0),
-            options,
-            address,
-        });
+        let (shared, mut shutdown_rx) = Self::shared(options, address);
 
         // The client needs no connection to be built; build it first so that a failure leaves
         // no server task behind.
@@ -285,6 +274,47 @@ impl FakeApiServer {
             url,
             task: Some(task),
         })
+    }
+
+    /// A server reached only in memory (see [`client_through`](Self::client_through)): no port,
+    /// no task of its own. Call it inside a Tokio runtime.
+    pub fn in_memory(options: Options) -> Self {
+        let (shared, _) = Self::shared(options, "in-memory".into());
+        let always: Link = Arc::new(|| true);
+        let client = memory::client(routes::router(shared.clone()), always);
+        Self {
+            api: FakeApi { shared },
+            client,
+            url: "http://in-memory.invalid".into(),
+            task: None,
+        }
+    }
+
+    /// A client that reaches this server in memory, each request only while `link` answers
+    /// `true`: one per simulated replica, cut when it crashes or is partitioned.
+    pub fn client_through(&self, link: Link) -> kube::Client {
+        memory::client(routes::router(self.api.shared.clone()), link)
+    }
+
+    fn shared(options: Options, address: String) -> (Arc<Shared>, signal::Receiver<bool>) {
+        let mut crds = crate::api::crd::all();
+        crds.extend(options.extra_crds.iter().cloned());
+        let (drop_watches, _) = signal::channel(0);
+        let (shutdown, shutdown_rx) = signal::channel(false);
+        let shared = Arc::new(Shared {
+            registry: Registry::new(&crds),
+            store: Mutex::new(Store::new(options.history)),
+            faults: Mutex::new(Faults::default()),
+            observations: Mutex::new(Observations::default()),
+            identity: Mutex::new((options.username.clone(), options.groups.clone())),
+            clock: Mutex::new(Arc::new(SystemClock)),
+            drop_watches,
+            shutdown,
+            open_watches: AtomicUsize::new(0),
+            options,
+            address,
+        });
+        (shared, shutdown_rx)
     }
 
     /// A kube client for this server (no auth; kube's default retry of 429/503/504 is on, as in

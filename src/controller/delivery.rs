@@ -78,26 +78,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let config = &ctx.settings.config;
-    let notifier = Notifier::start(
-        &config.notifications,
-        ctx.client.clone(),
-        ctx.clock.clone(),
-        &|graph| graph_channel(&ctx, graph),
-    );
-    let audit = match AuditSinks::new(&config.audit, ctx.clock.clone()) {
-        Ok(sinks) => Some(sinks),
-        Err(problem) => {
-            tracing::error!(%problem, "audit sinks not set up; no request is deleted by retention until they are");
-            None
-        }
-    };
-    let delivery = Arc::new(Delivery {
-        notifier,
-        audit,
-        retention: config.audit.retention.enabled,
-        audit_failures: Mutex::new(HashMap::new()),
-        ctx: ctx.clone(),
-    });
+    let delivery = Delivery::start(ctx.clone());
     let controller_config = ControllerConfig::default().concurrency(config.concurrency);
     let request_controller = Controller::for_shared_stream(requests, ctx.stores.requests.clone())
         .with_config(controller_config.clone())
@@ -118,7 +99,34 @@ pub async fn run(
     delivery.notifier.outbox.shutdown(DRAIN_LIMIT).await;
 }
 
-fn error_policy<K>(object: Arc<Lenient<K>>, error: &Error, delivery: Arc<Delivery>) -> Action {
+impl Delivery {
+    /// The notifier (its outbox running) and the audit sinks of `ctx`'s config.
+    pub fn start(ctx: Arc<Context>) -> Arc<Delivery> {
+        let config = &ctx.settings.config;
+        let notifier = Notifier::start(
+            &config.notifications,
+            ctx.client.clone(),
+            ctx.clock.clone(),
+            &|graph| graph_channel(&ctx, graph),
+        );
+        let audit = match AuditSinks::new(&config.audit, ctx.clock.clone()) {
+            Ok(sinks) => Some(sinks),
+            Err(problem) => {
+                tracing::error!(%problem, "audit sinks not set up; no request is deleted by retention until they are");
+                None
+            }
+        };
+        Arc::new(Delivery {
+            notifier,
+            audit,
+            retention: config.audit.retention.enabled,
+            audit_failures: Mutex::new(HashMap::new()),
+            ctx,
+        })
+    }
+}
+
+pub fn error_policy<K>(object: Arc<Lenient<K>>, error: &Error, delivery: Arc<Delivery>) -> Action {
     super::context::back_off(
         "Delivery",
         object.metadata.name.as_deref(),
@@ -222,7 +230,8 @@ async fn reset_on_success(
     result
 }
 
-async fn reconcile_request(
+/// One request's notifications, audit records and retention.
+pub async fn reconcile_request(
     object: Arc<Lenient<ActivationRequest>>,
     delivery: Arc<Delivery>,
 ) -> Result<Action, Error> {

@@ -35,6 +35,8 @@ use crate::engine::{Catalog, LedgerOutcome, Proof, plan_with_ledger};
 
 pub const KIND: &str = "PimGroup";
 const UNEXPLAINED_MAX: usize = 100;
+/// Failed changes named in `InSync`'s message.
+const FAILURES_NAMED: usize = 5;
 /// Directory writes one pass of one role has in flight at once; grants also need an add lane
 /// (see `priority`).
 const WRITES_IN_FLIGHT: usize = 16;
@@ -277,12 +279,18 @@ async fn reconcile_group_object(
     ctx.priority.record_next_end(&name, next_end, pass);
     if deleting {
         let open = ctx.ledger.entries(&ctx.stores, &name);
-        if results.iter().all(|r| r.failures.is_empty()) && open.is_empty() {
+        let failed = results.iter().any(|r| !r.failures.is_empty());
+        if !failed && open.is_empty() {
             ctx.membership.forget(&name);
             remove_finalizer(&ctx.client, object).await?;
             return Ok(Action::await_change());
         }
-        return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+        if !failed {
+            return Ok(Action::requeue(std::time::Duration::from_secs(2)));
+        }
+        // A removal the directory refuses is reported as any other (InSync=False, below):
+        // the status must not go on saying Converged while access outlives its end (found by
+        // the simulation, seed 56).
     }
 
     if let Some(error) = blocked {
@@ -304,14 +312,21 @@ async fn reconcile_group_object(
         .flat_map(|r| r.unexplained.iter().map(ToString::to_string))
         .collect();
     let held: usize = results.iter().map(|r| r.held).sum();
-    let in_sync = if let Some((member, error)) = failures.first() {
+    let in_sync = if !failures.is_empty() {
+        // Each failed member named (a few): one refused removal must not hide behind another.
+        let named: Vec<String> = failures
+            .iter()
+            .take(FAILURES_NAMED)
+            .map(|(member, error)| format!("{member}: {error}"))
+            .collect();
         ConditionState {
             type_: types::IN_SYNC,
             status: ConditionStatus::False,
             reason: reasons::CONVERGING,
             message: format!(
-                "{} change(s) failed and will be retried; first: {member}: {error}",
-                failures.len()
+                "{} change(s) failed and will be retried: {}",
+                failures.len(),
+                named.join("; ")
             ),
         }
     } else if held > 0 {
@@ -357,9 +372,9 @@ async fn reconcile_group_object(
     let read = object.metadata.resource_version.as_deref();
     // A pass that ran before its previous status write came back through the watch: writing
     // would conflict. The directory work is done; the status follows in a moment.
-    let behind = ctx.group_writes.behind(&name, read);
+    let behind = ctx.group_writes.behind(&name, read, now);
     if !behind && write_status(ctx, object, &stored, status).await? {
-        ctx.group_writes.wrote(&name, read);
+        ctx.group_writes.wrote(&name, read, now);
     }
 
     // Look again when the next revocation would become overdue, to report it.

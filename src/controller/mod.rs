@@ -266,6 +266,21 @@ fn clock_jumps(clock: &dyn Clock) -> impl Stream<Item = ()> + Send + 'static {
     }
 }
 
+/// Whether PimGroup `group` reports standing access rather than removing it (or is unknown).
+pub fn reports_standing(groups: &Store<Lenient<PimGroup>>, group: &str) -> bool {
+    groups
+        .get(&ObjectRef::new(group))
+        .and_then(|g| g.object().map(|g| g.spec.standing_access))
+        .is_none_or(|standing| standing == StandingAccess::Report)
+}
+
+/// What a PimGroup's deletion ends in this process's memory: its status writes, and its place in
+/// the revocation priority (grants it held back are woken).
+pub fn group_deleted(ctx: &Context, name: &str) {
+    ctx.group_writes.forget(name);
+    ctx.trigger_groups(ctx.priority.forget(name, ctx.now()));
+}
+
 /// Runs the four controllers until `stop` fires. Call only while holding leadership; with a
 /// `fence`, directory writes start only while it is open (the lease renewed recently).
 pub async fn run_controllers(
@@ -401,14 +416,11 @@ pub async fn run_controllers(
             // own status writes would otherwise make every group pass several times over.
             .watches_shared_stream(requests.subscribe(), move |r| {
                 let now = ctx_for_requests.now();
-                let reports = |group: &str| {
-                    groups_for_requests
-                        .get(&ObjectRef::new(group))
-                        .and_then(|g| g.object().map(|g| g.spec.standing_access))
-                        .is_none_or(|standing| standing == StandingAccess::Report)
-                };
-                let wake = wakes.changed(&r, now, reports);
-                if let Some(group) = &wake.revoked {
+                let wake = wakes.changed(&r, now, |g| reports_standing(&groups_for_requests, g));
+                // A group gone from the cache makes no pass that would clear it.
+                if let Some(group) = &wake.revoked
+                    && groups_for_requests.get(&ObjectRef::new(group)).is_some()
+                {
                     ctx_for_requests.priority.revocation_due(group, now);
                 }
                 wake.groups
@@ -526,7 +538,7 @@ pub async fn run_controllers(
                 };
                 let name = [name_of(g)];
                 own.forget(&name[0]);
-                ctx.group_writes.forget(&name[0]);
+                group_deleted(&ctx, &name[0]);
                 // Its ledger entries should all be closed; any left are orphans now.
                 ctx.stores
                     .grants_of(&name[0])
@@ -538,7 +550,6 @@ pub async fn run_controllers(
                 assignments_of(&stores, &name)
                     .into_iter()
                     .for_each(|a| drop(assignments.send(a)));
-                ctx.trigger_groups(ctx.priority.forget(&name[0], ctx.now()));
             }
         }),
         assignments.run(

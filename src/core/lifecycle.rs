@@ -327,7 +327,10 @@ impl<'a> Pass<'a> {
                 return self.refuse(
                     reasons::GROUP_NOT_FOUND,
                     reasons::GROUP_REMOVED,
-                    format!("PimGroup {:?} does not exist", spec.group),
+                    format!(
+                        "PimGroup {:?} does not exist or is being deleted",
+                        spec.group
+                    ),
                 );
             }
             Target::RoleNotManaged => {

@@ -47,7 +47,9 @@ pub fn request_status(
     now: Timestamp,
 ) -> ActivationRequestStatus {
     let mut history = current.history.clone();
-    if current.phase != Some(decision.phase) || history.is_empty() {
+    // Against the last recorded transition, not `status.phase`: a phase written by someone else
+    // must not make a real transition go unrecorded, and unaudited (found by the simulation).
+    if history.last().map(|t| t.phase) != Some(decision.phase) {
         history.push(Transition {
             time: Time(now),
             phase: decision.phase,

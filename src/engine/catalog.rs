@@ -132,7 +132,14 @@ impl Catalog {
     }
 
     pub fn target(&self, group: &str, role: Role) -> ResolvedTarget {
-        if !self.groups.contains_key(group) {
+        // A PimGroup being deleted grants nothing more: its pass is revoking everything, and a
+        // request must not go on reading Active once its member is gone (found by the
+        // simulation: a deletion held up by Entra's last-owner rule left it so for good).
+        let live = self
+            .groups
+            .get(group)
+            .is_some_and(|g| g.metadata.deletion_timestamp.is_none());
+        if !live {
             return ResolvedTarget::GroupNotFound;
         }
         let Some(policy_name) = self.policy_name(group, role) else {

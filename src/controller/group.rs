@@ -372,9 +372,9 @@ async fn reconcile_group_object(
     let read = object.metadata.resource_version.as_deref();
     // A pass that ran before its previous status write came back through the watch: writing
     // would conflict. The directory work is done; the status follows in a moment.
-    let behind = ctx.group_writes.behind(&name, read, now);
+    let behind = ctx.group_writes.behind(&name, read);
     if !behind && write_status(ctx, object, &stored, status).await? {
-        ctx.group_writes.wrote(&name, read, now);
+        ctx.group_writes.wrote(&name, read);
     }
 
     // Look again when the next revocation would become overdue, to report it.

@@ -293,35 +293,34 @@ pub fn request_status_fingerprint(status: Option<&crate::api::ActivationRequestS
 /// sends no watch event, and must not make the object look behind for ever.
 #[derive(Debug, Default)]
 pub struct OwnWrites {
-    based_on: Mutex<HashMap<String, (String, Timestamp)>>,
+    based_on: Mutex<HashMap<String, (String, tokio::time::Instant)>>,
 }
 
 impl OwnWrites {
-    /// How long a write may take to come back through the watch (on the operator's clock, so
-    /// that virtual time moves it too).
+    /// How long a write may take to come back through the watch (in Tokio's monotonic time, so
+    /// that a paused runtime's virtual time moves it too).
     pub const WATCH_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Timestamp)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, tokio::time::Instant)>> {
         self.based_on.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A status write based on version `read` of `name` succeeded at `now`.
-    pub fn wrote(&self, name: &str, read: Option<&str>, now: Timestamp) {
+    /// A status write based on version `read` of `name` succeeded.
+    pub fn wrote(&self, name: &str, read: Option<&str>) {
         if let Some(read) = read {
-            self.lock().insert(name.to_owned(), (read.to_owned(), now));
+            self.lock().insert(
+                name.to_owned(),
+                (read.to_owned(), tokio::time::Instant::now()),
+            );
         }
     }
 
-    /// Whether version `read` of `name` is one this process wrote over a moment before `now` (a
-    /// clock set back ends the moment).
-    pub fn behind(&self, name: &str, read: Option<&str>, now: Timestamp) -> bool {
+    /// Whether version `read` of `name` is one this process wrote over a moment ago.
+    pub fn behind(&self, name: &str, read: Option<&str>) -> bool {
         read.is_some_and(|read| {
-            self.lock().get(name).is_some_and(|(based_on, at)| {
-                let elapsed = now.duration_since(*at);
-                based_on == read
-                    && !elapsed.is_negative()
-                    && elapsed.unsigned_abs() < Self::WATCH_DELAY
-            })
+            self.lock()
+                .get(name)
+                .is_some_and(|(based_on, at)| based_on == read && at.elapsed() < Self::WATCH_DELAY)
         })
     }
 
@@ -333,19 +332,16 @@ impl OwnWrites {
 #[cfg(test)]
 mod tests {
     use super::OwnWrites;
-    use jiff::{SignedDuration, Timestamp};
+    use std::time::Duration;
 
-    #[test]
-    fn an_own_write_looks_behind_only_for_a_moment_of_the_clock() {
+    #[tokio::test(start_paused = true)]
+    async fn an_own_write_looks_behind_only_for_a_moment() {
         let writes = OwnWrites::default();
-        let t: Timestamp = "2026-03-02T09:00:00Z"
-            .parse()
-            .unwrap_or(Timestamp::UNIX_EPOCH);
-        writes.wrote("g", Some("41"), t);
-        assert!(writes.behind("g", Some("41"), t + SignedDuration::from_secs(1)));
-        assert!(!writes.behind("g", Some("42"), t + SignedDuration::from_secs(1)));
-        assert!(!writes.behind("g", Some("41"), t + SignedDuration::from_secs(3)));
-        // A clock set back ends the moment rather than stretching it.
-        assert!(!writes.behind("g", Some("41"), t - SignedDuration::from_secs(60)));
+        writes.wrote("g", Some("41"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(writes.behind("g", Some("41")));
+        assert!(!writes.behind("g", Some("42")));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!writes.behind("g", Some("41")));
     }
 }

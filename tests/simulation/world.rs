@@ -946,6 +946,9 @@ impl Sim {
         self.clock
             .advance(SignedDuration::from_millis(millis as i64));
         self.truth.elapsed += SignedDuration::from_millis(millis as i64);
+        // Tokio's paused time moves with it: the operator's monotonic timers (MAX_HOLD, its
+        // own-write filter, kube's retry waits) see the time pass.
+        tokio::time::advance(std::time::Duration::from_millis(millis)).await;
         self.truth.read_clock(self.now());
         if let Some((code, count)) = self.armed_api.take() {
             let scope = if code == 409 {

@@ -1114,16 +1114,9 @@ fn the_config_file_takes_an_entra_directory() {
 }
 
 #[test]
-fn the_readme_entra_examples_parse() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("\n## Microsoft Entra ID\n")
-        .nth(1)
-        .expect("README has a Microsoft Entra ID section")
-        .split("\n## ")
-        .next()
-        .unwrap();
+fn the_entra_guide_examples_parse() {
+    let section =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/entra.md")).unwrap();
     let blocks: Vec<&str> = section
         .split("```yaml\n")
         .skip(1)
@@ -1133,7 +1126,7 @@ fn the_readme_entra_examples_parse() {
     assert!(blocks.len() >= 2, "examples for both modes");
     let mut modes = BTreeSet::new();
     for block in blocks {
-        let settings = Config::parse(block, "README").unwrap();
+        let settings = Config::parse(block, "docs/entra.md").unwrap();
         for d in settings.config.directories.values() {
             let DirectoryConfig::Entra(e) = d else {
                 panic!("not an entra example");
@@ -1152,7 +1145,7 @@ fn the_readme_entra_examples_parse() {
     ] {
         assert!(
             section.contains(permission),
-            "the README names {permission}"
+            "docs/entra.md names {permission}"
         );
     }
 }

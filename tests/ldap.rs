@@ -791,16 +791,9 @@ async fn start_tls_and_ldaps_with_a_ca_file() {
 }
 
 #[test]
-fn the_readme_ldap_examples_parse() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("\n## LDAP and Active Directory\n")
-        .nth(1)
-        .expect("README has an LDAP section")
-        .split("\n## ")
-        .next()
-        .unwrap();
+fn the_ldap_guide_examples_parse() {
+    let section =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ldap.md")).unwrap();
     let blocks: Vec<&str> = section
         .split("```yaml\n")
         .skip(1)
@@ -812,7 +805,7 @@ fn the_readme_ldap_examples_parse() {
         "one OpenLDAP and one Active Directory example"
     );
     for block in blocks {
-        let settings = Config::parse(block, "README").unwrap();
+        let settings = Config::parse(block, "docs/ldap.md").unwrap();
         assert!(
             settings
                 .config

@@ -723,19 +723,22 @@ async fn graph_send_mail_goes_through_the_entra_connection() {
     fake.assert_clean();
 }
 
-/// The README's notification and audit config is a config the operator accepts.
+/// The notification and audit guide's config is a config the operator accepts.
 #[test]
-fn the_readme_config_parses() {
-    let readme =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-            .unwrap();
-    let section = &readme[readme.find("## Notifications and audit").unwrap()..];
+fn the_notification_guide_config_parses() {
+    let section = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/notifications-and-audit.md"),
+    )
+    .unwrap();
     let start = section.find("```yaml\nnotifications:").unwrap() + "```yaml\n".len();
     let block = &section[start..];
     let block = &block[..block.find("```").unwrap()];
     let entra = "directories:\n  entra: {type: entra, tenantId: contoso.com, clientId: 1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5, credential: {type: clientSecret, secretFile: /s}}\n";
-    let settings =
-        pim_operator::config::Config::parse(&format!("{entra}{block}"), "README.md").unwrap();
+    let settings = pim_operator::config::Config::parse(
+        &format!("{entra}{block}"),
+        "docs/notifications-and-audit.md",
+    )
+    .unwrap();
     let config = settings.config;
     assert_eq!(config.notifications.channels.len(), 5);
     assert!(config.audit.http.is_some() && config.audit.retention.enabled);

@@ -150,7 +150,7 @@ impl Reply {
             403 => DirectoryError::permanent(
                 operation,
                 format!(
-                    "{text} — the application lacks a Microsoft Graph permission for this (see the README: GroupMember.ReadWrite.All, User.Read.All, Group.Create, Mail.Send, and PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup for pim mode)"
+                    "{text} — the application lacks a Microsoft Graph permission for this (see docs/entra.md: GroupMember.ReadWrite.All, User.Read.All, Group.Create, Mail.Send, and PrivilegedAssignmentSchedule.ReadWrite.AzureADGroup for pim mode)"
                 ),
             ),
             409 | 412 | 423 => DirectoryError::transient(operation, text),

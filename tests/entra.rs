@@ -315,6 +315,25 @@ async fn a_429_with_retry_after_is_waited_out_then_succeeds() {
         );
     }
 
+    // Retry-After as an HTTP-date (RFC 9110 section 10.2.3), measured from the answer's Date.
+    w.graph.fail_next_until_date("GET", "/members", 1, 429, 2);
+    d.list_members(&GroupId(g.clone()), Role::Member)
+        .await
+        .unwrap();
+    let log = w.graph.log();
+    let gets: Vec<_> = log
+        .iter()
+        .filter(|l| l.is("GET", "/members"))
+        .rev()
+        .take(2)
+        .collect();
+    assert_eq!((gets[1].status, gets[0].status), (429, 200));
+    let waited = gets[0].at.duration_since(gets[1].at);
+    assert!(
+        waited >= Duration::from_millis(1950),
+        "a Retry-After date 2 s after the answer's Date was waited out: {waited:?}"
+    );
+
     // A Retry-After longer than maxRetryWait goes back to the controller, with the wait.
     w.graph.fail_next("GET", "/members", 1, 429, Some(120));
     let err = d
@@ -807,6 +826,36 @@ async fn revocations_go_first_when_the_slots_are_taken() {
             "carol@contoso.com".to_owned(),
             "dave@contoso.com".to_owned()
         ])
+    );
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_sends_whole_seconds_and_never_a_later_end() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let alice = w.graph.add_user("alice@contoso.com");
+    let d = w.pim();
+    // A clock and an end with fractions, as a real clock and a computed window have.
+    w.clock.set(ts("2026-03-02T09:00:00.250000001Z"));
+    let receipt = d
+        .add_member_until(
+            &gid,
+            Role::Member,
+            &user("alice@contoso.com"),
+            Some(ts("2026-03-02T09:30:00.75Z")),
+        )
+        .await
+        .unwrap()
+        .expect("a receipt");
+    assert_eq!(receipt.until, Some(ts("2026-03-02T09:30:00Z")));
+    let sent = &w.graph.schedule_requests()[0]["scheduleInfo"];
+    assert_eq!(sent["startDateTime"], "2026-03-02T09:00:00Z");
+    assert_eq!(sent["expiration"]["endDateTime"], "2026-03-02T09:30:00Z");
+    assert_eq!(
+        w.graph.pim_end(&g, &alice),
+        Some(Some(ts("2026-03-02T09:30:00Z")))
     );
     w.graph.assert_clean();
 }

@@ -118,6 +118,8 @@ struct Fault {
     remaining: usize,
     status: u16,
     retry_after: Option<u64>,
+    /// Send `Retry-After` as an HTTP-date this many seconds after the answer's `Date`.
+    retry_at: Option<u64>,
     code: String,
 }
 
@@ -446,8 +448,25 @@ impl FakeGraph {
             remaining: count,
             status,
             retry_after,
+            retry_at: None,
             code: code.to_owned(),
         });
+    }
+
+    /// As `fail_next`, with `Retry-After` in its other form, an HTTP-date `seconds` after the
+    /// answer's `Date` header (RFC 9110 section 10.2.3: `HTTP-date / delay-seconds`).
+    pub fn fail_next_until_date(
+        &self,
+        method: &str,
+        path_contains: &str,
+        count: usize,
+        status: u16,
+        seconds: u64,
+    ) {
+        self.fail_next(method, path_contains, count, status, None);
+        if let Some(fault) = self.lock().faults.last_mut() {
+            fault.retry_at = Some(seconds);
+        }
     }
 
     /// The next matching request waits until the returned sender is used (or dropped).
@@ -792,6 +811,16 @@ fn graph(
             response
                 .headers_mut()
                 .insert("retry-after", after.to_string().parse().unwrap());
+        }
+        if let Some(after) = fault.retry_at {
+            // Date is sent by every origin server with a clock (RFC 9110 section 6.6.1). This
+            // server's clock is years off ours, as a skewed one may be: only the difference
+            // between the two headers may count.
+            let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+            let headers = response.headers_mut();
+            headers.insert("date", httpdate::fmt_http_date(now).parse().unwrap());
+            let at = now + std::time::Duration::from_secs(after);
+            headers.insert("retry-after", httpdate::fmt_http_date(at).parse().unwrap());
         }
         return response;
     }
@@ -1236,6 +1265,23 @@ fn check_member_groups(s: &mut State, key: &str, body: &Value) -> Response {
     )
 }
 
+/// A schedule's time in the form Graph documents for its timestamps: "ISO 8601 format and is
+/// always in UTC time. For example, midnight UTC on Jan 1, 2014 is 2014-01-01T00:00:00Z"
+/// (requestSchedule and every Graph resource's DateTimeOffset properties). Stricter than Graph
+/// may be: whole seconds and `Z` only, so that a fraction or an offset we send shows here.
+fn documented_time(text: &str) -> Option<Timestamp> {
+    let bytes = text.as_bytes();
+    let shape = bytes.len() == 20
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            10 => *b == b'T',
+            13 | 16 => *b == b':',
+            19 => *b == b'Z',
+            _ => b.is_ascii_digit(),
+        });
+    shape.then(|| text.parse().ok()).flatten()
+}
+
 fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> Response {
     if !query.is_empty() {
         return violation(s, "schedule request with a query".to_owned());
@@ -1276,10 +1322,7 @@ fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> 
         None
     } else {
         let info = &body["scheduleInfo"];
-        let Some(start) = info["startDateTime"]
-            .as_str()
-            .and_then(|t| t.parse::<Timestamp>().ok())
-        else {
+        let Some(start) = info["startDateTime"].as_str().and_then(documented_time) else {
             return violation(
                 s,
                 format!("schedule request: scheduleInfo.startDateTime in {info}"),
@@ -1289,7 +1332,7 @@ fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> 
             Some("noExpiration") => Some(None),
             Some("afterDateTime") => match info["expiration"]["endDateTime"]
                 .as_str()
-                .and_then(|t| t.parse::<Timestamp>().ok())
+                .and_then(documented_time)
             {
                 Some(end) if end > start => Some(Some(end)),
                 _ => return violation(s, format!("schedule request: expiration {info}")),

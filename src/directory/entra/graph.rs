@@ -4,8 +4,8 @@
 //! directory errors.
 //!
 //! Retried inside a call: 429, 408, 500, 502, 503 and 504 answers, and failed connections, up to
-//! `maxRetries` times. A `Retry-After` is honoured as given (and pauses every request of this
-//! connection meanwhile, see `gate`); otherwise the wait doubles from 250 ms with jitter. A
+//! `maxRetries` times. A `Retry-After` (seconds, or an HTTP-date) is honoured as given (and
+//! pauses every request of this connection meanwhile, see `gate`); otherwise the wait doubles from 250 ms with jitter. A
 //! wait longer than `maxRetryWait` ends the call at once with a transient error carrying it,
 //! so the controller's own requeue takes over. A 401 drops the token and tries once more with a
 //! new one. Everything else is answered to the caller, who knows which 400 or 404 means
@@ -160,11 +160,27 @@ impl Reply {
     }
 }
 
-/// `Retry-After` in seconds (the form Graph sends), at most an hour.
+/// The longest `Retry-After` taken as given.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
+/// `Retry-After`, at most an hour: seconds (the form Graph sends), or an HTTP-date (RFC 9110
+/// section 10.2.3), which counts from the same answer's `Date`, so that our clock's skew
+/// against the server's plays no part. A date without a `Date` to count from is not used.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    let seconds: u64 = value.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds.min(3600)))
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds).min(RETRY_AFTER_CAP));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let sent = headers.get(reqwest::header::DATE)?.to_str().ok()?;
+    let sent = httpdate::parse_http_date(sent.trim()).ok()?;
+    // A date at or before the answer's own means "now".
+    let wait = at.duration_since(sent).unwrap_or(Duration::ZERO);
+    Some(wait.min(RETRY_AFTER_CAP))
 }
 
 /// A reqwest error in words, without the URL's query (which may hold names) twice.
@@ -480,6 +496,35 @@ pub type Shared = Arc<GraphClient>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_an_http_date_counted_from_the_answers_date() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let date = |text: &str| reqwest::header::HeaderValue::from_str(text).unwrap();
+        headers.insert(
+            reqwest::header::RETRY_AFTER,
+            date("Wed, 21 Oct 2015 07:28:30 GMT"),
+        );
+        // No Date to count from: not used.
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::DATE, date("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(30)));
+        // The obsolete forms RFC 9110 still asks recipients to read.
+        headers.insert(
+            reqwest::header::DATE,
+            date("Wednesday, 21-Oct-15 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(30)));
+        headers.insert(reqwest::header::DATE, date("Wed Oct 21 07:28:20 2015"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(10)));
+        // Already past, or far off.
+        headers.insert(reqwest::header::DATE, date("Wed, 21 Oct 2015 08:00:00 GMT"));
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+        headers.insert(reqwest::header::DATE, date("Tue, 20 Oct 2015 07:28:30 GMT"));
+        assert_eq!(retry_after(&headers), Some(RETRY_AFTER_CAP));
+        headers.insert(reqwest::header::RETRY_AFTER, date("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
 
     #[test]
     fn retry_after_is_seconds() {

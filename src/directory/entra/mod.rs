@@ -442,6 +442,8 @@ impl EntraDirectory {
         principal: &str,
         until: Option<Timestamp>,
     ) -> Result<Result<DirectoryReceipt, graph::Reply>, DirectoryError> {
+        // What Entra will hold: the end as sent, in whole seconds.
+        let until = until.map(pim::whole_seconds);
         let body = pim::request_body(
             action,
             role,

@@ -45,8 +45,17 @@ pub fn access_id(role: Role) -> &'static str {
     }
 }
 
+/// A time as Graph's schedules take it: whole seconds, rounded down, so that an end never moves
+/// later. Graph documents its timestamps as ISO 8601 in UTC (`2014-01-01T00:00:00Z`), and .NET's
+/// `DateTimeOffset` behind it holds 100 ns at best, so a nanosecond fraction is not sent.
+pub fn whole_seconds(time: Timestamp) -> Timestamp {
+    let seconds = time.as_second() - i64::from(time.subsec_nanosecond() < 0);
+    Timestamp::from_second(seconds).unwrap_or(time)
+}
+
 /// The body of a schedule request. Assignments start `now` and end `until` (`afterDateTime`),
-/// or never (`noExpiration`); a removal has no schedule.
+/// or never (`noExpiration`); a removal has no schedule. Both are sent in whole seconds
+/// ([`whole_seconds`]), as `…Z`.
 pub fn request_body(
     action: Action,
     role: Role,
@@ -65,11 +74,14 @@ pub fn request_body(
     });
     if action != Action::Remove {
         let expiration = match until {
-            Some(end) => json!({"type": "afterDateTime", "endDateTime": end.to_string()}),
+            Some(end) => json!({
+                "type": "afterDateTime",
+                "endDateTime": whole_seconds(end).to_string(),
+            }),
             None => json!({"type": "noExpiration"}),
         };
         body["scheduleInfo"] = json!({
-            "startDateTime": now.to_string(),
+            "startDateTime": whole_seconds(now).to_string(),
             "expiration": expiration,
         });
     }
@@ -118,6 +130,31 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn times_are_sent_in_whole_seconds_rounded_down() {
+        let body = request_body(
+            Action::Assign,
+            Role::Member,
+            "g",
+            "p",
+            ts("2026-03-02T09:00:00.999999999Z"),
+            Some(ts("2026-03-02T09:30:00.5Z")),
+            "j",
+        );
+        assert_eq!(
+            body["scheduleInfo"]["startDateTime"],
+            "2026-03-02T09:00:00Z"
+        );
+        assert_eq!(
+            body["scheduleInfo"]["expiration"]["endDateTime"],
+            "2026-03-02T09:30:00Z"
+        );
+        assert_eq!(
+            whole_seconds(ts("1969-12-31T23:59:59.5Z")),
+            ts("1969-12-31T23:59:59Z")
+        );
     }
 
     #[test]

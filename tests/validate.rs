@@ -481,7 +481,17 @@ fn requests_that_break_their_policy() {
         &format!(
             "{REQUEST_HEAD}spec:\n  group: ops\n  principal: mallory\n  requester: {{username: mallory}}\n  ticket: {{system: jira, number: OPS-1}}\n  justification: x\n"
         ),
-        &[(7, 3, "not-eligible", "spec.principal")],
+        &[
+            (7, 3, "not-eligible", "spec.principal"),
+            (7, 3, "stamped-by-webhook", "spec.principal"),
+            (8, 3, "stamped-by-webhook", "spec.requester"),
+        ],
+    );
+    // Read from a cluster (it has a creationTimestamp), the stamp is the webhook's own.
+    check_case(
+        "exported",
+        "apiVersion: pim.dev/v1alpha1\nkind: ActivationRequest\nmetadata:\n  name: r\n  creationTimestamp: \"2026-11-04T00:00:00Z\"\nspec:\n  group: ops\n  principal: alice\n  requester: {username: alice}\n  ticket: {system: jira, number: OPS-1}\n  justification: x\n",
+        &[],
     );
     // The principal is stamped by the admission webhook, so its absence is no finding.
     check_case(
@@ -516,6 +526,38 @@ fn issue_14_finding_9_a_start_too_far_ahead_is_a_finding() {
             "{REQUEST_HEAD}spec:\n  group: ops\n  ticket: {{system: jira, number: OPS-1}}\n  justification: x\n  startTime: \"2026-11-19T00:00:00Z\"\n"
         ),
         &[],
+    );
+}
+
+// issue 18 finding 1: the old README's request writes spec.requester and spec.principal, which
+// the admission webhook stamps; validate says so, with file, line, field and rule.
+#[test]
+fn issue_18_finding_1_hand_written_requester_and_principal_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "setup.yaml",
+        "apiVersion: pim.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {name: ops}\nspec:\n  activation: {maxDuration: 1h}\n---\napiVersion: pim.dev/v1alpha1\nkind: PimGroup\nmetadata: {name: ops}\nspec:\n  directory: kubernetes\n  group: {id: ops}\n  roles: {member: {policy: ops}}\n---\napiVersion: pim.dev/v1alpha1\nkind: EligibleAssignment\nmetadata: {name: ops-alice}\nspec:\n  group: ops\n  principal: {user: alice}\n  schedule: {start: \"2026-11-01T00:00:00Z\", duration: 30d}\n  justification: On call.\n",
+    );
+    write(
+        dir.path(),
+        "request.yaml",
+        "apiVersion: pim.dev/v1alpha1\nkind: ActivationRequest\nmetadata: {name: alice-ops-1}\nspec:\n  group: ops\n  duration: 15m\n  justification: incident 4711\n  requester: {username: alice}\n  principal: alice\n",
+    );
+    let run = run_in(dir.path(), &["validate", ".", "--now", NOW]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let principal = "request.yaml:9:3: warning[stamped-by-webhook] ActivationRequest/alice-ops-1 spec.principal: is stamped by the admission webhook from the authenticated caller; the webhook replaces \"alice\" with the caller's own principal when it names the caller, and refuses the request when it names anyone else (\"you may only activate for yourself\"); without the webhook the request is never granted: it stays Pending with Validated=Unknown (AttestationKeyMissing) when the operator has no attestation key, and is Rejected with UnverifiedRequester when it has one";
+    let requester = "request.yaml:8:3: warning[stamped-by-webhook] ActivationRequest/alice-ops-1 spec.requester: is stamped and signed by the admission webhook from the authenticated caller; the webhook refuses a request that writes it (\"is stamped by the admission webhook from your credentials; leave it out\"); without the webhook the request is never granted: it stays Pending with Validated=Unknown (AttestationKeyMissing) when the operator has no attestation key, and is Rejected with UnverifiedRequester when it has one";
+    assert_eq!(lines[0], requester, "{}", run.stdout);
+    assert_eq!(
+        lines[1],
+        "    hint: remove spec.requester and create the request as \"alice\" (kubectl pim activate ops, or kubectl create --as=alice to test), through an API server with pim-operator's webhook installed"
+    );
+    assert_eq!(lines[2], principal, "{}", run.stdout);
+    assert_eq!(
+        lines.last().copied(),
+        Some("checked 2 files, 4 documents, 4 PIM objects: 0 errors, 2 warnings")
     );
 }
 

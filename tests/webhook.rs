@@ -1270,3 +1270,34 @@ async fn the_attestation_key_secret_is_made_once_and_shared_by_every_replica() {
     };
     assert!(both.validate().unwrap_err().contains("keyFile and secret"));
 }
+
+// issue 18 finding 8: a refusal says what to change, in which field, to what; no generic tail.
+#[test]
+fn issue_18_finding_8_refusals_say_what_to_change() {
+    let admission = admission(Some(keyring()));
+    let too_long = json!({"duration": "2h"});
+    let message = create(&admission, &alice(), &request_object(GROUP, too_long)).unwrap_err();
+    assert!(
+        message.contains(
+            "spec.duration: 2h is longer than the policy's maximum of 30m (set spec.duration to at most 30m, the policy's maxDuration, or leave it out to get 30m)"
+        ),
+        "{message}"
+    );
+
+    // A CEL transition rule, checked by the webhook as the API server would.
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let mut ended = stored.clone();
+    ended["spec"]["deactivate"] = json!(true);
+    let mut undone = ended.clone();
+    undone["spec"]["deactivate"] = json!(false);
+    let message = update(&admission, &alice(), &ended, &undone).unwrap_err();
+    assert!(
+        message.contains(
+            "deactivate cannot be undone: keep deactivate: true, and create a new request for new access (keep spec.deactivate: true; the request has ended, so ask for access again with a new ActivationRequest)"
+        ),
+        "{message}"
+    );
+    for generic in ["change the object", "the message says"] {
+        assert!(!message.contains(generic), "{message}");
+    }
+}

@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{
     DURATION_MAX_LEN, DURATION_PATTERN, PRINCIPAL_MAX, PRINCIPAL_PATTERN, PrincipalRef, TEXT_MAX,
 };
@@ -96,9 +97,7 @@ pub struct ActivationSettings {
 /// Who approves, and how many must.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new(
-    "!has(self.minApprovals) || self.approvers.exists(a, has(a.group)) || self.minApprovals <= size(self.approvers)"
-).message("minApprovals cannot exceed the number of approvers when all approvers are users"))]
+#[x_kube(validation = cel::MIN_APPROVALS_REACHABLE.kube())]
 pub struct ApprovalSettings {
     /// Users and groups who may approve.
     #[schemars(length(min = 1, max = 64))]

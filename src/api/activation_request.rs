@@ -5,36 +5,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{
     DURATION_MAX_LEN, DURATION_PATTERN, OBJECT_NAME_MAX, OBJECT_NAME_PATTERN, PRINCIPAL_MAX,
     PRINCIPAL_PATTERN, Role, TEXT_MAX,
 };
-
-/// Fields that never change after creation. `approvals` and `deactivate` have rules of their own.
-const IMMUTABLE_REQUIRED: &[&str] = &["group"];
-const IMMUTABLE_OPTIONAL: &[&str] = &[
-    "role",
-    "duration",
-    "justification",
-    "ticket",
-    "startTime",
-    "requester",
-    "principal",
-];
-
-/// CEL rule keeping the spec immutable except for `approvals` and `deactivate`.
-fn immutable_spec_rule() -> kube::core::Rule {
-    let mut clauses: Vec<String> = IMMUTABLE_REQUIRED
-        .iter()
-        .map(|f| format!("self.{f} == oldSelf.{f}"))
-        .collect();
-    clauses.extend(IMMUTABLE_OPTIONAL.iter().map(|f| {
-        format!("has(self.{f}) == has(oldSelf.{f}) && (!has(self.{f}) || self.{f} == oldSelf.{f})")
-    }));
-    kube::core::Rule::new(clauses.join(" && ")).message(
-        "spec is immutable after creation, except approvals and deactivate; create a new request instead",
-    )
-}
 
 /// A user asks to hold a role of a PimGroup for a while.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -66,13 +41,9 @@ fn immutable_spec_rule() -> kube::core::Rule {
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = immutable_spec_rule(),
-    validation = kube::core::Rule::new(
-        "!has(oldSelf.deactivate) || !oldSelf.deactivate || (has(self.deactivate) && self.deactivate)"
-    ).message("deactivate cannot be undone"),
-    validation = kube::core::Rule::new(
-        "!has(oldSelf.approvals) || (has(self.approvals) && oldSelf.approvals.all(o, self.approvals.exists(n, n.approver == o.approver && n.decision == o.decision)))"
-    ).message("a recorded approval decision cannot be changed or removed")
+    validation = cel::immutable_request_spec().kube(),
+    validation = cel::DEACTIVATE_IS_FINAL.kube(),
+    validation = cel::DECISIONS_ARE_FINAL.kube()
 )]
 pub struct ActivationRequestSpec {
     /// Name of the PimGroup.

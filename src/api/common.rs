@@ -76,8 +76,8 @@ impl std::fmt::Display for Role {
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.user) != has(self.group)",
-    "message": "set exactly one of user or group"
+    "rule": super::cel::PRINCIPAL_USER_OR_GROUP.expression,
+    "message": super::cel::PRINCIPAL_USER_OR_GROUP.message
 }]))]
 pub struct PrincipalRef {
     /// A user, e.g. a UPN (`alice@contoso.com`), uid or DN.

@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{
     DURATION_MAX_LEN, DURATION_PATTERN, OBJECT_NAME_MAX, OBJECT_NAME_PATTERN, PrincipalRef, Role,
     TEXT_MAX,
@@ -74,9 +75,7 @@ pub enum AssignmentType {
 /// When the assignment holds: from `start` (default: creation) to `end`, for `duration`, or forever.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new(
-    "(has(self.end) ? 1 : 0) + (has(self.duration) ? 1 : 0) + ((has(self.permanent) && self.permanent) ? 1 : 0) == 1"
-).message("set exactly one of end, duration or permanent: true"))]
+#[x_kube(validation = cel::SCHEDULE_ONE_END.kube())]
 pub struct Schedule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Time>,

@@ -6,6 +6,7 @@
 pub mod access_policy;
 #[allow(clippy::duplicated_attributes)]
 pub mod activation_request;
+pub mod cel;
 pub mod common;
 pub mod conditions;
 pub mod crd;

@@ -13,6 +13,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{OBJECT_NAME_MAX, PRINCIPAL_MAX, Role};
 
 /// Label with the PimGroup a grant was made for (shortened with a hash past the 63 characters a
@@ -47,7 +48,7 @@ pub const GROUP_LABEL: &str = "pim.dev/group";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("self == oldSelf").message("a ledger entry is immutable: the operator deletes it once the directory confirmed the removal"))]
+#[x_kube(validation = cel::GRANT_IS_IMMUTABLE.kube())]
 pub struct PimGrantSpec {
     /// The PimGroup the grant was made for.
     #[schemars(length(min = 1, max = OBJECT_NAME_MAX))]

@@ -5,6 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
 use super::common::{
     OBJECT_NAME_MAX, OBJECT_NAME_PATTERN, PRINCIPAL_MAX, PRINCIPAL_PATTERN, TEXT_MAX,
 };
@@ -59,9 +60,7 @@ pub const KUBERNETES_DIRECTORY: &str = "kubernetes";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new(
-    "!has(self.rbac) || self.directory == 'kubernetes'"
-).message("rbac applies only to the kubernetes directory"))]
+#[x_kube(validation = cel::RBAC_NEEDS_KUBERNETES.kube())]
 pub struct PimGroupSpec {
     /// Name of a directory connection in the operator's config. Default `kubernetes`.
     #[serde(default = "default_directory")]
@@ -85,10 +84,8 @@ fn default_directory() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = kube::core::Rule::new("has(self.id) || has(self.displayName)")
-        .message("set id or displayName"),
-    validation = kube::core::Rule::new("!has(self.create) || !self.create || has(self.displayName)")
-        .message("create needs a displayName")
+    validation = cel::GROUP_ID_OR_NAME.kube(),
+    validation = cel::CREATE_NEEDS_NAME.kube()
 )]
 pub struct DirectoryGroupRef {
     /// Object id (Entra), DN (LDAP) or group name (kubernetes).
@@ -138,8 +135,7 @@ pub enum StandingAccess {
 /// RBAC roles bound to the group's active members (kubernetes directory).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("(has(self.clusterRoles) ? size(self.clusterRoles) : 0) + (has(self.namespaceRoles) ? size(self.namespaceRoles) : 0) > 0")
-    .message("name at least one cluster role or namespace role"))]
+#[x_kube(validation = cel::RBAC_NAMES_A_ROLE.kube())]
 pub struct RbacGrant {
     /// ClusterRoles bound cluster-wide with ClusterRoleBindings.
     #[serde(default)]

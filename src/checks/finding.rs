@@ -33,7 +33,8 @@ pub struct Rule {
     pub severity: Severity,
     /// One line saying what the rule checks.
     pub summary: &'static str,
-    /// The fix, when the finding has no more specific one.
+    /// The fix. For rules that cover many fields (wrong-type, invalid-value, cel-rule, ...)
+    /// every finding carries its own, naming the field; this text is the rule's SARIF help.
     pub hint: &'static str,
 }
 
@@ -61,7 +62,7 @@ pub mod rules {
         "yaml-syntax",
         Error,
         "The file is not valid YAML.",
-        "fix the YAML at this position; the rest of the file is not checked until it parses",
+        "correct the syntax at this line and column (indentation, a colon after each key, closed brackets and quotes); nothing after it in the file is checked until it parses",
     );
     pub const INVALID_DOCUMENT: Rule = rule(
         "invalid-document",
@@ -91,43 +92,43 @@ pub mod rules {
         "unknown-field",
         Error,
         "The field is not in the resource's schema; the API server rejects it under strict field validation.",
-        "remove the field or fix its spelling",
+        "remove the field, or spell it as one of the fields the schema has at that level",
     );
     pub const REQUIRED_FIELD: Rule = rule(
         "required-field",
         Error,
         "A required field is missing.",
-        "add the field",
+        "add the missing field under the parent the finding names, such as `spec.group` under `spec`",
     );
     pub const WRONG_TYPE: Rule = rule(
         "wrong-type",
         Error,
         "The value has the wrong type for the field.",
-        "write a value of the type the schema names",
+        "write strings in quotes when they look like numbers or booleans, numbers and true/false without quotes, and mappings and lists as YAML blocks, as the field's type says",
     );
     pub const INVALID_VALUE: Rule = rule(
         "invalid-value",
         Error,
         "The value breaks the field's schema: allowed values, pattern, length, range or format.",
-        "see `kubectl explain` for the field, or `pim-operator crds`",
+        "bring the value within the field's limits: one of its allowed values, its pattern, its length or its range",
     );
     pub const DUPLICATE_LIST_KEY: Rule = rule(
         "duplicate-list-key",
         Error,
         "Two entries of a keyed list have the same key.",
-        "keep one entry per key",
+        "remove the repeated entry, or merge it into the earlier one with the same key",
     );
     pub const CEL_RULE: Rule = rule(
         "cel-rule",
         Error,
         "The object breaks a validation rule (CEL) of its CustomResourceDefinition.",
-        "change the object so that the rule holds; the message says what it requires",
+        "keep the combinations the CRDs require: exactly one of user or group, exactly one of end, duration or permanent, a reachable minApprovals, rbac only with the kubernetes directory, and a request's spec unchanged after creation",
     );
     pub const DECODE_ERROR: Rule = rule(
         "decode-error",
         Error,
         "The object does not decode into the operator's types.",
-        "compare the object with `pim-operator crds`",
+        "write the field as the CRD's schema (`pim-operator crds`) describes it; if it already does, the schema and the operator disagree: report it with this manifest",
     );
     pub const DUPLICATE_NAME: Rule = rule(
         "duplicate-name",
@@ -145,13 +146,13 @@ pub mod rules {
         "group-not-found",
         Error,
         "The referenced PimGroup does not exist.",
-        "create the PimGroup or fix spec.group",
+        "create the PimGroup, or set spec.group to an existing one",
     );
     pub const POLICY_NOT_FOUND: Rule = rule(
         "policy-not-found",
         Error,
         "The referenced AccessPolicy does not exist.",
-        "create the AccessPolicy or fix the policy name",
+        "create the AccessPolicy, or name an existing one in the PimGroup's spec.roles",
     );
     pub const ROLE_NOT_MANAGED: Rule = rule(
         "role-not-managed",
@@ -163,7 +164,7 @@ pub mod rules {
         "invalid-policy",
         Error,
         "The AccessPolicy's rules contradict each other or are out of range.",
-        "fix the approval settings",
+        "give spec.activation.approval at least one approver, each with exactly one of user or group, and a minApprovals the approvers can reach",
     );
     pub const INVALID_DURATION: Rule = rule(
         "invalid-duration",
@@ -175,7 +176,7 @@ pub mod rules {
         "duration-exceeds-maximum",
         Error,
         "The duration is longer than its cap allows.",
-        "shorten the duration to the cap or less",
+        "shorten it: a request to its policy's maxDuration, maxDuration to 24h, an approval timeout to 30d",
     );
     pub const INVALID_SCHEDULE: Rule = rule(
         "invalid-schedule",
@@ -211,7 +212,7 @@ pub mod rules {
         "exceeds-policy",
         Warning,
         "The assignment asks for more than its policy allows; the operator clips it to the policy's cap.",
-        "shorten the schedule to the cap, so that the manifest says what will happen",
+        "shorten spec.schedule to the policy's maxEligibleDuration or maxActiveDuration, so that the manifest says when the assignment ends",
     );
     pub const SCHEDULE_ENDED: Rule = rule(
         "schedule-ended",
@@ -224,6 +225,12 @@ pub mod rules {
         Error,
         "The request's startTime lies further after its creation than the policy's maxStartDelay allows.",
         "create the request closer to when the access is needed, or raise spec.activation.maxStartDelay",
+    );
+    pub const STAMPED_BY_WEBHOOK: Rule = rule(
+        "stamped-by-webhook",
+        Warning,
+        "An ActivationRequest manifest writes spec.requester or spec.principal, which the admission webhook stamps from the authenticated caller.",
+        "remove spec.requester and spec.principal, and create the request as the user who needs the access, through the API server with the webhook installed",
     );
 
     /// Every rule, in a stable order.
@@ -256,6 +263,7 @@ pub mod rules {
         EXCEEDS_POLICY,
         SCHEDULE_ENDED,
         INVALID_START_TIME,
+        STAMPED_BY_WEBHOOK,
     ];
 }
 
@@ -311,13 +319,18 @@ impl Finding {
         }
     }
 
-    /// A violation reported by the core, under the rule of its reason.
+    /// A violation reported by the core, under the rule of its reason, with its remedy.
     pub fn from_violation(violation: &Violation) -> Self {
-        Finding::new(
+        let finding = Finding::new(
             rule_for_reason(violation.reason),
             violation.field.clone(),
             violation.message.clone(),
-        )
+        );
+        if violation.remedy.is_empty() {
+            finding
+        } else {
+            finding.hint(violation.remedy.clone())
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

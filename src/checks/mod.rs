@@ -5,7 +5,9 @@
 //! - [`semantic`]: one object against a [`crate::engine::Catalog`] of the others: references,
 //!   policy caps, schedules, requests against their policy, conflicting PimGroups;
 //! - [`duplicate_name`]: the one check that only a set of manifests can fail, since the API
-//!   server keeps names unique.
+//!   server keeps names unique;
+//! - [`stamped`]: fields of a request that only the admission webhook writes, written in a
+//!   manifest (`validate` only).
 //!
 //! Every check returns [`Finding`]s named by field path; none reads the clock or a file.
 
@@ -15,6 +17,7 @@ pub mod openapi;
 pub mod references;
 pub mod schema;
 pub mod semantic;
+pub mod stamped;
 
 pub use finding::{Finding, Rule, Severity, rules};
 pub use object::{Kind, PimObject};

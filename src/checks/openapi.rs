@@ -69,18 +69,21 @@ impl StructuralSchema {
         if let Some(expected) = schema.get("type").and_then(Value::as_str)
             && !type_matches(expected, value, schema)
         {
-            out.push(Finding::new(
-                rules::WRONG_TYPE,
-                path,
-                format!("must be {}, not {}", article(expected), type_name(value)),
-            ));
+            out.push(
+                Finding::new(
+                    rules::WRONG_TYPE,
+                    path,
+                    format!("must be {}, not {}", article(expected), type_name(value)),
+                )
+                .hint(type_hint(expected, path)),
+            );
             return;
         }
         if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
             && !allowed.contains(value)
         {
             let names: Vec<String> = allowed.iter().map(plain).collect();
-            let mut hint = format!("use one of: {}", names.join(", "));
+            let mut hint = format!("set {path} to one of: {}", names.join(", "));
             if let Some(close) = value
                 .as_str()
                 .and_then(|v| closest(v, names.iter().map(String::as_str)))
@@ -111,11 +114,14 @@ impl StructuralSchema {
         if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
             && length as u64 > max
         {
-            out.push(Finding::new(
-                rules::INVALID_VALUE,
-                path,
-                format!("is {length} characters long; the limit is {max}"),
-            ));
+            out.push(
+                Finding::new(
+                    rules::INVALID_VALUE,
+                    path,
+                    format!("is {length} characters long; the limit is {max}"),
+                )
+                .hint(format!("shorten {path} to {max} characters or fewer")),
+            );
             return;
         }
         if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
@@ -126,7 +132,11 @@ impl StructuralSchema {
             } else {
                 format!("is {length} characters long; at least {min} are needed")
             };
-            out.push(Finding::new(rules::INVALID_VALUE, path, message));
+            out.push(
+                Finding::new(rules::INVALID_VALUE, path, message).hint(format!(
+                    "write at least {min} characters in {path}, or leave it out"
+                )),
+            );
             return;
         }
         if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
@@ -156,20 +166,28 @@ impl StructuralSchema {
         if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
             && count > max
         {
-            out.push(Finding::new(
-                rules::INVALID_VALUE,
-                path,
-                format!("has {count} entries; the limit is {max}"),
-            ));
+            out.push(
+                Finding::new(
+                    rules::INVALID_VALUE,
+                    path,
+                    format!("has {count} entries; the limit is {max}"),
+                )
+                .hint(format!(
+                    "remove entries from {path} until {max} or fewer remain"
+                )),
+            );
         }
         if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
             && count < min
         {
-            out.push(Finding::new(
-                rules::INVALID_VALUE,
-                path,
-                format!("has {count} entries; at least {min} are needed"),
-            ));
+            out.push(
+                Finding::new(
+                    rules::INVALID_VALUE,
+                    path,
+                    format!("has {count} entries; at least {min} are needed"),
+                )
+                .hint(format!("add entries to {path}: at least {min}")),
+            );
         }
         if let Some(item_schema) = schema.get("items") {
             for (i, item) in items.iter().enumerate() {
@@ -240,29 +258,42 @@ fn number(schema: &Value, value: &Value, path: &str, out: &mut Vec<Finding>) {
     if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
         && n < min
     {
-        out.push(Finding::new(
-            rules::INVALID_VALUE,
-            path,
-            format!("{} is less than the minimum of {}", plain(value), min),
-        ));
+        out.push(
+            Finding::new(
+                rules::INVALID_VALUE,
+                path,
+                format!("{} is less than the minimum of {}", plain(value), min),
+            )
+            .hint(format!("set {path} to {min} or more")),
+        );
     }
     if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
         && n > max
     {
-        out.push(Finding::new(
-            rules::INVALID_VALUE,
-            path,
-            format!("{} is more than the maximum of {}", plain(value), max),
-        ));
+        out.push(
+            Finding::new(
+                rules::INVALID_VALUE,
+                path,
+                format!("{} is more than the maximum of {}", plain(value), max),
+            )
+            .hint(format!("set {path} to {max} or less")),
+        );
     }
     if schema.get("format").and_then(Value::as_str) == Some("int32")
         && value.as_i64().is_none_or(|i| i32::try_from(i).is_err())
     {
-        out.push(Finding::new(
-            rules::INVALID_VALUE,
-            path,
-            format!("{} does not fit in 32 bits", plain(value)),
-        ));
+        out.push(
+            Finding::new(
+                rules::INVALID_VALUE,
+                path,
+                format!("{} does not fit in 32 bits", plain(value)),
+            )
+            .hint(format!(
+                "set {path} to a whole number from {} to {}",
+                i32::MIN,
+                i32::MAX
+            )),
+        );
     }
 }
 
@@ -299,11 +330,16 @@ fn duplicates_in_list(schema: &Value, items: &[Value], path: &str, out: &mut Vec
             } else {
                 preview(item)
             };
-            out.push(Finding::new(
-                rules::DUPLICATE_LIST_KEY,
-                format!("{path}[{i}]"),
-                format!("repeats the entry for {what}"),
-            ));
+            out.push(
+                Finding::new(
+                    rules::DUPLICATE_LIST_KEY,
+                    format!("{path}[{i}]"),
+                    format!("repeats the entry for {what}"),
+                )
+                .hint(format!(
+                    "remove {path}[{i}], or merge it into the earlier entry for {what}"
+                )),
+            );
         } else {
             seen.push(id);
         }
@@ -341,6 +377,7 @@ fn pattern_finding(pattern: &str, text: &str, path: &str) -> Finding {
         path,
         format!("{text:?} does not match the pattern {pattern}"),
     )
+    .hint(format!("write {path} so that it matches {pattern}"))
 }
 
 /// The pattern of directory names and namespaces.
@@ -385,6 +422,21 @@ pub fn type_name(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
+    }
+}
+
+/// How to write a value of `schema_type` in YAML, for the field at `path`.
+fn type_hint(schema_type: &str, path: &str) -> String {
+    match schema_type {
+        "object" => format!("write {path} as a mapping: `key: value` lines indented under it"),
+        "array" => format!("write {path} as a list: one `- ` line per entry, indented under it"),
+        "string" => {
+            format!("quote the value of {path} (\"yes\", \"1\"), so that YAML reads it as a string")
+        }
+        "integer" => format!("write {path} as a whole number without quotes, such as 2"),
+        "number" => format!("write {path} as a number without quotes"),
+        "boolean" => format!("write {path} as true or false, without quotes"),
+        other => format!("write {path} as {other}"),
     }
 }
 

@@ -34,7 +34,7 @@ pub fn resolve<'a>(
             let hint = match closest(group, known.clone()) {
                 Some(close) => format!("did you mean `{close}`?"),
                 None => format!(
-                    "create the PimGroup or fix spec.group; known PimGroups: {}",
+                    "create PimGroup {group:?}, or set spec.group to one of the PimGroups: {}",
                     list_some(known)
                 ),
             };
@@ -42,11 +42,9 @@ pub fn resolve<'a>(
                 Finding::from_violation(&target_violation(target, group, role)).hint(hint),
             )
         }
-        ResolvedTarget::RoleNotManaged => Resolution::Broken(
-            Finding::from_violation(&target_violation(target, group, role)).hint(format!(
-                "use the member role, or add `roles.{role}.policy` to PimGroup {group:?}"
-            )),
-        ),
+        ResolvedTarget::RoleNotManaged => Resolution::Broken(Finding::from_violation(
+            &target_violation(target, group, role),
+        )),
     }
 }
 
@@ -59,7 +57,7 @@ pub fn missing_policy(catalog: &Catalog, path: &str, policy: &str) -> Option<Fin
     let hint = match closest(policy, known.clone()) {
         Some(close) => format!("did you mean `{close}`?"),
         None => format!(
-            "create the AccessPolicy or fix the name; known AccessPolicies: {}",
+            "create AccessPolicy {policy:?}, or set {path} to one of the AccessPolicies: {}",
             list_some(known)
         ),
     };

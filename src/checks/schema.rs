@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::finding::{Finding, rules};
 use super::object::{Kind, PimObject};
 use super::openapi::{StructuralSchema, join, prune_nulls, type_name};
+use crate::api::cel::CelRule;
 use crate::api::common::{GROUP, OBJECT_NAME_MAX, OBJECT_NAME_PATTERN, VERSION};
 
 /// The API version all four kinds are served at.
@@ -172,7 +173,14 @@ impl SchemaChecker {
             Err(errors) => errors
                 .into_vec()
                 .into_iter()
-                .map(|e| Finding::new(rules::CEL_RULE, e.field_path, e.message))
+                .map(|e| {
+                    let finding = Finding::new(rules::CEL_RULE, e.field_path, e.message);
+                    // Every rule of our CRDs is in the table (tests/crds.rs checks).
+                    match CelRule::find(&e.rule) {
+                        Some(rule) => finding.hint(rule.remedy),
+                        None => finding,
+                    }
+                })
                 .collect(),
         }
     }
@@ -190,11 +198,14 @@ fn check_metadata(object: &Value) -> Vec<Finding> {
         return out;
     };
     let Some(fields) = meta.as_object() else {
-        out.push(Finding::new(
-            rules::WRONG_TYPE,
-            "metadata",
-            format!("must be a mapping, not {}", type_name(meta)),
-        ));
+        out.push(
+            Finding::new(
+                rules::WRONG_TYPE,
+                "metadata",
+                format!("must be a mapping, not {}", type_name(meta)),
+            )
+            .hint("write metadata as a mapping with `name:` indented under it"),
+        );
         return out;
     };
     match fields.get("name") {
@@ -204,18 +215,27 @@ fn check_metadata(object: &Value) -> Vec<Finding> {
         ),
         Some(Value::String(name)) => {
             if !is_object_name(name) {
-                out.push(Finding::new(
-                    rules::INVALID_NAME,
-                    "metadata.name",
-                    format!("{name:?} is not a valid name"),
-                ));
+                out.push(
+                    Finding::new(
+                        rules::INVALID_NAME,
+                        "metadata.name",
+                        format!("{name:?} is not a valid name"),
+                    )
+                    .hint(format!(
+                        "rename it with lowercase letters, digits, '-' and '.', such as {:?}",
+                        suggested_name(name)
+                    )),
+                );
             }
         }
-        Some(other) => out.push(Finding::new(
-            rules::WRONG_TYPE,
-            "metadata.name",
-            format!("must be a string, not {}", type_name(other)),
-        )),
+        Some(other) => out.push(
+            Finding::new(
+                rules::WRONG_TYPE,
+                "metadata.name",
+                format!("must be a string, not {}", type_name(other)),
+            )
+            .hint("quote the name, such as `name: \"2026\"`, or start it with a letter"),
+        ),
     }
     for (key, value) in fields {
         let path = join("metadata", key);
@@ -243,6 +263,24 @@ fn check_metadata(object: &Value) -> Vec<Finding> {
     out
 }
 
+/// `name` made into a valid object name: lowercase, other characters as '-'.
+fn suggested_name(name: &str) -> String {
+    let lowered: String = name
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-' | '.') => c,
+            _ => '-',
+        })
+        .collect();
+    let trimmed = lowered.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let short: String = trimmed.chars().take(OBJECT_NAME_MAX).collect();
+    if short.is_empty() {
+        "my-object".to_owned()
+    } else {
+        short
+    }
+}
+
 fn is_object_name(name: &str) -> bool {
     static PATTERN: LazyLock<Option<Regex>> =
         LazyLock::new(|| Regex::new(OBJECT_NAME_PATTERN).ok());
@@ -264,7 +302,15 @@ struct DecodeError {
 
 impl DecodeError {
     fn finding(self) -> Finding {
-        Finding::new(rules::DECODE_ERROR, self.path, self.message)
+        let hint = format!(
+            "write {} as the CRD's schema (`pim-operator crds`) describes it; if it already does, the schema and the operator disagree: report it with this manifest",
+            if self.path.is_empty() {
+                "the object"
+            } else {
+                &self.path
+            }
+        );
+        Finding::new(rules::DECODE_ERROR, self.path, self.message).hint(hint)
     }
 }
 

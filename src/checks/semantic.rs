@@ -15,7 +15,7 @@ use crate::api::pim_group::DirectoryGroupRef;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::activation::validate_request_created;
 use crate::core::eligibility::{AssignmentState, assignment_window, covering};
-use crate::core::policy::{HARD_MAX_ACTIVATION, MAX_APPROVAL_TIMEOUT, Policy};
+use crate::core::policy::Policy;
 use crate::core::{duration, violation::Violation};
 use crate::engine::Catalog;
 use crate::engine::catalog::created_at;
@@ -40,27 +40,7 @@ pub fn check_policy(policy: &AccessPolicy) -> Vec<Finding> {
     let Err(violations) = Policy::from_spec(&policy.spec) else {
         return Vec::new();
     };
-    violations
-        .iter()
-        .map(|v| {
-            let finding = Finding::from_violation(v);
-            match (v.reason, v.field.as_str()) {
-                (reasons::DURATION_EXCEEDS_MAXIMUM, "spec.activation.maxDuration") => {
-                    finding.hint(format!(
-                        "no activation may last longer than {}; use {} or less",
-                        duration::format(HARD_MAX_ACTIVATION),
-                        duration::format(HARD_MAX_ACTIVATION)
-                    ))
-                }
-                (reasons::DURATION_EXCEEDS_MAXIMUM, "spec.activation.approval.timeout") => finding
-                    .hint(format!(
-                        "use {} or less",
-                        duration::format(MAX_APPROVAL_TIMEOUT)
-                    )),
-                _ => finding,
-            }
-        })
-        .collect()
+    violations.iter().map(Finding::from_violation).collect()
 }
 
 /// A PimGroup's policy references, and whether another PimGroup manages the same directory group.
@@ -155,19 +135,36 @@ pub fn check_assignment(
     let mut out = Vec::new();
     let end_field = end_field(&spec.schedule);
     if let (Some(clipped), Some(end)) = (&window.clipped, window.end) {
-        out.push(Finding::new(
-            rules::EXCEEDS_POLICY,
-            end_field,
-            format!("{clipped}, so the operator ends it at {end}"),
-        ));
+        let cap = duration::format(end.duration_since(window.start));
+        let hint = match end_field {
+            "spec.schedule.end" => format!("set spec.schedule.end to {end} or earlier"),
+            "spec.schedule.duration" => format!("set spec.schedule.duration to {cap} or less"),
+            _ => format!(
+                "replace `permanent: true` with `duration: {cap}` or less, or allow permanent assignments in the AccessPolicy's spec.assignment"
+            ),
+        };
+        out.push(
+            Finding::new(
+                rules::EXCEEDS_POLICY,
+                end_field,
+                format!("{clipped}, so the operator ends it at {end}"),
+            )
+            .hint(hint),
+        );
     }
     if window.state(now) == AssignmentState::Ended {
         let end = window.end.map(|e| e.to_string()).unwrap_or_default();
-        out.push(Finding::new(
-            rules::SCHEDULE_ENDED,
-            end_field,
-            format!("ended at {end}, before {now}"),
-        ));
+        let name = assignment.metadata.name.as_deref().unwrap_or_default();
+        out.push(
+            Finding::new(
+                rules::SCHEDULE_ENDED,
+                end_field,
+                format!("ended at {end}, before {now}"),
+            )
+            .hint(format!(
+                "delete EligibleAssignment {name:?}, or move {end_field} so that it ends after {now}"
+            )),
+        );
     }
     out
 }
@@ -250,6 +247,10 @@ pub fn check_request(
                 reasons::NOT_ELIGIBLE,
                 format!(
                     "{principal:?} holds no eligible assignment for the {role} role of {:?} at {start}",
+                    spec.group
+                ),
+                format!(
+                    "add an EligibleAssignment of {principal:?} to the {role} role of PimGroup {:?} whose schedule covers {start}, or set spec.startTime within an existing one",
                     spec.group
                 ),
             );

@@ -5,3 +5,6 @@ pub mod report;
 pub mod sarif;
 pub mod simulate;
 pub mod validate;
+
+#[cfg(test)]
+mod remedies;

@@ -56,7 +56,7 @@ pub enum SimulateCliError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error(
-        "the manifests have problems the API server would refuse; fix them first (`pim-operator validate` checks them):\n{0}"
+        "the manifests have problems the API server would refuse; correct them first (`pim-operator validate` names each one and its fix):\n{0}"
     )]
     Manifests(String),
     #[error(transparent)]

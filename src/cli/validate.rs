@@ -93,7 +93,11 @@ pub fn check(manifests: Manifests, now: Timestamp) -> Report {
     let catalog = manifests.catalog();
     let mut findings = manifests.findings;
     for loaded in manifests.objects.iter().filter(|o| o.schema_valid) {
-        for finding in check_object(&catalog, &loaded.object, now) {
+        let stamped = crate::checks::stamped::written_by_hand(&loaded.object);
+        for finding in check_object(&catalog, &loaded.object, now)
+            .into_iter()
+            .chain(stamped)
+        {
             let location = loaded.locate(&finding.path);
             findings.push(LocatedFinding { location, finding });
         }

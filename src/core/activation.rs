@@ -47,6 +47,7 @@ pub fn validate_request_created(
             "spec.principal",
             reasons::PRINCIPAL_MISSING,
             "no principal was stamped by the admission webhook; create the request through the API server with the webhook installed",
+            "create the request again through an API server where pim-operator's admission webhook is installed (webhook.enabled); it stamps spec.principal from your credentials",
         ));
     }
     if policy.require_justification
@@ -59,6 +60,7 @@ pub fn validate_request_created(
             "spec.justification",
             reasons::JUSTIFICATION_REQUIRED,
             "the policy requires a justification",
+            "add spec.justification saying why you need the access, such as `justification: incident 4711`",
         ));
     }
     if policy.require_ticket
@@ -71,6 +73,7 @@ pub fn validate_request_created(
             "spec.ticket",
             reasons::TICKET_REQUIRED,
             "the policy requires a ticket with system and number",
+            "add spec.ticket with both fields, such as `ticket: {system: ServiceNow, number: CHG0031337}`",
         ));
     }
     if policy.require_mfa && !mfa_verified {
@@ -78,6 +81,7 @@ pub fn validate_request_created(
             "spec.requester",
             reasons::MFA_REQUIRED,
             "the policy requires multi-factor authentication, and no verified MFA claim came with the request",
+            "sign in again with multi-factor authentication, so that your token carries the MFA claim, and create a new request",
         ));
     }
     let duration = match spec.duration.as_deref() {
@@ -96,6 +100,11 @@ pub fn validate_request_created(
                         duration::format(d),
                         duration::format(policy.max_activation)
                     ),
+                    format!(
+                        "set spec.duration to at most {}, the policy's maxDuration, or leave it out to get {}",
+                        duration::format(policy.max_activation),
+                        duration::format(policy.max_activation)
+                    ),
                 ));
                 d
             }
@@ -111,6 +120,11 @@ pub fn validate_request_created(
                 format!(
                     "{start} is {} after the request was created ({created}); the policy's maxStartDelay is {}",
                     duration::format(delay),
+                    duration::format(policy.max_start_delay)
+                ),
+                format!(
+                    "set spec.startTime to {} or earlier (at most the policy's maxStartDelay of {} after creation), or create the request closer to when the access is needed",
+                    add(created, policy.max_start_delay),
                     duration::format(policy.max_start_delay)
                 ),
             ));

@@ -23,6 +23,23 @@ pub enum DurationError {
 }
 
 impl DurationError {
+    /// What to write instead.
+    pub fn remedy(&self) -> String {
+        match self {
+            DurationError::Syntax { field, .. } => format!(
+                "write {field} as a number and a unit, such as 30m, 8h, 90d or 1h30m, or in ISO-8601 such as PT8H"
+            ),
+            DurationError::Negative { field, value } => format!(
+                "remove the minus sign: write {field} as {:?}",
+                value.trim_start_matches('-')
+            ),
+            DurationError::TooLong { field, .. } => format!("set {field} to 36500d or less"),
+            DurationError::Zero { field } => {
+                format!("set {field} to more than zero, such as 1h")
+            }
+        }
+    }
+
     pub fn field(&self) -> &str {
         match self {
             DurationError::Syntax { field, .. }

@@ -65,6 +65,7 @@ pub fn assignment_window(
             "spec.principal",
             reasons::INVALID_PRINCIPAL,
             "set exactly one of user or group",
+            "keep either spec.principal.user or spec.principal.group, and remove the other",
         ));
     }
     if rules.require_justification && is_blank(spec.justification.as_deref()) {
@@ -72,6 +73,7 @@ pub fn assignment_window(
             "spec.justification",
             reasons::JUSTIFICATION_REQUIRED,
             "the policy requires a justification for assignments",
+            "add spec.justification saying why the principal needs to be eligible",
         ));
     }
     let schedule = &spec.schedule;
@@ -102,6 +104,7 @@ pub fn assignment_window(
                 "spec.schedule",
                 reasons::INVALID_SCHEDULE,
                 "set exactly one of end, duration or permanent: true",
+                "keep exactly one of spec.schedule.end, spec.schedule.duration or spec.schedule.permanent: true, and remove the others",
             ));
             None
         }
@@ -113,6 +116,7 @@ pub fn assignment_window(
             "spec.schedule.end",
             reasons::INVALID_SCHEDULE,
             format!("{end} is not after the start {start}"),
+            format!("set spec.schedule.end to a time after {start}, or use spec.schedule.duration"),
         ));
     }
     if !violations.is_empty() {

@@ -147,6 +147,10 @@ impl Policy {
                     duration::format(policy.max_activation),
                     duration::format(HARD_MAX_ACTIVATION)
                 ),
+                format!(
+                    "set spec.activation.maxDuration to {} or less; no activation may last longer",
+                    duration::format(HARD_MAX_ACTIVATION)
+                ),
             ));
         }
         policy.require_justification = activation.require_justification.unwrap_or(true);
@@ -164,6 +168,10 @@ impl Policy {
                     "spec.activation.approval.timeout",
                     reasons::DURATION_EXCEEDS_MAXIMUM,
                     format!("{} is longer than 30d", duration::format(timeout)),
+                    format!(
+                        "set spec.activation.approval.timeout to {} or less",
+                        duration::format(MAX_APPROVAL_TIMEOUT)
+                    ),
                 ));
             }
             if approval.approvers.is_empty() {
@@ -171,6 +179,7 @@ impl Policy {
                     "spec.activation.approval.approvers",
                     reasons::INVALID_POLICY,
                     "name at least one approver",
+                    "add an entry to spec.activation.approval.approvers, such as `- user: bob@contoso.com` or `- group: ops-leads`, or remove spec.activation.approval",
                 ));
             }
             for (i, approver) in approval.approvers.iter().enumerate() {
@@ -179,6 +188,9 @@ impl Policy {
                         format!("spec.activation.approval.approvers[{i}]"),
                         reasons::INVALID_POLICY,
                         "set exactly one of user or group",
+                        format!(
+                            "keep either `user:` or `group:` in spec.activation.approval.approvers[{i}], and remove the other"
+                        ),
                     ));
                 }
             }
@@ -193,6 +205,9 @@ impl Policy {
                     "spec.activation.approval.minApprovals",
                     reasons::INVALID_POLICY,
                     format!("must be between 1 and {MAX_MIN_APPROVALS}, not {min}"),
+                    format!(
+                        "set spec.activation.approval.minApprovals to a number from 1 to {MAX_MIN_APPROVALS}"
+                    ),
                 ));
             } else if only_users && min_approvals > approval.approvers.len() {
                 violations.push(Violation::new(
@@ -200,6 +215,10 @@ impl Policy {
                     reasons::INVALID_POLICY,
                     format!(
                         "{min_approvals} approvals can never be collected from {} approver(s)",
+                        approval.approvers.len()
+                    ),
+                    format!(
+                        "lower spec.activation.approval.minApprovals to {} or less, or add approvers (a `group:` approver lifts the limit)",
                         approval.approvers.len()
                     ),
                 ));

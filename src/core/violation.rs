@@ -9,21 +9,31 @@ use crate::api::conditions::reasons;
 pub struct Violation {
     pub field: String,
     pub reason: &'static str,
+    /// What is wrong, with the values involved.
     pub message: String,
+    /// What to change, in which field, to what: the hint `validate` and the webhook print.
+    pub remedy: String,
 }
 
 impl Violation {
-    pub fn new(field: impl Into<String>, reason: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        reason: &'static str,
+        message: impl Into<String>,
+        remedy: impl Into<String>,
+    ) -> Self {
         Self {
             field: field.into(),
             reason,
             message: message.into(),
+            remedy: remedy.into(),
         }
     }
 
     /// A duration error, reported under `reason`.
     pub fn duration(err: DurationError, reason: &'static str) -> Self {
         let field = err.field().to_owned();
+        let remedy = err.remedy();
         let message = err.to_string();
         let message = message
             .strip_prefix(&format!("{field}: "))
@@ -33,6 +43,7 @@ impl Violation {
             field,
             reason,
             message,
+            remedy,
         }
     }
 }

@@ -325,21 +325,28 @@ pub fn stamped_groups(request: &ActivationRequest, group: &str) -> bool {
 pub fn target_violation(target: &ResolvedTarget, group: &str, role: Role) -> Violation {
     use crate::api::conditions::reasons;
     match target {
-        ResolvedTarget::Found { .. } => Violation::new("spec.group", reasons::VALID, "ok"),
+        ResolvedTarget::Found { .. } => Violation::new("spec.group", reasons::VALID, "ok", ""),
         ResolvedTarget::GroupNotFound => Violation::new(
             "spec.group",
             reasons::GROUP_NOT_FOUND,
             format!("PimGroup {group:?} does not exist"),
+            format!("create PimGroup {group:?}, or set spec.group to an existing PimGroup"),
         ),
         ResolvedTarget::RoleNotManaged => Violation::new(
             "spec.role",
             reasons::ROLE_NOT_MANAGED,
             format!("PimGroup {group:?} has no policy for the {role} role"),
+            format!(
+                "set spec.role to member, or add spec.roles.{role}.policy to PimGroup {group:?}"
+            ),
         ),
         ResolvedTarget::PolicyNotFound { policy_name } => Violation::new(
             "spec.group",
             reasons::POLICY_NOT_FOUND,
             format!("AccessPolicy {policy_name:?} of PimGroup {group:?} does not exist"),
+            format!(
+                "create AccessPolicy {policy_name:?}, or name an existing AccessPolicy in PimGroup {group:?}'s spec.roles"
+            ),
         ),
         ResolvedTarget::PolicyInvalid {
             policy_name,
@@ -348,6 +355,9 @@ pub fn target_violation(target: &ResolvedTarget, group: &str, role: Role) -> Vio
             "spec.group",
             reasons::INVALID_POLICY,
             format!("AccessPolicy {policy_name:?} of PimGroup {group:?} is invalid: {problem}"),
+            format!(
+                "correct AccessPolicy {policy_name:?} first, field by field as its Ready condition lists them"
+            ),
         ),
     }
 }

@@ -133,7 +133,7 @@ pub fn validate_create(
     let requester = spec.requester.as_ref().ok_or_else(|| {
         deny(
             "spec.requester",
-            "missing: the mutating webhook did not run (check the MutatingWebhookConfiguration)",
+            "missing: the mutating webhook did not run; check that pim-operator's MutatingWebhookConfiguration exists and its webhook activationrequests.mutate.pim.dev covers CREATE of activationrequests",
         )
     })?;
     if requester.username != caller.username

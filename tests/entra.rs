@@ -421,6 +421,46 @@ async fn a_token_expiring_mid_run_is_renewed() {
 }
 
 #[tokio::test]
+async fn graph_refusing_new_tokens_too_is_held_not_retried_on_every_call() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let config = w.config(EntraMode::Membership);
+    let Credential::ClientSecret { secret_file } = config.credential.clone() else {
+        panic!("the fake's config uses a client secret");
+    };
+    let d = w.directory(config);
+    d.list_members(&gid, Role::Member).await.unwrap();
+    assert_eq!(w.graph.token_requests(), 1);
+
+    // Graph refuses every token: the cached one, then a new one. That is permanent, and held.
+    w.graph.refuse_all_tokens(true);
+    for _ in 0..5 {
+        let err = d.list_members(&gid, Role::Member).await.unwrap_err();
+        assert!(!err.is_transient(), "{err}");
+        assert!(err.to_string().contains("Invalid audience"), "{err}");
+    }
+    let refused = w.graph.log().iter().filter(|l| l.status == 401).count();
+    assert_eq!(
+        refused, 2,
+        "the cached token and one new one, not two per call"
+    );
+    assert_eq!(
+        w.graph.token_requests(),
+        2,
+        "one new token, not one per call"
+    );
+
+    // The credential changes (a rotated Secret): tried at once.
+    w.graph.refuse_all_tokens(false);
+    w.graph.set_secret("rotated-secret-value");
+    std::fs::write(&secret_file, "rotated-secret-value\n").unwrap();
+    d.list_members(&gid, Role::Member).await.unwrap();
+    assert_eq!(w.graph.token_requests(), 3);
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
 async fn invalid_credentials_are_a_clear_permanent_error_without_a_retry_storm() {
     let w = World::new().await;
     let g = w.graph.add_group("FinReport");

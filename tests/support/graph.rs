@@ -147,6 +147,7 @@ struct State {
     groups: BTreeMap<String, Group>,
     next_id: u64,
     tokens: HashMap<String, bool>,
+    refuse_all_tokens: bool,
     token_lifetime: i64,
     token_requests: usize,
     secret: String,
@@ -417,6 +418,13 @@ impl FakeGraph {
     /// Workload identity: the assertion the token endpoint accepts now.
     pub fn expect_federated(&self, assertion: &str) {
         self.lock().federated = Some(assertion.to_owned());
+    }
+
+    /// Graph refuses every token, new ones too, as it does one issued for another audience:
+    /// 401 `InvalidAuthenticationToken`, "Access token validation failure. Invalid audience."
+    /// (Graph's error codes, "Microsoft Graph error responses and resource types").
+    pub fn refuse_all_tokens(&self, refuse: bool) {
+        self.lock().refuse_all_tokens = refuse;
     }
 
     /// Every issued token stops being valid (as if expired early).
@@ -750,6 +758,13 @@ fn graph(
     let Some(token) = auth.strip_prefix("Bearer ") else {
         return graph_error(401, "InvalidAuthenticationToken", "Access token is empty.");
     };
+    if s.refuse_all_tokens {
+        return graph_error(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience.",
+        );
+    }
     match s.tokens.get(token) {
         Some(true) => {}
         Some(false) => {

@@ -10,7 +10,8 @@
 //!   assertion, re-read from its file for every token request (the kubelet rotates it).
 //!
 //! Tokens are cached until shortly before they expire (five minutes, or half the lifetime of a
-//! short one). A token Graph rejects (401) is dropped and fetched again once. A refused
+//! short one). A token Graph rejects (401) is dropped and fetched again once; when Graph
+//! refuses the new one too, it is held as a refused credential is. A refused
 //! credential is a permanent error, remembered for [`FAILURE_HOLD`] against the same
 //! credential material, so a wrong secret costs the token endpoint one request per interval
 //! instead of one per reconcile; a changed file is tried at once.
@@ -92,6 +93,8 @@ struct TokenError {
 struct Cached {
     token: AccessToken,
     refresh_at: Timestamp,
+    /// Of the credential material the token was fetched with.
+    fingerprint: ring::digest::Digest,
 }
 
 struct Refused {
@@ -170,6 +173,7 @@ impl Tokens {
                 state.cached = Some(Cached {
                     token: token.clone(),
                     refresh_at: crate::core::time::add(now, lifetime - margin),
+                    fingerprint,
                 });
                 state.refused = None;
                 Ok(token)
@@ -185,6 +189,21 @@ impl Tokens {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Graph refused `token` although it was fresh: a token from this credential is no use
+    /// (a disabled or deleted app, the wrong tenant or audience). Held like a refused
+    /// credential, for [`FAILURE_HOLD`] or until its file changes, so that every call does not
+    /// fetch a token and send one more request Graph will refuse.
+    pub async fn hold_refused(&self, token: &AccessToken, error: DirectoryError) {
+        let mut state = self.state.lock().await;
+        if let Some(cached) = state.cached.take_if(|c| &c.token == token) {
+            state.refused = Some(Refused {
+                fingerprint: cached.fingerprint,
+                at: Instant::now(),
+                error,
+            });
         }
     }
 

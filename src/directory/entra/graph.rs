@@ -8,8 +8,8 @@
 //! pauses every request of this connection meanwhile, see `gate`); otherwise the wait doubles from 250 ms with jitter. A
 //! wait longer than `maxRetryWait` ends the call at once with a transient error carrying it,
 //! so the controller's own requeue takes over. A 401 drops the token and tries once more with a
-//! new one. Everything else is answered to the caller, who knows which 400 or 404 means
-//! "already so".
+//! new one; a 401 on the new one is held (see `auth`), not tried again on every call.
+//! Everything else is answered to the caller, who knows which 400 or 404 means "already so".
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -395,9 +395,14 @@ impl GraphClient {
                         serde_json::from_str(&text).unwrap_or(Value::String(text))
                     };
                     let reply = Reply { status, body };
-                    if status == StatusCode::UNAUTHORIZED && !refreshed {
-                        tracing::debug!(operation, "Graph refused the token; fetching a new one");
+                    if status == StatusCode::UNAUTHORIZED {
                         drop(permit);
+                        if refreshed {
+                            let error = reply.clone().into_error(operation);
+                            self.tokens.hold_refused(&token, error).await;
+                            return Ok(reply);
+                        }
+                        tracing::debug!(operation, "Graph refused the token; fetching a new one");
                         self.tokens.invalidate(&token).await;
                         refreshed = true;
                         continue;

@@ -901,6 +901,29 @@ async fn pim_mode_sends_whole_seconds_and_never_a_later_end() {
 }
 
 #[tokio::test]
+async fn pim_mode_moves_any_end_with_admin_update() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let alice = w.graph.add_user("alice@contoso.com");
+    let d = w.pim();
+    let days = |n: i64| ts(T0) + SignedDuration::from_hours(24 * n);
+    let alice_m = user("alice@contoso.com");
+    d.add_member_until(&gid, Role::Member, &alice_m, Some(days(20)))
+        .await
+        .unwrap();
+    // A later end for an assignment that is not about to expire: adminExtend is not for that.
+    let later = d
+        .add_member_until(&gid, Role::Member, &alice_m, Some(days(25)))
+        .await
+        .unwrap()
+        .expect("a receipt");
+    assert_eq!(later.action, "adminUpdate");
+    assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(days(25))));
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
 async fn pim_mode_assigns_until_the_end_then_extends_shortens_and_removes() {
     let w = World::new().await;
     let g = w.graph.add_group("FinReport");
@@ -947,13 +970,13 @@ async fn pim_mode_assigns_until_the_end_then_extends_shortens_and_removes() {
     assert!(!d.needs_new_end(&gid, Role::Member, &alice_m, Some(t(30))));
     assert!(d.needs_new_end(&gid, Role::Member, &alice_m, Some(t(70))));
 
-    // A later overlapping grant moves the end later: adminExtend.
+    // A later overlapping grant moves the end later: adminUpdate.
     let extended = d
         .add_member_until(&gid, Role::Member, &alice_m, Some(t(70)))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(extended.action, "adminExtend");
+    assert_eq!(extended.action, "adminUpdate");
     assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(t(70))));
     // The later grant went away: back to the earlier end, adminUpdate.
     let shortened = d
@@ -1000,7 +1023,7 @@ async fn pim_mode_assigns_until_the_end_then_extends_shortens_and_removes() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(moved.action, "adminExtend");
+    assert_eq!(moved.action, "adminUpdate");
     assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(t(60))));
 
     // Owners are assignments too.
@@ -1520,7 +1543,7 @@ async fn pim_mode_entra_ends_access_itself_and_a_later_request_extends_it() {
     assert!(!record.request_id.is_empty());
     assert_eq!(record.expires_at.map(|t| t.0), Some(t(30)));
 
-    // r2 overlaps and ends later: Entra's end moves with adminExtend, recorded on r2.
+    // r2 overlaps and ends later: Entra's end moves with adminUpdate, recorded on r2.
     w.clock.advance(SignedDuration::from_mins(10));
     cluster.request("r2", "alice@contoso.com", "60m").await;
     cluster.wait_phase("r2", Phase::Active).await;
@@ -1534,7 +1557,7 @@ async fn pim_mode_entra_ends_access_itself_and_a_later_request_extends_it() {
             .await
             .status
             .and_then(|s| s.directory)
-            .is_some_and(|d| d.action == "adminExtend")
+            .is_some_and(|d| d.action == "adminUpdate")
     })
     .await;
 

@@ -321,7 +321,7 @@ pub struct DirectoryRecord {
     /// The directory's id of the change (Graph: the `assignmentScheduleRequest` id).
     #[schemars(length(max = 256))]
     pub request_id: String,
-    /// What was asked: `adminAssign`, or `adminExtend` when a later request moved the end.
+    /// What was asked: `adminAssign`, or `adminUpdate` when a later request moved the end.
     #[schemars(length(max = 64))]
     pub action: String,
     /// The status the directory answered, e.g. `Provisioned`.

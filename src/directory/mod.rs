@@ -62,7 +62,7 @@ impl DirectoryError {
 pub struct DirectoryReceipt {
     /// The directory's id of the change, e.g. the Graph schedule request id.
     pub id: String,
-    /// What was asked, e.g. `adminAssign` or `adminExtend`.
+    /// What was asked, e.g. `adminAssign` or `adminUpdate`.
     pub action: String,
     /// Its status as the directory answered, e.g. `Provisioned`.
     pub status: String,

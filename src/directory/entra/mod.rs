@@ -14,8 +14,9 @@
 //!   success.
 //! - **`pim` mode**: PIM for Groups active assignments: `adminAssign` with an `afterDateTime`
 //!   expiration at the grant's end, so Entra ends access even if the operator is down. A later
-//!   overlapping grant moves the end with `adminExtend` (a shortened one with `adminUpdate`),
-//!   as the group's assignment instances show what Entra holds. Removal is `adminRemove`;
+//!   overlapping grant, or a shortened one, moves the end with `adminUpdate` (never
+//!   `adminExtend`, which is for assignments about to expire), as the group's assignment
+//!   instances show what Entra holds. Removal is `adminRemove`;
 //!   a member Entra holds without a PIM assignment is removed by `$ref` as in membership mode.
 //!   Each grant's schedule request id and status come back as a [`DirectoryReceipt`].
 //! - **Nested membership** (eligibility granted to a group): `checkMemberGroups`, transitive.
@@ -492,7 +493,6 @@ impl EntraDirectory {
         for _ in 0..2 {
             let action = match self.held(group, role, principal) {
                 Some(Some(held)) if pim::same_end(held, until) => return Ok(None),
-                Some(Some(Some(held))) if until.is_some_and(|u| u > held) => Action::Extend,
                 Some(Some(_)) => Action::Update,
                 _ => Action::Assign,
             };

@@ -18,9 +18,9 @@ pub const INSTANCES: &str =
 pub enum Action {
     /// A new active assignment.
     Assign,
-    /// Move an assignment's end later (a later overlapping grant).
-    Extend,
-    /// Change an assignment's end otherwise (earlier, or none).
+    /// Move an assignment's end, later or earlier (or to none). Never `adminExtend`: Graph
+    /// documents it "to extend expiring assignments", and PIM offers it only within 14 days of
+    /// the end, which says nothing of a grant's window.
     Update,
     /// End an assignment now.
     Remove,
@@ -30,7 +30,6 @@ impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Assign => "adminAssign",
-            Action::Extend => "adminExtend",
             Action::Update => "adminUpdate",
             Action::Remove => "adminRemove",
         }
@@ -211,7 +210,7 @@ mod tests {
         assert!(!refused(Action::Assign, "Granted"));
         assert!(!refused(Action::Remove, "Revoked"));
         assert!(refused(Action::Assign, "Revoked"));
-        assert!(refused(Action::Extend, "Failed"));
+        assert!(refused(Action::Update, "Failed"));
         assert!(refused(Action::Assign, "PendingApproval"));
     }
 

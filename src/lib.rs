@@ -23,4 +23,5 @@ pub mod metrics;
 pub mod notify;
 pub mod operator;
 pub mod simulate;
+pub mod stdout;
 pub mod webhook;

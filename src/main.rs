@@ -110,17 +110,13 @@ fn write_crds(dir: &std::path::Path) -> Result<(), String> {
 }
 
 fn run_operator(config: Option<std::path::PathBuf>) -> ExitCode {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Audit records are not diagnostics: no RUST_LOG level may drop them, since retention
-    // deletes a request once its records were emitted.
-    if let Ok(audit) = format!("{}=info", pim_operator::audit::sink::TARGET).parse() {
-        filter = filter.add_directive(audit);
+    // JSON lines on stdout; audit records always, as objects (see `pim_operator::logging`).
+    let subscriber =
+        pim_operator::logging::subscriber(pim_operator::logging::filter(), std::io::stdout);
+    if let Err(err) = tracing_subscriber::util::SubscriberInitExt::try_init(subscriber) {
+        eprintln!("error: cannot start logging: {err}");
+        return ExitCode::from(2);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .json()
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

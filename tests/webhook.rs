@@ -1132,7 +1132,7 @@ fn malformed_reviews_are_errors_not_panics() {
 async fn https_round_trip() {
     use pim_operator::webhook::certs::ServingCert;
     use pim_operator::webhook::server;
-    let cert = ServingCert::generate(&["localhost".to_owned()]).unwrap();
+    let cert = ServingCert::generate(&["localhost".to_owned()], jiff::Timestamp::now()).unwrap();
     let state = Arc::new(WebhookState {
         admission: admission(Some(keyring())),
         catalog: CatalogSource::Fixed(Arc::new(catalog())),

@@ -2,6 +2,8 @@
 //! is run here with its stdout a pipe whose reader is already gone, so its first write fails
 //! with EPIPE: it must end quietly, with the exit code it has when all is read.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::{Command, Stdio};
 
 use pim_operator::fake_apiserver::FakeApiServer;

@@ -7,6 +7,8 @@
 //! `#   <dotted.path>  (<type>; default <value>)  what it does` (or `required` for a field
 //! without a default). Map keys the user chooses are written `<name>`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;

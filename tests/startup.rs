@@ -4,6 +4,8 @@
 //! the JSON log. The log is captured through the operator's own subscriber
 //! (`pim_operator::logging`), as `pim-operator run` writes it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

@@ -3,6 +3,8 @@
 //! fake API server: the Secret and the webhook configurations' caBundle follow, and during a CA
 //! rollover the bundle keeps the old CA so the certificate still served stays trusted.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

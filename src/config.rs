@@ -1,5 +1,8 @@
 //! The operator's configuration file (Helm values render it). Secrets never live here or in a
 //! custom resource: backends read them from files.
+//!
+//! Every field is documented for users in `deploy/config/operator.yaml`; the types derive
+//! `JsonSchema` so that tests/config_reference.rs can check that list against them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,7 +12,7 @@ use serde::Deserialize;
 
 use crate::core::duration;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
     /// Directory connections by name; `PimGroup.spec.directory` picks one. `kubernetes` is always
@@ -50,7 +53,7 @@ pub struct Config {
     pub attestation: crate::attestation::AttestationConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum DirectoryConfig {
     /// RBAC bindings in this cluster.
@@ -64,7 +67,7 @@ pub enum DirectoryConfig {
 }
 
 /// How a Kubernetes username becomes a directory principal.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UsernameMapping {
     /// Removed from the start of the username, e.g. `oidc:`.
@@ -94,7 +97,7 @@ impl UsernameMapping {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeaderElection {
     #[serde(default = "default_true")]

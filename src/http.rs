@@ -37,14 +37,20 @@ async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
     )
 }
 
+/// Ready or not, and, when the configuration lets nothing be granted, why: the operator still
+/// runs (it ends grants and answers the webhook), so that alone does not make it unready.
 async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
-    if shared.health.is_ready() {
+    let (status, state) = if shared.health.is_ready() {
         (StatusCode::OK, "ready")
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: leadership unknown or caches not synced",
         )
+    };
+    match shared.health.cannot_grant() {
+        Some(why) => (status, format!("{state}\nwarning: {why}\n")),
+        None => (status, format!("{state}\n")),
     }
 }
 

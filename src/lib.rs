@@ -18,9 +18,12 @@ pub mod http;
 pub mod kubectl_pim;
 #[cfg(feature = "fake-apiserver")]
 pub mod loadtest;
+pub mod logging;
 pub mod manifests;
 pub mod metrics;
 pub mod notify;
 pub mod operator;
 pub mod simulate;
+pub mod startup;
+pub mod stdout;
 pub mod webhook;

@@ -46,10 +46,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate(&args),
         Command::Simulate(args) => simulate(&args),
         Command::Crds { write: None } => match pim_operator::api::crd::to_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
+            Ok(yaml) => print_then(&yaml, ExitCode::SUCCESS),
             Err(err) => {
                 eprintln!("error: cannot render the CRDs as YAML: {err}");
                 ExitCode::from(2)
@@ -65,14 +62,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a command's output, then ends with `code`; a reader that closed the pipe early does
+/// not change it (see `pim_operator::stdout`).
+fn print_then(output: &str, code: ExitCode) -> ExitCode {
+    match pim_operator::stdout::print(output) {
+        Ok(()) => code,
+        Err(err) => {
+            eprintln!("error: cannot write the output: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn validate(args: &pim_operator::cli::validate::Args) -> ExitCode {
     let now = args.now.unwrap_or_else(|| SystemClock.now());
     let report = pim_operator::cli::validate::validate(&args.paths, now);
     match report.and_then(|r| Ok((r.render(args.format)?, r.exit_code()))) {
-        Ok((output, code)) => {
-            print!("{output}");
-            ExitCode::from(code)
-        }
+        Ok((output, code)) => print_then(&output, ExitCode::from(code)),
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(2)
@@ -82,10 +88,7 @@ fn validate(args: &pim_operator::cli::validate::Args) -> ExitCode {
 
 fn simulate(args: &pim_operator::cli::simulate::Args) -> ExitCode {
     match pim_operator::cli::simulate::simulate(args, SystemClock.now()) {
-        Ok(output) => {
-            print!("{output}");
-            ExitCode::SUCCESS
-        }
+        Ok(output) => print_then(&output, ExitCode::SUCCESS),
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(2)
@@ -100,23 +103,20 @@ fn write_crds(dir: &std::path::Path) -> Result<(), String> {
     for (name, yaml) in files {
         let path = dir.join(name);
         std::fs::write(&path, yaml).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("wrote {}", path.display());
+        pim_operator::stdout::print(&format!("wrote {}\n", path.display()))
+            .map_err(|e| format!("cannot write the output: {e}"))?;
     }
     Ok(())
 }
 
 fn run_operator(config: Option<std::path::PathBuf>) -> ExitCode {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Audit records are not diagnostics: no RUST_LOG level may drop them, since retention
-    // deletes a request once its records were emitted.
-    if let Ok(audit) = format!("{}=info", pim_operator::audit::sink::TARGET).parse() {
-        filter = filter.add_directive(audit);
+    // JSON lines on stdout; audit records always, as objects (see `pim_operator::logging`).
+    let subscriber =
+        pim_operator::logging::subscriber(pim_operator::logging::filter(), std::io::stdout);
+    if let Err(err) = tracing_subscriber::util::SubscriberInitExt::try_init(subscriber) {
+        eprintln!("error: cannot start logging: {err}");
+        return ExitCode::from(2);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .json()
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -115,6 +115,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
                 return Err(e.into());
             }
         };
+    let startup = crate::startup::Startup::new(&settings, keyring.is_some());
     let attestor = SignedAttestor::new(keyring.clone(), settings.config.username_mapping.clone());
     let webhook = match crate::webhook::start(
         &client,
@@ -133,6 +134,10 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
             return Err(e.into());
         }
     };
+    startup.log();
+    if let Some(why) = startup.cannot_grant() {
+        health.set_cannot_grant(why);
+    }
 
     let deps = Dependencies {
         client: client.clone(),

@@ -208,9 +208,8 @@ async fn runs_serves_probes_grants_and_stops_on_sigterm() {
         })
     };
     let audited_active = |logs: &str| {
-        logs.lines().any(|l| {
-            l.contains(r#""target":"pim::audit""#) && l.contains(r#"\"outcome\":\"Active\""#)
-        })
+        logs.lines()
+            .any(|l| l.contains(r#""target":"pim::audit""#) && l.contains(r#""outcome":"Active""#))
     };
     wait_until("the activation is in the audit trail", async || {
         audited_active(&logs.lock().unwrap())

@@ -1132,7 +1132,12 @@ fn malformed_reviews_are_errors_not_panics() {
 async fn https_round_trip() {
     use pim_operator::webhook::certs::ServingCert;
     use pim_operator::webhook::server;
-    let cert = ServingCert::generate(&["localhost".to_owned()]).unwrap();
+    let cert = {
+        use pim_operator::clock::Clock;
+        // Real time: the client checks the certificate against its own clock.
+        let real_now = pim_operator::clock::SystemClock.now();
+        ServingCert::generate(&["localhost".to_owned()], real_now).unwrap()
+    };
     let state = Arc::new(WebhookState {
         admission: admission(Some(keyring())),
         catalog: CatalogSource::Fixed(Arc::new(catalog())),

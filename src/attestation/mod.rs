@@ -52,7 +52,7 @@ pub enum KeyError {
 /// operator's namespace that the operator makes on first start and every replica then reads
 /// (`secret`). Without either the webhook refuses requests and the controller grants nothing,
 /// saying why.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AttestationConfig {
     /// The signing key, e.g. a mounted Secret's file. At least 32 bytes.

@@ -33,7 +33,7 @@ pub use record::AuditRecord;
 ///     tokenFile: /etc/pim-operator/siem/token
 ///   retention: {enabled: true}
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditConfig {
     /// Append each record as one JSON line to this file (on a writable volume).
@@ -46,7 +46,7 @@ pub struct AuditConfig {
     pub retention: RetentionConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSinkConfig {
     #[serde(default)]
@@ -66,7 +66,7 @@ pub struct HttpSinkConfig {
 
 /// Deleting finished requests after the retention of their policy (`spec.retention`,
 /// default 30d).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Default true. Off, finished requests are kept until someone deletes them.

@@ -11,8 +11,10 @@ fn main() -> ExitCode {
     let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
     let cli = match kubectl_pim::parse(args) {
         Ok(Parsed::Info(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
+            return match pim_operator::stdout::print(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => report(&CliError::Io(err)),
+            };
         }
         Ok(Parsed::Run(cli)) => cli,
         Err(err) => return report(&err),
@@ -40,6 +42,9 @@ fn main() -> ExitCode {
 
 fn report(err: &CliError) -> ExitCode {
     match err {
+        // The reader closed the pipe (`kubectl pim audit | head`): not a failure, and nothing
+        // more to say (see `pim_operator::stdout`).
+        CliError::Io(e) if pim_operator::stdout::is_closed_pipe(e) => return ExitCode::SUCCESS,
         // clap's own text already says "error:" and shows the usage.
         CliError::Usage(text) => eprint!("{text}"),
         other => eprintln!("error: {other}"),

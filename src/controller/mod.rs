@@ -62,14 +62,27 @@ pub struct Health {
     /// 0 unknown, 1 follower, 2 leader.
     leadership: AtomicU8,
     caches_synced: AtomicBool,
+    /// Why no request can be granted (no webhook, no attestation key), set at start.
+    cannot_grant: std::sync::OnceLock<String>,
 }
 
 impl Health {
+    /// Records leadership, logging one line when it changes.
     pub fn set_leader(&self, leader: bool) {
-        self.leadership
-            .store(if leader { 2 } else { 1 }, Ordering::SeqCst);
+        let now = if leader { 2 } else { 1 };
+        let before = self.leadership.swap(now, Ordering::SeqCst);
         if !leader {
             self.caches_synced.store(false, Ordering::SeqCst);
+        }
+        if before != now {
+            if leader {
+                tracing::info!(leader = true, "this replica is the leader: controllers run");
+            } else {
+                tracing::info!(
+                    leader = false,
+                    "this replica is a follower: another holds the lease, controllers wait"
+                );
+            }
         }
     }
 
@@ -88,6 +101,15 @@ impl Health {
             2 => self.caches_synced.load(Ordering::SeqCst),
             _ => false,
         }
+    }
+
+    /// Says, in `/readyz`, why nothing can be granted (see `startup::Startup::cannot_grant`).
+    pub fn set_cannot_grant(&self, why: String) {
+        let _ = self.cannot_grant.set(why);
+    }
+
+    pub fn cannot_grant(&self) -> Option<&str> {
+        self.cannot_grant.get().map(String::as_str)
     }
 }
 
@@ -774,7 +796,6 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
     loop {
         if *leading.borrow_and_update() {
             deps.health.set_leader(true);
-            tracing::info!(%identity, "leading: starting controllers");
             let term = shutdown.child_token();
             let lost = {
                 let term = term.clone();
@@ -793,7 +814,6 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
                 _ = lost => {}
             }
             term.cancel();
-            tracing::info!(%identity, "not leading: controllers stopped");
         }
         deps.health.set_leader(false);
         tokio::select! {

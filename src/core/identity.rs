@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 /// Which names compare without regard to case: the operator's
 /// `usernameMapping.caseInsensitive` setting.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CaseInsensitive {
     /// Names containing `@` (UPNs and e-mail addresses) ignore case; others must match exactly.

@@ -167,6 +167,9 @@ pub(crate) struct Registry {
 impl Registry {
     /// Our CRDs, any extra CRDs, and the built-ins.
     pub fn new(crds: &[CustomResourceDefinition]) -> Self {
+        use k8s_openapi::api::admissionregistration::v1::{
+            MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+        };
         use k8s_openapi::api::authentication::v1::SelfSubjectReview;
         use k8s_openapi::api::coordination::v1::Lease;
         use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -185,6 +188,9 @@ impl Registry {
         types.push(ResourceType::builtin::<ClusterRoleBinding>(&[]));
         types.push(ResourceType::builtin::<Role>(&[]));
         types.push(ResourceType::builtin::<RoleBinding>(&[]));
+        // The operator writes its CA into its webhook configurations (webhook::certs).
+        types.push(ResourceType::builtin::<MutatingWebhookConfiguration>(&[]));
+        types.push(ResourceType::builtin::<ValidatingWebhookConfiguration>(&[]));
         let mut review = ResourceType::builtin::<SelfSubjectReview>(&[]);
         review.create_only = true;
         types.push(review);

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use super::event::Event;
 use crate::core::duration;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotifyConfig {
     /// Appended as `@<domain>` to a recipient that is not an address (`alice` →
@@ -60,7 +60,7 @@ impl Default for NotifyConfig {
 
 /// How each channel retries a failed send: exponential backoff from `initialBackoff`, capped at
 /// `maxBackoff` (a server's `Retry-After` wins), then the notification is recorded as failed.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in all, the first included. Default 8.
@@ -84,7 +84,7 @@ impl Default for RetryConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ChannelConfig {
     /// E-mail over SMTP, one message per recipient.
@@ -100,7 +100,7 @@ pub enum ChannelConfig {
 }
 
 /// How to protect the SMTP connection.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
     /// Plain connection upgraded with STARTTLS, which must succeed (port 587).
@@ -112,7 +112,7 @@ pub enum SmtpTls {
     None,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,
@@ -140,7 +140,7 @@ pub struct SmtpConfig {
     pub concurrency: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GraphConfig {
     /// The `entra` directory connection whose app registration sends (needs `Mail.Send`).
@@ -153,7 +153,7 @@ pub struct GraphConfig {
     pub concurrency: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChatConfig {
     /// A file holding the webhook URL (it embeds a secret). Exactly one of url, urlFile.
@@ -169,7 +169,7 @@ pub struct ChatConfig {
     pub concurrency: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookConfig {
     #[serde(default)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Serve the admission webhook. The shipped manifests turn it on; without it nothing stamps
@@ -29,7 +29,7 @@ pub struct WebhookConfig {
 
 /// The self-generated certificate: kept in a Secret so every replica serves the same one, and
 /// its CA written into our own webhook configurations.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SelfSigned {
     /// The webhook Service; the certificate names `<service>.<namespace>.svc`.
@@ -47,7 +47,7 @@ pub struct SelfSigned {
 
 /// Kubernetes structured authentication can map the OIDC `amr` or `acrs` claim into
 /// `userInfo.extra`; this names the key and the values that mean MFA.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MfaClaim {
     #[serde(default = "default_mfa_key")]

@@ -76,7 +76,9 @@ pub async fn start(
     let cert = match (&settings.cert_file, &settings.key_file) {
         (Some(cert), Some(key)) => certs::ServingCert::from_files(cert, key)?,
         (None, None) => {
-            let cert = certs::shared_self_signed(client, namespace, &settings.self_signed).await?;
+            let cert =
+                certs::shared_self_signed(client, namespace, &settings.self_signed, clock.now())
+                    .await?;
             if let Some(ca) = &cert.ca_pem {
                 certs::inject_ca_bundle(client, &settings.self_signed, ca).await?;
             }
@@ -88,6 +90,8 @@ pub async fn start(
     tokio::spawn(refresh_certificate(
         client.clone(),
         settings.clone(),
+        namespace.to_owned(),
+        clock.clone(),
         cert,
         tls.clone(),
         shutdown.clone(),
@@ -113,11 +117,15 @@ pub async fn start(
     Ok(Some(task))
 }
 
-/// Picks up rotated certificate files (cert-manager renews in place), and keeps our CA bundle
-/// in the webhook configurations (a re-applied manifest would blank it).
+/// Picks up rotated certificate files (cert-manager renews in place); renews our own
+/// certificate when due at the clock's time, or picks up another replica's renewal from the
+/// Secret; and keeps our CA bundle in the webhook configurations (a re-applied manifest would
+/// blank it).
 async fn refresh_certificate(
     client: kube::Client,
     settings: WebhookConfig,
+    namespace: String,
+    clock: Arc<dyn Clock>,
     mut current: certs::ServingCert,
     tls: axum_server::tls_rustls::RustlsConfig,
     shutdown: CancellationToken,
@@ -127,29 +135,30 @@ async fn refresh_certificate(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(CERT_REFRESH) => {}
         }
-        match (&settings.cert_file, &settings.key_file) {
-            (Some(cert), Some(key)) => match certs::ServingCert::from_files(cert, key) {
-                Ok(fresh) if fresh != current => match fresh.server_config() {
-                    Ok(config) => {
-                        tls.reload_from_config(config);
-                        current = fresh;
-                        tracing::info!("reloaded the webhook certificate");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "keeping the previous webhook certificate")
-                    }
-                },
-                Ok(_) => {}
+        let fresh = match (&settings.cert_file, &settings.key_file) {
+            (Some(cert), Some(key)) => certs::ServingCert::from_files(cert, key),
+            _ => {
+                let shared = &settings.self_signed;
+                certs::shared_self_signed(&client, &namespace, shared, clock.now()).await
+            }
+        };
+        match fresh {
+            Ok(fresh) if fresh != current => match fresh.server_config() {
+                Ok(config) => {
+                    tls.reload_from_config(config);
+                    current = fresh;
+                    tracing::info!("reloaded the webhook certificate");
+                }
                 Err(e) => tracing::warn!(error = %e, "keeping the previous webhook certificate"),
             },
-            _ => {
-                if let Some(ca) = &current.ca_pem
-                    && let Err(e) =
-                        certs::inject_ca_bundle(&client, &settings.self_signed, ca).await
-                {
-                    tracing::warn!(error = %e, "cannot refresh the webhook CA bundle");
-                }
-            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "keeping the previous webhook certificate"),
+        }
+        if settings.cert_file.is_none()
+            && let Some(ca) = &current.ca_pem
+            && let Err(e) = certs::inject_ca_bundle(&client, &settings.self_signed, ca).await
+        {
+            tracing::warn!(error = %e, "cannot refresh the webhook CA bundle");
         }
     }
 }

@@ -14,7 +14,7 @@ pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
 
 /// What a grant becomes in Entra.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum EntraMode {
     /// Plain security-group membership (`members/$ref`); the operator removes members at the
@@ -28,7 +28,7 @@ pub enum EntraMode {
 }
 
 /// How the operator proves who it is to the Microsoft identity platform.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(
     tag = "type",
     rename_all = "camelCase",
@@ -60,7 +60,7 @@ impl Default for Credential {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntraConfig {
     /// `membership` (default) or `pim`.

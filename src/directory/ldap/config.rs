@@ -11,7 +11,7 @@ use crate::core::duration;
 /// Placeholder text in `userFilter` replaced by the (filter-escaped) principal.
 pub const USERNAME_PLACEHOLDER: &str = "{username}";
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldap://host:389` or `ldaps://host:636`.

@@ -49,7 +49,7 @@ fn the_examples_are_clean() {
     golden("validate-examples.json", &json.stdout);
     let report: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(report["summary"]["files"], 5);
-    // 05-approval.yaml updates the request of 04: one object, not a duplicate.
+    // requests/05-approval.yaml updates the request of 04: one object, not a duplicate.
     assert_eq!(report["summary"]["objects"], 4);
 }
 

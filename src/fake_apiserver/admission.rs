@@ -25,6 +25,7 @@
 //! parallel; `reinvocationPolicy` is ignored (each mutating webhook is called once); warnings
 //! and audit annotations in the answers are dropped; collection deletes are not sent.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct UserInfo {
     pub username: String,
     pub groups: Vec<String>,
+    /// `Impersonate-Extra-KEY` values by KEY (`kubectl --as-user-extra KEY=VALUE`).
+    pub extra: BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -58,7 +61,11 @@ impl UserInfo {
     /// `WithImpersonation`): a service account without groups gets `system:serviceaccounts` and
     /// `system:serviceaccounts:NS`; any user but `system:anonymous` gets
     /// `system:authenticated` unless it or `system:unauthenticated` was asked for.
-    pub fn impersonated(username: &str, groups: &[String]) -> Self {
+    pub fn impersonated(
+        username: &str,
+        groups: &[String],
+        extra: BTreeMap<String, Vec<String>>,
+    ) -> Self {
         let mut groups = groups.to_vec();
         if groups.is_empty()
             && let Some(rest) = username.strip_prefix("system:serviceaccount:")
@@ -77,6 +84,7 @@ impl UserInfo {
         Self {
             username: username.to_owned(),
             groups,
+            extra,
         }
     }
 }
@@ -344,6 +352,11 @@ fn review(uid: &str, attrs: &Attributes<'_>, object: Option<&Value>) -> Value {
         }
         if let Some(ns) = attrs.namespace.filter(|ns| !ns.is_empty()) {
             map.insert("namespace".into(), json!(ns));
+        }
+        if !attrs.user.extra.is_empty()
+            && let Some(user) = map.get_mut("userInfo").and_then(Value::as_object_mut)
+        {
+            user.insert("extra".into(), json!(attrs.user.extra));
         }
     }
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})

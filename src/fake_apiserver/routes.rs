@@ -3,7 +3,7 @@
 //! does not fit a router's patterns), applies latency and faults, counts the request, and
 //! dispatches to get, list, watch, create, update, patch, delete or deletecollection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,7 +243,7 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_owned))
                 .collect();
-            (user.to_owned(), groups)
+            (user.to_owned(), groups, impersonated_extra(req.headers()))
         });
     let field_manager = params
         .get("fieldManager")
@@ -329,6 +329,24 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
     }
 }
 
+/// `Impersonate-Extra-KEY: VALUE` headers, KEY percent-decoded as the API server does
+/// (`impersonation.go` `unescapeExtraKey`).
+fn impersonated_extra(headers: &http::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        if let (Some(key), Ok(value)) = (
+            name.as_str().strip_prefix("impersonate-extra-"),
+            value.to_str(),
+        ) {
+            let key = percent_encoding::percent_decode_str(key)
+                .decode_utf8_lossy()
+                .into_owned();
+            extra.entry(key).or_default().push(value.to_owned());
+        }
+    }
+    extra
+}
+
 /// What a dispatched request answers.
 enum Answer {
     Object(Outcome),
@@ -344,7 +362,7 @@ struct Input<'a> {
     user_agent: &'a str,
     /// `Impersonate-User` and `Impersonate-Group` (`kubectl --as`), which every caller is
     /// allowed here.
-    impersonate: Option<(String, Vec<String>)>,
+    impersonate: Option<(String, Vec<String>, BTreeMap<String, Vec<String>>)>,
 }
 
 impl Input<'_> {
@@ -365,10 +383,16 @@ impl Input<'_> {
     /// Who the request acts as: the impersonated user, or the server's identity.
     fn user(&self, shared: &Shared) -> UserInfo {
         match &self.impersonate {
-            Some((username, groups)) => UserInfo::impersonated(username, groups),
+            Some((username, groups, extra)) => {
+                UserInfo::impersonated(username, groups, extra.clone())
+            }
             None => {
                 let (username, groups) = shared.identity();
-                UserInfo { username, groups }
+                UserInfo {
+                    username,
+                    groups,
+                    extra: BTreeMap::new(),
+                }
             }
         }
     }

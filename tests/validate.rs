@@ -59,7 +59,10 @@ fn a_broken_example_reports_its_file_and_line() {
     // examples/ and its requests/ folder.
     for (from, to) in [
         (repo().join("examples"), dir.path().to_path_buf()),
-        (repo().join("examples/requests"), dir.path().join("requests")),
+        (
+            repo().join("examples/requests"),
+            dir.path().join("requests"),
+        ),
     ] {
         std::fs::create_dir_all(&to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {

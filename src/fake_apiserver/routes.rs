@@ -243,7 +243,11 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_owned))
                 .collect();
-            (user.to_owned(), groups, impersonated_extra(req.headers()))
+            Impersonation {
+                user: user.to_owned(),
+                groups,
+                extra: impersonated_extra(req.headers()),
+            }
         });
     let field_manager = params
         .get("fieldManager")
@@ -362,7 +366,16 @@ struct Input<'a> {
     user_agent: &'a str,
     /// `Impersonate-User` and `Impersonate-Group` (`kubectl --as`), which every caller is
     /// allowed here.
-    impersonate: Option<(String, Vec<String>, BTreeMap<String, Vec<String>>)>,
+    impersonate: Option<Impersonation>,
+}
+
+/// `Impersonate-User`, `Impersonate-Group` and `Impersonate-Extra-*` (`kubectl --as`,
+/// `--as-group`, `--as-user-extra`).
+#[derive(Clone)]
+struct Impersonation {
+    user: String,
+    groups: Vec<String>,
+    extra: BTreeMap<String, Vec<String>>,
 }
 
 impl Input<'_> {
@@ -383,9 +396,7 @@ impl Input<'_> {
     /// Who the request acts as: the impersonated user, or the server's identity.
     fn user(&self, shared: &Shared) -> UserInfo {
         match &self.impersonate {
-            Some((username, groups, extra)) => {
-                UserInfo::impersonated(username, groups, extra.clone())
-            }
+            Some(who) => UserInfo::impersonated(&who.user, &who.groups, who.extra.clone()),
             None => {
                 let (username, groups) = shared.identity();
                 UserInfo {

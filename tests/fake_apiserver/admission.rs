@@ -347,6 +347,14 @@ async fn user_info_comes_from_impersonation() {
     cms.create(&PostParams::default(), &configmap("hers"))
         .await
         .unwrap();
+    // `kubectl --as-user-extra amr=mfa` sends Impersonate-Extra-amr.
+    let request = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("Impersonate-User", "carol")
+        .header("Impersonate-Extra-amr", "mfa")
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&configmap("carols")).unwrap())
+        .unwrap();
+    server.client().request::<ConfigMap>(request).await.unwrap();
     // Without impersonation: the server's identity.
     let cms: Api<ConfigMap> = Api::namespaced(server.client(), "default");
     cms.create(&PostParams::default(), &configmap("admins"))
@@ -358,7 +366,11 @@ async fn user_info_comes_from_impersonation() {
         json!({"username": "alice", "groups": ["devs", "system:authenticated"]})
     );
     assert_eq!(
-        reviews[1]["request"]["userInfo"]["username"],
+        reviews[1]["request"]["userInfo"],
+        json!({"username": "carol", "groups": ["system:authenticated"], "extra": {"amr": ["mfa"]}})
+    );
+    assert_eq!(
+        reviews[2]["request"]["userInfo"]["username"],
         "kubernetes-admin"
     );
 }

@@ -1719,3 +1719,6 @@ async fn bounded_history_expires_old_versions_and_clock_is_shared() {
         .collect();
     assert_eq!(names, ["r3", "r4"]);
 }
+
+#[path = "fake_apiserver/admission.rs"]
+mod admission;

@@ -49,16 +49,28 @@ fn the_examples_are_clean() {
     golden("validate-examples.json", &json.stdout);
     let report: Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(report["summary"]["files"], 5);
-    // 05-approval.yaml updates the request of 04: one object, not a duplicate.
+    // requests/05-approval.yaml updates the request of 04: one object, not a duplicate.
     assert_eq!(report["summary"]["objects"], 4);
 }
 
 #[test]
 fn a_broken_example_reports_its_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    // examples/ and its requests/ folder.
+    for (from, to) in [
+        (repo().join("examples"), dir.path().to_path_buf()),
+        (
+            repo().join("examples/requests"),
+            dir.path().join("requests"),
+        ),
+    ] {
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
     }
     let assignment = dir.path().join("03-eligibleassignment.yaml");
     let text = std::fs::read_to_string(&assignment).unwrap();

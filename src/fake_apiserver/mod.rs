@@ -50,10 +50,12 @@
 //! - Errors are `Status` objects with the real reasons, messages and details.
 //!
 //! # Simplified or missing
-//! - No authentication, authorization or admission webhooks: every caller may do everything;
-//!   SelfSubjectReview reports the identity set by [`FakeApi::set_identity`], or the one in
-//!   `Impersonate-User`/`Impersonate-Group`. Validating and
-//!   mutating webhooks (our own included) are not called.
+//! - No authentication or authorization: every caller may do everything. SelfSubjectReview
+//!   (and admission's `userInfo`) report the identity set by [`FakeApi::set_identity`], or the
+//!   one in `Impersonate-User`/`Impersonate-Group` with the groups the real server adds.
+//! - Admission webhooks are called (see `admission.rs` for what is simplified there: Services
+//!   are reached through [`Options::services`], selectors are not evaluated); no built-in
+//!   admission plugins, no ValidatingAdmissionPolicy.
 //! - CRD validation: no CEL rules (`x-kubernetes-validations`), no `pattern`, no
 //!   `allOf`/`anyOf`/`oneOf`/`not`; metadata is not validated beyond the name and label values.
 //! - Only the storage version of each CRD is served; no conversion.
@@ -77,6 +79,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod discovery;
 mod faults;
 mod managed;
@@ -93,6 +96,7 @@ mod status;
 mod store;
 mod watch;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -119,8 +123,8 @@ use store::{ObjKey, Store};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot bind 127.0.0.1:0: {0}")]
-    Bind(#[source] std::io::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
     #[error("cannot build a kube client for {url}: {source}")]
     Client {
         url: String,
@@ -157,6 +161,11 @@ pub struct Options {
     /// The identity SelfSubjectReview reports.
     pub username: String,
     pub groups: Vec<String>,
+    /// Where to listen (127.0.0.1 and an ephemeral port by default).
+    pub listen: SocketAddr,
+    /// Where admission webhooks that name a Service are called: `namespace/name` to a local
+    /// address (the real server finds the Service's endpoints; see `admission`).
+    pub services: HashMap<String, SocketAddr>,
 }
 
 impl Default for Options {
@@ -167,6 +176,8 @@ impl Default for Options {
             extra_crds: Vec::new(),
             username: "kubernetes-admin".into(),
             groups: vec!["system:masters".into(), "system:authenticated".into()],
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            services: HashMap::new(),
         }
     }
 }
@@ -235,10 +246,14 @@ impl FakeApiServer {
 
     /// Starts a server with these options.
     pub async fn start_with(options: Options) -> Result<Self, StartError> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        let listen = options.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(StartError::Bind)?;
-        let address = listener.local_addr().map_err(StartError::Bind)?.to_string();
+            .map_err(|e| StartError::Bind(listen, e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(listen, e))?
+            .to_string();
         let url = format!("http://{address}");
         let (shared, mut shutdown_rx) = Self::shared(options, address);
 

@@ -667,12 +667,16 @@ fn finish_update(
     // The last finalizer of an object being deleted is gone: the object goes. The store deletes
     // its last stored state (no MODIFIED event), and answers with it, as the real registry does.
     if deleting && meta::finalizers(&cand).is_empty() {
-        if !ctx.dry_run {
+        // A dry run answers with what the write would leave (what admission is shown).
+        let body = if ctx.dry_run {
+            cand
+        } else {
             store.remove(key);
-        }
+            old.clone()
+        };
         return Ok(Outcome {
             code: 200,
-            body: old.clone(),
+            body,
             name: name.to_string(),
             changed: !ctx.dry_run,
         });
@@ -699,6 +703,103 @@ fn finish_update(
         name: name.to_string(),
         changed: !ctx.dry_run,
     })
+}
+
+/// Stores a create or update that admission let through. `planned` is what a dry run of the
+/// write produced (every strategy above already applied); `admitted` is that object as the
+/// mutating webhooks left it. What they changed is checked again, as the real registry validates
+/// after mutating admission (`registry/rest.BeforeCreate`/`BeforeUpdate` run inside the store,
+/// after the handler's `admit`): type meta, name, namespace, labels, the CRD schema, and
+/// `generation` moves if the spec changed. System metadata, status (on the main resource) and
+/// `managedFields` stay as planned: webhook changes are not attributed to a manager here.
+pub(crate) fn commit_admitted(
+    store: &mut Store,
+    ctx: &Ctx<'_>,
+    key: &ObjKey,
+    old: Option<&Value>,
+    planned: Outcome,
+    admitted: Value,
+) -> Result<Outcome, ApiError> {
+    let rt = ctx.rt;
+    let name = key.name.as_str();
+    let mut object = admitted;
+    if object != planned.body {
+        check_type_meta(rt, &object, true)?;
+        if meta_str(&object, "name") != Some(name) {
+            return Err(ApiError::bad_request(format!(
+                "a mutating webhook changed the name of the object to {:?}",
+                meta_str(&object, "name").unwrap_or_default()
+            )));
+        }
+        check_labels(rt, name, &object)?;
+        check_namespace(ctx, &mut object)?;
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "managedFields",
+        ] {
+            match meta::meta(&planned.body).and_then(|m| m.get(field)) {
+                Some(v) => set_meta(&mut object, field, v.clone()),
+                None => remove_meta(&mut object, field),
+            }
+        }
+        if rt.status_subresource
+            && let Some(map) = object.as_object_mut()
+        {
+            match planned.body.get("status") {
+                Some(s) => map.insert("status".into(), s.clone()),
+                None => map.remove("status"),
+            };
+        }
+        normalize(rt, &mut object);
+        admit_schema(rt, name, &mut object, old)?;
+        if rt.uses_generation() {
+            let generation = match old {
+                None => 1,
+                Some(old) => {
+                    let previous = meta::meta(old)
+                        .and_then(|m| m.get("generation"))
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    previous + i64::from(spec_changed(old, &object))
+                }
+            };
+            set_meta(&mut object, "generation", json!(generation));
+        }
+    }
+    let done = |body: Value, changed: bool| Outcome {
+        code: planned.code,
+        body,
+        name: name.to_string(),
+        changed,
+    };
+    match old {
+        None => {
+            if store.get(key).is_some() {
+                return Err(ApiError::already_exists(rt, name));
+            }
+        }
+        Some(old) => {
+            if meta_str(old, "deletionTimestamp").is_some() && meta::finalizers(&object).is_empty()
+            {
+                if !ctx.dry_run {
+                    store.remove(key);
+                }
+                return Ok(done(old.clone(), !ctx.dry_run));
+            }
+            if object == *old {
+                return Ok(done(object, false));
+            }
+        }
+    }
+    if ctx.dry_run {
+        return Ok(done(object, false));
+    }
+    let stored = (*store.put(key.clone(), object)).clone();
+    Ok(done(stored, true))
 }
 
 /// A SelfSubjectReview: nothing is stored; the answer says who the caller is.

@@ -170,10 +170,14 @@ impl Registry {
         use k8s_openapi::api::admissionregistration::v1::{
             MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
         };
+        use k8s_openapi::api::apps::v1::Deployment;
         use k8s_openapi::api::authentication::v1::SelfSubjectReview;
         use k8s_openapi::api::coordination::v1::Lease;
         use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+        use k8s_openapi::api::core::v1::{Service, ServiceAccount};
         use k8s_openapi::api::events::v1::Event;
+        use k8s_openapi::api::networking::v1::NetworkPolicy;
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
         use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
         let mut types: Vec<ResourceType> = crds.iter().filter_map(ResourceType::from_crd).collect();
@@ -188,7 +192,17 @@ impl Registry {
         types.push(ResourceType::builtin::<ClusterRoleBinding>(&[]));
         types.push(ResourceType::builtin::<Role>(&[]));
         types.push(ResourceType::builtin::<RoleBinding>(&[]));
-        // The operator writes its CA into its webhook configurations (webhook::certs).
+        // What the chart and the kustomize base install (stored as given; nothing runs them).
+        types.push(ResourceType::builtin::<ServiceAccount>(&["sa"]));
+        types.push(ResourceType::builtin::<Service>(&["svc"]));
+        types.push(ResourceType::builtin::<Deployment>(&["deploy"]));
+        types.push(ResourceType::builtin::<PodDisruptionBudget>(&["pdb"]));
+        types.push(ResourceType::builtin::<NetworkPolicy>(&["netpol"]));
+        types.push(ResourceType::builtin::<CustomResourceDefinition>(&[
+            "crd", "crds",
+        ]));
+        // Admission webhooks are called from what these say (see `admission`), and the
+        // operator writes its CA into them (webhook::certs).
         types.push(ResourceType::builtin::<MutatingWebhookConfiguration>(&[]));
         types.push(ResourceType::builtin::<ValidatingWebhookConfiguration>(&[]));
         let mut review = ResourceType::builtin::<SelfSubjectReview>(&[]);

@@ -3,7 +3,7 @@
 //! does not fit a router's patterns), applies latency and faults, counts the request, and
 //! dispatches to get, list, watch, create, update, patch, delete or deletecollection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
 use super::Shared;
+use super::admission::{self, UserInfo};
 use super::discovery;
 use super::meta;
 use super::objects::{self, Ctx, Outcome, PatchKind};
@@ -242,7 +243,11 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
                 .iter()
                 .filter_map(|v| v.to_str().ok().map(str::to_owned))
                 .collect();
-            (user.to_owned(), groups)
+            Impersonation {
+                user: user.to_owned(),
+                groups,
+                extra: impersonated_extra(req.headers()),
+            }
         });
     let field_manager = params
         .get("fieldManager")
@@ -285,7 +290,16 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
                 user_agent: &user_agent,
                 impersonate,
             };
-            dispatch(&shared, verb, &target, input)
+            if verb.is_write()
+                && verb != Verb::DeleteCollection
+                && !target.rt.create_only
+                && !admission::exempt(&target.rt)
+                && admission::configured(&shared)
+            {
+                admitted_write(&shared, verb, &target, input).await
+            } else {
+                dispatch(&shared, verb, &target, input)
+            }
         }
     };
     match result {
@@ -319,12 +333,31 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
     }
 }
 
+/// `Impersonate-Extra-KEY: VALUE` headers, KEY percent-decoded as the API server does
+/// (`impersonation.go` `unescapeExtraKey`).
+fn impersonated_extra(headers: &http::HeaderMap) -> BTreeMap<String, Vec<String>> {
+    let mut extra: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in headers {
+        if let (Some(key), Ok(value)) = (
+            name.as_str().strip_prefix("impersonate-extra-"),
+            value.to_str(),
+        ) {
+            let key = percent_encoding::percent_decode_str(key)
+                .decode_utf8_lossy()
+                .into_owned();
+            extra.entry(key).or_default().push(value.to_owned());
+        }
+    }
+    extra
+}
+
 /// What a dispatched request answers.
 enum Answer {
     Object(Outcome),
     Stream(Body),
 }
 
+#[derive(Clone)]
 struct Input<'a> {
     params: &'a HashMap<String, String>,
     body: Bytes,
@@ -333,7 +366,16 @@ struct Input<'a> {
     user_agent: &'a str,
     /// `Impersonate-User` and `Impersonate-Group` (`kubectl --as`), which every caller is
     /// allowed here.
-    impersonate: Option<(String, Vec<String>)>,
+    impersonate: Option<Impersonation>,
+}
+
+/// `Impersonate-User`, `Impersonate-Group` and `Impersonate-Extra-*` (`kubectl --as`,
+/// `--as-group`, `--as-user-extra`).
+#[derive(Clone)]
+struct Impersonation {
+    user: String,
+    groups: Vec<String>,
+    extra: BTreeMap<String, Vec<String>>,
 }
 
 impl Input<'_> {
@@ -349,6 +391,45 @@ impl Input<'_> {
         parsed
             .filter(Value::is_object)
             .ok_or_else(|| ApiError::bad_request("the request body is not a valid JSON object"))
+    }
+
+    /// Who the request acts as: the impersonated user, or the server's identity.
+    fn user(&self, shared: &Shared) -> UserInfo {
+        match &self.impersonate {
+            Some(who) => UserInfo::impersonated(&who.user, &who.groups, who.extra.clone()),
+            None => {
+                let (username, groups) = shared.identity();
+                UserInfo {
+                    username,
+                    groups,
+                    extra: BTreeMap::new(),
+                }
+            }
+        }
+    }
+
+    /// The manager a write records: apply needs an explicit fieldManager (nothing is derived).
+    fn write_manager(&self, verb: Verb) -> String {
+        match (verb, self.content_type) {
+            (Verb::Patch, "application/apply-patch+yaml") => {
+                self.field_manager.unwrap_or_default().to_string()
+            }
+            _ => self.manager(),
+        }
+    }
+
+    fn dry_run(&self) -> bool {
+        self.params.get("dryRun").is_some_and(|v| v == "All")
+    }
+
+    /// The DeleteOptions in the body (none: defaults).
+    fn delete_options(&self) -> Result<Value, ApiError> {
+        if self.body.is_empty() {
+            Ok(json!({}))
+        } else {
+            serde_json::from_slice(&self.body)
+                .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))
+        }
     }
 
     /// `fieldManager`, or the user agent's product name, as the API server derives it.
@@ -398,11 +479,9 @@ fn dispatch(
         Verb::List => list(shared, target, input.params).map(ok),
         Verb::Watch => watch_request(shared, target, input.params),
         Verb::Create if rt.create_only => {
-            let (username, groups) = input
-                .impersonate
-                .clone()
-                .unwrap_or_else(|| shared.identity());
-            let body = objects::self_subject_review(&username, &groups, &input.object()?)?;
+            let user = input.user(shared);
+            let body =
+                objects::self_subject_review(&user.username, &user.groups, &input.object()?)?;
             Ok(Answer::Object(Outcome {
                 code: 201,
                 body,
@@ -412,20 +491,14 @@ fn dispatch(
         }
         _ => {
             let now = shared.now();
-            let manager = match (verb, input.content_type) {
-                // Apply needs an explicit fieldManager; nothing is derived.
-                (Verb::Patch, "application/apply-patch+yaml") => {
-                    input.field_manager.unwrap_or_default().to_string()
-                }
-                _ => input.manager(),
-            };
+            let manager = input.write_manager(verb);
             let ctx = Ctx {
                 rt,
                 ty: target.ty,
                 namespace: target.namespace.as_deref(),
                 subresource: target.subresource.as_deref(),
                 manager: &manager,
-                dry_run: input.params.get("dryRun").is_some_and(|v| v == "All"),
+                dry_run: input.dry_run(),
                 now: &now,
             };
             let mut store = shared.lock_store();
@@ -444,16 +517,7 @@ fn dispatch(
                         flag(input.params, "force"),
                     )
                 }
-                Verb::Delete => {
-                    let options = if input.body.is_empty() {
-                        json!({})
-                    } else {
-                        serde_json::from_slice(&input.body).map_err(|e| {
-                            ApiError::bad_request(format!("invalid DeleteOptions: {e}"))
-                        })?
-                    };
-                    objects::delete(&mut store, &ctx, name, &options)
-                }
+                Verb::Delete => objects::delete(&mut store, &ctx, name, &input.delete_options()?),
                 Verb::DeleteCollection => {
                     let selector = Selector::parse(
                         input.params.get("labelSelector").map(String::as_str),
@@ -498,6 +562,110 @@ fn dispatch(
             Ok(Answer::Object(outcome))
         }
     }
+}
+
+/// How often a write that admission let through is retried when the object changed while the
+/// webhooks were called (the real store's `GuaranteedUpdate` retries likewise).
+const ADMISSION_ATTEMPTS: usize = 5;
+
+/// A write that webhooks see: a dry run computes what would be stored, the webhooks are called
+/// (without holding the store), and the admitted object is stored if the stored one did not
+/// change meanwhile; otherwise everything is done again.
+async fn admitted_write(
+    shared: &Arc<Shared>,
+    verb: Verb,
+    target: &Target,
+    input: Input<'_>,
+) -> Result<Answer, ApiError> {
+    let user = input.user(shared);
+    let dry_run = input.dry_run();
+    let mut rehearsal_params = input.params.clone();
+    rehearsal_params.insert("dryRun".into(), "All".into());
+    for _ in 0..ADMISSION_ATTEMPTS {
+        let rehearsal = Input {
+            params: &rehearsal_params,
+            ..input.clone()
+        };
+        let Answer::Object(planned) = dispatch(shared, verb, target, rehearsal)? else {
+            return Err(ApiError::method_not_allowed());
+        };
+        let key = super::store::ObjKey {
+            ty: target.ty,
+            namespace: target.namespace.clone().unwrap_or_default(),
+            name: planned.name.clone(),
+        };
+        let old = shared.lock_store().get(&key);
+        let operation = match (verb, &old) {
+            (Verb::Delete, _) => "DELETE",
+            (Verb::Create, _) | (_, None) => "CREATE",
+            _ => "UPDATE",
+        };
+        let options_kind = match operation {
+            "DELETE" => "DeleteOptions",
+            "CREATE" => "CreateOptions",
+            _ => "UpdateOptions",
+        };
+        let mut options = if verb == Verb::Delete {
+            input.delete_options()?
+        } else {
+            json!({})
+        };
+        if let Some(map) = options.as_object_mut() {
+            map.insert("kind".into(), json!(options_kind));
+            map.insert("apiVersion".into(), json!("meta.k8s.io/v1"));
+            if verb != Verb::Delete {
+                map.insert("fieldManager".into(), json!(input.write_manager(verb)));
+            }
+            if dry_run {
+                map.insert("dryRun".into(), json!(["All"]));
+            }
+        }
+        let attrs = admission::Attributes {
+            rt: &target.rt,
+            subresource: target.subresource.as_deref(),
+            name: &key.name,
+            namespace: target.namespace.as_deref(),
+            operation,
+            user: &user,
+            old_object: old.as_deref(),
+            dry_run,
+            options,
+        };
+        let object = (verb != Verb::Delete).then(|| planned.body.clone());
+        let admitted = admission::admit(shared, &attrs, object).await?;
+
+        let now = shared.now();
+        let manager = input.write_manager(verb);
+        let ctx = Ctx {
+            rt: &target.rt,
+            ty: target.ty,
+            namespace: target.namespace.as_deref(),
+            subresource: target.subresource.as_deref(),
+            manager: &manager,
+            dry_run,
+            now: &now,
+        };
+        let mut store = shared.lock_store();
+        let version = |o: Option<&Value>| {
+            o.and_then(|o| meta::meta_str(o, "resourceVersion"))
+                .map(str::to_owned)
+        };
+        if version(store.get(&key).as_deref()) != version(old.as_deref()) {
+            continue;
+        }
+        let outcome = match admitted {
+            Some(object) => {
+                objects::commit_admitted(&mut store, &ctx, &key, old.as_deref(), planned, object)?
+            }
+            None => objects::delete(&mut store, &ctx, &key.name, &input.delete_options()?)?,
+        };
+        return Ok(Answer::Object(outcome));
+    }
+    Err(ApiError::conflict(
+        &target.rt,
+        target.name.as_deref().unwrap_or_default(),
+        "the object kept changing while admission webhooks were called; please apply your changes to the latest version and try again",
+    ))
 }
 
 fn parse_rv(raw: &str) -> Result<u64, ApiError> {

@@ -10,6 +10,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
+use pim_operator::clock::{Clock, SystemClock};
 use pim_operator::fake_apiserver::{FakeApiServer, Options};
 use pim_operator::webhook::certs::ServingCert;
 use pim_operator::webhook::server;
@@ -30,7 +31,7 @@ struct TestWebhook {
 
 /// An HTTPS webhook for `dns_name` (`NAME.NAMESPACE.svc`), answering with `answer`.
 async fn webhook(dns_name: &str, answer: Answer) -> TestWebhook {
-    let cert = ServingCert::generate(&[dns_name.to_owned()]).unwrap();
+    let cert = ServingCert::generate(&[dns_name.to_owned()], SystemClock.now()).unwrap();
     let ca = cert.ca_pem.clone().unwrap();
     let reviews = Arc::new(Mutex::new(Vec::new()));
     let state = (reviews.clone(), answer);
@@ -314,7 +315,7 @@ async fn failure_policy_decides_when_the_webhook_cannot_be_called() {
 #[tokio::test]
 async fn only_the_ca_bundle_is_trusted() {
     let hook = webhook(SERVICE_DNS, allow()).await;
-    let stranger = ServingCert::generate(&[SERVICE_DNS.to_owned()]).unwrap();
+    let stranger = ServingCert::generate(&[SERVICE_DNS.to_owned()], SystemClock.now()).unwrap();
     let wrong_ca = base64::engine::general_purpose::STANDARD.encode(stranger.ca_pem.unwrap());
     let server = server_for(&hook).await;
     configure(&server, "Validating", service_config(&wrong_ca), "Fail").await;

@@ -387,6 +387,28 @@ mod tests {
     }
 
     #[test]
+    fn an_omitted_role_and_member_sign_alike() {
+        let ring = ring();
+        // Signed without a role, read back with the schema's default filled in, and the reverse.
+        let signed_without = signed(&ring);
+        let mut defaulted = signed_without.clone();
+        defaulted.role = Some(Role::Member);
+        assert!(ring.verify_requester(&defaulted));
+        let mut explicit = spec();
+        explicit.role = Some(Role::Member);
+        let sig = ring.sign_requester(&explicit).unwrap();
+        explicit.requester.as_mut().unwrap().attestation = Some(sig.clone());
+        assert!(ring.verify_requester(&explicit));
+        let mut omitted = explicit.clone();
+        omitted.role = None;
+        assert!(ring.verify_requester(&omitted));
+        // An omitted role is never owner.
+        let mut owner = signed_without;
+        owner.role = Some(Role::Owner);
+        assert!(!ring.verify_requester(&owner));
+    }
+
+    #[test]
     fn unsigned_garbled_and_foreign_signatures_fail() {
         let ring = ring();
         assert!(!ring.verify_requester(&spec()));

@@ -1254,6 +1254,111 @@ async fn json_patch_with_test_operations() {
     assert_eq!(api_code(&err).0, 400);
 }
 
+/// What kubectl sends for `get` (client-go `kubectl/pkg/cmd/get`, server-side printing).
+const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+
+#[tokio::test]
+async fn tables_for_custom_resources_json_for_everything_else() {
+    let (server, api) = start().await;
+    server.set_clock(Arc::new(pim_operator::clock::ManualClock::new(
+        "2026-03-02T09:00:00Z".parse().unwrap(),
+    )));
+    api.create(&PostParams::default(), &request("r"))
+        .await
+        .unwrap();
+    let client = server.client();
+    let get = |path: &str, accept: Option<&str>| {
+        let mut req = http::Request::get(path);
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        let req = req.body(vec![]).unwrap();
+        let client = client.clone();
+        async move { client.request::<Value>(req).await }
+    };
+    let list = "/apis/pim.dev/v1alpha1/activationrequests";
+
+    let table = get(list, Some(TABLE_ACCEPT)).await.unwrap();
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["apiVersion"], "meta.k8s.io/v1");
+    assert!(table["metadata"]["resourceVersion"].is_string(), "{table}");
+    let columns: Vec<(String, i64)> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_owned(),
+                c["priority"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(columns.first(), Some(&("Name".to_owned(), 0)));
+    assert_eq!(columns.last(), Some(&("Age".to_owned(), 0)));
+    let row = &table["rows"][0];
+    let cells = row["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), columns.len());
+    assert_eq!(cells[0], "r");
+    // Created at the server's clock's now; no status yet, so the status columns are null.
+    assert_eq!(cells.last().unwrap(), "0s");
+    let phase = columns.iter().position(|(n, _)| n == "Phase").unwrap();
+    assert_eq!(cells[phase], Value::Null);
+    assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
+    assert_eq!(row["object"]["apiVersion"], "meta.k8s.io/v1");
+    assert_eq!(row["object"]["metadata"]["name"], "r");
+    assert!(row["object"].get("spec").is_none());
+
+    // One object; includeObject; v1beta1.
+    let one = get(
+        &format!("{list}/r?includeObject=Object"),
+        Some(TABLE_ACCEPT),
+    )
+    .await
+    .unwrap();
+    assert_eq!(one["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(one["rows"][0]["object"]["kind"], "ActivationRequest");
+    assert_eq!(one["rows"][0]["object"]["spec"]["group"], "admins");
+    let none = get(&format!("{list}?includeObject=None"), Some(TABLE_ACCEPT))
+        .await
+        .unwrap();
+    assert_eq!(none["rows"][0]["object"], Value::Null);
+    let beta = get(
+        list,
+        Some("application/json;as=Table;v=v1beta1;g=meta.k8s.io"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(beta["apiVersion"], "meta.k8s.io/v1beta1");
+    match get(&format!("{list}?includeObject=All"), Some(TABLE_ACCEPT)).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 400);
+            assert!(status.message.contains("includeObject"), "{status:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Plain JSON for clients that do not ask, and for built-in types whatever is asked.
+    assert_eq!(
+        get(list, None).await.unwrap()["kind"],
+        "ActivationRequestList"
+    );
+    assert_eq!(
+        get(list, Some("application/json")).await.unwrap()["kind"],
+        "ActivationRequestList"
+    );
+    assert_eq!(
+        get("/api/v1/namespaces/default/configmaps", Some(TABLE_ACCEPT))
+            .await
+            .unwrap()["kind"],
+        "ConfigMapList"
+    );
+    // Errors stay Status objects.
+    match get(&format!("{list}/missing"), Some(TABLE_ACCEPT)).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 404),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn bad_requests_get_status_errors() {
     let (server, _api) = start().await;

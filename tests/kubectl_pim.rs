@@ -542,6 +542,8 @@ async fn activate_creates_the_request_without_identity_or_approvals() {
             "justification": "incident 42",
             "ticket": {"system": "jira", "number": "OPS-7"},
             "startTime": "2026-03-02T10:00:00Z",
+            // Not sent: the API server's schema default.
+            "role": "member",
         })
     );
     let writes: Vec<_> = h
@@ -640,6 +642,52 @@ async fn not_eligible_lists_the_assignments_and_why_none_applies() {
 }
 
 #[tokio::test]
+async fn activate_wait_asks_whether_the_operator_runs_only_after_seconds_without_status() {
+    let h = Harness::new().await;
+    h.as_user("alice", &[]);
+    let (client, clock) = (h.client.clone(), h.clock.clone());
+    let waiting = tokio::spawn(async move {
+        run_pim(
+            client,
+            clock,
+            &[
+                "activate",
+                "g",
+                "--for",
+                "30m",
+                "--reason",
+                "incident 42",
+                "--wait",
+                "--timeout",
+                "3s",
+            ],
+        )
+        .await
+    });
+    let name = h.created_request().await;
+    // Listed without status (no operator runs), and watched; then the seconds go by.
+    eventually("the CLI watches", || async { h.server.open_watches() > 0 }).await;
+    h.clock.advance(jiff::SignedDuration::from_secs(10));
+    let run = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    assert!(
+        matches!(run.err(), CliError::WaitTimeout { .. }),
+        "{:?}",
+        run.result
+    );
+    let prefix = format!("{name}: ");
+    let lines: Vec<&str> = run.out.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert_eq!(
+        lines,
+        [
+            format!("{name}: Pending (waiting for the operator)"),
+            format!("{name}: Pending (no status from the operator after 5s: is it running?)"),
+        ],
+        "{}",
+        run.out
+    );
+}
+
+#[tokio::test]
 async fn activate_wait_follows_to_active_then_status_and_deactivate() {
     let mut h = Harness::new().await;
     h.as_user("alice", &[]);
@@ -664,9 +712,17 @@ async fn activate_wait_follows_to_active_then_status_and_deactivate() {
     });
     let name = h.created_request().await;
     h.stamp(&name, "alice").await;
+    // The CLI has listed the request before the operator wrote any status: a moment without
+    // status is normal and blames nobody.
+    eventually("the CLI watches", || async { h.server.open_watches() > 0 }).await;
     h.start_operator();
     let run = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
     let out = run.ok();
+    assert!(
+        out.contains(&format!("\n{name}: Pending (waiting for the operator)\n")),
+        "{out}"
+    );
+    assert!(!out.contains("is it running"), "{out}");
     // The phases it passed through depend on when the watch started; the end does not.
     assert!(out.contains(&format!("{name}: Active")), "{out}");
     assert!(

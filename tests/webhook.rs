@@ -627,6 +627,29 @@ fn the_spec_is_immutable_and_only_the_requester_deactivates() {
 }
 
 #[test]
+fn an_omitted_role_and_the_schema_default_member_are_the_same_spec() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    assert!(stored["spec"].get("role").is_none(), "{stored}");
+    // The API server fills in `member` (the CRD's default) on one side only: an object stored
+    // before the default existed, updated through a server that has it.
+    let mut defaulted = stored.clone();
+    defaulted["spec"]["role"] = json!("member");
+    defaulted["spec"]["deactivate"] = json!(true);
+    update(&admission, &alice(), &stored, &defaulted).unwrap();
+    assert_eq!(
+        attestor().requester(&attested(&defaulted)),
+        Attestation::Verified
+    );
+    let mut owner = stored.clone();
+    owner["spec"]["role"] = json!("owner");
+    expect_denied(
+        update(&admission, &alice(), &stored, &owner),
+        &["immutable"],
+    );
+}
+
+#[test]
 fn metadata_only_updates_pass_but_only_the_operator_moves_the_finalizer() {
     let admission = admission(Some(keyring()));
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();

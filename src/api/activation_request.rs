@@ -27,11 +27,19 @@ use super::common::{
     printcolumn(name = "Group", type_ = "string", json_path = ".spec.group"),
     printcolumn(name = "Role", type_ = "string", json_path = ".spec.role"),
     printcolumn(name = "Principal", type_ = "string", json_path = ".spec.principal"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    // A string, not a `date`: the API server shows a date as the age since then, and a time
+    // in the future as `<invalid>`. `Age` stays the only date column.
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.end",
+        description = "When access ends (RFC 3339): the planned end while the request runs, the actual end once it has ended"
+    ),
     printcolumn(
         name = "Reason",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Active\")].reason"
+        json_path = ".status.reason",
+        description = "Why the request is in its phase"
     ),
     printcolumn(
         name = "Age",
@@ -51,6 +59,9 @@ pub struct ActivationRequestSpec {
     pub group: String,
     /// Role to activate. Default member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    // The API server fills it in (schema only: a request built here without a role means the
+    // same, see `role()`).
+    #[schemars(default = "default_role")]
     pub role: Option<Role>,
     /// How long. Default: the policy's maximum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +91,11 @@ pub struct ActivationRequestSpec {
     #[x_kube(merge_strategy = kube::core::cel::ListMerge::Map(vec!["approver".into()]))]
     #[schemars(length(max = 32))]
     pub approvals: Vec<Approval>,
+}
+
+/// The role a request without one activates; also the schema's default for `spec.role`.
+fn default_role() -> Option<Role> {
+    Some(Role::default())
 }
 
 impl ActivationRequestSpec {
@@ -267,6 +283,11 @@ pub struct ActivationRequestStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// Why the request is in its phase (e.g. `WaitingForApproval`), written with the phase.
+    /// For people (the Reason column); the operator never reads it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub reason: Option<String>,
     /// `Validated`, `Approved`, `Active` and `Expired`, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::cel::ListMerge::Map(vec!["type".into()]))]
@@ -299,6 +320,11 @@ pub struct ActivationRequestStatus {
     /// When the request reached a terminal phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Time>,
+    /// When access ends: `expiresAt` while the request runs, `endedAt` once it has ended (an
+    /// early deactivation shows when it really ended). For people (the Expires column); the
+    /// operator never reads it back: the grant ledger decides what is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = HISTORY_MAX))]
     pub history: Vec<Transition>,

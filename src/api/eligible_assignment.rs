@@ -33,7 +33,13 @@ use super::common::{
     ),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.type"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Ends", type_ = "date", json_path = ".status.effectiveEnd"),
+    // A string: a `date` column shows a future time as `<invalid>`. `Age` is the date column.
+    printcolumn(
+        name = "Ends",
+        type_ = "string",
+        json_path = ".status.effectiveEnd",
+        description = "When the assignment ends (RFC 3339); blank when permanent"
+    ),
     printcolumn(
         name = "Reason",
         type_ = "string",

@@ -213,7 +213,7 @@ impl Keyring {
     /// `generateName` the API server picks it after mutating admission.
     /// `spec.requester.attestation` is left out of what is signed.
     pub fn sign_requester(&self, spec: &ActivationRequestSpec) -> Option<String> {
-        Some(self.sign(&requester_payload(spec)?))
+        Some(self.sign(&requester_payload(spec, Some(spec.role()))?))
     }
 
     /// Whether the requester block carries this keyring's signature over the request as it is.
@@ -225,7 +225,14 @@ impl Keyring {
         else {
             return false;
         };
-        requester_payload(spec).is_some_and(|payload| self.verify(&payload, signature))
+        // The role as meant (an omitted role is `member`, the schema's default), then as
+        // written before that default existed: a request signed then, without a role, reads
+        // back with `member` filled in and still verifies.
+        let role = spec.role();
+        let legacy = (role == Role::Member).then_some(None);
+        std::iter::once(Some(role)).chain(legacy).any(|encoded| {
+            requester_payload(spec, encoded).is_some_and(|payload| self.verify(&payload, signature))
+        })
     }
 
     /// Signs one approval entry of the request with uid `request_uid`.
@@ -261,7 +268,8 @@ struct RequesterPayload<'a> {
     stamped_at: Option<&'a Time>,
 }
 
-fn requester_payload(spec: &ActivationRequestSpec) -> Option<Vec<u8>> {
+/// The payload with `role` encoded as given (see `verify_requester`).
+fn requester_payload(spec: &ActivationRequestSpec, role: Option<Role>) -> Option<Vec<u8>> {
     let Requester {
         username,
         uid,
@@ -273,7 +281,7 @@ fn requester_payload(spec: &ActivationRequestSpec) -> Option<Vec<u8>> {
     serde_json::to_vec(&RequesterPayload {
         v: "pim.dev/requester/v1",
         group: &spec.group,
-        role: spec.role,
+        role,
         duration: spec.duration.as_deref(),
         justification: spec.justification.as_deref(),
         ticket: spec.ticket.as_ref(),
@@ -376,6 +384,28 @@ mod tests {
         later.deactivate = Some(true);
         later.approvals.push(Approval::default());
         assert!(ring.verify_requester(&later));
+    }
+
+    #[test]
+    fn an_omitted_role_and_member_sign_alike() {
+        let ring = ring();
+        // Signed without a role, read back with the schema's default filled in, and the reverse.
+        let signed_without = signed(&ring);
+        let mut defaulted = signed_without.clone();
+        defaulted.role = Some(Role::Member);
+        assert!(ring.verify_requester(&defaulted));
+        let mut explicit = spec();
+        explicit.role = Some(Role::Member);
+        let sig = ring.sign_requester(&explicit).unwrap();
+        explicit.requester.as_mut().unwrap().attestation = Some(sig.clone());
+        assert!(ring.verify_requester(&explicit));
+        let mut omitted = explicit.clone();
+        omitted.role = None;
+        assert!(ring.verify_requester(&omitted));
+        // An omitted role is never owner.
+        let mut owner = signed_without;
+        owner.role = Some(Role::Owner);
+        assert!(!ring.verify_requester(&owner));
     }
 
     #[test]

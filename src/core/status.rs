@@ -65,6 +65,7 @@ pub fn request_status(
     ActivationRequestStatus {
         observed_generation: generation,
         phase: Some(decision.phase),
+        reason: Some(decision.reason.to_owned()),
         conditions: merge_conditions(&current.conditions, &decision.conditions, generation, now),
         matched_assignment: decision.matched_assignment.clone(),
         approved_by: decision.approved_by.clone(),
@@ -74,6 +75,12 @@ pub fn request_status(
         end_clipped_by: decision.window.and_then(|w| w.clipped_by),
         activated_at: time(decision.activated_at),
         ended_at: time(decision.ended_at),
+        // The display end: planned while live, actual once ended.
+        end: if decision.phase.is_terminal() {
+            time(decision.ended_at)
+        } else {
+            time(decision.window.map(|w| w.end))
+        },
         history,
         // The notifier's, carried over unchanged (the reconciler strips it before applying).
         delivery: current.delivery.clone(),

@@ -9,6 +9,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::{NamespaceResourceScope, Resource};
 
 use super::schema::SchemaNode;
+use super::table::Convertor;
 
 /// Verbs of an ordinary resource, as discovery lists them.
 pub(crate) const ALL_VERBS: &[&str] = &[
@@ -41,6 +42,8 @@ pub(crate) struct ResourceType {
     /// Only `create` is served (a virtual resource such as SelfSubjectReview; nothing is stored).
     pub create_only: bool,
     pub schema: SchemaNode,
+    /// How a Table answer is built: custom resources only (built-ins answer JSON).
+    pub table: Option<Convertor>,
 }
 
 impl ResourceType {
@@ -128,6 +131,12 @@ impl ResourceType {
             custom: true,
             create_only: false,
             schema: SchemaNode::custom_root(&openapi),
+            table: Some(Convertor::new(
+                version
+                    .additional_printer_columns
+                    .as_deref()
+                    .unwrap_or_default(),
+            )),
         })
     }
 
@@ -151,6 +160,7 @@ impl ResourceType {
             custom: false,
             create_only: false,
             schema: SchemaNode::builtin_root(),
+            table: None,
         }
     }
 }

@@ -23,6 +23,7 @@ use super::observe::{Verb, WriteRecord};
 use super::registry::{ResourceType, TypeIdx};
 use super::selectors::Selector;
 use super::status::{ApiError, json_response};
+use super::table::{self, IncludeObject, Output};
 use super::watch::{self, Start, WatchRequest};
 
 /// The API server's limit on request bodies (3 MiB).
@@ -249,6 +250,12 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
                 extra: impersonated_extra(req.headers()),
             }
         });
+    let output = table::negotiate(
+        req.headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default(),
+    );
     let field_manager = params
         .get("fieldManager")
         .cloned()
@@ -289,6 +296,7 @@ async fn resource_request(shared: Arc<Shared>, req: Request, target: Target) -> 
                 field_manager: field_manager.as_deref(),
                 user_agent: &user_agent,
                 impersonate,
+                output,
             };
             if verb.is_write()
                 && verb != Verb::DeleteCollection
@@ -367,6 +375,8 @@ struct Input<'a> {
     /// `Impersonate-User` and `Impersonate-Group` (`kubectl --as`), which every caller is
     /// allowed here.
     impersonate: Option<Impersonation>,
+    /// JSON, or a Table (GET and LIST of custom resources).
+    output: Output,
 }
 
 /// `Impersonate-User`, `Impersonate-Group` and `Impersonate-Extra-*` (`kubectl --as`,
@@ -473,10 +483,13 @@ fn dispatch(
                 name: name.to_string(),
             };
             let obj = shared.lock_store().get(&key);
-            obj.map(|o| ok((*o).clone()))
-                .ok_or_else(|| ApiError::not_found(rt, name))
+            let obj = obj.ok_or_else(|| ApiError::not_found(rt, name))?;
+            as_output(shared, rt, &input, (*obj).clone()).map(ok)
         }
-        Verb::List => list(shared, target, input.params).map(ok),
+        Verb::List => {
+            let body = list(shared, target, input.params)?;
+            as_output(shared, rt, &input, body).map(ok)
+        }
         Verb::Watch => watch_request(shared, target, input.params),
         Verb::Create if rt.create_only => {
             let user = input.user(shared);
@@ -666,6 +679,24 @@ async fn admitted_write(
         target.name.as_deref().unwrap_or_default(),
         "the object kept changing while admission webhooks were called; please apply your changes to the latest version and try again",
     ))
+}
+
+/// The answer to a GET or LIST in the form the client asked for (apiserver
+/// `transformResponseObject`): the object or list itself, or a Table of it.
+fn as_output(
+    shared: &Shared,
+    rt: &ResourceType,
+    input: &Input<'_>,
+    body: Value,
+) -> Result<Value, ApiError> {
+    match (input.output, &rt.table) {
+        (Output::Table(version), Some(convertor)) => {
+            let include =
+                IncludeObject::from_param(input.params.get("includeObject").map(String::as_str))?;
+            Ok(convertor.to_table(&body, version, include, shared.clock_now()))
+        }
+        _ => Ok(body),
+    }
 }
 
 fn parse_rv(raw: &str) -> Result<u64, ApiError> {

@@ -293,7 +293,33 @@ async fn watch_phases(
         .default_backoff()
         .boxed();
     let mut seen_in_listing = false;
-    while let Some(event) = events.next().await {
+    // Seen without a status for this long, the operator is probably not running: say so once.
+    let hint_at = add(clock.now(), NO_STATUS_HINT_AFTER);
+    let mut jumps = clock.jumps();
+    let mut hinted = false;
+    loop {
+        let awaiting_status = *last == Some(None) && !hinted;
+        let event = if awaiting_status {
+            tokio::select! {
+                event = events.next() => event,
+                () = until(clock, hint_at, jumps.as_mut()) => {
+                    if clock.now() >= hint_at {
+                        hinted = true;
+                        writeln!(
+                            out,
+                            "{name}: Pending (no status from the operator after {}: is it running?)",
+                            duration::format(NO_STATUS_HINT_AFTER)
+                        )?;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            events.next().await
+        };
+        let Some(event) = event else {
+            break;
+        };
         let request = match event {
             Ok(Event::Apply(r) | Event::InitApply(r)) => {
                 seen_in_listing = true;
@@ -377,6 +403,33 @@ async fn watch_phases(
     Err(CliError::Api(format!(
         "the watch of {name} ended unexpectedly; follow it with `kubectl pim status {name}`"
     )))
+}
+
+/// How long a request may stay without status before `--wait` asks whether the operator runs.
+const NO_STATUS_HINT_AFTER: SignedDuration = SignedDuration::from_secs(5);
+
+/// Returns at `at` on `clock`, or earlier when the clock jumps (a manual clock moved): callers
+/// check the time again.
+async fn until(
+    clock: &dyn crate::clock::Clock,
+    at: Timestamp,
+    jumps: Option<&mut tokio::sync::watch::Receiver<Timestamp>>,
+) {
+    let left = std::time::Duration::try_from(at.duration_since(clock.now())).unwrap_or_default();
+    match jumps {
+        Some(jumps) => {
+            tokio::select! {
+                () = tokio::time::sleep(left) => {}
+                changed = jumps.changed() => {
+                    if changed.is_err() {
+                        // No more jumps will come: wait the time out.
+                        tokio::time::sleep(left).await;
+                    }
+                }
+            }
+        }
+        None => tokio::time::sleep(left).await,
+    }
 }
 
 /// kube errors are not `Clone`; keep what a person needs from an API error.

@@ -116,7 +116,8 @@ pub fn phase_detail(request: &ActivationRequest) -> (String, String) {
     let Some(status) = &request.status else {
         return (
             String::new(),
-            "not seen by the operator yet (is it running?)".to_owned(),
+            // Normal for a moment after creation; `activate --wait` says more if it lasts.
+            "waiting for the operator".to_owned(),
         );
     };
     let current = status.phase.unwrap_or_default();

@@ -235,11 +235,14 @@ fn approval_changes<'a>(
     }
 }
 
-/// The spec without what may change after creation.
+/// The spec without what may change after creation, an omitted role as the `member` it means
+/// (the API server's schema default fills it in on one side and not, for older objects, on the
+/// other).
 fn fixed_part(spec: &ActivationRequestSpec) -> ActivationRequestSpec {
     ActivationRequestSpec {
         approvals: Vec::new(),
         deactivate: None,
+        role: Some(spec.role()),
         ..spec.clone()
     }
 }

@@ -550,6 +550,28 @@ fn parse_debug_duration(text: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs_f64(seconds))
 }
 
+/// The scheduler's requeues hang on this parse: a kube upgrade that changes `Action`'s `Debug`
+/// form must fail here, not drop requeues silently.
+#[test]
+fn the_requeue_delay_is_read_from_actions_debug_form() {
+    use std::time::Duration;
+    for delay in [
+        Duration::from_nanos(1_500),
+        Duration::from_millis(250),
+        Duration::from_secs_f64(1.5),
+        Duration::from_secs(300),
+        Duration::new(86_400, 1),
+    ] {
+        let read = requeue_after(&Action::requeue(delay));
+        assert!(
+            read.is_some_and(|r| r.abs_diff(delay) < Duration::from_micros(1)),
+            "{delay:?} (Debug {:?}) read as {read:?}",
+            Action::requeue(delay)
+        );
+    }
+    assert_eq!(requeue_after(&Action::await_change()), None);
+}
+
 /// A changed object, with the PimGroup it belongs to.
 struct Change {
     kind: Kind,

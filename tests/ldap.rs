@@ -6,6 +6,9 @@
 #[path = "support/slapd.rs"]
 mod slapd;
 
+#[path = "support/ldap_proxy.rs"]
+mod ldap_proxy;
+
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -13,7 +16,8 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use ldap_proxy::Proxy;
 use ldap3::{Ldap, LdapConnAsync, Mod, Scope, SearchEntry};
 use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings};
 use pim_operator::api::activation_request::{ActivationRequestSpec, Phase, Requester};
@@ -91,6 +95,13 @@ async fn add_group(ldap: &mut Ldap, dn: &str, cn: &str, members: &[&str]) {
 
 /// The base tree: people alice, bob, carol; group `ops` holding only the placeholder.
 async fn seed(slapd: &Slapd) -> Ldap {
+    let mut ldap = seed_people(slapd).await;
+    add_group(&mut ldap, OPS, "ops", &[PLACEHOLDER]).await;
+    ldap
+}
+
+/// The base tree without groups: people alice, bob, carol.
+async fn seed_people(slapd: &Slapd) -> Ldap {
     let mut ldap = admin(slapd).await;
     add(
         &mut ldap,
@@ -117,7 +128,6 @@ async fn seed(slapd: &Slapd) -> Ldap {
     for user in ["alice", "bob", "carol"] {
         add_user(&mut ldap, user, &format!("{user}@example.org")).await;
     }
-    add_group(&mut ldap, OPS, "ops", &[PLACEHOLDER]).await;
     ldap
 }
 
@@ -816,6 +826,245 @@ fn the_ldap_guide_examples_parse() {
     }
 }
 
+// --- What real servers refuse (docs/directories.md, "LDAP and Active Directory") -----------
+
+/// Grants, revokes and lists the member role, each expected to succeed.
+async fn grant(dir: &LdapDirectory, g: &GroupId, name: &str) {
+    dir.add_member(g, Role::Member, &user(name)).await.unwrap();
+}
+
+async fn revoke(dir: &LdapDirectory, g: &GroupId, name: &str) {
+    dir.remove_member(g, Role::Member, &user(name))
+        .await
+        .unwrap();
+}
+
+async fn listed(dir: &LdapDirectory, g: &GroupId) -> BTreeSet<Member> {
+    dir.list_members(g, Role::Member).await.unwrap()
+}
+
+/// Active Directory answers an add of a member already present with 68 (00000562) and a removal
+/// of a member not present with 53 (00000561) unless the permissive-modify control is sent
+/// (`rules::AD_ALREADY_A_MEMBER`, `rules::AD_NOT_A_MEMBER`). Here the look-alike hides the
+/// control from the rootDSE, so the backend cannot send it and must read AD's answers: both
+/// are done, not errors.
+#[tokio::test]
+async fn active_directory_already_a_member_and_not_a_member_are_done() {
+    let slapd = Slapd::start();
+    seed(&slapd).await;
+    let proxy = Proxy::start(slapd.port()).await;
+    proxy.answer_as_active_directory();
+    proxy.hide_permissive_modify();
+    let dir = LdapDirectory::new(LdapConfig {
+        url: proxy.url(),
+        ..config(&slapd)
+    });
+    let g = GroupId(OPS.into());
+    for _ in 0..2 {
+        grant(&dir, &g, "alice").await;
+    }
+    grant(&dir, &g, "bob").await;
+    for _ in 0..2 {
+        revoke(&dir, &g, "bob").await;
+    }
+    assert_eq!(listed(&dir, &g).await, users(&["alice"]));
+    // The look-alike did answer as AD: once "already a member", once "not a member".
+    let answered: Vec<Option<u32>> = proxy.modifies().iter().map(|m| m.slapd_answer).collect();
+    assert_eq!(
+        answered.iter().filter(|a| **a == Some(20)).count(),
+        1,
+        "{answered:?}"
+    );
+    assert_eq!(
+        answered.iter().filter(|a| **a == Some(16)).count(),
+        1,
+        "{answered:?}"
+    );
+}
+
+/// With `activeDirectory: true` every member write carries the permissive-modify control, and
+/// the server honours it: slapd (which honours the control without listing it in its rootDSE)
+/// answers success to a repeated add where it would answer 20, so the AD look-alike has
+/// nothing to turn into 68.
+#[tokio::test]
+async fn active_directory_writes_carry_the_permissive_modify_control() {
+    let slapd = Slapd::start();
+    seed(&slapd).await;
+    let proxy = Proxy::start(slapd.port()).await;
+    proxy.answer_as_active_directory();
+    let dir = LdapDirectory::new(LdapConfig {
+        url: proxy.url(),
+        active_directory: true,
+        group_object_class: Some("groupOfNames".into()),
+        ..config(&slapd)
+    });
+    let g = GroupId(OPS.into());
+    for _ in 0..2 {
+        grant(&dir, &g, "alice").await;
+    }
+    for _ in 0..2 {
+        revoke(&dir, &g, "alice").await;
+    }
+    let listed = dir.list_members(&g, Role::Member).await.unwrap();
+    assert!(!listed.contains(&user("alice")), "{listed:?}");
+    let modifies = proxy.modifies();
+    assert_eq!(modifies.len(), 4, "{modifies:?}");
+    assert!(modifies.iter().all(|m| m.permissive), "{modifies:?}");
+    // Honoured: the repeated add is a success, not 20. (slapd 2.5.13 with the memberof overlay
+    // still answers the repeated delete with 16, which the look-alike turns into AD's 53 and
+    // the rule table takes as done.)
+    assert_eq!(modifies[1].slapd_answer, Some(0), "{modifies:?}");
+}
+
+/// A server that refuses member values naming no entry (slapd's memberof overlay with
+/// `memberof-dangling error`) refuses the default placeholder, which names none. Removing a
+/// member that is not the last one must not touch the placeholder; removing the last one needs
+/// a placeholder that names an entry (`placeholderMember`), and without one the refusal is
+/// reported with the reason.
+#[tokio::test]
+async fn removals_where_the_server_refuses_dangling_members() {
+    let slapd = Slapd::start_refusing_dangling_members();
+    let mut admin = seed_people(&slapd).await;
+    let alice = format!("uid=alice,{PEOPLE}");
+    let bob = format!("uid=bob,{PEOPLE}");
+    let team = format!("cn=team,{GROUPS}");
+    add_group(&mut admin, &team, "team", &[&alice, &bob]).await;
+    // The server does refuse the default placeholder.
+    let refused = admin
+        .modify(
+            &team,
+            vec![Mod::Add("member".to_owned(), set(&[PLACEHOLDER]))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused.rc, 19, "memberof-dangling error: {refused:?}");
+
+    let g = GroupId(team.clone());
+    let dir = LdapDirectory::new(config(&slapd));
+    revoke(&dir, &g, "bob").await;
+    assert_eq!(listed(&dir, &g).await, users(&["alice"]));
+    assert_eq!(
+        raw_members(&mut admin, &team).await,
+        BTreeSet::from([alice.to_lowercase()]),
+        "no placeholder while a real member is left"
+    );
+
+    // The last member, with a placeholder the server refuses: reported, naming the setting.
+    let err = dir
+        .remove_member(&g, Role::Member, &user("alice"))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    assert!(err.to_string().contains("placeholderMember"), "{err}");
+    assert!(err.to_string().contains("LDAP result 19"), "{err}");
+
+    // With a placeholder that names an entry, the last member goes.
+    let keeper = format!("cn=pim-keeper,{PEOPLE}");
+    add(
+        &mut admin,
+        &keeper,
+        vec![
+            ("objectClass", set(&["organizationalRole"])),
+            ("cn", set(&["pim-keeper"])),
+        ],
+    )
+    .await;
+    let dir = LdapDirectory::new(LdapConfig {
+        placeholder_member: Some(keeper.clone()),
+        ..config(&slapd)
+    });
+    revoke(&dir, &g, "alice").await;
+    assert_eq!(listed(&dir, &g).await, users(&[]));
+    assert_eq!(
+        raw_members(&mut admin, &team).await,
+        BTreeSet::from([keeper.to_lowercase()])
+    );
+    grant(&dir, &g, "carol").await;
+    assert_eq!(listed(&dir, &g).await, users(&["carol"]));
+}
+
+/// `operationTimeout` bounds each page of a paged search, not the whole search: a group of
+/// 5,000 members listed by `mail` (a paged memberOf search, 250 a page), each request held
+/// 60 ms on its way, takes at least 20 × 60 ms = 1.2 s in all, over the 1 s timeout, while no
+/// page comes near it.
+#[tokio::test]
+async fn operation_timeout_bounds_each_page_of_a_5000_member_listing() {
+    const MEMBERS: usize = 5000;
+    let slapd = Slapd::start();
+    seed(&slapd).await;
+    let big = format!("cn=big,{GROUPS}");
+    let mut ldif = String::new();
+    let mut group = format!("dn: {big}\nobjectClass: groupOfNames\ncn: big\n");
+    for i in 0..MEMBERS {
+        let dn = format!("uid=u{i:04},{PEOPLE}");
+        ldif.push_str(&format!(
+            "dn: {dn}\nobjectClass: inetOrgPerson\nuid: u{i:04}\ncn: u{i:04}\nsn: T\nmail: u{i:04}@example.org\n\n"
+        ));
+        group.push_str(&format!("member: {dn}\n"));
+    }
+    ldif.push_str(&group);
+    slapd.ldapmodify(&ldif);
+
+    let proxy = Proxy::start(slapd.port()).await;
+    let dir = LdapDirectory::new(LdapConfig {
+        url: proxy.url(),
+        user_filter: "(&(objectClass=inetOrgPerson)(mail={username}))".into(),
+        user_attribute: "mail".into(),
+        page_size: 250,
+        operation_timeout: "1s".into(),
+        ..config(&slapd)
+    });
+    proxy.delay_requests(Duration::from_millis(60));
+    let listed = dir.list_members(&GroupId(big), Role::Member).await.unwrap();
+    assert_eq!(listed.len(), MEMBERS);
+    assert!(listed.contains(&user("u4999@example.org")));
+    assert!(dir.pages_fetched() >= 20, "{} pages", dir.pages_fetched());
+}
+
+/// A connection left idle can be dropped silently on the way (a firewall or load balancer
+/// forgetting the flow): the next call on it gets no answer. It is retried once on a fresh
+/// connection before it counts as a failure.
+#[tokio::test]
+async fn a_call_that_times_out_on_an_idle_connection_is_retried_on_a_fresh_one() {
+    let slapd = Slapd::start();
+    seed(&slapd).await;
+    let proxy = Proxy::start(slapd.port()).await;
+    let dir = LdapDirectory::new(LdapConfig {
+        url: proxy.url(),
+        operation_timeout: "1s".into(),
+        ..config(&slapd)
+    });
+    let g = GroupId(OPS.into());
+    grant(&dir, &g, "alice").await;
+    assert_eq!(proxy.connections(), 1);
+
+    proxy.drop_idle_flows();
+    assert_eq!(listed(&dir, &g).await, users(&["alice"]));
+    assert_eq!(proxy.connections(), 2);
+    assert_eq!(dir.bind_attempts(), 2);
+
+    // A fresh connection that gets no answer either is a failure, after that one retry.
+    proxy.drop_idle_flows();
+    proxy.delay_requests(Duration::from_secs(30));
+    let err = dir.list_members(&g, Role::Member).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+}
+
+/// Principals compare as their attribute's matching rule does (`rules::ignores_case`): `uid`
+/// ignores case, so "ALICE" is listed as the directory's "alice", and the plan keeps her.
+#[tokio::test]
+async fn a_principal_in_other_letter_case_is_listed_as_the_directory_spells_it() {
+    let slapd = Slapd::start();
+    seed(&slapd).await;
+    let dir = LdapDirectory::new(config(&slapd));
+    let g = GroupId(OPS.into());
+    grant(&dir, &g, "ALICE").await;
+    assert_eq!(listed(&dir, &g).await, users(&["alice"]));
+    assert_eq!(dir.listed_as(&user("ALICE")), Some(user("alice")));
+    assert_eq!(dir.listed_as(&user("alice")), None, "spelled as listed");
+    assert_eq!(dir.listed_as(&user("bob")), None, "not listed");
+}
+
 // --- The controllers, with the ldap directory -------------------------------------------------
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -844,17 +1093,26 @@ async fn phase(client: &Client, name: &str) -> Option<Phase> {
 
 #[tokio::test]
 async fn a_request_becomes_active_then_expires_in_ldap() {
-    request_through_ldap(PrincipalRef::user("alice")).await;
+    request_through_ldap(PrincipalRef::user("alice"), "alice").await;
+}
+
+/// The principal is written "Alice", the directory's `uid` is "alice": the same entry to a
+/// `uid` (caseIgnoreMatch). A pass while the request is active must not remove her (standing
+/// access) and add her back.
+#[tokio::test]
+async fn a_principal_in_other_letter_case_is_not_removed_and_added_again() {
+    request_through_ldap(PrincipalRef::user("Alice"), "Alice").await;
 }
 
 /// The eligibility names an LDAP group that holds alice through a nested group; her request
 /// carries no Kubernetes groups, so only the directory can vouch for her.
 #[tokio::test]
 async fn eligibility_through_a_nested_ldap_group() {
-    request_through_ldap(PrincipalRef::group("analysts")).await;
+    request_through_ldap(PrincipalRef::group("analysts"), "alice").await;
 }
 
-async fn request_through_ldap(eligible: PrincipalRef) {
+/// `who` requests the group; the directory's entry is `uid=alice`.
+async fn request_through_ldap(eligible: PrincipalRef, who: &str) {
     let slapd = Slapd::start();
     let mut admin = seed(&slapd).await;
     let alice = format!("uid=alice,{PEOPLE}").to_lowercase();
@@ -932,10 +1190,10 @@ async fn request_through_ldap(eligible: PrincipalRef) {
         duration: Some("30m".into()),
         justification: Some("incident 42".into()),
         requester: Some(Requester {
-            username: "alice".into(),
+            username: who.into(),
             ..Default::default()
         }),
-        principal: Some("alice".into()),
+        principal: Some(who.into()),
         ..Default::default()
     };
     Api::<ActivationRequest>::all(client.clone())
@@ -947,6 +1205,39 @@ async fn request_through_ldap(eligible: PrincipalRef) {
     })
     .await;
     assert!(raw_members(&mut admin, OPS).await.contains(&alice));
+
+    // Another pass while the request is active: alice stays, and is not removed and re-added.
+    let groups: Api<PimGroup> = Api::all(client.clone());
+    let bumped = groups
+        .patch(
+            "g",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"group": {"description": "another pass"}}})),
+        )
+        .await
+        .unwrap();
+    let generation = bumped.metadata.generation;
+    eventually("a pass saw the new generation", || async {
+        groups
+            .get("g")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.observed_generation)
+            == generation
+    })
+    .await;
+    assert!(raw_members(&mut admin, OPS).await.contains(&alice));
+    let calls = metrics.encode();
+    assert!(
+        !calls.contains("operation=\"remove_member\""),
+        "no removal while active: {}",
+        calls
+            .lines()
+            .filter(|l| l.contains("directory_calls"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     clock.advance(SignedDuration::from_mins(30));
     eventually("r is Expired", || async {

@@ -135,16 +135,23 @@ fn free_port() -> u16 {
 impl Slapd {
     /// Starts slapd, or fails the test (never skips) when it is not installed.
     pub fn start() -> Slapd {
-        Slapd::start_with(false)
+        Slapd::start_with(false, false)
+    }
+
+    /// Starts slapd whose memberof overlay refuses member values naming no entry
+    /// (`memberof-dangling error`, slapo-memberof(5); the refusal is constraintViolation, 19),
+    /// as servers with referential integrity on members do.
+    pub fn start_refusing_dangling_members() -> Slapd {
+        Slapd::start_with(false, true)
     }
 
     /// Starts slapd with a server certificate from a fresh test CA ([`Slapd::ca_file`]):
     /// StartTLS on [`Slapd::url`], LDAPS on [`Slapd::ldaps_url`].
     pub fn start_tls() -> Slapd {
-        Slapd::start_with(true)
+        Slapd::start_with(true, false)
     }
 
-    fn start_with(tls: bool) -> Slapd {
+    fn start_with(tls: bool, refuse_dangling: bool) -> Slapd {
         if !Path::new(SLAPD).exists() || !Path::new(MODULES).join("back_mdb.la").exists() {
             panic!(
                 "OpenLDAP slapd is not installed ({SLAPD}, modules in {MODULES}): run .ci/install-ldap (Debian packages slapd, ldap-utils)"
@@ -174,10 +181,15 @@ impl Slapd {
              modulepath {MODULES}\nmoduleload back_mdb\n{overlays}\
              pidfile {path}/slapd.pid\nargsfile {path}/slapd.args\n\
              database mdb\nmaxsize 67108864\nsuffix \"{SUFFIX}\"\nrootdn \"{ADMIN_DN}\"\nrootpw {ADMIN_PASSWORD}\n\
-             directory {path}/db\nindex objectClass eq\nindex uid,mail,cn,member eq\n"
+             directory {path}/db\ndbnosync\nindex objectClass eq\nindex uid,mail,cn,member eq\n"
         );
         if overlays.contains("memberof") {
             conf.push_str("overlay memberof\n");
+            if refuse_dangling {
+                conf.push_str("memberof-dangling error\n");
+            }
+        } else if refuse_dangling {
+            panic!("the memberof overlay is not installed in {MODULES}: run .ci/install-ldap");
         }
         if overlays.contains("refint") {
             conf.push_str("overlay refint\nrefint_attributes member\n");
@@ -195,6 +207,38 @@ impl Slapd {
 
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Adds or modifies entries in one `ldapmodify -a` run (ldap-utils), for big fixtures: one
+    /// process and one connection, not one call per entry.
+    pub fn ldapmodify(&self, ldif: &str) {
+        let path = self.dir.path().join("batch.ldif");
+        std::fs::write(&path, ldif).unwrap();
+        let out = Command::new("ldapmodify")
+            .args([
+                "-a",
+                "-x",
+                "-H",
+                &self.url(),
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PASSWORD,
+                "-f",
+            ])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run ldapmodify (run .ci/install-ldap): {e}"));
+        assert!(
+            out.status.success(),
+            "ldapmodify: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn ldaps_url(&self) -> String {

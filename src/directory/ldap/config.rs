@@ -55,9 +55,12 @@ pub struct LdapConfig {
     /// `member` (groupOfNames, AD) or `uniqueMember` (groupOfUniqueNames). Default `member`.
     #[serde(default = "default_member_attribute")]
     pub member_attribute: String,
-    /// The member value that keeps a `groupOfNames` valid when no real member is left; never
-    /// listed as a member. Default `cn=pim-placeholder,<groupBase>`. Not used with
-    /// `activeDirectory`, whose groups may be empty.
+    /// The member value that keeps a `groupOfNames` (or `groupOfUniqueNames`) valid when its
+    /// last real member is removed: written in the same modify as that removal, and never
+    /// listed as a member. Default `cn=pim-placeholder,<groupBase>`, which names no entry; where
+    /// the server refuses member values naming no entry (referential integrity, slapd's
+    /// `memberof-dangling error`), set it to the DN of one that exists. Not used with
+    /// `activeDirectory` or other group classes, whose groups may be empty.
     #[serde(default)]
     pub placeholder_member: Option<String>,
     /// The reverse attribute on member entries (`memberOf`: AD, FreeIPA, OpenLDAP's memberof
@@ -190,11 +193,16 @@ impl LdapConfig {
                 self.member_of_attribute
             ));
         }
+        let placeholder = self.placeholder_member.clone().unwrap_or_default();
         for (field, value) in [
             ("bindDn", &self.bind_dn),
             ("userBase", &self.user_base),
             ("groupBase", &self.group_base),
+            ("placeholderMember", &placeholder),
         ] {
+            if field == "placeholderMember" && self.placeholder_member.is_none() {
+                continue;
+            }
             if value.trim().is_empty() || !value.contains('=') {
                 return Err(format!("{field}: {value:?} is not a DN"));
             }
@@ -235,9 +243,13 @@ impl LdapConfig {
         }
     }
 
-    /// The placeholder member, for directories whose groups must keep one member.
+    /// The placeholder member, for group classes that must keep a member: `groupOfNames`
+    /// (RFC 4519 §3.5, MUST member) and `groupOfUniqueNames` (§3.6, MUST uniqueMember).
     pub fn placeholder(&self) -> Option<String> {
-        if self.active_directory {
+        let class = self.group_object_class();
+        let must_keep_one = class.eq_ignore_ascii_case("groupOfNames")
+            || class.eq_ignore_ascii_case("groupOfUniqueNames");
+        if self.active_directory || !must_keep_one {
             return None;
         }
         Some(
@@ -286,6 +298,32 @@ mod tests {
         assert_eq!(c.group_object_class(), "group");
         assert_eq!(c.placeholder(), None);
         assert_eq!(c.member_ttl(), Some(Duration::from_secs(8 * 3600)));
+    }
+
+    #[test]
+    fn the_placeholder_is_for_classes_that_must_keep_a_member() {
+        let keeper = "cn=keeper,ou=people,dc=example,dc=org";
+        let c = LdapConfig {
+            placeholder_member: Some(keeper.into()),
+            ..config()
+        };
+        assert!(c.validate().is_ok());
+        assert_eq!(c.placeholder().as_deref(), Some(keeper));
+        let unique = LdapConfig {
+            group_object_class: Some("groupOfUniqueNames".into()),
+            ..c.clone()
+        };
+        assert_eq!(unique.placeholder().as_deref(), Some(keeper));
+        let other = LdapConfig {
+            group_object_class: Some("posixGroup".into()),
+            ..c.clone()
+        };
+        assert_eq!(other.placeholder(), None);
+        let bad = LdapConfig {
+            placeholder_member: Some("keeper".into()),
+            ..config()
+        };
+        assert!(bad.validate().unwrap_err().starts_with("placeholderMember"));
     }
 
     #[test]

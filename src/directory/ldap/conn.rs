@@ -1,14 +1,17 @@
 //! One reused, bound LDAP connection: opened lazily, reopened after it drops, every operation
-//! under a timeout, and errors sorted into transient and permanent.
+//! (each page of a paged search) under a timeout, and errors sorted into transient and
+//! permanent. A call that gets no answer on a connection opened before it (an idle flow a
+//! firewall may have forgotten) is retried once on a fresh connection.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapError, LdapResult, Scope, SearchEntry};
 use tokio::sync::Mutex;
 
 use super::config::LdapConfig;
+use super::rules::PERMISSIVE_MODIFY_OID;
 use crate::directory::DirectoryError;
 
 /// LDAP result codes this backend acts on (RFC 4511 §A.1).
@@ -37,6 +40,8 @@ pub const BIND_FAILURE_HOLD: Duration = Duration::from_secs(30);
 pub enum Failure {
     /// The connection is gone or hung: reconnect, then the operation may be retried once.
     Connection(String),
+    /// No answer within the operation timeout: the connection may be hung.
+    TimedOut(Duration),
     /// The server answered with this result.
     Result(LdapResult),
     /// Anything else (TLS, URL, protocol): not worth a retry.
@@ -71,6 +76,9 @@ impl From<LdapError> for Failure {
 pub fn classify(operation: &'static str, failure: Failure) -> DirectoryError {
     match failure {
         Failure::Connection(message) => DirectoryError::transient(operation, message),
+        Failure::TimedOut(limit) => {
+            DirectoryError::transient(operation, format!("no answer within {limit:?}"))
+        }
         Failure::Other(message) => DirectoryError::permanent(operation, message),
         Failure::Result(result) => {
             let message = describe(&result);
@@ -113,6 +121,18 @@ pub fn describe(result: &LdapResult) -> String {
     text
 }
 
+/// `fut` under `limit`: one step of an operation (a page of a paged search, or the whole of a
+/// single request).
+pub async fn timed<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::TimedOut(limit)),
+    }
+}
+
 /// The live handle and which connection it is, so only one caller replaces a broken one.
 struct Slot {
     ldap: Option<(u64, Ldap)>,
@@ -126,6 +146,9 @@ pub struct Connection {
     slot: Mutex<Slot>,
     binds: AtomicU64,
     operation_timeout: Duration,
+    /// Whether the server's rootDSE lists the permissive-modify control, as read at the last
+    /// connect.
+    permissive_modify: AtomicBool,
 }
 
 impl Connection {
@@ -139,7 +162,39 @@ impl Connection {
                 refused: None,
             }),
             binds: AtomicU64::new(0),
+            permissive_modify: AtomicBool::new(false),
         }
+    }
+
+    pub fn operation_timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
+    /// Whether modifies should carry the permissive-modify control: with `activeDirectory`,
+    /// or where the server's rootDSE lists it in `supportedControl`.
+    pub fn permissive_modify(&self) -> bool {
+        self.config.active_directory || self.permissive_modify.load(Ordering::Relaxed)
+    }
+
+    /// Reads the rootDSE's `supportedControl` on a fresh connection. A server that will not
+    /// say is taken not to support the control.
+    async fn read_root_dse(&self, ldap: &mut Ldap) {
+        let search = ldap.search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"]);
+        let found = match tokio::time::timeout(self.operation_timeout, search).await {
+            Ok(Ok(ldap3::SearchResult(entries, _))) => entries
+                .into_iter()
+                .map(SearchEntry::construct)
+                .any(|entry| {
+                    entry
+                        .attrs
+                        .iter()
+                        .filter(|(name, _)| name.eq_ignore_ascii_case("supportedControl"))
+                        .flat_map(|(_, values)| values)
+                        .any(|oid| oid == PERMISSIVE_MODIFY_OID)
+                }),
+            _ => false,
+        };
+        self.permissive_modify.store(found, Ordering::Relaxed);
     }
 
     pub fn config(&self) -> &LdapConfig {
@@ -247,7 +302,10 @@ impl Connection {
             Ok(Ok(result)) => result,
         };
         match result.rc {
-            rc::SUCCESS => Ok(ldap),
+            rc::SUCCESS => {
+                self.read_root_dse(&mut ldap).await;
+                Ok(ldap)
+            }
             rc::INVALID_CREDENTIALS => Err(DirectoryError::permanent(
                 "bind",
                 format!(
@@ -261,12 +319,13 @@ impl Connection {
         }
     }
 
-    /// A bound handle and its generation, connecting when there is none.
-    async fn handle(&self) -> Result<(u64, Ldap), DirectoryError> {
+    /// A bound handle, its generation, and whether it was opened just now (else it was idle
+    /// since its last use), connecting when there is none.
+    async fn handle(&self) -> Result<(u64, Ldap, bool), DirectoryError> {
         let mut slot = self.slot.lock().await;
         if let Some((generation, ldap)) = &mut slot.ldap {
             if !ldap.is_closed() {
-                return Ok((*generation, ldap.clone()));
+                return Ok((*generation, ldap.clone(), false));
             }
             slot.ldap = None;
         }
@@ -281,7 +340,7 @@ impl Connection {
                 slot.generation += 1;
                 let generation = slot.generation;
                 slot.ldap = Some((generation, ldap.clone()));
-                Ok((generation, ldap))
+                Ok((generation, ldap, true))
             }
             Err(error) => {
                 if !error.is_transient() {
@@ -301,34 +360,48 @@ impl Connection {
     }
 
     /// Runs `op` on a bound connection under the operation timeout. A dropped connection is
-    /// reopened and the operation run once more (every operation here is idempotent); any
-    /// other failure goes back to the caller as is.
+    /// reopened and the operation run once more (every operation here is idempotent), and so
+    /// is one that got no answer on a connection opened before the call; any other failure
+    /// goes back to the caller as is.
     pub async fn run<T, F, Fut>(&self, op: F) -> Result<T, Failure>
     where
         F: Fn(Ldap) -> Fut,
         Fut: Future<Output = Result<T, Failure>>,
     {
+        let limit = self.operation_timeout;
+        self.run_timed(|ldap| timed(limit, op(ldap))).await
+    }
+
+    /// [`Connection::run`] for an operation of several requests on one connection (a paged
+    /// search), which times each request itself with [`timed`] and the operation timeout.
+    pub async fn run_timed<T, F, Fut>(&self, op: F) -> Result<T, Failure>
+    where
+        F: Fn(Ldap) -> Fut,
+        Fut: Future<Output = Result<T, Failure>>,
+    {
         let mut last = None;
-        for _ in 0..2 {
-            let (generation, ldap) = self.handle().await.map_err(|e| match e {
+        for attempt in 0..2 {
+            let (generation, ldap, fresh) = self.handle().await.map_err(|e| match e {
                 DirectoryError::Transient { message, .. } => Failure::Connection(message),
                 DirectoryError::Permanent { message, .. } => Failure::Other(message),
             })?;
-            match tokio::time::timeout(self.operation_timeout, op(ldap)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(Failure::Connection(message))) => {
+            match op(ldap).await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Connection(message)) => {
                     self.drop_connection(generation).await;
                     last = Some(Failure::Connection(message));
                 }
-                Ok(Err(other)) => return Err(other),
-                Err(_) => {
-                    // A hung connection: do not wait on it again.
+                Err(Failure::TimedOut(limit)) => {
+                    // A hung connection: never wait on it again. One that sat idle may have
+                    // been forgotten on the way, so a fresh one gets one more try.
                     self.drop_connection(generation).await;
-                    return Err(Failure::Connection(format!(
-                        "no answer within {:?}",
-                        self.operation_timeout
-                    )));
+                    if fresh || attempt > 0 {
+                        return Err(Failure::TimedOut(limit));
+                    }
+                    tracing::debug!(url = %self.config.url, "no answer on an idle LDAP connection; retrying on a fresh one");
+                    last = Some(Failure::TimedOut(limit));
                 }
+                Err(other) => return Err(other),
             }
         }
         Err(last.unwrap_or_else(|| Failure::Connection("connection lost".to_owned())))

@@ -14,10 +14,16 @@
 //!      `memberOfAttribute` names the group;
 //!   3. any still unmapped DN is read on its own; a DN that names no entry (a deleted user) is
 //!      listed as the DN itself, so standing-access cleanup still sees it and can remove it.
-//! - **Writes** are idempotent: adding a present value (`attributeOrValueExists`) and deleting an
-//!   absent one (`noSuchAttribute`) are success. A group that must keep a member
-//!   (`groupOfNames`, `groupOfUniqueNames`) holds the placeholder member, added before any
-//!   removal, so removing the last real member works; the placeholder is never listed.
+//! - **Writes** are idempotent, by the rule table in `rules`: adding a present value and
+//!   deleting an absent one are success, as OpenLDAP words it (20, 16) and as Active Directory
+//!   does (68 with 00000562, 53 with 00000561). Modifies carry the permissive-modify control
+//!   with `activeDirectory`, or where the rootDSE lists it. A group that must keep a member
+//!   (`groupOfNames`, `groupOfUniqueNames`) gets `placeholderMember` only when the server
+//!   refuses to let its last member go (objectClassViolation), in the same modify as that
+//!   removal; the placeholder is never listed.
+//! - **Names** compare as the principal attribute's matching rule does (`rules::ignores_case`):
+//!   a principal written in other letter case is reported by `listed_as` in the listing's
+//!   spelling, so a plan never removes and re-adds it.
 //! - **Active Directory** (`activeDirectory: true`): [`LdapDirectory::is_transitive_member`]
 //!   uses LDAP_MATCHING_RULE_IN_CHAIN; `memberTtl` adds members as `<TTL=seconds,DN>`. Large
 //!   member attributes come back in ranges (`member;range=0-1499`), which are followed.
@@ -29,16 +35,19 @@
 pub mod config;
 pub mod conn;
 pub mod names;
+pub mod rules;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use ldap3::controls::{Control, ControlType, PagedResults};
+use ldap3::controls::{Control, ControlType, PagedResults, RawControl};
 use ldap3::{Ldap, Mod, Scope, SearchEntry, SearchOptions};
 
 pub use self::config::LdapConfig;
-use self::conn::{Connection, Failure, classify, rc};
+use self::conn::{Connection, Failure, classify, rc, timed};
+use self::rules::{Outcome, PERMISSIVE_MODIFY_OID, Write};
 use super::{Directory, DirectoryError, GroupId};
 use crate::api::PimGroup;
 use crate::api::common::Role;
@@ -50,6 +59,25 @@ const MAX_NESTING: usize = 16;
 pub struct LdapDirectory {
     conn: Connection,
     pages: AtomicU64,
+    /// How listings spelled each principal, by kind (group?) and lowercased name, for
+    /// `listed_as` where the principal attribute ignores case.
+    listed: Mutex<HashMap<(bool, String), Member>>,
+}
+
+/// What became of a member write.
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    Done,
+    /// Refused because the group would be left without the member value its class requires.
+    GroupWouldBeEmpty,
+}
+
+/// The key `listed` files a member under.
+fn folded(member: &Member) -> (bool, String) {
+    match member {
+        Member::User(name) => (false, name.to_lowercase()),
+        Member::Group(name) => (true, name.to_lowercase()),
+    }
 }
 
 impl std::fmt::Debug for LdapDirectory {
@@ -138,6 +166,7 @@ impl LdapDirectory {
         LdapDirectory {
             conn: Connection::new(config),
             pages: AtomicU64::new(0),
+            listed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -190,7 +219,8 @@ impl LdapDirectory {
         Ok(found.map(|entries| entries.into_iter().map(SearchEntry::construct).collect()))
     }
 
-    /// A subtree search in pages of `pageSize` (RFC 2696), all pages on one connection.
+    /// A subtree search in pages of `pageSize` (RFC 2696), all pages on one connection, each
+    /// page under the operation timeout (a big group takes many pages).
     async fn paged_search(
         &self,
         operation: &'static str,
@@ -198,9 +228,10 @@ impl LdapDirectory {
     ) -> Result<Vec<SearchEntry>, DirectoryError> {
         let page_size = i32::try_from(self.config().page_size).unwrap_or(i32::MAX);
         let pages = &self.pages;
+        let limit = self.conn.operation_timeout();
         let entries = self
             .conn
-            .run(|mut ldap: Ldap| {
+            .run_timed(|mut ldap: Ldap| {
                 let q = query.clone();
                 async move {
                     let mut all = Vec::new();
@@ -210,10 +241,14 @@ impl LdapDirectory {
                             size: page_size,
                             cookie: std::mem::take(&mut cookie),
                         };
-                        let ldap3::SearchResult(entries, result) = ldap
-                            .with_controls(control)
-                            .search(&q.base, q.scope, &q.filter, q.attrs.clone())
-                            .await?;
+                        let page = ldap.with_controls(control).search(
+                            &q.base,
+                            q.scope,
+                            &q.filter,
+                            q.attrs.clone(),
+                        );
+                        let ldap3::SearchResult(entries, result) =
+                            timed(limit, async { Ok(page.await?) }).await?;
                         pages.fetch_add(1, Ordering::Relaxed);
                         match result.rc {
                             rc::SUCCESS => {}
@@ -237,24 +272,36 @@ impl LdapDirectory {
         Ok(entries.into_iter().map(SearchEntry::construct).collect())
     }
 
-    /// Applies one modification to an entry. `ignore` lists result codes that mean the
-    /// change is already in place.
+    /// Applies modifications to an entry in one modify, with the permissive-modify control
+    /// where the server lists it. Answers that the rule table (`rules`) takes as "already so"
+    /// are success.
     async fn modify(
         &self,
         operation: &'static str,
         dn: &str,
-        change: Mod<String>,
-        ignore: &[u32],
-    ) -> Result<(), DirectoryError> {
+        changes: Vec<Mod<String>>,
+        write: Write,
+    ) -> Result<Written, DirectoryError> {
         self.conn
             .run(|mut ldap: Ldap| {
-                let change = change.clone();
+                let changes = changes.clone();
+                let permissive = self.conn.permissive_modify();
                 async move {
-                    let result = ldap.modify(dn, vec![change]).await?;
-                    if result.rc == rc::SUCCESS || ignore.contains(&result.rc) {
-                        Ok(())
-                    } else {
-                        Err(Failure::Result(result))
+                    if permissive {
+                        ldap.with_controls(RawControl {
+                            ctype: PERMISSIVE_MODIFY_OID.to_owned(),
+                            crit: false,
+                            val: None,
+                        });
+                    }
+                    let result = ldap.modify(dn, changes).await?;
+                    if result.rc == rc::SUCCESS {
+                        return Ok(Written::Done);
+                    }
+                    match rules::outcome(write, &result) {
+                        Some(Outcome::AlreadyDone) => Ok(Written::Done),
+                        Some(Outcome::NeedsPlaceholder) => Ok(Written::GroupWouldBeEmpty),
+                        None => Err(Failure::Result(result)),
                     }
                 }
             })
@@ -644,7 +691,31 @@ impl Directory for LdapDirectory {
             return Ok(BTreeSet::new());
         }
         let dns = self.member_dns(&group.0).await?;
-        self.members_of(&group.0, dns).await
+        let members = self.members_of(&group.0, dns).await?;
+        let mut listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        for member in &members {
+            listed.insert(folded(member), member.clone());
+        }
+        Ok(members)
+    }
+
+    /// The listing's spelling of a principal written in other letter case, where the
+    /// principal attribute (`userAttribute`, `groupNameAttribute`) ignores case
+    /// (`rules::ignores_case`).
+    fn listed_as(&self, member: &Member) -> Option<Member> {
+        let config = self.config();
+        let attribute = match member {
+            Member::User(_) => &config.user_attribute,
+            Member::Group(_) => &config.group_name_attribute,
+        };
+        if !rules::ignores_case(attribute, config.active_directory) {
+            return None;
+        }
+        let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        listed
+            .get(&folded(member))
+            .filter(|l| *l != member)
+            .cloned()
     }
 
     /// A user's DN, by `userFilter`.
@@ -685,10 +756,11 @@ impl Directory for LdapDirectory {
         self.modify(
             "add member",
             &group.0,
-            Mod::Add(attribute, HashSet::from([value])),
-            &[rc::ATTRIBUTE_OR_VALUE_EXISTS],
+            vec![Mod::Add(attribute, HashSet::from([value]))],
+            Write::AddMember,
         )
         .await
+        .map(|_| ())
     }
 
     async fn remove_member(
@@ -712,23 +784,57 @@ impl Directory for LdapDirectory {
             },
         };
         let attribute = self.config().member_attribute.clone();
-        if let Some(placeholder) = self.config().placeholder() {
-            // Keep the group valid when this is its last real member.
-            self.modify(
+        let delete = Mod::Delete(attribute.clone(), HashSet::from([dn]));
+        let written = self
+            .modify(
                 "remove member",
                 &group.0,
-                Mod::Add(attribute.clone(), HashSet::from([placeholder])),
-                &[rc::ATTRIBUTE_OR_VALUE_EXISTS],
+                vec![delete.clone()],
+                Write::RemoveMember,
             )
             .await?;
+        if written == Written::Done {
+            return Ok(());
         }
-        self.modify(
-            "remove member",
-            &group.0,
-            Mod::Delete(attribute, HashSet::from([dn])),
-            &[rc::NO_SUCH_ATTRIBUTE],
-        )
-        .await
+        // The last member of a class that must keep one: the placeholder takes its place, in
+        // the same modify.
+        let Some(placeholder) = self.config().placeholder() else {
+            return Err(DirectoryError::permanent(
+                "remove member",
+                format!(
+                    "{:?} must keep a member (objectClassViolation) and this {} group has no placeholderMember",
+                    group.0,
+                    self.config().group_object_class()
+                ),
+            ));
+        };
+        let add = Mod::Add(attribute, HashSet::from([placeholder.clone()]));
+        match self
+            .modify(
+                "remove member",
+                &group.0,
+                vec![add, delete],
+                Write::RemoveMember,
+            )
+            .await
+        {
+            Ok(Written::Done) => Ok(()),
+            Ok(Written::GroupWouldBeEmpty) => Err(DirectoryError::permanent(
+                "remove member",
+                format!(
+                    "{:?} refuses to lose its last member even with placeholderMember {placeholder:?} in its place",
+                    group.0
+                ),
+            )),
+            Err(DirectoryError::Permanent { message, .. }) => Err(DirectoryError::permanent(
+                "remove member",
+                format!(
+                    "the last member of {:?} can only go with placeholderMember {placeholder:?} in its place, and the server refused it ({message}); set placeholderMember to the DN of an entry that exists",
+                    group.0
+                ),
+            )),
+            Err(transient) => Err(transient),
+        }
     }
 
     async fn is_member_of(

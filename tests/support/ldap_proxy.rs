@@ -9,6 +9,11 @@
 //!   (`AD_ALREADY_A_MEMBER`: 68 with 00000562, `AD_NOT_A_MEMBER`: 53 with 00000561);
 //! - **hide the permissive-modify control** from the rootDSE's `supportedControl`
 //!   ([`Proxy::hide_permissive_modify`]), as a server without it;
+//! - **serve `member` in ranges** ([`Proxy::serve_member_in_ranges`]), as AD does for an
+//!   attribute with more values than its MaxValRange policy (default 1500): a search asking for
+//!   `member` or `member;range=L-*` gets at most that many values from L on, under the
+//!   description `member;range=L-H`, or `member;range=L-*` for the last chunk (MS-ADTS
+//!   3.1.1.3.1.3.3, "Range Retrieval of Attribute Values"; MaxValRange in 3.1.1.3.4.6);
 //! - **record each modify**: whether it carried the control, and slapd's own result code;
 //! - **delay each request** ([`Proxy::delay_requests`]), so a paged search's pages take a known
 //!   least time each;
@@ -38,6 +43,10 @@ struct State {
     active_directory: AtomicBool,
     hide_permissive: AtomicBool,
     delay_ms: AtomicU64,
+    /// MaxValRange for `member`; 0: off.
+    max_val_range: AtomicU64,
+    /// The ranged descriptions served, in order.
+    ranges_served: Mutex<Vec<String>>,
     /// Connections numbered below this are silent.
     silent_below: AtomicU64,
     next_connection: AtomicU64,
@@ -65,7 +74,7 @@ impl Proxy {
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                let pending = Arc::new(Mutex::new(HashMap::new()));
+                let pending = Arc::new(Mutex::new(Pending::default()));
                 let up = tokio::spawn(pump(
                     shared.clone(),
                     id,
@@ -103,6 +112,17 @@ impl Proxy {
         self.state.hide_permissive.store(true, Ordering::SeqCst);
     }
 
+    pub fn serve_member_in_ranges(&self, max_val_range: u64) {
+        self.state
+            .max_val_range
+            .store(max_val_range, Ordering::SeqCst);
+    }
+
+    /// The `member;range=…` descriptions served so far.
+    pub fn ranges_served(&self) -> Vec<String> {
+        self.state.ranges_served.lock().unwrap().clone()
+    }
+
     pub fn delay_requests(&self, delay: Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap();
         self.state.delay_ms.store(ms, Ordering::SeqCst);
@@ -130,6 +150,14 @@ impl Drop for Proxy {
             task.abort();
         }
     }
+}
+
+/// Per connection, by message id: the modify each answer belongs to, and the range start a
+/// search for `member` asked for.
+#[derive(Default)]
+struct Pending {
+    modifies: HashMap<Vec<u8>, usize>,
+    ranges: HashMap<Vec<u8>, usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,7 +227,7 @@ fn parse(message: &[u8]) -> Option<Message<'_>> {
 fn transform(
     state: &State,
     direction: Direction,
-    pending: &Mutex<HashMap<Vec<u8>, usize>>,
+    pending: &Mutex<Pending>,
     message: Vec<u8>,
 ) -> Vec<u8> {
     let Some(parsed) = parse(&message) else {
@@ -217,6 +245,7 @@ fn transform(
             pending
                 .lock()
                 .unwrap()
+                .modifies
                 .insert(parsed.id.to_vec(), modifies.len() - 1);
             message
         }
@@ -224,7 +253,7 @@ fn transform(
         (Direction::Response, 0x67) => {
             let code = element(parsed.op).and_then(|(h, end)| parsed.op.get(h..end));
             let code = code.and_then(|c| c.last()).map(|c| u32::from(*c));
-            if let Some(index) = pending.lock().unwrap().remove(parsed.id)
+            if let Some(index) = pending.lock().unwrap().modifies.remove(parsed.id)
                 && let Some(m) = state.modifies.lock().unwrap().get_mut(index)
             {
                 m.slapd_answer = code;
@@ -246,6 +275,29 @@ fn transform(
                 _ => message,
             }
         }
+        // SearchRequest (RFC 4511 §4.5.1) asking for `member`, or a range of it.
+        (Direction::Request, 0x63) if state.max_val_range.load(Ordering::SeqCst) > 0 => {
+            match ranged_request(&parsed) {
+                Some((start, rebuilt)) => {
+                    pending
+                        .lock()
+                        .unwrap()
+                        .ranges
+                        .insert(parsed.id.to_vec(), start);
+                    rebuilt
+                }
+                None => message,
+            }
+        }
+        (Direction::Response, 0x64) if pending.lock().unwrap().ranges.contains_key(parsed.id) => {
+            let start = pending.lock().unwrap().ranges[parsed.id];
+            let max = usize::try_from(state.max_val_range.load(Ordering::SeqCst)).unwrap();
+            ranged_entry(state, &parsed, start, max).unwrap_or(message)
+        }
+        (Direction::Response, 0x65) => {
+            pending.lock().unwrap().ranges.remove(parsed.id);
+            message
+        }
         // SearchResultEntry: the rootDSE's supportedControl, hidden by a same-length OID.
         (Direction::Response, 0x64) if state.hide_permissive.load(Ordering::SeqCst) => {
             let oid = PERMISSIVE_MODIFY_OID.as_bytes();
@@ -266,11 +318,97 @@ fn transform(
     }
 }
 
+/// The BER elements one after another in `buf`.
+fn elements(mut buf: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    while let Some((_, end)) = element(buf) {
+        out.push(&buf[..end]);
+        buf = &buf[end..];
+    }
+    out
+}
+
+/// The content of one element.
+fn content(elem: &[u8]) -> &[u8] {
+    element(elem)
+        .map(|(h, end)| &elem[h..end])
+        .unwrap_or_default()
+}
+
+/// A message with `tag` and `op` as its protocol op, keeping the id and controls.
+fn rebuild(parsed: &Message<'_>, tag: u8, op: &[u8]) -> Vec<u8> {
+    let mut body = parsed.id.to_vec();
+    body.extend(tlv(tag, op));
+    body.extend_from_slice(parsed.rest);
+    tlv(0x30, &body)
+}
+
+/// A search asking for `member` or `member;range=L-*`: the range start, and the request
+/// asking slapd for plain `member`.
+fn ranged_request(parsed: &Message<'_>) -> Option<(usize, Vec<u8>)> {
+    let fields = elements(parsed.op);
+    let (attributes, head) = fields.split_last()?;
+    let mut start = None;
+    let mut wanted = Vec::new();
+    for attribute in elements(content(attributes)) {
+        let name = String::from_utf8_lossy(content(attribute)).to_lowercase();
+        if name == "member" {
+            start = Some(0);
+        } else if let Some(range) = name.strip_prefix("member;range=") {
+            start = range.split('-').next().and_then(|l| l.parse().ok());
+        } else {
+            wanted.push(attribute.to_vec());
+            continue;
+        }
+        wanted.push(tlv(0x04, b"member"));
+    }
+    let start = start?;
+    let mut op: Vec<u8> = head.concat();
+    op.extend(tlv(0x30, &wanted.concat()));
+    Some((start, rebuild(parsed, 0x63, &op)))
+}
+
+/// An entry's `member` values cut to the range asked for, under AD's ranged description.
+fn ranged_entry(state: &State, parsed: &Message<'_>, start: usize, max: usize) -> Option<Vec<u8>> {
+    let [name, attributes] = elements(parsed.op)[..] else {
+        return None;
+    };
+    let mut out = Vec::new();
+    for attribute in elements(content(attributes)) {
+        let [kind, values] = elements(content(attribute))[..] else {
+            return None;
+        };
+        if !content(kind).eq_ignore_ascii_case(b"member") {
+            out.extend_from_slice(attribute);
+            continue;
+        }
+        let all = elements(content(values));
+        let end = all.len().min(start + max);
+        let description = if end == all.len() {
+            format!("member;range={start}-*")
+        } else {
+            format!("member;range={start}-{}", end - 1)
+        };
+        let chunk = all.get(start..end).unwrap_or_default().concat();
+        state
+            .ranges_served
+            .lock()
+            .unwrap()
+            .push(description.clone());
+        let mut partial = tlv(0x04, description.as_bytes());
+        partial.extend(tlv(0x31, &chunk));
+        out.extend(tlv(0x30, &partial));
+    }
+    let mut op = name.to_vec();
+    op.extend(tlv(0x30, &out));
+    Some(rebuild(parsed, 0x64, &op))
+}
+
 async fn pump(
     state: Arc<State>,
     id: u64,
     direction: Direction,
-    pending: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    pending: Arc<Mutex<Pending>>,
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
 ) {

@@ -8,9 +8,9 @@ use ldap3::LdapResult;
 
 /// LDAP_SERVER_PERMISSIVE_MODIFY_OID (MS-ADTS 3.1.1.3.4.1.8): with it, adding a value already
 /// present and deleting one absent both succeed. Active Directory lists it in the rootDSE's
-/// `supportedControl` (MS-ADTS 3.1.1.3.4.1). OpenLDAP's slapd honours it without listing it
-/// (slapd 2.5 registers it hidden). The backend sends it on every modify with
-/// `activeDirectory: true`, or when the rootDSE lists it.
+/// `supportedControl` (MS-ADTS 3.1.1.3.4.1). OpenLDAP's slapd (2.5.13, as the tests run it)
+/// honours it on a repeated add without listing it there. The backend sends it on every
+/// modify with `activeDirectory: true`, or when the rootDSE lists it.
 pub const PERMISSIVE_MODIFY_OID: &str = "1.2.840.113556.1.4.1413";
 
 /// The member writes the backend makes.

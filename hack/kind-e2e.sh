@@ -314,10 +314,27 @@ cluster() {
     step "load the image (fake mode: nothing to load; the operator runs from $PIM_OPERATOR_BIN)"
 }
 
+# Where the API server calls the webhook from, the only source its port admits
+# (docs/install.md, "Who may call the webhook"): kind's Docker network, or loopback for the
+# fake API server (which does not enforce NetworkPolicy).
+api_server_cidr() {
+    if [[ $MODE == kind ]]; then
+        docker network inspect kind -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' |
+            tr ' ' '\n' | grep -m1 -F . ||
+            fail "cannot read the IPv4 subnet of kind's Docker network"
+    else
+        echo 127.0.0.1/32
+    fi
+}
+
 install() {
     step "install the operator with $INSTALL (webhook and attestation included)"
+    local cidr
+    cidr=$(api_server_cidr)
+    note "the webhook's port admits the API server from $cidr"
     if [[ $INSTALL == helm ]]; then
-        local values=(--set 'rbac.bindableClusterRoles={view}')
+        local values=(--set 'rbac.bindableClusterRoles={view}'
+            --set "networkPolicy.apiServerCIDRs={$cidr}")
         if [[ $MODE == kind ]]; then
             run "$HELM" upgrade --install "$RELEASE" "$ROOT/charts/pim-operator" \
                 --namespace "$NAMESPACE" --create-namespace "${values[@]}"
@@ -334,7 +351,28 @@ install() {
         fi
     else
         run kc apply "${VALIDATE[@]}" --server-side -f "$ROOT/crds/"
-        run kc apply "${VALIDATE[@]}" --server-side -k "$ROOT/deploy/base"
+        # The base admits nobody to the webhook until an overlay says where the API server is.
+        mkdir -p "$WORK/overlay"
+        local base
+        # kustomize takes only relative paths to other kustomizations.
+        base=$(realpath --relative-to="$WORK/overlay" "$ROOT/deploy/base")
+        cat >"$WORK/overlay/kustomization.yaml" <<YAML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $base
+patches:
+  - target:
+      kind: NetworkPolicy
+      name: pim-operator
+    patch: |-
+      - op: replace
+        path: /spec/ingress/1/from
+        value:
+          - ipBlock:
+              cidr: $cidr
+YAML
+        run kc apply "${VALIDATE[@]}" --server-side -k "$WORK/overlay"
     fi
 }
 

@@ -1289,7 +1289,7 @@ async fn bypassing_the_webhook_grants_nothing() {
         if let Some(requester) = spec.requester.as_mut() {
             requester.stamped_at = Some(Time(now));
         }
-        let signature = keyring.sign_requester(spec);
+        let signature = keyring.sign_requester("r", spec);
         if let Some(requester) = spec.requester.as_mut() {
             requester.attestation = signature;
         }

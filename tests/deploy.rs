@@ -127,6 +127,9 @@ fn must(run: Run, what: &str) -> String {
     run.stdout
 }
 
+/// The control plane's address range on kind (its Docker network), as docs/install.md gives it.
+const KIND_API_SERVER_CIDRS: &str = "networkPolicy.apiServerCIDRs={172.18.0.0/16}";
+
 fn helm_template(values: &[&Path], extra: &[&str]) -> Run {
     let mut args = vec![
         "template",
@@ -227,8 +230,17 @@ fn render_all() -> Vec<Rendering> {
         });
     };
 
-    let stdout = must(helm_template(&[], &[]), "helm template (default values)");
-    push("helm (default values)".to_owned(), stdout, false);
+    // The defaults do not say where the API server calls the webhook from; the chart refuses to
+    // guess (see `the_chart_asks_where_the_api_server_calls_from`).
+    let stdout = must(
+        helm_template(&[], &["--set", KIND_API_SERVER_CIDRS]),
+        "helm template (default values, the API server's CIDR on kind)",
+    );
+    push(
+        "helm (default values, apiServerCIDRs of kind)".to_owned(),
+        stdout,
+        false,
+    );
     let ci_values = yaml_files(&repo_path(&format!("{CHART}/ci")));
     assert!(
         ci_values.len() >= 3,
@@ -1710,25 +1722,87 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
         }
         _ => problems.push("only one of certFile and keyFile is set".to_owned()),
     }
-    // The API server must be let in.
+    // The API server must be let in, and nobody else (issue 17 finding 3): the webhook signs
+    // what it admits. A rule without `from`, or with an empty one, admits every source
+    // (networking.k8s.io/v1 NetworkPolicyIngressRule: "If this field is empty or missing, this
+    // rule matches all sources"); so does a peer with empty selectors.
     for policy in of("NetworkPolicy") {
-        let admits = policy["spec"]["ingress"]
+        let webhook_rules: Vec<&Value> = policy["spec"]["ingress"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|rule| {
-                rule.get("from").is_none()
-                    && rule["ports"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|p| str_at(p, "/port") == "https-webhook")
-            });
-        if !admits {
+            .filter(|rule| {
+                rule["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| str_at(p, "/port") == "https-webhook")
+                    || rule.get("ports").is_none()
+            })
+            .collect();
+        if webhook_rules.is_empty() {
             problems.push("the NetworkPolicy keeps the API server from the webhook".to_owned());
+        }
+        for rule in webhook_rules {
+            let peers = rule["from"].as_array().cloned().unwrap_or_default();
+            if peers.is_empty() {
+                problems.push("the NetworkPolicy admits anyone to the webhook's port".to_owned());
+            }
+            for peer in peers {
+                let cidr = str_at(&peer, "/ipBlock/cidr");
+                let open_cidr = cidr.ends_with("/0");
+                let selects = |key: &str| {
+                    peer.get(key)
+                        .is_some_and(|s| s.as_object().is_some_and(|o| !o.is_empty()))
+                };
+                let open_selector = peer.get("ipBlock").is_none()
+                    && !(selects("namespaceSelector") && selects("podSelector"));
+                if open_cidr || open_selector {
+                    problems.push(format!(
+                        "the NetworkPolicy admits more than the API server to the webhook's port: {peer}"
+                    ));
+                }
+            }
         }
     }
     problems
+}
+
+#[test]
+fn the_chart_asks_where_the_api_server_calls_from() {
+    // Issue 17 finding 3: with the webhook on, the chart will not guess who may call it.
+    let refused = helm_template(&[], &[]);
+    assert!(
+        !refused.success,
+        "helm template rendered without apiServerCIDRs"
+    );
+    for needle in [
+        "networkPolicy.apiServerCIDRs",
+        "docs/install.md",
+        "webhookFromAnywhere",
+    ] {
+        assert!(
+            refused.output.contains(needle),
+            "{needle}:\n{}",
+            refused.output
+        );
+    }
+    // The explicit opt-out renders the port open, and says so only in values.
+    let open = must(
+        helm_template(&[], &["--set", "networkPolicy.webhookFromAnywhere=true"]),
+        "helm template with webhookFromAnywhere",
+    );
+    let documents = documents(&open, "webhookFromAnywhere");
+    let problems = webhook_problems(&documents);
+    assert!(
+        problems.iter().any(|p| p.contains("admits anyone")),
+        "{problems:?}"
+    );
+    // Without the webhook there is no port to guard.
+    must(
+        helm_template(&[], &["--set", "webhook.enabled=false"]),
+        "helm template without the webhook",
+    );
 }
 
 #[test]
@@ -1757,7 +1831,7 @@ fn the_webhook_check_catches_what_would_let_writes_through() {
         .find(|r| r.name == "kustomize deploy/base")
         .expect("the base rendering");
     type Breakage = fn(&mut Value);
-    let breakages: [(&str, Breakage, &str); 6] = [
+    let breakages: [(&str, Breakage, &str); 8] = [
         (
             "MutatingWebhookConfiguration",
             |c| c["webhooks"][0]["failurePolicy"] = Value::from("Ignore"),
@@ -1792,12 +1866,34 @@ fn the_webhook_check_catches_what_would_let_writes_through() {
         (
             "NetworkPolicy",
             |p| {
-                p["spec"]["ingress"][0]["ports"]
+                p["spec"]["ingress"]
                     .as_array_mut()
-                    .expect("ports")
+                    .expect("ingress")
                     .truncate(1)
             },
+            "keeps the API server from the webhook",
+        ),
+        (
             "NetworkPolicy",
+            |p| {
+                for rule in p["spec"]["ingress"].as_array_mut().expect("ingress") {
+                    if let Some(rule) = rule.as_object_mut() {
+                        rule.remove("from");
+                    }
+                }
+            },
+            "admits anyone to the webhook's port",
+        ),
+        (
+            "NetworkPolicy",
+            |p| {
+                for rule in p["spec"]["ingress"].as_array_mut().expect("ingress") {
+                    if rule.get("from").is_some() {
+                        rule["from"] = serde_json::json!([{"namespaceSelector": {}}]);
+                    }
+                }
+            },
+            "admits more than the API server",
         ),
     ];
     for (kind, breakage, expected) in breakages {

@@ -137,7 +137,7 @@ async fn seed(client: &kube::Client) {
         .unwrap();
     let keyring =
         pim_operator::attestation::Keyring::from_bytes(ATTESTATION_KEY.as_bytes(), &[]).unwrap();
-    let signature = keyring.sign_requester(&request);
+    let signature = keyring.sign_requester("r", &request);
     if let Some(requester) = request.requester.as_mut() {
         requester.attestation = signature;
     }

@@ -196,36 +196,48 @@ fn request_object(group: &str, extra: Value) -> Value {
            "metadata": {"name": "r1"}, "spec": spec})
 }
 
+/// The review of alice's create of a request in GROUP.
+fn alices_create() -> Value {
+    wire(
+        "ActivationRequest",
+        "activationrequests",
+        "CREATE",
+        &alice(),
+        &request_object(GROUP, json!({})),
+        None,
+    )
+}
+
+/// One webhook's answer on the create of `object`.
+fn on_create(admission: &Admission, stage: Stage, caller: &Value, object: &Value) -> Answer {
+    let review = wire(
+        "ActivationRequest",
+        "activationrequests",
+        "CREATE",
+        caller,
+        object,
+        None,
+    );
+    run(admission, stage, &review)
+}
+
+fn assert_refused(answer: &Answer, needle: &str) {
+    assert!(!answer.allowed);
+    assert!(answer.message.contains(needle), "{}", answer.message);
+}
+
+fn validate_create(admission: &Admission, caller: &Value, object: &Value) -> Answer {
+    on_create(admission, Stage::Validate, caller, object)
+}
+
 /// Mutate then validate, as the API server chains them; returns the stored object.
 fn create(admission: &Admission, caller: &Value, object: &Value) -> Result<Value, String> {
-    let mutated = run(
-        admission,
-        Stage::Mutate,
-        &wire(
-            "ActivationRequest",
-            "activationrequests",
-            "CREATE",
-            caller,
-            object,
-            None,
-        ),
-    );
+    let mutated = on_create(admission, Stage::Mutate, caller, object);
     if !mutated.allowed {
         return Err(mutated.message);
     }
     let mut stored = mutated.patched;
-    let validated = run(
-        admission,
-        Stage::Validate,
-        &wire(
-            "ActivationRequest",
-            "activationrequests",
-            "CREATE",
-            caller,
-            &stored,
-            None,
-        ),
-    );
+    let validated = validate_create(admission, caller, &stored);
     if !validated.allowed {
         return Err(validated.message);
     }
@@ -318,6 +330,45 @@ fn a_request_is_stamped_with_the_caller_and_signed() {
 }
 
 #[test]
+fn issue_17_finding_3_the_requester_signature_is_bound_to_the_objects_name() {
+    let admission = admission(Some(keyring()));
+    // kubectl pim creates with generateName: the API server would name the object only after
+    // mutating admission, so the webhook names it, and signs that name.
+    let mut object = request_object(GROUP, json!({}));
+    object["metadata"] = json!({"generateName": "finance-"});
+    let stored = create(&admission, &alice(), &object).unwrap();
+    let name = stored["metadata"]["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("finance-"), "{name}");
+    assert_eq!(name.len(), "finance-".len() + 5, "{name}");
+    assert_eq!(
+        attestor().requester(&attested(&stored)),
+        Attestation::Verified
+    );
+    // Another create draws another name.
+    let again = create(&admission, &alice(), &object).unwrap();
+    assert_ne!(again["metadata"]["name"], stored["metadata"]["name"]);
+
+    // The signed spec copied onto an object of another name: the controller does not trust it,
+    // and the validating webhook refuses it.
+    let mut copy = stored.clone();
+    copy["metadata"]["name"] = json!("finance-copy1");
+    assert_eq!(
+        attestor().requester(&attested(&copy)),
+        Attestation::Unverified
+    );
+    let answer = validate_create(&admission, &alice(), &copy);
+    assert_refused(&answer, "under this name");
+
+    // A prefix longer than 58 characters is cut as the API server cuts it.
+    let long = "f".repeat(70);
+    object["metadata"] = json!({"generateName": long});
+    let stored = create(&admission, &alice(), &object).unwrap();
+    let name = stored["metadata"]["name"].as_str().unwrap();
+    assert_eq!(name.len(), 63, "{name}");
+    assert!(name.starts_with(&"f".repeat(58)), "{name}");
+}
+
+#[test]
 fn a_forged_requester_or_principal_is_refused() {
     let admission = admission(Some(keyring()));
     let forged = json!({"requester": {"username": "oidc:bob"}});
@@ -354,24 +405,8 @@ fn validation_refuses_a_stamp_changed_after_mutation() {
     assert!(mutated.allowed);
     let mut tampered = mutated.patched.clone();
     tampered["spec"]["duration"] = json!("20m");
-    let answer = run(
-        &admission,
-        Stage::Validate,
-        &wire(
-            "ActivationRequest",
-            "activationrequests",
-            "CREATE",
-            &alice(),
-            &tampered,
-            None,
-        ),
-    );
-    assert!(!answer.allowed);
-    assert!(
-        answer.message.contains("spec.requester.attestation"),
-        "{}",
-        answer.message
-    );
+    let answer = validate_create(&admission, &alice(), &tampered);
+    assert_refused(&answer, "spec.requester.attestation");
     // Another caller cannot submit alice's stamped object as their own.
     let answer = run(
         &admission,
@@ -1028,12 +1063,7 @@ fn declarative_kinds_get_the_validate_checks() {
             None,
         ),
     );
-    assert!(!answer.allowed);
-    assert!(
-        answer.message.contains("spec.activation.maxDuration"),
-        "{}",
-        answer.message
-    );
+    assert_refused(&answer, "spec.activation.maxDuration");
 
     // A reference to an object not applied yet is a warning: GitOps applies in any order.
     let mut group: Value = serde_json::to_value(example::<PimGroup>("02-pimgroup.yaml")).unwrap();
@@ -1182,14 +1212,7 @@ async fn https_round_trip() {
         .build()
         .unwrap();
     let url = format!("https://localhost:{}/mutate", address.port());
-    let review = wire(
-        "ActivationRequest",
-        "activationrequests",
-        "CREATE",
-        &alice(),
-        &request_object(GROUP, json!({})),
-        None,
-    );
+    let review = alices_create();
     let answer: Value = client
         .post(&url)
         .json(&review)
@@ -1211,6 +1234,53 @@ async fn https_round_trip() {
     assert!(untrusting.post(&url).json(&review).send().await.is_err());
     shutdown.cancel();
     task.await.unwrap().unwrap();
+}
+
+/// Issue 17 finding 3: what a caller can make the webhook hold is bounded: bodies over the API
+/// server's own 3 MiB limit are refused, and reviews beyond the slots wait unread.
+#[tokio::test]
+async fn review_bodies_and_reviews_in_flight_are_bounded() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use pim_operator::webhook::server::{self, MAX_REVIEW_BYTES, MAX_REVIEWS_IN_FLIGHT};
+    use tower::ServiceExt;
+    const { assert!(MAX_REVIEW_BYTES * MAX_REVIEWS_IN_FLIGHT * 4 <= 64 << 20) };
+    let state = Arc::new(WebhookState {
+        admission: admission(Some(keyring())),
+        catalog: CatalogSource::Fixed(Arc::new(catalog())),
+        clock: Arc::new(ManualClock::new(now())),
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(1));
+    let router = server::router_with_slots(state, slots.clone());
+    let review = serde_json::to_vec(&alices_create()).unwrap();
+    let post = |body: Vec<u8>| {
+        Request::post("/mutate")
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+
+    let oversized = vec![b' '; MAX_REVIEW_BYTES + 1];
+    let refused = router.clone().oneshot(post(oversized)).await.unwrap();
+    assert_eq!(refused.status(), 413);
+
+    // Every slot taken: a review waits, and is answered once one is free.
+    let held = slots.clone().acquire_many_owned(1).await.unwrap();
+    let mut waiting = Box::pin(router.clone().oneshot(post(review.clone())));
+    for _ in 0..10 {
+        assert!(futures::poll!(waiting.as_mut()).is_pending());
+        tokio::task::yield_now().await;
+    }
+    // Health checks do not wait for a slot.
+    let health = router
+        .clone()
+        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    drop(held);
+    let answered = waiting.await.unwrap();
+    assert_eq!(answered.status(), 200);
 }
 
 #[tokio::test]

@@ -209,15 +209,30 @@ impl Keyring {
             .any(|k| k.mac(payload).verify_slice(&tag).is_ok())
     }
 
-    /// Signs the requester block over the spec the webhook admitted. The name is not covered: with
-    /// `generateName` the API server picks it after mutating admission.
-    /// `spec.requester.attestation` is left out of what is signed.
-    pub fn sign_requester(&self, spec: &ActivationRequestSpec) -> Option<String> {
-        Some(self.sign(&requester_payload(spec, Some(spec.role()))?))
+    /// Signs the requester block over the spec the webhook admitted and the object's name, so
+    /// that the block copied onto another object does not verify. The webhook names objects
+    /// created with `generateName` itself, since the API server picks the name only after
+    /// mutating admission. `spec.requester.attestation` is left out of what is signed.
+    pub fn sign_requester(&self, name: &str, spec: &ActivationRequestSpec) -> Option<String> {
+        Some(self.sign(&requester_payload(Some(name), spec, Some(spec.role()))?))
     }
 
-    /// Whether the requester block carries this keyring's signature over the request as it is.
-    pub fn verify_requester(&self, spec: &ActivationRequestSpec) -> bool {
+    /// Whether the requester block carries this keyring's signature over the request as it is,
+    /// under this name.
+    pub fn verify_requester(&self, name: &str, spec: &ActivationRequestSpec) -> bool {
+        self.verify_requester_as(Some(name), spec)
+    }
+
+    /// Whether the requester block carries a signature of the first form, which did not cover
+    /// the name. Accepting it stays safe: the stamp must lie within
+    /// [`MAX_STAMP_SKEW`](crate::engine::attestation::MAX_STAMP_SKEW) of the object's
+    /// creationTimestamp, and no webhook makes such stamps any more, so none can be replayed
+    /// onto an object created after the upgrade.
+    pub fn verify_unnamed_requester(&self, spec: &ActivationRequestSpec) -> bool {
+        self.verify_requester_as(None, spec)
+    }
+
+    fn verify_requester_as(&self, name: Option<&str>, spec: &ActivationRequestSpec) -> bool {
         let Some(signature) = spec
             .requester
             .as_ref()
@@ -231,7 +246,8 @@ impl Keyring {
         let role = spec.role();
         let legacy = (role == Role::Member).then_some(None);
         std::iter::once(Some(role)).chain(legacy).any(|encoded| {
-            requester_payload(spec, encoded).is_some_and(|payload| self.verify(&payload, signature))
+            requester_payload(name, spec, encoded)
+                .is_some_and(|payload| self.verify(&payload, signature))
         })
     }
 
@@ -248,12 +264,15 @@ impl Keyring {
     }
 }
 
-/// What a requester signature covers: the whole spec as created (which CEL keeps immutable) and
-/// the stamped identity, with its time (checked against creationTimestamp, against replays). Approvals and `deactivate` change later and are not
-/// part of it.
+/// What a requester signature covers: the object's name, the whole spec as created (which CEL
+/// keeps immutable) and the stamped identity, with its time (checked against creationTimestamp,
+/// against replays). Approvals and `deactivate` change later and are not part of it. The first
+/// form (`v1`) had no name.
 #[derive(Serialize)]
 struct RequesterPayload<'a> {
     v: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
     group: &'a str,
     role: Option<Role>,
     duration: Option<&'a str>,
@@ -269,7 +288,11 @@ struct RequesterPayload<'a> {
 }
 
 /// The payload with `role` encoded as given (see `verify_requester`).
-fn requester_payload(spec: &ActivationRequestSpec, role: Option<Role>) -> Option<Vec<u8>> {
+fn requester_payload(
+    name: Option<&str>,
+    spec: &ActivationRequestSpec,
+    role: Option<Role>,
+) -> Option<Vec<u8>> {
     let Requester {
         username,
         uid,
@@ -279,7 +302,12 @@ fn requester_payload(spec: &ActivationRequestSpec, role: Option<Role>) -> Option
         attestation: _,
     } = spec.requester.as_ref()?;
     serde_json::to_vec(&RequesterPayload {
-        v: "pim.dev/requester/v1",
+        v: if name.is_some() {
+            "pim.dev/requester/v2"
+        } else {
+            "pim.dev/requester/v1"
+        },
+        name,
         group: &spec.group,
         role,
         duration: spec.duration.as_deref(),
@@ -328,6 +356,8 @@ fn approval_payload(request_uid: &str, approval: &Approval) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    const NAME: &str = "g-x7k2p";
+
     fn ring() -> Keyring {
         Keyring::from_bytes(&[7u8; 32], &[]).unwrap()
     }
@@ -352,7 +382,7 @@ mod tests {
 
     fn signed(ring: &Keyring) -> ActivationRequestSpec {
         let mut spec = spec();
-        let sig = ring.sign_requester(&spec).unwrap();
+        let sig = ring.sign_requester(NAME, &spec).unwrap();
         spec.requester.as_mut().unwrap().attestation = Some(sig);
         spec
     }
@@ -361,7 +391,7 @@ mod tests {
     fn a_signed_requester_verifies_and_any_change_breaks_it() {
         let ring = ring();
         let spec = signed(&ring);
-        assert!(ring.verify_requester(&spec));
+        assert!(ring.verify_requester(NAME, &spec));
         type Mutation = Box<dyn Fn(&mut ActivationRequestSpec)>;
         let mutations: Vec<Mutation> = vec![
             Box::new(|s| s.principal = Some("bob".into())),
@@ -377,13 +407,38 @@ mod tests {
         for (i, mutate) in mutations.iter().enumerate() {
             let mut forged = spec.clone();
             mutate(&mut forged);
-            assert!(!ring.verify_requester(&forged), "mutation {i}");
+            assert!(!ring.verify_requester(NAME, &forged), "mutation {i}");
         }
         // Approvals and deactivate are not covered: they change after creation.
         let mut later = spec.clone();
         later.deactivate = Some(true);
         later.approvals.push(Approval::default());
-        assert!(ring.verify_requester(&later));
+        assert!(ring.verify_requester(NAME, &later));
+    }
+
+    #[test]
+    fn a_requester_signature_is_bound_to_the_objects_name() {
+        let ring = ring();
+        let spec = signed(&ring);
+        assert!(ring.verify_requester(NAME, &spec));
+        // Copied onto an object of another name (a replay around the webhook), it fails.
+        assert!(!ring.verify_requester("g-other", &spec));
+        assert!(!ring.verify_requester("", &spec));
+        // A named signature is not an unnamed one either.
+        assert!(!ring.verify_unnamed_requester(&spec));
+    }
+
+    #[test]
+    fn a_first_form_signature_without_a_name_still_verifies_as_unnamed() {
+        let ring = ring();
+        let mut spec = spec();
+        let payload = requester_payload(None, &spec, Some(spec.role())).unwrap();
+        spec.requester.as_mut().unwrap().attestation = Some(ring.sign(&payload));
+        assert!(ring.verify_unnamed_requester(&spec));
+        assert!(!ring.verify_requester(NAME, &spec));
+        let mut forged = spec.clone();
+        forged.principal = Some("bob".into());
+        assert!(!ring.verify_unnamed_requester(&forged));
     }
 
     #[test]
@@ -393,27 +448,27 @@ mod tests {
         let signed_without = signed(&ring);
         let mut defaulted = signed_without.clone();
         defaulted.role = Some(Role::Member);
-        assert!(ring.verify_requester(&defaulted));
+        assert!(ring.verify_requester(NAME, &defaulted));
         let mut explicit = spec();
         explicit.role = Some(Role::Member);
-        let sig = ring.sign_requester(&explicit).unwrap();
+        let sig = ring.sign_requester(NAME, &explicit).unwrap();
         explicit.requester.as_mut().unwrap().attestation = Some(sig.clone());
-        assert!(ring.verify_requester(&explicit));
+        assert!(ring.verify_requester(NAME, &explicit));
         let mut omitted = explicit.clone();
         omitted.role = None;
-        assert!(ring.verify_requester(&omitted));
+        assert!(ring.verify_requester(NAME, &omitted));
         // An omitted role is never owner.
         let mut owner = signed_without;
         owner.role = Some(Role::Owner);
-        assert!(!ring.verify_requester(&owner));
+        assert!(!ring.verify_requester(NAME, &owner));
     }
 
     #[test]
     fn unsigned_garbled_and_foreign_signatures_fail() {
         let ring = ring();
-        assert!(!ring.verify_requester(&spec()));
+        assert!(!ring.verify_requester(NAME, &spec()));
         let other = Keyring::from_bytes(&[8u8; 32], &[]).unwrap();
-        assert!(!ring.verify_requester(&signed(&other)));
+        assert!(!ring.verify_requester(NAME, &signed(&other)));
         for garbage in [
             "",
             "v1",
@@ -424,7 +479,7 @@ mod tests {
         ] {
             let mut spec = spec();
             spec.requester.as_mut().unwrap().attestation = Some(garbage.into());
-            assert!(!ring.verify_requester(&spec), "{garbage:?}");
+            assert!(!ring.verify_requester(NAME, &spec), "{garbage:?}");
         }
         // Right key id, wrong tag.
         let mut spec = signed(&ring);
@@ -442,7 +497,7 @@ mod tests {
             tampered
         };
         spec.requester.as_mut().unwrap().attestation = Some(tampered);
-        assert!(!ring.verify_requester(&spec));
+        assert!(!ring.verify_requester(NAME, &spec));
     }
 
     #[test]
@@ -477,10 +532,10 @@ mod tests {
         let old = Keyring::from_bytes(&[1u8; 40], &[]).unwrap();
         let spec = signed(&old);
         let rotated = Keyring::from_bytes(&[2u8; 40], &[&[1u8; 40]]).unwrap();
-        assert!(rotated.verify_requester(&spec));
+        assert!(rotated.verify_requester(NAME, &spec));
         assert_ne!(rotated.signing_key_id(), old.signing_key_id());
         let dropped = Keyring::from_bytes(&[2u8; 40], &[]).unwrap();
-        assert!(!dropped.verify_requester(&spec));
+        assert!(!dropped.verify_requester(NAME, &spec));
     }
 
     #[test]

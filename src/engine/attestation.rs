@@ -102,7 +102,10 @@ impl Attestor for SignedAttestor {
         let Some(keyring) = &self.keyring else {
             return Attestation::KeyUnavailable;
         };
-        if !keyring.verify_requester(&request.spec) {
+        let name = request.metadata.name.as_deref().unwrap_or_default();
+        if !keyring.verify_requester(name, &request.spec)
+            && !keyring.verify_unnamed_requester(&request.spec)
+        {
             return Attestation::Unverified;
         }
         let stamped = request
@@ -183,7 +186,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        let sig = ring.sign_requester(&spec).unwrap();
+        let sig = ring.sign_requester("r", &spec).unwrap();
         spec.requester.as_mut().unwrap().attestation = Some(sig);
         let mut request = ActivationRequest::new("r", spec);
         request.metadata.uid = Some("uid-1".into());
@@ -222,6 +225,11 @@ mod tests {
         // A signed block replayed onto an object created long after it was stamped.
         let replayed = admitted(&ring, "2026-01-01T09:00:00Z");
         assert_eq!(attestor.requester(&replayed), Attestation::Unverified);
+
+        // The same block copied onto another object within the skew: the name is signed.
+        let mut copied = request.clone();
+        copied.metadata.name = Some("r-copy".into());
+        assert_eq!(attestor.requester(&copied), Attestation::Unverified);
 
         let keyless = SignedAttestor::new(None, UsernameMapping::default());
         assert_eq!(keyless.requester(&request), Attestation::KeyUnavailable);

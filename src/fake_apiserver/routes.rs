@@ -22,7 +22,7 @@ use super::objects::{self, Ctx, Outcome, PatchKind};
 use super::observe::{Verb, WriteRecord};
 use super::registry::{ResourceType, TypeIdx};
 use super::selectors::Selector;
-use super::status::{ApiError, json_response};
+use super::status::{self, ApiError, json_response};
 use super::table::{self, IncludeObject, Output};
 use super::watch::{self, Start, WatchRequest};
 
@@ -599,10 +599,19 @@ async fn admitted_write(
             params: &rehearsal_params,
             ..input.clone()
         };
-        let Answer::Object(planned) = dispatch(shared, verb, target, rehearsal)? else {
+        let Answer::Object(mut planned) = dispatch(shared, verb, target, rehearsal)? else {
             return Err(ApiError::method_not_allowed());
         };
-        let key = super::store::ObjKey {
+        // A POST with only `generateName` is named after mutating admission: the real handler
+        // admits (k8s.io/apiserver `pkg/endpoints/handlers/create.go`), then the store generates
+        // the name (`pkg/registry/generic/registry/store.go`, `Store.create`), unless a webhook
+        // named the object. So webhooks see no name, and may set one.
+        let named_by_server = verb == Verb::Create
+            && input.object().is_ok_and(|o| {
+                meta::meta_str(&o, "name").is_none_or(str::is_empty)
+                    && meta::meta_str(&o, "generateName").is_some()
+            });
+        let mut key = super::store::ObjKey {
             ty: target.ty,
             namespace: target.namespace.clone().unwrap_or_default(),
             name: planned.name.clone(),
@@ -636,7 +645,7 @@ async fn admitted_write(
         let attrs = admission::Attributes {
             rt: &target.rt,
             subresource: target.subresource.as_deref(),
-            name: &key.name,
+            name: if named_by_server { "" } else { &key.name },
             namespace: target.namespace.as_deref(),
             operation,
             user: &user,
@@ -644,8 +653,36 @@ async fn admitted_write(
             dry_run,
             options,
         };
-        let object = (verb != Verb::Delete).then(|| planned.body.clone());
-        let admitted = admission::admit(shared, &attrs, object).await?;
+        let object = (verb != Verb::Delete).then(|| {
+            let mut sent = planned.body.clone();
+            if named_by_server {
+                meta::remove_meta(&mut sent, "name");
+            }
+            sent
+        });
+        let mut admitted = admission::admit(shared, &attrs, object).await?;
+        if named_by_server && let Some(object) = admitted.as_mut() {
+            match meta::meta_str(object, "name").filter(|n| !n.is_empty()) {
+                Some(chosen) => {
+                    let chosen = chosen.to_owned();
+                    if let Err(message) = meta::check_dns_subdomain(&chosen) {
+                        return Err(ApiError::invalid(
+                            &target.rt,
+                            &chosen,
+                            vec![status::Cause::new(
+                                "FieldValueInvalid",
+                                "metadata.name",
+                                message,
+                            )],
+                        ));
+                    }
+                    meta::set_meta(&mut planned.body, "name", json!(chosen));
+                    planned.name = chosen.clone();
+                    key.name = chosen;
+                }
+                None => meta::set_meta(object, "name", json!(planned.name)),
+            }
+        }
 
         let now = shared.now();
         let manager = input.write_manager(verb);

@@ -91,10 +91,11 @@ impl Rules<'_> {
     }
 }
 
-/// Stamps the requester and principal on a new request and signs them.
+/// Stamps the requester and principal on a new request and signs them with the object's `name`.
 pub fn mutate_create(
     rules: &Rules<'_>,
     caller: &Caller,
+    name: &str,
     spec: &ActivationRequestSpec,
 ) -> Result<ActivationRequestSpec, Denied> {
     let principal = check_create(rules, caller, spec)?;
@@ -115,17 +116,19 @@ pub fn mutate_create(
         stamped_at: Some(rules.stamp()),
         attestation: None,
     });
-    let signature = keyring.sign_requester(&out);
+    let signature = keyring.sign_requester(name, &out);
     if let Some(requester) = out.requester.as_mut() {
         requester.attestation = signature;
     }
     Ok(out)
 }
 
-/// Checks a new request after mutation: the stamp must be the caller's, fresh and signed.
+/// Checks a new request after mutation: the stamp must be the caller's, fresh and signed under
+/// the object's `name`.
 pub fn validate_create(
     rules: &Rules<'_>,
     caller: &Caller,
+    name: &str,
     spec: &ActivationRequestSpec,
 ) -> Result<(), Denied> {
     check_create(rules, caller, spec)?;
@@ -150,10 +153,10 @@ pub fn validate_create(
         .stamped_at
         .as_ref()
         .is_some_and(|t| rules.now.duration_since(t.0).abs() <= MAX_STAMP_SKEW);
-    if !fresh || !keyring.verify_requester(spec) {
+    if !fresh || !keyring.verify_requester(name, spec) {
         return Err(deny(
             "spec.requester.attestation",
-            "is not the admission webhook's signature over this request",
+            "is not the admission webhook's signature over this request under this name",
         ));
     }
     Ok(())

@@ -93,10 +93,18 @@ impl Admission {
         let Some(kind) = Kind::from_name(&request.kind.kind) else {
             return response.deny(format!("unknown kind {:?}", request.kind.kind));
         };
-        let Some(object) = request.object.as_ref().and_then(to_json) else {
+        let Some(submitted) = request.object.as_ref().and_then(to_json) else {
             return response.deny("the request carries no object");
         };
         let old = request.old_object.as_ref().and_then(to_json);
+        // A request's signature covers its name, so one created with `generateName` (as
+        // `kubectl pim activate` does) is named here: the API server picks the name only after
+        // mutating admission (k8s.io/apiserver `pkg/endpoints/handlers/create.go` admits, then
+        // `pkg/registry/generic/registry/store.go` generates).
+        let mut object = submitted.clone();
+        if kind == Kind::ActivationRequest && old.is_none() && stage == Stage::Mutate {
+            name_generated(&mut object);
+        }
         if kind == Kind::ActivationRequest
             && let Err(denial) = self.request_metadata(request, old.as_ref(), &object)
         {
@@ -123,7 +131,7 @@ impl Admission {
         };
         match decoded {
             PimObject::ActivationRequest(ar) => {
-                self.activation(request, response, stage, catalog, now, &object, ar)
+                self.activation(request, response, stage, catalog, now, &submitted, ar)
             }
             other if stage == Stage::Validate => {
                 let findings = check_object(catalog, &other, now);
@@ -179,10 +187,14 @@ impl Admission {
             now,
         };
         let outcome: Result<Option<ActivationRequest>, Denied> = match (&old, stage) {
-            (None, Stage::Mutate) => activation::mutate_create(&rules, &caller, &ar.spec)
-                .map(|spec| Some(with_spec(&ar, spec))),
+            (None, Stage::Mutate) => {
+                let name = ar.metadata.name.as_deref().unwrap_or_default();
+                activation::mutate_create(&rules, &caller, name, &ar.spec)
+                    .map(|spec| Some(with_spec(&ar, spec)))
+            }
             (None, Stage::Validate) => {
-                activation::validate_create(&rules, &caller, &ar.spec).map(|()| None)
+                let name = ar.metadata.name.as_deref().unwrap_or_default();
+                activation::validate_create(&rules, &caller, name, &ar.spec).map(|()| None)
             }
             (Some(old), stage) => {
                 let uid = old.metadata.uid.as_deref().unwrap_or_default();
@@ -294,6 +306,49 @@ fn owner_references(object: Option<&Value>) -> Vec<&Value> {
         .and_then(Value::as_array)
         .map(|refs| refs.iter().collect())
         .unwrap_or_default()
+}
+
+/// Gives an object that has only `generateName` a name of that form.
+fn name_generated(object: &mut Value) {
+    let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let named = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if named {
+        return;
+    }
+    if let Some(prefix) = meta.get("generateName").and_then(Value::as_str) {
+        let name = generated_name(prefix);
+        meta.insert("name".into(), Value::String(name));
+    }
+}
+
+/// A name for `generateName`, as the API server makes one (k8s.io/apiserver
+/// `pkg/storage/names/generate.go`): the prefix cut to 58 characters, then 5 random characters
+/// from the alphabet of k8s.io/apimachinery `pkg/util/rand` (no vowels, nothing confusable).
+fn generated_name(prefix: &str) -> String {
+    use ring::rand::{SecureRandom, SystemRandom};
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    const MAX_PREFIX: usize = 63 - 5;
+    let mut random = [0u8; 5];
+    // A failing system RNG leaves zeros: the name is then still valid, and a clash is refused
+    // by the API server as AlreadyExists.
+    let _ = SystemRandom::new().fill(&mut random);
+    let cut = prefix
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|end| *end <= MAX_PREFIX)
+        .last()
+        .unwrap_or(0);
+    let mut name = prefix[..cut].to_owned();
+    for byte in random {
+        let i = usize::from(byte) % ALPHABET.len();
+        name.push(char::from(ALPHABET.get(i).copied().unwrap_or(b'x')));
+    }
+    name
 }
 
 fn with_spec(

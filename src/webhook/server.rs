@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::ServerConfig;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +48,16 @@ impl CatalogSource {
 /// How long a review waits for the caches at startup; the API server's own timeout is 10s.
 const READY_WAIT: Duration = Duration::from_secs(8);
 
-/// Admission bodies are small; this bounds what a caller can make us parse.
+/// The largest AdmissionReview read. The API server takes request bodies up to 3 MiB
+/// (k8s.io/apiserver `pkg/server/config.go`, `MaxRequestBodyBytes`), so every review it sends
+/// of a valid write fits; a larger body is answered 413 unread.
 pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
+
+/// Reviews read and decided at once; the rest wait with their bodies unread. With
+/// [`MAX_REVIEW_BYTES`] and the parsed forms of a body (a few times its size), this keeps what
+/// callers can make the webhook hold under 64 MiB, a quarter of the chart's 256Mi memory limit,
+/// whatever they send. Decisions take well under a millisecond, so 4 serve thousands a second.
+pub const MAX_REVIEWS_IN_FLIGHT: usize = 4;
 
 pub struct WebhookState {
     pub admission: Admission,
@@ -57,12 +66,33 @@ pub struct WebhookState {
 }
 
 pub fn router(state: Arc<WebhookState>) -> Router {
+    router_with_slots(state, Arc::new(Semaphore::new(MAX_REVIEWS_IN_FLIGHT)))
+}
+
+/// [`router`] with the reviews in flight bounded by `slots` (tests hold them).
+pub fn router_with_slots(state: Arc<WebhookState>, slots: Arc<Semaphore>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .route("/healthz", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        // Outside the body limit: a request waits for a slot before its body is read.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            in_a_slot(slots.clone(), request, next)
+        }))
+        .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
+}
+
+async fn in_a_slot(
+    slots: Arc<Semaphore>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match slots.acquire_owned().await {
+        Ok(_slot) => next.run(request).await,
+        // Closed only if the router is being torn down.
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(),
+    }
 }
 
 async fn mutate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response {

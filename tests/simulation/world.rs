@@ -478,7 +478,7 @@ impl Sim {
                     ..Default::default()
                 };
                 let signature = if signed {
-                    self.keyring.sign_requester(&spec)
+                    self.keyring.sign_requester(&name, &spec)
                 } else {
                     Some("forged".into())
                 };

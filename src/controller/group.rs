@@ -235,6 +235,7 @@ async fn reconcile_group_object(
     // of the current group, which may be what fails.
     let mut elsewhere_failures = revoke_elsewhere(ctx, &entries, Some(&current)).await;
     // Every role's removals, then every role's grants: revocations go first (DESIGN §8).
+    let reference = group.object_ref(&());
     let mut passes = Vec::new();
     for role in roles_of(group) {
         let role_pass = revoke_role(
@@ -248,6 +249,7 @@ async fn reconcile_group_object(
                 entries: &entries,
                 proven: &proven,
                 adopting: stored.ledger_adopted_at.is_none(),
+                object: &reference,
             },
             role,
             deleting,
@@ -581,6 +583,34 @@ struct RoleScope<'a> {
     proven: &'a BTreeMap<Role, Vec<ProvenGrant>>,
     /// The first pass since the ledger exists: grants made before it are recorded.
     adopting: bool,
+    /// The PimGroup, for Events.
+    object: &'a k8s_openapi::api::core::v1::ObjectReference,
+}
+
+/// A removal the directory refused for good (Entra's last owner, say): a Warning Event on the
+/// PimGroup, besides InSync and the waiting request's RevocationOverdue.
+async fn report_refused_removal(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    role: Role,
+    member: &Member,
+    error: &DirectoryError,
+) {
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "RevocationRefused".to_owned(),
+        note: Some(
+            format!("the directory refused to remove {role} {member}: {error}")
+                .chars()
+                .take(1024)
+                .collect(),
+        ),
+        action: "Revoke".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, object).await {
+        tracing::debug!(%error, "could not publish an Event");
+    }
 }
 
 /// Lists one role's members, plans against the ledger, makes the removals in parallel, and
@@ -601,6 +631,7 @@ async fn revoke_role(
         entries,
         proven,
         adopting,
+        object: _,
     } = scope;
     let grants = proven.get(&role).cloned().unwrap_or_default();
     let known: BTreeSet<Member> = entries
@@ -657,6 +688,13 @@ async fn revoke_role(
         .collect()
         .await;
     for (member, result) in removals {
+        // Requests waiting for this removal report why it did not go through, if it did not.
+        ctx.membership.set_removal_refused(
+            name,
+            role,
+            member,
+            result.as_ref().err().map(ToString::to_string),
+        );
         match result {
             Ok(()) => {
                 members.remove(member);
@@ -687,7 +725,12 @@ async fn revoke_role(
                     }
                 }
             }
-            Err(error) => failures.push((member.clone(), error)),
+            Err(error) => {
+                if !error.is_transient() {
+                    report_refused_removal(ctx, scope.object, role, member, &error).await;
+                }
+                failures.push((member.clone(), error));
+            }
         }
     }
     // Entries whose member is absent, or explained by a live grant: nothing to remove.

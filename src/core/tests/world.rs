@@ -128,6 +128,7 @@ impl World {
             access_held: self.access_held,
             removal_confirmed_at: self.removal_confirmed_at,
             revocation_grace: SignedDuration::from_secs(30),
+            removal_refused: None,
         };
         let view = RequestView {
             spec: &self.spec,

@@ -323,6 +323,10 @@ impl Directory for Instrumented {
         self.inner.enforces_ends()
     }
 
+    fn keeps_last_owner(&self) -> bool {
+        self.inner.keeps_last_owner()
+    }
+
     fn needs_new_end(
         &self,
         group: &GroupId,

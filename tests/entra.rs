@@ -1909,3 +1909,134 @@ async fn pim_mode_an_early_deactivation_waits_out_five_minutes_reported_overdue_
     stop(operator).await;
     w.graph.assert_clean();
 }
+
+#[tokio::test]
+async fn membership_mode_a_last_just_in_time_owner_is_warned_of_and_reported_not_retried_silently()
+{
+    use k8s_openapi::api::events::v1::Event;
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let alice = w.graph.add_user("alice@contoso.com");
+    let cluster = Cluster::new(w.clock.clone(), &g, &["alice@contoso.com"]).await;
+    // Owners it did not grant are kept and reported (standingAccess: Report).
+    let owner_role = Patch::Merge(
+        json!({"spec": {"roles": {"owner": {"policy": "p"}}, "standingAccess": "Report"}}),
+    );
+    Api::<PimGroup>::all(cluster.client.clone())
+        .patch("g", &PatchParams::default(), &owner_role)
+        .await
+        .unwrap();
+    let assignment = EligibleAssignmentSpec {
+        group: "g".into(),
+        role: Role::Owner,
+        principal: PrincipalRef::user("alice@contoso.com"),
+        schedule: Schedule {
+            duration: Some("30d".into()),
+            ..Default::default()
+        },
+        justification: Some("owns the reports".into()),
+        ..Default::default()
+    };
+    Api::<EligibleAssignment>::all(cluster.client.clone())
+        .create(
+            &PostParams::default(),
+            &EligibleAssignment::new("alice-owner", assignment),
+        )
+        .await
+        .unwrap();
+    let operator = cluster.start(Arc::new(w.membership()));
+    // The group has no owner of its own: the PimGroup says the last one would be kept.
+    let condition = |reason: &'static str| {
+        let client = cluster.client.clone();
+        async move {
+            Api::<PimGroup>::all(client)
+                .get("g")
+                .await
+                .unwrap()
+                .status
+                .map(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "OwnersRemovable" && c.reason == reason)
+        }
+    };
+    eventually("the PimGroup warns of the last owner", || {
+        condition("LastOwnerKept")
+    })
+    .await;
+
+    let spec = ActivationRequestSpec {
+        group: "g".into(),
+        role: Some(Role::Owner),
+        duration: Some("30m".into()),
+        justification: Some("quarterly report".into()),
+        requester: Some(Requester {
+            username: "alice@contoso.com".into(),
+            ..Default::default()
+        }),
+        principal: Some("alice@contoso.com".into()),
+        ..Default::default()
+    };
+    Api::<ActivationRequest>::all(cluster.client.clone())
+        .create(&PostParams::default(), &ActivationRequest::new("ro", spec))
+        .await
+        .unwrap();
+    cluster.wait_phase("ro", Phase::Active).await;
+    assert_eq!(
+        w.graph.owners(&g),
+        BTreeSet::from(["alice@contoso.com".to_owned()])
+    );
+    // At the end Entra refuses to remove its only owner: reported overdue with the reason, a
+    // Warning Event on the PimGroup, and the refusal counted.
+    w.clock.advance(SignedDuration::from_mins(31));
+    eventually("ro reports the kept owner", || async {
+        cluster
+            .get("ro")
+            .await
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| {
+                c.type_ == "Active"
+                    && c.reason == "RevocationOverdue"
+                    && c.message.contains("last owner")
+            })
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    eventually("a RevocationRefused Event on the PimGroup", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("RevocationRefused")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("g")
+                    && e.note.as_deref().is_some_and(|n| n.contains("last owner"))
+            })
+    })
+    .await;
+    assert!(
+        operator
+            .metrics
+            .encode()
+            .contains(r#"pim_graph_refusals_total{rule="LastOwner"}"#)
+    );
+    assert!(w.graph.owners(&g).contains("alice@contoso.com"));
+    // Another owner is added by hand: the warning clears and the removal goes through.
+    let carol = w.graph.add_user("carol@contoso.com");
+    w.graph.add_owner(&g, &carol);
+    w.clock.advance(SignedDuration::from_mins(1));
+    cluster.wait_phase("ro", Phase::Expired).await;
+    assert_eq!(
+        w.graph.owners(&g),
+        BTreeSet::from(["carol@contoso.com".to_owned()])
+    );
+    eventually("the warning clears", || condition("AnotherOwnerStays")).await;
+    let _ = alice;
+    stop(operator).await;
+    w.graph.assert_clean();
+}

@@ -50,6 +50,28 @@ mod reasons {
     pub const CONVERGED: &str = "Converged";
     pub const UNEXPLAINED_MEMBERS: &str = "UnexplainedMembers";
     pub const CONVERGING: &str = "Converging";
+    pub const LAST_OWNER_KEPT: &str = "LastOwnerKept";
+    pub const ANOTHER_OWNER_STAYS: &str = "AnotherOwnerStays";
+}
+
+/// Whether a just-in-time owner can be removed: the directory keeps a group's last owner, so
+/// the group needs an owner besides those the operator grants (`others`: how many it has).
+fn owners_removable(others: usize) -> ConditionState {
+    if others == 0 {
+        ConditionState {
+            type_: types::OWNERS_REMOVABLE,
+            status: ConditionStatus::False,
+            reason: reasons::LAST_OWNER_KEPT,
+            message: "the group has no owner but those pim-operator grants, and the directory refuses to remove a group's last owner: the last just-in-time owner would keep ownership; add a standing owner (with standingAccess: Report) or set fallbackOwner on the directory".to_owned(),
+        }
+    } else {
+        ConditionState {
+            type_: types::OWNERS_REMOVABLE,
+            status: ConditionStatus::True,
+            reason: reasons::ANOTHER_OWNER_STAYS,
+            message: format!("{others} owner(s) besides those pim-operator grants stay"),
+        }
+    }
 }
 
 pub async fn reconcile(object: Arc<Lenient<PimGroup>>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -260,7 +282,16 @@ async fn reconcile_group_object(
     }
     ctx.trigger_groups(ctx.priority.removals_made(&name, pass));
     let mut results = Vec::new();
+    let mut owners = None;
     for mut role_pass in passes {
+        if role_pass.role == Role::Owner && directory.keeps_last_owner() {
+            let others = role_pass
+                .actual
+                .iter()
+                .filter(|m| !role_pass.ours.contains(*m))
+                .count();
+            owners = Some(owners_removable(others));
+        }
         if !deleting && blocked.is_none() {
             grant_role(
                 ctx,
@@ -364,7 +395,11 @@ async fn reconcile_group_object(
             group_id.0, group.spec.directory
         ),
     );
-    let mut status = status_with(&stored, group, Some(&group_id), &[ready, in_sync], now);
+    let conditions: Vec<ConditionState> = [Some(ready), Some(in_sync), owners]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut status = status_with(&stored, group, Some(&group_id), &conditions, now);
     status.active_principals = Some(count(results.iter().map(|r| r.active).sum()));
     status.eligible_principals = Some(count(eligible_principals(&catalog, &name, now)));
     status.unexplained_members = unexplained.into_iter().take(UNEXPLAINED_MAX).collect();

@@ -977,6 +977,10 @@ impl Directory for EntraDirectory {
         self.config.mode == EntraMode::Pim
     }
 
+    fn keeps_last_owner(&self) -> bool {
+        self.config.mode == EntraMode::Membership && self.config.fallback_owner.is_none()
+    }
+
     fn graph_mailer(&self) -> Option<GraphMailer> {
         self.mailer().ok()
     }

@@ -17,7 +17,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings};
 use pim_operator::api::activation_request::{ActivationRequestSpec, Phase, Requester};
 use pim_operator::api::common::{PrincipalRef, Role};
-use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
+use pim_operator::api::eligible_assignment::{AssignmentType, EligibleAssignmentSpec, Schedule};
 use pim_operator::api::pim_group::{
     DirectoryGroupRef, GroupRoles, PimGroupSpec, PimGroupStatus, RoleSettings, StandingAccess,
 };
@@ -1621,6 +1621,43 @@ impl Cluster {
             .unwrap();
     }
 
+    /// A 30-day assignment of `principal` to `role` of the group, of `kind`.
+    async fn assign(&self, name: &str, role: Role, kind: AssignmentType, principal: &str) {
+        let spec = EligibleAssignmentSpec {
+            group: "g".into(),
+            role,
+            assignment_type: kind,
+            principal: PrincipalRef::user(principal),
+            schedule: Schedule {
+                duration: Some("30d".into()),
+                ..Default::default()
+            },
+            justification: Some("month-end close".into()),
+        };
+        Api::<EligibleAssignment>::all(self.client.clone())
+            .create(&PostParams::default(), &EligibleAssignment::new(name, spec))
+            .await
+            .unwrap();
+    }
+
+    /// Whether the PimGroup has a condition `type_` with `reason` and a message containing each
+    /// of `parts`.
+    async fn group_says(&self, type_: &str, reason: &str, parts: &[&str]) -> bool {
+        Api::<PimGroup>::all(self.client.clone())
+            .get("g")
+            .await
+            .unwrap()
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| {
+                c.type_ == type_
+                    && c.reason == reason
+                    && parts.iter().all(|p| c.message.contains(p))
+            })
+    }
+
     async fn get(&self, name: &str) -> ActivationRequest {
         Api::<ActivationRequest>::all(self.client.clone())
             .get(name)
@@ -1926,42 +1963,18 @@ async fn membership_mode_a_last_just_in_time_owner_is_warned_of_and_reported_not
         .patch("g", &PatchParams::default(), &owner_role)
         .await
         .unwrap();
-    let assignment = EligibleAssignmentSpec {
-        group: "g".into(),
-        role: Role::Owner,
-        principal: PrincipalRef::user("alice@contoso.com"),
-        schedule: Schedule {
-            duration: Some("30d".into()),
-            ..Default::default()
-        },
-        justification: Some("owns the reports".into()),
-        ..Default::default()
-    };
-    Api::<EligibleAssignment>::all(cluster.client.clone())
-        .create(
-            &PostParams::default(),
-            &EligibleAssignment::new("alice-owner", assignment),
+    cluster
+        .assign(
+            "alice-owner",
+            Role::Owner,
+            AssignmentType::Eligible,
+            "alice@contoso.com",
         )
-        .await
-        .unwrap();
+        .await;
     let operator = cluster.start(Arc::new(w.membership()));
     // The group has no owner of its own: the PimGroup says the last one would be kept.
-    let condition = |reason: &'static str| {
-        let client = cluster.client.clone();
-        async move {
-            Api::<PimGroup>::all(client)
-                .get("g")
-                .await
-                .unwrap()
-                .status
-                .map(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "OwnersRemovable" && c.reason == reason)
-        }
-    };
     eventually("the PimGroup warns of the last owner", || {
-        condition("LastOwnerKept")
+        cluster.group_says("OwnersRemovable", "LastOwnerKept", &[])
     })
     .await;
 
@@ -2035,8 +2048,54 @@ async fn membership_mode_a_last_just_in_time_owner_is_warned_of_and_reported_not
         w.graph.owners(&g),
         BTreeSet::from(["carol@contoso.com".to_owned()])
     );
-    eventually("the warning clears", || condition("AnotherOwnerStays")).await;
+    eventually("the warning clears", || {
+        cluster.group_says("OwnersRemovable", "AnotherOwnerStays", &[])
+    })
+    .await;
     let _ = alice;
+    stop(operator).await;
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_a_grant_the_tenant_policy_refuses_is_in_the_pim_group_status_not_resent() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    w.graph.add_user("bob@contoso.com");
+    // The tenant caps active assignments of the group at 15 days.
+    w.graph
+        .set_assignment_policy(support::graph::AssignmentPolicy {
+            expiration_required: true,
+            maximum_duration: Some(SignedDuration::from_hours(24 * 15)),
+        });
+    let cluster = Cluster::new(w.clock.clone(), &g, &[]).await;
+    cluster
+        .assign(
+            "bob",
+            Role::Member,
+            AssignmentType::Active,
+            "bob@contoso.com",
+        )
+        .await;
+    let operator = cluster.start(Arc::new(w.pim()));
+    eventually("InSync names the failed policy rule", || {
+        cluster.group_says(
+            "InSync",
+            "Converging",
+            &[
+                "ExpirationRule",
+                "RoleAssignmentRequestPolicyValidationFailed",
+            ],
+        )
+    })
+    .await;
+    // More passes (time moves, every object is looked at again): Graph is not asked again.
+    for _ in 0..3 {
+        w.clock.advance(SignedDuration::from_mins(1));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(w.graph.count("POST", "/assignmentScheduleRequests"), 1);
+    assert!(w.graph.members(&g).is_empty());
     stop(operator).await;
     w.graph.assert_clean();
 }

@@ -723,12 +723,24 @@ async fn revoke_role(
         .collect()
         .await;
     for (member, result) in removals {
-        // Requests waiting for this removal report why it did not go through, if it did not.
+        // Requests waiting for this removal report why it did not go through, when the
+        // directory refused it for longer than the revocation grace (a rule of its own, such
+        // as Entra's five minutes or last owner), not for a passing fault.
+        let lasting = |error: &&DirectoryError| match error {
+            DirectoryError::Permanent { .. } => true,
+            DirectoryError::Transient { retry_after, .. } => {
+                retry_after.is_some_and(|after| after > ctx.settings.revocation_grace)
+            }
+        };
         ctx.membership.set_removal_refused(
             name,
             role,
             member,
-            result.as_ref().err().map(ToString::to_string),
+            result
+                .as_ref()
+                .err()
+                .filter(lasting)
+                .map(ToString::to_string),
         );
         match result {
             Ok(()) => {

@@ -468,6 +468,13 @@ mod tests {
             })
             .contains("requestTimeout")
         );
+        assert!(
+            err(EntraConfig {
+                fallback_owner: Some("pim-operator".into()),
+                ..config()
+            })
+            .starts_with("fallbackOwner")
+        );
         assert!(check_endpoint("x", "http://127.0.0.1:8080").is_ok());
         assert!(check_endpoint("x", "http://localhost").is_ok());
         assert!(check_endpoint("x", "http://127.0.0.1.evil.example").is_err());

@@ -11,7 +11,10 @@
 //!   Listings name users by UPN and groups by display name, as principals are written.
 //! - **`membership` mode**: `POST /groups/{id}/members/$ref` (or `owners`) with `@odata.id`;
 //!   "already exist" (400) is success. `DELETE /groups/{id}/members/{oid}/$ref`; a 404 is
-//!   success.
+//!   success. Entra keeps a group's last owner ("The group must have at least one owner"):
+//!   with `fallbackOwner` that service principal is made an owner first (and is never listed,
+//!   so never removed); without it the refusal is a permanent error saying so. Owners are users
+//!   or service principals: a group is refused before any request.
 //! - **`pim` mode**: PIM for Groups active assignments: `adminAssign` with an `afterDateTime`
 //!   expiration at the grant's end, so Entra ends access even if the operator is down. A later
 //!   overlapping grant, or a shortened one, moves the end with `adminUpdate` (never
@@ -19,6 +22,11 @@
 //!   instances show what Entra holds. Removal is `adminRemove`;
 //!   a member Entra holds without a PIM assignment is removed by `$ref` as in membership mode.
 //!   Each grant's schedule request id and status come back as a [`DirectoryReceipt`].
+//!   PIM's five minutes ([`pim::MINIMUM`]): a grant under five minutes is assigned for five,
+//!   an end inside the five minutes is not sent (the removal at that end takes the access), and
+//!   a removal Entra refuses as too soon is a transient error retried when the five minutes
+//!   since the assignment are over. A policy refusal (`ExpirationRule`, say) names its rules
+//!   and is answered from memory for 15 minutes instead of being sent again.
 //! - **Nested membership** (eligibility granted to a group): `checkMemberGroups`, transitive.
 //! - **Calls**: see `graph` (retries, `Retry-After`, paging, errors), `gate` (bounded
 //!   concurrency, revocations first) and `auth` (tokens).

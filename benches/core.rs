@@ -50,6 +50,7 @@ fn decide_one(c: &mut Criterion) {
         access_held: false,
         removal_confirmed_at: None,
         revocation_grace: SignedDuration::from_secs(30),
+        removal_refused: None,
     };
     let now = t0() + SignedDuration::from_secs(1);
     c.bench_function("decide: new request, no approval", |b| {

@@ -67,6 +67,7 @@ impl Harness {
                 keyring: Some(keyring),
                 schema: SchemaChecker::new().expect("the CRD schemas"),
                 operator_username: "system:serviceaccount:pim-system:pim-operator".into(),
+                shortest_assignments: Default::default(),
             },
             catalog,
             now: "2026-11-20T09:00:00Z".parse().expect("a timestamp"),

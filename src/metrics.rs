@@ -43,6 +43,12 @@ pub struct GraphRequestLabels {
     pub status: String,
 }
 
+/// A rule of Entra's that refused a Graph request: Graph's error code, or `LastOwner`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GraphRefusalLabels {
+    pub rule: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -71,6 +77,7 @@ pub struct Metrics {
     pub directory_call_duration: Family<DirectoryOperationLabels, Histogram>,
     pub graph_requests: Family<GraphRequestLabels, Counter>,
     pub graph_request_duration: Histogram,
+    pub graph_refusals: Family<GraphRefusalLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
@@ -147,6 +154,12 @@ impl Metrics {
             "Microsoft Graph HTTP request latency, each try on its own",
             graph_request_duration.clone(),
         );
+        let graph_refusals = Family::<GraphRefusalLabels, Counter>::default();
+        registry.register(
+            "graph_refusals",
+            "Graph requests Entra refused by one of its rules (ActiveDurationTooShort, LastOwner, RoleAssignmentRequestPolicyValidationFailed, OwnerNotAGroup), by rule",
+            graph_refusals.clone(),
+        );
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(
             seconds_histogram as fn() -> Histogram,
         );
@@ -173,6 +186,7 @@ impl Metrics {
             directory_call_duration,
             graph_requests,
             graph_request_duration,
+            graph_refusals,
             reconcile_duration,
             reconcile_errors,
         }
@@ -307,6 +321,10 @@ impl Directory for Instrumented {
 
     fn enforces_ends(&self) -> bool {
         self.inner.enforces_ends()
+    }
+
+    fn keeps_last_owner(&self) -> bool {
+        self.inner.keeps_last_owner()
     }
 
     fn needs_new_end(

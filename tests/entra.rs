@@ -17,7 +17,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings};
 use pim_operator::api::activation_request::{ActivationRequestSpec, Phase, Requester};
 use pim_operator::api::common::{PrincipalRef, Role};
-use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
+use pim_operator::api::eligible_assignment::{AssignmentType, EligibleAssignmentSpec, Schedule};
 use pim_operator::api::pim_group::{
     DirectoryGroupRef, GroupRoles, PimGroupSpec, PimGroupStatus, RoleSettings, StandingAccess,
 };
@@ -60,10 +60,13 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        let graph = FakeGraph::start().await;
+        let clock = Arc::new(ManualClock::new(ts(T0)));
+        graph.set_clock(clock.clone());
         World {
-            graph: FakeGraph::start().await,
+            graph,
             dir: TempDir::new().unwrap(),
-            clock: Arc::new(ManualClock::new(ts(T0))),
+            clock,
         }
     }
 
@@ -226,7 +229,9 @@ async fn adds_and_removes_are_idempotent() {
         users(&["bob@contoso.com"])
     );
 
-    // Owners, the same way.
+    // Owners, the same way (beside a standing owner: Entra keeps a group's last owner).
+    let dave = w.graph.add_user("dave@contoso.com");
+    w.graph.add_owner(&g, &dave);
     d.add_member(&gid, Role::Owner, &user("carol@contoso.com"))
         .await
         .unwrap();
@@ -235,7 +240,7 @@ async fn adds_and_removes_are_idempotent() {
         .unwrap();
     assert_eq!(
         d.list_members(&gid, Role::Owner).await.unwrap(),
-        users(&["carol@contoso.com"])
+        users(&["carol@contoso.com", "dave@contoso.com"])
     );
     d.remove_member(&gid, Role::Owner, &user("carol@contoso.com"))
         .await
@@ -243,7 +248,10 @@ async fn adds_and_removes_are_idempotent() {
     d.remove_member(&gid, Role::Owner, &user("carol@contoso.com"))
         .await
         .unwrap();
-    assert!(w.graph.owners(&g).is_empty());
+    assert_eq!(
+        w.graph.owners(&g),
+        BTreeSet::from(["dave@contoso.com".to_owned()])
+    );
 
     // Nobody of that name: nothing to remove; nothing to add, and the error says who.
     d.remove_member(&gid, Role::Member, &user("nobody@contoso.com"))
@@ -1000,10 +1008,12 @@ async fn pim_mode_assigns_until_the_end_then_extends_shortens_and_removes() {
     w.graph.expire(t(30));
     assert!(d.list_members(&gid, Role::Member).await.unwrap().is_empty());
 
-    // An early end: adminRemove. Removing again is success.
+    // An early end: adminRemove (five minutes after the assignment, the soonest Entra takes
+    // one). Removing again is success.
     d.add_member_until(&gid, Role::Member, &alice_m, Some(t(90)))
         .await
         .unwrap();
+    w.clock.advance(SignedDuration::from_mins(5));
     d.remove_member(&gid, Role::Member, &alice_m).await.unwrap();
     let last = w.graph.schedule_requests().last().cloned().unwrap();
     assert_eq!(last["action"], "adminRemove");
@@ -1048,6 +1058,246 @@ async fn pim_mode_assigns_until_the_end_then_extends_shortens_and_removes() {
         .await
         .unwrap();
     assert_eq!(w.graph.pim_end(&g, &dave), None);
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_a_removal_inside_five_minutes_is_retried_when_they_are_over() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let alice = w.graph.add_user("alice@contoso.com");
+    let d = w.pim();
+    let alice_m = user("alice@contoso.com");
+    let t = |s: i64| ts(T0) + SignedDuration::from_secs(s);
+    d.add_member_until(&gid, Role::Member, &alice_m, Some(t(3600)))
+        .await
+        .unwrap();
+    // Two minutes on: Entra refuses to remove it (ActiveDurationTooShort). Not a permanent
+    // failure: a retry when the five minutes are over, with the reason.
+    w.clock.set(t(120));
+    let err = d
+        .remove_member(&gid, Role::Member, &alice_m)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("ActiveDurationTooShort"), "{err}");
+    assert!(err.to_string().contains(&t(300).to_string()), "{err}");
+    let pim_operator::directory::DirectoryError::Transient { retry_after, .. } = &err else {
+        unreachable!()
+    };
+    assert_eq!(
+        *retry_after,
+        Some(Duration::from_secs(180)),
+        "at assignment + 5 min"
+    );
+    assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(t(3600))));
+    // A process that did not make it learns when it was made from the instances.
+    let other = w.pim();
+    other.list_members(&gid, Role::Member).await.unwrap();
+    w.clock.set(t(240));
+    let err = other
+        .remove_member(&gid, Role::Member, &alice_m)
+        .await
+        .unwrap_err();
+    let pim_operator::directory::DirectoryError::Transient { retry_after, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(*retry_after, Some(Duration::from_secs(60)));
+    // Then it goes.
+    w.clock.set(t(300));
+    d.remove_member(&gid, Role::Member, &alice_m).await.unwrap();
+    assert_eq!(w.graph.pim_end(&g, &alice), None);
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_a_grant_under_five_minutes_is_held_five_and_a_late_shortening_is_left_to_the_removal()
+ {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let alice = w.graph.add_user("alice@contoso.com");
+    let bob = w.graph.add_user("bob@contoso.com");
+    let d = w.pim();
+    let t = |m: i64| ts(T0) + SignedDuration::from_mins(m);
+    // A two-minute grant: PIM makes nothing under five, so Entra holds it five, and the
+    // receipt says so.
+    let receipt = d
+        .add_member_until(&gid, Role::Member, &user("alice@contoso.com"), Some(t(2)))
+        .await
+        .unwrap()
+        .expect("a receipt");
+    assert_eq!(receipt.until, Some(t(5)));
+    assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(t(5))));
+    assert!(
+        !d.needs_new_end(&gid, Role::Member, &user("alice@contoso.com"), Some(t(2))),
+        "no end inside the five minutes is asked for"
+    );
+
+    // A grant until t(30) shortened at t(27) to t(29): an adminUpdate to two minutes from now
+    // would be refused; Entra keeps t(30), and the removal at t(29) ends the access.
+    let bob_m = user("bob@contoso.com");
+    d.add_member_until(&gid, Role::Member, &bob_m, Some(t(30)))
+        .await
+        .unwrap();
+    w.clock.set(t(27));
+    d.list_members(&gid, Role::Member).await.unwrap();
+    assert!(!d.needs_new_end(&gid, Role::Member, &bob_m, Some(t(29))));
+    let sent = w.graph.schedule_requests().len();
+    assert_eq!(
+        d.add_member_until(&gid, Role::Member, &bob_m, Some(t(29)))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        w.graph.schedule_requests().len(),
+        sent,
+        "nothing Graph refuses"
+    );
+    w.clock.set(t(29));
+    d.remove_member(&gid, Role::Member, &bob_m).await.unwrap();
+    assert_eq!(w.graph.pim_end(&g, &bob), None);
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_a_policy_refusal_names_its_rules_and_is_not_sent_on_every_pass() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    w.graph.add_user("alice@contoso.com");
+    w.graph.add_user("bob@contoso.com");
+    w.graph
+        .set_assignment_policy(support::graph::AssignmentPolicy {
+            expiration_required: true,
+            maximum_duration: Some(SignedDuration::from_hours(24 * 15)),
+        });
+    let d = w.pim();
+    let alice_m = user("alice@contoso.com");
+    // A permanent assignment, which the tenant's policy forbids.
+    let err = d
+        .add_member_until(&gid, Role::Member, &alice_m, None)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    let text = err.to_string();
+    for part in [
+        "RoleAssignmentRequestPolicyValidationFailed",
+        "ExpirationRule",
+        "permanent",
+    ] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    // Asked again (the next pass): answered from what Graph said, not sent again.
+    let sent = w.graph.schedule_requests().len();
+    let again = d
+        .add_member_until(&gid, Role::Member, &alice_m, None)
+        .await
+        .unwrap_err();
+    assert_eq!(again, err);
+    assert_eq!(w.graph.schedule_requests().len(), sent);
+    assert_eq!(w.graph.count("POST", "/assignmentScheduleRequests"), 1);
+    // Longer than the policy's maximum: the same rule.
+    let err = d
+        .add_member_until(
+            &gid,
+            Role::Member,
+            &user("bob@contoso.com"),
+            Some(ts(T0) + SignedDuration::from_hours(24 * 20)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ExpirationRule"), "{err}");
+    // Within the policy: granted.
+    d.add_member_until(
+        &gid,
+        Role::Member,
+        &user("bob@contoso.com"),
+        Some(ts(T0) + SignedDuration::from_hours(24 * 10)),
+    )
+    .await
+    .unwrap();
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn membership_mode_the_last_owner_is_reported_or_handed_to_the_fallback_owner() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let carol = w.graph.add_user("carol@contoso.com");
+    w.graph.add_owner(&g, &carol);
+    let carol_m = user("carol@contoso.com");
+    // No fallback: Entra keeps its last owner, and the error says why and what to do.
+    let metrics = Arc::new(Metrics::new());
+    let d = w.membership().with_metrics(metrics.clone());
+    let err = d
+        .remove_member(&gid, Role::Owner, &carol_m)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    for part in ["last owner", "fallbackOwner", "at least one owner"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert!(
+        metrics
+            .encode()
+            .contains(r#"pim_graph_refusals_total{rule="LastOwner"} 1"#),
+        "{}",
+        metrics.encode()
+    );
+    assert!(w.graph.owners(&g).contains("carol@contoso.com"));
+
+    // With a fallback owner (a service principal): it becomes an owner, then carol goes. It is
+    // never listed, so never removed.
+    let app = w.graph.add_service_principal("pim-operator-fallback");
+    let mut config = serde_json::to_value(json!({
+        "mode": "membership",
+        "tenantId": TENANT,
+        "clientId": CLIENT_ID,
+        "credential": {"type": "clientSecret", "secretFile": w.dir.path().join("client-secret")},
+        "authorityHost": w.graph.base,
+        "graphEndpoint": w.graph.base,
+    }))
+    .unwrap();
+    config["fallbackOwner"] = json!(app);
+    let config: EntraConfig = serde_json::from_value(config).unwrap();
+    std::fs::write(w.dir.path().join("client-secret"), SECRET).unwrap();
+    let d = w.directory(config);
+    d.remove_member(&gid, Role::Owner, &carol_m).await.unwrap();
+    assert_eq!(w.graph.owners(&g), BTreeSet::from([app.clone()]));
+    assert!(d.list_members(&gid, Role::Owner).await.unwrap().is_empty());
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn an_owner_is_never_a_group() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    w.graph.add_group("Auditors");
+    for d in [w.membership(), w.pim()] {
+        let err = d
+            .add_member(
+                &GroupId(g.clone()),
+                Role::Owner,
+                &Member::Group("Auditors".into()),
+            )
+            .await
+            .unwrap_err();
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains("users or service principals"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        w.graph.count("POST", "/owners/$ref"),
+        0,
+        "refused before Graph"
+    );
+    assert_eq!(w.graph.count("POST", "/assignmentScheduleRequests"), 0);
     w.graph.assert_clean();
 }
 
@@ -1371,6 +1621,43 @@ impl Cluster {
             .unwrap();
     }
 
+    /// A 30-day assignment of `principal` to `role` of the group, of `kind`.
+    async fn assign(&self, name: &str, role: Role, kind: AssignmentType, principal: &str) {
+        let spec = EligibleAssignmentSpec {
+            group: "g".into(),
+            role,
+            assignment_type: kind,
+            principal: PrincipalRef::user(principal),
+            schedule: Schedule {
+                duration: Some("30d".into()),
+                ..Default::default()
+            },
+            justification: Some("month-end close".into()),
+        };
+        Api::<EligibleAssignment>::all(self.client.clone())
+            .create(&PostParams::default(), &EligibleAssignment::new(name, spec))
+            .await
+            .unwrap();
+    }
+
+    /// Whether the PimGroup has a condition `type_` with `reason` and a message containing each
+    /// of `parts`.
+    async fn group_says(&self, type_: &str, reason: &str, parts: &[&str]) -> bool {
+        Api::<PimGroup>::all(self.client.clone())
+            .get("g")
+            .await
+            .unwrap()
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| {
+                c.type_ == type_
+                    && c.reason == reason
+                    && parts.iter().all(|p| c.message.contains(p))
+            })
+    }
+
     async fn get(&self, name: &str) -> ActivationRequest {
         Api::<ActivationRequest>::all(self.client.clone())
             .get(name)
@@ -1572,6 +1859,8 @@ async fn pim_mode_entra_ends_access_itself_and_a_later_request_extends_it() {
     cluster.request("rb", "bob@contoso.com", "60m").await;
     cluster.wait_phase("rb", Phase::Active).await;
     assert_eq!(w.graph.pim_end(&g, &bob), Some(Some(t(90))));
+    // Five minutes on: before them Entra refuses to remove an assignment (see the next test).
+    w.clock.advance(SignedDuration::from_mins(5));
     let deactivate = Patch::Merge(json!({"spec": {"deactivate": true}}));
     Api::<ActivationRequest>::all(cluster.client.clone())
         .patch("rb", &PatchParams::default(), &deactivate)
@@ -1610,6 +1899,203 @@ async fn pim_mode_entra_ends_access_itself_and_a_later_request_extends_it() {
         .filter(|r| r["action"] == "adminRemove")
         .count();
     assert_eq!(removals_before, removals_after, "nothing left to remove");
+    stop(operator).await;
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_an_early_deactivation_waits_out_five_minutes_reported_overdue_with_the_reason() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let bob = w.graph.add_user("bob@contoso.com");
+    let cluster = Cluster::new(w.clock.clone(), &g, &["bob@contoso.com"]).await;
+    let operator = cluster.start(Arc::new(w.pim()));
+    cluster.request("rb", "bob@contoso.com", "60m").await;
+    cluster.wait_phase("rb", Phase::Active).await;
+    let deactivate = Patch::Merge(json!({"spec": {"deactivate": true}}));
+    Api::<ActivationRequest>::all(cluster.client.clone())
+        .patch("rb", &PatchParams::default(), &deactivate)
+        .await
+        .unwrap();
+    // A minute on, past the revocation grace: Entra still refuses the removal (five minutes
+    // since the assignment). The request says so, with Entra's reason.
+    w.clock.advance(SignedDuration::from_mins(1));
+    eventually(
+        "rb reports the removal overdue, with the reason",
+        || async {
+            cluster
+                .get("rb")
+                .await
+                .status
+                .map(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| {
+                    c.type_ == "Active"
+                        && c.reason == "RevocationOverdue"
+                        && c.message.contains("ActiveDurationTooShort")
+                })
+        },
+    )
+    .await;
+    assert!(w.graph.pim_end(&g, &bob).is_some(), "still held meanwhile");
+    // Once the five minutes are over, the retry removes bob and the request ends.
+    w.clock.advance(SignedDuration::from_mins(4));
+    cluster.wait_phase("rb", Phase::Deactivated).await;
+    assert_eq!(w.graph.pim_end(&g, &bob), None);
+    stop(operator).await;
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn membership_mode_a_last_just_in_time_owner_is_warned_of_and_reported_not_retried_silently()
+{
+    use k8s_openapi::api::events::v1::Event;
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let alice = w.graph.add_user("alice@contoso.com");
+    let cluster = Cluster::new(w.clock.clone(), &g, &["alice@contoso.com"]).await;
+    // Owners it did not grant are kept and reported (standingAccess: Report).
+    let owner_role = Patch::Merge(
+        json!({"spec": {"roles": {"owner": {"policy": "p"}}, "standingAccess": "Report"}}),
+    );
+    Api::<PimGroup>::all(cluster.client.clone())
+        .patch("g", &PatchParams::default(), &owner_role)
+        .await
+        .unwrap();
+    cluster
+        .assign(
+            "alice-owner",
+            Role::Owner,
+            AssignmentType::Eligible,
+            "alice@contoso.com",
+        )
+        .await;
+    let operator = cluster.start(Arc::new(w.membership()));
+    // The group has no owner of its own: the PimGroup says the last one would be kept.
+    eventually("the PimGroup warns of the last owner", || {
+        cluster.group_says("OwnersRemovable", "LastOwnerKept", &[])
+    })
+    .await;
+
+    let spec = ActivationRequestSpec {
+        group: "g".into(),
+        role: Some(Role::Owner),
+        duration: Some("30m".into()),
+        justification: Some("quarterly report".into()),
+        requester: Some(Requester {
+            username: "alice@contoso.com".into(),
+            ..Default::default()
+        }),
+        principal: Some("alice@contoso.com".into()),
+        ..Default::default()
+    };
+    Api::<ActivationRequest>::all(cluster.client.clone())
+        .create(&PostParams::default(), &ActivationRequest::new("ro", spec))
+        .await
+        .unwrap();
+    cluster.wait_phase("ro", Phase::Active).await;
+    assert_eq!(
+        w.graph.owners(&g),
+        BTreeSet::from(["alice@contoso.com".to_owned()])
+    );
+    // At the end Entra refuses to remove its only owner: reported overdue with the reason, a
+    // Warning Event on the PimGroup, and the refusal counted.
+    w.clock.advance(SignedDuration::from_mins(31));
+    eventually("ro reports the kept owner", || async {
+        cluster
+            .get("ro")
+            .await
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| {
+                c.type_ == "Active"
+                    && c.reason == "RevocationOverdue"
+                    && c.message.contains("last owner")
+            })
+    })
+    .await;
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), "default");
+    eventually("a RevocationRefused Event on the PimGroup", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("RevocationRefused")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("g")
+                    && e.note.as_deref().is_some_and(|n| n.contains("last owner"))
+            })
+    })
+    .await;
+    assert!(
+        operator
+            .metrics
+            .encode()
+            .contains(r#"pim_graph_refusals_total{rule="LastOwner"}"#)
+    );
+    assert!(w.graph.owners(&g).contains("alice@contoso.com"));
+    // Another owner is added by hand: the warning clears and the removal goes through.
+    let carol = w.graph.add_user("carol@contoso.com");
+    w.graph.add_owner(&g, &carol);
+    w.clock.advance(SignedDuration::from_mins(1));
+    cluster.wait_phase("ro", Phase::Expired).await;
+    assert_eq!(
+        w.graph.owners(&g),
+        BTreeSet::from(["carol@contoso.com".to_owned()])
+    );
+    eventually("the warning clears", || {
+        cluster.group_says("OwnersRemovable", "AnotherOwnerStays", &[])
+    })
+    .await;
+    let _ = alice;
+    stop(operator).await;
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_a_grant_the_tenant_policy_refuses_is_in_the_pim_group_status_not_resent() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    w.graph.add_user("bob@contoso.com");
+    // The tenant caps active assignments of the group at 15 days.
+    w.graph
+        .set_assignment_policy(support::graph::AssignmentPolicy {
+            expiration_required: true,
+            maximum_duration: Some(SignedDuration::from_hours(24 * 15)),
+        });
+    let cluster = Cluster::new(w.clock.clone(), &g, &[]).await;
+    cluster
+        .assign(
+            "bob",
+            Role::Member,
+            AssignmentType::Active,
+            "bob@contoso.com",
+        )
+        .await;
+    let operator = cluster.start(Arc::new(w.pim()));
+    eventually("InSync names the failed policy rule", || {
+        cluster.group_says(
+            "InSync",
+            "Converging",
+            &[
+                "ExpirationRule",
+                "RoleAssignmentRequestPolicyValidationFailed",
+            ],
+        )
+    })
+    .await;
+    // More passes (time moves, every object is looked at again): Graph is not asked again.
+    for _ in 0..3 {
+        w.clock.advance(SignedDuration::from_mins(1));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(w.graph.count("POST", "/assignmentScheduleRequests"), 1);
+    assert!(w.graph.members(&g).is_empty());
     stop(operator).await;
     w.graph.assert_clean();
 }

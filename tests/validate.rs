@@ -416,7 +416,10 @@ fn cross_references() {
     check_case(
         "policy of a group",
         "apiVersion: pim.dev/v1alpha1\nkind: PimGroup\nmetadata:\n  name: dev\nspec:\n  group: {displayName: Devs}\n  roles:\n    member: {policy: dev}\n    owner:\n      policy: ops\n",
-        &[(8, 14, "policy-not-found", "spec.roles.member.policy")],
+        &[
+            (8, 14, "policy-not-found", "spec.roles.member.policy"),
+            (9, 5, "last-owner", "spec.roles.owner"),
+        ],
     );
 }
 

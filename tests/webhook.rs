@@ -86,6 +86,7 @@ fn admission_as(keyring: Option<Keyring>, operator: &str) -> Admission {
         keyring,
         schema: SchemaChecker::new().unwrap(),
         operator_username: operator.into(),
+        shortest_assignments: Default::default(),
     }
 }
 
@@ -1398,4 +1399,50 @@ fn issue_18_finding_8_refusals_say_what_to_change() {
     for generic in ["change the object", "the message says"] {
         assert!(!message.contains(generic), "{message}");
     }
+}
+
+/// Issue 16: Entra's PIM for Groups makes no assignment under five minutes, so a shorter
+/// request through an Entra directory in pim mode is admitted with a warning saying how long
+/// the access will be held.
+#[test]
+fn a_request_shorter_than_the_directory_holds_is_admitted_with_a_warning() {
+    let mut admission = admission(Some(keyring()));
+    let directory = catalog().groups[GROUP].spec.directory.clone();
+    admission
+        .shortest_assignments
+        .insert(directory.clone(), jiff::SignedDuration::from_mins(5));
+    let validate = |duration: &str| {
+        let object = request_object(GROUP, json!({"duration": duration}));
+        let review = |stage: Stage, object: &Value| {
+            run(
+                &admission,
+                stage,
+                &wire(
+                    "ActivationRequest",
+                    "activationrequests",
+                    "CREATE",
+                    &alice(),
+                    object,
+                    None,
+                ),
+            )
+        };
+        let mutated = review(Stage::Mutate, &object);
+        assert!(mutated.allowed, "{}", mutated.message);
+        assert!(mutated.warnings.is_empty(), "the validating stage warns");
+        let validated = review(Stage::Validate, &mutated.patched);
+        assert!(validated.allowed, "{}", validated.message);
+        validated.warnings
+    };
+    let warnings = validate("2m");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    for part in [
+        "spec.duration: 2m",
+        "ActiveDurationTooShort",
+        "held 5m",
+        &directory,
+    ] {
+        assert!(warnings[0].contains(part), "{part} in {warnings:?}");
+    }
+    assert!(validate("30m").is_empty());
 }

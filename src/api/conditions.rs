@@ -12,6 +12,9 @@ pub mod types {
     // PimGroup and AccessPolicy
     pub const READY: &str = "Ready";
     pub const IN_SYNC: &str = "InSync";
+    /// PimGroup with a managed owner role, on a directory that keeps a group's last owner:
+    /// False while no owner but just-in-time ones is in the group.
+    pub const OWNERS_REMOVABLE: &str = "OwnersRemovable";
     // EligibleAssignment
     pub const VALID: &str = "Valid";
     pub const EFFECTIVE: &str = "Effective";

@@ -233,6 +233,19 @@ pub mod rules {
         "remove spec.requester and spec.principal, and create the request as the user who needs the access, through the API server with the webhook installed",
     );
 
+    pub const OWNER_IS_A_GROUP: Rule = rule(
+        "owner-is-a-group",
+        Error,
+        "An Active EligibleAssignment of the owner role names a group: a group's owners can only be users or service principals (Microsoft Entra ID, the one directory with an owner role).",
+        "name a user in spec.principal.user, or set spec.type: Eligible so that the group's members activate ownership one at a time",
+    );
+    pub const LAST_OWNER: Rule = rule(
+        "last-owner",
+        Warning,
+        "The PimGroup manages the owner role: Microsoft Entra ID keeps a group's last owner, so a just-in-time owner who is the group's only owner is never removed.",
+        "set fallbackOwner on the entra directory (a service principal the operator keeps as standing owner), or keep an owner of your own in the group with spec.standingAccess: Report",
+    );
+
     /// Every rule, in a stable order.
     pub const ALL: &[Rule] = &[
         YAML_SYNTAX,
@@ -264,6 +277,8 @@ pub mod rules {
         SCHEDULE_ENDED,
         INVALID_START_TIME,
         STAMPED_BY_WEBHOOK,
+        OWNER_IS_A_GROUP,
+        LAST_OWNER,
     ];
 }
 

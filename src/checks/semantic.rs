@@ -60,6 +60,13 @@ pub fn check_group(catalog: &Catalog, group: &PimGroup) -> Vec<Finding> {
     .flatten()
     .filter_map(|(path, policy)| missing_policy(catalog, path, policy))
     .collect();
+    if spec.roles.owner.is_some() {
+        out.push(Finding::new(
+            rules::LAST_OWNER,
+            "spec.roles.owner",
+            "the owner role is managed: Entra refuses to remove a group's last owner (\"The group must have at least one owner\"), so a just-in-time owner left as the only owner keeps ownership until another owner is added",
+        ));
+    }
 
     let name = group.metadata.name.as_deref().unwrap_or_default();
     for (other_name, other) in &catalog.groups {
@@ -118,21 +125,27 @@ pub fn check_assignment(
     now: Timestamp,
 ) -> Vec<Finding> {
     let spec = &assignment.spec;
+    let mut out = owner_is_a_group(assignment);
     let target = catalog.target(&spec.group, spec.role);
     match resolve(catalog, &target, &spec.group, spec.role) {
         Resolution::Usable(_) => {}
         Resolution::Broken(finding) => {
-            let mut out = vec![finding];
+            out.push(finding);
             out.extend(schedule_problems(assignment, now));
             return out;
         }
-        Resolution::ReportedElsewhere => return schedule_problems(assignment, now),
+        Resolution::ReportedElsewhere => {
+            out.extend(schedule_problems(assignment, now));
+            return out;
+        }
     }
     let window = match catalog.assignment_window(assignment, now) {
         Ok(window) => window,
-        Err(violations) => return violations.iter().map(Finding::from_violation).collect(),
+        Err(violations) => {
+            out.extend(violations.iter().map(Finding::from_violation));
+            return out;
+        }
     };
-    let mut out = Vec::new();
     let end_field = end_field(&spec.schedule);
     if let (Some(clipped), Some(end)) = (&window.clipped, window.end) {
         let cap = duration::format(end.duration_since(window.start));
@@ -167,6 +180,31 @@ pub fn check_assignment(
         );
     }
     out
+}
+
+/// An Active owner assignment to a group would make the group itself an owner, which Entra
+/// refuses: "Owners can be users or service principals" (Graph v1.0, "Add owners" of a group).
+/// An Eligible one is fine: its group's members activate ownership for themselves.
+fn owner_is_a_group(assignment: &EligibleAssignment) -> Vec<Finding> {
+    let spec = &assignment.spec;
+    let active = spec.assignment_type == crate::api::eligible_assignment::AssignmentType::Active;
+    match spec.principal.group.as_deref() {
+        Some(group) if active && spec.role == crate::api::common::Role::Owner => {
+            vec![
+                Finding::new(
+                    rules::OWNER_IS_A_GROUP,
+                    "spec.principal.group",
+                    format!(
+                        "group {group:?} cannot hold the owner role: a group's owners can only be users or service principals"
+                    ),
+                )
+                .hint(format!(
+                    "name a user in spec.principal.user instead of group {group:?}, or set spec.type: Eligible so that the members of {group:?} activate ownership one at a time"
+                )),
+            ]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// What makes a schedule unusable whatever its policy says (an end before the start, a zero
@@ -264,7 +302,7 @@ pub fn check_request(
 mod tests {
     use super::*;
     use crate::api::PrincipalRef;
-    use crate::api::eligible_assignment::EligibleAssignmentSpec;
+    use crate::api::eligible_assignment::{AssignmentType, EligibleAssignmentSpec};
     use crate::api::pim_group::{GroupRoles, PimGroupSpec, RoleSettings};
 
     fn ts(s: &str) -> Timestamp {
@@ -297,6 +335,60 @@ mod tests {
         catalog.insert_policy(AccessPolicy::new("ops", Default::default()));
         catalog.insert_group(group("ops", "Ops-Admins", "ops"));
         catalog
+    }
+
+    #[test]
+    fn an_active_owner_assignment_to_a_group_is_refused_and_the_owner_role_warns() {
+        let mut catalog = catalog();
+        let mut owned = group("owned", "Owned", "ops");
+        owned.spec.roles.owner = Some(RoleSettings {
+            policy: "ops".into(),
+        });
+        catalog.insert_group(owned.clone());
+        let rules_of = |findings: Vec<Finding>| -> Vec<&'static str> {
+            findings.iter().map(|f| f.rule).collect()
+        };
+        assert_eq!(rules_of(check_group(&catalog, &owned)), ["last-owner"]);
+        let assignment = |principal: PrincipalRef, kind: AssignmentType| {
+            EligibleAssignment::new(
+                "a",
+                EligibleAssignmentSpec {
+                    group: "owned".into(),
+                    role: crate::api::common::Role::Owner,
+                    assignment_type: kind,
+                    principal,
+                    justification: Some("x".into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let now = ts("2026-03-02T09:00:00Z");
+        let findings = check_assignment(
+            &catalog,
+            &assignment(PrincipalRef::group("admins"), AssignmentType::Active),
+            now,
+        );
+        assert_eq!(findings[0].rule, "owner-is-a-group", "{findings:?}");
+        assert_eq!(findings[0].path, "spec.principal.group");
+        // Eligible: the group's members activate ownership for themselves.
+        assert!(
+            check_assignment(
+                &catalog,
+                &assignment(PrincipalRef::group("admins"), AssignmentType::Eligible),
+                now,
+            )
+            .iter()
+            .all(|f| f.rule != "owner-is-a-group")
+        );
+        assert!(
+            check_assignment(
+                &catalog,
+                &assignment(PrincipalRef::user("alice"), AssignmentType::Active),
+                now,
+            )
+            .iter()
+            .all(|f| f.rule != "owner-is-a-group")
+        );
     }
 
     /// One new object, checked against a catalog that does not hold it yet: the webhook's case.

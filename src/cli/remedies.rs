@@ -182,6 +182,9 @@ fn corpus() -> Vec<String> {
         format!(
             "{AR}metadata: {{name: r12}}\nspec: {{group: ops, ticket: {{system: jira, number: OPS-1}}}}\n"
         ),
+        format!(
+            "{PG}metadata: {{name: owned}}\nspec: {{directory: entra, group: {{displayName: Owned}}, roles: {{member: {{policy: ops}}, owner: {{policy: ops}}}}}}\n---\n{EA}metadata: {{name: a11}}\nspec: {{group: owned, role: owner, type: Active, principal: {{group: admins}}, schedule: {{duration: 1d}}, justification: x}}\n"
+        ),
     ];
     cases
         .into_iter()

@@ -119,6 +119,9 @@ pub struct MembershipCache {
     members: Mutex<HashMap<(String, Role), BTreeSet<Member>>>,
     /// Failed removals per (PimGroup, role): members kept past the end of their access.
     overdue: Mutex<HashMap<(String, Role), usize>>,
+    /// Why the directory last refused to remove a member, per (PimGroup, role, member): the
+    /// request waiting for that removal reports it.
+    refused: Mutex<HashMap<(String, Role, Member), String>>,
 }
 
 impl MembershipCache {
@@ -133,8 +136,37 @@ impl MembershipCache {
         self.lock().insert((group.to_owned(), role), members)
     }
 
+    /// Records why the directory refused to remove `member` (`None`: the removal went through).
+    pub fn set_removal_refused(
+        &self,
+        group: &str,
+        role: Role,
+        member: &Member,
+        why: Option<String>,
+    ) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (group.to_owned(), role, member.clone());
+        match why {
+            Some(why) => refused.insert(key, why),
+            None => refused.remove(&key),
+        };
+    }
+
+    /// Why the directory last refused to remove `member`, if it did.
+    pub fn removal_refused(&self, group: &str, role: Role, member: &Member) -> Option<String> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(group.to_owned(), role, member.clone()))
+            .cloned()
+    }
+
     pub fn forget(&self, group: &str) {
         self.lock().retain(|(g, _), _| g != group);
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(g, _, _), _| g != group);
         self.overdue
             .lock()
             .unwrap_or_else(|e| e.into_inner())

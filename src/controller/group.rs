@@ -50,6 +50,28 @@ mod reasons {
     pub const CONVERGED: &str = "Converged";
     pub const UNEXPLAINED_MEMBERS: &str = "UnexplainedMembers";
     pub const CONVERGING: &str = "Converging";
+    pub const LAST_OWNER_KEPT: &str = "LastOwnerKept";
+    pub const ANOTHER_OWNER_STAYS: &str = "AnotherOwnerStays";
+}
+
+/// Whether a just-in-time owner can be removed: the directory keeps a group's last owner, so
+/// the group needs an owner besides those the operator grants (`others`: how many it has).
+fn owners_removable(others: usize) -> ConditionState {
+    if others == 0 {
+        ConditionState {
+            type_: types::OWNERS_REMOVABLE,
+            status: ConditionStatus::False,
+            reason: reasons::LAST_OWNER_KEPT,
+            message: "the group has no owner but those pim-operator grants, and the directory refuses to remove a group's last owner: the last just-in-time owner would keep ownership; add a standing owner (with standingAccess: Report) or set fallbackOwner on the directory".to_owned(),
+        }
+    } else {
+        ConditionState {
+            type_: types::OWNERS_REMOVABLE,
+            status: ConditionStatus::True,
+            reason: reasons::ANOTHER_OWNER_STAYS,
+            message: format!("{others} owner(s) besides those pim-operator grants stay"),
+        }
+    }
 }
 
 pub async fn reconcile(object: Arc<Lenient<PimGroup>>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -235,6 +257,7 @@ async fn reconcile_group_object(
     // of the current group, which may be what fails.
     let mut elsewhere_failures = revoke_elsewhere(ctx, &entries, Some(&current)).await;
     // Every role's removals, then every role's grants: revocations go first (DESIGN §8).
+    let reference = group.object_ref(&());
     let mut passes = Vec::new();
     for role in roles_of(group) {
         let role_pass = revoke_role(
@@ -248,6 +271,7 @@ async fn reconcile_group_object(
                 entries: &entries,
                 proven: &proven,
                 adopting: stored.ledger_adopted_at.is_none(),
+                object: &reference,
             },
             role,
             deleting,
@@ -258,7 +282,16 @@ async fn reconcile_group_object(
     }
     ctx.trigger_groups(ctx.priority.removals_made(&name, pass));
     let mut results = Vec::new();
+    let mut owners = None;
     for mut role_pass in passes {
+        if role_pass.role == Role::Owner && directory.keeps_last_owner() {
+            let others = role_pass
+                .actual
+                .iter()
+                .filter(|m| !role_pass.ours.contains(*m))
+                .count();
+            owners = Some(owners_removable(others));
+        }
         if !deleting && blocked.is_none() {
             grant_role(
                 ctx,
@@ -362,7 +395,11 @@ async fn reconcile_group_object(
             group_id.0, group.spec.directory
         ),
     );
-    let mut status = status_with(&stored, group, Some(&group_id), &[ready, in_sync], now);
+    let conditions: Vec<ConditionState> = [Some(ready), Some(in_sync), owners]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut status = status_with(&stored, group, Some(&group_id), &conditions, now);
     status.active_principals = Some(count(results.iter().map(|r| r.active).sum()));
     status.eligible_principals = Some(count(eligible_principals(&catalog, &name, now)));
     status.unexplained_members = unexplained.into_iter().take(UNEXPLAINED_MAX).collect();
@@ -581,6 +618,34 @@ struct RoleScope<'a> {
     proven: &'a BTreeMap<Role, Vec<ProvenGrant>>,
     /// The first pass since the ledger exists: grants made before it are recorded.
     adopting: bool,
+    /// The PimGroup, for Events.
+    object: &'a k8s_openapi::api::core::v1::ObjectReference,
+}
+
+/// A removal the directory refused for good (Entra's last owner, say): a Warning Event on the
+/// PimGroup, besides InSync and the waiting request's RevocationOverdue.
+async fn report_refused_removal(
+    ctx: &Context,
+    object: &k8s_openapi::api::core::v1::ObjectReference,
+    role: Role,
+    member: &Member,
+    error: &DirectoryError,
+) {
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "RevocationRefused".to_owned(),
+        note: Some(
+            format!("the directory refused to remove {role} {member}: {error}")
+                .chars()
+                .take(1024)
+                .collect(),
+        ),
+        action: "Revoke".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, object).await {
+        tracing::debug!(%error, "could not publish an Event");
+    }
 }
 
 /// Lists one role's members, plans against the ledger, makes the removals in parallel, and
@@ -601,6 +666,7 @@ async fn revoke_role(
         entries,
         proven,
         adopting,
+        object: _,
     } = scope;
     let grants = proven.get(&role).cloned().unwrap_or_default();
     let known: BTreeSet<Member> = entries
@@ -657,6 +723,25 @@ async fn revoke_role(
         .collect()
         .await;
     for (member, result) in removals {
+        // Requests waiting for this removal report why it did not go through, when the
+        // directory refused it for longer than the revocation grace (a rule of its own, such
+        // as Entra's five minutes or last owner), not for a passing fault.
+        let lasting = |error: &&DirectoryError| match error {
+            DirectoryError::Permanent { .. } => true,
+            DirectoryError::Transient { retry_after, .. } => {
+                retry_after.is_some_and(|after| after > ctx.settings.revocation_grace)
+            }
+        };
+        ctx.membership.set_removal_refused(
+            name,
+            role,
+            member,
+            result
+                .as_ref()
+                .err()
+                .filter(lasting)
+                .map(ToString::to_string),
+        );
         match result {
             Ok(()) => {
                 members.remove(member);
@@ -687,7 +772,12 @@ async fn revoke_role(
                     }
                 }
             }
-            Err(error) => failures.push((member.clone(), error)),
+            Err(error) => {
+                if !error.is_transient() {
+                    report_refused_removal(ctx, scope.object, role, member, &error).await;
+                }
+                failures.push((member.clone(), error));
+            }
         }
     }
     // Entries whose member is absent, or explained by a live grant: nothing to remove.

@@ -93,6 +93,9 @@ async fn reconcile_request_object(
         removal_confirmed_at: ctx.ledger.removal_confirmed_at(uid),
         revocation_grace: jiff::SignedDuration::try_from(ctx.settings.revocation_grace)
             .unwrap_or(jiff::SignedDuration::from_secs(30)),
+        removal_refused: ctx
+            .membership
+            .removal_refused(&spec.group, spec.role(), &principal),
     };
     let outcome = reconcile_request(
         &catalog,

@@ -83,6 +83,9 @@ pub struct Facts<'a> {
     pub removal_confirmed_at: Option<Timestamp>,
     /// How long past a window's end a removal may take before it is reported overdue.
     pub revocation_grace: SignedDuration,
+    /// Why the directory refused the removal on its last try (a rule of the directory's, such as
+    /// Entra's five minutes), reported while the removal waits.
+    pub removal_refused: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -763,11 +766,16 @@ impl<'a> Pass<'a> {
         } else {
             self.prior
         };
+        let refused = self
+            .facts
+            .removal_refused
+            .map(|why| format!(" (the directory refused it: {why})"))
+            .unwrap_or_default();
         self.set(
             kept,
             reasons::REVOCATION_PENDING,
             format!(
-                "{phase} ({reason}): {message}; waiting for the directory to confirm the removal"
+                "{phase} ({reason}): {message}; waiting for the directory to confirm the removal{refused}"
             ),
         );
         self.out.next_deadline = overdue_at.filter(|t| *t > self.now);
@@ -802,11 +810,13 @@ impl<'a> Pass<'a> {
         let phase = self.out.phase;
         let removing = self.ending.is_some() && self.out.reason == reasons::REVOCATION_PENDING;
         let active = if removing {
-            // Overdue once the planned end is a grace period behind us.
-            let overdue = self
-                .out
-                .window
-                .is_none_or(|w| self.now >= add(w.end, self.facts.revocation_grace));
+            // Overdue once the planned end is a grace period behind us, or once the directory
+            // refused the removal (an early end the directory will not make yet).
+            let overdue = self.facts.removal_refused.is_some()
+                || self
+                    .out
+                    .window
+                    .is_none_or(|w| self.now >= add(w.end, self.facts.revocation_grace));
             condition(
                 types::ACTIVE,
                 ConditionStatus::False,

@@ -149,6 +149,13 @@ pub trait Directory: Send + Sync {
         false
     }
 
+    /// Whether this directory refuses to remove a group's last owner and has nobody to hand
+    /// ownership to first (Entra in membership mode without `fallbackOwner`), so that a
+    /// just-in-time owner who is the only owner is never removed. Default: no.
+    fn keeps_last_owner(&self) -> bool {
+        false
+    }
+
     /// For a member already present: whether the end the directory holds differs from `until`,
     /// so `add_member_until` must move it (a later overlapping grant, or a shortened one). From
     /// what the last listing said; never a directory call. Default: never.

@@ -13,7 +13,7 @@ use crate::core::status::request_status;
 
 /// What the directory and the grant ledger say about the request's access, as the caller last
 /// observed them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectoryObservation {
     pub member_present: bool,
     /// The ledger holds an open entry for this request (by uid).
@@ -22,6 +22,8 @@ pub struct DirectoryObservation {
     pub removal_confirmed_at: Option<Timestamp>,
     /// How long past a window's end a removal may take before it is reported overdue.
     pub revocation_grace: jiff::SignedDuration,
+    /// Why the directory refused the principal's removal on the last try, if it did.
+    pub removal_refused: Option<String>,
 }
 
 /// The outcome of a pass.
@@ -74,6 +76,7 @@ pub fn reconcile_request(
         access_held: observation.access_held,
         removal_confirmed_at: observation.removal_confirmed_at,
         revocation_grace: observation.revocation_grace,
+        removal_refused: observation.removal_refused.as_deref(),
     };
     let view = RequestView {
         spec,

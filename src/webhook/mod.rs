@@ -103,6 +103,7 @@ pub async fn start(
             keyring,
             schema: crate::checks::SchemaChecker::new()?,
             operator_username,
+            shortest_assignments: shortest_assignments(config),
         },
         catalog: server::CatalogSource::Watched(catalog::WatchedCatalog::start(client, &shutdown)),
         clock,
@@ -115,6 +116,24 @@ pub async fn start(
         })?;
     tracing::info!(address = %bound, "serving the admission webhook");
     Ok(Some(task))
+}
+
+/// The directories that make no assignment shorter than some length: Entra in `pim` mode
+/// (PIM for Groups' five minutes).
+fn shortest_assignments(
+    config: &Config,
+) -> std::collections::BTreeMap<String, jiff::SignedDuration> {
+    use crate::directory::entra::{EntraMode, pim};
+    config
+        .directories
+        .iter()
+        .filter_map(|(name, directory)| match directory {
+            crate::config::DirectoryConfig::Entra(entra) if entra.mode == EntraMode::Pim => {
+                Some((name.clone(), pim::MINIMUM))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Picks up rotated certificate files (cert-manager renews in place); renews our own

@@ -36,6 +36,10 @@ pub struct Admission {
     pub mfa_claim: MfaClaim,
     pub keyring: Option<Keyring>,
     pub schema: SchemaChecker,
+    /// Directories (by name) that make no assignment shorter than this: Entra in `pim` mode,
+    /// five minutes. A request for less through one of them is admitted with a warning that
+    /// says how long the directory will hold the access.
+    pub shortest_assignments: std::collections::BTreeMap<String, jiff::SignedDuration>,
     /// The operator's own Kubernetes username, learned at start from SelfSubjectReview
     /// ([`super::identity::operator_username`]): the only caller that moves our finalizer.
     pub operator_username: String,
@@ -214,7 +218,13 @@ impl Admission {
             Ok(mutated) => mutated,
             Err(denied) => return response.deny(denied),
         };
+        let mut response = response;
         if old.is_none() {
+            if stage == Stage::Validate
+                && let Some(warning) = self.shorter_than_the_directory_holds(catalog, &ar)
+            {
+                response.warnings = Some(vec![warning]);
+            }
             // The request against its policy and the caller's eligibility, as `validate` checks it.
             let subject = mutated.clone().unwrap_or(ar);
             let findings = check_object(catalog, &PimObject::ActivationRequest(subject), now);
@@ -244,6 +254,26 @@ impl Admission {
 }
 
 impl Admission {
+    /// A warning for a request shorter than its group's directory makes an assignment for.
+    fn shorter_than_the_directory_holds(
+        &self,
+        catalog: &Catalog,
+        ar: &ActivationRequest,
+    ) -> Option<String> {
+        let group = catalog.groups.get(&ar.spec.group)?;
+        let directory = &group.spec.directory;
+        let shortest = *self.shortest_assignments.get(directory)?;
+        let asked = ar.spec.duration.as_deref()?;
+        let duration = crate::core::duration::parse("spec.duration", asked).ok()?;
+        (duration < shortest).then(|| {
+            format!(
+                "spec.duration: {asked} is shorter than directory {directory:?} makes an assignment for (Microsoft Entra PIM for Groups: {} at least, ActiveDurationTooShort); the access is held {} and removed no sooner",
+                crate::core::duration::format(shortest),
+                crate::core::duration::format(shortest),
+            )
+        })
+    }
+
     /// The metadata rules of ActivationRequests (DESIGN §7, issue 14 finding 5), on create and on
     /// every update, whatever else changes. Labels and annotations are free. Finalizers and
     /// owner references decide when a request disappears, so:

@@ -123,13 +123,31 @@ struct Fault {
     code: String,
 }
 
-/// How a principal belongs to a group: by plain membership, or by a PIM assignment with an end
-/// (`None`: permanent). Entra's PIM lists plain members as permanent assignments.
+/// How a principal belongs to a group: by plain membership, or by a PIM assignment made at
+/// `start` with an end (`None`: permanent). Entra's PIM lists plain members as permanent
+/// assignments.
 #[derive(Debug, Clone, PartialEq)]
 enum Membership {
     Direct,
-    Pim(Option<Timestamp>),
+    Pim {
+        start: Timestamp,
+        end: Option<Timestamp>,
+    },
 }
+
+/// The tenant's PIM policy for a group's active assignments, as its
+/// `Expiration_Admin_Assignment` rule says (`unifiedRoleManagementPolicyExpirationRule`:
+/// `isExpirationRequired`, `maximumDuration`; "Working with rules in PIM using Microsoft Graph").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AssignmentPolicy {
+    pub expiration_required: bool,
+    pub maximum_duration: Option<jiff::SignedDuration>,
+}
+
+/// "Assign eligibility for a group in Privileged Identity Management" (Microsoft Entra docs):
+/// an assignment "can't be assigned for a duration of less than five minutes" and "can't be
+/// removed within five minutes of it being assigned".
+const PIM_MINIMUM: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
 #[derive(Debug, Clone)]
 struct Group {
@@ -161,6 +179,12 @@ struct State {
     violations: Vec<String>,
     schedule_requests: Vec<Value>,
     mail: Vec<Value>,
+    /// Service principals, by object id: owners may be users or service principals.
+    service_principals: BTreeMap<String, String>,
+    /// What time it is for Graph (the test's clock); without one, the rules that need the time
+    /// of a removal are not played.
+    clock: Option<Arc<dyn pim_operator::clock::Clock>>,
+    policy: AssignmentPolicy,
 }
 
 pub struct FakeGraph {
@@ -329,6 +353,24 @@ impl FakeGraph {
             .insert(principal.to_owned(), Membership::Direct);
     }
 
+    /// A service principal (an application's identity in the tenant), which can own groups.
+    pub fn add_service_principal(&self, name: &str) -> String {
+        let mut state = self.lock();
+        let id = Self::new_id(&mut state);
+        state.service_principals.insert(id.clone(), name.to_owned());
+        id
+    }
+
+    /// Graph's time: the test's clock, for the rules that depend on when a request comes.
+    pub fn set_clock(&self, clock: Arc<dyn pim_operator::clock::Clock>) {
+        self.lock().clock = Some(clock);
+    }
+
+    /// The tenant's PIM policy for active assignments of groups.
+    pub fn set_assignment_policy(&self, policy: AssignmentPolicy) {
+        self.lock().policy = policy;
+    }
+
     pub fn add_owner(&self, group: &str, principal: &str) {
         self.lock()
             .groups
@@ -371,7 +413,7 @@ impl FakeGraph {
     pub fn pim_end(&self, group: &str, principal: &str) -> Option<Option<Timestamp>> {
         match self.lock().groups[group].members.get(principal)? {
             Membership::Direct => Some(None),
-            Membership::Pim(end) => Some(*end),
+            Membership::Pim { end, .. } => Some(*end),
         }
     }
 
@@ -379,7 +421,9 @@ impl FakeGraph {
     pub fn expire(&self, now: Timestamp) {
         for group in self.lock().groups.values_mut() {
             for list in [&mut group.members, &mut group.owners] {
-                list.retain(|_, m| !matches!(m, Membership::Pim(Some(end)) if *end <= now));
+                list.retain(
+                    |_, m| !matches!(m, Membership::Pim { end: Some(end), .. } if *end <= now),
+                );
             }
         }
     }
@@ -1192,8 +1236,14 @@ fn add_ref(
             format!("add $ref: @odata.id must be {prefix}{{id}}: {body}"),
         );
     };
-    if !s.users.contains_key(&oid) && !s.groups.contains_key(&oid) {
+    if !s.users.contains_key(&oid)
+        && !s.groups.contains_key(&oid)
+        && !s.service_principals.contains_key(&oid)
+    {
         return not_found(&oid);
+    }
+    if rel == "owners" && s.groups.contains_key(&oid) {
+        return owner_not_a_group();
     }
     let Some(group) = s.groups.get_mut(id) else {
         return not_found(id);
@@ -1234,6 +1284,16 @@ fn remove_ref(
     } else {
         &mut group.owners
     };
+    // "Once owners are assigned to a group, the last owner of the group can't be removed"
+    // (Microsoft Entra docs, "Manage groups owners"); Graph answers it as in
+    // microsoftgraph/microsoft-graph-docs-contrib#3741.
+    if rel == "owners" && list.len() == 1 && list.contains_key(oid) {
+        return graph_error(
+            400,
+            "Request_BadRequest",
+            "The group must have at least one owner, hence this owner cannot be removed.",
+        );
+    }
     if list.remove(oid).is_none() {
         return not_found(oid);
     }
@@ -1305,6 +1365,54 @@ fn request_now(body: &Value) -> Timestamp {
         .unwrap_or_default()
 }
 
+/// `ActiveDurationTooShort`, as Graph spells it (misspelling included) for a schedule shorter
+/// than five minutes, or a removal inside them (PIM_MINIMUM).
+fn too_short() -> Response {
+    graph_error(
+        400,
+        "ActiveDurationTooShort",
+        "The Active duration is too short. Miniumum Required is 5 minutes.",
+    )
+}
+
+/// "Owners can be users or service principals" (Graph v1.0, "Add owners" of a group; the PIM
+/// for Groups owner assignment likewise). Graph's code for a group here is not documented.
+fn owner_not_a_group() -> Response {
+    graph_error(
+        400,
+        "Request_BadRequest",
+        "Owners of a group can only be users or service principals.",
+    )
+}
+
+/// What the tenant's policy and PIM's five-minute floor refuse of a schedule from `start` to
+/// `end`. A policy rule failure is `RoleAssignmentRequestPolicyValidationFailed` naming the
+/// rules, e.g. "The following policy rules failed: [\"ExpirationRule\"]" (seen from Graph in
+/// MicrosoftDocs/azure-docs#80426 and hashicorp/terraform-provider-azuread#1450).
+fn policy_refusal(
+    policy: AssignmentPolicy,
+    start: Timestamp,
+    end: Option<Timestamp>,
+) -> Option<Response> {
+    let too_long = match end {
+        None => policy.expiration_required,
+        Some(end) => policy
+            .maximum_duration
+            .is_some_and(|max| end.duration_since(start) > max),
+    };
+    if too_long {
+        return Some(graph_error(
+            400,
+            "RoleAssignmentRequestPolicyValidationFailed",
+            "The following policy rules failed: [\"ExpirationRule\"]",
+        ));
+    }
+    if end.is_some_and(|end| end.duration_since(start) < PIM_MINIMUM) {
+        return Some(too_short());
+    }
+    None
+}
+
 fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> Response {
     if !query.is_empty() {
         return violation(s, "schedule request with a query".to_owned());
@@ -1341,8 +1449,8 @@ fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> 
     if body["justification"].as_str().is_none_or(str::is_empty) {
         return graph_error(400, "JustificationRule", "Justification is required.");
     }
-    let end = if action == "adminRemove" {
-        None
+    let (start, end) = if action == "adminRemove" {
+        (None, None)
     } else {
         let info = &body["scheduleInfo"];
         let Some(start) = info["startDateTime"].as_str().and_then(documented_time) else {
@@ -1351,21 +1459,32 @@ fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> 
                 format!("schedule request: scheduleInfo.startDateTime in {info}"),
             );
         };
-        match info["expiration"]["type"].as_str() {
-            Some("noExpiration") => Some(None),
+        let end = match info["expiration"]["type"].as_str() {
+            Some("noExpiration") => None,
             Some("afterDateTime") => match info["expiration"]["endDateTime"]
                 .as_str()
                 .and_then(documented_time)
             {
-                Some(end) if end > start => Some(Some(end)),
+                Some(end) if end > start => Some(end),
                 _ => return violation(s, format!("schedule request: expiration {info}")),
             },
             _ => return violation(s, format!("schedule request: expiration type in {info}")),
+        };
+        if let Some(refused) = policy_refusal(s.policy, start, end) {
+            return refused;
         }
+        (Some(start), Some(end))
     };
-    if !s.users.contains_key(&principal) && !s.groups.contains_key(&principal) {
+    if !s.users.contains_key(&principal)
+        && !s.groups.contains_key(&principal)
+        && !s.service_principals.contains_key(&principal)
+    {
         return graph_error(400, "InvalidPrincipal", "The principal does not exist.");
     }
+    if access == "owner" && s.groups.contains_key(&principal) {
+        return owner_not_a_group();
+    }
+    let now = s.clock.as_ref().map(|c| c.now());
     let Some(group) = s.groups.get_mut(&group_id) else {
         return graph_error(400, "InvalidResource", "The resource does not exist.");
     };
@@ -1395,7 +1514,7 @@ fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> 
         // only within 14 days of the end ("Extend or renew PIM for groups assignments"). Graph's
         // error code for it is not documented: this one says what was refused.
         ("adminExtend", true)
-            if !matches!(list.get(&principal), Some(Membership::Pim(Some(held)))
+            if !matches!(list.get(&principal), Some(Membership::Pim { end: Some(held), .. })
                 if *held <= request_now(body) + jiff::SignedDuration::from_hours(14 * 24)) =>
         {
             return graph_error(
@@ -1404,11 +1523,31 @@ fn schedule_request(s: &mut State, query: &[(String, String)], body: &Value) -> 
                 "adminExtend is only for an assignment that expires within 14 days.",
             );
         }
+        // "Can't be removed within five minutes of it being assigned" (module docs of
+        // PIM_MINIMUM); Graph answers `ActiveDurationTooShort`, as for a deactivation of a
+        // directory role inside five minutes.
+        ("adminRemove", true)
+            if matches!((list.get(&principal), now), (Some(Membership::Pim { start, .. }), Some(now))
+                if now < *start + PIM_MINIMUM) =>
+        {
+            return too_short();
+        }
         ("adminRemove", true) => {
             list.remove(&principal);
         }
         (_, _) => {
-            list.insert(principal.clone(), Membership::Pim(end.flatten()));
+            // An update keeps the time the assignment was made.
+            let start = match list.get(&principal) {
+                Some(Membership::Pim { start, .. }) if action != "adminAssign" => *start,
+                _ => start.unwrap_or_default(),
+            };
+            list.insert(
+                principal.clone(),
+                Membership::Pim {
+                    start,
+                    end: end.flatten(),
+                },
+            );
         }
     }
     let id = FakeGraph::new_id(s);
@@ -1459,16 +1598,19 @@ fn instances(s: &mut State, base: &str, path: &str, query: &[(String, String)]) 
     let mut items = Vec::new();
     for (access, list) in [("member", &group.members), ("owner", &group.owners)] {
         for (principal, how) in list {
-            let end = match how {
-                Membership::Direct | Membership::Pim(None) => Value::Null,
-                Membership::Pim(Some(end)) => json!(end.to_string()),
+            let (start, end) = match how {
+                Membership::Direct => (json!("2026-03-02T09:00:00Z"), Value::Null),
+                Membership::Pim { start, end } => (
+                    json!(start.to_string()),
+                    end.map_or(Value::Null, |e| json!(e.to_string())),
+                ),
             };
             items.push(json!({
                 "id": format!("{group_id}_{access}_{principal}"),
                 "principalId": principal,
                 "groupId": group_id,
                 "accessId": access,
-                "startDateTime": "2026-03-02T09:00:00Z",
+                "startDateTime": start,
                 "endDateTime": end,
                 "assignmentType": "Assigned",
                 "memberType": "Direct",

@@ -273,6 +273,34 @@ fn a_deactivation_waits_for_the_removal_too() {
     assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(11)));
 }
 
+// Issue 16: an early end the directory refuses (Entra's five minutes, a last owner) is overdue
+// at once, and says why; it is not "under way" until the window's planned end.
+#[test]
+fn a_refused_removal_is_overdue_with_the_directory_s_reason() {
+    let mut w = World::new();
+    w.member_present = true;
+    w.access_held = true;
+    w.step(0);
+    w.spec.deactivate = Some(true);
+    w.removal_refused = Some("ActiveDurationTooShort; removed at 09:05:00Z".to_owned());
+    assert_eq!(w.step(1), Phase::Active);
+    assert_eq!(
+        cond(&w, types::ACTIVE),
+        is("False", reasons::REVOCATION_OVERDUE)
+    );
+    assert!(
+        w.last()
+            .message
+            .ends_with("(the directory refused it: ActiveDurationTooShort; removed at 09:05:00Z)"),
+        "{}",
+        w.last().message
+    );
+    w.access_held = false;
+    w.removal_refused = None;
+    w.removal_confirmed_at = Some(at(5));
+    assert_eq!(w.step(6), Phase::Deactivated);
+}
+
 #[test]
 fn window_is_clipped_to_the_end_of_eligibility() {
     let mut w = World::new();

@@ -49,6 +49,8 @@ pub struct World {
     pub member_present: bool,
     pub access_held: bool,
     pub removal_confirmed_at: Option<Timestamp>,
+    /// Why the directory refused the removal, as the group controller last saw it.
+    pub removal_refused: Option<String>,
     pub deleting: bool,
     pub last: Option<Decision>,
 }
@@ -80,6 +82,7 @@ impl World {
             member_present: false,
             access_held: false,
             removal_confirmed_at: None,
+            removal_refused: None,
             deleting: false,
             last: None,
         }
@@ -128,6 +131,7 @@ impl World {
             access_held: self.access_held,
             removal_confirmed_at: self.removal_confirmed_at,
             revocation_grace: SignedDuration::from_secs(30),
+            removal_refused: self.removal_refused.as_deref(),
         };
         let view = RequestView {
             spec: &self.spec,

@@ -100,6 +100,12 @@ pub struct EntraConfig {
     /// The justification on PIM schedule requests (`pim` mode). Default `pim-operator`.
     #[serde(default = "default_justification")]
     pub justification: String,
+    /// `membership` mode: the object id of a service principal the operator makes an owner of a
+    /// group before it removes the group's last owner, which Entra refuses ("The group must
+    /// have at least one owner"). It stays as a standing owner: never listed, never removed.
+    /// Default: none, and a last just-in-time owner stays, reported overdue.
+    #[serde(default)]
+    pub fallback_owner: Option<String>,
 }
 
 fn default_graph_endpoint() -> String {
@@ -178,6 +184,7 @@ impl EntraConfig {
             max_retry_wait: default_max_retry_wait(),
             request_timeout: default_request_timeout(),
             justification: default_justification(),
+            fallback_owner: None,
         }
     }
 
@@ -216,6 +223,13 @@ impl EntraConfig {
         positive("requestTimeout", &self.request_timeout)?;
         if self.justification.trim().is_empty() || self.justification.len() > 500 {
             return Err("justification: 1 to 500 characters".to_owned());
+        }
+        if let Some(owner) = &self.fallback_owner
+            && !is_guid(owner)
+        {
+            return Err(format!(
+                "fallbackOwner: {owner:?} is not an object id (the GUID of a service principal)"
+            ));
         }
         Ok(())
     }
@@ -453,6 +467,13 @@ mod tests {
                 ..config()
             })
             .contains("requestTimeout")
+        );
+        assert!(
+            err(EntraConfig {
+                fallback_owner: Some("pim-operator".into()),
+                ..config()
+            })
+            .starts_with("fallbackOwner")
         );
         assert!(check_endpoint("x", "http://127.0.0.1:8080").is_ok());
         assert!(check_endpoint("x", "http://localhost").is_ok());

@@ -263,6 +263,18 @@ impl GraphClient {
         }
     }
 
+    /// Counts a request Entra refused by one of its rules (`pim_graph_refusals_total`).
+    pub fn count_refusal(&self, rule: &str) {
+        if let Some(metrics) = self.metrics.get() {
+            metrics
+                .graph_refusals
+                .get_or_create(&crate::metrics::GraphRefusalLabels {
+                    rule: rule.to_owned(),
+                })
+                .inc();
+        }
+    }
+
     /// `<graphEndpoint>/v1.0`.
     pub fn base(&self) -> &str {
         &self.base

@@ -11,7 +11,10 @@
 //!   Listings name users by UPN and groups by display name, as principals are written.
 //! - **`membership` mode**: `POST /groups/{id}/members/$ref` (or `owners`) with `@odata.id`;
 //!   "already exist" (400) is success. `DELETE /groups/{id}/members/{oid}/$ref`; a 404 is
-//!   success.
+//!   success. Entra keeps a group's last owner ("The group must have at least one owner"):
+//!   with `fallbackOwner` that service principal is made an owner first (and is never listed,
+//!   so never removed); without it the refusal is a permanent error saying so. Owners are users
+//!   or service principals: a group is refused before any request.
 //! - **`pim` mode**: PIM for Groups active assignments: `adminAssign` with an `afterDateTime`
 //!   expiration at the grant's end, so Entra ends access even if the operator is down. A later
 //!   overlapping grant, or a shortened one, moves the end with `adminUpdate` (never
@@ -19,6 +22,11 @@
 //!   instances show what Entra holds. Removal is `adminRemove`;
 //!   a member Entra holds without a PIM assignment is removed by `$ref` as in membership mode.
 //!   Each grant's schedule request id and status come back as a [`DirectoryReceipt`].
+//!   PIM's five minutes ([`pim::MINIMUM`]): a grant under five minutes is assigned for five,
+//!   an end inside the five minutes is not sent (the removal at that end takes the access), and
+//!   a removal Entra refuses as too soon is a transient error retried when the five minutes
+//!   since the assignment are over. A policy refusal (`ExpirationRule`, say) names its rules
+//!   and is answered from memory for 15 minutes instead of being sent again.
 //! - **Nested membership** (eligibility granted to a group): `checkMemberGroups`, transitive.
 //! - **Calls**: see `graph` (retries, `Retry-After`, paging, errors), `gate` (bounded
 //!   concurrency, revocations first) and `auth` (tokens).
@@ -55,6 +63,22 @@ use crate::core::membership::Member;
 /// per (group, role), principal object id → end (`None`: permanent).
 type Held = HashMap<(String, Role), HashMap<String, Option<Timestamp>>>;
 
+/// When each assignment Entra holds was made (pim mode), as `Held`: principal → start.
+type Starts = HashMap<(String, Role), HashMap<String, Timestamp>>;
+
+/// How long a schedule request the tenant's PIM policy refused is not sent again for the same
+/// end: the refusal is answered from memory meanwhile, so a policy that forbids the grant does
+/// not turn into a request to Graph on every pass.
+const POLICY_HOLD: jiff::SignedDuration = jiff::SignedDuration::from_mins(15);
+
+/// A schedule request the policy refused: the end asked, until when it is held, and the error.
+#[derive(Debug, Clone)]
+struct Refusal {
+    until: Option<Timestamp>,
+    held_until: Timestamp,
+    error: DirectoryError,
+}
+
 pub struct EntraDirectory {
     config: EntraConfig,
     graph: Result<Arc<GraphClient>, String>,
@@ -65,6 +89,9 @@ pub struct EntraDirectory {
     /// `listed_as`.
     listed: Mutex<Listed>,
     held: Mutex<Held>,
+    starts: Mutex<Starts>,
+    /// Policy refusals by (group, role, principal).
+    refusals: Mutex<HashMap<(String, Role, String), Refusal>>,
     /// Groups this process created, by display name: found even while a search lags.
     created: Mutex<HashMap<String, String>>,
 }
@@ -130,6 +157,8 @@ impl EntraDirectory {
             ids: Mutex::new(HashMap::new()),
             listed: Mutex::new(Listed::default()),
             held: Mutex::new(HashMap::new()),
+            starts: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
         }
     }
@@ -349,8 +378,131 @@ impl EntraDirectory {
         let instances = self.graph(operation)?.get_all(operation, path).await?;
         let ends: HashMap<String, Option<Timestamp>> =
             pim::held_ends(&instances, role).into_iter().collect();
+        let starts: HashMap<String, Timestamp> =
+            pim::held_starts(&instances, role).into_iter().collect();
         lock(&self.held).insert((group.0.clone(), role), ends);
+        lock(&self.starts).insert((group.0.clone(), role), starts);
         Ok(())
+    }
+
+    /// When Entra's assignment of `principal` was made, if known.
+    fn started(&self, group: &GroupId, role: Role, principal: &str) -> Option<Timestamp> {
+        lock(&self.starts)
+            .get(&(group.0.clone(), role))?
+            .get(principal)
+            .copied()
+    }
+
+    fn set_started(&self, group: &GroupId, role: Role, principal: &str, at: Option<Timestamp>) {
+        let mut starts = lock(&self.starts);
+        let of_group = starts.entry((group.0.clone(), role)).or_default();
+        match at {
+            Some(at) => of_group.insert(principal.to_owned(), at),
+            None => of_group.remove(principal),
+        };
+    }
+
+    /// The shortest end PIM takes for a schedule starting now: five minutes on
+    /// ([`pim::MINIMUM`]).
+    fn earliest_end(&self) -> Timestamp {
+        let now = pim::whole_seconds(self.clock.now());
+        now.checked_add(pim::MINIMUM).unwrap_or(now)
+    }
+
+    fn count_refusal(&self, rule: &str) {
+        if let Ok(graph) = &self.graph {
+            graph.count_refusal(rule);
+        }
+    }
+
+    /// "Too soon to remove": a transient error that comes back when the five minutes since the
+    /// assignment was made are over (at most five minutes from now when that is not known).
+    fn removable_later(&self, group: &GroupId, role: Role, principal: &str) -> DirectoryError {
+        let now = self.clock.now();
+        let removable = self
+            .started(group, role, principal)
+            .and_then(|start| start.checked_add(pim::MINIMUM).ok())
+            .filter(|at| *at > now)
+            .unwrap_or_else(|| now.checked_add(pim::MINIMUM).unwrap_or(now));
+        let wait = removable
+            .duration_since(now)
+            .max(jiff::SignedDuration::from_secs(1))
+            .unsigned_abs();
+        DirectoryError::Transient {
+            operation: "remove member",
+            message: format!(
+                "Entra does not remove a PIM assignment within five minutes of making it ({}); {principal}'s is removed at {removable}",
+                pim::TOO_SHORT
+            ),
+            retry_after: Some(wait),
+        }
+    }
+
+    /// The policy refusal held for this end, if any.
+    fn held_refusal(
+        &self,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+        until: Option<Timestamp>,
+    ) -> Option<DirectoryError> {
+        let key = (group.0.clone(), role, principal.to_owned());
+        let mut refusals = lock(&self.refusals);
+        let refusal = refusals.get(&key)?;
+        if refusal.until == until && self.clock.now() < refusal.held_until {
+            return Some(refusal.error.clone());
+        }
+        refusals.remove(&key);
+        None
+    }
+
+    /// The error for a schedule request the tenant's PIM policy refused, naming the rules and
+    /// what they mean; held for [`POLICY_HOLD`].
+    fn policy_refused(
+        &self,
+        group: &GroupId,
+        role: Role,
+        principal: &str,
+        until: Option<Timestamp>,
+        reply: &graph::Reply,
+    ) -> DirectoryError {
+        let rules = pim::failed_rules(reply.message());
+        let named: Vec<String> = rules
+            .iter()
+            .map(|rule| format!("{rule} ({})", pim::rule_meaning(rule)))
+            .collect();
+        let asked = match until {
+            Some(end) => format!("an assignment until {end}"),
+            None => "a permanent assignment".to_owned(),
+        };
+        let held_until = self
+            .clock
+            .now()
+            .checked_add(POLICY_HOLD)
+            .unwrap_or_else(|_| self.clock.now());
+        let error = DirectoryError::permanent(
+            "add member",
+            format!(
+                "Entra's PIM policy for group {} refused {asked} ({}): policy rules failed: {}; change the grant or the group's PIM settings (not asked again before {held_until})",
+                group.0,
+                pim::POLICY_FAILED,
+                if named.is_empty() {
+                    reply.message().to_owned()
+                } else {
+                    named.join(", ")
+                },
+            ),
+        );
+        self.count_refusal(pim::POLICY_FAILED);
+        lock(&self.refusals).insert(
+            (group.0.clone(), role, principal.to_owned()),
+            Refusal {
+                until,
+                held_until,
+                error: error.clone(),
+            },
+        );
+        error
     }
 
     /// What Entra holds for `principal`: `None` when not known, `Some(None)` when it holds no
@@ -424,13 +576,42 @@ impl EntraDirectory {
         );
         let reply = self
             .graph(operation)?
-            .send(operation, Call::delete(path).revoke())
+            .send(operation, Call::delete(path.clone()).revoke())
             .await?;
         if reply.is_success() || reply.status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(reply.into_error(operation))
+            return Ok(());
         }
+        if !(role == Role::Owner && is_last_owner(&reply)) {
+            return Err(reply.into_error(operation));
+        }
+        self.count_refusal(LAST_OWNER);
+        // Entra keeps a group's last owner: the fallback owner takes over, then it goes.
+        if let Some(fallback) = self
+            .config
+            .fallback_owner
+            .as_deref()
+            .filter(|f| !f.eq_ignore_ascii_case(principal))
+        {
+            self.add_reference(operation, group, Role::Owner, fallback)
+                .await?;
+            tracing::info!(group = %group.0, %fallback, "made the fallback owner an owner, so that the last owner can be removed");
+            let again = self
+                .graph(operation)?
+                .send(operation, Call::delete(path).revoke())
+                .await?;
+            if again.is_success() || again.status == StatusCode::NOT_FOUND {
+                return Ok(());
+            }
+            return Err(again.into_error(operation));
+        }
+        Err(DirectoryError::permanent(
+            operation,
+            format!(
+                "{principal} is the last owner of Entra group {} and Entra keeps a group's last owner ({LAST_OWNER}: {}); add another owner to the group, or set fallbackOwner on the directory",
+                group.0,
+                reply.message()
+            ),
+        ))
     }
 
     /// One schedule request; the receipt when Graph accepted it, the reply otherwise.
@@ -496,13 +677,44 @@ impl EntraDirectory {
                 Some(Some(_)) => Action::Update,
                 _ => Action::Assign,
             };
+            // PIM takes no schedule under five minutes (pim::MINIMUM).
+            let earliest = self.earliest_end();
+            let end = match until {
+                // A new end inside the five minutes: Entra keeps the end it holds, and the
+                // operator's own removal at `until` ends the access (adminRemove).
+                Some(end) if end < earliest && action == Action::Update => return Ok(None),
+                // A grant under five minutes: Entra holds it five minutes, the shortest it
+                // makes; the removal at `until` waits for them too. The receipt says so.
+                Some(end) if end < earliest => Some(earliest),
+                other => other,
+            };
+            if let Some(refused) = self.held_refusal(group, role, principal, end) {
+                return Err(refused);
+            }
+            let now = pim::whole_seconds(self.clock.now());
             match self
-                .schedule(OPERATION, action, group, role, principal, until)
+                .schedule(OPERATION, action, group, role, principal, end)
                 .await?
             {
                 Ok(receipt) => {
-                    self.set_held(group, role, principal, Some(until));
+                    self.set_held(group, role, principal, Some(end));
+                    if action == Action::Assign {
+                        self.set_started(group, role, principal, Some(now));
+                    }
                     return Ok(Some(receipt));
+                }
+                Err(reply) if reply.code() == pim::POLICY_FAILED => {
+                    return Err(self.policy_refused(group, role, principal, end, &reply));
+                }
+                // Our clock and Entra's disagree on the five minutes: look again shortly.
+                Err(reply) if reply.code() == pim::TOO_SHORT => {
+                    self.count_refusal(pim::TOO_SHORT);
+                    let message = reply.into_error(OPERATION).to_string();
+                    return Err(DirectoryError::Transient {
+                        operation: OPERATION,
+                        message,
+                        retry_after: Some(std::time::Duration::from_secs(30)),
+                    });
                 }
                 // Entra holds an assignment this process did not know of: learn its end, then
                 // move it if it differs.
@@ -542,6 +754,11 @@ impl EntraDirectory {
             .await?
         {
             Ok(_) => {}
+            // Made less than five minutes ago: removed once they are over (pim::MINIMUM).
+            Err(reply) if reply.code() == pim::TOO_SHORT => {
+                self.count_refusal(pim::TOO_SHORT);
+                return Err(self.removable_later(group, role, principal));
+            }
             Err(reply)
                 if reply.status == StatusCode::NOT_FOUND
                     || reply.code().contains("DoesNotExist")
@@ -553,8 +770,18 @@ impl EntraDirectory {
             Err(reply) => return Err(reply.into_error(OPERATION)),
         }
         self.set_held(group, role, principal, None);
+        self.set_started(group, role, principal, None);
         Ok(())
     }
+}
+
+/// The rule name `pim_graph_refusals_total` counts a refused removal of a last owner under.
+const LAST_OWNER: &str = "LastOwner";
+
+/// Graph's refusal to remove a group's last owner: 400 `Request_BadRequest`, "The group must
+/// have at least one owner, hence this owner cannot be removed."
+fn is_last_owner(reply: &graph::Reply) -> bool {
+    reply.status == StatusCode::BAD_REQUEST && reply.message().contains("at least one owner")
 }
 
 /// Listed principals by object id and by case-folded name.
@@ -672,7 +899,16 @@ impl Directory for EntraDirectory {
         };
         let path = format!("/groups/{}/{}?{select}", segment(&group.0), relation(role));
         let objects = self.graph(OPERATION)?.get_all(OPERATION, path).await?;
-        let found: Vec<(Member, String)> = objects.iter().filter_map(member_of).collect();
+        // The fallback owner is a standing owner the operator keeps: never listed, so never
+        // removed nor reported.
+        let fallback = self.config.fallback_owner.as_deref();
+        let found: Vec<(Member, String)> = objects
+            .iter()
+            .filter_map(member_of)
+            .filter(|(_, id)| {
+                role != Role::Owner || !fallback.is_some_and(|f| f.eq_ignore_ascii_case(id))
+            })
+            .collect();
         // One lock at a time: `listed_as` takes them too, and never two at once either.
         {
             let mut ids = lock(&self.ids);
@@ -713,6 +949,15 @@ impl Directory for EntraDirectory {
         until: Option<Timestamp>,
     ) -> Result<Option<DirectoryReceipt>, DirectoryError> {
         const OPERATION: &str = "add member";
+        if let (Role::Owner, Member::Group(name)) = (role, member) {
+            // "Owners can be users or service principals" (Graph, "Add owners" of a group).
+            return Err(DirectoryError::permanent(
+                OPERATION,
+                format!(
+                    "the owners of an Entra group can only be users or service principals, not group {name:?}"
+                ),
+            ));
+        }
         let Some(principal) = self.object_id(OPERATION, member, Priority::Normal).await? else {
             let what = match member {
                 Member::User(u) => {
@@ -738,6 +983,10 @@ impl Directory for EntraDirectory {
 
     fn enforces_ends(&self) -> bool {
         self.config.mode == EntraMode::Pim
+    }
+
+    fn keeps_last_owner(&self) -> bool {
+        self.config.mode == EntraMode::Membership && self.config.fallback_owner.is_none()
     }
 
     fn graph_mailer(&self) -> Option<GraphMailer> {
@@ -783,6 +1032,10 @@ impl Directory for EntraDirectory {
         let Some(principal) = lock(&self.ids).get(member).cloned() else {
             return false;
         };
+        // An end inside PIM's five minutes is not set (see `assign_until`).
+        if until.is_some_and(|end| end < self.earliest_end()) {
+            return false;
+        }
         matches!(self.held(group, role, &principal), Some(Some(held)) if !pim::same_end(held, until))
     }
 

@@ -13,6 +13,51 @@ pub const REQUESTS: &str = "/identityGovernance/privilegedAccess/group/assignmen
 pub const INSTANCES: &str =
     "/identityGovernance/privilegedAccess/group/assignmentScheduleInstances";
 
+/// The shortest assignment PIM for Groups makes, and how long one must stand before it can be
+/// removed: an assignment "can't be assigned for a duration of less than five minutes" and
+/// "can't be removed within five minutes of it being assigned" (Microsoft Entra docs, "Assign
+/// eligibility for a group in Privileged Identity Management"). Graph answers either with
+/// `ActiveDurationTooShort`.
+pub const MINIMUM: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+/// Graph's error code for a schedule under [`MINIMUM`], or a removal inside it.
+pub const TOO_SHORT: &str = "ActiveDurationTooShort";
+
+/// Graph's error code for a schedule request the tenant's PIM policy refuses; its message names
+/// the rules: `The following policy rules failed: ["ExpirationRule"]`.
+pub const POLICY_FAILED: &str = "RoleAssignmentRequestPolicyValidationFailed";
+
+/// The rule names of a [`POLICY_FAILED`] message (the quoted names inside its brackets).
+pub fn failed_rules(message: &str) -> Vec<String> {
+    let Some(list) = message
+        .split_once('[')
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(inside, _)| inside)
+    else {
+        return Vec::new();
+    };
+    list.split(',')
+        .map(|name| name.trim().trim_matches('"').trim())
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a failed policy rule means for this operator's requests, to say what to change.
+pub fn rule_meaning(rule: &str) -> &'static str {
+    match rule {
+        "ExpirationRule" => {
+            "the group's PIM policy forbids permanent active assignments or caps their duration (Expiration_Admin_Assignment)"
+        }
+        "JustificationRule" => "the policy requires a justification",
+        "TicketingRule" => "the policy requires ticket information",
+        "MfaRule" | "AuthenticationContextRule" => {
+            "the policy requires multi-factor authentication, which an application cannot give"
+        }
+        _ => "see the group's PIM settings",
+    }
+}
+
 /// The schedule request actions this backend sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -114,6 +159,20 @@ pub fn held_ends(instances: &[Value], role: Role) -> Vec<(String, Option<Timesta
         .collect()
 }
 
+/// `(principalId, start)` of the active assignments of `role` among a group's instances: when
+/// each was made, for the five minutes before it can be removed. Unreadable entries are skipped.
+pub fn held_starts(instances: &[Value], role: Role) -> Vec<(String, Timestamp)> {
+    instances
+        .iter()
+        .filter(|i| i["accessId"].as_str() == Some(access_id(role)))
+        .filter_map(|i| {
+            let principal = i["principalId"].as_str()?.to_owned();
+            let start = i["startDateTime"].as_str()?.parse::<Timestamp>().ok()?;
+            Some((principal, start))
+        })
+        .collect()
+}
+
 /// Whether two ends are the same, to the second (Graph may add fractions).
 pub fn same_end(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
     match (a, b) {
@@ -202,6 +261,18 @@ mod tests {
             forever["scheduleInfo"]["expiration"],
             json!({"type": "noExpiration"})
         );
+    }
+
+    #[test]
+    fn policy_failures_name_their_rules() {
+        let rules = failed_rules(r#"The following policy rules failed: ["ExpirationRule"]"#);
+        assert_eq!(rules, ["ExpirationRule"]);
+        let rules = failed_rules(
+            r#"The following policy rules failed: ["EligibilityRule","ExpirationRule"]"#,
+        );
+        assert_eq!(rules, ["EligibilityRule", "ExpirationRule"]);
+        assert!(failed_rules("no list").is_empty());
+        assert!(rule_meaning("ExpirationRule").contains("permanent"));
     }
 
     #[test]

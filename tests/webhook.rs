@@ -152,8 +152,13 @@ struct Answer {
 }
 
 fn run(admission: &Admission, stage: Stage, review: &Value) -> Answer {
+    run_in(admission, stage, review, &catalog())
+}
+
+/// [`run`] against the objects of `catalog`.
+fn run_in(admission: &Admission, stage: Stage, review: &Value, catalog: &Catalog) -> Answer {
     let body = serde_json::to_vec(review).unwrap();
-    let out = admission.review(&body, stage, &catalog(), now()).unwrap();
+    let out = admission.review(&body, stage, catalog, now()).unwrap();
     assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(out["kind"], "AdmissionReview");
     let response = &out["response"];
@@ -210,6 +215,16 @@ fn alices_create() -> Value {
 
 /// One webhook's answer on the create of `object`.
 fn on_create(admission: &Admission, stage: Stage, caller: &Value, object: &Value) -> Answer {
+    on_create_in(admission, stage, caller, object, &catalog())
+}
+
+fn on_create_in(
+    admission: &Admission,
+    stage: Stage,
+    caller: &Value,
+    object: &Value,
+    catalog: &Catalog,
+) -> Answer {
     let review = wire(
         "ActivationRequest",
         "activationrequests",
@@ -218,7 +233,7 @@ fn on_create(admission: &Admission, stage: Stage, caller: &Value, object: &Value
         object,
         None,
     );
-    run(admission, stage, &review)
+    run_in(admission, stage, &review, catalog)
 }
 
 fn assert_refused(answer: &Answer, needle: &str) {
@@ -366,6 +381,127 @@ fn issue_17_finding_3_the_requester_signature_is_bound_to_the_objects_name() {
     let name = stored["metadata"]["name"].as_str().unwrap();
     assert_eq!(name.len(), 63, "{name}");
     assert!(name.starts_with(&"f".repeat(58)), "{name}");
+}
+
+/// Issue 17 finding 7: one requester cannot keep more than the policy's cap of requests open,
+/// counted from the webhook's own watched cache, over every group.
+#[tokio::test]
+async fn issue_17_finding_7_one_requester_cannot_keep_more_than_the_cap_open() {
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use pim_operator::webhook::catalog::WatchedCatalog;
+    let server = pim_operator::fake_apiserver::FakeApiServer::start()
+        .await
+        .unwrap();
+    let client = server.client();
+    let pp = PostParams::default();
+    let fixed = catalog();
+    for p in fixed.policies.values() {
+        let mut p = (**p).clone();
+        if p.metadata.name.as_deref() == Some("relaxed") {
+            p.spec.activation.max_open_requests = Some(6);
+        }
+        Api::<AccessPolicy>::all(client.clone())
+            .create(&pp, &p)
+            .await
+            .unwrap();
+    }
+    for g in fixed.groups.values() {
+        Api::<PimGroup>::all(client.clone())
+            .create(&pp, g)
+            .await
+            .unwrap();
+    }
+    for a in fixed.assignments.values() {
+        Api::<EligibleAssignment>::all(client.clone())
+            .create(&pp, a)
+            .await
+            .unwrap();
+    }
+    let mut bobs = (**fixed.assignments.values().next().unwrap()).clone();
+    bobs.metadata.name = Some("open-bob".into());
+    bobs.spec.group = "open".into();
+    bobs.spec.principal.user = Some("bob@contoso.com".into());
+    Api::<EligibleAssignment>::all(client.clone())
+        .create(&pp, &bobs)
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watched = WatchedCatalog::start(&client, &stop);
+    watched.ready().await;
+    let admission = admission(Some(keyring()));
+    let requests = Api::<ActivationRequest>::all(client.clone());
+    // Creates through the webhook (mutate, validate) and stores what it admitted.
+    let submit = async |caller: &Value, group: &str| -> Result<String, String> {
+        let mut object = request_object(group, json!({}));
+        object["metadata"] = json!({"generateName": format!("{group}-")});
+        let catalog = watched.catalog();
+        let mutated = on_create_in(&admission, Stage::Mutate, caller, &object, &catalog);
+        if !mutated.allowed {
+            return Err(mutated.message);
+        }
+        let validated = on_create_in(
+            &admission,
+            Stage::Validate,
+            caller,
+            &mutated.patched,
+            &catalog,
+        );
+        if !validated.allowed {
+            return Err(validated.message);
+        }
+        let stored = requests
+            .create(&pp, &attested(&mutated.patched))
+            .await
+            .unwrap();
+        let name = stored.metadata.name.unwrap();
+        // The next review sees it once the watch has.
+        for _ in 0..200 {
+            if watched.catalog().requests.contains_key(&name) {
+                return Ok(name);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the webhook's cache never saw {name}");
+    };
+
+    // Five open requests, whatever their group: the sixth is refused, naming the five.
+    let mut names = Vec::new();
+    for i in 0..5 {
+        let group = if i % 2 == 0 { GROUP } else { "open" };
+        names.push(submit(&alice(), group).await.unwrap());
+    }
+    let refused = submit(&alice(), GROUP).await.unwrap_err();
+    for needle in ["5 open requests", "spec.activation.maxOpenRequests: 5"] {
+        assert!(refused.contains(needle), "{needle}: {refused}");
+    }
+    for name in &names {
+        assert!(refused.contains(name.as_str()), "{name}: {refused}");
+    }
+    // Other requesters are not held back by alice's requests.
+    submit(&bob(), "open").await.unwrap();
+    // A policy with a higher cap admits a sixth.
+    let sixth = submit(&alice(), "open").await.unwrap();
+    // Ended requests count for nothing.
+    for name in [&names[0], &sixth] {
+        requests
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Expired"}})),
+            )
+            .await
+            .unwrap();
+    }
+    let mut admitted = Err(String::new());
+    for _ in 0..200 {
+        admitted = submit(&alice(), GROUP).await;
+        if admitted.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    admitted.unwrap();
+    stop.cancel();
 }
 
 #[test]

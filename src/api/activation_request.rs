@@ -98,6 +98,16 @@ fn default_role() -> Option<Role> {
     Some(Role::default())
 }
 
+impl ActivationRequest {
+    /// Whether the request has not ended: it has no status yet, or a phase that is not terminal.
+    pub fn is_open(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_none_or(|phase| !phase.is_terminal())
+    }
+}
+
 impl ActivationRequestSpec {
     pub fn role(&self) -> Role {
         self.role.unwrap_or_default()

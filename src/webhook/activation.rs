@@ -198,7 +198,39 @@ fn check_create(
             ),
         ));
     }
+    if let Some(policy) = rules.policy(spec) {
+        let open = open_requests_of(rules, &caller.username);
+        if open.len() >= policy.max_open_requests {
+            return Err(deny(
+                "spec",
+                format!(
+                    "you have {} open requests ({}), the most the policy of {:?} allows (spec.activation.maxOpenRequests: {}); deactivate one you no longer need (kubectl pim deactivate NAME) or wait until one ends",
+                    open.len(),
+                    open.join(", "),
+                    spec.group,
+                    policy.max_open_requests
+                ),
+            ));
+        }
+    }
     Ok(principal)
+}
+
+/// The names of the requests `username` made that have not ended, in every group.
+fn open_requests_of<'c>(rules: &Rules<'c>, username: &str) -> Vec<&'c str> {
+    rules
+        .catalog
+        .requests
+        .values()
+        .filter(|r| r.is_open())
+        .filter(|r| {
+            r.spec
+                .requester
+                .as_ref()
+                .is_some_and(|q| rules.same_user(&q.username, username))
+        })
+        .filter_map(|r| r.metadata.name.as_deref())
+        .collect()
 }
 
 /// How an update changes the approval entries, keyed by approver.

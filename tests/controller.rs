@@ -173,6 +173,7 @@ impl Harness {
             min_approvals: Some(1),
             timeout: Some("24h".into()),
             allow_self_approval: None,
+            require_mfa: None,
         };
         self.api::<AccessPolicy>()
             .create(

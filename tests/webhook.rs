@@ -301,6 +301,22 @@ fn update(
     Ok(mutated.patched)
 }
 
+/// `caller` writes an approval entry as `approver` on `stored`, through both webhooks.
+fn decide(
+    admission: &Admission,
+    caller: &Value,
+    stored: &Value,
+    approver: &str,
+    decision: &str,
+) -> Result<Value, String> {
+    update(
+        admission,
+        caller,
+        stored,
+        &with_approval(stored, approver, decision),
+    )
+}
+
 fn with_approval(object: &Value, approver: &str, decision: &str) -> Value {
     let mut new = object.clone();
     let entry = json!({"approver": approver, "decision": decision, "reason": "checked"});
@@ -655,13 +671,7 @@ fn without_a_key_nothing_is_admitted() {
 fn an_approver_writes_a_signed_entry_of_their_own() {
     let admission = admission(Some(keyring()));
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
-    let approved = update(
-        &admission,
-        &bob(),
-        &stored,
-        &with_approval(&stored, "oidc:bob", "Approve"),
-    )
-    .unwrap();
+    let approved = decide(&admission, &bob(), &stored, "oidc:bob", "Approve").unwrap();
     let entry = &approved["spec"]["approvals"][0];
     assert_eq!(
         entry["time"], "2026-11-22T10:00:00Z",
@@ -677,18 +687,39 @@ fn an_approver_writes_a_signed_entry_of_their_own() {
 
     // Through a group the policy names; the relevant group is recorded for the controller.
     let dave = user("oidc:dave", &["FinReport-Approvers", "other"], true);
-    let by_group = update(
-        &admission,
-        &dave,
-        &stored,
-        &with_approval(&stored, "oidc:dave", "Deny"),
-    )
-    .unwrap();
+    let by_group = decide(&admission, &dave, &stored, "oidc:dave", "Deny").unwrap();
     assert_eq!(
         by_group["spec"]["approvals"][0]["groups"],
         json!(["FinReport-Approvers"])
     );
     assert_eq!(attestor().approvals(&attested(&by_group)).len(), 1);
+}
+
+/// Issue 17 finding 6: under a policy that requires MFA, approvers need it too (unless
+/// approval.requireMfa says otherwise); the webhook refuses an approval without it, and signs
+/// the evidence it saw into the entry, which the controller checks again.
+#[test]
+fn issue_17_finding_6_approvers_need_mfa_where_the_policy_requires_it() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let carol = user("oidc:carol", &["FinReport-Approvers"], false);
+    expect_denied(
+        decide(&admission, &carol, &stored, "oidc:carol", "Approve"),
+        &["spec.activation.approval.requireMfa", "MFA"],
+    );
+    // A denial grants nothing, and is taken without MFA.
+    let denied = decide(&admission, &carol, &stored, "oidc:carol", "Deny").unwrap();
+    assert_eq!(denied["spec"]["approvals"][0].get("mfa"), None);
+    // With MFA the evidence is stamped and signed, and verifies as such.
+    let approved = decide(&admission, &bob(), &stored, "oidc:bob", "Approve").unwrap();
+    assert_eq!(approved["spec"]["approvals"][0]["mfa"], "amr=mfa");
+    let verified = attestor().approvals(&attested(&approved));
+    assert!(verified[0].mfa);
+    // Evidence claimed in the entry by hand breaks its signature.
+    let mut forged = denied.clone();
+    forged["spec"]["approvals"][0]["mfa"] = json!("amr=mfa");
+    forged["spec"]["approvals"][0]["decision"] = json!("Approve");
+    assert!(attestor().approvals(&attested(&forged)).is_empty());
 }
 
 #[test]
@@ -703,11 +734,12 @@ fn self_approval_is_refused_unless_the_policy_allows_it() {
     )
     .unwrap();
     expect_denied(
-        update(
+        decide(
             &admission,
             &alice_approver,
             &stored,
-            &with_approval(&stored, "oidc:alice", "Approve"),
+            "oidc:alice",
+            "Approve",
         ),
         &["your own request"],
     );
@@ -719,12 +751,7 @@ fn strangers_cannot_approve() {
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
     let carol = user("oidc:carol", &["finance"], true);
     expect_denied(
-        update(
-            &admission,
-            &carol,
-            &stored,
-            &with_approval(&stored, "oidc:carol", "Approve"),
-        ),
+        decide(&admission, &carol, &stored, "oidc:carol", "Approve"),
         &["not an approver"],
     );
 }
@@ -736,22 +763,11 @@ fn nobody_writes_or_edits_another_approvers_entry() {
     let dave = user("oidc:dave", &["FinReport-Approvers"], true);
     // Writing an entry in bob's name.
     expect_denied(
-        update(
-            &admission,
-            &dave,
-            &stored,
-            &with_approval(&stored, "oidc:bob", "Approve"),
-        ),
+        decide(&admission, &dave, &stored, "oidc:bob", "Approve"),
         &["spec.approvals[approver=oidc:bob]", "only their own"],
     );
     // Editing bob's recorded entry.
-    let approved = update(
-        &admission,
-        &bob(),
-        &stored,
-        &with_approval(&stored, "oidc:bob", "Approve"),
-    )
-    .unwrap();
+    let approved = decide(&admission, &bob(), &stored, "oidc:bob", "Approve").unwrap();
     let mut edited = approved.clone();
     edited["spec"]["approvals"][0]["reason"] = json!("changed by dave");
     expect_denied(
@@ -1044,12 +1060,7 @@ fn issue_14_finding_8_the_requester_in_other_case_cannot_approve() {
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
     let shouting = user("oidc:ALICE", &["FinReport-Approvers"], true);
     expect_denied(
-        update(
-            &admission,
-            &shouting,
-            &stored,
-            &with_approval(&stored, "oidc:ALICE", "Approve"),
-        ),
+        decide(&admission, &shouting, &stored, "oidc:ALICE", "Approve"),
         &["your own request"],
     );
     // The other spelling *is* the requester: she may end it.
@@ -1064,13 +1075,7 @@ fn issue_14_finding_8_the_requester_in_other_case_cannot_approve() {
 fn issue_14_finding_8_one_approver_one_entry_whatever_the_case() {
     let admission = admission(Some(keyring()));
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
-    let denied = update(
-        &admission,
-        &bob(),
-        &stored,
-        &with_approval(&stored, "oidc:bob", "Deny"),
-    )
-    .unwrap();
+    let denied = decide(&admission, &bob(), &stored, "oidc:bob", "Deny").unwrap();
     let shouting = user("oidc:BOB", &[], true);
     expect_denied(
         update(
@@ -1082,13 +1087,7 @@ fn issue_14_finding_8_one_approver_one_entry_whatever_the_case() {
         &["one entry per person", "oidc:bob"],
     );
     // On a fresh request the other spelling approves, as the approver the policy names.
-    let approved = update(
-        &admission,
-        &shouting,
-        &stored,
-        &with_approval(&stored, "oidc:BOB", "Approve"),
-    )
-    .unwrap();
+    let approved = decide(&admission, &shouting, &stored, "oidc:BOB", "Approve").unwrap();
     let approvals = attestor().approvals(&attested(&approved));
     assert_eq!(approvals[0].approver, "BOB@contoso.com");
 }
@@ -1128,6 +1127,8 @@ fn issue_14_finding_8_the_controller_counts_people_not_spellings() {
             decision: Decision::Approve,
             time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now())),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            // As the webhook stamps it: the policy requires MFA of approvers too.
+            mfa: Some("amr=mfa".into()),
             ..Default::default()
         };
         entry.attestation = Some(keyring().sign_approval(&uid, &entry));

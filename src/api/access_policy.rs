@@ -119,6 +119,11 @@ pub struct ApprovalSettings {
     /// Let a requester approve their own request. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,
+    /// An approval counts only when the approver signed in with MFA (checked and signed at
+    /// admission, checked again by the controller); a denial counts without. Default: what
+    /// `activation.requireMfa` says, since an approval grants as much as an activation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_mfa: Option<bool>,
 }
 
 /// Caps on eligible and active assignments.

@@ -51,6 +51,8 @@ pub struct ApprovalRules {
     pub min_approvals: usize,
     pub timeout: SignedDuration,
     pub allow_self_approval: bool,
+    /// Approvals count only with the approver's MFA evidence.
+    pub require_mfa: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -245,6 +247,7 @@ impl Policy {
                 min_approvals: min_approvals.max(1),
                 timeout,
                 allow_self_approval: approval.allow_self_approval.unwrap_or(false),
+                require_mfa: approval.require_mfa.unwrap_or(policy.require_mfa),
             });
         }
 
@@ -349,6 +352,60 @@ mod tests {
                 "{}",
                 errs[0]
             );
+        }
+    }
+
+    // Issue 17 findings 6 and 7: approver MFA follows the requester's unless said otherwise,
+    // and the open-request cap is parsed with errors that name the field.
+    #[test]
+    fn approver_mfa_defaults_to_the_requesters_and_the_open_cap_is_checked() {
+        let with = |require_mfa: Option<bool>, approver_mfa: Option<bool>| {
+            spec_with(ActivationSettings {
+                require_mfa,
+                approval: Some(ApprovalSettings {
+                    approvers: vec![PrincipalRef::user("bob")],
+                    require_mfa: approver_mfa,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let approver_mfa = |spec: &AccessPolicySpec| {
+            Policy::from_spec(spec)
+                .unwrap()
+                .approval
+                .unwrap()
+                .require_mfa
+        };
+        assert!(approver_mfa(&with(Some(true), None)));
+        assert!(!approver_mfa(&with(None, None)));
+        assert!(!approver_mfa(&with(Some(true), Some(false))));
+        assert!(approver_mfa(&with(None, Some(true))));
+
+        assert_eq!(
+            Policy::from_spec(&AccessPolicySpec::default())
+                .unwrap()
+                .max_open_requests,
+            DEFAULT_MAX_OPEN_REQUESTS
+        );
+        for (n, ok) in [
+            (1, true),
+            (100, true),
+            (0, false),
+            (101, false),
+            (-3, false),
+        ] {
+            let spec = spec_with(ActivationSettings {
+                max_open_requests: Some(n),
+                ..Default::default()
+            });
+            match Policy::from_spec(&spec) {
+                Ok(p) => assert!(ok && p.max_open_requests == n as usize, "{n}"),
+                Err(errs) => {
+                    assert!(!ok, "{n}");
+                    assert_eq!(errs[0].field, "spec.activation.maxOpenRequests");
+                }
+            }
         }
     }
 

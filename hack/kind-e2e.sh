@@ -452,7 +452,8 @@ examples() {
         fail "the webhook stamped requester '$requester', expected alice@contoso.com"
     ok "the webhook stamped the requester alice@contoso.com"
     run kc apply "${VALIDATE[@]}" --server-side --field-manager=bob@contoso.com \
-        -f "$ROOT/examples/requests/05-approval.yaml" --as bob@contoso.com
+        -f "$ROOT/examples/requests/05-approval.yaml" --as bob@contoso.com \
+        --as-user-extra amr=mfa
     local approvers
     approvers=$(kc get activationrequest "$name" -o 'jsonpath={.spec.approvals[*].approver}')
     [[ $approvers == bob@contoso.com ]] ||

@@ -173,6 +173,7 @@ impl Harness {
             min_approvals: Some(1),
             timeout: Some("24h".into()),
             allow_self_approval: None,
+            require_mfa: None,
         };
         self.api::<AccessPolicy>()
             .create(
@@ -591,6 +592,45 @@ async fn eligibility_expiring_while_active_clips_then_ends() {
 }
 
 // h.
+// Issue 17 finding 4: a policy that requires MFA while webhook.mfaClaim is unset says so in
+// its status, since the default key is one the API server never produces.
+#[tokio::test]
+async fn a_policy_requiring_mfa_without_a_claim_mapping_says_so() {
+    let mut h = started().await;
+    let condition = async |h: &Harness| {
+        h.api::<AccessPolicy>()
+            .get("p")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "MfaClaim")
+            .map(|c| (c.status, c.reason, c.message))
+    };
+    eventually("the policy reports MfaClaim", || async {
+        condition(&h).await.is_some_and(|c| c.1 == "MfaNotRequired")
+    })
+    .await;
+    let strict = Patch::Merge(serde_json::json!({"spec": {"activation": {"requireMfa": true}}}));
+    h.api::<AccessPolicy>()
+        .patch("p", &PatchParams::default(), &strict)
+        .await
+        .unwrap();
+    eventually("the policy reports the missing claim mapping", || async {
+        condition(&h)
+            .await
+            .is_some_and(|(status, reason, message)| {
+                status == "False"
+                    && reason == "MfaClaimNotConfigured"
+                    && message.contains("webhook.mfaClaim")
+            })
+    })
+    .await;
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn lowering_the_policy_maximum_ends_access_sooner() {
     let mut h = started().await;

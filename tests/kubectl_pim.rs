@@ -123,6 +123,7 @@ impl Harness {
             min_approvals: Some(1),
             timeout: Some("24h".into()),
             allow_self_approval: None,
+            require_mfa: None,
         };
         self.api::<AccessPolicy>()
             .create(
@@ -1014,8 +1015,30 @@ async fn pending_lists_the_requests_i_may_decide() {
         "{out}"
     );
 
-    // Once bob has decided, the request leaves his list.
+    // An approval written around the webhook (unstamped, unsigned) counts for nothing with
+    // the controller, so not in pending either: the count is what the controller counted
+    // (issue 17 finding 6; it showed 1/1).
+    let unsigned = json!({"spec": {"approvals": [{"approver": "carol", "decision": "Approve"}]}});
+    h.api::<ActivationRequest>()
+        .patch(
+            "alice-ga",
+            &PatchParams::default(),
+            &Patch::Merge(&unsigned),
+        )
+        .await
+        .unwrap();
     h.as_user("bob", &[]);
+    let out = h.pim(&["pending"]).await.ok().to_owned();
+    assert!(
+        row(&out, "alice-ga").is_some_and(|l| l.contains("0/1 via user:bob")),
+        "{out}"
+    );
+    assert_eq!(
+        h.get("alice-ga").await.status.unwrap().phase,
+        Some(Phase::PendingApproval)
+    );
+
+    // Once bob has decided, the request leaves his list.
     h.pim(&["approve", "alice-ga"]).await.ok();
     h.stamp_decision("alice-ga", "bob").await;
     h.wait_phase("alice-ga", Phase::Active).await;

@@ -153,8 +153,13 @@ struct Answer {
 }
 
 fn run(admission: &Admission, stage: Stage, review: &Value) -> Answer {
+    run_in(admission, stage, review, &catalog())
+}
+
+/// [`run`] against the objects of `catalog`.
+fn run_in(admission: &Admission, stage: Stage, review: &Value, catalog: &Catalog) -> Answer {
     let body = serde_json::to_vec(review).unwrap();
-    let out = admission.review(&body, stage, &catalog(), now()).unwrap();
+    let out = admission.review(&body, stage, catalog, now()).unwrap();
     assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(out["kind"], "AdmissionReview");
     let response = &out["response"];
@@ -211,6 +216,16 @@ fn alices_create() -> Value {
 
 /// One webhook's answer on the create of `object`.
 fn on_create(admission: &Admission, stage: Stage, caller: &Value, object: &Value) -> Answer {
+    on_create_in(admission, stage, caller, object, &catalog())
+}
+
+fn on_create_in(
+    admission: &Admission,
+    stage: Stage,
+    caller: &Value,
+    object: &Value,
+    catalog: &Catalog,
+) -> Answer {
     let review = wire(
         "ActivationRequest",
         "activationrequests",
@@ -219,7 +234,7 @@ fn on_create(admission: &Admission, stage: Stage, caller: &Value, object: &Value
         object,
         None,
     );
-    run(admission, stage, &review)
+    run_in(admission, stage, &review, catalog)
 }
 
 fn assert_refused(answer: &Answer, needle: &str) {
@@ -285,6 +300,22 @@ fn update(
         return Err(validated.message);
     }
     Ok(mutated.patched)
+}
+
+/// `caller` writes an approval entry as `approver` on `stored`, through both webhooks.
+fn decide(
+    admission: &Admission,
+    caller: &Value,
+    stored: &Value,
+    approver: &str,
+    decision: &str,
+) -> Result<Value, String> {
+    update(
+        admission,
+        caller,
+        stored,
+        &with_approval(stored, approver, decision),
+    )
 }
 
 fn with_approval(object: &Value, approver: &str, decision: &str) -> Value {
@@ -367,6 +398,127 @@ fn issue_17_finding_3_the_requester_signature_is_bound_to_the_objects_name() {
     let name = stored["metadata"]["name"].as_str().unwrap();
     assert_eq!(name.len(), 63, "{name}");
     assert!(name.starts_with(&"f".repeat(58)), "{name}");
+}
+
+/// Issue 17 finding 7: one requester cannot keep more than the policy's cap of requests open,
+/// counted from the webhook's own watched cache, over every group.
+#[tokio::test]
+async fn issue_17_finding_7_one_requester_cannot_keep_more_than_the_cap_open() {
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use pim_operator::webhook::catalog::WatchedCatalog;
+    let server = pim_operator::fake_apiserver::FakeApiServer::start()
+        .await
+        .unwrap();
+    let client = server.client();
+    let pp = PostParams::default();
+    let fixed = catalog();
+    for p in fixed.policies.values() {
+        let mut p = (**p).clone();
+        if p.metadata.name.as_deref() == Some("relaxed") {
+            p.spec.activation.max_open_requests = Some(6);
+        }
+        Api::<AccessPolicy>::all(client.clone())
+            .create(&pp, &p)
+            .await
+            .unwrap();
+    }
+    for g in fixed.groups.values() {
+        Api::<PimGroup>::all(client.clone())
+            .create(&pp, g)
+            .await
+            .unwrap();
+    }
+    for a in fixed.assignments.values() {
+        Api::<EligibleAssignment>::all(client.clone())
+            .create(&pp, a)
+            .await
+            .unwrap();
+    }
+    let mut bobs = (**fixed.assignments.values().next().unwrap()).clone();
+    bobs.metadata.name = Some("open-bob".into());
+    bobs.spec.group = "open".into();
+    bobs.spec.principal.user = Some("bob@contoso.com".into());
+    Api::<EligibleAssignment>::all(client.clone())
+        .create(&pp, &bobs)
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watched = WatchedCatalog::start(&client, &stop);
+    watched.ready().await;
+    let admission = admission(Some(keyring()));
+    let requests = Api::<ActivationRequest>::all(client.clone());
+    // Creates through the webhook (mutate, validate) and stores what it admitted.
+    let submit = async |caller: &Value, group: &str| -> Result<String, String> {
+        let mut object = request_object(group, json!({}));
+        object["metadata"] = json!({"generateName": format!("{group}-")});
+        let catalog = watched.catalog();
+        let mutated = on_create_in(&admission, Stage::Mutate, caller, &object, &catalog);
+        if !mutated.allowed {
+            return Err(mutated.message);
+        }
+        let validated = on_create_in(
+            &admission,
+            Stage::Validate,
+            caller,
+            &mutated.patched,
+            &catalog,
+        );
+        if !validated.allowed {
+            return Err(validated.message);
+        }
+        let stored = requests
+            .create(&pp, &attested(&mutated.patched))
+            .await
+            .unwrap();
+        let name = stored.metadata.name.unwrap();
+        // The next review sees it once the watch has.
+        for _ in 0..200 {
+            if watched.catalog().requests.contains_key(&name) {
+                return Ok(name);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the webhook's cache never saw {name}");
+    };
+
+    // Five open requests, whatever their group: the sixth is refused, naming the five.
+    let mut names = Vec::new();
+    for i in 0..5 {
+        let group = if i % 2 == 0 { GROUP } else { "open" };
+        names.push(submit(&alice(), group).await.unwrap());
+    }
+    let refused = submit(&alice(), GROUP).await.unwrap_err();
+    for needle in ["5 open requests", "spec.activation.maxOpenRequests: 5"] {
+        assert!(refused.contains(needle), "{needle}: {refused}");
+    }
+    for name in &names {
+        assert!(refused.contains(name.as_str()), "{name}: {refused}");
+    }
+    // Other requesters are not held back by alice's requests.
+    submit(&bob(), "open").await.unwrap();
+    // A policy with a higher cap admits a sixth.
+    let sixth = submit(&alice(), "open").await.unwrap();
+    // Ended requests count for nothing.
+    for name in [&names[0], &sixth] {
+        requests
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Expired"}})),
+            )
+            .await
+            .unwrap();
+    }
+    let mut admitted = Err(String::new());
+    for _ in 0..200 {
+        admitted = submit(&alice(), GROUP).await;
+        if admitted.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    admitted.unwrap();
+    stop.cancel();
 }
 
 #[test]
@@ -520,13 +672,7 @@ fn without_a_key_nothing_is_admitted() {
 fn an_approver_writes_a_signed_entry_of_their_own() {
     let admission = admission(Some(keyring()));
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
-    let approved = update(
-        &admission,
-        &bob(),
-        &stored,
-        &with_approval(&stored, "oidc:bob", "Approve"),
-    )
-    .unwrap();
+    let approved = decide(&admission, &bob(), &stored, "oidc:bob", "Approve").unwrap();
     let entry = &approved["spec"]["approvals"][0];
     assert_eq!(
         entry["time"], "2026-11-22T10:00:00Z",
@@ -542,18 +688,39 @@ fn an_approver_writes_a_signed_entry_of_their_own() {
 
     // Through a group the policy names; the relevant group is recorded for the controller.
     let dave = user("oidc:dave", &["FinReport-Approvers", "other"], true);
-    let by_group = update(
-        &admission,
-        &dave,
-        &stored,
-        &with_approval(&stored, "oidc:dave", "Deny"),
-    )
-    .unwrap();
+    let by_group = decide(&admission, &dave, &stored, "oidc:dave", "Deny").unwrap();
     assert_eq!(
         by_group["spec"]["approvals"][0]["groups"],
         json!(["FinReport-Approvers"])
     );
     assert_eq!(attestor().approvals(&attested(&by_group)).len(), 1);
+}
+
+/// Issue 17 finding 6: under a policy that requires MFA, approvers need it too (unless
+/// approval.requireMfa says otherwise); the webhook refuses an approval without it, and signs
+/// the evidence it saw into the entry, which the controller checks again.
+#[test]
+fn issue_17_finding_6_approvers_need_mfa_where_the_policy_requires_it() {
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let carol = user("oidc:carol", &["FinReport-Approvers"], false);
+    expect_denied(
+        decide(&admission, &carol, &stored, "oidc:carol", "Approve"),
+        &["spec.activation.approval.requireMfa", "MFA"],
+    );
+    // A denial grants nothing, and is taken without MFA.
+    let denied = decide(&admission, &carol, &stored, "oidc:carol", "Deny").unwrap();
+    assert_eq!(denied["spec"]["approvals"][0].get("mfa"), None);
+    // With MFA the evidence is stamped and signed, and verifies as such.
+    let approved = decide(&admission, &bob(), &stored, "oidc:bob", "Approve").unwrap();
+    assert_eq!(approved["spec"]["approvals"][0]["mfa"], "amr=mfa");
+    let verified = attestor().approvals(&attested(&approved));
+    assert!(verified[0].mfa);
+    // Evidence claimed in the entry by hand breaks its signature.
+    let mut forged = denied.clone();
+    forged["spec"]["approvals"][0]["mfa"] = json!("amr=mfa");
+    forged["spec"]["approvals"][0]["decision"] = json!("Approve");
+    assert!(attestor().approvals(&attested(&forged)).is_empty());
 }
 
 #[test]
@@ -568,11 +735,12 @@ fn self_approval_is_refused_unless_the_policy_allows_it() {
     )
     .unwrap();
     expect_denied(
-        update(
+        decide(
             &admission,
             &alice_approver,
             &stored,
-            &with_approval(&stored, "oidc:alice", "Approve"),
+            "oidc:alice",
+            "Approve",
         ),
         &["your own request"],
     );
@@ -584,12 +752,7 @@ fn strangers_cannot_approve() {
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
     let carol = user("oidc:carol", &["finance"], true);
     expect_denied(
-        update(
-            &admission,
-            &carol,
-            &stored,
-            &with_approval(&stored, "oidc:carol", "Approve"),
-        ),
+        decide(&admission, &carol, &stored, "oidc:carol", "Approve"),
         &["not an approver"],
     );
 }
@@ -601,22 +764,11 @@ fn nobody_writes_or_edits_another_approvers_entry() {
     let dave = user("oidc:dave", &["FinReport-Approvers"], true);
     // Writing an entry in bob's name.
     expect_denied(
-        update(
-            &admission,
-            &dave,
-            &stored,
-            &with_approval(&stored, "oidc:bob", "Approve"),
-        ),
+        decide(&admission, &dave, &stored, "oidc:bob", "Approve"),
         &["spec.approvals[approver=oidc:bob]", "only their own"],
     );
     // Editing bob's recorded entry.
-    let approved = update(
-        &admission,
-        &bob(),
-        &stored,
-        &with_approval(&stored, "oidc:bob", "Approve"),
-    )
-    .unwrap();
+    let approved = decide(&admission, &bob(), &stored, "oidc:bob", "Approve").unwrap();
     let mut edited = approved.clone();
     edited["spec"]["approvals"][0]["reason"] = json!("changed by dave");
     expect_denied(
@@ -909,12 +1061,7 @@ fn issue_14_finding_8_the_requester_in_other_case_cannot_approve() {
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
     let shouting = user("oidc:ALICE", &["FinReport-Approvers"], true);
     expect_denied(
-        update(
-            &admission,
-            &shouting,
-            &stored,
-            &with_approval(&stored, "oidc:ALICE", "Approve"),
-        ),
+        decide(&admission, &shouting, &stored, "oidc:ALICE", "Approve"),
         &["your own request"],
     );
     // The other spelling *is* the requester: she may end it.
@@ -929,13 +1076,7 @@ fn issue_14_finding_8_the_requester_in_other_case_cannot_approve() {
 fn issue_14_finding_8_one_approver_one_entry_whatever_the_case() {
     let admission = admission(Some(keyring()));
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
-    let denied = update(
-        &admission,
-        &bob(),
-        &stored,
-        &with_approval(&stored, "oidc:bob", "Deny"),
-    )
-    .unwrap();
+    let denied = decide(&admission, &bob(), &stored, "oidc:bob", "Deny").unwrap();
     let shouting = user("oidc:BOB", &[], true);
     expect_denied(
         update(
@@ -947,13 +1088,7 @@ fn issue_14_finding_8_one_approver_one_entry_whatever_the_case() {
         &["one entry per person", "oidc:bob"],
     );
     // On a fresh request the other spelling approves, as the approver the policy names.
-    let approved = update(
-        &admission,
-        &shouting,
-        &stored,
-        &with_approval(&stored, "oidc:BOB", "Approve"),
-    )
-    .unwrap();
+    let approved = decide(&admission, &shouting, &stored, "oidc:BOB", "Approve").unwrap();
     let approvals = attestor().approvals(&attested(&approved));
     assert_eq!(approvals[0].approver, "BOB@contoso.com");
 }
@@ -993,6 +1128,8 @@ fn issue_14_finding_8_the_controller_counts_people_not_spellings() {
             decision: Decision::Approve,
             time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now())),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            // As the webhook stamps it: the policy requires MFA of approvers too.
+            mfa: Some("amr=mfa".into()),
             ..Default::default()
         };
         entry.attestation = Some(keyring().sign_approval(&uid, &entry));

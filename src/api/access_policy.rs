@@ -92,6 +92,12 @@ pub struct ActivationSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
     pub max_start_delay: Option<String>,
+    /// How many requests one requester may have open at once (Pending, PendingApproval,
+    /// Scheduled or Active), counted over every group; a request beyond it is refused at
+    /// admission. Bounds what one person can make the operator hold. Default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_open_requests: Option<i32>,
 }
 
 /// Who approves, and how many must.
@@ -113,6 +119,11 @@ pub struct ApprovalSettings {
     /// Let a requester approve their own request. Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,
+    /// An approval counts only when the approver signed in with MFA (checked and signed at
+    /// admission, checked again by the controller); a denial counts without. Default: what
+    /// `activation.requireMfa` says, since an approval grants as much as an activation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_mfa: Option<bool>,
 }
 
 /// Caps on eligible and active assignments.

@@ -98,6 +98,16 @@ fn default_role() -> Option<Role> {
     Some(Role::default())
 }
 
+impl ActivationRequest {
+    /// Whether the request has not ended: it has no status yet, or a phase that is not terminal.
+    pub fn is_open(&self) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_none_or(|phase| !phase.is_terminal())
+    }
+}
+
 impl ActivationRequestSpec {
     pub fn role(&self) -> Role {
         self.role.unwrap_or_default()
@@ -162,6 +172,11 @@ pub struct Approval {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64), inner(length(max = PRINCIPAL_MAX)))]
     pub groups: Vec<String>,
+    /// `claim=value` when the approver's credentials carried MFA evidence; stamped by the
+    /// webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = PRINCIPAL_MAX))]
+    pub mfa: Option<String>,
     /// The webhook's signature over this entry. The controller ignores an entry without a valid one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = ATTESTATION_MAX))]
@@ -297,7 +312,7 @@ pub struct ActivationRequestStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = OBJECT_NAME_MAX))]
     pub matched_assignment: Option<String>,
-    /// Approvers whose verified approvals counted.
+    /// Approvers whose verified approvals counted (so far, while PendingApproval).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub approved_by: Vec<String>,

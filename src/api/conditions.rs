@@ -18,10 +18,16 @@ pub mod types {
     // EligibleAssignment
     pub const VALID: &str = "Valid";
     pub const EFFECTIVE: &str = "Effective";
+    // AccessPolicy: whether the MFA it asks for can be seen at all.
+    pub const MFA_CLAIM: &str = "MfaClaim";
 }
 
 /// Condition reasons (CamelCase, as Kubernetes API conventions ask).
 pub mod reasons {
+    // The MfaClaim condition of an AccessPolicy.
+    pub const MFA_NOT_REQUIRED: &str = "MfaNotRequired";
+    pub const MFA_CLAIM_CONFIGURED: &str = "MfaClaimConfigured";
+    pub const MFA_CLAIM_NOT_CONFIGURED: &str = "MfaClaimNotConfigured";
     // Validation of a request.
     pub const VALID: &str = "Valid";
     pub const AWAITING_VALIDATION: &str = "AwaitingValidation";

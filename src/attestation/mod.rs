@@ -335,6 +335,9 @@ struct ApprovalPayload<'a> {
     reason: Option<&'a str>,
     time: Option<&'a Time>,
     groups: &'a [String],
+    /// Left out when absent, so that entries signed before it existed still verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mfa: Option<&'a str>,
 }
 
 fn approval_payload(request_uid: &str, approval: &Approval) -> Vec<u8> {
@@ -346,6 +349,7 @@ fn approval_payload(request_uid: &str, approval: &Approval) -> Vec<u8> {
         reason: approval.reason.as_deref(),
         time: approval.time.as_ref(),
         groups: &approval.groups,
+        mfa: approval.mfa.as_deref(),
     };
     // Serialising plain strings, enums and timestamps cannot fail; an empty payload would only
     // make every signature fail to verify.
@@ -509,6 +513,7 @@ mod tests {
             reason: Some("ok".into()),
             time: Some(Time("2026-01-01T10:05:00Z".parse().unwrap())),
             groups: vec!["approvers".into()],
+            mfa: None,
             attestation: None,
         };
         approval.attestation = Some(ring.sign_approval("uid-1", &approval));
@@ -523,6 +528,15 @@ mod tests {
         let mut grouped = approval.clone();
         grouped.groups.push("more".into());
         assert!(!ring.verify_approval("uid-1", &grouped));
+        // MFA evidence is covered: added to an entry signed without it, it fails.
+        let mut claimed = approval.clone();
+        claimed.mfa = Some("amr=mfa".into());
+        assert!(!ring.verify_approval("uid-1", &claimed));
+        let mut with_mfa = claimed.clone();
+        with_mfa.attestation = Some(ring.sign_approval("uid-1", &with_mfa));
+        assert!(ring.verify_approval("uid-1", &with_mfa));
+        with_mfa.mfa = None;
+        assert!(!ring.verify_approval("uid-1", &with_mfa));
         approval.attestation = None;
         assert!(!ring.verify_approval("uid-1", &approval));
     }

@@ -184,6 +184,7 @@ mod tests {
                 decision: Decision::Approve,
                 time: t0() + SignedDuration::from_mins(minute),
                 reason: None,
+                mfa: true,
             }
         }
 

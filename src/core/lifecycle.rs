@@ -48,6 +48,8 @@ pub struct VerifiedApproval {
     pub decision: Vote,
     pub time: Timestamp,
     pub reason: Option<String>,
+    /// Whether the webhook saw (and signed) MFA evidence for the approver.
+    pub mfa: bool,
 }
 
 /// The group and policy behind the request, as the controller found them.
@@ -525,6 +527,8 @@ impl<'a> Pass<'a> {
             message.clone(),
         );
         self.out.matched_assignment = Some(assignment);
+        // What counted so far, for `kubectl pim pending` to show as the controller counts.
+        self.out.approved_by = tally.approvers;
         self.set(Phase::PendingApproval, reason, message);
         // The eligibility may run out before anyone decides.
         self.out.next_deadline = Some(eligibility_end.map_or(deadline, |end| end.min(deadline)));
@@ -1006,6 +1010,8 @@ pub fn tally(
             Some("not an approver under the policy")
         } else if same_identity(&a.approver, requester, names) && !rules.allow_self_approval {
             Some("self-approval is not allowed")
+        } else if a.decision == Vote::Approve && rules.require_mfa && !a.mfa {
+            Some("approved without MFA, which the policy requires of approvers")
         } else {
             None
         };

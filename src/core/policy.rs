@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_ELIGIBLE: SignedDuration = SignedDuration::from_hours(365 
 pub const DEFAULT_MAX_ACTIVE: SignedDuration = SignedDuration::from_hours(180 * 24);
 pub const DEFAULT_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
 pub const DEFAULT_EXPIRING_SOON_LEAD: SignedDuration = SignedDuration::from_mins(15);
+/// How many requests one requester may have open at once, unless the policy says otherwise.
+pub const DEFAULT_MAX_OPEN_REQUESTS: usize = 5;
 /// How far after its creation a request may ask to start, unless the policy says otherwise.
 pub const DEFAULT_MAX_START_DELAY: SignedDuration = SignedDuration::from_hours(14 * 24);
 pub const MAX_MIN_APPROVALS: usize = 16;
@@ -33,6 +35,8 @@ pub struct Policy {
     pub approval: Option<ApprovalRules>,
     /// How far after its creation a request's `startTime` may lie.
     pub max_start_delay: SignedDuration,
+    /// How many requests one requester may have open at once, over every group.
+    pub max_open_requests: usize,
     pub assignments: AssignmentRules,
     pub retention: SignedDuration,
     pub expiring_soon_lead: SignedDuration,
@@ -47,6 +51,8 @@ pub struct ApprovalRules {
     pub min_approvals: usize,
     pub timeout: SignedDuration,
     pub allow_self_approval: bool,
+    /// Approvals count only with the approver's MFA evidence.
+    pub require_mfa: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +73,7 @@ impl Default for Policy {
             require_mfa: false,
             approval: None,
             max_start_delay: DEFAULT_MAX_START_DELAY,
+            max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
             assignments: AssignmentRules {
                 allow_permanent_eligible: false,
                 max_eligible: DEFAULT_MAX_ELIGIBLE,
@@ -156,6 +163,18 @@ impl Policy {
         policy.require_justification = activation.require_justification.unwrap_or(true);
         policy.require_ticket = activation.require_ticket.unwrap_or(false);
         policy.require_mfa = activation.require_mfa.unwrap_or(false);
+        match activation.max_open_requests.map(usize::try_from) {
+            None => {}
+            Some(Ok(n)) if (1..=100).contains(&n) => policy.max_open_requests = n,
+            Some(_) => violations.push(Violation::new(
+                "spec.activation.maxOpenRequests",
+                reasons::INVALID_POLICY,
+                "must be between 1 and 100",
+                format!(
+                    "set spec.activation.maxOpenRequests to a number from 1 to 100, or leave it out for {DEFAULT_MAX_OPEN_REQUESTS}"
+                ),
+            )),
+        }
         policy.assignments.allow_permanent_eligible =
             assignment.allow_permanent_eligible.unwrap_or(false);
         policy.assignments.allow_permanent_active =
@@ -228,6 +247,7 @@ impl Policy {
                 min_approvals: min_approvals.max(1),
                 timeout,
                 allow_self_approval: approval.allow_self_approval.unwrap_or(false),
+                require_mfa: approval.require_mfa.unwrap_or(policy.require_mfa),
             });
         }
 
@@ -332,6 +352,60 @@ mod tests {
                 "{}",
                 errs[0]
             );
+        }
+    }
+
+    // Issue 17 findings 6 and 7: approver MFA follows the requester's unless said otherwise,
+    // and the open-request cap is parsed with errors that name the field.
+    #[test]
+    fn approver_mfa_defaults_to_the_requesters_and_the_open_cap_is_checked() {
+        let with = |require_mfa: Option<bool>, approver_mfa: Option<bool>| {
+            spec_with(ActivationSettings {
+                require_mfa,
+                approval: Some(ApprovalSettings {
+                    approvers: vec![PrincipalRef::user("bob")],
+                    require_mfa: approver_mfa,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+        };
+        let approver_mfa = |spec: &AccessPolicySpec| {
+            Policy::from_spec(spec)
+                .unwrap()
+                .approval
+                .unwrap()
+                .require_mfa
+        };
+        assert!(approver_mfa(&with(Some(true), None)));
+        assert!(!approver_mfa(&with(None, None)));
+        assert!(!approver_mfa(&with(Some(true), Some(false))));
+        assert!(approver_mfa(&with(None, Some(true))));
+
+        assert_eq!(
+            Policy::from_spec(&AccessPolicySpec::default())
+                .unwrap()
+                .max_open_requests,
+            DEFAULT_MAX_OPEN_REQUESTS
+        );
+        for (n, ok) in [
+            (1, true),
+            (100, true),
+            (0, false),
+            (101, false),
+            (-3, false),
+        ] {
+            let spec = spec_with(ActivationSettings {
+                max_open_requests: Some(n),
+                ..Default::default()
+            });
+            match Policy::from_spec(&spec) {
+                Ok(p) => assert!(ok && p.max_open_requests == n as usize, "{n}"),
+                Err(errs) => {
+                    assert!(!ok, "{n}");
+                    assert_eq!(errs[0].field, "spec.activation.maxOpenRequests");
+                }
+            }
         }
     }
 

@@ -49,6 +49,7 @@ impl Attestor for TrustAsWritten {
                     decision: a.decision,
                     time: a.time.as_ref()?.0,
                     reason: a.reason.clone(),
+                    mfa: true,
                 })
             })
             .collect()
@@ -135,6 +136,8 @@ impl Attestor for SignedAttestor {
                     decision: a.decision,
                     time: a.time.as_ref()?.0,
                     reason: a.reason.clone(),
+                    // Covered by the entry's signature.
+                    mfa: a.mfa.is_some(),
                 })
             })
             .collect()

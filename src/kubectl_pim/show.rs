@@ -16,7 +16,6 @@ use crate::api::Phase;
 use crate::api::activation_request::EndClippedBy;
 use crate::api::common::Principal;
 use crate::core::duration;
-use crate::core::identity::distinct_identities;
 
 fn created(request: &ActivationRequest) -> Option<Timestamp> {
     request.metadata.creation_timestamp.as_ref().map(|t| t.0)
@@ -315,15 +314,9 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
         if !allowed || (own && !approval.allow_self_approval) {
             continue;
         }
-        // Distinct people: `Bob@x.org` and `bob@x.org` are one approval (issue 14 finding 8).
-        let approvals = distinct_identities(
-            r.spec
-                .approvals
-                .iter()
-                .filter(|a| a.decision == crate::api::activation_request::Decision::Approve)
-                .map(|a| a.approver.as_str()),
-            NAMES,
-        );
+        // What the controller counted (signed, by approvers, with MFA where required), never
+        // the entries as written: an unsigned one counts for nothing (issue 17 finding 6).
+        let approvals = r.status.as_ref().map_or(0, |s| s.approved_by.len());
         let mut via: Vec<String> = approval
             .approvers
             .iter()

@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp, Unit};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::identity::Caller;
-use crate::api::activation_request::{ActivationRequestSpec, Approval, Requester};
+use crate::api::activation_request::{ActivationRequestSpec, Approval, Decision, Requester};
 use crate::attestation::Keyring;
 use crate::config::UsernameMapping;
 use crate::core::identity::{CaseInsensitive, same_identity};
@@ -198,7 +198,39 @@ fn check_create(
             ),
         ));
     }
+    if let Some(policy) = rules.policy(spec) {
+        let open = open_requests_of(rules, &caller.username);
+        if open.len() >= policy.max_open_requests {
+            return Err(deny(
+                "spec",
+                format!(
+                    "you have {} open requests ({}), the most the policy of {:?} allows (spec.activation.maxOpenRequests: {}); deactivate one you no longer need (kubectl pim deactivate NAME) or wait until one ends",
+                    open.len(),
+                    open.join(", "),
+                    spec.group,
+                    policy.max_open_requests
+                ),
+            ));
+        }
+    }
     Ok(principal)
+}
+
+/// The names of the requests `username` made that have not ended, in every group.
+fn open_requests_of<'c>(rules: &Rules<'c>, username: &str) -> Vec<&'c str> {
+    rules
+        .catalog
+        .requests
+        .values()
+        .filter(|r| r.is_open())
+        .filter(|r| {
+            r.spec
+                .requester
+                .as_ref()
+                .is_some_and(|q| rules.same_user(&q.username, username))
+        })
+        .filter_map(|r| r.metadata.name.as_deref())
+        .collect()
 }
 
 /// How an update changes the approval entries, keyed by approver.
@@ -361,6 +393,15 @@ fn check_update(
                 "you cannot approve or deny your own request (the policy does not allow self-approval)",
             ));
         }
+        if entry.decision == Decision::Approve && approval.require_mfa && caller.mfa.is_none() {
+            return Err(deny(
+                field,
+                format!(
+                    "the policy of {:?} requires approvers to have signed in with MFA (spec.activation.approval.requireMfa), and your credentials carry no MFA claim; sign in again with multi-factor authentication",
+                    old.group
+                ),
+            ));
+        }
         if let Some(i) = new
             .approvals
             .iter()
@@ -417,6 +458,7 @@ pub fn mutate_update(
             .and_then(|a| a.time.clone());
         entry.time = Some(kept.unwrap_or_else(|| rules.stamp()));
         entry.groups = groups.clone();
+        entry.mfa = caller.mfa.clone();
         entry.attestation = None;
         entry.attestation = Some(keyring.sign_approval(uid, entry));
     }
@@ -446,7 +488,11 @@ pub fn validate_update(
         let fresh = entry.time.as_ref().is_some_and(|t| {
             !is_new || rules.now.duration_since(t.0).abs() <= SignedDuration::from_mins(5)
         });
-        if !fresh || entry.groups != groups || !keyring.verify_approval(uid, entry) {
+        if !fresh
+            || entry.groups != groups
+            || entry.mfa != caller.mfa
+            || !keyring.verify_approval(uid, entry)
+        {
             return Err(deny(
                 format!("{field}.attestation"),
                 "is not the admission webhook's signature over this entry",

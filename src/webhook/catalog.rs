@@ -7,16 +7,18 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AccessPolicy, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::controller::lenient::Lenient;
 use crate::engine::Catalog;
 
-/// Watched caches of policies, groups and assignments (malformed objects are skipped).
+/// Watched caches of policies, groups, assignments and requests (malformed objects are
+/// skipped). Requests are there to count each requester's open ones.
 #[derive(Clone)]
 pub struct WatchedCatalog {
     policies: Store<Lenient<AccessPolicy>>,
     groups: Store<Lenient<PimGroup>>,
     assignments: Store<Lenient<EligibleAssignment>>,
+    requests: Store<Lenient<ActivationRequest>>,
     /// True once every cache has its first full list. Reviews wait on this, never on the
     /// stores: a store's `wait_until_ready` wakes only its latest waiter (kube-runtime's
     /// `DelayedInit` keeps one waker), so concurrent reviews at startup waited out their timeout.
@@ -24,21 +26,28 @@ pub struct WatchedCatalog {
 }
 
 impl WatchedCatalog {
-    /// Starts the three watches; they stop when `stop` fires.
+    /// Starts the four watches; they stop when `stop` fires.
     pub fn start(client: &Client, stop: &CancellationToken) -> Self {
         let policies = watch(Api::all(client.clone()), stop);
         let groups = watch(Api::all(client.clone()), stop);
         let assignments = watch(Api::all(client.clone()), stop);
+        let requests = watch(Api::all(client.clone()), stop);
         let (ready_tx, ready) = tokio::sync::watch::channel(false);
         // The one waiter on the stores' readiness.
-        let (p, g, a) = (policies.clone(), groups.clone(), assignments.clone());
+        let (p, g, a, r) = (
+            policies.clone(),
+            groups.clone(),
+            assignments.clone(),
+            requests.clone(),
+        );
         tokio::spawn(async move {
-            let (p, g, a) = futures::join!(
+            let (p, g, a, r) = futures::join!(
                 p.wait_until_ready(),
                 g.wait_until_ready(),
-                a.wait_until_ready()
+                a.wait_until_ready(),
+                r.wait_until_ready()
             );
-            if p.is_ok() && g.is_ok() && a.is_ok() {
+            if p.is_ok() && g.is_ok() && a.is_ok() && r.is_ok() {
                 ready_tx.send_replace(true);
             }
         });
@@ -46,6 +55,7 @@ impl WatchedCatalog {
             policies,
             groups,
             assignments,
+            requests,
             ready,
         }
     }
@@ -73,6 +83,14 @@ impl WatchedCatalog {
         for a in self.assignments.state() {
             if let Ok(o) = &a.parsed {
                 catalog.insert_assignment(o.clone());
+            }
+        }
+        // Only open requests: ended ones, kept for audit, are most of them and count for nothing.
+        for r in self.requests.state() {
+            if let Ok(o) = &r.parsed
+                && o.is_open()
+            {
+                catalog.insert_request(o.clone());
             }
         }
         catalog

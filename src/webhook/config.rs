@@ -22,9 +22,18 @@ pub struct WebhookConfig {
     pub key_file: Option<PathBuf>,
     #[serde(default)]
     pub self_signed: SelfSigned,
-    /// Which `userInfo.extra` claim proves MFA, and the values that count.
+    /// Which `userInfo.extra` claim proves MFA, and the values that count. Unset, the webhook
+    /// looks for `amr` containing `mfa`, which structured authentication never produces (its
+    /// extra keys are domain-prefixed), so policies that require MFA say so in their status.
     #[serde(default)]
-    pub mfa_claim: MfaClaim,
+    pub mfa_claim: Option<MfaClaim>,
+}
+
+impl WebhookConfig {
+    /// The claim the webhook reads: the configured one, or the default.
+    pub fn mfa_claim(&self) -> MfaClaim {
+        self.mfa_claim.clone().unwrap_or_default()
+    }
 }
 
 /// The self-generated certificate: kept in a Secret so every replica serves the same one, and
@@ -64,7 +73,7 @@ impl Default for WebhookConfig {
             cert_file: None,
             key_file: None,
             self_signed: SelfSigned::default(),
-            mfa_claim: MfaClaim::default(),
+            mfa_claim: None,
         }
     }
 }

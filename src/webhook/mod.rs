@@ -99,7 +99,7 @@ pub async fn start(
     let state = Arc::new(server::WebhookState {
         admission: Admission {
             mapping: config.username_mapping.clone(),
-            mfa_claim: settings.mfa_claim.clone(),
+            mfa_claim: settings.mfa_claim(),
             keyring,
             schema: crate::checks::SchemaChecker::new()?,
             operator_username,

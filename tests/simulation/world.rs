@@ -108,6 +108,7 @@ fn policy_spec(max_minutes: i64, min_approvals: usize) -> AccessPolicySpec {
                 min_approvals: Some(min_approvals as i32),
                 timeout: Some("30m".into()),
                 allow_self_approval: None,
+                require_mfa: None,
             }),
             ..Default::default()
         },

@@ -162,6 +162,7 @@ impl Harness {
             min_approvals: Some(1),
             timeout: Some("24h".into()),
             allow_self_approval: None,
+            require_mfa: None,
         });
         let mut spec = AccessPolicySpec {
             activation: ActivationSettings {

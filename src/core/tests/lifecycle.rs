@@ -128,6 +128,52 @@ fn unsigned_approvals_are_reported_and_count_for_nothing() {
     assert_eq!(w.step(4), Phase::Scheduled);
 }
 
+// Issue 17 finding 6: under approval.requireMfa an approval without the approver's MFA
+// evidence counts for nothing, and says why; a denial counts without it.
+#[test]
+fn issue_17_finding_6_approvals_without_mfa_do_not_count_where_the_policy_requires_it() {
+    let mut w = World::new().with_approval(&["bob", "carol"], 1);
+    if let Some(rules) = w.policy.approval.as_mut() {
+        rules.require_mfa = true;
+    }
+    w.approve_without_mfa("carol", 1);
+    assert_eq!(w.step(2), Phase::PendingApproval);
+    let message = &w.last().message;
+    assert!(
+        message.contains("carol (approved without MFA, which the policy requires of approvers)"),
+        "{message}"
+    );
+    assert!(w.status.approved_by.is_empty());
+    assert!(!w.last().grants_access_at(at(2)));
+    w.approve("bob", 3);
+    assert_eq!(w.step(3), Phase::Scheduled);
+    assert_eq!(w.status.approved_by, ["bob"]);
+
+    let mut lax = World::new().with_approval(&["carol"], 1);
+    lax.approve_without_mfa("carol", 1);
+    assert_eq!(lax.step(2), Phase::Scheduled);
+
+    let mut denied = World::new().with_approval(&["carol"], 1);
+    if let Some(rules) = denied.policy.approval.as_mut() {
+        rules.require_mfa = true;
+    }
+    denied.vote("carol", Vote::Deny, 1);
+    if let Some(last) = denied.approvals.last_mut() {
+        last.mfa = false;
+    }
+    assert_eq!(denied.step(2), Phase::Denied);
+}
+
+// Issue 17 finding 6: while approvals are collected, status.approvedBy holds what counted so
+// far, which `kubectl pim pending` shows.
+#[test]
+fn approved_by_shows_the_approvals_counted_so_far() {
+    let mut w = World::new().with_approval(&["bob", "carol"], 2);
+    w.approve("bob", 1);
+    assert_eq!(w.step(2), Phase::PendingApproval);
+    assert_eq!(w.status.approved_by, ["bob"]);
+}
+
 #[test]
 fn approvers_qualify_through_groups() {
     let mut w = World::new();
@@ -136,6 +182,7 @@ fn approvers_qualify_through_groups() {
         min_approvals: 1,
         timeout: mins(60),
         allow_self_approval: false,
+        require_mfa: false,
     });
     w.approve("dave", 1);
     assert_eq!(w.step(2), Phase::PendingApproval);

@@ -81,6 +81,7 @@ fn world_for(s: &Scenario) -> World {
         min_approvals: min,
         timeout: mins(timeout),
         allow_self_approval: false,
+        require_mfa: false,
     });
     w.eligibilities = s
         .eligibilities

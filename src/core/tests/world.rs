@@ -94,6 +94,7 @@ impl World {
             min_approvals: min,
             timeout: SignedDuration::from_hours(24),
             allow_self_approval: false,
+            require_mfa: false,
         });
         self
     }
@@ -109,7 +110,16 @@ impl World {
             decision,
             time: at(offset_mins),
             reason: Some("ok".into()),
+            mfa: true,
         });
+    }
+
+    /// An approval whose approver had no MFA evidence.
+    pub fn approve_without_mfa(&mut self, who: &str, offset_mins: i64) {
+        self.approve(who, offset_mins);
+        if let Some(last) = self.approvals.last_mut() {
+            last.mfa = false;
+        }
     }
 
     pub fn decide_at(&self, now: Timestamp) -> Decision {

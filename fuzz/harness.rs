@@ -64,6 +64,7 @@ impl Harness {
                     ..UsernameMapping::default()
                 },
                 mfa_claim: MfaClaim::default(),
+                auth_time_claim: None,
                 keyring: Some(keyring),
                 schema: SchemaChecker::new().expect("the CRD schemas"),
                 operator_username: "system:serviceaccount:pim-system:pim-operator".into(),

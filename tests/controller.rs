@@ -174,6 +174,7 @@ impl Harness {
             timeout: Some("24h".into()),
             allow_self_approval: None,
             require_mfa: None,
+            sign_in: Default::default(),
         };
         self.api::<AccessPolicy>()
             .create(

@@ -83,6 +83,7 @@ fn admission_as(keyring: Option<Keyring>, operator: &str) -> Admission {
     Admission {
         mapping: mapping(),
         mfa_claim: MfaClaim::default(),
+        auth_time_claim: Some("pim.dev/auth_time".into()),
         keyring,
         schema: SchemaChecker::new().unwrap(),
         operator_username: operator.into(),
@@ -248,12 +249,22 @@ fn validate_create(admission: &Admission, caller: &Value, object: &Value) -> Ans
 
 /// Mutate then validate, as the API server chains them; returns the stored object.
 fn create(admission: &Admission, caller: &Value, object: &Value) -> Result<Value, String> {
-    let mutated = on_create(admission, Stage::Mutate, caller, object);
+    create_in(admission, caller, object, &catalog())
+}
+
+/// [`create`] against the objects of `catalog`.
+fn create_in(
+    admission: &Admission,
+    caller: &Value,
+    object: &Value,
+    catalog: &Catalog,
+) -> Result<Value, String> {
+    let mutated = on_create_in(admission, Stage::Mutate, caller, object, catalog);
     if !mutated.allowed {
         return Err(mutated.message);
     }
     let mut stored = mutated.patched;
-    let validated = validate_create(admission, caller, &stored);
+    let validated = on_create_in(admission, Stage::Validate, caller, &stored, catalog);
     if !validated.allowed {
         return Err(validated.message);
     }
@@ -269,33 +280,33 @@ fn update(
     old: &Value,
     new: &Value,
 ) -> Result<Value, String> {
-    let mutated = run(
-        admission,
-        Stage::Mutate,
-        &wire(
+    update_in(admission, caller, old, new, &catalog())
+}
+
+/// [`update`] against the objects of `catalog`.
+fn update_in(
+    admission: &Admission,
+    caller: &Value,
+    old: &Value,
+    new: &Value,
+    catalog: &Catalog,
+) -> Result<Value, String> {
+    let review = |stage, object: &Value| {
+        let wired = wire(
             "ActivationRequest",
             "activationrequests",
             "UPDATE",
             caller,
-            new,
+            object,
             Some(old),
-        ),
-    );
+        );
+        run_in(admission, stage, &wired, catalog)
+    };
+    let mutated = review(Stage::Mutate, new);
     if !mutated.allowed {
         return Err(mutated.message);
     }
-    let validated = run(
-        admission,
-        Stage::Validate,
-        &wire(
-            "ActivationRequest",
-            "activationrequests",
-            "UPDATE",
-            caller,
-            &mutated.patched,
-            Some(old),
-        ),
-    );
+    let validated = review(Stage::Validate, &mutated.patched);
     if !validated.allowed {
         return Err(validated.message);
     }
@@ -721,6 +732,103 @@ fn issue_17_finding_6_approvers_need_mfa_where_the_policy_requires_it() {
     forged["spec"]["approvals"][0]["mfa"] = json!("amr=mfa");
     forged["spec"]["approvals"][0]["decision"] = json!("Approve");
     assert!(attestor().approvals(&attested(&forged)).is_empty());
+}
+
+/// Issue 17 finding 5: a policy can require claims beyond MFA (an Entra authentication
+/// context) and a recent sign-in, of requesters and of approvers. The webhook checks them,
+/// stamps and signs what it saw, and the controller checks the signed evidence again.
+#[test]
+fn issue_17_finding_5_policies_require_claims_and_a_recent_sign_in() {
+    use pim_operator::api::access_policy::ClaimRequirement;
+    let admission = admission(Some(keyring()));
+    let mut catalog = catalog();
+    let mut policy = (**catalog.policies.get("finreport-senioranalyst").unwrap()).clone();
+    let acrs = ClaimRequirement {
+        key: "pim.dev/acrs".into(),
+        values: vec!["c1".into()],
+    };
+    policy.spec.activation.sign_in.required_claims = vec![acrs.clone()];
+    policy.spec.activation.sign_in.max_authentication_age = Some("15m".into());
+    if let Some(approval) = policy.spec.activation.approval.as_mut() {
+        approval.sign_in.required_claims = vec![acrs];
+    }
+    catalog.insert_policy(policy);
+    // Signed in 5 minutes before now(), with MFA and the authentication context c1.
+    let signed_in = (now().as_second() - 300).to_string();
+    let with = |name: &str, groups: &[&str], acrs: &[&str], auth_time: &str| {
+        let mut info = user(name, groups, true);
+        info["extra"]["pim.dev/acrs"] = json!(acrs);
+        info["extra"]["pim.dev/auth_time"] = json!([auth_time]);
+        info
+    };
+    let object = request_object(GROUP, json!({}));
+    let create_as = |caller: &Value| create_in(&admission, caller, &object, &catalog);
+    // Without the context, or signed in an hour ago: refused, saying what is missing.
+    expect_denied(
+        create_as(&with("oidc:alice", &["finance"], &["c2"], &signed_in)),
+        &["requiredClaims", "pim.dev/acrs"],
+    );
+    let an_hour_ago = (now().as_second() - 3600).to_string();
+    expect_denied(
+        create_as(&with("oidc:alice", &["finance"], &["c1"], &an_hour_ago)),
+        &["maxAuthenticationAge", "more than 15m"],
+    );
+    // With both: admitted, and the evidence is stamped and signed.
+    let stored = create_as(&with("oidc:alice", &["finance"], &["c1"], &signed_in)).unwrap();
+    let requester = &stored["spec"]["requester"];
+    assert_eq!(requester["claims"], json!(["pim.dev/acrs=c1"]));
+    assert_eq!(requester["authenticatedAt"], "2026-11-22T09:55:00Z");
+    assert_eq!(
+        attestor().requester(&attested(&stored)),
+        Attestation::Verified
+    );
+    let mut forged = stored.clone();
+    forged["spec"]["requester"]["claims"] = json!(["pim.dev/acrs=c9"]);
+    assert_eq!(
+        attestor().requester(&attested(&forged)),
+        Attestation::Unverified
+    );
+    // The controller's own check of the signed evidence against the policy.
+    let spec: ActivationRequestSpec = serde_json::from_value(stored["spec"].clone()).unwrap();
+    let parsed = pim_operator::core::policy::Policy::from_spec(
+        &catalog
+            .policies
+            .get("finreport-senioranalyst")
+            .unwrap()
+            .spec,
+    )
+    .unwrap();
+    assert!(pim_operator::core::activation::validate_request(&spec, &parsed, true).is_ok());
+    let mut bare = spec.clone();
+    if let Some(r) = bare.requester.as_mut() {
+        r.authentication = Default::default();
+    }
+    let violations =
+        pim_operator::core::activation::validate_request(&bare, &parsed, true).unwrap_err();
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.reason == "AuthenticationRequirementsNotMet"),
+        "{violations:?}"
+    );
+
+    // Approvers: bob without the context is refused; with it, the entry carries it.
+    let approve_as = |caller: &Value, approver: &str| {
+        let new = with_approval(&stored, approver, "Approve");
+        update_in(&admission, caller, &stored, &new, &catalog)
+    };
+    expect_denied(
+        approve_as(&with("oidc:bob", &[], &[], &signed_in), "oidc:bob"),
+        &["approval.requiredClaims", "pim.dev/acrs"],
+    );
+    let approved = approve_as(&with("oidc:bob", &[], &["c1"], &signed_in), "oidc:bob").unwrap();
+    assert_eq!(
+        approved["spec"]["approvals"][0]["claims"],
+        json!(["pim.dev/acrs=c1"])
+    );
+    let verified = attestor().approvals(&attested(&approved));
+    assert_eq!(verified.len(), 1);
+    assert_eq!(verified[0].authentication.claims, ["pim.dev/acrs=c1"]);
 }
 
 #[test]

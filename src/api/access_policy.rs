@@ -98,6 +98,37 @@ pub struct ActivationSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub max_open_requests: Option<i32>,
+    /// What the requester's sign-in must show beyond `requireMfa`.
+    #[serde(flatten)]
+    pub sign_in: SignInRequirements,
+}
+
+/// What a sign-in must show beyond MFA, as Entra PIM lets a role require an authentication
+/// context. Checked and signed at admission, checked again by the controller.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignInRequirements {
+    /// Claims the credentials must carry: each key of `userInfo.extra` must hold one of its
+    /// values (an Entra authentication context is `acrs` containing `c1`, mapped by the API
+    /// server to a key such as `pim.dev/acrs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub required_claims: Vec<ClaimRequirement>,
+    /// How long before acting the caller may have signed in, read from the sign-in time the
+    /// API server passes on (`webhook.authTimeClaim`). Unset: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
+    pub max_authentication_age: Option<String>,
+}
+
+/// A claim that credentials must carry: `userInfo.extra[key]` holds one of `values`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRequirement {
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 256)))]
+    pub values: Vec<String>,
 }
 
 /// Who approves, and how many must.
@@ -124,6 +155,10 @@ pub struct ApprovalSettings {
     /// `activation.requireMfa` says, since an approval grants as much as an activation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_mfa: Option<bool>,
+    /// What an approver's sign-in must show for the approval to count, as for requesters.
+    /// A denial counts without it.
+    #[serde(flatten)]
+    pub sign_in: SignInRequirements,
 }
 
 /// Caps on eligible and active assignments.

@@ -144,6 +144,8 @@ pub struct Requester {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = TEXT_MAX))]
     pub mfa: Option<String>,
+    #[serde(flatten)]
+    pub authentication: Authentication,
     /// When the admission webhook stamped this requester.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stamped_at: Option<Time>,
@@ -152,6 +154,26 @@ pub struct Requester {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = ATTESTATION_MAX))]
     pub attestation: Option<String>,
+}
+
+/// What the webhook saw of how the caller authenticated, for the policy's `requiredClaims` and
+/// `maxAuthenticationAge`; stamped and signed by the webhook.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Authentication {
+    /// The required claims the credentials carried, as `key=value`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8), inner(length(max = TEXT_MAX)))]
+    pub claims: Vec<String>,
+    /// When the caller signed in, as the API server passed it on (`webhook.authTimeClaim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticated_at: Option<Time>,
+}
+
+impl Authentication {
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.authenticated_at.is_none()
+    }
 }
 
 /// One approver's decision.
@@ -177,6 +199,8 @@ pub struct Approval {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = PRINCIPAL_MAX))]
     pub mfa: Option<String>,
+    #[serde(flatten)]
+    pub authentication: Authentication,
     /// The webhook's signature over this entry. The controller ignores an entry without a valid one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = ATTESTATION_MAX))]

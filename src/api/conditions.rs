@@ -34,6 +34,8 @@ pub mod reasons {
     pub const JUSTIFICATION_REQUIRED: &str = "JustificationRequired";
     pub const TICKET_REQUIRED: &str = "TicketRequired";
     pub const MFA_REQUIRED: &str = "MfaRequired";
+    /// The sign-in lacks a claim the policy requires, or is too old.
+    pub const AUTHENTICATION_REQUIREMENTS_NOT_MET: &str = "AuthenticationRequirementsNotMet";
     pub const INVALID_DURATION: &str = "InvalidDuration";
     pub const DURATION_EXCEEDS_MAXIMUM: &str = "DurationExceedsMaximum";
     pub const INVALID_START_TIME: &str = "InvalidStartTime";

@@ -17,7 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::api::activation_request::{
-    ActivationRequestSpec, Approval, Decision, Requester, Ticket,
+    ActivationRequestSpec, Approval, Authentication, Decision, Requester, Ticket,
 };
 use crate::api::common::Role;
 
@@ -284,6 +284,9 @@ struct RequesterPayload<'a> {
     uid: Option<&'a str>,
     groups: &'a [String],
     mfa: Option<&'a str>,
+    /// Left out when empty, so that blocks signed before it existed still verify.
+    #[serde(skip_serializing_if = "Authentication::is_empty")]
+    authentication: &'a Authentication,
     stamped_at: Option<&'a Time>,
 }
 
@@ -298,6 +301,7 @@ fn requester_payload(
         uid,
         groups,
         mfa,
+        authentication,
         stamped_at,
         attestation: _,
     } = spec.requester.as_ref()?;
@@ -319,6 +323,7 @@ fn requester_payload(
         uid: uid.as_deref(),
         groups,
         mfa: mfa.as_deref(),
+        authentication,
         stamped_at: stamped_at.as_ref(),
     })
     .ok()
@@ -338,6 +343,8 @@ struct ApprovalPayload<'a> {
     /// Left out when absent, so that entries signed before it existed still verify.
     #[serde(skip_serializing_if = "Option::is_none")]
     mfa: Option<&'a str>,
+    #[serde(skip_serializing_if = "Authentication::is_empty")]
+    authentication: &'a Authentication,
 }
 
 fn approval_payload(request_uid: &str, approval: &Approval) -> Vec<u8> {
@@ -350,6 +357,7 @@ fn approval_payload(request_uid: &str, approval: &Approval) -> Vec<u8> {
         time: approval.time.as_ref(),
         groups: &approval.groups,
         mfa: approval.mfa.as_deref(),
+        authentication: &approval.authentication,
     };
     // Serialising plain strings, enums and timestamps cannot fail; an empty payload would only
     // make every signature fail to verify.
@@ -377,6 +385,7 @@ mod tests {
                 uid: Some("u-1".into()),
                 groups: vec!["devs".into()],
                 mfa: Some("amr=mfa".into()),
+                authentication: Default::default(),
                 stamped_at: Some(Time("2026-01-01T10:00:00Z".parse().unwrap())),
                 attestation: None,
             }),
@@ -514,6 +523,7 @@ mod tests {
             time: Some(Time("2026-01-01T10:05:00Z".parse().unwrap())),
             groups: vec!["approvers".into()],
             mfa: None,
+            authentication: Default::default(),
             attestation: None,
         };
         approval.attestation = Some(ring.sign_approval("uid-1", &approval));

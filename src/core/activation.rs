@@ -84,6 +84,31 @@ pub fn validate_request_created(
             "sign in again with multi-factor authentication, so that your token carries the MFA claim, and create a new request",
         ));
     }
+    if !policy.authentication.is_empty() {
+        let evidence = spec
+            .requester
+            .as_ref()
+            .map(|r| r.authentication.clone())
+            .unwrap_or_default();
+        // Measured at the webhook's stamp; without one, no sign-in is recent enough.
+        let unmet = match created {
+            Some(at) => policy.authentication.unmet(&evidence, at),
+            None => vec![
+                "the request carries no admission stamp to measure the sign-in against".to_owned(),
+            ],
+        };
+        if !unmet.is_empty() {
+            violations.push(Violation::new(
+                "spec.requester.authentication",
+                reasons::AUTHENTICATION_REQUIREMENTS_NOT_MET,
+                format!(
+                    "the policy asks more of the requester's sign-in: {}",
+                    unmet.join("; ")
+                ),
+                "sign in again as the policy asks (spec.activation.requiredClaims, maxAuthenticationAge) and create a new request",
+            ));
+        }
+    }
     let duration = match spec.duration.as_deref() {
         None => policy.max_activation,
         Some(text) => match duration::parse_positive("spec.duration", text) {

@@ -185,6 +185,7 @@ mod tests {
                 time: t0() + SignedDuration::from_mins(minute),
                 reason: None,
                 mfa: true,
+                authentication: Default::default(),
             }
         }
 

@@ -50,6 +50,8 @@ pub struct VerifiedApproval {
     pub reason: Option<String>,
     /// Whether the webhook saw (and signed) MFA evidence for the approver.
     pub mfa: bool,
+    /// What the webhook saw (and signed) of the approver's sign-in.
+    pub authentication: crate::api::activation_request::Authentication,
 }
 
 /// The group and policy behind the request, as the controller found them.
@@ -1012,6 +1014,15 @@ pub fn tally(
             Some("self-approval is not allowed")
         } else if a.decision == Vote::Approve && rules.require_mfa && !a.mfa {
             Some("approved without MFA, which the policy requires of approvers")
+        } else if a.decision == Vote::Approve
+            && !rules
+                .authentication
+                .unmet(&a.authentication, a.time)
+                .is_empty()
+        {
+            Some(
+                "the approver's sign-in does not meet the policy's requiredClaims or maxAuthenticationAge",
+            )
         } else {
             None
         };

@@ -2,6 +2,7 @@
 //! on time takes `now` as an argument, so tests and `simulate` run on virtual time.
 
 pub mod activation;
+pub mod authentication;
 pub mod duration;
 pub mod eligibility;
 pub mod identity;

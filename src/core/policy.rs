@@ -2,6 +2,7 @@
 
 use jiff::SignedDuration;
 
+use super::authentication::Requirements;
 use super::duration;
 use super::identity::{CaseInsensitive, same_identity};
 use super::violation::Violation;
@@ -37,6 +38,8 @@ pub struct Policy {
     pub max_start_delay: SignedDuration,
     /// How many requests one requester may have open at once, over every group.
     pub max_open_requests: usize,
+    /// What the requester's credentials must show beyond MFA.
+    pub authentication: Requirements,
     pub assignments: AssignmentRules,
     pub retention: SignedDuration,
     pub expiring_soon_lead: SignedDuration,
@@ -53,6 +56,8 @@ pub struct ApprovalRules {
     pub allow_self_approval: bool,
     /// Approvals count only with the approver's MFA evidence.
     pub require_mfa: bool,
+    /// What an approver's credentials must show beyond MFA for the approval to count.
+    pub authentication: Requirements,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -74,6 +79,7 @@ impl Default for Policy {
             approval: None,
             max_start_delay: DEFAULT_MAX_START_DELAY,
             max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
+            authentication: Requirements::default(),
             assignments: AssignmentRules {
                 allow_permanent_eligible: false,
                 max_eligible: DEFAULT_MAX_ELIGIBLE,
@@ -137,6 +143,27 @@ impl Policy {
                 .and_then(|n| n.expiring_soon_lead.clone()),
             DEFAULT_EXPIRING_SOON_LEAD,
         );
+        // Durations only: the sign-in is measured against the moment of acting, which a
+        // missing value must not default to.
+        let mut age = |field: &str, value: &Option<String>| {
+            value
+                .as_ref()
+                .map(|_| duration_field(field, value, SignedDuration::ZERO))
+        };
+        policy.authentication = Requirements {
+            claims: activation.sign_in.required_claims.clone(),
+            max_age: age(
+                "spec.activation.maxAuthenticationAge",
+                &activation.sign_in.max_authentication_age,
+            ),
+        };
+        let approver_authentication = activation.approval.as_ref().map(|a| Requirements {
+            claims: a.sign_in.required_claims.clone(),
+            max_age: age(
+                "spec.activation.approval.maxAuthenticationAge",
+                &a.sign_in.max_authentication_age,
+            ),
+        });
         let approval_timeout = activation.approval.as_ref().map(|a| {
             duration_field(
                 "spec.activation.approval.timeout",
@@ -248,6 +275,7 @@ impl Policy {
                 timeout,
                 allow_self_approval: approval.allow_self_approval.unwrap_or(false),
                 require_mfa: approval.require_mfa.unwrap_or(policy.require_mfa),
+                authentication: approver_authentication.clone().unwrap_or_default(),
             });
         }
 

@@ -50,6 +50,7 @@ impl Attestor for TrustAsWritten {
                     time: a.time.as_ref()?.0,
                     reason: a.reason.clone(),
                     mfa: true,
+                    authentication: a.authentication.clone(),
                 })
             })
             .collect()
@@ -138,6 +139,7 @@ impl Attestor for SignedAttestor {
                     reason: a.reason.clone(),
                     // Covered by the entry's signature.
                     mfa: a.mfa.is_some(),
+                    authentication: a.authentication.clone(),
                 })
             })
             .collect()

@@ -38,7 +38,8 @@ pub struct Catalog {
 pub enum ResolvedTarget {
     Found {
         policy_name: String,
-        policy: Policy,
+        /// Boxed: a policy is much larger than the other variants.
+        policy: Box<Policy>,
     },
     GroupNotFound,
     RoleNotManaged,
@@ -64,7 +65,7 @@ impl ResolvedTarget {
 
     pub fn policy(&self) -> Option<&Policy> {
         match self {
-            ResolvedTarget::Found { policy, .. } => Some(policy),
+            ResolvedTarget::Found { policy, .. } => Some(policy.as_ref()),
             _ => None,
         }
     }
@@ -152,7 +153,7 @@ impl Catalog {
         match Policy::from_spec(&policy.spec) {
             Ok(policy) => ResolvedTarget::Found {
                 policy_name,
-                policy: policy.with_identities(self.identities),
+                policy: Box::new(policy.with_identities(self.identities)),
             },
             Err(violations) => ResolvedTarget::PolicyInvalid {
                 policy_name,

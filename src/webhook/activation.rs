@@ -8,9 +8,12 @@ use jiff::{SignedDuration, Timestamp, Unit};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::identity::Caller;
-use crate::api::activation_request::{ActivationRequestSpec, Approval, Decision, Requester};
+use crate::api::activation_request::{
+    ActivationRequestSpec, Approval, Authentication, Decision, Requester,
+};
 use crate::attestation::Keyring;
 use crate::config::UsernameMapping;
+use crate::core::authentication::Requirements;
 use crate::core::identity::{CaseInsensitive, same_identity};
 use crate::core::policy::Policy;
 use crate::engine::Catalog;
@@ -59,7 +62,7 @@ impl Rules<'_> {
     /// configured to; unknown groups are the semantic checks' to report.
     fn policy(&self, spec: &ActivationRequestSpec) -> Option<Policy> {
         match self.catalog.target(&spec.group, spec.role()) {
-            ResolvedTarget::Found { policy, .. } => Some(policy.with_identities(self.names())),
+            ResolvedTarget::Found { policy, .. } => Some((*policy).with_identities(self.names())),
             _ => None,
         }
     }
@@ -113,6 +116,7 @@ pub fn mutate_create(
         uid: caller.uid.clone(),
         groups: caller.groups.clone(),
         mfa: caller.mfa.clone(),
+        authentication: evidence_for(rules, caller, spec, false),
         stamped_at: Some(rules.stamp()),
         attestation: None,
     });
@@ -143,6 +147,7 @@ pub fn validate_create(
         || requester.uid != caller.uid
         || requester.groups != caller.groups
         || requester.mfa != caller.mfa
+        || requester.authentication != evidence_for(rules, caller, spec, false)
     {
         return Err(deny(
             "spec.requester",
@@ -199,6 +204,19 @@ fn check_create(
         ));
     }
     if let Some(policy) = rules.policy(spec) {
+        let unmet = policy
+            .authentication
+            .unmet(&evidence(&policy.authentication, caller), rules.now);
+        if !unmet.is_empty() {
+            return Err(deny(
+                "userInfo.extra",
+                format!(
+                    "the policy of {:?} asks more of your sign-in (spec.activation.requiredClaims, maxAuthenticationAge): {}; sign in again as it asks (for an authentication context, through the app that requests it)",
+                    spec.group,
+                    unmet.join("; ")
+                ),
+            ));
+        }
         let open = open_requests_of(rules, &caller.username);
         if open.len() >= policy.max_open_requests {
             return Err(deny(
@@ -214,6 +232,39 @@ fn check_create(
         }
     }
     Ok(principal)
+}
+
+/// What the webhook saw of the caller's sign-in that `requirements` ask about; nothing when
+/// they ask nothing.
+fn evidence(requirements: &Requirements, caller: &Caller) -> Authentication {
+    if requirements.is_empty() {
+        return Authentication::default();
+    }
+    requirements.evidence(
+        |key| caller.extra.get(key).map_or(&[][..], Vec::as_slice),
+        caller.authenticated_at,
+    )
+}
+
+/// The sign-in evidence stamped on a new request (`approver` false) or an approval entry:
+/// what the request's policy asks of requesters or of approvers.
+fn evidence_for(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    spec: &ActivationRequestSpec,
+    approver: bool,
+) -> Authentication {
+    let Some(policy) = rules.policy(spec) else {
+        return Authentication::default();
+    };
+    let requirements = if approver {
+        policy.approval.map(|a| a.authentication)
+    } else {
+        Some(policy.authentication)
+    };
+    requirements
+        .map(|r| evidence(&r, caller))
+        .unwrap_or_default()
 }
 
 /// The names of the requests `username` made that have not ended, in every group.
@@ -393,6 +444,21 @@ fn check_update(
                 "you cannot approve or deny your own request (the policy does not allow self-approval)",
             ));
         }
+        if entry.decision == Decision::Approve {
+            let unmet = approval
+                .authentication
+                .unmet(&evidence(&approval.authentication, caller), rules.now);
+            if !unmet.is_empty() {
+                return Err(deny(
+                    field,
+                    format!(
+                        "the policy of {:?} asks more of an approver's sign-in (spec.activation.approval.requiredClaims, maxAuthenticationAge): {}; sign in again as it asks",
+                        old.group,
+                        unmet.join("; ")
+                    ),
+                ));
+            }
+        }
         if entry.decision == Decision::Approve && approval.require_mfa && caller.mfa.is_none() {
             return Err(deny(
                 field,
@@ -459,6 +525,7 @@ pub fn mutate_update(
         entry.time = Some(kept.unwrap_or_else(|| rules.stamp()));
         entry.groups = groups.clone();
         entry.mfa = caller.mfa.clone();
+        entry.authentication = evidence_for(rules, caller, old, true);
         entry.attestation = None;
         entry.attestation = Some(keyring.sign_approval(uid, entry));
     }
@@ -491,6 +558,7 @@ pub fn validate_update(
         if !fresh
             || entry.groups != groups
             || entry.mfa != caller.mfa
+            || entry.authentication != evidence_for(rules, caller, old, true)
             || !keyring.verify_approval(uid, entry)
         {
             return Err(deny(

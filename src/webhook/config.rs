@@ -27,6 +27,11 @@ pub struct WebhookConfig {
     /// extra keys are domain-prefixed), so policies that require MFA say so in their status.
     #[serde(default)]
     pub mfa_claim: Option<MfaClaim>,
+    /// The `userInfo.extra` key that carries when the caller signed in (the token's
+    /// `auth_time`, in Unix seconds), for policies' `maxAuthenticationAge`. Unset: such
+    /// policies refuse, since the age cannot be known.
+    #[serde(default)]
+    pub auth_time_claim: Option<String>,
 }
 
 impl WebhookConfig {
@@ -74,6 +79,7 @@ impl Default for WebhookConfig {
             key_file: None,
             self_signed: SelfSigned::default(),
             mfa_claim: None,
+            auth_time_claim: None,
         }
     }
 }

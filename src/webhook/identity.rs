@@ -17,6 +17,10 @@ pub struct Caller {
     pub groups: Vec<String>,
     /// `claim=value` when the caller's credentials carry MFA evidence.
     pub mfa: Option<String>,
+    /// `userInfo.extra`, for the policies' required claims.
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+    /// When the caller signed in, from the configured `webhook.authTimeClaim`.
+    pub authenticated_at: Option<jiff::Timestamp>,
 }
 
 /// Why a caller may not act on ActivationRequests at all.
@@ -32,6 +36,16 @@ pub enum CallerError {
 
 impl Caller {
     pub fn from_user_info(user: &UserInfo, mfa: &MfaClaim) -> Result<Caller, CallerError> {
+        Caller::from_user_info_with(user, mfa, None)
+    }
+
+    /// As [`Caller::from_user_info`], reading the sign-in time from `auth_time_key`: Unix
+    /// seconds, as OIDC's `auth_time` is. A value that is not one is ignored (no sign-in time).
+    pub fn from_user_info_with(
+        user: &UserInfo,
+        mfa: &MfaClaim,
+        auth_time_key: Option<&str>,
+    ) -> Result<Caller, CallerError> {
         let username = user
             .username
             .as_deref()
@@ -49,11 +63,20 @@ impl Caller {
             .and_then(|extra| extra.get(&mfa.key))
             .and_then(|values| values.iter().find(|v| mfa.values.contains(v)))
             .map(|v| format!("{}={v}", mfa.key));
+        let extra: std::collections::BTreeMap<String, Vec<String>> =
+            user.extra.clone().unwrap_or_default().into_iter().collect();
+        let authenticated_at = auth_time_key
+            .and_then(|key| extra.get(key))
+            .and_then(|values| values.first())
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok());
         Ok(Caller {
             username: username.to_owned(),
             uid: user.uid.clone().filter(|u| !u.is_empty()),
             groups: user.groups.clone().unwrap_or_default(),
             mfa: evidence,
+            extra,
+            authenticated_at,
         })
     }
 

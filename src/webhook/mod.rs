@@ -100,6 +100,7 @@ pub async fn start(
         admission: Admission {
             mapping: config.username_mapping.clone(),
             mfa_claim: settings.mfa_claim(),
+            auth_time_claim: settings.auth_time_claim.clone(),
             keyring,
             schema: crate::checks::SchemaChecker::new()?,
             operator_username,

@@ -34,6 +34,8 @@ pub struct ReviewError(String);
 pub struct Admission {
     pub mapping: UsernameMapping,
     pub mfa_claim: MfaClaim,
+    /// See `WebhookConfig::auth_time_claim`.
+    pub auth_time_claim: Option<String>,
     pub keyring: Option<Keyring>,
     pub schema: SchemaChecker,
     /// Directories (by name) that make no assignment shorter than this: Entra in `pim` mode,
@@ -180,7 +182,11 @@ impl Admission {
             }
             _ => None,
         };
-        let caller = match Caller::from_user_info(&request.user_info, &self.mfa_claim) {
+        let caller = match Caller::from_user_info_with(
+            &request.user_info,
+            &self.mfa_claim,
+            self.auth_time_claim.as_deref(),
+        ) {
             Ok(caller) => caller,
             Err(e) => return response.deny(e),
         };

@@ -109,6 +109,7 @@ fn policy_spec(max_minutes: i64, min_approvals: usize) -> AccessPolicySpec {
                 timeout: Some("30m".into()),
                 allow_self_approval: None,
                 require_mfa: None,
+                sign_in: Default::default(),
             }),
             ..Default::default()
         },

@@ -163,6 +163,7 @@ impl Harness {
             timeout: Some("24h".into()),
             allow_self_approval: None,
             require_mfa: None,
+            sign_in: Default::default(),
         });
         let mut spec = AccessPolicySpec {
             activation: ActivationSettings {

@@ -164,6 +164,35 @@ fn issue_17_finding_6_approvals_without_mfa_do_not_count_where_the_policy_requir
     assert_eq!(denied.step(2), Phase::Denied);
 }
 
+// Issue 17 finding 5: an approval whose signed evidence lacks a claim the policy requires of
+// approvers counts for nothing, and says why.
+#[test]
+fn issue_17_finding_5_approvals_without_the_required_claims_do_not_count() {
+    use crate::api::access_policy::ClaimRequirement;
+    let mut w = World::new().with_approval(&["bob", "carol"], 1);
+    if let Some(rules) = w.policy.approval.as_mut() {
+        rules.authentication.claims = vec![ClaimRequirement {
+            key: "pim.dev/acrs".into(),
+            values: vec!["c1".into()],
+        }];
+    }
+    w.approve("carol", 1);
+    assert_eq!(w.step(2), Phase::PendingApproval);
+    assert!(
+        w.last()
+            .message
+            .contains("carol (the approver's sign-in does not meet"),
+        "{}",
+        w.last().message
+    );
+    w.approve("bob", 3);
+    if let Some(last) = w.approvals.last_mut() {
+        last.authentication.claims = vec!["pim.dev/acrs=c1".into()];
+    }
+    assert_eq!(w.step(3), Phase::Scheduled);
+    assert_eq!(w.status.approved_by, ["bob"]);
+}
+
 // Issue 17 finding 6: while approvals are collected, status.approvedBy holds what counted so
 // far, which `kubectl pim pending` shows.
 #[test]
@@ -183,6 +212,7 @@ fn approvers_qualify_through_groups() {
         timeout: mins(60),
         allow_self_approval: false,
         require_mfa: false,
+        authentication: Default::default(),
     });
     w.approve("dave", 1);
     assert_eq!(w.step(2), Phase::PendingApproval);

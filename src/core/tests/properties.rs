@@ -82,6 +82,7 @@ fn world_for(s: &Scenario) -> World {
         timeout: mins(timeout),
         allow_self_approval: false,
         require_mfa: false,
+        authentication: Default::default(),
     });
     w.eligibilities = s
         .eligibilities

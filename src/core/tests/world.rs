@@ -95,6 +95,7 @@ impl World {
             timeout: SignedDuration::from_hours(24),
             allow_self_approval: false,
             require_mfa: false,
+            authentication: Default::default(),
         });
         self
     }
@@ -111,6 +112,7 @@ impl World {
             time: at(offset_mins),
             reason: Some("ok".into()),
             mfa: true,
+            authentication: Default::default(),
         });
     }
 

@@ -1272,6 +1272,50 @@ async fn membership_mode_the_last_owner_is_reported_or_handed_to_the_fallback_ow
     w.graph.assert_clean();
 }
 
+/// A membership-mode directory with `fallbackOwner` set to `owner`.
+fn with_fallback_owner(w: &World, owner: &str) -> EntraDirectory {
+    let mut config = w.config(EntraMode::Membership);
+    config.fallback_owner = Some(owner.to_owned());
+    std::fs::write(w.dir.path().join("client-secret"), SECRET).unwrap();
+    w.directory(config)
+}
+
+#[tokio::test]
+async fn membership_mode_a_fallback_owner_that_is_a_user_is_refused_and_never_hidden() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let carol = w.graph.add_user("carol@contoso.com");
+    w.graph.add_owner(&g, &carol);
+    // fallbackOwner names a user: a GUID, but no service principal.
+    let mallory = w.graph.add_user("mallory@contoso.com");
+    let d = with_fallback_owner(&w, &mallory);
+    let err = d
+        .remove_member(&gid, Role::Owner, &user("carol@contoso.com"))
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    let text = err.to_string();
+    for part in ["fallbackOwner", &mallory, "not a service principal"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    assert_eq!(
+        w.graph.owners(&g),
+        BTreeSet::from(["carol@contoso.com".to_owned()]),
+        "the user was never made an owner"
+    );
+    // A user named as fallbackOwner who owns the group anyway is listed, so the operator
+    // removes it as it would any standing owner.
+    w.graph.add_owner(&g, &mallory);
+    assert!(
+        d.list_members(&gid, Role::Owner)
+            .await
+            .unwrap()
+            .contains(&user("mallory@contoso.com"))
+    );
+    w.graph.assert_clean();
+}
+
 #[tokio::test]
 async fn an_owner_is_never_a_group() {
     let w = World::new().await;

@@ -903,6 +903,7 @@ fn graph(
         (Method::GET, ["groups"]) => search_groups(s, query),
         (Method::POST, ["groups"]) => create_group(s, query, &body),
         (Method::GET, ["groups", id]) => get_group(s, &decode(id), query),
+        (Method::GET, ["servicePrincipals", id]) => get_service_principal(s, &decode(id), query),
         (Method::GET, ["groups", id, rel @ ("members" | "owners")]) => {
             list_relation(s, base, path, &decode(id), rel, query)
         }
@@ -1067,6 +1068,24 @@ fn get_group(s: &mut State, id: &str, query: &[(String, String)]) -> Response {
     }
     match s.groups.get(id) {
         Some(g) => json_response(200, json!({"id": id, "displayName": g.display_name})),
+        None => not_found(id),
+    }
+}
+
+/// "Get servicePrincipal": `GET /servicePrincipals/{id}`, `$select` supported (Graph v1.0,
+/// learn.microsoft.com/graph/api/serviceprincipal-get). Any other object's id (a user's, a
+/// group's) is no service principal: 404 `Request_ResourceNotFound`, as for a missing one.
+fn get_service_principal(s: &mut State, id: &str, query: &[(String, String)]) -> Response {
+    if let Err(r) = expect_query(
+        s,
+        "get service principal",
+        query,
+        &[("$select", Some("id,displayName"))],
+    ) {
+        return r;
+    }
+    match s.service_principals.get(id) {
+        Some(name) => json_response(200, json!({"id": id, "displayName": name})),
         None => not_found(id),
     }
 }

@@ -94,6 +94,8 @@ pub struct EntraDirectory {
     refusals: Mutex<HashMap<(String, Role, String), Refusal>>,
     /// Groups this process created, by display name: found even while a search lags.
     created: Mutex<HashMap<String, String>>,
+    /// `fallbackOwner` was found to be a service principal (`GET /servicePrincipals/{id}`).
+    fallback_checked: Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,6 +162,7 @@ impl EntraDirectory {
             starts: Mutex::new(HashMap::new()),
             refusals: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
+            fallback_checked: Mutex::new(false),
         }
     }
 
@@ -364,6 +367,43 @@ impl EntraDirectory {
             self.remember(member, id);
         }
         Ok(id)
+    }
+
+    /// `fallbackOwner`, once Graph has shown it to be a service principal (`GET
+    /// /servicePrincipals/{id}`, "Get servicePrincipal"): a GUID alone may be a user's object id,
+    /// which must never become a standing owner. `Ok(None)` when it is not set; a permanent
+    /// error naming `fallbackOwner` when it is no service principal.
+    async fn fallback_owner(
+        &self,
+        operation: &'static str,
+    ) -> Result<Option<&str>, DirectoryError> {
+        let Some(owner) = self.config.fallback_owner.as_deref() else {
+            return Ok(None);
+        };
+        if *lock(&self.fallback_checked) {
+            return Ok(Some(owner));
+        }
+        let path = format!(
+            "/servicePrincipals/{}?$select=id,displayName",
+            segment(owner)
+        );
+        let reply = self
+            .graph(operation)?
+            .send(operation, Call::get(path))
+            .await?;
+        match reply.status {
+            s if s.is_success() => {
+                *lock(&self.fallback_checked) = true;
+                Ok(Some(owner))
+            }
+            StatusCode::NOT_FOUND => Err(DirectoryError::permanent(
+                operation,
+                format!(
+                    "fallbackOwner {owner} is not a service principal in this tenant (GET /servicePrincipals/{owner} found none: it may be a user's or a group's object id); it is not used: set fallbackOwner to the object id of the operator's own service principal"
+                ),
+            )),
+            _ => Err(reply.into_error(operation)),
+        }
     }
 
     /// Reads what Entra holds for the group's PIM assignments of `role` (pim mode).
@@ -587,14 +627,13 @@ impl EntraDirectory {
         self.count_refusal(LAST_OWNER);
         // Entra keeps a group's last owner: the fallback owner takes over, then it goes.
         if let Some(fallback) = self
-            .config
-            .fallback_owner
-            .as_deref()
+            .fallback_owner(operation)
+            .await?
             .filter(|f| !f.eq_ignore_ascii_case(principal))
         {
             self.add_reference(operation, group, Role::Owner, fallback)
                 .await?;
-            tracing::info!(group = %group.0, %fallback, "made the fallback owner an owner, so that the last owner can be removed");
+            tracing::warn!(group = %group.0, %fallback, "made the fallback owner (a service principal) a standing owner of the group, so that its last owner can be removed; the operator never removes it");
             let again = self
                 .graph(operation)?
                 .send(operation, Call::delete(path).revoke())
@@ -900,14 +939,31 @@ impl Directory for EntraDirectory {
         let path = format!("/groups/{}/{}?{select}", segment(&group.0), relation(role));
         let objects = self.graph(OPERATION)?.get_all(OPERATION, path).await?;
         // The fallback owner is a standing owner the operator keeps: never listed, so never
-        // removed nor reported.
-        let fallback = self.config.fallback_owner.as_deref();
+        // removed nor reported; but only once Graph shows it is a service principal. Anything
+        // else is listed, as any other standing owner.
+        let configured = self.config.fallback_owner.as_deref().filter(|f| {
+            role == Role::Owner
+                && objects.iter().any(|o| {
+                    o["id"]
+                        .as_str()
+                        .is_some_and(|id| id.eq_ignore_ascii_case(f))
+                })
+        });
+        let fallback = match configured {
+            None => None,
+            Some(_) => match self.fallback_owner(OPERATION).await {
+                Ok(found) => found,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(group = %group.0, error = %e, "fallbackOwner owns the group but is no service principal: listed as any owner");
+                    None
+                }
+            },
+        };
         let found: Vec<(Member, String)> = objects
             .iter()
             .filter_map(member_of)
-            .filter(|(_, id)| {
-                role != Role::Owner || !fallback.is_some_and(|f| f.eq_ignore_ascii_case(id))
-            })
+            .filter(|(_, id)| !fallback.is_some_and(|f| f.eq_ignore_ascii_case(id)))
             .collect();
         // One lock at a time: `listed_as` takes them too, and never two at once either.
         {

@@ -1121,15 +1121,16 @@ async fn pim_mode_a_grant_under_five_minutes_is_held_five_and_a_late_shortening_
     let bob = w.graph.add_user("bob@contoso.com");
     let d = w.pim();
     let t = |m: i64| ts(T0) + SignedDuration::from_mins(m);
-    // A two-minute grant: PIM makes nothing under five, so Entra holds it five, and the
-    // receipt says so.
+    // A two-minute grant: PIM makes nothing under five, so Entra holds it five (and a 30 s
+    // margin for the request's way to Graph), and the receipt says so.
     let receipt = d
         .add_member_until(&gid, Role::Member, &user("alice@contoso.com"), Some(t(2)))
         .await
         .unwrap()
         .expect("a receipt");
-    assert_eq!(receipt.until, Some(t(5)));
-    assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(t(5))));
+    let five = t(5) + SignedDuration::from_secs(30);
+    assert_eq!(receipt.until, Some(five));
+    assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(five)));
     assert!(
         !d.needs_new_end(&gid, Role::Member, &user("alice@contoso.com"), Some(t(2))),
         "no end inside the five minutes is asked for"
@@ -1159,6 +1160,42 @@ async fn pim_mode_a_grant_under_five_minutes_is_held_five_and_a_late_shortening_
     w.clock.set(t(29));
     d.remove_member(&gid, Role::Member, &bob_m).await.unwrap();
     assert_eq!(w.graph.pim_end(&g, &bob), None);
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
+async fn pim_mode_an_end_moved_inside_five_minutes_brings_entras_later_end_down_to_the_earliest() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let gid = GroupId(g.clone());
+    let alice = w.graph.add_user("alice@contoso.com");
+    let d = w.pim();
+    let t = |s: i64| ts(T0) + SignedDuration::from_secs(s);
+    let alice_m = user("alice@contoso.com");
+    // A two-day grant, cut at 27 min to end at 29 min: Entra cannot end it at 29 min (less than
+    // five minutes from now), but must not keep the two days either, in case the operator is
+    // down at 29 min. Its end comes down to the earliest it takes: now + 5 min (+ 30 s margin).
+    d.add_member_until(&gid, Role::Member, &alice_m, Some(t(2 * 24 * 3600)))
+        .await
+        .unwrap();
+    w.clock.set(t(27 * 60));
+    d.list_members(&gid, Role::Member).await.unwrap();
+    assert!(d.needs_new_end(&gid, Role::Member, &alice_m, Some(t(29 * 60))));
+    let receipt = d
+        .add_member_until(&gid, Role::Member, &alice_m, Some(t(29 * 60)))
+        .await
+        .unwrap()
+        .expect("an adminUpdate");
+    assert_eq!(receipt.action, "adminUpdate");
+    assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(t(32 * 60 + 30))));
+    // Moved once: a pass a little later asks nothing more.
+    w.clock.set(t(27 * 60 + 10));
+    d.list_members(&gid, Role::Member).await.unwrap();
+    assert!(!d.needs_new_end(&gid, Role::Member, &alice_m, Some(t(29 * 60))));
+    // And the removal at 29 min takes the access.
+    w.clock.set(t(29 * 60));
+    d.remove_member(&gid, Role::Member, &alice_m).await.unwrap();
+    assert_eq!(w.graph.pim_end(&g, &alice), None);
     w.graph.assert_clean();
 }
 

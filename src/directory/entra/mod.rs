@@ -22,8 +22,9 @@
 //!   instances show what Entra holds. Removal is `adminRemove`;
 //!   a member Entra holds without a PIM assignment is removed by `$ref` as in membership mode.
 //!   Each grant's schedule request id and status come back as a [`DirectoryReceipt`].
-//!   PIM's five minutes ([`pim::MINIMUM`]): a grant under five minutes is assigned for five,
-//!   an end inside the five minutes is not sent (the removal at that end takes the access), and
+//!   PIM's five minutes ([`pim::MINIMUM`]): a grant under five minutes is assigned for five
+//!   (and [`pim::MARGIN`]); an end moved inside the five minutes brings a later end Entra holds
+//!   down to that, and the removal at the new end takes the access; and
 //!   a removal Entra refuses as too soon is a transient error retried when the five minutes
 //!   since the assignment are over. A policy refusal (`ExpirationRule`, say) names its rules
 //!   and is answered from memory for 15 minutes instead of being sent again.
@@ -442,11 +443,40 @@ impl EntraDirectory {
         };
     }
 
-    /// The shortest end PIM takes for a schedule starting now: five minutes on
-    /// ([`pim::MINIMUM`]).
-    fn earliest_end(&self) -> Timestamp {
-        let now = pim::whole_seconds(self.clock.now());
-        now.checked_add(pim::MINIMUM).unwrap_or(now)
+    /// The shortest end this backend asks for a schedule starting `now`: PIM's five minutes
+    /// ([`pim::MINIMUM`]) and [`pim::MARGIN`], so that the time the request takes to reach
+    /// Entra never makes it too short.
+    fn earliest_end(now: Timestamp) -> Timestamp {
+        now.checked_add(pim::MINIMUM)
+            .and_then(|t| t.checked_add(pim::MARGIN))
+            .unwrap_or(now)
+    }
+
+    /// The end to send for `until` when Entra holds `held` (`None`: nothing), from a request
+    /// starting `now`; `None` when nothing is to be sent. An end inside the five minutes cannot
+    /// be set: a new assignment is made for the shortest PIM takes, and a held end later than
+    /// that is brought down to it, so that Entra's own expiry is the backstop soonest after
+    /// `until` should the operator be down then; a held end already sooner is kept, and the
+    /// operator's removal at `until` takes the access.
+    fn end_to_send(
+        held: Option<Option<Timestamp>>,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Option<Option<Timestamp>> {
+        let earliest = EntraDirectory::earliest_end(now);
+        match (until, held) {
+            (Some(end), None) if end < earliest => Some(Some(earliest)),
+            (Some(end), Some(held)) if end < earliest => match held {
+                // Held until later (or for good): down to the earliest.
+                None => Some(Some(earliest)),
+                Some(h) if h > earliest && !pim::same_end(Some(h), Some(earliest)) => {
+                    Some(Some(earliest))
+                }
+                Some(_) => None,
+            },
+            (until, Some(held)) if pim::same_end(held, until) => None,
+            (until, _) => Some(until),
+        }
     }
 
     fn count_refusal(&self, rule: &str) {
@@ -653,7 +683,9 @@ impl EntraDirectory {
         ))
     }
 
-    /// One schedule request; the receipt when Graph accepted it, the reply otherwise.
+    /// One schedule request starting `now`; the receipt when Graph accepted it, the reply
+    /// otherwise.
+    #[allow(clippy::too_many_arguments)]
     async fn schedule(
         &self,
         operation: &'static str,
@@ -661,6 +693,7 @@ impl EntraDirectory {
         group: &GroupId,
         role: Role,
         principal: &str,
+        now: Timestamp,
         until: Option<Timestamp>,
     ) -> Result<Result<DirectoryReceipt, graph::Reply>, DirectoryError> {
         // What Entra will hold: the end as sent, in whole seconds.
@@ -670,7 +703,7 @@ impl EntraDirectory {
             role,
             &group.0,
             principal,
-            self.clock.now(),
+            now,
             until,
             &self.config.justification,
         );
@@ -711,28 +744,29 @@ impl EntraDirectory {
     ) -> Result<Option<DirectoryReceipt>, DirectoryError> {
         const OPERATION: &str = "add member";
         for _ in 0..2 {
-            let action = match self.held(group, role, principal) {
-                Some(Some(held)) if pim::same_end(held, until) => return Ok(None),
-                Some(Some(_)) => Action::Update,
-                _ => Action::Assign,
+            // One start for the request and for the five minutes its end must be after.
+            let now = pim::whole_seconds(self.clock.now());
+            let held = match self.held(group, role, principal) {
+                Some(Some(held)) => Some(held),
+                _ => None,
             };
-            // PIM takes no schedule under five minutes (pim::MINIMUM).
-            let earliest = self.earliest_end();
-            let end = match until {
-                // A new end inside the five minutes: Entra keeps the end it holds, and the
-                // operator's own removal at `until` ends the access (adminRemove).
-                Some(end) if end < earliest && action == Action::Update => return Ok(None),
-                // A grant under five minutes: Entra holds it five minutes, the shortest it
-                // makes; the removal at `until` waits for them too. The receipt says so.
-                Some(end) if end < earliest => Some(earliest),
-                other => other,
+            let action = if held.is_some() {
+                Action::Update
+            } else {
+                Action::Assign
+            };
+            // PIM takes no schedule under five minutes (pim::MINIMUM): a grant under five
+            // minutes is held for the shortest PIM makes (the removal at `until` waits for them
+            // too; the receipt says so), and an end moved inside them brings a later held end
+            // down to that.
+            let Some(end) = EntraDirectory::end_to_send(held, until, now) else {
+                return Ok(None);
             };
             if let Some(refused) = self.held_refusal(group, role, principal, end) {
                 return Err(refused);
             }
-            let now = pim::whole_seconds(self.clock.now());
             match self
-                .schedule(OPERATION, action, group, role, principal, end)
+                .schedule(OPERATION, action, group, role, principal, now, end)
                 .await?
             {
                 Ok(receipt) => {
@@ -789,7 +823,15 @@ impl EntraDirectory {
                 .await;
         }
         match self
-            .schedule(OPERATION, Action::Remove, group, role, principal, None)
+            .schedule(
+                OPERATION,
+                Action::Remove,
+                group,
+                role,
+                principal,
+                self.clock.now(),
+                None,
+            )
             .await?
         {
             Ok(_) => {}
@@ -1088,11 +1130,12 @@ impl Directory for EntraDirectory {
         let Some(principal) = lock(&self.ids).get(member).cloned() else {
             return false;
         };
-        // An end inside PIM's five minutes is not set (see `assign_until`).
-        if until.is_some_and(|end| end < self.earliest_end()) {
+        // Only ends Entra holds are moved; one inside PIM's five minutes as `end_to_send` says.
+        let Some(Some(held)) = self.held(group, role, &principal) else {
             return false;
-        }
-        matches!(self.held(group, role, &principal), Some(Some(held)) if !pim::same_end(held, until))
+        };
+        let now = pim::whole_seconds(self.clock.now());
+        EntraDirectory::end_to_send(Some(held), until, now).is_some()
     }
 
     async fn remove_member(

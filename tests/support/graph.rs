@@ -121,6 +121,8 @@ struct Fault {
     /// Send `Retry-After` as an HTTP-date this many seconds after the answer's `Date`.
     retry_at: Option<u64>,
     code: String,
+    /// The error message; "Fault injected by the test." when unset.
+    message: Option<String>,
 }
 
 /// How a principal belongs to a group: by plain membership, or by a PIM assignment made at
@@ -502,7 +504,27 @@ impl FakeGraph {
             retry_after,
             retry_at: None,
             code: code.to_owned(),
+            message: None,
         });
+    }
+
+    /// The next `count` matching requests get one of Graph's documented refusals (`status`,
+    /// `code`, `message`, as the caller cites them) though the fake's own state would allow
+    /// them: Entra's clock or replication a little behind ours, say.
+    pub fn refuse_next(
+        &self,
+        method: &str,
+        path_contains: &str,
+        count: usize,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) {
+        self.fail_next(method, path_contains, count, status, None);
+        if let Some(fault) = self.lock().faults.last_mut() {
+            fault.code = code.to_owned();
+            fault.message = Some(message.to_owned());
+        }
     }
 
     /// As `fail_next`, with `Retry-After` in its other form, an HTTP-date `seconds` after the
@@ -861,11 +883,11 @@ fn graph(
         .find(|f| f.remaining > 0 && f.method == method.as_str() && raw.contains(&f.path_contains))
     {
         fault.remaining -= 1;
-        let mut response = graph_error(
-            fault.status,
-            &fault.code.clone(),
-            "Fault injected by the test.",
-        );
+        let message = fault
+            .message
+            .clone()
+            .unwrap_or_else(|| "Fault injected by the test.".to_owned());
+        let mut response = graph_error(fault.status, &fault.code.clone(), &message);
         if let Some(after) = fault.retry_after {
             response
                 .headers_mut()

@@ -486,14 +486,20 @@ impl EntraDirectory {
     }
 
     /// "Too soon to remove": a transient error that comes back when the five minutes since the
-    /// assignment was made are over (at most five minutes from now when that is not known).
+    /// assignment was made are over (five minutes from now when that is not known). When they
+    /// are over by this process's clock yet Entra still refuses (its clock a little behind),
+    /// [`AGAIN_SHORTLY`] on.
     fn removable_later(&self, group: &GroupId, role: Role, principal: &str) -> DirectoryError {
         let now = self.clock.now();
-        let removable = self
+        let after = |wait| now.checked_add(wait).unwrap_or(now);
+        let removable = match self
             .started(group, role, principal)
             .and_then(|start| start.checked_add(pim::MINIMUM).ok())
-            .filter(|at| *at > now)
-            .unwrap_or_else(|| now.checked_add(pim::MINIMUM).unwrap_or(now));
+        {
+            Some(at) if at > now => at,
+            Some(_) => after(AGAIN_SHORTLY),
+            None => after(pim::MINIMUM),
+        };
         let wait = removable
             .duration_since(now)
             .max(jiff::SignedDuration::from_secs(1))
@@ -670,6 +676,18 @@ impl EntraDirectory {
                 .await?;
             if again.is_success() || again.status == StatusCode::NOT_FOUND {
                 return Ok(());
+            }
+            if is_last_owner(&again) {
+                // The owner just added is not seen yet (Entra's replicas lag a write): soon.
+                return Err(DirectoryError::Transient {
+                    operation,
+                    message: format!(
+                        "{principal} is still the last owner of Entra group {} right after fallbackOwner {fallback} was made an owner ({LAST_OWNER}: {}); will try again shortly",
+                        group.0,
+                        again.message()
+                    ),
+                    retry_after: Some(AGAIN_SHORTLY.unsigned_abs()),
+                });
             }
             return Err(again.into_error(operation));
         }
@@ -855,6 +873,10 @@ impl EntraDirectory {
         Ok(())
     }
 }
+
+/// How soon a refusal that should be over by now (the five minutes passed, a fallback owner
+/// just added) is tried again.
+const AGAIN_SHORTLY: jiff::SignedDuration = jiff::SignedDuration::from_secs(20);
 
 /// The rule name `pim_graph_refusals_total` counts a refused removal of a last owner under.
 const LAST_OWNER: &str = "LastOwner";

@@ -153,8 +153,13 @@ struct Answer {
 }
 
 fn run(admission: &Admission, stage: Stage, review: &Value) -> Answer {
+    run_in(&catalog(), admission, stage, review)
+}
+
+/// As `run`, against `catalog`.
+fn run_in(catalog: &Catalog, admission: &Admission, stage: Stage, review: &Value) -> Answer {
     let body = serde_json::to_vec(review).unwrap();
-    let out = admission.review(&body, stage, &catalog(), now()).unwrap();
+    let out = admission.review(&body, stage, catalog, now()).unwrap();
     assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(out["kind"], "AdmissionReview");
     let response = &out["response"];
@@ -1445,4 +1450,49 @@ fn a_request_shorter_than_the_directory_holds_is_admitted_with_a_warning() {
         assert!(warnings[0].contains(part), "{part} in {warnings:?}");
     }
     assert!(validate("30m").is_empty());
+}
+
+/// Issue 16 review: the warning is about the window the request gets, not only a
+/// `spec.duration`: a request without one gets the policy's maxDuration, which may be under
+/// five minutes too.
+#[test]
+fn a_request_whose_policy_default_is_shorter_than_the_directory_holds_is_warned_of() {
+    let mut admission = admission(Some(keyring()));
+    let mut catalog = catalog();
+    let directory = catalog.groups[GROUP].spec.directory.clone();
+    admission
+        .shortest_assignments
+        .insert(directory.clone(), jiff::SignedDuration::from_mins(5));
+    let mut short: AccessPolicy = example("01-accesspolicy.yaml");
+    short.spec.activation.max_duration = Some("2m".into());
+    catalog.insert_policy(short);
+    let mut object = request_object(GROUP, json!({}));
+    object["spec"].as_object_mut().unwrap().remove("duration");
+    let review = |stage: Stage, object: &Value| {
+        run_in(
+            &catalog,
+            &admission,
+            stage,
+            &wire(
+                "ActivationRequest",
+                "activationrequests",
+                "CREATE",
+                &alice(),
+                object,
+                None,
+            ),
+        )
+    };
+    let mutated = review(Stage::Mutate, &object);
+    assert!(mutated.allowed, "{}", mutated.message);
+    let validated = review(Stage::Validate, &mutated.patched);
+    assert!(validated.allowed, "{}", validated.message);
+    assert_eq!(validated.warnings.len(), 1, "{:?}", validated.warnings);
+    for part in ["2m", "maxDuration", "ActiveDurationTooShort", "held 5m"] {
+        assert!(
+            validated.warnings[0].contains(part),
+            "{part} in {:?}",
+            validated.warnings
+        );
+    }
 }

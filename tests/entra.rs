@@ -2197,6 +2197,47 @@ async fn membership_mode_a_last_just_in_time_owner_is_warned_of_and_reported_not
 }
 
 #[tokio::test]
+async fn membership_mode_the_last_owner_warning_clears_when_the_owner_role_is_dropped() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    w.graph.add_user("alice@contoso.com");
+    let cluster = Cluster::new(w.clock.clone(), &g, &["alice@contoso.com"]).await;
+    let groups = Api::<PimGroup>::all(cluster.client.clone());
+    let owner_role = Patch::Merge(
+        json!({"spec": {"roles": {"owner": {"policy": "p"}}, "standingAccess": "Report"}}),
+    );
+    groups
+        .patch("g", &PatchParams::default(), &owner_role)
+        .await
+        .unwrap();
+    let operator = cluster.start(Arc::new(w.membership()));
+    eventually("the PimGroup warns of the last owner", || {
+        cluster.group_says("OwnersRemovable", "LastOwnerKept", &[])
+    })
+    .await;
+    // No owner role any more: nothing is kept, and the warning must not stay behind.
+    let no_owner_role = Patch::Merge(json!({"spec": {"roles": {"owner": null}}}));
+    groups
+        .patch("g", &PatchParams::default(), &no_owner_role)
+        .await
+        .unwrap();
+    eventually("the warning clears", || async {
+        Api::<PimGroup>::all(cluster.client.clone())
+            .get("g")
+            .await
+            .unwrap()
+            .status
+            .map(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "OwnersRemovable" && c.status == "True")
+    })
+    .await;
+    stop(operator).await;
+    w.graph.assert_clean();
+}
+
+#[tokio::test]
 async fn pim_mode_a_grant_the_tenant_policy_refuses_is_in_the_pim_group_status_not_resent() {
     let w = World::new().await;
     let g = w.graph.add_group("FinReport");

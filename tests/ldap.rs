@@ -959,7 +959,8 @@ async fn removals_where_the_server_refuses_dangling_members() {
     assert!(err.to_string().contains("LDAP result 19"), "{err}");
 
     // With a placeholder that names an entry, the last member goes.
-    let keeper = format!("cn=pim-keeper,{PEOPLE}");
+    // Outside userBase: a placeholder there could be a real person (refused by validation).
+    let keeper = format!("cn=pim-keeper,{GROUPS}");
     add(
         &mut admin,
         &keeper,

@@ -745,12 +745,8 @@ async fn revoke_role(
         // Requests waiting for this removal report why it did not go through, when the
         // directory refused it for longer than the revocation grace (a rule of its own, such
         // as Entra's five minutes or last owner), not for a passing fault.
-        let lasting = |error: &&DirectoryError| match error {
-            DirectoryError::Permanent { .. } => true,
-            DirectoryError::Transient { retry_after, .. } => {
-                retry_after.is_some_and(|after| after > ctx.settings.revocation_grace)
-            }
-        };
+        let lasting =
+            |error: &&DirectoryError| error.is_lasting_refusal(ctx.settings.revocation_grace);
         ctx.membership.set_removal_refused(
             name,
             role,

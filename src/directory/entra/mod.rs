@@ -504,14 +504,14 @@ impl EntraDirectory {
             .duration_since(now)
             .max(jiff::SignedDuration::from_secs(1))
             .unsigned_abs();
-        DirectoryError::Transient {
-            operation: "remove member",
-            message: format!(
+        DirectoryError::refused(
+            "remove member",
+            format!(
                 "Entra does not remove a PIM assignment within five minutes of making it ({}); {principal}'s is removed at {removable}",
                 pim::TOO_SHORT
             ),
-            retry_after: Some(wait),
-        }
+            wait,
+        )
     }
 
     /// The policy refusal held for this end, if any.
@@ -679,15 +679,15 @@ impl EntraDirectory {
             }
             if is_last_owner(&again) {
                 // The owner just added is not seen yet (Entra's replicas lag a write): soon.
-                return Err(DirectoryError::Transient {
+                return Err(DirectoryError::refused(
                     operation,
-                    message: format!(
+                    format!(
                         "{principal} is still the last owner of Entra group {} right after fallbackOwner {fallback} was made an owner ({LAST_OWNER}: {}); will try again shortly",
                         group.0,
                         again.message()
                     ),
-                    retry_after: Some(AGAIN_SHORTLY.unsigned_abs()),
-                });
+                    AGAIN_SHORTLY.unsigned_abs(),
+                ));
             }
             return Err(again.into_error(operation));
         }
@@ -801,11 +801,11 @@ impl EntraDirectory {
                 Err(reply) if reply.code() == pim::TOO_SHORT => {
                     self.count_refusal(pim::TOO_SHORT);
                     let message = reply.into_error(OPERATION).to_string();
-                    return Err(DirectoryError::Transient {
-                        operation: OPERATION,
+                    return Err(DirectoryError::refused(
+                        OPERATION,
                         message,
-                        retry_after: Some(std::time::Duration::from_secs(30)),
-                    });
+                        std::time::Duration::from_secs(30),
+                    ));
                 }
                 // Entra holds an assignment this process did not know of: learn its end, then
                 // move it if it differs.

@@ -1090,6 +1090,11 @@ async fn a_call_that_times_out_on_an_idle_connection_is_retried_on_a_fresh_one()
     proxy.delay_requests(Duration::from_secs(30));
     let err = dir.list_members(&g, Role::Member).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
+    assert_eq!(
+        proxy.connections(),
+        3,
+        "the timed-out call was tried again on a fresh connection before failing"
+    );
 }
 
 /// Principals compare as their attribute's matching rule does (`rules::ignores_case`): `uid`

@@ -1245,14 +1245,17 @@ async fn pim_mode_a_policy_refusal_names_its_rules_and_is_not_sent_on_every_pass
     ] {
         assert!(text.contains(part), "{part} in {text}");
     }
-    // Asked again (the next pass): answered from what Graph said, not sent again.
+    // Asked again (the next pass): answered from what Graph said, not sent again, nor the
+    // user looked up again (the refusal says nothing of a stale id).
     let sent = w.graph.schedule_requests().len();
+    let lookups = w.graph.count("GET", "/users/");
     let again = d
         .add_member_until(&gid, Role::Member, &alice_m, None)
         .await
         .unwrap_err();
     assert_eq!(again, err);
     assert_eq!(w.graph.schedule_requests().len(), sent);
+    assert_eq!(w.graph.count("GET", "/users/"), lookups);
     assert_eq!(w.graph.count("POST", "/assignmentScheduleRequests"), 1);
     // Longer than the policy's maximum: the same rule.
     let err = d

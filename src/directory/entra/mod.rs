@@ -1094,8 +1094,11 @@ impl Directory for EntraDirectory {
                 .map(|()| None),
             EntraMode::Pim => self.assign_until(group, role, &principal, until).await,
         };
-        if matches!(&result, Err(DirectoryError::Permanent { .. })) {
-            // The id may be stale (a deleted and recreated user): resolve again next time.
+        // The id may be stale (a deleted and recreated user): resolve again next time. Not after
+        // a policy refusal, which says nothing of the id and is answered from memory.
+        let policy_refusal =
+            || lock(&self.refusals).contains_key(&(group.0.clone(), role, principal.clone()));
+        if matches!(&result, Err(DirectoryError::Permanent { .. })) && !policy_refusal() {
             self.forget(member);
         }
         result

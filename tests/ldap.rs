@@ -1110,6 +1110,11 @@ async fn a_principal_in_other_letter_case_is_listed_as_the_directory_spells_it()
     assert_eq!(dir.listed_as(&user("ALICE")), Some(user("alice")));
     assert_eq!(dir.listed_as(&user("alice")), None, "spelled as listed");
     assert_eq!(dir.listed_as(&user("bob")), None, "not listed");
+    // Once the group no longer lists her, her spelling is not kept either.
+    grant(&dir, &g, "bob").await;
+    revoke(&dir, &g, "alice").await;
+    assert_eq!(listed(&dir, &g).await, users(&["bob"]));
+    assert_eq!(dir.listed_as(&user("ALICE")), None, "no longer listed");
 }
 
 // --- The controllers, with the ldap directory -------------------------------------------------

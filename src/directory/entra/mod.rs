@@ -12,8 +12,8 @@
 //! - **`membership` mode**: `POST /groups/{id}/members/$ref` (or `owners`) with `@odata.id`;
 //!   "already exist" (400) is success. `DELETE /groups/{id}/members/{oid}/$ref`; a 404 is
 //!   success. Entra keeps a group's last owner ("The group must have at least one owner"):
-//!   with `fallbackOwner` that service principal is made an owner first (and is never listed,
-//!   so never removed); without it the refusal is a permanent error saying so. Owners are users
+//!   with `fallbackOwner` that service principal (checked with `GET /servicePrincipals/{id}`;
+//!   anything else is refused) is made an owner first (and is never listed, so never removed); without it the refusal is a permanent error saying so. Owners are users
 //!   or service principals: a group is refused before any request.
 //! - **`pim` mode**: PIM for Groups active assignments: `adminAssign` with an `afterDateTime`
 //!   expiration at the grant's end, so Entra ends access even if the operator is down. A later

@@ -157,7 +157,7 @@ impl Metrics {
         let graph_refusals = Family::<GraphRefusalLabels, Counter>::default();
         registry.register(
             "graph_refusals",
-            "Graph requests Entra refused by one of its rules (ActiveDurationTooShort, LastOwner, RoleAssignmentRequestPolicyValidationFailed, OwnerNotAGroup), by rule",
+            "Graph requests Entra refused by one of its rules (ActiveDurationTooShort, LastOwner, RoleAssignmentRequestPolicyValidationFailed), by rule",
             graph_refusals.clone(),
         );
         let reconcile_duration = Family::<KindLabels, Histogram>::new_with_constructor(

@@ -1691,3 +1691,35 @@ fn a_request_shorter_than_the_directory_holds_is_admitted_with_a_warning() {
     }
     assert!(validate("30m").is_empty());
 }
+
+/// Issue 16 review: the warning is about the window the request gets, not only a
+/// `spec.duration`: a request without one gets the policy's maxDuration, which may be under
+/// five minutes too.
+#[test]
+fn a_request_whose_policy_default_is_shorter_than_the_directory_holds_is_warned_of() {
+    let mut admission = admission(Some(keyring()));
+    let mut catalog = catalog();
+    let directory = catalog.groups[GROUP].spec.directory.clone();
+    admission
+        .shortest_assignments
+        .insert(directory.clone(), jiff::SignedDuration::from_mins(5));
+    let mut short: AccessPolicy = example("01-accesspolicy.yaml");
+    short.spec.activation.max_duration = Some("2m".into());
+    catalog.insert_policy(short);
+    let mut object = request_object(GROUP, json!({}));
+    object["spec"].as_object_mut().unwrap().remove("duration");
+    let review =
+        |stage: Stage, object: &Value| on_create_in(&admission, stage, &alice(), object, &catalog);
+    let mutated = review(Stage::Mutate, &object);
+    assert!(mutated.allowed, "{}", mutated.message);
+    let validated = review(Stage::Validate, &mutated.patched);
+    assert!(validated.allowed, "{}", validated.message);
+    assert_eq!(validated.warnings.len(), 1, "{:?}", validated.warnings);
+    for part in ["2m", "maxDuration", "ActiveDurationTooShort", "held 5m"] {
+        assert!(
+            validated.warnings[0].contains(part),
+            "{part} in {:?}",
+            validated.warnings
+        );
+    }
+}

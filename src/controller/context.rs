@@ -126,13 +126,18 @@ pub struct MembershipCache {
 
 impl MembershipCache {
     /// Records what the directory now holds; returns what was recorded before (`None`: nothing
-    /// since start).
+    /// since start). A refused removal of a member no longer held (the directory ended it
+    /// itself, say) is forgotten with it.
     pub fn set(
         &self,
         group: &str,
         role: Role,
         members: BTreeSet<Member>,
     ) -> Option<BTreeSet<Member>> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(g, r, m), _| g != group || *r != role || members.contains(m));
         self.lock().insert((group.to_owned(), role), members)
     }
 
@@ -456,6 +461,29 @@ mod tests {
         assert_eq!(
             growing_backoff(Duration::from_secs(120), 5),
             Duration::from_secs(120)
+        );
+    }
+}
+
+#[cfg(test)]
+mod membership_tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_goes_with_the_member_the_directory_no_longer_lists() {
+        // Entra ended the assignment itself: the member is gone, the refusal must not stay
+        // behind for the request to report.
+        let cache = MembershipCache::default();
+        let alice = Member::User("alice".into());
+        let bob = Member::User("bob".into());
+        for member in [&alice, &bob] {
+            cache.set_removal_refused("g", Role::Member, member, Some("too soon".into()));
+        }
+        cache.set("g", Role::Member, BTreeSet::from([bob.clone()]));
+        assert_eq!(cache.removal_refused("g", Role::Member, &alice), None);
+        assert_eq!(
+            cache.removal_refused("g", Role::Member, &bob).as_deref(),
+            Some("too soon")
         );
     }
 }

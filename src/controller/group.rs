@@ -52,6 +52,24 @@ mod reasons {
     pub const CONVERGING: &str = "Converging";
     pub const LAST_OWNER_KEPT: &str = "LastOwnerKept";
     pub const ANOTHER_OWNER_STAYS: &str = "AnotherOwnerStays";
+    pub const NO_LAST_OWNER_KEPT: &str = "NoLastOwnerKept";
+}
+
+/// `OwnersRemovable` when it is not worked out (no owner role, or a directory that does not
+/// keep a last owner: `fallbackOwner` set, pim mode): True, so that a `LastOwnerKept` written
+/// before does not stay behind; only written over a condition already there.
+fn owners_not_kept(
+    stored: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<ConditionState> {
+    stored
+        .iter()
+        .any(|c| c.type_ == types::OWNERS_REMOVABLE)
+        .then(|| ConditionState {
+            type_: types::OWNERS_REMOVABLE,
+            status: ConditionStatus::True,
+            reason: reasons::NO_LAST_OWNER_KEPT,
+            message: "no owner role is managed, or the directory removes a group's last owner (fallbackOwner set, or pim mode)".to_owned(),
+        })
 }
 
 /// Whether a just-in-time owner can be removed: the directory keeps a group's last owner, so
@@ -395,6 +413,7 @@ async fn reconcile_group_object(
             group_id.0, group.spec.directory
         ),
     );
+    let owners = owners.or_else(|| owners_not_kept(&stored.conditions));
     let conditions: Vec<ConditionState> = [Some(ready), Some(in_sync), owners]
         .into_iter()
         .flatten()
@@ -726,12 +745,8 @@ async fn revoke_role(
         // Requests waiting for this removal report why it did not go through, when the
         // directory refused it for longer than the revocation grace (a rule of its own, such
         // as Entra's five minutes or last owner), not for a passing fault.
-        let lasting = |error: &&DirectoryError| match error {
-            DirectoryError::Permanent { .. } => true,
-            DirectoryError::Transient { retry_after, .. } => {
-                retry_after.is_some_and(|after| after > ctx.settings.revocation_grace)
-            }
-        };
+        let lasting =
+            |error: &&DirectoryError| error.is_lasting_refusal(ctx.settings.revocation_grace);
         ctx.membership.set_removal_refused(
             name,
             role,

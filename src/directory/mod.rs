@@ -19,12 +19,16 @@ use crate::core::membership::Member;
 /// How a directory call failed, which decides whether to retry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
-    /// Worth retrying: throttling, timeouts, 5xx, a dropped connection.
+    /// Worth retrying: throttling, timeouts, 5xx, a dropped connection; or a rule of the
+    /// directory's own that lifts in time (`refused`: Entra's five minutes, say).
     #[error("{operation}: {message} (will retry)")]
     Transient {
         operation: &'static str,
         message: String,
         retry_after: Option<std::time::Duration>,
+        /// The directory refused it by a rule of its own, not a passing fault (429, 5xx, a
+        /// timeout): only such refusals are reported to the requests waiting on a removal.
+        refused: bool,
     },
     /// Retrying will not help until something changes: bad credentials, a missing group,
     /// an ambiguous name.
@@ -45,6 +49,35 @@ impl DirectoryError {
             operation,
             message: message.into(),
             retry_after: None,
+            refused: false,
+        }
+    }
+
+    /// A refusal by a rule of the directory's own that lifts by `retry_after`.
+    pub fn refused(
+        operation: &'static str,
+        message: impl Into<String>,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        DirectoryError::Transient {
+            operation,
+            message: message.into(),
+            retry_after: Some(retry_after),
+            refused: true,
+        }
+    }
+
+    /// Whether requests waiting on this removal report it as the directory's refusal: a
+    /// permanent error, or a refusal by the directory's own rule that lasts longer than `grace`.
+    /// A passing fault (a long 429, say) is not a refusal, however long it asks to wait.
+    pub fn is_lasting_refusal(&self, grace: std::time::Duration) -> bool {
+        match self {
+            DirectoryError::Permanent { .. } => true,
+            DirectoryError::Transient {
+                retry_after,
+                refused,
+                ..
+            } => *refused && retry_after.is_some_and(|after| after > grace),
         }
     }
 
@@ -53,6 +86,33 @@ impl DirectoryError {
             operation,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::DirectoryError;
+    use std::time::Duration;
+
+    #[test]
+    fn only_permanent_errors_and_lasting_rules_are_refusals() {
+        let grace = Duration::from_secs(60);
+        let throttled = DirectoryError::Transient {
+            operation: "remove member",
+            message: "429 TooManyRequests".into(),
+            retry_after: Some(Duration::from_secs(600)),
+            refused: false,
+        };
+        assert!(
+            !throttled.is_lasting_refusal(grace),
+            "a long 429 is no refusal"
+        );
+        let five_minutes =
+            DirectoryError::refused("remove member", "too soon", Duration::from_secs(180));
+        assert!(five_minutes.is_lasting_refusal(grace));
+        let shortly = DirectoryError::refused("remove member", "too soon", Duration::from_secs(20));
+        assert!(!shortly.is_lasting_refusal(grace), "within the grace");
+        assert!(DirectoryError::permanent("remove member", "no").is_lasting_refusal(grace));
     }
 }
 

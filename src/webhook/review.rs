@@ -227,7 +227,7 @@ impl Admission {
         let mut response = response;
         if old.is_none() {
             if stage == Stage::Validate
-                && let Some(warning) = self.shorter_than_the_directory_holds(catalog, &ar)
+                && let Some(warning) = self.shorter_than_the_directory_holds(catalog, &ar, now)
             {
                 response.warnings = Some(vec![warning]);
             }
@@ -260,22 +260,66 @@ impl Admission {
 }
 
 impl Admission {
-    /// A warning for a request shorter than its group's directory makes an assignment for.
+    /// A warning for a request whose window is shorter than its group's directory makes an
+    /// assignment for: the window it gets, `spec.duration` or the policy's `maxDuration` when
+    /// unset, cut to `maxDuration` and to the end of the eligibility it starts in.
     fn shorter_than_the_directory_holds(
         &self,
         catalog: &Catalog,
         ar: &ActivationRequest,
+        now: Timestamp,
     ) -> Option<String> {
-        let group = catalog.groups.get(&ar.spec.group)?;
+        use crate::core::duration::{format as show, parse};
+        let spec = &ar.spec;
+        let group = catalog.groups.get(&spec.group)?;
         let directory = &group.spec.directory;
         let shortest = *self.shortest_assignments.get(directory)?;
-        let asked = ar.spec.duration.as_deref()?;
-        let duration = crate::core::duration::parse("spec.duration", asked).ok()?;
-        (duration < shortest).then(|| {
+        let target = catalog.target(&spec.group, spec.role());
+        let max = target.policy()?.max_activation;
+        let (asked, mut what) = match spec.duration.as_deref() {
+            Some(text) => (
+                parse("spec.duration", text).ok()?,
+                format!("spec.duration: {text}"),
+            ),
+            None => (
+                max,
+                format!(
+                    "spec.duration unset, the policy's maxDuration: {}",
+                    show(max)
+                ),
+            ),
+        };
+        let mut window = asked;
+        if max < window {
+            window = max;
+            what = format!("{what}, cut to the policy's maxDuration, {}", show(max));
+        }
+        // The eligibility the window starts in ends it too (the latest of those that cover it).
+        let start = spec.start_time.as_ref().map_or(now, |t| t.0.max(now));
+        let principal = spec.principal.as_deref().unwrap_or_default();
+        let covering: Vec<Option<Timestamp>> = catalog
+            .eligibilities(principal, &spec.group, spec.role(), start, |_| false)
+            .into_iter()
+            .filter(|e| e.contains(start))
+            .map(|e| e.end)
+            .collect();
+        if !covering.is_empty()
+            && let Some(end) = covering
+                .into_iter()
+                .try_fold(start, |latest, end| end.map(|end| latest.max(end)))
+            && end.duration_since(start) < window
+        {
+            window = end.duration_since(start);
+            what = format!(
+                "{what}, cut to {} by the end of the eligibility",
+                show(window)
+            );
+        }
+        (window < shortest).then(|| {
             format!(
-                "spec.duration: {asked} is shorter than directory {directory:?} makes an assignment for (Microsoft Entra PIM for Groups: {} at least, ActiveDurationTooShort); the access is held {} and removed no sooner",
-                crate::core::duration::format(shortest),
-                crate::core::duration::format(shortest),
+                "{what} is shorter than directory {directory:?} makes an assignment for (Microsoft Entra PIM for Groups: {} at least, ActiveDurationTooShort); the access is held {} and removed no sooner",
+                show(shortest),
+                show(shortest),
             )
         })
     }

@@ -140,6 +140,7 @@ impl SimDirectory {
                 operation,
                 message: "429 Too Many Requests".into(),
                 retry_after: Some(std::time::Duration::from_secs(seconds)),
+                refused: false,
             }),
             DirFault::ServerError => Err(DirectoryError::transient(
                 operation,

@@ -121,6 +121,8 @@ struct Fault {
     /// Send `Retry-After` as an HTTP-date this many seconds after the answer's `Date`.
     retry_at: Option<u64>,
     code: String,
+    /// The error message; "Fault injected by the test." when unset.
+    message: Option<String>,
 }
 
 /// How a principal belongs to a group: by plain membership, or by a PIM assignment made at
@@ -502,7 +504,27 @@ impl FakeGraph {
             retry_after,
             retry_at: None,
             code: code.to_owned(),
+            message: None,
         });
+    }
+
+    /// The next `count` matching requests get one of Graph's documented refusals (`status`,
+    /// `code`, `message`, as the caller cites them) though the fake's own state would allow
+    /// them: Entra's clock or replication a little behind ours, say.
+    pub fn refuse_next(
+        &self,
+        method: &str,
+        path_contains: &str,
+        count: usize,
+        status: u16,
+        code: &str,
+        message: &str,
+    ) {
+        self.fail_next(method, path_contains, count, status, None);
+        if let Some(fault) = self.lock().faults.last_mut() {
+            fault.code = code.to_owned();
+            fault.message = Some(message.to_owned());
+        }
     }
 
     /// As `fail_next`, with `Retry-After` in its other form, an HTTP-date `seconds` after the
@@ -861,11 +883,11 @@ fn graph(
         .find(|f| f.remaining > 0 && f.method == method.as_str() && raw.contains(&f.path_contains))
     {
         fault.remaining -= 1;
-        let mut response = graph_error(
-            fault.status,
-            &fault.code.clone(),
-            "Fault injected by the test.",
-        );
+        let message = fault
+            .message
+            .clone()
+            .unwrap_or_else(|| "Fault injected by the test.".to_owned());
+        let mut response = graph_error(fault.status, &fault.code.clone(), &message);
         if let Some(after) = fault.retry_after {
             response
                 .headers_mut()
@@ -903,6 +925,7 @@ fn graph(
         (Method::GET, ["groups"]) => search_groups(s, query),
         (Method::POST, ["groups"]) => create_group(s, query, &body),
         (Method::GET, ["groups", id]) => get_group(s, &decode(id), query),
+        (Method::GET, ["servicePrincipals", id]) => get_service_principal(s, &decode(id), query),
         (Method::GET, ["groups", id, rel @ ("members" | "owners")]) => {
             list_relation(s, base, path, &decode(id), rel, query)
         }
@@ -1067,6 +1090,24 @@ fn get_group(s: &mut State, id: &str, query: &[(String, String)]) -> Response {
     }
     match s.groups.get(id) {
         Some(g) => json_response(200, json!({"id": id, "displayName": g.display_name})),
+        None => not_found(id),
+    }
+}
+
+/// "Get servicePrincipal": `GET /servicePrincipals/{id}`, `$select` supported (Graph v1.0,
+/// learn.microsoft.com/graph/api/serviceprincipal-get). Any other object's id (a user's, a
+/// group's) is no service principal: 404 `Request_ResourceNotFound`, as for a missing one.
+fn get_service_principal(s: &mut State, id: &str, query: &[(String, String)]) -> Response {
+    if let Err(r) = expect_query(
+        s,
+        "get service principal",
+        query,
+        &[("$select", Some("id,displayName"))],
+    ) {
+        return r;
+    }
+    match s.service_principals.get(id) {
+        Some(name) => json_response(200, json!({"id": id, "displayName": name})),
         None => not_found(id),
     }
 }

@@ -324,6 +324,7 @@ impl Tokens {
                 operation: OPERATION,
                 message: what,
                 retry_after,
+                refused: false,
             });
         }
         let hint = match error.error.as_str() {

@@ -451,6 +451,7 @@ impl GraphClient {
                     operation,
                     message: format!("{message} (gave up after {} attempt(s))", attempt + 1),
                     retry_after: Some(wait),
+                    refused: false,
                 });
             }
             tracing::debug!(

@@ -12,8 +12,8 @@
 //! - **`membership` mode**: `POST /groups/{id}/members/$ref` (or `owners`) with `@odata.id`;
 //!   "already exist" (400) is success. `DELETE /groups/{id}/members/{oid}/$ref`; a 404 is
 //!   success. Entra keeps a group's last owner ("The group must have at least one owner"):
-//!   with `fallbackOwner` that service principal is made an owner first (and is never listed,
-//!   so never removed); without it the refusal is a permanent error saying so. Owners are users
+//!   with `fallbackOwner` that service principal (checked with `GET /servicePrincipals/{id}`;
+//!   anything else is refused) is made an owner first (and is never listed, so never removed); without it the refusal is a permanent error saying so. Owners are users
 //!   or service principals: a group is refused before any request.
 //! - **`pim` mode**: PIM for Groups active assignments: `adminAssign` with an `afterDateTime`
 //!   expiration at the grant's end, so Entra ends access even if the operator is down. A later
@@ -22,8 +22,9 @@
 //!   instances show what Entra holds. Removal is `adminRemove`;
 //!   a member Entra holds without a PIM assignment is removed by `$ref` as in membership mode.
 //!   Each grant's schedule request id and status come back as a [`DirectoryReceipt`].
-//!   PIM's five minutes ([`pim::MINIMUM`]): a grant under five minutes is assigned for five,
-//!   an end inside the five minutes is not sent (the removal at that end takes the access), and
+//!   PIM's five minutes ([`pim::MINIMUM`]): a grant under five minutes is assigned for five
+//!   (and [`pim::MARGIN`]); an end moved inside the five minutes brings a later end Entra holds
+//!   down to that, and the removal at the new end takes the access; and
 //!   a removal Entra refuses as too soon is a transient error retried when the five minutes
 //!   since the assignment are over. A policy refusal (`ExpirationRule`, say) names its rules
 //!   and is answered from memory for 15 minutes instead of being sent again.
@@ -94,6 +95,8 @@ pub struct EntraDirectory {
     refusals: Mutex<HashMap<(String, Role, String), Refusal>>,
     /// Groups this process created, by display name: found even while a search lags.
     created: Mutex<HashMap<String, String>>,
+    /// `fallbackOwner` was found to be a service principal (`GET /servicePrincipals/{id}`).
+    fallback_checked: Mutex<bool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -160,6 +163,7 @@ impl EntraDirectory {
             starts: Mutex::new(HashMap::new()),
             refusals: Mutex::new(HashMap::new()),
             created: Mutex::new(HashMap::new()),
+            fallback_checked: Mutex::new(false),
         }
     }
 
@@ -366,6 +370,43 @@ impl EntraDirectory {
         Ok(id)
     }
 
+    /// `fallbackOwner`, once Graph has shown it to be a service principal (`GET
+    /// /servicePrincipals/{id}`, "Get servicePrincipal"): a GUID alone may be a user's object id,
+    /// which must never become a standing owner. `Ok(None)` when it is not set; a permanent
+    /// error naming `fallbackOwner` when it is no service principal.
+    async fn fallback_owner(
+        &self,
+        operation: &'static str,
+    ) -> Result<Option<&str>, DirectoryError> {
+        let Some(owner) = self.config.fallback_owner.as_deref() else {
+            return Ok(None);
+        };
+        if *lock(&self.fallback_checked) {
+            return Ok(Some(owner));
+        }
+        let path = format!(
+            "/servicePrincipals/{}?$select=id,displayName",
+            segment(owner)
+        );
+        let reply = self
+            .graph(operation)?
+            .send(operation, Call::get(path))
+            .await?;
+        match reply.status {
+            s if s.is_success() => {
+                *lock(&self.fallback_checked) = true;
+                Ok(Some(owner))
+            }
+            StatusCode::NOT_FOUND => Err(DirectoryError::permanent(
+                operation,
+                format!(
+                    "fallbackOwner {owner} is not a service principal in this tenant (GET /servicePrincipals/{owner} found none: it may be a user's or a group's object id); it is not used: set fallbackOwner to the object id of the operator's own service principal"
+                ),
+            )),
+            _ => Err(reply.into_error(operation)),
+        }
+    }
+
     /// Reads what Entra holds for the group's PIM assignments of `role` (pim mode).
     async fn refresh_held(
         &self,
@@ -402,11 +443,40 @@ impl EntraDirectory {
         };
     }
 
-    /// The shortest end PIM takes for a schedule starting now: five minutes on
-    /// ([`pim::MINIMUM`]).
-    fn earliest_end(&self) -> Timestamp {
-        let now = pim::whole_seconds(self.clock.now());
-        now.checked_add(pim::MINIMUM).unwrap_or(now)
+    /// The shortest end this backend asks for a schedule starting `now`: PIM's five minutes
+    /// ([`pim::MINIMUM`]) and [`pim::MARGIN`], so that the time the request takes to reach
+    /// Entra never makes it too short.
+    fn earliest_end(now: Timestamp) -> Timestamp {
+        now.checked_add(pim::MINIMUM)
+            .and_then(|t| t.checked_add(pim::MARGIN))
+            .unwrap_or(now)
+    }
+
+    /// The end to send for `until` when Entra holds `held` (`None`: nothing), from a request
+    /// starting `now`; `None` when nothing is to be sent. An end inside the five minutes cannot
+    /// be set: a new assignment is made for the shortest PIM takes, and a held end later than
+    /// that is brought down to it, so that Entra's own expiry is the backstop soonest after
+    /// `until` should the operator be down then; a held end already sooner is kept, and the
+    /// operator's removal at `until` takes the access.
+    fn end_to_send(
+        held: Option<Option<Timestamp>>,
+        until: Option<Timestamp>,
+        now: Timestamp,
+    ) -> Option<Option<Timestamp>> {
+        let earliest = EntraDirectory::earliest_end(now);
+        match (until, held) {
+            (Some(end), None) if end < earliest => Some(Some(earliest)),
+            (Some(end), Some(held)) if end < earliest => match held {
+                // Held until later (or for good): down to the earliest.
+                None => Some(Some(earliest)),
+                Some(h) if h > earliest && !pim::same_end(Some(h), Some(earliest)) => {
+                    Some(Some(earliest))
+                }
+                Some(_) => None,
+            },
+            (until, Some(held)) if pim::same_end(held, until) => None,
+            (until, _) => Some(until),
+        }
     }
 
     fn count_refusal(&self, rule: &str) {
@@ -416,26 +486,32 @@ impl EntraDirectory {
     }
 
     /// "Too soon to remove": a transient error that comes back when the five minutes since the
-    /// assignment was made are over (at most five minutes from now when that is not known).
+    /// assignment was made are over (five minutes from now when that is not known). When they
+    /// are over by this process's clock yet Entra still refuses (its clock a little behind),
+    /// [`AGAIN_SHORTLY`] on.
     fn removable_later(&self, group: &GroupId, role: Role, principal: &str) -> DirectoryError {
         let now = self.clock.now();
-        let removable = self
+        let after = |wait| now.checked_add(wait).unwrap_or(now);
+        let removable = match self
             .started(group, role, principal)
             .and_then(|start| start.checked_add(pim::MINIMUM).ok())
-            .filter(|at| *at > now)
-            .unwrap_or_else(|| now.checked_add(pim::MINIMUM).unwrap_or(now));
+        {
+            Some(at) if at > now => at,
+            Some(_) => after(AGAIN_SHORTLY),
+            None => after(pim::MINIMUM),
+        };
         let wait = removable
             .duration_since(now)
             .max(jiff::SignedDuration::from_secs(1))
             .unsigned_abs();
-        DirectoryError::Transient {
-            operation: "remove member",
-            message: format!(
+        DirectoryError::refused(
+            "remove member",
+            format!(
                 "Entra does not remove a PIM assignment within five minutes of making it ({}); {principal}'s is removed at {removable}",
                 pim::TOO_SHORT
             ),
-            retry_after: Some(wait),
-        }
+            wait,
+        )
     }
 
     /// The policy refusal held for this end, if any.
@@ -587,20 +663,31 @@ impl EntraDirectory {
         self.count_refusal(LAST_OWNER);
         // Entra keeps a group's last owner: the fallback owner takes over, then it goes.
         if let Some(fallback) = self
-            .config
-            .fallback_owner
-            .as_deref()
+            .fallback_owner(operation)
+            .await?
             .filter(|f| !f.eq_ignore_ascii_case(principal))
         {
             self.add_reference(operation, group, Role::Owner, fallback)
                 .await?;
-            tracing::info!(group = %group.0, %fallback, "made the fallback owner an owner, so that the last owner can be removed");
+            tracing::warn!(group = %group.0, %fallback, "made the fallback owner (a service principal) a standing owner of the group, so that its last owner can be removed; the operator never removes it");
             let again = self
                 .graph(operation)?
                 .send(operation, Call::delete(path).revoke())
                 .await?;
             if again.is_success() || again.status == StatusCode::NOT_FOUND {
                 return Ok(());
+            }
+            if is_last_owner(&again) {
+                // The owner just added is not seen yet (Entra's replicas lag a write): soon.
+                return Err(DirectoryError::refused(
+                    operation,
+                    format!(
+                        "{principal} is still the last owner of Entra group {} right after fallbackOwner {fallback} was made an owner ({LAST_OWNER}: {}); will try again shortly",
+                        group.0,
+                        again.message()
+                    ),
+                    AGAIN_SHORTLY.unsigned_abs(),
+                ));
             }
             return Err(again.into_error(operation));
         }
@@ -614,7 +701,9 @@ impl EntraDirectory {
         ))
     }
 
-    /// One schedule request; the receipt when Graph accepted it, the reply otherwise.
+    /// One schedule request starting `now`; the receipt when Graph accepted it, the reply
+    /// otherwise.
+    #[allow(clippy::too_many_arguments)]
     async fn schedule(
         &self,
         operation: &'static str,
@@ -622,6 +711,7 @@ impl EntraDirectory {
         group: &GroupId,
         role: Role,
         principal: &str,
+        now: Timestamp,
         until: Option<Timestamp>,
     ) -> Result<Result<DirectoryReceipt, graph::Reply>, DirectoryError> {
         // What Entra will hold: the end as sent, in whole seconds.
@@ -631,7 +721,7 @@ impl EntraDirectory {
             role,
             &group.0,
             principal,
-            self.clock.now(),
+            now,
             until,
             &self.config.justification,
         );
@@ -672,28 +762,29 @@ impl EntraDirectory {
     ) -> Result<Option<DirectoryReceipt>, DirectoryError> {
         const OPERATION: &str = "add member";
         for _ in 0..2 {
-            let action = match self.held(group, role, principal) {
-                Some(Some(held)) if pim::same_end(held, until) => return Ok(None),
-                Some(Some(_)) => Action::Update,
-                _ => Action::Assign,
+            // One start for the request and for the five minutes its end must be after.
+            let now = pim::whole_seconds(self.clock.now());
+            let held = match self.held(group, role, principal) {
+                Some(Some(held)) => Some(held),
+                _ => None,
             };
-            // PIM takes no schedule under five minutes (pim::MINIMUM).
-            let earliest = self.earliest_end();
-            let end = match until {
-                // A new end inside the five minutes: Entra keeps the end it holds, and the
-                // operator's own removal at `until` ends the access (adminRemove).
-                Some(end) if end < earliest && action == Action::Update => return Ok(None),
-                // A grant under five minutes: Entra holds it five minutes, the shortest it
-                // makes; the removal at `until` waits for them too. The receipt says so.
-                Some(end) if end < earliest => Some(earliest),
-                other => other,
+            let action = if held.is_some() {
+                Action::Update
+            } else {
+                Action::Assign
+            };
+            // PIM takes no schedule under five minutes (pim::MINIMUM): a grant under five
+            // minutes is held for the shortest PIM makes (the removal at `until` waits for them
+            // too; the receipt says so), and an end moved inside them brings a later held end
+            // down to that.
+            let Some(end) = EntraDirectory::end_to_send(held, until, now) else {
+                return Ok(None);
             };
             if let Some(refused) = self.held_refusal(group, role, principal, end) {
                 return Err(refused);
             }
-            let now = pim::whole_seconds(self.clock.now());
             match self
-                .schedule(OPERATION, action, group, role, principal, end)
+                .schedule(OPERATION, action, group, role, principal, now, end)
                 .await?
             {
                 Ok(receipt) => {
@@ -710,11 +801,11 @@ impl EntraDirectory {
                 Err(reply) if reply.code() == pim::TOO_SHORT => {
                     self.count_refusal(pim::TOO_SHORT);
                     let message = reply.into_error(OPERATION).to_string();
-                    return Err(DirectoryError::Transient {
-                        operation: OPERATION,
+                    return Err(DirectoryError::refused(
+                        OPERATION,
                         message,
-                        retry_after: Some(std::time::Duration::from_secs(30)),
-                    });
+                        std::time::Duration::from_secs(30),
+                    ));
                 }
                 // Entra holds an assignment this process did not know of: learn its end, then
                 // move it if it differs.
@@ -750,7 +841,15 @@ impl EntraDirectory {
                 .await;
         }
         match self
-            .schedule(OPERATION, Action::Remove, group, role, principal, None)
+            .schedule(
+                OPERATION,
+                Action::Remove,
+                group,
+                role,
+                principal,
+                self.clock.now(),
+                None,
+            )
             .await?
         {
             Ok(_) => {}
@@ -774,6 +873,10 @@ impl EntraDirectory {
         Ok(())
     }
 }
+
+/// How soon a refusal that should be over by now (the five minutes passed, a fallback owner
+/// just added) is tried again.
+const AGAIN_SHORTLY: jiff::SignedDuration = jiff::SignedDuration::from_secs(20);
 
 /// The rule name `pim_graph_refusals_total` counts a refused removal of a last owner under.
 const LAST_OWNER: &str = "LastOwner";
@@ -900,14 +1003,31 @@ impl Directory for EntraDirectory {
         let path = format!("/groups/{}/{}?{select}", segment(&group.0), relation(role));
         let objects = self.graph(OPERATION)?.get_all(OPERATION, path).await?;
         // The fallback owner is a standing owner the operator keeps: never listed, so never
-        // removed nor reported.
-        let fallback = self.config.fallback_owner.as_deref();
+        // removed nor reported; but only once Graph shows it is a service principal. Anything
+        // else is listed, as any other standing owner.
+        let configured = self.config.fallback_owner.as_deref().filter(|f| {
+            role == Role::Owner
+                && objects.iter().any(|o| {
+                    o["id"]
+                        .as_str()
+                        .is_some_and(|id| id.eq_ignore_ascii_case(f))
+                })
+        });
+        let fallback = match configured {
+            None => None,
+            Some(_) => match self.fallback_owner(OPERATION).await {
+                Ok(found) => found,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(group = %group.0, error = %e, "fallbackOwner owns the group but is no service principal: listed as any owner");
+                    None
+                }
+            },
+        };
         let found: Vec<(Member, String)> = objects
             .iter()
             .filter_map(member_of)
-            .filter(|(_, id)| {
-                role != Role::Owner || !fallback.is_some_and(|f| f.eq_ignore_ascii_case(id))
-            })
+            .filter(|(_, id)| !fallback.is_some_and(|f| f.eq_ignore_ascii_case(id)))
             .collect();
         // One lock at a time: `listed_as` takes them too, and never two at once either.
         {
@@ -974,8 +1094,11 @@ impl Directory for EntraDirectory {
                 .map(|()| None),
             EntraMode::Pim => self.assign_until(group, role, &principal, until).await,
         };
-        if matches!(&result, Err(DirectoryError::Permanent { .. })) {
-            // The id may be stale (a deleted and recreated user): resolve again next time.
+        // The id may be stale (a deleted and recreated user): resolve again next time. Not after
+        // a policy refusal, which says nothing of the id and is answered from memory.
+        let policy_refusal =
+            || lock(&self.refusals).contains_key(&(group.0.clone(), role, principal.clone()));
+        if matches!(&result, Err(DirectoryError::Permanent { .. })) && !policy_refusal() {
             self.forget(member);
         }
         result
@@ -1032,11 +1155,12 @@ impl Directory for EntraDirectory {
         let Some(principal) = lock(&self.ids).get(member).cloned() else {
             return false;
         };
-        // An end inside PIM's five minutes is not set (see `assign_until`).
-        if until.is_some_and(|end| end < self.earliest_end()) {
+        // Only ends Entra holds are moved; one inside PIM's five minutes as `end_to_send` says.
+        let Some(Some(held)) = self.held(group, role, &principal) else {
             return false;
-        }
-        matches!(self.held(group, role, &principal), Some(Some(held)) if !pim::same_end(held, until))
+        };
+        let now = pim::whole_seconds(self.clock.now());
+        EntraDirectory::end_to_send(Some(held), until, now).is_some()
     }
 
     async fn remove_member(

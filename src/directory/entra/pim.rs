@@ -20,6 +20,11 @@ pub const INSTANCES: &str =
 /// `ActiveDurationTooShort`.
 pub const MINIMUM: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
+/// Added to [`MINIMUM`] for the shortest end this backend asks: the request's start is this
+/// process's clock, and the time it takes to reach Graph (or a clock a little off Entra's)
+/// must not make a five-minute schedule too short.
+pub const MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(30);
+
 /// Graph's error code for a schedule under [`MINIMUM`], or a removal inside it.
 pub const TOO_SHORT: &str = "ActiveDurationTooShort";
 

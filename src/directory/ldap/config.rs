@@ -207,6 +207,17 @@ impl LdapConfig {
                 return Err(format!("{field}: {value:?} is not a DN"));
             }
         }
+        // Under userBase it may name a real person, who would then hold every membership it
+        // keeps while no listing shows it.
+        if let Some(dn) = &self.placeholder_member
+            && (super::names::is_below(dn, &self.user_base)
+                || super::names::same_dn(dn, &self.user_base))
+        {
+            return Err(format!(
+                "placeholderMember: {dn:?} lies under userBase {:?}, so it may name a real user, who would hold the membership of every group it keeps without being listed; use a DN outside userBase (the default, cn=pim-placeholder,<groupBase>, names no entry)",
+                self.user_base
+            ));
+        }
         if self.page_size == 0 || self.page_size > i32::MAX as u32 {
             return Err("pageSize: must be at least 1".to_owned());
         }
@@ -301,8 +312,25 @@ mod tests {
     }
 
     #[test]
+    fn a_placeholder_under_the_user_base_is_refused() {
+        // It may name a real person, who would then hold membership no listing shows.
+        for dn in [
+            "cn=alice,ou=people,dc=example,dc=org",
+            "CN=Keeper, OU=People,DC=example,DC=org",
+        ] {
+            let c = LdapConfig {
+                placeholder_member: Some(dn.into()),
+                ..config()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with("placeholderMember"), "{err}");
+            assert!(err.contains("userBase"), "{err}");
+        }
+    }
+
+    #[test]
     fn the_placeholder_is_for_classes_that_must_keep_a_member() {
-        let keeper = "cn=keeper,ou=people,dc=example,dc=org";
+        let keeper = "cn=keeper,ou=system,dc=example,dc=org";
         let c = LdapConfig {
             placeholder_member: Some(keeper.into()),
             ..config()

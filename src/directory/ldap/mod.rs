@@ -59,10 +59,14 @@ const MAX_NESTING: usize = 16;
 pub struct LdapDirectory {
     conn: Connection,
     pages: AtomicU64,
-    /// How listings spelled each principal, by kind (group?) and lowercased name, for
-    /// `listed_as` where the principal attribute ignores case.
-    listed: Mutex<HashMap<(bool, String), Member>>,
+    /// How the last listing of each group (by DN) spelled its members, by kind (group?) and
+    /// lowercased name, for `listed_as` where the principal attribute ignores case. Replaced
+    /// at each listing, so a member no longer listed is dropped.
+    listed: Mutex<HashMap<String, Spellings>>,
 }
+
+/// One listing's members by kind (group?) and lowercased name.
+type Spellings = HashMap<(bool, String), Member>;
 
 /// What became of a member write.
 #[derive(Debug, PartialEq, Eq)]
@@ -692,10 +696,11 @@ impl Directory for LdapDirectory {
         }
         let dns = self.member_dns(&group.0).await?;
         let members = self.members_of(&group.0, dns).await?;
-        let mut listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
-        for member in &members {
-            listed.insert(folded(member), member.clone());
-        }
+        let spelled = members.iter().map(|m| (folded(m), m.clone())).collect();
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group.0.clone(), spelled);
         Ok(members)
     }
 
@@ -711,9 +716,11 @@ impl Directory for LdapDirectory {
         if !rules::ignores_case(attribute, config.active_directory) {
             return None;
         }
+        let key = folded(member);
         let listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
         listed
-            .get(&folded(member))
+            .values()
+            .find_map(|group| group.get(&key))
             .filter(|l| *l != member)
             .cloned()
     }

@@ -338,12 +338,22 @@ impl Harness {
     }
 }
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
+async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    eventually_within(WAIT, what, check).await
+}
+
+/// [`eventually`] with its own deadline, for scenarios with many objects, where a loaded
+/// 2-core machine needs longer than [`WAIT`] to work through them.
+async fn eventually_within<F, Fut>(wait: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         if check().await {
             return;
@@ -1006,7 +1016,9 @@ async fn idle_objects_cause_no_writes() {
         h.request(&format!("old{i}"), "g", &format!("user{i}"), "5m", |_| {})
             .await;
     }
-    eventually("requests active", || async {
+    // 900 assignments and 96 requests: about 20 s each on a loaded 2-core machine.
+    let many = Duration::from_secs(90);
+    eventually_within(many, "requests active", || async {
         h.api::<ActivationRequest>()
             .list(&Default::default())
             .await
@@ -1017,25 +1029,29 @@ async fn idle_objects_cause_no_writes() {
     })
     .await;
     h.advance(5);
-    eventually("requests expired and assignments reported", || async {
-        let requests = h
-            .api::<ActivationRequest>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items;
-        let assignments = h
-            .api::<EligibleAssignment>()
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items;
-        requests
-            .iter()
-            .all(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Expired))
-            && assignments.iter().all(|a| a.status.is_some())
-            && h.members("g").is_empty()
-    })
+    eventually_within(
+        many,
+        "requests expired and assignments reported",
+        || async {
+            let requests = h
+                .api::<ActivationRequest>()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items;
+            let assignments = h
+                .api::<EligibleAssignment>()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items;
+            requests
+                .iter()
+                .all(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Expired))
+                && assignments.iter().all(|a| a.status.is_some())
+                && h.members("g").is_empty()
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.server.reset_observations();

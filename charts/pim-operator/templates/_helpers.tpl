@@ -66,6 +66,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- with .Values.webhook.mfaClaim }}
 {{- $_ := set $webhook "mfaClaim" . }}
 {{- end }}
+{{- with .Values.webhook.authTimeClaim }}
+{{- $_ := set $webhook "authTimeClaim" . }}
+{{- end }}
 {{- $_ := set $config "webhook" $webhook }}
 {{- if .Values.attestation.existingSecret }}
 {{- $_ := set $config "attestation" (dict "keyFile" "/var/run/pim/attestation/key") }}

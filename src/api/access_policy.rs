@@ -151,8 +151,10 @@ pub struct ApprovalSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_self_approval: Option<bool>,
     /// An approval counts only when the approver signed in with MFA (checked and signed at
-    /// admission, checked again by the controller); a denial counts without. Default: what
-    /// `activation.requireMfa` says, since an approval grants as much as an activation.
+    /// admission, checked again by the controller); a denial counts without. Default false:
+    /// approvals signed before this field existed carry no MFA evidence, and the controller
+    /// checks every approval again, so a stricter default would revoke what they approved.
+    /// Set it wherever `activation.requireMfa` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_mfa: Option<bool>,
     /// What an approver's sign-in must show for the approval to count, as for requesters.

@@ -90,8 +90,14 @@ pub fn validate_request_created(
             .as_ref()
             .map(|r| r.authentication.clone())
             .unwrap_or_default();
-        // Measured at the webhook's stamp; without one, no sign-in is recent enough.
-        let unmet = match created {
+        // Measured at the webhook's signed stamp, as the webhook measured it; without one, no
+        // sign-in is recent enough.
+        let stamped = spec
+            .requester
+            .as_ref()
+            .and_then(|r| r.stamped_at.as_ref())
+            .map(|t| t.0);
+        let unmet = match stamped {
             Some(at) => policy.authentication.unmet(&evidence, at),
             None => vec![
                 "the request carries no admission stamp to measure the sign-in against".to_owned(),

@@ -9,6 +9,9 @@ use super::duration;
 use crate::api::access_policy::ClaimRequirement;
 use crate::api::activation_request::Authentication;
 
+/// How far after the moment of acting a sign-in time may lie (clocks differ a little).
+const FUTURE_SKEW: SignedDuration = SignedDuration::from_mins(5);
+
 /// What a policy asks of a requester's or an approver's credentials.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Requirements {
@@ -51,10 +54,11 @@ impl Requirements {
     pub fn unmet(&self, evidence: &Authentication, acted: Timestamp) -> Vec<String> {
         let mut out = Vec::new();
         for r in &self.claims {
-            let carried = evidence.claims.iter().any(|c| {
-                c.split_once('=')
-                    .is_some_and(|(k, v)| k == r.key && r.values.iter().any(|a| a == v))
-            });
+            // Compared whole, never split: a `=` in a key or value cannot shift the boundary.
+            let carried = r
+                .values
+                .iter()
+                .any(|v| evidence.claims.contains(&format!("{}={v}", r.key)));
             if !carried {
                 out.push(format!(
                     "userInfo.extra[{:?}] must hold one of {:?}",
@@ -65,12 +69,15 @@ impl Requirements {
         if let Some(max) = self.max_age {
             match evidence.authenticated_at.as_ref().map(|t| t.0) {
                 None => out.push(format!(
-                    "a sign-in within {} is required, and the credentials carry no sign-in time (webhook.authTimeClaim)",
+                    "a sign-in within {} is required, and the credentials carry no sign-in time that could be read (the userInfo.extra key webhook.authTimeClaim names, in Unix seconds)",
                     duration::format(max)
                 )),
                 Some(at) if acted.duration_since(at) > max => out.push(format!(
                     "the sign-in at {at} is more than {} before {acted}",
                     duration::format(max)
+                )),
+                Some(at) if at.duration_since(acted) > FUTURE_SKEW => out.push(format!(
+                    "the sign-in at {at} lies after {acted}: a clock or a claim is wrong"
                 )),
                 Some(_) => {}
             }
@@ -130,5 +137,12 @@ mod tests {
                 .unmet(&bare, t("2026-11-22T10:00:00Z"))
                 .is_empty()
         );
+        // A sign-in in the future is a wrong clock or a wrong claim, not a fresh sign-in.
+        let future = reqs.evidence(
+            |k| if k == "pim.dev/acrs" { &with } else { &none },
+            Some(t("2026-11-22T11:00:00Z")),
+        );
+        let unmet = reqs.unmet(&future, t("2026-11-22T10:00:00Z"));
+        assert!(unmet[0].contains("lies after"), "{unmet:?}");
     }
 }

@@ -274,7 +274,11 @@ impl Policy {
                 min_approvals: min_approvals.max(1),
                 timeout,
                 allow_self_approval: approval.allow_self_approval.unwrap_or(false),
-                require_mfa: approval.require_mfa.unwrap_or(policy.require_mfa),
+                // Off unless asked: the controller checks every approval again on every pass,
+                // so a default that followed activation.requireMfa would revoke access that
+                // approvers without MFA evidence (every one signed before the field existed)
+                // approved before an upgrade.
+                require_mfa: approval.require_mfa.unwrap_or(false),
                 authentication: approver_authentication.clone().unwrap_or_default(),
             });
         }
@@ -383,7 +387,8 @@ mod tests {
         }
     }
 
-    // Issue 17 findings 6 and 7: approver MFA follows the requester's unless said otherwise,
+    // Issue 17 findings 6 and 7: approver MFA is asked for explicitly (an upgrade must not
+    // revoke what approvers without MFA evidence approved),
     // and the open-request cap is parsed with errors that name the field.
     #[test]
     fn approver_mfa_defaults_to_the_requesters_and_the_open_cap_is_checked() {
@@ -405,7 +410,7 @@ mod tests {
                 .unwrap()
                 .require_mfa
         };
-        assert!(approver_mfa(&with(Some(true), None)));
+        assert!(!approver_mfa(&with(Some(true), None)));
         assert!(!approver_mfa(&with(None, None)));
         assert!(!approver_mfa(&with(Some(true), Some(false))));
         assert!(approver_mfa(&with(None, Some(true))));

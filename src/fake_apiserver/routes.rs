@@ -676,6 +676,14 @@ async fn admitted_write(
                             )],
                         ));
                     }
+                    let taken = super::store::ObjKey {
+                        name: chosen.clone(),
+                        ..key.clone()
+                    };
+                    if shared.lock_store().get(&taken).is_some() {
+                        // Store.create answers a taken name so (no retry: the name was given).
+                        return Err(ApiError::already_exists(&target.rt, &chosen));
+                    }
                     meta::set_meta(&mut planned.body, "name", json!(chosen));
                     planned.name = chosen.clone();
                     key.name = chosen;

@@ -68,7 +68,7 @@ impl Caller {
         let authenticated_at = auth_time_key
             .and_then(|key| extra.get(key))
             .and_then(|values| values.first())
-            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(|v| unix_seconds(v.trim()))
             .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok());
         Ok(Caller {
             username: username.to_owned(),
@@ -84,6 +84,17 @@ impl Caller {
     pub fn principal(&self, mapping: &UsernameMapping) -> String {
         mapping.principal_for(&self.username)
     }
+}
+
+/// Unix seconds as a claim mapping may render them: `1732000123`, or `1.732000123e+09` when a
+/// CEL `string()` was applied to the JSON number (the API server decodes numbers as doubles).
+fn unix_seconds(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().or_else(|| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && f.abs() < 1e15)
+            .map(|f| f.floor() as i64)
+    })
 }
 
 /// The operator could not learn its own username; it does not start without it.
@@ -138,6 +149,14 @@ pub async fn operator_username(client: &kube::Client) -> Result<String, Operator
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sign_in_times_are_read_as_integers_or_as_cel_renders_doubles() {
+        assert_eq!(unix_seconds("1732000123"), Some(1_732_000_123));
+        assert_eq!(unix_seconds("1.732000123e+09"), Some(1_732_000_123));
+        assert_eq!(unix_seconds("soon"), None);
+        assert_eq!(unix_seconds("inf"), None);
+    }
+
     use std::collections::BTreeMap;
 
     use super::*;

@@ -59,6 +59,9 @@ pub const MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 /// whatever they send. Decisions take well under a millisecond, so 4 serve thousands a second.
 pub const MAX_REVIEWS_IN_FLIGHT: usize = 4;
 
+/// The longest a review may hold its slot, body reading included.
+const SLOT_HOLD: Duration = Duration::from_secs(10);
+
 pub struct WebhookState {
     pub admission: Admission,
     pub catalog: CatalogSource,
@@ -89,7 +92,16 @@ async fn in_a_slot(
     next: axum::middleware::Next,
 ) -> Response {
     match slots.acquire_owned().await {
-        Ok(_slot) => next.run(request).await,
+        // A slot is held at most as long as the API server waits (its webhook timeout is at
+        // most 30s, 10s by default): a caller sending its body slowly cannot keep it.
+        Ok(_slot) => match tokio::time::timeout(SLOT_HOLD, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "the review was not read and decided in time",
+            )
+                .into_response(),
+        },
         // Closed only if the router is being torn down.
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(),
     }

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use pim_operator::api::{AccessPolicy, EligibleAssignment, PimGroup};
 use pim_operator::attestation::Keyring;
 use pim_operator::checks::SchemaChecker;
-use pim_operator::config::UsernameMapping;
+use pim_operator::core::identity::{CaseInsensitive, Principals, UsernameMapping};
 use pim_operator::engine::Catalog;
 use pim_operator::webhook::{Admission, MfaClaim, Stage};
 use serde_json::Value;
@@ -58,11 +58,17 @@ impl Harness {
             .expect("a valid key");
         Harness {
             admission: Admission {
-                mapping: UsernameMapping {
-                    strip_prefix: Some("oidc:".into()),
-                    append_domain: Some("@contoso.com".into()),
-                    ..UsernameMapping::default()
-                },
+                principals: Principals::new(
+                    [(
+                        "entra".to_owned(),
+                        UsernameMapping {
+                            strip_prefix: Some("oidc:".into()),
+                            append_domain: Some("@contoso.com".into()),
+                        },
+                    )]
+                    .into(),
+                    CaseInsensitive::EmailLike,
+                ),
                 mfa_claim: MfaClaim::default(),
                 auth_time_claim: None,
                 keyring: Some(keyring),

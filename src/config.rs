@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::core::duration;
+use crate::core::identity::{Principals, UsernameMapping};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -20,7 +21,7 @@ pub struct Config {
     #[serde(default)]
     pub directories: BTreeMap<String, DirectoryConfig>,
     #[serde(default)]
-    pub username_mapping: UsernameMapping,
+    pub username_mapping: UsernameMappingDefaults,
     /// How often every object is looked at again, to cover lost timers. Default 5m.
     #[serde(default = "default_resync")]
     pub resync_interval: String,
@@ -56,24 +57,100 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum DirectoryConfig {
-    /// RBAC bindings in this cluster.
-    Kubernetes,
+    /// RBAC bindings in this cluster. Their subjects are the Kubernetes usernames and groups the
+    /// API server authenticates, so this directory takes no `usernameMapping`.
+    Kubernetes(KubernetesDirectoryConfig),
     /// An in-process directory, for trials and tests; forgets everything on restart.
-    Memory,
+    Memory(MemoryDirectoryConfig),
     /// OpenLDAP, FreeIPA or Active Directory over LDAP (see `directory::ldap`).
     Ldap(Box<crate::directory::ldap::LdapConfig>),
     /// Microsoft Entra ID through Microsoft Graph (see `directory::entra`).
     Entra(Box<crate::directory::entra::EntraConfig>),
 }
 
-/// How a Kubernetes username becomes a directory principal.
+impl DirectoryConfig {
+    /// The directory's own `usernameMapping`, if it sets one (a kubernetes directory never
+    /// does: the settings check refuses it).
+    pub fn own_username_mapping(&self) -> Option<&DirectoryUsernameMapping> {
+        match self {
+            DirectoryConfig::Kubernetes(_) => None,
+            DirectoryConfig::Memory(memory) => memory.username_mapping.as_ref(),
+            DirectoryConfig::Ldap(ldap) => ldap.username_mapping.as_ref(),
+            DirectoryConfig::Entra(entra) => entra.username_mapping.as_ref(),
+        }
+    }
+}
+
+/// The kubernetes directory's settings: none. `usernameMapping` is accepted only to refuse it
+/// by name (see [`DirectoryConfig::Kubernetes`]).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct UsernameMapping {
-    /// Removed from the start of the username, e.g. `oidc:`.
+pub struct KubernetesDirectoryConfig {
+    /// Not allowed: an RBAC subject must be the username the API server authenticated.
+    #[serde(default)]
+    pub username_mapping: Option<DirectoryUsernameMapping>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemoryDirectoryConfig {
+    /// How Kubernetes usernames become this directory's principals; default the top-level
+    /// `usernameMapping`.
+    #[serde(default)]
+    pub username_mapping: Option<DirectoryUsernameMapping>,
+}
+
+/// How a Kubernetes username becomes one directory's principal (`directories.NAME.usernameMapping`):
+/// one to one, so a username without the expected form is nobody in that directory.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DirectoryUsernameMapping {
+    /// Required at the start of the username, and removed, e.g. `oidc:`. Usernames without it
+    /// have no principal in the directory.
     #[serde(default)]
     pub strip_prefix: Option<String>,
-    /// Appended when the name has no `@`, e.g. `@contoso.com`.
+    /// Appended to the name, e.g. `@contoso.com`. Names that already contain `@` have no
+    /// principal in the directory.
+    #[serde(default)]
+    pub append_domain: Option<String>,
+}
+
+impl DirectoryUsernameMapping {
+    /// `appendDomain` must be `@` and a domain: `contoso.com` would make `alicecontoso.com`.
+    fn validate(&self) -> Result<(), String> {
+        let Some(domain) = self.append_domain.as_deref().filter(|d| !d.is_empty()) else {
+            return Ok(());
+        };
+        let well_formed = domain
+            .strip_prefix('@')
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('@'));
+        if well_formed {
+            Ok(())
+        } else {
+            Err(format!(
+                "appendDomain: {domain:?} must be '@' and a domain, such as \"@contoso.com\""
+            ))
+        }
+    }
+
+    pub fn mapping(&self) -> UsernameMapping {
+        UsernameMapping {
+            strip_prefix: self.strip_prefix.clone().filter(|p| !p.is_empty()),
+            append_domain: self.append_domain.clone().filter(|d| !d.is_empty()),
+        }
+    }
+}
+
+/// The top-level `usernameMapping`: how names compare, and the mapping of directories that set
+/// none of their own.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UsernameMappingDefaults {
+    /// The default `stripPrefix` of LDAP, Entra and memory directories that set no
+    /// `usernameMapping` of their own. Never applied to the kubernetes directory.
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// The default `appendDomain` of those directories.
     #[serde(default)]
     pub append_domain: Option<String>,
     /// Which names compare without regard to case when the webhook and the controller decide who
@@ -83,17 +160,28 @@ pub struct UsernameMapping {
     pub case_insensitive: crate::core::identity::CaseInsensitive,
 }
 
-impl UsernameMapping {
-    pub fn principal_for(&self, username: &str) -> String {
-        let name = self
-            .strip_prefix
-            .as_deref()
-            .and_then(|p| username.strip_prefix(p))
-            .unwrap_or(username);
-        match &self.append_domain {
-            Some(domain) if !name.contains('@') => format!("{name}{domain}"),
-            _ => name.to_owned(),
-        }
+impl Config {
+    /// Every directory's username mapping and the rule for comparing names.
+    pub fn principals(&self) -> Principals {
+        let defaults = DirectoryUsernameMapping {
+            strip_prefix: self.username_mapping.strip_prefix.clone(),
+            append_domain: self.username_mapping.append_domain.clone(),
+        };
+        let mappings = self
+            .directories
+            .iter()
+            .map(|(name, directory)| {
+                let mapping = match directory {
+                    DirectoryConfig::Kubernetes(_) => UsernameMapping::default(),
+                    _ => directory
+                        .own_username_mapping()
+                        .unwrap_or(&defaults)
+                        .mapping(),
+                };
+                (name.clone(), mapping)
+            })
+            .collect();
+        Principals::new(mappings, self.username_mapping.case_insensitive)
     }
 }
 
@@ -145,7 +233,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             directories: BTreeMap::new(),
-            username_mapping: UsernameMapping::default(),
+            username_mapping: UsernameMappingDefaults::default(),
             resync_interval: default_resync(),
             revocation_grace: default_revocation_grace(),
             concurrency: default_concurrency(),
@@ -256,7 +344,24 @@ impl Config {
         self.attestation
             .validate()
             .map_err(|e| format!("attestation.{e}"))?;
+        DirectoryUsernameMapping {
+            strip_prefix: None,
+            append_domain: self.username_mapping.append_domain.clone(),
+        }
+        .validate()
+        .map_err(|e| format!("usernameMapping.{e}"))?;
         for (name, directory) in &self.directories {
+            if let Some(own) = directory.own_username_mapping() {
+                own.validate()
+                    .map_err(|e| format!("directories.{name}.usernameMapping.{e}"))?;
+            }
+            if let DirectoryConfig::Kubernetes(k) = directory
+                && k.username_mapping.is_some()
+            {
+                return Err(format!(
+                    "directories.{name}.usernameMapping: a kubernetes directory binds the username and groups the API server authenticated (oidc:alice stays oidc:alice), so it takes no mapping; remove it"
+                ));
+            }
             if let DirectoryConfig::Ldap(ldap) = directory {
                 ldap.validate()
                     .map_err(|e| format!("directories.{name}.{e}"))?;
@@ -300,15 +405,86 @@ mod tests {
             "c.yaml",
         )
         .unwrap();
-        assert_eq!(s.config.directories["mem"], DirectoryConfig::Memory);
         assert_eq!(s.resync, Duration::from_secs(120));
-        let mapping = &s.config.username_mapping;
-        assert_eq!(mapping.principal_for("oidc:alice"), "alice@contoso.com");
         assert_eq!(
-            mapping.principal_for("bob@fabrikam.com"),
-            "bob@fabrikam.com"
+            s.config.directories["mem"],
+            DirectoryConfig::Memory(MemoryDirectoryConfig::default())
         );
-        assert_eq!(mapping.case_insensitive, CaseInsensitive::Never);
+        let principals = s.config.principals();
+        assert_eq!(principals.names, CaseInsensitive::Never);
+        // The top-level mapping is the memory directory's, never the kubernetes directory's.
+        assert_eq!(
+            principals.principal_in("mem", "oidc:alice"),
+            Ok("alice@contoso.com".to_owned())
+        );
+        assert!(principals.principal_in("mem", "bob@fabrikam.com").is_err());
+        assert_eq!(
+            principals.principal_in("rbac", "oidc:alice"),
+            Ok("oidc:alice".to_owned())
+        );
+        assert_eq!(
+            principals.principal_in("kubernetes", "oidc:alice"),
+            Ok("oidc:alice".to_owned())
+        );
+    }
+
+    /// Issue 17 finding 1: the mapping is a directory's own; one operator serves an RBAC
+    /// directory (usernames as authenticated) beside others that map them differently.
+    #[test]
+    fn each_directory_maps_usernames_its_own_way() {
+        let s = Config::parse(
+            "directories:\n  rbac: {type: kubernetes}\n  corp: {type: memory, usernameMapping: {stripPrefix: 'oidc:'}}\n  lab: {type: memory, usernameMapping: {appendDomain: '@lab.example'}}\n  plain: {type: memory}\nusernameMapping: {stripPrefix: 'sso:'}\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let p = s.config.principals();
+        let of = |directory: &str, username: &str| p.principal_in(directory, username).ok();
+        assert_eq!(
+            of("rbac", "oidc:alice@example.org").as_deref(),
+            Some("oidc:alice@example.org")
+        );
+        assert_eq!(
+            of("corp", "oidc:alice@example.org").as_deref(),
+            Some("alice@example.org")
+        );
+        assert_eq!(of("corp", "alice@example.org"), None);
+        assert_eq!(of("lab", "alice").as_deref(), Some("alice@lab.example"));
+        assert_eq!(of("lab", "alice@lab.example"), None);
+        // A directory without its own mapping takes the top-level one.
+        assert_eq!(of("plain", "sso:carol").as_deref(), Some("carol"));
+        assert_eq!(of("plain", "carol"), None);
+    }
+
+    #[test]
+    fn a_kubernetes_directory_refuses_a_mapping_by_name() {
+        let err = Config::parse(
+            "directories:\n  rbac: {type: kubernetes, usernameMapping: {stripPrefix: 'oidc:'}}\n",
+            "values.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("values.yaml: directories.rbac.usernameMapping")
+                && err.contains("takes no mapping"),
+            "{err}"
+        );
+        let err = Config::parse(
+            "directories:\n  corp: {type: memory, usernameMapping: {stripPrefx: 'oidc:'}}\n",
+            "values.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("stripPrefx"), "{err}");
+        let err = Config::parse(
+            "directories:\n  corp: {type: memory, usernameMapping: {appendDomain: 'contoso.com'}}\n",
+            "values.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("directories.corp.usernameMapping.appendDomain"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -316,7 +492,10 @@ mod tests {
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config/operator.yaml");
         let s = Config::load(&path).unwrap();
-        assert_eq!(s.config.directories["sandbox"], DirectoryConfig::Memory);
+        assert_eq!(
+            s.config.principals().principal_in("sandbox", "oidc:alice"),
+            Ok("alice@contoso.com".to_owned())
+        );
         assert_eq!(s.config.namespace.as_deref(), Some("pim-system"));
         assert_eq!(s.lease_duration, Duration::from_secs(15));
     }

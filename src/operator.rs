@@ -53,8 +53,8 @@ pub fn directories(
     );
     for (name, config) in &settings.config.directories {
         let backend: Arc<dyn Directory> = match config {
-            DirectoryConfig::Kubernetes => Arc::new(KubernetesDirectory::new(client.clone())),
-            DirectoryConfig::Memory => Arc::new(MemoryDirectory::new()),
+            DirectoryConfig::Kubernetes(_) => Arc::new(KubernetesDirectory::new(client.clone())),
+            DirectoryConfig::Memory(_) => Arc::new(MemoryDirectory::new()),
             DirectoryConfig::Ldap(ldap) => Arc::new(LdapDirectory::new(ldap.as_ref().clone())),
             DirectoryConfig::Entra(entra) => Arc::new(
                 EntraDirectory::new(entra.as_ref().clone(), Arc::new(SystemClock))
@@ -116,7 +116,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
             }
         };
     let startup = crate::startup::Startup::new(&settings, keyring.is_some());
-    let attestor = SignedAttestor::new(keyring.clone(), settings.config.username_mapping.clone());
+    let attestor = SignedAttestor::new(keyring.clone());
     let webhook = match crate::webhook::start(
         &client,
         &settings.config,

@@ -102,8 +102,8 @@ impl Startup {
 /// A directory's type, and its mode where it has one.
 fn mode(directory: &DirectoryConfig) -> String {
     match directory {
-        DirectoryConfig::Kubernetes => "kubernetes".to_owned(),
-        DirectoryConfig::Memory => "memory".to_owned(),
+        DirectoryConfig::Kubernetes(_) => "kubernetes".to_owned(),
+        DirectoryConfig::Memory(_) => "memory".to_owned(),
         DirectoryConfig::Ldap(ldap) if ldap.active_directory => "ldap/activeDirectory".to_owned(),
         DirectoryConfig::Ldap(_) => "ldap".to_owned(),
         DirectoryConfig::Entra(entra) => match entra.mode {

@@ -4,36 +4,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/local.rs"]
+mod local;
 #[path = "support/operator.rs"]
 mod operator;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use kube::api::{Patch, PatchParams};
 use pim_operator::api::ActivationRequest;
 use pim_operator::api::activation_request::{Decision as Vote, Phase};
 
+use local::kubectl;
 use operator::{Harness, T0, eventually};
 
 const ALICE: &str = "alice@contoso.com";
 const BOB: &str = "bob@contoso.com";
-
-/// The pinned kubectl that `.ci/install-deploy-tools` installs, else one on PATH.
-fn kubectl() -> PathBuf {
-    let pinned = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cache/pim-operator/bin/kubectl"));
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("kubectl"))
-            .collect::<Vec<_>>()
-    });
-    pinned
-        .into_iter()
-        .chain(on_path)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("kubectl not found: run .ci/install-deploy-tools"))
-}
 
 /// `kubectl ARGS` against the server, with a kubeconfig of its own; the output on success.
 async fn kubectl_get(h: &Harness, args: &[&str]) -> String {

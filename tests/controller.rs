@@ -1322,13 +1322,9 @@ async fn transitions_emit_events_and_metrics_are_served() {
 #[tokio::test]
 async fn bypassing_the_webhook_grants_nothing() {
     use pim_operator::attestation::Keyring;
-    use pim_operator::config::UsernameMapping;
     let keyring = Keyring::from_bytes(&[42u8; 32], &[]).unwrap();
     let mut h = Harness::new().await;
-    h.attestor = Arc::new(SignedAttestor::new(
-        Some(keyring.clone()),
-        UsernameMapping::default(),
-    ));
+    h.attestor = Arc::new(SignedAttestor::new(Some(keyring.clone())));
     h.start().await;
 
     // An unsigned requester: refused, and never a member.

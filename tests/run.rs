@@ -3,13 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+#[path = "support/local.rs"]
+mod local;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, PostParams};
+use local::{free_port, http_status};
 use pim_operator::api::access_policy::AccessPolicySpec;
 use pim_operator::api::activation_request::{ActivationRequestSpec, Phase, Requester};
 use pim_operator::api::common::PrincipalRef;
@@ -20,14 +22,6 @@ use pim_operator::fake_apiserver::{FakeApiServer, FaultScope};
 
 /// The operator verifies requests with this key, as the webhook would have signed them.
 const ATTESTATION_KEY: &str = "a test attestation key, 32 bytes or more\n";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn write_kubeconfig(dir: &Path, server: &str) -> PathBuf {
     let path = dir.join("kubeconfig");
@@ -58,16 +52,6 @@ fn start_operator(dir: &Path, server: &str, port: u16) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// A plain HTTP GET on loopback, returning the status line.
-fn http_status(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response.lines().next().map(str::to_owned)
 }
 
 async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {

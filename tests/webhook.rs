@@ -16,7 +16,7 @@ use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, Pim
 use pim_operator::attestation::Keyring;
 use pim_operator::checks::SchemaChecker;
 use pim_operator::clock::ManualClock;
-use pim_operator::config::UsernameMapping;
+use pim_operator::core::identity::{CaseInsensitive, Principals, UsernameMapping};
 use pim_operator::core::lifecycle::Attestation;
 use pim_operator::engine::{Attestor, Catalog, SignedAttestor};
 use pim_operator::webhook::server::{CatalogSource, WebhookState};
@@ -33,12 +33,16 @@ fn keyring() -> Keyring {
     Keyring::from_bytes(b"an attestation key of forty bytes, or so", &[]).unwrap()
 }
 
-fn mapping() -> UsernameMapping {
-    UsernameMapping {
+/// The example PimGroup's directory, `entra`, maps `oidc:alice` to `alice@contoso.com`.
+fn principals() -> Principals {
+    let mapping = UsernameMapping {
         strip_prefix: Some("oidc:".into()),
         append_domain: Some("@contoso.com".into()),
-        ..UsernameMapping::default()
-    }
+    };
+    Principals::new(
+        [("entra".to_owned(), mapping)].into(),
+        CaseInsensitive::EmailLike,
+    )
 }
 
 fn example<T: serde::de::DeserializeOwned>(file: &str) -> T {
@@ -48,6 +52,7 @@ fn example<T: serde::de::DeserializeOwned>(file: &str) -> T {
 
 fn catalog() -> Catalog {
     let mut catalog = Catalog::default();
+    catalog.set_principals(Arc::new(principals()));
     let policy: AccessPolicy = example("01-accesspolicy.yaml");
     catalog.insert_policy(policy.clone());
     let mut relaxed = policy;
@@ -81,7 +86,7 @@ fn admission(keyring: Option<Keyring>) -> Admission {
 /// The webhook of an operator that authenticates as `operator`.
 fn admission_as(keyring: Option<Keyring>, operator: &str) -> Admission {
     Admission {
-        mapping: mapping(),
+        principals: principals(),
         mfa_claim: MfaClaim::default(),
         auth_time_claim: Some("pim.dev/auth_time".into()),
         keyring,
@@ -351,7 +356,7 @@ fn attested(stored: &Value) -> ActivationRequest {
 }
 
 fn attestor() -> SignedAttestor {
-    SignedAttestor::new(Some(keyring()), mapping())
+    SignedAttestor::new(Some(keyring()))
 }
 
 #[test]
@@ -532,6 +537,134 @@ async fn issue_17_finding_7_one_requester_cannot_keep_more_than_the_cap_open() {
     stop.cancel();
 }
 
+/// Issue 17 finding 1 (seen): a user another authenticator calls `alice@contoso.com` (without
+/// the `oidc:` prefix) is nobody in the `entra` directory. She cannot use alice's eligibility,
+/// end alice's request, or approve as the bob the policy names.
+#[test]
+fn issue_17_finding_1_an_unprefixed_username_is_nobody_in_a_mapping_directory() {
+    let admission = admission(Some(keyring()));
+    let impostor = user("alice@contoso.com", &["finance"], true);
+    expect_denied(
+        create(&admission, &impostor, &request_object(GROUP, json!({}))),
+        &["no principal in directory \"entra\"", "\"oidc:\""],
+    );
+    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
+    let mut deactivated = stored.clone();
+    deactivated["spec"]["deactivate"] = json!(true);
+    expect_denied(
+        update(&admission, &impostor, &stored, &deactivated),
+        &["only the requester"],
+    );
+    let not_bob = user("bob@contoso.com", &[], true);
+    expect_denied(
+        decide(&admission, &not_bob, &stored, "bob@contoso.com", "Approve"),
+        &["no principal in directory \"entra\""],
+    );
+    // bob, signed in through the prefixed authenticator, still approves; alice still ends hers.
+    decide(&admission, &bob(), &stored, "oidc:bob", "Approve").unwrap();
+    update(&admission, &alice(), &stored, &deactivated).unwrap();
+}
+
+/// Issue 17 finding 1: a PimGroup of the kubernetes directory binds the username the API server
+/// authenticated, so the stamped principal is `oidc:alice` whatever other directories map.
+#[test]
+fn issue_17_finding_1_the_kubernetes_directory_takes_the_username_as_authenticated() {
+    use pim_operator::api::common::PrincipalRef;
+    let admission = admission(Some(keyring()));
+    let mut catalog = catalog();
+    let mut group: PimGroup = example("02-pimgroup.yaml");
+    group.metadata.name = Some("rbac".into());
+    group.spec.directory = "kubernetes".into();
+    group.spec.roles.member.policy = "relaxed".into();
+    catalog.insert_group(group);
+    let mut assignment: EligibleAssignment = example("03-eligibleassignment.yaml");
+    assignment.metadata.name = Some("rbac-alice".into());
+    assignment.spec.group = "rbac".into();
+    assignment.spec.principal = PrincipalRef::user("oidc:alice");
+    catalog.insert_assignment(assignment);
+
+    let stored = create_in(
+        &admission,
+        &alice(),
+        &request_object("rbac", json!({})),
+        &catalog,
+    )
+    .unwrap();
+    assert_eq!(stored["spec"]["principal"], "oidc:alice");
+    // The mapped name is somebody else here.
+    expect_denied(
+        create_in(
+            &admission,
+            &alice(),
+            &request_object("rbac", json!({"principal": "alice@contoso.com"})),
+            &catalog,
+        ),
+        &["only activate for yourself"],
+    );
+    // And `alice@contoso.com` from another authenticator is not `oidc:alice`.
+    expect_denied(
+        create_in(
+            &admission,
+            &user("alice@contoso.com", &[], true),
+            &request_object("rbac", json!({"principal": "oidc:alice"})),
+            &catalog,
+        ),
+        &["only activate for yourself"],
+    );
+}
+
+/// Issue 17 finding 1, on the controller's side: a signature proves what the webhook saw, not
+/// that the stamped principal is the requester's under today's mapping. A request an older,
+/// lax webhook stamped for another authenticator's `alice@contoso.com` as the principal
+/// `alice@contoso.com`, and one whose PimGroup moved to the kubernetes directory since, grant
+/// nothing (`PrincipalMismatch`).
+#[test]
+fn issue_17_finding_1_the_controller_rechecks_the_stamped_principal() {
+    use pim_operator::api::activation_request::Phase;
+    use pim_operator::api::conditions::reasons;
+    use pim_operator::engine::{DirectoryObservation, reconcile_request};
+    let admission = admission(Some(keyring()));
+    let stored = create(&admission, &alice(), &request_object("open", json!({}))).unwrap();
+    let decide = |request: &ActivationRequest, catalog: &Catalog| {
+        reconcile_request(
+            catalog,
+            request,
+            &attestor(),
+            DirectoryObservation::default(),
+            &|_| false,
+            now(),
+        )
+        .decision
+    };
+    let honest = attested(&stored);
+    assert_eq!(attestor().requester(&honest), Attestation::Verified);
+    assert_eq!(decide(&honest, &catalog()).phase, Phase::Scheduled);
+
+    // Signed, as the lax mapping of an older release would have admitted it.
+    let mut lax = honest.clone();
+    if let Some(requester) = lax.spec.requester.as_mut() {
+        requester.username = "alice@contoso.com".into();
+        requester.attestation = None;
+    }
+    let signature = keyring().sign_requester("r1", &lax.spec);
+    if let Some(requester) = lax.spec.requester.as_mut() {
+        requester.attestation = signature;
+    }
+    assert_eq!(attestor().requester(&lax), Attestation::Verified);
+    let decision = decide(&lax, &catalog());
+    assert_eq!(decision.phase, Phase::Rejected, "{decision:?}");
+    assert_eq!(decision.reason, reasons::PRINCIPAL_MISMATCH);
+
+    // The PimGroup now binds RBAC subjects: alice@contoso.com is not oidc:alice there.
+    let mut moved = catalog();
+    let mut group = (*moved.groups["open"]).clone();
+    group.spec.directory = "kubernetes".into();
+    moved.insert_group(group);
+    let decision = decide(&honest, &moved);
+    assert_eq!(decision.phase, Phase::Rejected, "{decision:?}");
+    assert_eq!(decision.reason, reasons::PRINCIPAL_MISMATCH);
+}
+
 #[test]
 fn a_forged_requester_or_principal_is_refused() {
     let admission = admission(Some(keyring()));
@@ -692,9 +825,11 @@ fn an_approver_writes_a_signed_entry_of_their_own() {
     assert!(entry["attestation"].as_str().unwrap().starts_with("v1:"));
     let approvals = attestor().approvals(&attested(&approved));
     assert_eq!(approvals.len(), 1);
+    // The Kubernetes username; the engine maps it into the group's directory like requesters.
+    assert_eq!(approvals[0].approver, "oidc:bob");
     assert_eq!(
-        approvals[0].approver, "bob@contoso.com",
-        "mapped like requesters"
+        catalog().principal_in_group(GROUP, "oidc:bob"),
+        Ok("bob@contoso.com".to_owned())
     );
 
     // Through a group the policy names; the relevant group is recorded for the controller.
@@ -1198,14 +1333,18 @@ fn issue_14_finding_8_one_approver_one_entry_whatever_the_case() {
     // On a fresh request the other spelling approves, as the approver the policy names.
     let approved = decide(&admission, &shouting, &stored, "oidc:BOB", "Approve").unwrap();
     let approvals = attestor().approvals(&attested(&approved));
-    assert_eq!(approvals[0].approver, "BOB@contoso.com");
+    assert_eq!(approvals[0].approver, "oidc:BOB");
+    assert_eq!(
+        catalog().principal_in_group(GROUP, &approvals[0].approver),
+        Ok("BOB@contoso.com".to_owned())
+    );
 }
 
 /// issue 14 finding 8, `caseInsensitive: never`: case counts, so `oidc:BOB` is not bob.
 #[test]
 fn issue_14_finding_8_case_sensitive_when_configured() {
     let mut admission = admission(Some(keyring()));
-    admission.mapping.case_insensitive = pim_operator::core::identity::CaseInsensitive::Never;
+    admission.principals.names = CaseInsensitive::Never;
     let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
     expect_denied(
         update(

@@ -131,3 +131,32 @@ impl std::fmt::Display for PrincipalRef {
         }
     }
 }
+
+/// How a Kubernetes username becomes one directory's principal name
+/// (`directories.NAME.usernameMapping`).
+///
+/// One to one by construction (issue 17 finding 1): a username that lacks the form the mapping
+/// expects has no principal in the directory, rather than being taken for someone else. With
+/// `stripPrefix: "oidc:"`, `oidc:alice@example.org` is `alice@example.org`, and a user another
+/// authenticator calls `alice@example.org` is nobody here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsernameMapping {
+    /// Required at the start of the username, and removed, e.g. `oidc:`. Usernames without it
+    /// have no principal in the directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub strip_prefix: Option<String>,
+    /// Appended to the name, e.g. `@contoso.com`. Names that already contain `@` have no
+    /// principal in the directory (`alice` and `alice@contoso.com` would be one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub append_domain: Option<String>,
+}
+
+impl UsernameMapping {
+    /// No mapping: the principal is the Kubernetes username (the kubernetes directory's rule).
+    pub fn is_identity(&self) -> bool {
+        self.strip_prefix.is_none() && self.append_domain.is_none()
+    }
+}

@@ -42,6 +42,9 @@ pub mod reasons {
     pub const NOT_ELIGIBLE: &str = "NotEligible";
     pub const PRINCIPAL_MISSING: &str = "PrincipalMissing";
     pub const UNVERIFIED_REQUESTER: &str = "UnverifiedRequester";
+    /// The stamped principal is not what the requester's username maps to in the group's
+    /// directory now (the mapping or the group's directory changed since admission).
+    pub const PRINCIPAL_MISMATCH: &str = "PrincipalMismatch";
     /// Some approval entries carry no valid webhook signature; they count for nothing.
     pub const UNVERIFIED_APPROVAL: &str = "UnverifiedApproval";
     pub const ATTESTATION_KEY_MISSING: &str = "AttestationKeyMissing";

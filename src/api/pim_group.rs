@@ -193,4 +193,9 @@ pub struct PimGroupStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub unexplained_members: Vec<String>,
+    /// How Kubernetes usernames become principals of this group's directory, as the operator is
+    /// configured (`{}`: as the API server authenticated them). `kubectl pim` reads it to know
+    /// which assignments are the caller's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_mapping: Option<super::common::UsernameMapping>,
 }

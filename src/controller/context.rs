@@ -18,7 +18,7 @@ use crate::api::common::Role;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::core::identity::CaseInsensitive;
+use crate::core::identity::Principals;
 use crate::core::membership::Member;
 use crate::directory::Directories;
 use crate::engine::{Attestor, Catalog};
@@ -37,8 +37,9 @@ pub struct Stores {
     pub assignments_by_group: Arc<GroupIndex<EligibleAssignment>>,
     pub requests_by_group: Arc<GroupIndex<ActivationRequest>>,
     pub grants_by_group: Arc<GroupIndex<PimGrant>>,
-    /// How policies compare requester and approver names (`usernameMapping.caseInsensitive`).
-    pub identities: CaseInsensitive,
+    /// Each directory's username mapping, and how names compare
+    /// (`usernameMapping.caseInsensitive`).
+    pub principals: Arc<Principals>,
 }
 
 impl Stores {
@@ -88,7 +89,7 @@ impl Stores {
 
     fn policies_only(&self) -> Catalog {
         let mut catalog = Catalog::default();
-        catalog.set_identities(self.identities);
+        catalog.set_principals(self.principals.clone());
         for p in self.policies.state() {
             if let Ok(object) = &p.parsed {
                 catalog.insert_policy(object.clone());

@@ -418,7 +418,7 @@ async fn reconcile_group_object(
         .into_iter()
         .flatten()
         .collect();
-    let mut status = status_with(&stored, group, Some(&group_id), &conditions, now);
+    let mut status = status_with(ctx, &stored, group, Some(&group_id), &conditions, now);
     status.active_principals = Some(count(results.iter().map(|r| r.active).sum()));
     status.eligible_principals = Some(count(eligible_principals(&catalog, &name, now)));
     status.unexplained_members = unexplained.into_iter().take(UNEXPLAINED_MAX).collect();
@@ -1113,6 +1113,7 @@ fn ready(ok: bool, reason: &'static str, message: &str) -> ConditionState {
 }
 
 fn status_with(
+    ctx: &Context,
     stored: &PimGroupStatus,
     group: &PimGroup,
     group_id: Option<&GroupId>,
@@ -1128,6 +1129,12 @@ fn status_with(
             .map(|g| g.0.clone())
             .or_else(|| stored.group_id.clone()),
         conditions,
+        // None for a directory the operator does not know: nothing to publish.
+        username_mapping: ctx
+            .stores
+            .principals
+            .mapping(&group.spec.directory)
+            .cloned(),
         ..stored.clone()
     }
 }
@@ -1144,7 +1151,14 @@ async fn write_not_ready(
     let Ok(group) = object.parsed.as_deref() else {
         return Ok(false);
     };
-    let status = status_with(stored, group, None, &[ready(false, reason, message)], now);
+    let status = status_with(
+        ctx,
+        stored,
+        group,
+        None,
+        &[ready(false, reason, message)],
+        now,
+    );
     write_status(ctx, object, stored, status).await
 }
 

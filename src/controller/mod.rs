@@ -325,7 +325,7 @@ pub async fn run_controllers(
         assignments_by_group: Arc::new(GroupIndex::default()),
         requests_by_group: Arc::new(GroupIndex::default()),
         grants_by_group: Arc::new(GroupIndex::default()),
-        identities: deps.settings.config.username_mapping.case_insensitive,
+        principals: Arc::new(deps.settings.config.principals()),
     };
     let (request_triggers, triggered) = mpsc::unbounded_channel();
     let (group_triggers, groups_triggered) =

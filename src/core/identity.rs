@@ -7,7 +7,11 @@
 //! Only ASCII letters fold: full Unicode case folding would make look-alikes (the Kelvin sign
 //! `K` folds to `k`) equal to real names, and identity providers restrict names to ASCII anyway.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
+
+pub use crate::api::common::UsernameMapping;
 
 /// Which names compare without regard to case: the operator's
 /// `usernameMapping.caseInsensitive` setting.
@@ -68,6 +72,107 @@ pub fn distinct_identities<'a>(
     seen.len()
 }
 
+/// Why a username has no principal under a [`UsernameMapping`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unmapped {
+    #[error(
+        "{username:?} does not start with {prefix:?} (usernameMapping.stripPrefix): only usernames with that prefix are this directory's users, so that a name another authenticator gives is never taken for one of them"
+    )]
+    MissingPrefix { username: String, prefix: String },
+    #[error("{username:?} has nothing after the prefix {prefix:?} (usernameMapping.stripPrefix)")]
+    NothingAfterPrefix { username: String, prefix: String },
+    #[error(
+        "{name:?} already contains '@' while usernameMapping.appendDomain is {domain:?}: it would be the same principal as a name without a domain, so it is nobody in this directory"
+    )]
+    HasDomain { name: String, domain: String },
+    #[error("there is no PimGroup {group:?}, so no directory to be anybody in")]
+    NoSuchGroup { group: String },
+}
+
+/// The principal `username` stands for under `mapping`, or why it stands for none.
+pub fn principal_for(mapping: &UsernameMapping, username: &str) -> Result<String, Unmapped> {
+    let name = match mapping.strip_prefix.as_deref().filter(|p| !p.is_empty()) {
+        None => username,
+        Some(prefix) => match username.strip_prefix(prefix) {
+            Some("") => {
+                return Err(Unmapped::NothingAfterPrefix {
+                    username: username.to_owned(),
+                    prefix: prefix.to_owned(),
+                });
+            }
+            Some(rest) => rest,
+            None => {
+                return Err(Unmapped::MissingPrefix {
+                    username: username.to_owned(),
+                    prefix: prefix.to_owned(),
+                });
+            }
+        },
+    };
+    match mapping.append_domain.as_deref().filter(|d| !d.is_empty()) {
+        None => Ok(name.to_owned()),
+        Some(domain) if name.contains('@') => Err(Unmapped::HasDomain {
+            name: name.to_owned(),
+            domain: domain.to_owned(),
+        }),
+        Some(domain) => Ok(format!("{name}{domain}")),
+    }
+}
+
+/// The directory every operator has: RBAC in its own cluster, never mapped.
+pub const KUBERNETES_DIRECTORY: &str = "kubernetes";
+
+/// Every directory's [`UsernameMapping`] and the rule for comparing names: what turns an
+/// authenticated caller into the principal of a PimGroup's directory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Principals {
+    /// By directory name. A directory not listed (one not configured, where nothing can be
+    /// granted) uses the username as it is.
+    mappings: BTreeMap<String, UsernameMapping>,
+    /// How names compare (`usernameMapping.caseInsensitive`).
+    pub names: CaseInsensitive,
+}
+
+impl Principals {
+    /// `mappings` by directory name; the built-in `kubernetes` directory is added, unmapped,
+    /// unless listed.
+    pub fn new(
+        mut mappings: BTreeMap<String, UsernameMapping>,
+        names: CaseInsensitive,
+    ) -> Principals {
+        mappings.entry(KUBERNETES_DIRECTORY.to_owned()).or_default();
+        Principals { mappings, names }
+    }
+
+    /// The mapping of a configured `directory`; `None` for one the operator does not know.
+    pub fn mapping(&self, directory: &str) -> Option<&UsernameMapping> {
+        self.mappings.get(directory)
+    }
+
+    /// `username`'s principal in `directory`.
+    pub fn principal_in(&self, directory: &str, username: &str) -> Result<String, Unmapped> {
+        match self.mappings.get(directory) {
+            Some(mapping) => principal_for(mapping, username),
+            None => Ok(username.to_owned()),
+        }
+    }
+
+    /// Whether two Kubernetes usernames are the same person in `directory`: as written, or as
+    /// the principals they map to (`oidc:BOB` and `oidc:bob` are both `bob@contoso.com`).
+    pub fn same_user(&self, directory: &str, a: &str, b: &str) -> bool {
+        if same_identity(a, b, self.names) {
+            return true;
+        }
+        match (
+            self.principal_in(directory, a),
+            self.principal_in(directory, b),
+        ) {
+            (Ok(a), Ok(b)) => same_identity(&a, &b, self.names),
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -110,6 +215,84 @@ mod tests {
             let parsed: CaseInsensitive = serde_json::from_value(rule.as_str().into()).unwrap();
             assert_eq!(parsed, rule);
         }
+    }
+
+    fn mapping(prefix: Option<&str>, domain: Option<&str>) -> UsernameMapping {
+        UsernameMapping {
+            strip_prefix: prefix.map(str::to_owned),
+            append_domain: domain.map(str::to_owned),
+        }
+    }
+
+    /// Issue 17 finding 1 (seen): with `stripPrefix: "oidc:"`, the user another authenticator
+    /// calls `alice@example.org` was taken for `oidc:alice@example.org`.
+    #[test]
+    fn issue_17_finding_1_a_username_without_the_prefix_is_nobody() {
+        let oidc = mapping(Some("oidc:"), None);
+        assert_eq!(
+            principal_for(&oidc, "oidc:alice@example.org"),
+            Ok("alice@example.org".to_owned())
+        );
+        let err = principal_for(&oidc, "alice@example.org").unwrap_err();
+        assert!(
+            matches!(err, Unmapped::MissingPrefix { .. }) && err.to_string().contains("\"oidc:\""),
+            "{err}"
+        );
+        assert!(matches!(
+            principal_for(&oidc, "oidc:"),
+            Err(Unmapped::NothingAfterPrefix { .. })
+        ));
+        // The prefix is matched as written: `OIDC:` is another authenticator's.
+        assert!(principal_for(&oidc, "OIDC:alice@example.org").is_err());
+    }
+
+    #[test]
+    fn issue_17_finding_1_a_name_with_a_domain_is_not_given_another() {
+        let contoso = mapping(Some("oidc:"), Some("@contoso.com"));
+        assert_eq!(
+            principal_for(&contoso, "oidc:alice"),
+            Ok("alice@contoso.com".to_owned())
+        );
+        // Else `oidc:alice@contoso.com` and `oidc:alice` would be one principal.
+        assert!(matches!(
+            principal_for(&contoso, "oidc:alice@contoso.com"),
+            Err(Unmapped::HasDomain { .. })
+        ));
+        assert_eq!(
+            principal_for(&UsernameMapping::default(), "system:admin"),
+            Ok("system:admin".to_owned())
+        );
+    }
+
+    #[test]
+    fn each_directory_has_its_own_mapping_and_unknown_ones_none() {
+        let principals = Principals::new(
+            [
+                ("corp".to_owned(), mapping(Some("oidc:"), None)),
+                ("same".to_owned(), UsernameMapping::default()),
+            ]
+            .into(),
+            EmailLike,
+        );
+        assert_eq!(
+            principals.principal_in("corp", "oidc:bob"),
+            Ok("bob".to_owned())
+        );
+        assert_eq!(
+            principals.principal_in("kubernetes", "oidc:bob"),
+            Ok("oidc:bob".to_owned())
+        );
+        assert_eq!(
+            principals.mapping("same"),
+            Some(&UsernameMapping::default())
+        );
+        assert_eq!(
+            principals.mapping("kubernetes"),
+            Some(&UsernameMapping::default())
+        );
+        assert_eq!(principals.mapping("unknown"), None);
+        assert!(principals.same_user("corp", "oidc:bob", "oidc:bob"));
+        assert!(!principals.same_user("corp", "oidc:bob", "bob"));
     }
 
     proptest! {
@@ -295,6 +478,23 @@ mod tests {
                     prop_assert!(counted.eq_ignore_ascii_case(people[*who]));
                 }
                 prop_assert_eq!(out.approved_times.len(), out.approvers.len());
+            }
+        }
+    }
+
+    proptest! {
+        /// Issue 17 finding 1: two different usernames never become one principal, whatever
+        /// the mapping: identities do not collapse.
+        #[test]
+        fn a_mapping_never_merges_two_usernames(
+            a in "(oidc:|sso:|)[a-z]{0,3}(@c.com|@d.org|)",
+            b in "(oidc:|sso:|)[a-z]{0,3}(@c.com|@d.org|)",
+            prefix in proptest::option::of("(oidc:|sso:)"),
+            domain in proptest::option::of("(@c.com|@d.org)"),
+        ) {
+            let m = UsernameMapping { strip_prefix: prefix, append_domain: domain };
+            if let (Ok(pa), Ok(pb)) = (principal_for(&m, &a), principal_for(&m, &b)) {
+                prop_assert_eq!(pa == pb, a == b, "{} and {} map to {} and {}", a, b, pa, pb);
             }
         }
     }

@@ -35,6 +35,9 @@ pub enum Attestation {
     Verified,
     /// Missing or forged: the request did not come through the webhook.
     Unverified,
+    /// Signed, but the stamped principal is not what the requester's username maps to in the
+    /// group's directory now: access would go to a name the requester may not hold.
+    PrincipalMismatch,
     /// The operator has no key to check with, so it grants nothing until one is configured.
     KeyUnavailable,
 }
@@ -75,8 +78,8 @@ pub struct Facts<'a> {
     /// The requester's Eligible-type assignments for this group and role, at any time.
     pub eligibilities: &'a [Eligibility],
     pub approvals: &'a [VerifiedApproval],
-    /// Approvers whose entries carry no valid webhook signature: they count for nothing and are
-    /// reported.
+    /// Approval entries that count for nothing, each with why (no valid webhook signature, or an
+    /// approver who is nobody in the group's directory); reported in status.
     pub unverified_approvals: &'a [String],
     /// The directory lists the principal in the group's role now.
     pub member_present: bool,
@@ -313,6 +316,13 @@ impl<'a> Pass<'a> {
                         .to_owned(),
                 );
             }
+            Attestation::PrincipalMismatch => {
+                return self.refuse(
+                    reasons::PRINCIPAL_MISMATCH,
+                    reasons::PRINCIPAL_MISMATCH,
+                    "the stamped principal is not what the requester's Kubernetes username maps to in the group's directory under the operator's usernameMapping now (the mapping or the PimGroup's directory changed since admission); access goes only to the requester's own principal, so create a new request".to_owned(),
+                );
+            }
             Attestation::KeyUnavailable if self.prior == Phase::Pending => {
                 return self.hold(
                     reasons::ATTESTATION_KEY_MISSING,
@@ -510,16 +520,18 @@ impl<'a> Pass<'a> {
             tally.approvers.len(),
             rules.min_approvals
         );
-        if !tally.ignored.is_empty() {
-            message.push_str(&format!("; ignored: {}", tally.ignored.join(", ")));
+        let ignored: Vec<&str> = tally
+            .ignored
+            .iter()
+            .chain(self.facts.unverified_approvals)
+            .map(String::as_str)
+            .collect();
+        if !ignored.is_empty() {
+            message.push_str(&format!("; ignored: {}", ignored.join(", ")));
         }
         let reason = if self.facts.unverified_approvals.is_empty() {
             reasons::WAITING_FOR_APPROVAL
         } else {
-            message.push_str(&format!(
-                "; not signed by the admission webhook, so ignored: {}",
-                self.facts.unverified_approvals.join(", ")
-            ));
             reasons::UNVERIFIED_APPROVAL
         };
         self.approved = condition(
@@ -1065,6 +1077,7 @@ fn reason_constant(stored: &str) -> Option<&'static str> {
         NOT_ELIGIBLE,
         PRINCIPAL_MISSING,
         UNVERIFIED_REQUESTER,
+        PRINCIPAL_MISMATCH,
         UNVERIFIED_APPROVAL,
         ATTESTATION_KEY_MISSING,
         GROUP_NOT_FOUND,

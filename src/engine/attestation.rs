@@ -5,14 +5,14 @@ use jiff::SignedDuration;
 use crate::api::ActivationRequest;
 use crate::api::activation_request::Approval;
 use crate::attestation::Keyring;
-use crate::config::UsernameMapping;
 use crate::core::lifecycle::{Attestation, VerifiedApproval};
 
 /// Checks what the admission webhook vouched for. The engine acts only on what this returns.
 pub trait Attestor: Send + Sync {
     /// Whether the stamped requester and principal are the webhook's.
     fn requester(&self, request: &ActivationRequest) -> Attestation;
-    /// The approvals whose entries are the webhook's, with the approver's groups.
+    /// The approvals whose entries are the webhook's, with the approver's Kubernetes username
+    /// and groups; the engine maps the username into the group's directory.
     fn approvals(&self, request: &ActivationRequest) -> Vec<VerifiedApproval>;
     /// Whether the webhook saw MFA evidence for the requester.
     fn mfa_verified(&self, request: &ActivationRequest) -> bool;
@@ -66,8 +66,6 @@ impl Attestor for TrustAsWritten {
 #[derive(Debug, Clone)]
 pub struct SignedAttestor {
     keyring: Option<Keyring>,
-    /// Approvers are Kubernetes users; policies name directory principals.
-    mapping: UsernameMapping,
 }
 
 /// How far the stamp may lie from the API server's creationTimestamp. A requester block copied
@@ -77,8 +75,8 @@ pub const MAX_STAMP_SKEW: SignedDuration = SignedDuration::from_mins(5);
 impl SignedAttestor {
     /// `None` when no key is configured: then nothing verifies, and requests wait with
     /// `AttestationKeyMissing` rather than being refused.
-    pub fn new(keyring: Option<Keyring>, mapping: UsernameMapping) -> Self {
-        SignedAttestor { keyring, mapping }
+    pub fn new(keyring: Option<Keyring>) -> Self {
+        SignedAttestor { keyring }
     }
 
     fn verified<'a>(&self, request: &'a ActivationRequest) -> Vec<(bool, &'a Approval)> {
@@ -132,7 +130,7 @@ impl Attestor for SignedAttestor {
             .filter(|(ok, _)| *ok)
             .filter_map(|(_, a)| {
                 Some(VerifiedApproval {
-                    approver: self.mapping.principal_for(&a.approver),
+                    approver: a.approver.clone(),
                     groups: a.groups.clone(),
                     decision: a.decision,
                     time: a.time.as_ref()?.0,
@@ -213,7 +211,7 @@ mod tests {
     #[test]
     fn only_signed_requesters_within_the_skew_verify() {
         let ring = ring();
-        let attestor = SignedAttestor::new(Some(ring.clone()), UsernameMapping::default());
+        let attestor = SignedAttestor::new(Some(ring.clone()));
         let request = admitted(&ring, "2026-01-01T10:00:01Z");
         assert_eq!(attestor.requester(&request), Attestation::Verified);
         assert!(attestor.mfa_verified(&request));
@@ -236,7 +234,7 @@ mod tests {
         copied.metadata.name = Some("r-copy".into());
         assert_eq!(attestor.requester(&copied), Attestation::Unverified);
 
-        let keyless = SignedAttestor::new(None, UsernameMapping::default());
+        let keyless = SignedAttestor::new(None);
         assert_eq!(keyless.requester(&request), Attestation::KeyUnavailable);
         assert!(!keyless.mfa_verified(&request));
     }
@@ -244,7 +242,7 @@ mod tests {
     #[test]
     fn unsigned_or_replayed_approvals_are_reported_not_counted() {
         let ring = ring();
-        let attestor = SignedAttestor::new(Some(ring.clone()), UsernameMapping::default());
+        let attestor = SignedAttestor::new(Some(ring.clone()));
         let mut request = admitted(&ring, "2026-01-01T10:00:00Z");
         let mut forged = approval(&ring, "uid-1", "carol");
         forged.attestation = None;
@@ -261,7 +259,7 @@ mod tests {
             .collect();
         assert_eq!(counted, ["bob"]);
         assert_eq!(attestor.unverified_approvals(&request), ["dave", "carol"]);
-        let keyless = SignedAttestor::new(None, UsernameMapping::default());
+        let keyless = SignedAttestor::new(None);
         assert!(keyless.approvals(&request).is_empty());
     }
 }

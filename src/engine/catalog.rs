@@ -12,7 +12,7 @@ use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::eligibility::{
     AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
 };
-use crate::core::identity::CaseInsensitive;
+use crate::core::identity::{CaseInsensitive, Principals, Unmapped};
 use crate::core::ledger::ProvenGrant;
 use crate::core::lifecycle::Target;
 use crate::core::membership::{Grant, Member, assignment_grant, request_access_end};
@@ -31,6 +31,8 @@ pub struct Catalog {
     /// How the policies compare requester and approver names (the operator's
     /// `usernameMapping.caseInsensitive`); see [`Catalog::set_identities`].
     identities: CaseInsensitive,
+    /// Each directory's username mapping; see [`Catalog::set_principals`].
+    principals: Arc<Principals>,
 }
 
 /// The policy behind a (group, role), or why there is none. Owns what [`Target`] borrows.
@@ -101,6 +103,32 @@ impl Catalog {
         for policy in self.parsed_policies.values_mut().flatten() {
             policy.identities = rule;
         }
+    }
+
+    /// Usernames become principals, and names compare, as `principals` says.
+    pub fn set_principals(&mut self, principals: Arc<Principals>) {
+        self.set_identities(principals.names);
+        self.principals = principals;
+    }
+
+    pub fn principals(&self) -> &Principals {
+        &self.principals
+    }
+
+    /// The directory of the PimGroup `group`, if there is such a group.
+    pub fn directory_of(&self, group: &str) -> Option<&str> {
+        self.groups.get(group).map(|g| g.spec.directory.as_str())
+    }
+
+    /// The principal the Kubernetes user `username` is in the directory of `group`; nobody when
+    /// there is no such group.
+    pub fn principal_in_group(&self, group: &str, username: &str) -> Result<String, Unmapped> {
+        let directory = self
+            .directory_of(group)
+            .ok_or_else(|| Unmapped::NoSuchGroup {
+                group: group.to_owned(),
+            })?;
+        self.principals.principal_in(directory, username)
     }
 
     pub fn insert_group(&mut self, object: impl Into<Arc<PimGroup>>) {

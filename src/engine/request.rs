@@ -7,7 +7,8 @@ use super::attestation::Attestor;
 use super::catalog::{Catalog, created_at};
 use crate::api::ActivationRequest;
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
-use crate::core::lifecycle::{Decision, Facts, RequestView, decide};
+use crate::core::identity::same_identity;
+use crate::core::lifecycle::{Attestation, Decision, Facts, RequestView, VerifiedApproval, decide};
 use crate::core::membership::{Grant, GrantSource, Member};
 use crate::core::status::request_status;
 
@@ -63,11 +64,10 @@ pub fn reconcile_request(
     } else {
         Vec::new()
     };
-    let approvals = attestor.approvals(request);
-    let unverified_approvals = attestor.unverified_approvals(request);
+    let (approvals, unverified_approvals) = approvals_in_directory(catalog, request, attestor);
     let facts = Facts {
         target: target.as_target(),
-        requester: attestor.requester(request),
+        requester: requester_in_directory(catalog, request, attestor),
         mfa_verified: attestor.mfa_verified(request),
         eligibilities: &eligibilities,
         approvals: &approvals,
@@ -93,6 +93,56 @@ pub fn reconcile_request(
         status,
         transition,
     }
+}
+
+/// The attestor's word on the requester, and then whether the stamped principal is still what
+/// the requester's username maps to in the group's directory: a signature proves what the
+/// webhook saw, not that the name is the requester's under today's mapping and directory
+/// (issue 17 finding 1: requests stamped by an older, lax mapping, or a PimGroup moved to
+/// another directory, must not grant to another user's name).
+fn requester_in_directory(
+    catalog: &Catalog,
+    request: &ActivationRequest,
+    attestor: &dyn Attestor,
+) -> Attestation {
+    let attestation = attestor.requester(request);
+    if attestation != Attestation::Verified || catalog.directory_of(&request.spec.group).is_none() {
+        return attestation;
+    }
+    let (Some(requester), Some(principal)) = (&request.spec.requester, &request.spec.principal)
+    else {
+        return attestation;
+    };
+    match catalog.principal_in_group(&request.spec.group, &requester.username) {
+        Ok(mapped) if same_identity(&mapped, principal, catalog.principals().names) => attestation,
+        _ => Attestation::PrincipalMismatch,
+    }
+}
+
+/// The approvals that count as the policy sees them, approvers named as principals of the
+/// group's directory; and the entries ignored, each with why. An approver whose username has no
+/// principal in that directory is nobody there (issue 17 finding 1).
+fn approvals_in_directory(
+    catalog: &Catalog,
+    request: &ActivationRequest,
+    attestor: &dyn Attestor,
+) -> (Vec<VerifiedApproval>, Vec<String>) {
+    let mut ignored: Vec<String> = attestor
+        .unverified_approvals(request)
+        .into_iter()
+        .map(|approver| format!("{approver} (not signed by the admission webhook)"))
+        .collect();
+    let mut approvals = Vec::new();
+    for mut approval in attestor.approvals(request) {
+        match catalog.principal_in_group(&request.spec.group, &approval.approver) {
+            Ok(principal) => {
+                approval.approver = principal;
+                approvals.push(approval);
+            }
+            Err(why) => ignored.push(format!("{} ({why})", approval.approver)),
+        }
+    }
+    (approvals, ignored)
 }
 
 /// The grant `request` holds at `now`, proven from signed inputs alone: the decision is made

@@ -86,8 +86,9 @@ pub fn mine<'a>(catalog: &'a Catalog, me: &Me, now: Timestamp) -> Vec<Mine<'a>> 
         .assignments
         .iter()
         .filter_map(|(name, a)| {
+            let group = catalog.groups.get(&a.spec.group).map(AsRef::as_ref);
             let via = match a.spec.principal.resolve()? {
-                Principal::User(u) if me.is(u) => format!("user:{u}"),
+                Principal::User(u) if me.is_in(group, u) => format!("user:{u}"),
                 Principal::Group(g) if me.in_group(g) => format!("group:{g}"),
                 _ => return None,
             };
@@ -116,7 +117,8 @@ pub fn covering_eligibility(
     at: Timestamp,
     now: Timestamp,
 ) -> Option<Eligibility> {
-    me.names.iter().find_map(|name| {
+    let names = me.names_in(catalog.groups.get(group).map(AsRef::as_ref));
+    names.iter().find_map(|name| {
         let found = catalog.eligibilities(name, group, role, now, |g| me.in_group(g));
         covering(&found, at).cloned()
     })
@@ -201,11 +203,27 @@ pub fn not_eligible_message(
             }
         ));
     }
-    if !me.principal_given {
-        text.push_str(
+    let pim_group = catalog.groups.get(group).map(AsRef::as_ref);
+    let mapping = pim_group
+        .and_then(|g| g.status.as_ref())
+        .and_then(|s| s.username_mapping.as_ref());
+    match mapping {
+        _ if me.principal_given => {}
+        Some(mapping) => {
+            let directory = pim_group.map_or("", |g| g.spec.directory.as_str());
+            match crate::core::identity::principal_for(mapping, &me.username) {
+                Ok(principal) => text.push_str(&format!(
+                    "In directory {directory:?} you are {principal:?}: assignments must name that.\n"
+                )),
+                Err(why) => text.push_str(&format!(
+                    "You are nobody in directory {directory:?}: {why}.\n"
+                )),
+            }
+        }
+        None => text.push_str(
             "If the operator maps your username to another directory name (say \
              alice@contoso.com), pass it with --principal or PIM_PRINCIPAL.\n",
-        );
+        ),
     }
     text.push_str(&format!(
         "To get access, ask your platform team for an EligibleAssignment of {group}/{role}; \

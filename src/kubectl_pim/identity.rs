@@ -5,7 +5,8 @@ use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use kube::api::{Api, PostParams};
 
 use super::error::CliError;
-use crate::core::identity::{CaseInsensitive, same_identity};
+use crate::api::PimGroup;
+use crate::core::identity::{CaseInsensitive, principal_for, same_identity};
 
 /// How names compare here. kubectl-pim does not read the operator's config, so it uses the
 /// operator's default (`usernameMapping.caseInsensitive: emailLike`); the webhook has the last word.
@@ -57,30 +58,52 @@ impl Me {
         self.names.iter().any(|n| same_identity(n, name, NAMES)) || self.is_username(name)
     }
 
+    /// The names assignments and policies of `group` may use for me: exactly my principal in its
+    /// directory when the operator published the directory's mapping in the PimGroup's status
+    /// (none when my username is nobody there); else the guesses in [`Me::names`].
+    pub fn names_in(&self, group: Option<&PimGroup>) -> Vec<String> {
+        let mapping = group
+            .and_then(|g| g.status.as_ref())
+            .and_then(|s| s.username_mapping.as_ref());
+        match mapping {
+            Some(mapping) if !self.principal_given => principal_for(mapping, &self.username)
+                .map(|p| vec![p])
+                .unwrap_or_default(),
+            _ => self.names.clone(),
+        }
+    }
+
+    /// Whether `name` (a user in an assignment or a policy of `group`) is me.
+    pub fn is_in(&self, group: Option<&PimGroup>, name: &str) -> bool {
+        let known = group
+            .and_then(|g| g.status.as_ref())
+            .is_some_and(|s| s.username_mapping.is_some());
+        if known && !self.principal_given {
+            self.names_in(group)
+                .iter()
+                .any(|n| same_identity(n, name, NAMES))
+        } else {
+            self.is(name)
+        }
+    }
+
     /// Whether `username` (a stamped requester, an approval entry's approver) is my Kubernetes
     /// username.
     pub fn is_username(&self, username: &str) -> bool {
         same_identity(&self.username, username, NAMES)
     }
 
-    /// Whether a directory group named in an assignment or a policy is one of my Kubernetes
-    /// groups, as written or without a `prefix:` (e.g. `oidc:finance` for `finance`).
+    /// Whether a group named in an assignment or a policy is one of my Kubernetes groups, as
+    /// written: the webhook and the controller compare `userInfo.groups` exactly, so
+    /// `oidc:finance` is not `finance` (a directory group of that name is the operator's to
+    /// look up; see `unconfirmed_group_assignments`).
     pub fn in_group(&self, group: &str) -> bool {
-        self.groups
-            .iter()
-            .any(|g| g == group || strip_prefix(g) == Some(group))
+        self.groups.iter().any(|g| g == group)
     }
 
-    /// My groups as the operator's policy check sees them: as written and without a prefix.
+    /// My groups as the operator's policy check sees them: exactly as authenticated.
     pub fn group_names(&self) -> Vec<String> {
-        let mut out = self.groups.clone();
-        out.extend(
-            self.groups
-                .iter()
-                .filter_map(|g| strip_prefix(g))
-                .map(str::to_owned),
-        );
-        out
+        self.groups.clone()
     }
 
     /// "alice (matched as alice, oidc:alice; groups: a, b)", for messages.
@@ -139,6 +162,49 @@ pub async fn whoami(client: &kube::Client, principal: Option<String>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::identity::UsernameMapping;
+
+    fn group_mapping(mapping: Option<UsernameMapping>) -> PimGroup {
+        let mut group: PimGroup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "pim.dev/v1alpha1", "kind": "PimGroup", "metadata": {"name": "g"},
+            "spec": {"directory": "corp", "group": {"id": "g"}, "roles": {"member": {"policy": "p"}}}
+        }))
+        .unwrap();
+        group.status = Some(crate::api::pim_group::PimGroupStatus {
+            username_mapping: mapping,
+            ..Default::default()
+        });
+        group
+    }
+
+    /// Issue 17 findings 1 and 8: with the mapping a PimGroup publishes, I am exactly my
+    /// principal in its directory, or nobody; the guesses are only for groups without it.
+    #[test]
+    fn the_published_mapping_decides_who_i_am_in_a_group() {
+        let oidc = UsernameMapping {
+            strip_prefix: Some("oidc:".into()),
+            append_domain: None,
+        };
+        let corp = group_mapping(Some(oidc));
+        let rbac = group_mapping(Some(UsernameMapping::default()));
+        let older = group_mapping(None);
+        let alice = Me::new("oidc:alice@example.org".into(), vec![], None);
+        assert_eq!(alice.names_in(Some(&corp)), ["alice@example.org"]);
+        assert!(alice.is_in(Some(&corp), "alice@example.org"));
+        assert!(!alice.is_in(Some(&corp), "oidc:alice@example.org"));
+        assert_eq!(alice.names_in(Some(&rbac)), ["oidc:alice@example.org"]);
+        assert!(!alice.is_in(Some(&rbac), "alice@example.org"));
+        // An older operator published nothing: the guesses.
+        assert!(alice.is_in(Some(&older), "alice@example.org"));
+        // Another authenticator's alice@example.org is nobody in corp, and not oidc:alice.
+        let other = Me::new("alice@example.org".into(), vec![], None);
+        assert!(other.names_in(Some(&corp)).is_empty());
+        assert!(!other.is_in(Some(&corp), "alice@example.org"));
+        assert!(!other.is_in(Some(&rbac), "oidc:alice@example.org"));
+        // --principal overrides.
+        let given = Me::new("alice@example.org".into(), vec![], Some("a@x.org".into()));
+        assert_eq!(given.names_in(Some(&corp)), ["a@x.org"]);
+    }
 
     #[test]
     fn names_and_groups() {
@@ -153,7 +219,8 @@ mod tests {
         assert!(me.is("Alice@Contoso.com"));
         assert!(me.is_username("oidc:ALICE@contoso.com"));
         assert!(!me.is("bob@contoso.com"));
-        assert!(me.in_group("finance"));
+        // Groups as authenticated only: the webhook compares them exactly.
+        assert!(!me.in_group("finance"));
         assert!(me.in_group("oidc:finance"));
         assert!(!me.in_group("authenticated"));
         assert!(me.in_group("system:authenticated"));

@@ -33,12 +33,15 @@ pub use identity::{Me, whoami};
 const IDENTITY_HELP: &str = "\
 Who you are:
   kubectl pim asks the API server (SelfSubjectReview, authentication.k8s.io/v1) for your
-  Kubernetes username and groups. The operator maps that username to a directory principal
-  with its own configuration (e.g. strips an `oidc:` prefix, appends a domain), which the
-  plugin cannot see. So, to find your EligibleAssignments, it matches user principals against
-  your username and your username with a `prefix:` stripped (oidc:alice@contoso.com ->
-  alice@contoso.com), and group principals against your Kubernetes groups (also without a
-  prefix). If your directory name differs, pass it with --principal or PIM_PRINCIPAL.
+  Kubernetes username and groups. Each directory maps that username to its principal as the
+  operator is configured (a kubernetes directory keeps it as it is; another may strip `oidc:`
+  or append a domain); the operator publishes each PimGroup's mapping in its status
+  (status.usernameMapping), and the plugin applies it to find your EligibleAssignments and the
+  requests you may approve. A username the mapping does not fit (no `oidc:` prefix, say) is
+  nobody in that directory. For a PimGroup that has not published it yet (an older operator),
+  the plugin guesses: your username, and your username with a `prefix:` stripped
+  (oidc:alice@contoso.com -> alice@contoso.com). --principal or PIM_PRINCIPAL overrides both.
+  Group principals match your Kubernetes groups.
   Approval entries always carry your Kubernetes username.
 
 Exit codes: 0 success; 1 failure, or a request that ended without access (--wait);
@@ -55,9 +58,10 @@ Exit codes: 0 success; 1 failure, or a request that ended without access (--wait
     after_help = IDENTITY_HELP
 )]
 pub struct Cli {
-    /// Your directory principal (e.g. alice@contoso.com), when the operator's username mapping
-    /// makes it differ from your Kubernetes username. Used to find your assignments and the
-    /// requests you may approve; it grants nothing (the webhook stamps who you are).
+    /// Your directory principal (e.g. alice@contoso.com), to use instead of what the PimGroups'
+    /// published username mapping makes of your Kubernetes username. Used to find your
+    /// assignments and the requests you may approve; it grants nothing (the webhook stamps who
+    /// you are).
     #[arg(long, global = true, env = "PIM_PRINCIPAL", value_name = "NAME")]
     pub principal: Option<String>,
     /// The kubeconfig context to use (default: the current context).

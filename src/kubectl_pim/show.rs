@@ -25,13 +25,13 @@ fn name_of(request: &ActivationRequest) -> String {
     request.metadata.name.clone().unwrap_or_default()
 }
 
+/// By the stamped requester, which is exact; by the principal only for a request nobody
+/// stamped (a principal may be another user's mapped name).
 fn is_mine(request: &ActivationRequest, me: &Me) -> bool {
-    request
-        .spec
-        .requester
-        .as_ref()
-        .is_some_and(|r| me.is_username(&r.username))
-        || request.spec.principal.as_deref().is_some_and(|p| me.is(p))
+    match &request.spec.requester {
+        Some(r) => me.is_username(&r.username),
+        None => request.spec.principal.as_deref().is_some_and(|p| me.is(p)),
+    }
 }
 
 fn by_creation(requests: &mut [ActivationRequest]) {
@@ -306,10 +306,10 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
         let Some(approval) = target.policy().and_then(|p| p.approval.clone()) else {
             continue;
         };
+        let group = catalog.groups.get(&r.spec.group).map(AsRef::as_ref);
         let allowed = me
-            .names
+            .names_in(group)
             .iter()
-            .chain(std::iter::once(&me.username))
             .any(|n| approval.allows(n, &groups, NAMES));
         if !allowed || (own && !approval.allow_self_approval) {
             continue;
@@ -321,7 +321,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
             .approvers
             .iter()
             .filter_map(|a| match a.resolve()? {
-                Principal::User(u) if me.is(u) => Some(format!("user:{u}")),
+                Principal::User(u) if me.is_in(group, u) => Some(format!("user:{u}")),
                 Principal::Group(g) if groups.iter().any(|m| m == g) => Some(format!("group:{g}")),
                 _ => None,
             })

@@ -12,9 +12,8 @@ use crate::api::activation_request::{
     ActivationRequestSpec, Approval, Authentication, Decision, Requester,
 };
 use crate::attestation::Keyring;
-use crate::config::UsernameMapping;
 use crate::core::authentication::Requirements;
-use crate::core::identity::{CaseInsensitive, same_identity};
+use crate::core::identity::{CaseInsensitive, Principals, same_identity};
 use crate::core::policy::Policy;
 use crate::engine::Catalog;
 use crate::engine::attestation::MAX_STAMP_SKEW;
@@ -43,7 +42,8 @@ fn deny(field: impl Into<String>, message: impl Into<String>) -> Denied {
 /// What the rules need besides the object.
 pub struct Rules<'a> {
     pub catalog: &'a Catalog,
-    pub mapping: &'a UsernameMapping,
+    /// Each directory's username mapping, and how names compare.
+    pub principals: &'a Principals,
     pub keyring: Option<&'a Keyring>,
     pub now: Timestamp,
 }
@@ -69,7 +69,7 @@ impl Rules<'_> {
 
     /// How requester and approver names compare (`usernameMapping.caseInsensitive`).
     fn names(&self) -> CaseInsensitive {
-        self.mapping.case_insensitive
+        self.principals.names
     }
 
     /// Whether two names are the same person (issue 14 finding 8).
@@ -77,14 +77,35 @@ impl Rules<'_> {
         same_identity(a, b, self.names())
     }
 
-    /// Whether two Kubernetes usernames are the same person: as written, or as the directory
-    /// principals they map to (`oidc:BOB` and `oidc:bob` are both `bob@contoso.com`).
-    fn same_user(&self, a: &str, b: &str) -> bool {
-        self.same(a, b)
-            || self.same(
-                &self.mapping.principal_for(a),
-                &self.mapping.principal_for(b),
+    /// Whether two Kubernetes usernames are the same person in the directory of `group`: as
+    /// written, or as the principals they map to (`oidc:BOB` and `oidc:bob` are both
+    /// `bob@contoso.com`).
+    fn same_user(&self, group: &str, a: &str, b: &str) -> bool {
+        match self.catalog.directory_of(group) {
+            Some(directory) => self.principals.same_user(directory, a, b),
+            None => self.same(a, b),
+        }
+    }
+
+    /// The caller's principal in the directory of `group`, or a refusal that says why they are
+    /// nobody there (issue 17 finding 1).
+    fn principal(&self, group: &str, caller: &Caller) -> Result<String, Denied> {
+        let directory = self.catalog.directory_of(group).ok_or_else(|| {
+            deny(
+                "spec.group",
+                format!("there is no PimGroup {group:?}, so no directory to map you into"),
             )
+        })?;
+        self.principals
+            .principal_in(directory, &caller.username)
+            .map_err(|why| {
+                deny(
+                    "userInfo.username",
+                    format!(
+                        "you have no principal in directory {directory:?} of PimGroup {group:?}: {why}"
+                    ),
+                )
+            })
     }
 
     /// The webhook's time, to the second: the API server stores timestamps at that precision,
@@ -173,7 +194,7 @@ fn check_create(
     caller: &Caller,
     spec: &ActivationRequestSpec,
 ) -> Result<String, Denied> {
-    let principal = caller.principal(rules.mapping);
+    let principal = rules.principal(&spec.group, caller)?;
     if let Some(asked) = spec.principal.as_deref()
         && !rules.same(asked, &principal)
     {
@@ -278,7 +299,7 @@ fn open_requests_of<'c>(rules: &Rules<'c>, username: &str) -> Vec<&'c str> {
             r.spec
                 .requester
                 .as_ref()
-                .is_some_and(|q| rules.same_user(&q.username, username))
+                .is_some_and(|q| rules.same_user(&r.spec.group, &q.username, username))
         })
         .filter_map(|r| r.metadata.name.as_deref())
         .collect()
@@ -347,11 +368,16 @@ fn check_update(
         ));
     }
     let requester = old.requester.as_ref();
-    let is_requester = requester.is_some_and(|r| rules.same(&r.username, &caller.username))
-        || old
-            .principal
-            .as_deref()
-            .is_some_and(|p| rules.same(p, &caller.principal(rules.mapping)));
+    // By the stamped username, which is exact; by the principal only for a request nobody
+    // stamped, since a principal may be the mapped name of another authenticator's user.
+    let is_requester = match requester {
+        Some(r) => rules.same_user(&old.group, &r.username, &caller.username),
+        None => old.principal.as_deref().is_some_and(|p| {
+            rules
+                .principal(&old.group, caller)
+                .is_ok_and(|mine| rules.same(p, &mine))
+        }),
+    };
     if new.deactivate_requested() != old.deactivate_requested() {
         if !new.deactivate_requested() {
             return Err(deny("spec.deactivate", "cannot be undone"));
@@ -376,7 +402,7 @@ fn check_update(
     let mut touched = Vec::new();
     for (entry, before) in &changes.changed {
         let field = format!("spec.approvals[approver={}]", entry.approver);
-        if !rules.same_user(&entry.approver, &caller.username) {
+        if !rules.same_user(&old.group, &entry.approver, &caller.username) {
             return Err(deny(
                 field,
                 format!(
@@ -395,11 +421,10 @@ fn check_update(
         }
         // One entry per person: a second spelling of the same name would be a second vote, or
         // a way around "a recorded decision cannot be changed".
-        if let Some(other) = new
-            .approvals
-            .iter()
-            .find(|a| a.approver != entry.approver && rules.same_user(&a.approver, &entry.approver))
-        {
+        if let Some(other) = new.approvals.iter().find(|a| {
+            a.approver != entry.approver
+                && rules.same_user(&old.group, &a.approver, &entry.approver)
+        }) {
             return Err(deny(
                 field,
                 format!(
@@ -426,10 +451,15 @@ fn check_update(
                 "the policy needs no approval for this role; approvals are not accepted",
             ));
         };
-        let principal = caller.principal(rules.mapping);
-        if !approval.allows(&principal, &caller.groups, policy.identities)
-            && !approval.allows(&caller.username, &caller.groups, policy.identities)
-        {
+        // Policies name approvers as the directory's principals; a username that is nobody
+        // in the directory approves nothing there (the controller ignores such an entry too).
+        let principal = rules
+            .principal(&old.group, caller)
+            .map_err(|refusal| Denied {
+                field: field.clone(),
+                message: refusal.message,
+            })?;
+        if !approval.allows(&principal, &caller.groups, policy.identities) {
             return Err(deny(
                 field,
                 format!(

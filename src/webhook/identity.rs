@@ -7,7 +7,6 @@ use k8s_openapi::api::authentication::v1::{SelfSubjectReview, UserInfo};
 use kube::api::{Api, PostParams};
 
 use super::config::MfaClaim;
-use crate::config::UsernameMapping;
 
 /// The authenticated caller of one admission request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,11 +77,6 @@ impl Caller {
             extra,
             authenticated_at,
         })
-    }
-
-    /// The directory principal this caller acts as.
-    pub fn principal(&self, mapping: &UsernameMapping) -> String {
-        mapping.principal_for(&self.username)
     }
 }
 
@@ -218,17 +212,5 @@ mod tests {
         };
         let caller = Caller::from_user_info(&user("alice", &[("acrs", &["c1"])]), &acrs).unwrap();
         assert_eq!(caller.mfa, Some("acrs=c1".into()));
-    }
-
-    #[test]
-    fn usernames_map_to_principals() {
-        let mapping = UsernameMapping {
-            strip_prefix: Some("oidc:".into()),
-            append_domain: Some("@contoso.com".into()),
-            ..UsernameMapping::default()
-        };
-        let caller =
-            Caller::from_user_info(&user("oidc:alice", &[]), &MfaClaim::default()).unwrap();
-        assert_eq!(caller.principal(&mapping), "alice@contoso.com");
     }
 }

@@ -98,7 +98,7 @@ pub async fn start(
     ));
     let state = Arc::new(server::WebhookState {
         admission: Admission {
-            mapping: config.username_mapping.clone(),
+            principals: config.principals(),
             mfa_claim: settings.mfa_claim(),
             auth_time_claim: settings.auth_time_claim.clone(),
             keyring,

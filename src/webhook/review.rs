@@ -14,7 +14,7 @@ use super::identity::Caller;
 use crate::api::ActivationRequest;
 use crate::attestation::Keyring;
 use crate::checks::{Finding, Kind, PimObject, SchemaChecker, Severity, check_object, rules};
-use crate::config::UsernameMapping;
+use crate::core::identity::Principals;
 use crate::engine::Catalog;
 
 /// Which of our two webhooks is asking.
@@ -32,7 +32,8 @@ pub struct ReviewError(String);
 
 /// Everything the webhook decides with, apart from the catalog and the time.
 pub struct Admission {
-    pub mapping: UsernameMapping,
+    /// Each directory's username mapping, and how names compare.
+    pub principals: Principals,
     pub mfa_claim: MfaClaim,
     /// See `WebhookConfig::auth_time_claim`.
     pub auth_time_claim: Option<String>,
@@ -192,7 +193,7 @@ impl Admission {
         };
         let rules = Rules {
             catalog,
-            mapping: &self.mapping,
+            principals: &self.principals,
             keyring: self.keyring.as_ref(),
             now,
         };

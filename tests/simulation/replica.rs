@@ -142,7 +142,7 @@ impl Replica {
             assignments_by_group: Arc::new(GroupIndex::default()),
             requests_by_group: Arc::new(GroupIndex::default()),
             grants_by_group: Arc::new(GroupIndex::default()),
-            identities: parts.settings.config.username_mapping.case_insensitive,
+            principals: Arc::new(parts.settings.config.principals()),
         };
         let (request_tx, request_triggers) = tokio::sync::mpsc::unbounded_channel();
         let (group_tx, group_triggers) = tokio::sync::mpsc::unbounded_channel();

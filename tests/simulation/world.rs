@@ -164,10 +164,7 @@ impl Sim {
         let settings = Config::parse(SETTINGS, "simulation").unwrap();
         let keyring =
             Keyring::from_bytes(b"the simulation's attestation key, 32+ bytes", &[]).unwrap();
-        let attestor: Arc<dyn Attestor> = Arc::new(SignedAttestor::new(
-            Some(keyring.clone()),
-            settings.config.username_mapping.clone(),
-        ));
+        let attestor: Arc<dyn Attestor> = Arc::new(SignedAttestor::new(Some(keyring.clone())));
         let world: directory::World = Arc::new(Mutex::new(DirState::default()));
         let leader = Replica::start(
             0,

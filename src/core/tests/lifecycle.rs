@@ -111,7 +111,8 @@ fn self_approval_and_strangers_do_not_count() {
 #[test]
 fn unsigned_approvals_are_reported_and_count_for_nothing() {
     let mut w = World::new().with_approval(&["bob"], 1);
-    w.unverified_approvals = vec!["bob".into()];
+    // As the engine reports them: the approver and why the entry counts for nothing.
+    w.unverified_approvals = vec!["bob (not signed by the admission webhook)".into()];
     assert_eq!(w.step(2), Phase::PendingApproval);
     assert_eq!(
         cond(&w, types::APPROVED),

@@ -63,6 +63,10 @@ impl Default for Credential {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntraConfig {
+    /// How Kubernetes usernames become this directory's principals; default the top-level
+    /// `usernameMapping`.
+    #[serde(default)]
+    pub username_mapping: Option<crate::config::DirectoryUsernameMapping>,
     /// `membership` (default) or `pim`.
     #[serde(default)]
     pub mode: EntraMode,
@@ -171,6 +175,7 @@ impl EntraConfig {
         secret_file: impl Into<PathBuf>,
     ) -> EntraConfig {
         EntraConfig {
+            username_mapping: None,
             mode: EntraMode::Membership,
             tenant_id: Some(tenant_id.into()),
             client_id: Some(client_id.into()),

@@ -14,6 +14,10 @@ pub const USERNAME_PLACEHOLDER: &str = "{username}";
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LdapConfig {
+    /// How Kubernetes usernames become this directory's principals; default the top-level
+    /// `usernameMapping`.
+    #[serde(default)]
+    pub username_mapping: Option<crate::config::DirectoryUsernameMapping>,
     /// `ldap://host:389` or `ldaps://host:636`.
     pub url: String,
     /// Upgrade an `ldap://` connection with StartTLS before binding.
@@ -129,6 +133,7 @@ impl LdapConfig {
         group_base: impl Into<String>,
     ) -> LdapConfig {
         LdapConfig {
+            username_mapping: None,
             url: url.into(),
             start_tls: false,
             ca_file: None,

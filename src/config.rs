@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::core::duration;
 use crate::core::identity::{Principals, UsernameMapping};
+pub use crate::directory::DirectoryUsernameMapping;
+
+/// The shortest lease that leaves room to renew before it expires.
+pub const MIN_LEASE_SECONDS: u64 = 3;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -100,47 +104,6 @@ pub struct MemoryDirectoryConfig {
     pub username_mapping: Option<DirectoryUsernameMapping>,
 }
 
-/// How a Kubernetes username becomes one directory's principal (`directories.NAME.usernameMapping`):
-/// one to one, so a username without the expected form is nobody in that directory.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DirectoryUsernameMapping {
-    /// Required at the start of the username, and removed, e.g. `oidc:`. Usernames without it
-    /// have no principal in the directory.
-    #[serde(default)]
-    pub strip_prefix: Option<String>,
-    /// Appended to the name, e.g. `@contoso.com`. Names that already contain `@` have no
-    /// principal in the directory.
-    #[serde(default)]
-    pub append_domain: Option<String>,
-}
-
-impl DirectoryUsernameMapping {
-    /// `appendDomain` must be `@` and a domain: `contoso.com` would make `alicecontoso.com`.
-    fn validate(&self) -> Result<(), String> {
-        let Some(domain) = self.append_domain.as_deref().filter(|d| !d.is_empty()) else {
-            return Ok(());
-        };
-        let well_formed = domain
-            .strip_prefix('@')
-            .is_some_and(|rest| !rest.is_empty() && !rest.contains('@'));
-        if well_formed {
-            Ok(())
-        } else {
-            Err(format!(
-                "appendDomain: {domain:?} must be '@' and a domain, such as \"@contoso.com\""
-            ))
-        }
-    }
-
-    pub fn mapping(&self) -> UsernameMapping {
-        UsernameMapping {
-            strip_prefix: self.strip_prefix.clone().filter(|p| !p.is_empty()),
-            append_domain: self.append_domain.clone().filter(|d| !d.is_empty()),
-        }
-    }
-}
-
 /// The top-level `usernameMapping`: how names compare, and the mapping of directories that set
 /// none of their own.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
@@ -182,6 +145,21 @@ impl Config {
             })
             .collect();
         Principals::new(mappings, self.username_mapping.case_insensitive)
+    }
+
+    /// The directories that make no assignment shorter than some length: Entra in `pim` mode
+    /// (PIM for Groups' five minutes).
+    pub fn shortest_assignments(&self) -> BTreeMap<String, jiff::SignedDuration> {
+        use crate::directory::entra::{EntraMode, pim};
+        self.directories
+            .iter()
+            .filter_map(|(name, directory)| match directory {
+                DirectoryConfig::Entra(entra) if entra.mode == EntraMode::Pim => {
+                    Some((name.clone(), pim::MINIMUM))
+                }
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -304,10 +282,10 @@ impl Config {
             "leaderElection.leaseDuration",
             &self.leader_election.lease_duration,
         )?;
-        if lease_duration.as_secs() < crate::controller::MIN_LEASE_SECONDS {
+        if lease_duration.as_secs() < MIN_LEASE_SECONDS {
             return Err(format!(
                 "leaderElection.leaseDuration: must be at least {}s, to leave time to renew",
-                crate::controller::MIN_LEASE_SECONDS
+                MIN_LEASE_SECONDS
             ));
         }
         if self.concurrency == 0 {

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod fake_apiserver;
 pub mod http;
 pub mod kubectl_pim;
+pub mod lenient;
 #[cfg(feature = "fake-apiserver")]
 pub mod loadtest;
 pub mod logging;

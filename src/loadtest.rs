@@ -31,11 +31,12 @@ use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::controller::{self, Dependencies, Health};
 use crate::core::membership::Member;
+use crate::directory::instrumented::Instrumented;
 use crate::directory::memory::MemoryDirectory;
 use crate::directory::{Directories, Directory};
 use crate::engine::TrustAsWritten;
 use crate::fake_apiserver::FakeApiServer;
-use crate::metrics::{Instrumented, Metrics};
+use crate::metrics::Metrics;
 
 const T0: &str = "2026-03-02T09:00:00Z";
 /// How long requests in the main run last; all end together at T0 + this.

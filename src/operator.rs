@@ -11,12 +11,13 @@ use crate::clock::SystemClock;
 use crate::config::{Config, DirectoryConfig, Settings};
 use crate::controller::{self, Dependencies, Health};
 use crate::directory::entra::EntraDirectory;
+use crate::directory::instrumented::Instrumented;
 use crate::directory::kubernetes::KubernetesDirectory;
 use crate::directory::ldap::LdapDirectory;
 use crate::directory::memory::MemoryDirectory;
 use crate::directory::{Directories, Directory};
 use crate::engine::SignedAttestor;
-use crate::metrics::{Instrumented, Metrics};
+use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -56,10 +57,14 @@ pub fn directories(
             DirectoryConfig::Kubernetes(_) => Arc::new(KubernetesDirectory::new(client.clone())),
             DirectoryConfig::Memory(_) => Arc::new(MemoryDirectory::new()),
             DirectoryConfig::Ldap(ldap) => Arc::new(LdapDirectory::new(ldap.as_ref().clone())),
-            DirectoryConfig::Entra(entra) => Arc::new(
-                EntraDirectory::new(entra.as_ref().clone(), Arc::new(SystemClock))
-                    .with_metrics(metrics.clone()),
-            ),
+            DirectoryConfig::Entra(entra) => {
+                let entra = EntraDirectory::new(entra.as_ref().clone(), Arc::new(SystemClock))
+                    .with_metrics(metrics.clone());
+                if let Ok(mailer) = entra.mailer() {
+                    directories.insert_graph_mailer(name.clone(), mailer);
+                }
+                Arc::new(entra)
+            }
         };
         directories.insert(name.clone(), Instrumented::wrap(backend, metrics.clone()));
     }
@@ -119,7 +124,11 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
     let attestor = SignedAttestor::new(keyring.clone());
     let webhook = match crate::webhook::start(
         &client,
-        &settings.config,
+        &settings.config.webhook,
+        crate::webhook::Directories {
+            principals: settings.config.principals(),
+            shortest_assignments: settings.config.shortest_assignments(),
+        },
         keyring,
         operator_username,
         &namespace,

@@ -91,7 +91,7 @@ impl Harness {
         // As `pim-operator run` does: every backend records its calls.
         directories.insert(
             "memory",
-            pim_operator::metrics::Instrumented::wrap(memory, metrics.clone()),
+            pim_operator::directory::instrumented::Instrumented::wrap(memory, metrics.clone()),
         );
         for (name, extra) in self.extra_directories.lock().unwrap().iter() {
             let extra: Arc<dyn Directory> = extra.clone();

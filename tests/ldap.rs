@@ -31,11 +31,12 @@ use pim_operator::clock::ManualClock;
 use pim_operator::config::{Config, DirectoryConfig};
 use pim_operator::controller::{self, Dependencies, Health};
 use pim_operator::core::membership::Member;
+use pim_operator::directory::instrumented::Instrumented;
 use pim_operator::directory::ldap::{LdapConfig, LdapDirectory};
 use pim_operator::directory::{Directories, Directory, GroupId};
 use pim_operator::engine::TrustAsWritten;
 use pim_operator::fake_apiserver::FakeApiServer;
-use pim_operator::metrics::{Instrumented, Metrics};
+use pim_operator::metrics::Metrics;
 use slapd::{ADMIN_DN, GROUPS, PEOPLE, PLACEHOLDER, SUFFIX, Slapd};
 use tokio_util::sync::CancellationToken;
 

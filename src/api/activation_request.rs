@@ -11,6 +11,10 @@ use super::common::{
     PRINCIPAL_PATTERN, Role, TEXT_MAX,
 };
 
+/// The controller's finalizer on every live request: the request goes only once its access is
+/// removed and its end is audited. Only the operator's own username may add or remove it.
+pub const FINALIZER: &str = "pim.dev/revoke-access";
+
 /// A user asks to hold a role of a PimGroup for a while.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(

@@ -225,7 +225,7 @@ impl Keyring {
 
     /// Whether the requester block carries a signature of the first form, which did not cover
     /// the name. Accepting it stays safe: the stamp must lie within
-    /// [`MAX_STAMP_SKEW`](crate::engine::attestation::MAX_STAMP_SKEW) of the object's
+    /// the engine's `MAX_STAMP_SKEW` (5 minutes) of the object's
     /// creationTimestamp, and no webhook makes such stamps any more, so none can be replayed
     /// onto an object created after the upgrade.
     pub fn verify_unnamed_requester(&self, spec: &ActivationRequestSpec) -> bool {

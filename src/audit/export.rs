@@ -263,7 +263,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    crate::controller::lenient::list_well_formed(client)
+    crate::lenient::list_well_formed(client)
         .await
         .map_err(|source| AuditError::Kube { kind, source })
 }

@@ -9,7 +9,6 @@ use kube::runtime::controller::Action;
 
 use super::context::{Context, back_off, timed};
 use super::error::Error;
-use super::lenient::Lenient;
 use super::writes::{apply_status, report_malformed};
 use crate::api::EligibleAssignment;
 use crate::api::conditions::{reasons, types};
@@ -18,6 +17,7 @@ use crate::core::eligibility::AssignmentState;
 use crate::core::lifecycle::{ConditionState, ConditionStatus};
 use crate::core::status::merge_conditions;
 use crate::core::violation::{primary_reason, summarize};
+use crate::lenient::Lenient;
 
 pub const KIND: &str = "EligibleAssignment";
 

@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 
 use super::events::Events;
 use super::index::GroupIndex;
-use super::lenient::Lenient;
 use super::priority::WritePriority;
 use super::wakes::OwnWrites;
 use crate::api::common::Role;
@@ -22,6 +21,7 @@ use crate::core::identity::Principals;
 use crate::core::membership::Member;
 use crate::directory::Directories;
 use crate::engine::{Attestor, Catalog};
+use crate::lenient::Lenient;
 use crate::metrics::Metrics;
 
 /// Reflector caches of the four kinds, shared by every controller, with the assignments and

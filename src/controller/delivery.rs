@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
 use super::error::Error;
-use super::lenient::Lenient;
 use super::retention::{self, Verdict};
 use crate::api::access_policy::NotificationSettings;
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
@@ -36,9 +35,10 @@ use crate::audit::record;
 use crate::audit::sink::AuditSinks;
 use crate::core::policy::DEFAULT_EXPIRING_SOON_LEAD;
 use crate::engine::Catalog;
+use crate::lenient::Lenient;
 use crate::notify::Notifier;
-use crate::notify::channel::Channel;
-use crate::notify::channel::graph::GraphChannel;
+use crate::notify::channel::graph::{GraphChannel, GraphMail};
+use crate::notify::channel::{Channel, SendError};
 use crate::notify::config::GraphConfig;
 use crate::notify::message::{About, render};
 use crate::notify::outbox::{HasDelivery, Kind, ObjectKey};
@@ -64,10 +64,43 @@ pub struct Delivery {
 fn graph_channel(ctx: &Context, config: &GraphConfig) -> Option<Arc<dyn Channel>> {
     let mailer = ctx
         .directories
-        .get(&config.directory)?
-        .graph_mailer()?
+        .graph_mailer(&config.directory)?
         .with_metrics(ctx.metrics.clone());
+    let mailer: Arc<dyn GraphMail> = Arc::new(EntraMail(mailer));
     Some(Arc::new(GraphChannel::new(mailer, config.from.clone())))
+}
+
+/// The Entra connection's `sendMail`, as the notifier's Graph channel sends: directory errors
+/// become delivery errors, throttling keeping its wait.
+struct EntraMail(crate::directory::entra::GraphMailer);
+
+#[async_trait::async_trait]
+impl GraphMail for EntraMail {
+    async fn send(
+        &self,
+        from: &str,
+        to: &[String],
+        subject: &str,
+        html: &str,
+    ) -> Result<(), SendError> {
+        use crate::directory::DirectoryError;
+        self.0
+            .send(from, to, subject, html)
+            .await
+            .map_err(|error| match error {
+                DirectoryError::Transient {
+                    retry_after,
+                    message,
+                    ..
+                } => SendError::Transient {
+                    message: format!("Graph sendMail: {message}"),
+                    retry_after,
+                },
+                DirectoryError::Permanent { message, .. } => {
+                    SendError::permanent(format!("Graph sendMail: {message}"))
+                }
+            })
+    }
 }
 
 /// Runs the delivery controllers over the shared watches until `stop`, then drains the outbox.

@@ -270,10 +270,6 @@ impl Directory for Fenced {
         self.inner.principal_id(member).await
     }
 
-    fn graph_mailer(&self) -> Option<crate::directory::entra::mail::GraphMailer> {
-        self.inner.graph_mailer()
-    }
-
     async fn is_member_of(
         &self,
         principal: &str,

@@ -15,7 +15,6 @@ use kube::runtime::reflector::ObjectRef;
 use super::context::{Context, back_off_delay, timed};
 use super::error::Error;
 use super::ledger;
-use super::lenient::Lenient;
 use super::priority::{HELD_RETRY, Pass};
 use super::writes::{
     add_finalizer, apply_status, has_finalizer, remove_finalizer, report_malformed,
@@ -32,6 +31,7 @@ use crate::core::membership::{Grant, Member};
 use crate::core::status::merge_conditions;
 use crate::directory::{Directory, DirectoryError, GroupId};
 use crate::engine::{Catalog, LedgerOutcome, Proof, plan_with_ledger};
+use crate::lenient::Lenient;
 
 pub const KIND: &str = "PimGroup";
 const UNEXPLAINED_MAX: usize = 100;

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
-use super::lenient::Lenient;
 use crate::api::activation_request::Phase;
 use crate::api::{ActivationRequest, EligibleAssignment};
+use crate::lenient::Lenient;
 
 /// Objects that belong to one PimGroup.
 pub trait InGroup {

@@ -241,7 +241,7 @@ pub fn holds(stores: &Stores, memory: &LedgerMemory, group: &str, uid: &str) -> 
 /// Revokes a ledger entry whose PimGroup is gone (deleted around its finalizer) or cannot be
 /// read: no group pass will, and the entry still says where its member was added.
 pub async fn reconcile_orphan(
-    object: std::sync::Arc<super::lenient::Lenient<PimGrant>>,
+    object: std::sync::Arc<crate::lenient::Lenient<PimGrant>>,
     ctx: std::sync::Arc<super::context::Context>,
 ) -> Result<kube::runtime::controller::Action, Error> {
     use kube::runtime::controller::Action;
@@ -290,7 +290,7 @@ pub async fn reconcile_orphan(
 }
 
 pub fn error_policy(
-    object: std::sync::Arc<super::lenient::Lenient<PimGrant>>,
+    object: std::sync::Arc<crate::lenient::Lenient<PimGrant>>,
     error: &Error,
     ctx: std::sync::Arc<super::context::Context>,
 ) -> kube::runtime::controller::Action {

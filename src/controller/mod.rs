@@ -11,7 +11,6 @@ pub mod fence;
 pub mod group;
 pub mod index;
 pub mod ledger;
-pub mod lenient;
 pub mod policy;
 pub mod priority;
 pub mod request;
@@ -39,7 +38,6 @@ use self::context::{Context, MembershipCache, Stores};
 use self::events::Events;
 use self::fence::{Fenced, LeaseFence};
 use self::index::{ActiveRequests, GroupIndex};
-use self::lenient::Lenient;
 use self::wakes::{AssignmentChanges, GroupWakes, OwnWrites, StatusOnly};
 use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::StandingAccess;
@@ -48,10 +46,8 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::directory::Directories;
 use crate::engine::Attestor;
+use crate::lenient::Lenient;
 use crate::metrics::Metrics;
-
-/// The shortest lease that leaves room to renew before it expires.
-pub const MIN_LEASE_SECONDS: u64 = 3;
 
 /// Buffer of each shared watch; a slow controller makes the watch wait rather than lose events.
 const SHARED_BUFFER: usize = 1024;
@@ -767,7 +763,7 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
         .settings
         .lease_duration
         .as_secs()
-        .max(MIN_LEASE_SECONDS);
+        .max(crate::config::MIN_LEASE_SECONDS);
     let fence = Arc::new(LeaseFence::new(std::time::Duration::from_secs(
         lease_seconds,
     )));

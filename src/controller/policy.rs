@@ -9,7 +9,6 @@ use kube::runtime::controller::Action;
 
 use super::context::{Context, back_off, timed};
 use super::error::Error;
-use super::lenient::Lenient;
 use super::writes::{apply_status, report_malformed};
 use crate::api::AccessPolicy;
 use crate::api::access_policy::AccessPolicyStatus;
@@ -18,6 +17,7 @@ use crate::core::lifecycle::{ConditionState, ConditionStatus};
 use crate::core::policy::Policy;
 use crate::core::status::merge_conditions;
 use crate::core::violation::{primary_reason, summarize};
+use crate::lenient::Lenient;
 use crate::webhook::WebhookConfig;
 
 pub const KIND: &str = "AccessPolicy";

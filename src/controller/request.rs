@@ -9,7 +9,6 @@ use kube::runtime::events::{Event, EventType};
 use super::context::{Context, back_off, timed};
 use super::error::Error;
 use super::ledger;
-use super::lenient::Lenient;
 use super::writes::{
     add_finalizer, apply_status, has_finalizer, remove_finalizer, report_malformed,
 };
@@ -18,6 +17,7 @@ use crate::api::activation_request::Phase;
 use crate::api::conditions::types;
 use crate::core::membership::Member;
 use crate::engine::{DirectoryObservation, RequestOutcome, reconcile_request};
+use crate::lenient::Lenient;
 
 pub const KIND: &str = "ActivationRequest";
 

@@ -8,10 +8,10 @@ use std::sync::Mutex;
 use jiff::Timestamp;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::lenient::Lenient;
 use crate::api::common::Role;
 use crate::api::{ActivationRequest, EligibleAssignment};
 use crate::core::membership::request_grant;
+use crate::lenient::Lenient;
 
 /// What a group pass reads from one request: the rest of a request's changes (its own status
 /// conditions, approvals still short of the minimum, the finalizer) cannot change the group's

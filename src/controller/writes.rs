@@ -11,8 +11,9 @@ use serde_json::json;
 
 use super::error::Error;
 
+pub use crate::api::activation_request::FINALIZER;
+
 pub const FIELD_MANAGER: &str = "pim-operator";
-pub const FINALIZER: &str = "pim.dev/revoke-access";
 
 fn api_for<K>(client: &kube::Client) -> Api<K>
 where
@@ -146,7 +147,7 @@ where
 /// A problem already reported is not written again, which would only cause another watch event.
 pub async fn report_malformed<K>(
     client: &kube::Client,
-    object: &super::lenient::Lenient<K>,
+    object: &crate::lenient::Lenient<K>,
     condition_type: &str,
     now: jiff::Timestamp,
 ) -> Result<(), Error>

@@ -3,6 +3,7 @@
 //! one are both success.
 
 pub mod entra;
+pub mod instrumented;
 pub mod kubernetes;
 pub mod ldap;
 pub mod memory;
@@ -246,12 +247,6 @@ pub trait Directory: Send + Sync {
         Ok(None)
     }
 
-    /// A Graph `sendMail` client on this directory's own connection (Entra only), so mail
-    /// shares its token cache, concurrency and throttling. Default: `None`.
-    fn graph_mailer(&self) -> Option<entra::mail::GraphMailer> {
-        None
-    }
-
     /// Whether the user `principal` belongs to the directory group `group` (a DN, id or name),
     /// directly or through nested groups, for eligibility granted to a group. `Ok(None)` when this
     /// backend cannot tell; the groups the API server reported for the requester then decide.
@@ -265,15 +260,73 @@ pub trait Directory: Send + Sync {
     }
 }
 
+/// How a Kubernetes username becomes one directory's principal (`directories.NAME.usernameMapping`):
+/// one to one, so a username without the expected form is nobody in that directory.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DirectoryUsernameMapping {
+    /// Required at the start of the username, and removed, e.g. `oidc:`. Usernames without it
+    /// have no principal in the directory.
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// Appended to the name, e.g. `@contoso.com`. Names that already contain `@` have no
+    /// principal in the directory.
+    #[serde(default)]
+    pub append_domain: Option<String>,
+}
+
+impl DirectoryUsernameMapping {
+    /// `appendDomain` must be `@` and a domain: `contoso.com` would make `alicecontoso.com`.
+    pub fn validate(&self) -> Result<(), String> {
+        let Some(domain) = self.append_domain.as_deref().filter(|d| !d.is_empty()) else {
+            return Ok(());
+        };
+        let well_formed = domain
+            .strip_prefix('@')
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('@'));
+        if well_formed {
+            Ok(())
+        } else {
+            Err(format!(
+                "appendDomain: {domain:?} must be '@' and a domain, such as \"@contoso.com\""
+            ))
+        }
+    }
+
+    pub fn mapping(&self) -> crate::core::identity::UsernameMapping {
+        crate::core::identity::UsernameMapping {
+            strip_prefix: self.strip_prefix.clone().filter(|p| !p.is_empty()),
+            append_domain: self.append_domain.clone().filter(|d| !d.is_empty()),
+        }
+    }
+}
+
 /// The directory connections the operator knows, by name (DESIGN §6: `PimGroup.spec.directory`).
 #[derive(Clone, Default)]
 pub struct Directories {
     by_name: std::collections::BTreeMap<String, Arc<dyn Directory>>,
+    /// Graph `sendMail` clients on the Entra connections, by directory name.
+    graph_mailers: std::collections::BTreeMap<String, entra::mail::GraphMailer>,
 }
 
 impl Directories {
     pub fn insert(&mut self, name: impl Into<String>, directory: Arc<dyn Directory>) {
         self.by_name.insert(name.into(), directory);
+    }
+
+    /// Registers the `sendMail` client of the Entra connection `name`, for notifications.
+    pub fn insert_graph_mailer(
+        &mut self,
+        name: impl Into<String>,
+        mailer: entra::mail::GraphMailer,
+    ) {
+        self.graph_mailers.insert(name.into(), mailer);
+    }
+
+    /// The `sendMail` client on the Entra connection `name`, which shares its token cache,
+    /// concurrency and throttling; `None` for another kind of directory.
+    pub fn graph_mailer(&self, name: &str) -> Option<entra::mail::GraphMailer> {
+        self.graph_mailers.get(name).cloned()
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Directory>> {

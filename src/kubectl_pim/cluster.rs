@@ -14,7 +14,7 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    crate::controller::lenient::list_well_formed(client).await
+    crate::lenient::list_well_formed(client).await
 }
 
 /// PimGroups, AccessPolicies and EligibleAssignments (no requests).

@@ -8,8 +8,8 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
-use crate::controller::lenient::Lenient;
 use crate::engine::Catalog;
+use crate::lenient::Lenient;
 
 /// Watched caches of policies, groups, assignments and requests (malformed objects are
 /// skipped). Requests are there to count each requester's open ones.

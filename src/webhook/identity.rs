@@ -95,7 +95,7 @@ fn unix_seconds(text: &str) -> Option<i64> {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "cannot learn the operator's own username from the SelfSubjectReview API (authentication.k8s.io/v1, Kubernetes 1.28 or later; needs `create` on selfsubjectreviews, which the built-in system:basic-user role grants): {0}. The admission webhook lets only that username move the {finalizer} finalizer, so the operator does not start without it",
-    finalizer = crate::controller::writes::FINALIZER
+    finalizer = crate::api::activation_request::FINALIZER
 )]
 pub struct OperatorIdentityError(String);
 

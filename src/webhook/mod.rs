@@ -25,7 +25,7 @@ pub use config::{MfaClaim, SelfSigned, WebhookConfig};
 pub use review::{Admission, ReviewError, Stage};
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::core::identity::Principals;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -49,18 +49,27 @@ pub enum WebhookError {
 /// How often mounted certificate files are re-read, and our CA bundle re-checked.
 const CERT_REFRESH: Duration = Duration::from_secs(60);
 
-/// Starts the webhook server when the config enables it. Runs until `shutdown`.
+/// What the webhook needs of the operator's configuration besides its own settings.
+pub struct Directories {
+    /// Each directory's username mapping, and how names compare.
+    pub principals: Principals,
+    /// Directories (by name) that make no assignment shorter than this (Entra in `pim` mode).
+    pub shortest_assignments: std::collections::BTreeMap<String, jiff::SignedDuration>,
+}
+
+/// Starts the webhook server when `settings` enable it. Runs until `shutdown`.
 /// `operator_username` is the operator's own, from [`identity::operator_username`].
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     client: &kube::Client,
-    config: &Config,
+    settings: &WebhookConfig,
+    directories: Directories,
     keyring: Option<crate::attestation::Keyring>,
     operator_username: String,
     namespace: &str,
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<Option<JoinHandle<std::io::Result<()>>>, WebhookError> {
-    let settings = &config.webhook;
     if !settings.enabled {
         return Ok(None);
     }
@@ -98,13 +107,13 @@ pub async fn start(
     ));
     let state = Arc::new(server::WebhookState {
         admission: Admission {
-            principals: config.principals(),
+            principals: directories.principals,
             mfa_claim: settings.mfa_claim(),
             auth_time_claim: settings.auth_time_claim.clone(),
             keyring,
             schema: crate::checks::SchemaChecker::new()?,
             operator_username,
-            shortest_assignments: shortest_assignments(config),
+            shortest_assignments: directories.shortest_assignments,
         },
         catalog: server::CatalogSource::Watched(catalog::WatchedCatalog::start(client, &shutdown)),
         clock,
@@ -117,24 +126,6 @@ pub async fn start(
         })?;
     tracing::info!(address = %bound, "serving the admission webhook");
     Ok(Some(task))
-}
-
-/// The directories that make no assignment shorter than some length: Entra in `pim` mode
-/// (PIM for Groups' five minutes).
-fn shortest_assignments(
-    config: &Config,
-) -> std::collections::BTreeMap<String, jiff::SignedDuration> {
-    use crate::directory::entra::{EntraMode, pim};
-    config
-        .directories
-        .iter()
-        .filter_map(|(name, directory)| match directory {
-            crate::config::DirectoryConfig::Entra(entra) if entra.mode == EntraMode::Pim => {
-                Some((name.clone(), pim::MINIMUM))
-            }
-            _ => None,
-        })
-        .collect()
 }
 
 /// Picks up rotated certificate files (cert-manager renews in place); renews our own

@@ -48,8 +48,8 @@ pub struct Admission {
     pub operator_username: String,
 }
 
-/// The controller's finalizer on ActivationRequests (`controller::writes::FINALIZER`).
-const REVOKE_FINALIZER: &str = crate::controller::writes::FINALIZER;
+/// The controller's finalizer on ActivationRequests (`api::activation_request::FINALIZER`).
+const REVOKE_FINALIZER: &str = crate::api::activation_request::FINALIZER;
 
 /// Findings of these rules name objects that may simply not exist *yet*: GitOps tools apply a
 /// set of manifests in no guaranteed order, so for the declarative kinds they are warnings and

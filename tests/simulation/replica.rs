@@ -18,13 +18,13 @@ use pim_operator::controller::context::{Context, Failures, MembershipCache, Stor
 use pim_operator::controller::delivery::{self, Delivery};
 use pim_operator::controller::events::Events;
 use pim_operator::controller::index::{GroupIndex, InGroup};
-use pim_operator::controller::lenient::Lenient;
 use pim_operator::controller::{
     assignment, group, ledger, policy, priority::WritePriority, request, wakes,
 };
 use pim_operator::directory::Directories;
 use pim_operator::engine::Attestor;
 use pim_operator::fake_apiserver::{FakeApi, FakeApiServer};
+use pim_operator::lenient::Lenient;
 use pim_operator::metrics::Metrics;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedReceiver;

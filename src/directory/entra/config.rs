@@ -66,7 +66,7 @@ pub struct EntraConfig {
     /// How Kubernetes usernames become this directory's principals; default the top-level
     /// `usernameMapping`.
     #[serde(default)]
-    pub username_mapping: Option<crate::config::DirectoryUsernameMapping>,
+    pub username_mapping: Option<crate::directory::DirectoryUsernameMapping>,
     /// `membership` (default) or `pim`.
     #[serde(default)]
     pub mode: EntraMode,

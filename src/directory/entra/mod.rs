@@ -1112,10 +1112,6 @@ impl Directory for EntraDirectory {
         self.config.mode == EntraMode::Membership && self.config.fallback_owner.is_none()
     }
 
-    fn graph_mailer(&self) -> Option<GraphMailer> {
-        self.mailer().ok()
-    }
-
     async fn principal_id(&self, member: &Member) -> Result<Option<String>, DirectoryError> {
         match member {
             Member::User(id) | Member::Group(id) if is_guid(id) => Ok(Some(id.clone())),

@@ -17,7 +17,7 @@ pub struct LdapConfig {
     /// How Kubernetes usernames become this directory's principals; default the top-level
     /// `usernameMapping`.
     #[serde(default)]
-    pub username_mapping: Option<crate::config::DirectoryUsernameMapping>,
+    pub username_mapping: Option<crate::directory::DirectoryUsernameMapping>,
     /// `ldap://host:389` or `ldaps://host:636`.
     pub url: String,
     /// Upgrade an `ldap://` connection with StartTLS before binding.

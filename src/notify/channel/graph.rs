@@ -1,23 +1,35 @@
-//! E-mail through Microsoft Graph `sendMail`, for Entra setups: a thin adapter over the entra
-//! directory's [`GraphMailer`] (its credentials, token cache, throttling and retries), one
-//! message per recipient.
+//! E-mail through Microsoft Graph `sendMail`, for Entra setups, one message per recipient. The
+//! sending itself is the Entra connection's ([`GraphMail`], wired in by the controller), so
+//! mail shares its credentials, token cache, throttling and retries.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::{Channel, SendError};
-use crate::directory::DirectoryError;
-use crate::directory::entra::mail::GraphMailer;
 use crate::notify::message::Message;
 use crate::notify::plan::Audience;
 
+/// Sends one HTML message through Graph `sendMail` as the mailbox `from`.
+#[async_trait]
+pub trait GraphMail: Send + Sync {
+    async fn send(
+        &self,
+        from: &str,
+        to: &[String],
+        subject: &str,
+        html: &str,
+    ) -> Result<(), SendError>;
+}
+
 pub struct GraphChannel {
-    mailer: GraphMailer,
+    mailer: Arc<dyn GraphMail>,
     from: String,
 }
 
 impl GraphChannel {
     /// Sends as the mailbox `from` (a UPN or object id).
-    pub fn new(mailer: GraphMailer, from: String) -> GraphChannel {
+    pub fn new(mailer: Arc<dyn GraphMail>, from: String) -> GraphChannel {
         GraphChannel { mailer, from }
     }
 }
@@ -46,18 +58,5 @@ impl Channel for GraphChannel {
                 &message.html,
             )
             .await
-            .map_err(|error| match error {
-                DirectoryError::Transient {
-                    retry_after,
-                    message,
-                    ..
-                } => SendError::Transient {
-                    message: format!("Graph sendMail: {message}"),
-                    retry_after,
-                },
-                DirectoryError::Permanent { message, .. } => {
-                    SendError::permanent(format!("Graph sendMail: {message}"))
-                }
-            })
     }
 }

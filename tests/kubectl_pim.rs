@@ -619,6 +619,38 @@ async fn not_eligible_lists_the_assignments_and_why_none_applies() {
         "{:?}",
         run.result
     );
+    // The webhook's own checks, each turned into a hint for the flag to change (issue 22).
+    let run = h.pim(&["activate", "g", "--duration", "forever"]).await;
+    let CliError::Invalid(text) = run.err() else {
+        panic!("expected Invalid, got {:?}", run.result);
+    };
+    assert!(text.contains("refuses this request:\n"), "{text}");
+    assert!(
+        text.contains("requires a justification; add --justification"),
+        "{text}"
+    );
+    assert!(
+        text.contains("write --duration as a number and a unit"),
+        "{text}"
+    );
+    let run = h
+        .pim(&[
+            "activate",
+            "g",
+            "--justification",
+            "x",
+            "--start",
+            "2026-03-22T09:00:00Z",
+        ])
+        .await;
+    assert!(
+        matches!(run.err(), CliError::Invalid(m)
+            if m.contains("maxStartDelay is 14d")
+                && m.contains("pass --start 2026-03-16T09:00:00Z or earlier")),
+        "{:?}",
+        run.result
+    );
+    assert!(h.requests().await.is_empty(), "nothing was created");
     let run = h
         .pim(&[
             "activate",

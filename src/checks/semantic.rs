@@ -13,7 +13,7 @@ use crate::api::conditions::reasons;
 use crate::api::eligible_assignment::Schedule;
 use crate::api::pim_group::DirectoryGroupRef;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
-use crate::core::activation::validate_request_created;
+use crate::core::activation::{requested_start, validate_request_created};
 use crate::core::eligibility::{AssignmentState, assignment_window, covering};
 use crate::core::policy::Policy;
 use crate::core::{duration, violation::Violation};
@@ -276,7 +276,7 @@ pub fn check_request(
             .collect(),
     };
     if let Some(principal) = spec.principal.as_deref().filter(|p| !p.trim().is_empty()) {
-        let start = spec.start_time.as_ref().map_or(now, |t| t.0.max(now));
+        let start = requested_start(spec, now);
         // Directory memberships are unknown offline: an assignment to any group counts.
         let eligibilities = catalog.eligibilities(principal, &spec.group, role, now, |_| true);
         if covering(&eligibilities, start).is_none() {

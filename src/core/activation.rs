@@ -8,8 +8,8 @@ use crate::api::activation_request::{ActivationRequestSpec, EndClippedBy};
 use crate::api::conditions::reasons;
 
 /// Checks what the request itself says against the policy: principal, justification, ticket,
-/// MFA evidence, duration, and how far ahead its `startTime` lies. Returns the duration to
-/// grant (the policy maximum by default).
+/// MFA evidence, duration, and how far ahead its `startTime` lies. Returns what it asks for
+/// (the duration is the policy maximum by default).
 ///
 /// The start is measured from `spec.requester.stampedAt`, the request's creation as far as the
 /// spec tells: the admission webhook stamps it when it admits the request and signs it, and the
@@ -20,7 +20,7 @@ pub fn validate_request(
     spec: &ActivationRequestSpec,
     policy: &Policy,
     mfa_verified: bool,
-) -> Result<SignedDuration, Vec<Violation>> {
+) -> Result<Requested, Vec<Violation>> {
     let stamped = spec
         .requester
         .as_ref()
@@ -36,7 +36,7 @@ pub fn validate_request_created(
     policy: &Policy,
     mfa_verified: bool,
     created: Option<Timestamp>,
-) -> Result<SignedDuration, Vec<Violation>> {
+) -> Result<Requested, Vec<Violation>> {
     let mut violations = Vec::new();
     if spec
         .principal
@@ -115,57 +115,130 @@ pub fn validate_request_created(
             ));
         }
     }
-    let duration = match spec.duration.as_deref() {
-        None => policy.max_activation,
-        Some(text) => match duration::parse_positive("spec.duration", text) {
-            Err(e) => {
-                violations.push(Violation::duration(e, reasons::INVALID_DURATION));
-                policy.max_activation
-            }
-            Ok(d) if d > policy.max_activation => {
-                violations.push(Violation::new(
-                    "spec.duration",
-                    reasons::DURATION_EXCEEDS_MAXIMUM,
-                    format!(
-                        "{} is longer than the policy's maximum of {}",
-                        duration::format(d),
-                        duration::format(policy.max_activation)
-                    ),
-                    format!(
-                        "set spec.duration to at most {}, the policy's maxDuration, or leave it out to get {}",
-                        duration::format(policy.max_activation),
-                        duration::format(policy.max_activation)
-                    ),
-                ));
-                d
-            }
-            Ok(d) => d,
-        },
+    let asked = match asked_duration(spec, policy) {
+        Ok(d) => Some(d),
+        Err(unreadable) => {
+            violations.push(unreadable);
+            None
+        }
     };
-    if let (Some(start), Some(created)) = (spec.start_time.as_ref().map(|t| t.0), created) {
-        let delay = start.duration_since(created);
-        if delay > policy.max_start_delay {
-            violations.push(Violation::new(
-                "spec.startTime",
-                reasons::INVALID_START_TIME,
-                format!(
-                    "{start} is {} after the request was created ({created}); the policy's maxStartDelay is {}",
-                    duration::format(delay),
-                    duration::format(policy.max_start_delay)
-                ),
-                format!(
-                    "set spec.startTime to {} or earlier (at most the policy's maxStartDelay of {} after creation), or create the request closer to when the access is needed",
-                    add(created, policy.max_start_delay),
-                    duration::format(policy.max_start_delay)
-                ),
-            ));
+    if let Some(d) = asked
+        && d > policy.max_activation
+    {
+        violations.push(Violation::new(
+            "spec.duration",
+            reasons::DURATION_EXCEEDS_MAXIMUM,
+            format!(
+                "{} is longer than the policy's maximum of {}",
+                duration::format(d),
+                duration::format(policy.max_activation)
+            ),
+            format!(
+                "set spec.duration to at most {}, the policy's maxDuration, or leave it out to get {}",
+                duration::format(policy.max_activation),
+                duration::format(policy.max_activation)
+            ),
+        ));
+    }
+    let start_time = spec.start_time.as_ref().map(|t| t.0);
+    violations.extend(late_start(start_time, policy, created));
+    match asked {
+        Some(duration) if violations.is_empty() => Ok(Requested {
+            duration,
+            start_time,
+        }),
+        _ => Err(violations),
+    }
+}
+
+/// What a request asks for: how long, and from when. [`Requested::read`] reads it, and
+/// [`validate_request_created`] the same way, adding the policy's other rules; nothing else
+/// parses `spec.duration` or judges `spec.startTime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requested {
+    /// `spec.duration`, or the policy's maximum when unset. May exceed the maximum: the policy
+    /// caps the window (a request granted before its policy shrank is cut, not refused), and
+    /// [`validate_request_created`] refuses a new request that asks for more.
+    pub duration: SignedDuration,
+    /// `spec.startTime`, when set.
+    pub start_time: Option<Timestamp>,
+}
+
+impl Requested {
+    /// Reads `spec.duration` and `spec.startTime` under `policy`. Fails with the violations of
+    /// `spec.duration` (not a positive duration) and of `spec.startTime` (more than the policy's
+    /// `maxStartDelay` after `created`; not checked when `created` is unknown).
+    pub fn read(
+        spec: &ActivationRequestSpec,
+        policy: &Policy,
+        created: Option<Timestamp>,
+    ) -> Result<Self, Vec<Violation>> {
+        let asked = asked_duration(spec, policy);
+        let start_time = spec.start_time.as_ref().map(|t| t.0);
+        let late = late_start(start_time, policy, created);
+        match (asked, late) {
+            (Ok(duration), None) => Ok(Requested {
+                duration,
+                start_time,
+            }),
+            (asked, late) => Err(asked.err().into_iter().chain(late).collect()),
         }
     }
-    if violations.is_empty() {
-        Ok(duration)
-    } else {
-        Err(violations)
+
+    /// Where the window starts when it could start at `earliest` (approval, or now).
+    pub fn start(&self, earliest: Timestamp) -> Timestamp {
+        start_at(self.start_time, earliest)
     }
+}
+
+/// Where a request's window starts when it could start at `earliest`: then, or at
+/// `spec.startTime` if that is later. Needs no policy, for eligibility looked up before the
+/// policy is known; [`Requested::start`] says the same.
+pub fn requested_start(spec: &ActivationRequestSpec, earliest: Timestamp) -> Timestamp {
+    start_at(spec.start_time.as_ref().map(|t| t.0), earliest)
+}
+
+/// `spec.duration`, or the policy's maximum when unset.
+fn asked_duration(
+    spec: &ActivationRequestSpec,
+    policy: &Policy,
+) -> Result<SignedDuration, Violation> {
+    match spec.duration.as_deref() {
+        None => Ok(policy.max_activation),
+        Some(text) => duration::parse_positive("spec.duration", text)
+            .map_err(|e| Violation::duration(e, reasons::INVALID_DURATION)),
+    }
+}
+
+/// A start more than the policy's `maxStartDelay` after `created` would bank today's approval,
+/// MFA and eligibility for later (issue 14, finding 9).
+fn late_start(
+    start_time: Option<Timestamp>,
+    policy: &Policy,
+    created: Option<Timestamp>,
+) -> Option<Violation> {
+    let (start, created) = (start_time?, created?);
+    let delay = start.duration_since(created);
+    (delay > policy.max_start_delay).then(|| {
+        Violation::new(
+            "spec.startTime",
+            reasons::INVALID_START_TIME,
+            format!(
+                "{start} is {} after the request was created ({created}); the policy's maxStartDelay is {}",
+                duration::format(delay),
+                duration::format(policy.max_start_delay)
+            ),
+            format!(
+                "set spec.startTime to {} or earlier (at most the policy's maxStartDelay of {} after creation), or create the request closer to when the access is needed",
+                add(created, policy.max_start_delay),
+                duration::format(policy.max_start_delay)
+            ),
+        )
+    })
+}
+
+fn start_at(start_time: Option<Timestamp>, earliest: Timestamp) -> Timestamp {
+    start_time.map_or(earliest, |t| t.max(earliest))
 }
 
 /// The span in which a request grants access: `[start, end)`.
@@ -260,13 +333,13 @@ mod tests {
     #[test]
     fn duration_defaults_to_policy_max() {
         assert_eq!(
-            validate_request(&request(), &Policy::default(), false),
+            validate_request(&request(), &Policy::default(), false).map(|r| r.duration),
             Ok(SignedDuration::from_hours(8))
         );
         let mut r = request();
         r.duration = Some("PT2H".into());
         assert_eq!(
-            validate_request(&r, &Policy::default(), false),
+            validate_request(&r, &Policy::default(), false).map(|r| r.duration),
             Ok(SignedDuration::from_hours(2))
         );
     }
@@ -304,7 +377,7 @@ mod tests {
         });
         r.duration = Some("30m".into());
         assert_eq!(
-            validate_request(&r, &strict_policy(), true),
+            validate_request(&r, &strict_policy(), true).map(|r| r.duration),
             Ok(SignedDuration::from_mins(30))
         );
         r.duration = Some("0m".into());
@@ -375,6 +448,103 @@ mod tests {
                 .unwrap_err()[0]
                 .reason,
             reasons::INVALID_START_TIME
+        );
+    }
+
+    // Issue 22: one reading of spec.duration and spec.startTime for everyone.
+    #[test]
+    fn issue_22_requested_reads_duration_and_start() {
+        let created = ts("2026-03-01T10:00:00Z");
+        let policy = Policy::default();
+        let mut r = request();
+        r.duration = Some("PT90M".into());
+        r.start_time = Some(Time(ts("2026-03-01T12:00:00Z")));
+        let read = Requested::read(&r, &policy, Some(created)).unwrap();
+        assert_eq!(read.duration, SignedDuration::from_mins(90));
+        // Starts at the requested time, or at the earliest moment it could if that is later.
+        assert_eq!(read.start(created), ts("2026-03-01T12:00:00Z"));
+        assert_eq!(
+            read.start(ts("2026-03-01T13:00:00Z")),
+            ts("2026-03-01T13:00:00Z")
+        );
+        assert_eq!(
+            requested_start(&r, ts("2026-03-01T11:00:00Z")),
+            read.start(ts("2026-03-01T11:00:00Z"))
+        );
+        // Unset: the policy's maximum, from the earliest moment.
+        let unset = Requested::read(&request(), &policy, Some(created)).unwrap();
+        assert_eq!(unset.duration, policy.max_activation);
+        assert_eq!(unset.start(created), created);
+    }
+
+    #[test]
+    fn issue_22_requested_names_what_does_not_read() {
+        let created = ts("2026-03-01T10:00:00Z");
+        let policy = Policy::default();
+        for text in ["forever", "0m", "-1h"] {
+            let mut r = request();
+            r.duration = Some(text.into());
+            let errs = Requested::read(&r, &policy, Some(created)).unwrap_err();
+            let got: Vec<_> = errs.iter().map(|v| (v.field.as_str(), v.reason)).collect();
+            assert_eq!(
+                got,
+                [("spec.duration", reasons::INVALID_DURATION)],
+                "{text}"
+            );
+        }
+        // A start past maxStartDelay after creation, with a bad duration: both named.
+        let mut r = request();
+        r.duration = Some("forever".into());
+        r.start_time = Some(Time(ts("2026-03-16T10:00:01Z")));
+        let errs = Requested::read(&r, &policy, Some(created)).unwrap_err();
+        let got: Vec<_> = errs.iter().map(|v| (v.field.as_str(), v.reason)).collect();
+        assert_eq!(
+            got,
+            [
+                ("spec.duration", reasons::INVALID_DURATION),
+                ("spec.startTime", reasons::INVALID_START_TIME),
+            ]
+        );
+        // A start before creation is fine (it starts at approval); without a creation time the
+        // delay cannot be measured.
+        r.duration = None;
+        assert!(Requested::read(&r, &policy, None).is_ok());
+        r.start_time = Some(Time(ts("2026-02-01T10:00:00Z")));
+        assert!(Requested::read(&r, &policy, Some(created)).is_ok());
+    }
+
+    // Over the maximum, the duration reads (the window is capped, so a granted request keeps
+    // it), and validation of a request refuses it.
+    #[test]
+    fn issue_22_a_duration_over_the_maximum_reads_and_fails_validation() {
+        let policy = Policy {
+            max_activation: SignedDuration::from_hours(1),
+            ..Policy::default()
+        };
+        let mut r = request();
+        r.duration = Some("2h".into());
+        assert_eq!(
+            Requested::read(&r, &policy, None).map(|r| r.duration),
+            Ok(SignedDuration::from_hours(2))
+        );
+        let errs = validate_request(&r, &policy, false).unwrap_err();
+        let got: Vec<_> = errs.iter().map(|v| (v.field.as_str(), v.reason)).collect();
+        assert_eq!(got, [("spec.duration", reasons::DURATION_EXCEEDS_MAXIMUM)]);
+        assert_eq!(
+            errs[0].message,
+            "2h is longer than the policy's maximum of 1h"
+        );
+        // Over the maximum and starting too late: both named, in field order.
+        let created = ts("2026-03-01T10:00:00Z");
+        r.start_time = Some(Time(ts("2026-04-01T10:00:00Z")));
+        let errs = validate_request_created(&r, &policy, false, Some(created)).unwrap_err();
+        let got: Vec<_> = errs.iter().map(|v| v.reason).collect();
+        assert_eq!(
+            got,
+            [
+                reasons::DURATION_EXCEEDS_MAXIMUM,
+                reasons::INVALID_START_TIME
+            ]
         );
     }
 

@@ -9,7 +9,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::activation::{Window, plan_window, validate_request_created};
+use super::activation::{Requested, Window, plan_window, validate_request_created};
 use super::eligibility::{Eligibility, covering};
 use super::policy::{ApprovalRules, HARD_MAX_ACTIVATION, Policy};
 use super::violation::{primary_reason, summarize};
@@ -402,6 +402,15 @@ impl<'a> Pass<'a> {
             let reason = primary_reason(&violations);
             return self.refuse(reason, reason, summarize(&violations));
         }
+        // Validation refused every request whose duration or start does not read; should one
+        // get here, it is refused too: an unreadable duration never grants the policy maximum.
+        let requested = match Requested::read(spec, policy, created) {
+            Ok(requested) => requested,
+            Err(unreadable) => {
+                let reason = primary_reason(&unreadable);
+                return self.refuse(reason, reason, summarize(&unreadable));
+            }
+        };
         self.validated = condition(
             types::VALIDATED,
             ConditionStatus::True,
@@ -409,15 +418,15 @@ impl<'a> Pass<'a> {
             "the request satisfies its policy",
         );
 
-        if !self.collect_approval(policy) {
+        if !self.collect_approval(policy, requested) {
             return;
         }
-        self.follow_time(Some(policy));
+        self.follow_time(Some((policy, requested)));
     }
 
     /// Works out approval. Returns false when the pass ends here (waiting, denied, timed out).
-    fn collect_approval(&mut self, policy: &Policy) -> bool {
-        let Some(eligibility) = self.eligibility_at(self.requested_start(self.now)) else {
+    fn collect_approval(&mut self, policy: &Policy, requested: Requested) -> bool {
+        let Some(eligibility) = self.eligibility_at(requested.start(self.now)) else {
             // A granted window that has run out expires rather than being revoked.
             if let Some(stored) = self.stored_window
                 && self.stored_approved_at.is_some()
@@ -551,8 +560,9 @@ impl<'a> Pass<'a> {
 
     /// Plans the window from signed inputs, caps it by what is stored, then moves with time.
     /// `policy` is `None` when the policy is invalid: then a window granted before runs out as
-    /// stored, within the bounds the request itself sets.
-    fn follow_time(&mut self, policy: Option<&Policy>) {
+    /// stored, within the bounds the request itself sets. Else it comes with what the request
+    /// asks for, read under it.
+    fn follow_time(&mut self, policy: Option<(&Policy, Requested)>) {
         let window = match policy {
             None => {
                 // Nothing can be proven without a valid policy: access is suspended, and the
@@ -568,11 +578,12 @@ impl<'a> Pass<'a> {
                     "the AccessPolicy is invalid; access is suspended until it is fixed",
                 );
             }
-            Some(policy) => {
+            Some((policy, requested)) => {
                 let Some(approved_at) = self.out.approved_at else {
                     return self.hold(reasons::AWAITING_VALIDATION, "not approved yet");
                 };
-                let start = self.requested_start(approved_at);
+                // The window starts at approval, or at the requested start time if later.
+                let start = requested.start(approved_at);
                 // Eligibility must hold at the start, or now once started.
                 let Some(eligibility) = self.eligibility_at(start.max(self.now)) else {
                     if self.now >= self.stored_window.map_or(start, |w| w.end) {
@@ -585,11 +596,11 @@ impl<'a> Pass<'a> {
                 self.out.matched_assignment = Some(eligibility.assignment.clone());
                 let planned = plan_window(
                     start,
-                    self.requested_duration(policy),
+                    requested.duration,
                     policy.max_activation,
                     eligibility.end,
                 );
-                self.check_stored_window(start);
+                self.check_stored_window(start, requested);
                 intersect(planned, self.stored_window)
             }
         };
@@ -917,35 +928,20 @@ impl<'a> Pass<'a> {
             .unwrap_or("")
     }
 
-    /// The window starts at approval, or at the requested start time if that is later.
-    fn requested_start(&self, approved_at: Timestamp) -> Timestamp {
-        self.request
-            .spec
-            .start_time
-            .as_ref()
-            .map_or(approved_at, |t| t.0.max(approved_at))
-    }
-
-    fn requested_duration(&self, policy: &Policy) -> SignedDuration {
-        self.parsed_duration().unwrap_or(policy.max_activation)
-    }
-
-    fn parsed_duration(&self) -> Option<SignedDuration> {
-        self.request
-            .spec
-            .duration
-            .as_deref()
-            .and_then(|d| duration::parse_positive("spec.duration", d).ok())
-    }
-
     /// Notes a stored window that no policy could ever have given this request: starting before
     /// the signed approval allows, or longer than the request asked for (or the hard cap).
-    fn check_stored_window(&mut self, proven_start: Timestamp) {
+    fn check_stored_window(&mut self, proven_start: Timestamp, requested: Requested) {
         let Some(stored) = self.stored_window else {
             return;
         };
-        let longest = self
-            .parsed_duration()
+        // Unset, the duration is the policy's maximum, which may have been longer when granted.
+        let asked = self
+            .request
+            .spec
+            .duration
+            .is_some()
+            .then_some(requested.duration);
+        let longest = asked
             .unwrap_or(HARD_MAX_ACTIVATION)
             .min(HARD_MAX_ACTIVATION);
         if stored.start < proven_start {

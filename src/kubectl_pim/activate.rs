@@ -18,9 +18,12 @@ use super::identity::Me;
 use super::render::{phase_detail, reason_and_message, when};
 use super::{ActivateArgs, Context};
 use crate::api::activation_request::{ActivationRequestSpec, Ticket};
-use crate::api::common::{Principal, Role};
+use crate::api::common::Principal;
 use crate::api::{ActivationRequest, Phase};
+use crate::checks::{Finding, PimObject, Severity, check_object, rules};
+use crate::core::activation::{Requested, requested_start};
 use crate::core::duration;
+use crate::core::policy::Policy;
 use crate::core::time::add;
 use crate::engine::{Catalog, ResolvedTarget};
 
@@ -32,37 +35,12 @@ pub async fn activate(
 ) -> Result<u8, CliError> {
     let now = ctx.clock.now();
     let group = args.group.trim();
-    let role: Role = args.role.map(Into::into).unwrap_or_default();
-    let requested = args
-        .duration
-        .as_deref()
-        .map(|d| duration::parse_positive("--duration", d.trim()))
-        .transpose()
-        .map_err(|e| CliError::Invalid(e.to_string()))?;
     let ticket = args
         .ticket
         .as_deref()
         .map(parse_ticket)
         .transpose()
         .map_err(CliError::Invalid)?;
-    let at = args.start.map_or(now, |s| s.max(now));
-
-    if let Some(catalog) =
-        load_catalog_or_note(ctx.client, out, "the eligibility check before creating").await?
-    {
-        check(
-            &catalog,
-            me,
-            args,
-            role,
-            requested,
-            ticket.is_some(),
-            at,
-            now,
-            out,
-        )?;
-    }
-
     let spec = ActivationRequestSpec {
         group: group.to_owned(),
         role: args.role.map(Into::into),
@@ -86,12 +64,20 @@ pub async fn activate(
         spec,
         status: None,
     };
+
+    if let Some(catalog) =
+        load_catalog_or_note(ctx.client, out, "the eligibility check before creating").await?
+    {
+        check(&catalog, me, &request, now, out)?;
+    }
+
     let api: Api<ActivationRequest> = Api::all(ctx.client.clone());
     let created = api
         .create(&PostParams::default(), &request)
         .await
         .map_err(|e| CliError::api(&format!("create an ActivationRequest for {group}"), e))?;
     let name = created.metadata.name.clone().unwrap_or_default();
+    let role = request.spec.role();
     let length = args.duration.as_deref().map_or_else(
         || "the policy's maximum".to_owned(),
         |d| d.trim().to_owned(),
@@ -113,24 +99,25 @@ pub async fn activate(
     follow(&api, &name, args.timeout, ctx.clock, out).await
 }
 
-/// Checks what the caller can know before creating: eligibility at the start, and what the
-/// policy demands of the request. Prints notes; fails with the reason when it cannot work.
-#[allow(clippy::too_many_arguments)]
+/// Checks what the caller can know before creating: eligibility at the start, and the request
+/// against its policy as the admission webhook checks it. Prints notes; fails with the reason
+/// when it cannot work.
 fn check(
     catalog: &Catalog,
     me: &Me,
-    args: &ActivateArgs,
-    role: Role,
-    requested: Option<SignedDuration>,
-    has_ticket: bool,
-    at: Timestamp,
+    request: &ActivationRequest,
     now: Timestamp,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let group = args.group.trim();
+    let spec = &request.spec;
+    let (group, role) = (spec.group.as_str(), spec.role());
+    let at = requested_start(spec, now);
     let target = catalog.target(group, role);
-    match &target {
-        ResolvedTarget::Found { .. } => {}
+    let (policy_name, policy) = match &target {
+        ResolvedTarget::Found {
+            policy_name,
+            policy,
+        } => (policy_name, policy.as_ref()),
         ResolvedTarget::GroupNotFound | ResolvedTarget::RoleNotManaged => {
             return Err(CliError::NotEligible(not_eligible_message(
                 catalog, me, group, role, at, now,
@@ -151,11 +138,14 @@ fn check(
                  activate; tell your platform team."
             )));
         }
-    }
+    };
     match covering_eligibility(catalog, me, group, role, at, now) {
         Some(found) => {
-            let end_of_window = requested.map(|d| add(at, d));
-            if let (Some(ends), Some(window_end)) = (found.end, end_of_window)
+            // Created now, as far as the policy's maxStartDelay is concerned.
+            let window_end = Requested::read(spec, policy, Some(now))
+                .ok()
+                .map(|r| add(at, r.duration.min(policy.max_activation)));
+            if let (Some(ends), Some(window_end)) = (found.end, window_end)
                 && ends < window_end
             {
                 writeln!(
@@ -181,35 +171,29 @@ fn check(
             )?;
         }
     }
-    let Some(policy) = target.policy() else {
-        return Ok(());
-    };
-    let ResolvedTarget::Found { policy_name, .. } = &target else {
-        return Ok(());
-    };
-    let blank = args
-        .justification
-        .as_deref()
-        .is_none_or(|j| j.trim().is_empty());
-    if policy.require_justification && blank {
-        return Err(CliError::Invalid(format!(
-            "AccessPolicy {policy_name:?} requires a justification: add --justification \"why you need it\"."
-        )));
+    // The webhook's own check of a new request. The sign-in (MFA, authentication) is judged
+    // from the caller's token at admission, which only the API server sees: noted below.
+    let findings = check_object(catalog, &PimObject::ActivationRequest(request.clone()), now);
+    let (errors, warnings): (Vec<_>, Vec<_>) = findings
+        .into_iter()
+        .filter(|f| !f.path.starts_with("spec.requester"))
+        .partition(|f| f.severity == Severity::Error);
+    for warning in &warnings {
+        writeln!(out, "note: {}", hint(warning, policy, now))?;
     }
-    if policy.require_ticket && !has_ticket {
-        return Err(CliError::Invalid(format!(
-            "AccessPolicy {policy_name:?} requires a ticket: add --ticket SYSTEM:NUMBER (e.g. --ticket jira:OPS-123)."
-        )));
-    }
-    if let Some(d) = requested
-        && d > policy.max_activation
-    {
-        return Err(CliError::Invalid(format!(
-            "--duration {} is longer than AccessPolicy {policy_name:?} allows ({}); ask for {} or less.",
-            duration::format(d),
-            duration::format(policy.max_activation),
-            duration::format(policy.max_activation),
-        )));
+    if !errors.is_empty() {
+        let hints: Vec<String> = errors.iter().map(|f| hint(f, policy, now)).collect();
+        let text = match hints.as_slice() {
+            [one] => format!("AccessPolicy {policy_name:?} refuses this request: {one}."),
+            many => format!(
+                "AccessPolicy {policy_name:?} refuses this request:\n{}",
+                many.iter()
+                    .map(|h| format!("  - {h}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+        };
+        return Err(CliError::Invalid(text));
     }
     if policy.require_mfa {
         writeln!(
@@ -236,6 +220,29 @@ fn check(
         )?;
     }
     Ok(())
+}
+
+/// What is wrong, and what to change on the command line: the flag, not the spec field the
+/// webhook's remedy names.
+fn hint(finding: &Finding, policy: &Policy, now: Timestamp) -> String {
+    let max = duration::format(policy.max_activation);
+    let remedy = match (finding.path.as_str(), finding.rule) {
+        ("spec.justification", _) => "add --justification \"why you need it\"".to_owned(),
+        ("spec.ticket", _) => "add --ticket SYSTEM:NUMBER (e.g. --ticket jira:OPS-123)".to_owned(),
+        ("spec.duration", id) if id == rules::DURATION_EXCEEDS_MAXIMUM.id => {
+            format!("ask for {max} or less with --duration, or leave it out to get {max}")
+        }
+        ("spec.startTime", _) => format!(
+            "pass --start {} or earlier (at most the policy's maxStartDelay of {} from now)",
+            add(now, policy.max_start_delay),
+            duration::format(policy.max_start_delay)
+        ),
+        _ => finding
+            .hint
+            .replace("spec.duration", "--duration")
+            .replace("spec.startTime", "--start"),
+    };
+    format!("{}; {remedy}", finding.message)
 }
 
 /// `SYSTEM:NUMBER`.

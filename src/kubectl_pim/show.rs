@@ -13,9 +13,11 @@ use super::identity::{Me, NAMES};
 use super::render::{Table, age, cut, phase, phase_detail, phase_text, when};
 use crate::api::ActivationRequest;
 use crate::api::Phase;
-use crate::api::activation_request::EndClippedBy;
+use crate::api::activation_request::{ActivationRequestSpec, EndClippedBy};
 use crate::api::common::Principal;
+use crate::core::activation::Requested;
 use crate::core::duration;
+use crate::core::policy::Policy;
 
 fn created(request: &ActivationRequest) -> Option<Timestamp> {
     request.metadata.creation_timestamp.as_ref().map(|t| t.0)
@@ -285,7 +287,8 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
     let catalog =
         load_catalog_or_note(ctx.client, out, "filtering by the policies' approvers").await?;
     let groups = me.group_names();
-    let mut waiting: Vec<(ActivationRequest, String)> = Vec::new();
+    // Each with its approvals so far and the duration it asks for.
+    let mut waiting: Vec<(ActivationRequest, String, String)> = Vec::new();
     for r in requests(ctx.client).await? {
         if phase(&r) != Some(Phase::PendingApproval)
             || r.spec.approvals.iter().any(|a| me.is_username(&a.approver))
@@ -299,11 +302,15 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
             .is_some_and(|q| me.is_username(&q.username));
         let Some(catalog) = &catalog else {
             // Without the policies, show everything waiting; the webhook decides who may.
-            waiting.push((r, "?".to_owned()));
+            let length = asked_length(&r.spec, None);
+            waiting.push((r, "?".to_owned(), length));
             continue;
         };
         let target = catalog.target(&r.spec.group, r.spec.role());
-        let Some(approval) = target.policy().and_then(|p| p.approval.clone()) else {
+        let Some(policy) = target.policy() else {
+            continue;
+        };
+        let Some(approval) = policy.approval.clone() else {
             continue;
         };
         let group = catalog.groups.get(&r.spec.group).map(AsRef::as_ref);
@@ -327,6 +334,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
             })
             .collect();
         via.dedup();
+        let length = asked_length(&r.spec, Some(policy));
         waiting.push((
             r,
             format!(
@@ -334,6 +342,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
                 approval.min_approvals,
                 via.join(",")
             ),
+            length,
         ));
     }
     if waiting.is_empty() {
@@ -344,7 +353,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
         )?;
         return Ok(EXIT_OK);
     }
-    waiting.sort_by_key(|(r, _)| created(r));
+    waiting.sort_by_key(|(r, _, _)| created(r));
     let mut table = Table::new(&[
         "NAME",
         "GROUP",
@@ -356,7 +365,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
         "TICKET",
         "JUSTIFICATION",
     ]);
-    for (r, approvals) in &waiting {
+    for (r, approvals, length) in &waiting {
         let spec = &r.spec;
         table.row(vec![
             name_of(r),
@@ -365,14 +374,7 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
             spec.requester
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), |q| q.username.clone()),
-            spec.duration.as_deref().map_or_else(
-                || "policy max".to_owned(),
-                |d| {
-                    duration::parse("spec.duration", d)
-                        .map(duration::format)
-                        .unwrap_or_else(|_| d.to_owned())
-                },
-            ),
+            length.clone(),
             approvals.clone(),
             age(created(r), now),
             spec.ticket
@@ -390,4 +392,16 @@ pub async fn pending(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Result
          `kubectl pim status NAME` shows one in detail."
     )?;
     Ok(EXIT_OK)
+}
+
+/// The duration a request asks for, read as the controller reads it when the policy is known;
+/// as written when it is not, or when it does not read.
+fn asked_length(spec: &ActivationRequestSpec, policy: Option<&Policy>) -> String {
+    let read = policy.and_then(|p| Requested::read(spec, p, None).ok());
+    match (spec.duration.as_deref(), read) {
+        (None, Some(r)) => format!("{} (policy max)", duration::format(r.duration)),
+        (None, None) => "policy max".to_owned(),
+        (Some(_), Some(r)) => duration::format(r.duration),
+        (Some(text), None) => text.to_owned(),
+    }
 }

@@ -14,6 +14,7 @@ use super::identity::Caller;
 use crate::api::ActivationRequest;
 use crate::attestation::Keyring;
 use crate::checks::{Finding, Kind, PimObject, SchemaChecker, Severity, check_object, rules};
+use crate::core::activation::Requested;
 use crate::core::identity::Principals;
 use crate::engine::Catalog;
 
@@ -270,33 +271,30 @@ impl Admission {
         ar: &ActivationRequest,
         now: Timestamp,
     ) -> Option<String> {
-        use crate::core::duration::{format as show, parse};
+        use crate::core::duration::format as show;
         let spec = &ar.spec;
         let group = catalog.groups.get(&spec.group)?;
         let directory = &group.spec.directory;
         let shortest = *self.shortest_assignments.get(directory)?;
         let target = catalog.target(&spec.group, spec.role());
-        let max = target.policy()?.max_activation;
-        let (asked, mut what) = match spec.duration.as_deref() {
-            Some(text) => (
-                parse("spec.duration", text).ok()?,
-                format!("spec.duration: {text}"),
-            ),
-            None => (
-                max,
-                format!(
-                    "spec.duration unset, the policy's maxDuration: {}",
-                    show(max)
-                ),
+        let policy = target.policy()?;
+        let max = policy.max_activation;
+        // A request that does not read is refused by the checks; no warning to add.
+        let requested = Requested::read(spec, policy, None).ok()?;
+        let mut what = match spec.duration.as_deref() {
+            Some(text) => format!("spec.duration: {text}"),
+            None => format!(
+                "spec.duration unset, the policy's maxDuration: {}",
+                show(max)
             ),
         };
-        let mut window = asked;
+        let mut window = requested.duration;
         if max < window {
             window = max;
             what = format!("{what}, cut to the policy's maxDuration, {}", show(max));
         }
         // The eligibility the window starts in ends it too (the latest of those that cover it).
-        let start = spec.start_time.as_ref().map_or(now, |t| t.0.max(now));
+        let start = requested.start(now);
         let principal = spec.principal.as_deref().unwrap_or_default();
         let covering: Vec<Option<Timestamp>> = catalog
             .eligibilities(principal, &spec.group, spec.role(), start, |_| false)

@@ -744,3 +744,41 @@ fn a_stretched_window_is_cut_back_to_the_signed_one() {
     approved.vote("carol", Vote::Deny, 3);
     assert_eq!(approved.step(4), Phase::Active);
 }
+
+// Issue 22: a duration that does not read never falls back to the policy maximum; the request
+// is refused before approval and revoked after, and grants nothing either way.
+#[test]
+fn issue_22_an_unreadable_duration_grants_nothing() {
+    let mut pending = World::new();
+    pending.spec.duration = Some("forever".into());
+    assert_eq!(pending.step(0), Phase::Rejected);
+    assert_eq!(pending.last().reason, reasons::INVALID_DURATION);
+    assert!(!pending.last().grants_access_at(at(0)));
+    assert_eq!(pending.expires_at(), None);
+
+    let mut granted = World::new();
+    granted.member_present = true;
+    assert_eq!(granted.step(0), Phase::Active);
+    assert_eq!(granted.expires_at(), Some(at(60)));
+    granted.spec.duration = Some("0m".into());
+    assert_eq!(granted.step(1), Phase::Revoked);
+    assert_eq!(granted.last().reason, reasons::INVALID_DURATION);
+    assert!(!granted.last().grants_access_at(at(1)));
+    // Not widened to the policy's 8h.
+    assert!(granted.expires_at().is_none_or(|end| end <= at(60)));
+}
+
+// A duration over a maximum that shrank after the grant is cut by the policy, not refused.
+#[test]
+fn issue_22_a_granted_duration_over_a_shrunk_maximum_is_cut() {
+    let mut w = World::new();
+    w.member_present = true;
+    assert_eq!(w.step(0), Phase::Active);
+    w.policy.max_activation = mins(30);
+    assert_eq!(w.step(1), Phase::Active);
+    assert_eq!(w.expires_at(), Some(at(30)));
+    assert_eq!(
+        w.last().window.map(|w| w.clipped_by),
+        Some(Some(EndClippedBy::Policy))
+    );
+}

@@ -159,16 +159,22 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
     };
     let result = controller::run(deps, shutdown.clone()).await;
     shutdown.cancel();
-    if let Some(webhook) = webhook
-        && let Ok(Err(e)) = webhook.await
-    {
-        tracing::warn!(error = %e, "the webhook server stopped with an error");
+    if let Some(webhook) = webhook {
+        match webhook.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the webhook server stopped with an error"),
+            Err(e) => tracing::error!(error = %e, "the webhook server task panicked"),
+        }
     }
-    if let Ok(Err(source)) = server.await {
-        return Err(RunError::Serve {
-            address: address.to_string(),
-            source,
-        });
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => {
+            return Err(RunError::Serve {
+                address: address.to_string(),
+                source,
+            });
+        }
+        Err(e) => tracing::error!(error = %e, "the metrics and health server task panicked"),
     }
     result.map_err(RunError::from)
 }

@@ -299,6 +299,7 @@ impl Context {
     /// Wakes every request of `group`.
     pub fn trigger_requests_of(&self, group: &str) {
         for r in self.stores.requests_of(group) {
+            // Fails only once the controller has stopped: nothing is left to wake.
             let _ = self.request_triggers.send(ObjectRef::from_obj(r.as_ref()));
         }
     }
@@ -318,6 +319,7 @@ impl Context {
                         .is_some_and(|p| members.contains(&Member::User(p.clone())))
             });
             if concerned {
+                // Fails only once the controller has stopped: nothing is left to wake.
                 let _ = self.request_triggers.send(ObjectRef::from_obj(r.as_ref()));
             }
         }
@@ -326,6 +328,7 @@ impl Context {
     /// Wakes the named groups.
     pub fn trigger_groups(&self, groups: impl IntoIterator<Item = String>) {
         for group in groups {
+            // Fails only once the controller has stopped: nothing is left to wake.
             let _ = self.group_triggers.send(ObjectRef::new(&group));
         }
     }
@@ -382,11 +385,23 @@ pub fn back_off_delay(
     error: &super::error::Error,
     ctx: &Context,
 ) -> std::time::Duration {
+    record_failure(kind, name, error, &ctx.failures, &ctx.metrics)
+}
+
+/// Counts one failure of the object, logs it (once, here: reconcilers return their errors
+/// rather than log them) and says how long to wait.
+fn record_failure(
+    kind: &str,
+    name: Option<&str>,
+    error: &super::error::Error,
+    failures: &Failures,
+    metrics: &Metrics,
+) -> std::time::Duration {
     let name = name.unwrap_or_default();
-    let failures = ctx.failures.failed(kind, name);
+    let failures = failures.failed(kind, name);
     let delay = growing_backoff(error.backoff(), failures);
     tracing::warn!(kind, name, %error, failures, retry_in = ?delay, "reconcile failed");
-    ctx.metrics.reconcile_error(kind, error.category());
+    metrics.reconcile_error(kind, error.category());
     delay
 }
 
@@ -429,9 +444,72 @@ impl Failures {
 
 #[cfg(test)]
 mod tests {
-    use super::{growing_backoff, requeue_delay};
+    use super::{Failures, growing_backoff, record_failure, requeue_delay};
+    use crate::controller::error::Error;
+    use crate::directory::DirectoryError;
+    use crate::metrics::Metrics;
     use jiff::SignedDuration;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    /// Log output, for the subscriber under test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    // Issue 22: each failure is logged once, at warn, with the object's kind and name, the
+    // error and the wait; the wait grows per object, and another object's failures do not count.
+    #[test]
+    fn a_failure_is_logged_once_with_the_object_and_its_wait() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            crate::logging::subscriber(tracing_subscriber::EnvFilter::new("info"), move || {
+                writer.clone()
+            });
+        let failures = Failures::default();
+        let metrics = Metrics::new();
+        let error = Error::Directory(DirectoryError::transient("add member", "timed out"));
+        let waits = tracing::subscriber::with_default(subscriber, || {
+            [
+                record_failure("PimGroup", Some("ops"), &error, &failures, &metrics),
+                record_failure("PimGroup", Some("ops"), &error, &failures, &metrics),
+                record_failure("PimGroup", Some("dev"), &error, &failures, &metrics),
+            ]
+        });
+        let two = Duration::from_secs(2);
+        assert_eq!(waits, [two, two * 2, two]);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (line, (name, failures)) in lines.iter().zip([("ops", 1), ("ops", 2), ("dev", 1)]) {
+            let field = |key: &str| line.get(key).or_else(|| line["fields"].get(key)).cloned();
+            assert_eq!(line["level"], "WARN", "{line}");
+            assert_eq!(field("kind"), Some("PimGroup".into()), "{line}");
+            assert_eq!(field("name"), Some(name.into()), "{line}");
+            assert_eq!(field("failures"), Some(failures.into()), "{line}");
+            let logged_error = field("error").unwrap_or_default();
+            assert!(
+                logged_error
+                    .as_str()
+                    .is_some_and(|e| e.contains("timed out")),
+                "{line}"
+            );
+            assert!(field("retry_in").is_some(), "{line}");
+        }
+    }
 
     #[test]
     fn a_passed_deadline_is_looked_at_now_not_later() {

@@ -159,13 +159,23 @@ impl Delivery {
     }
 }
 
-pub fn error_policy<K>(object: Arc<Lenient<K>>, error: &Error, delivery: Arc<Delivery>) -> Action {
+pub fn error_policy<K: kube::Resource<DynamicType = ()>>(
+    object: Arc<Lenient<K>>,
+    error: &Error,
+    delivery: Arc<Delivery>,
+) -> Action {
     super::context::back_off(
-        "Delivery",
+        &pass_kind::<K>(),
         object.metadata.name.as_deref(),
         error,
         &delivery.ctx,
     )
+}
+
+/// The kind a delivery pass over `K` logs and backs off under (`ActivationRequestDelivery`):
+/// a request and an assignment of one name fail apart, and the log says which failed.
+fn pass_kind<K: kube::Resource<DynamicType = ()>>() -> String {
+    format!("{}Delivery", K::kind(&()))
 }
 
 fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
@@ -249,6 +259,7 @@ fn key_of<K: kube::Resource>(object: &K, kind: Kind) -> Option<ObjectKey> {
 
 /// A pass that succeeds ends the object's run of failures (see `context::back_off`).
 async fn reset_on_success(
+    kind: &str,
     name: Option<String>,
     delivery: &Delivery,
     pass: impl std::future::Future<Output = Result<Action, Error>>,
@@ -258,7 +269,7 @@ async fn reset_on_success(
         delivery
             .ctx
             .failures
-            .succeeded("Delivery", name.as_deref().unwrap_or_default());
+            .succeeded(kind, name.as_deref().unwrap_or_default());
     }
     result
 }
@@ -269,7 +280,13 @@ pub async fn reconcile_request(
     delivery: Arc<Delivery>,
 ) -> Result<Action, Error> {
     let name = object.metadata.name.clone();
-    reset_on_success(name, &delivery.clone(), deliver_request(object, delivery)).await
+    reset_on_success(
+        &pass_kind::<ActivationRequest>(),
+        name,
+        &delivery.clone(),
+        deliver_request(object, delivery),
+    )
+    .await
 }
 
 async fn reconcile_assignment(
@@ -278,6 +295,7 @@ async fn reconcile_assignment(
 ) -> Result<Action, Error> {
     let name = object.metadata.name.clone();
     reset_on_success(
+        &pass_kind::<EligibleAssignment>(),
         name,
         &delivery.clone(),
         deliver_assignment(object, delivery),

@@ -575,6 +575,7 @@ async fn revoke_elsewhere(
                 // Not the end of its source's access, which may go on in the new group: the
                 // source is only asked to look again.
                 if entry.source.kind == GrantSourceKind::ActivationRequest {
+                    // Fails only once the controller has stopped: nothing is left to wake.
                     let _ = ctx
                         .request_triggers
                         .send(ObjectRef::new(&entry.source.name));
@@ -604,6 +605,7 @@ async fn close_entry(ctx: &Context, entry: &Entry) -> Result<(), DirectoryError>
 fn confirmed(ctx: &Context, entry: &Entry, now: Timestamp) {
     if entry.source.kind == GrantSourceKind::ActivationRequest {
         ctx.ledger.confirm_removal(&entry.source.uid, now);
+        // Fails only once the controller has stopped: nothing is left to wake.
         let _ = ctx
             .request_triggers
             .send(ObjectRef::new(&entry.source.name));

@@ -281,6 +281,7 @@ pub async fn reconcile_orphan(
     }
     if entry.source.kind == crate::api::pim_grant::GrantSourceKind::ActivationRequest {
         ctx.ledger.confirm_removal(&entry.source.uid, ctx.now());
+        // Fails only once the controller has stopped: nothing is left to wake.
         let _ = ctx
             .request_triggers
             .send(ObjectRef::new(&entry.source.name));

@@ -101,6 +101,7 @@ impl Health {
 
     /// Says, in `/readyz`, why nothing can be granted (see `startup::Startup::cannot_grant`).
     pub fn set_cannot_grant(&self, why: String) {
+        // Set once at start; a second reason would only repeat the first.
         let _ = self.cannot_grant.set(why);
     }
 
@@ -695,15 +696,19 @@ pub async fn run_controllers(
     let synced = async move {
         // The only waiter on each store's readiness (it wakes one waiter only); reconciles
         // wait on `Context::ledger_ready`, which this releases.
-        if stores.grants.wait_until_ready().await.is_ok() {
+        // A failed wait means the store's watch is gone (the term is ending): nothing is
+        // marked synced then, so neither reconciles nor `/readyz` act on a cache never listed.
+        if store_ready("PimGrant", &stores.grants).await {
             ledger_synced.ledger_synced.send_replace(true);
+            if store_ready("AccessPolicy", &stores.policies).await
+                && store_ready("PimGroup", &stores.groups).await
+                && store_ready("EligibleAssignment", &stores.assignments).await
+                && store_ready("ActivationRequest", &stores.requests).await
+            {
+                ledger_synced.caches_synced.send_replace(true);
+                health.set_synced();
+            }
         }
-        let _ = stores.policies.wait_until_ready().await;
-        let _ = stores.groups.wait_until_ready().await;
-        let _ = stores.assignments.wait_until_ready().await;
-        let _ = stores.requests.wait_until_ready().await;
-        ledger_synced.caches_synced.send_replace(true);
-        health.set_synced();
         futures::future::pending::<()>().await;
     };
     let controllers = futures::future::join(
@@ -723,7 +728,26 @@ pub async fn run_controllers(
     }
     // Lets sends under way finish and be recorded (bounded by `delivery::DRAIN_LIMIT`).
     delivery_stop.cancel();
-    let _ = delivery.await;
+    if let Err(error) = delivery.await {
+        // Its outbox was not drained: sends under way may go unrecorded and be sent again by
+        // the next leader (same delivery ids).
+        tracing::error!(%error, "the delivery controller panicked; notifications under way may be sent again");
+    }
+}
+
+/// Waits until `store` has been listed once; `false` (logged) when its writer is gone first.
+async fn store_ready<K>(kind: &str, store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    match store.wait_until_ready().await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::info!(kind, %error, "cache stopped before it was listed; not reporting ready");
+            false
+        }
+    }
 }
 
 /// A lease holder name unique to this process, for replicas started without `POD_NAME`: two

@@ -371,6 +371,27 @@ fn transient(operation: &'static str, error: kube::Error) -> DirectoryError {
     }
 }
 
+/// `error`, of the same kind, with `note` added to its message.
+fn with_note(error: DirectoryError, note: &str) -> DirectoryError {
+    match error {
+        DirectoryError::Transient {
+            operation,
+            message,
+            retry_after,
+            refused,
+        } => DirectoryError::Transient {
+            operation,
+            message: format!("{message}; {note}"),
+            retry_after,
+            refused,
+        },
+        DirectoryError::Permanent { operation, message } => DirectoryError::Permanent {
+            operation,
+            message: format!("{message}; {note}"),
+        },
+    }
+}
+
 impl KubernetesDirectory {
     pub fn new(client: Client) -> Self {
         KubernetesDirectory {
@@ -745,12 +766,30 @@ impl Directory for KubernetesDirectory {
             if let Some(error) = failed {
                 // All or nothing: a member in only some bindings would be listed as present and
                 // never completed. Undo what was written; the retry adds to every binding.
+                let mut left = Vec::new();
                 for undo in &known.targets[..done] {
-                    let _ = self
+                    let binding = undo.describe(&undo.binding_name(group));
+                    let why = match self
                         .edit_binding(group, &known, undo, OPERATION, &take_back)
-                        .await;
+                        .await
+                    {
+                        Ok(Edited::Done) => continue,
+                        Ok(Edited::NotOurs(reason)) => reason,
+                        Err(error) => error.to_string(),
+                    };
+                    tracing::warn!(pim_group = %group.0, %member, %binding, %why, "could not take back a partial add; the member stays in that binding until a retry completes or removes it");
+                    left.push(format!("{binding} ({why})"));
                 }
-                return Err(error);
+                if left.is_empty() {
+                    return Err(error);
+                }
+                return Err(with_note(
+                    error,
+                    &format!(
+                        "{member} is left in {} after a failed undo",
+                        left.join(", ")
+                    ),
+                ));
             }
         }
         Ok(())
@@ -970,5 +1009,97 @@ mod tests {
             message.starts_with("RoleBinding payments/pim-x is not"),
             "{message}"
         );
+    }
+}
+
+#[cfg(test)]
+mod rollback_tests {
+    use super::*;
+    use crate::api::pim_group::{
+        DirectoryGroupRef, GroupRoles, NamespaceRole, PimGroupSpec, RoleSettings,
+    };
+    use crate::fake_apiserver::{FakeApiServer, FaultScope, Options, Verb};
+
+    fn group_with_two_bindings() -> PimGroup {
+        let spec = PimGroupSpec {
+            directory: "kubernetes".into(),
+            group: DirectoryGroupRef {
+                id: Some("ops".into()),
+                ..Default::default()
+            },
+            roles: GroupRoles {
+                member: RoleSettings { policy: "p".into() },
+                owner: None,
+            },
+            standing_access: Default::default(),
+            rbac: Some(RbacGrant {
+                cluster_roles: vec!["view".into()],
+                namespace_roles: vec![NamespaceRole {
+                    namespace: "team".into(),
+                    kind: RoleKind::ClusterRole,
+                    name: "edit".into(),
+                }],
+            }),
+        };
+        let mut group = PimGroup::new("ops", spec);
+        group.metadata.uid = Some("ops-uid".into());
+        group
+    }
+
+    fn cluster_binding_users(server: &FakeApiServer, name: &str) -> Vec<String> {
+        server
+            .store_get("clusterrolebindings", None, name)
+            .and_then(|b| b.get("subjects").cloned())
+            .and_then(|s| s.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| s.get("name")?.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    // Issue 22: when the second binding of an add failed and taking the member back out of the
+    // first failed too, that second failure was dropped: the error said nothing of a member
+    // left in a binding.
+    #[tokio::test]
+    async fn a_failed_undo_of_a_partial_add_is_named_in_the_error() {
+        let server = FakeApiServer::in_memory(Options::default());
+        let directory = KubernetesDirectory::new(server.client());
+        let group = directory
+            .ensure_group(&group_with_two_bindings())
+            .await
+            .unwrap();
+        let cluster = binding_name("ops", &role_ref("ClusterRole", "view"), None);
+        let bob = Member::User("bob".into());
+        // The ClusterRoleBinding is created; the RoleBinding is refused; so is the undo.
+        server.fail_next_in(1, 500, FaultScope::writes().resource("rolebindings"));
+        server.fail_next_in(
+            1,
+            500,
+            FaultScope::writes()
+                .resource("clusterrolebindings")
+                .verb(Verb::Update),
+        );
+        let error = directory
+            .add_member(&group, Role::Member, &bob)
+            .await
+            .unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!(
+                "user:bob is left in ClusterRoleBinding {cluster} ("
+            )),
+            "{message}"
+        );
+        assert_eq!(cluster_binding_users(&server, &cluster), ["bob"]);
+
+        // An undo that goes through leaves nothing behind and nothing to report.
+        server.fail_next_in(1, 500, FaultScope::writes().resource("rolebindings"));
+        let error = directory
+            .add_member(&group, Role::Member, &bob)
+            .await
+            .unwrap_err();
+        assert!(!error.to_string().contains("left in"), "{error}");
+        assert!(cluster_binding_users(&server, &cluster).is_empty());
     }
 }

@@ -208,6 +208,7 @@ impl Outbox {
     ) -> Arc<Outbox> {
         let stop = CancellationToken::new();
         let (updates, received) = mpsc::unbounded_channel();
+        let memory = SharedMemory::default();
         let mut queues = BTreeMap::new();
         let mut workers = Vec::new();
         let views = channels.iter().map(Configured::view).collect();
@@ -220,10 +221,10 @@ impl Outbox {
                 updates.clone(),
                 retry,
                 clock.clone(),
+                memory.clone(),
                 stop.clone(),
             )));
         }
-        let memory = SharedMemory::default();
         let recorder = tokio::spawn(record(received, client, memory.clone(), stop.clone()));
         Arc::new(Outbox {
             queues,
@@ -323,12 +324,17 @@ impl Outbox {
             return;
         }
         let updates = self.updates.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(updates) = updates.as_ref() {
-            let _ = updates.send(Update::Audited {
-                object: object.clone(),
-                upto,
-                snapshot,
-            });
+        if let Some(updates) = updates.as_ref()
+            && updates
+                .send(Update::Audited {
+                    object: object.clone(),
+                    upto,
+                    snapshot,
+                })
+                .is_err()
+        {
+            // The mark stays in memory and rides along with the object's next write, if any.
+            tracing::warn!(object = %object.name, upto, "the recorder has stopped; the audit mark is not written now");
         }
     }
 
@@ -340,11 +346,12 @@ impl Outbox {
         let deadline = tokio::time::Instant::now() + limit;
         let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
         for mut worker in workers {
-            if tokio::time::timeout_at(deadline, &mut worker)
-                .await
-                .is_err()
-            {
-                worker.abort();
+            match tokio::time::timeout_at(deadline, &mut worker).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "a notification worker panicked; its channel's queued notifications are left to the next leader");
+                }
+                Err(_) => worker.abort(),
             }
         }
         drop(
@@ -358,15 +365,20 @@ impl Outbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(mut recorder) = recorder
-            && tokio::time::timeout_at(deadline, &mut recorder)
-                .await
-                .is_err()
-        {
-            tracing::warn!(
-                "stopped before every sent notification was recorded; those may be sent again by the next leader"
-            );
-            recorder.abort();
+        if let Some(mut recorder) = recorder {
+            match tokio::time::timeout_at(deadline, &mut recorder).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(
+                    %error,
+                    "the notification recorder panicked; notifications it had not recorded may be sent again by the next leader"
+                ),
+                Err(_) => {
+                    tracing::warn!(
+                        "stopped before every sent notification was recorded; those may be sent again by the next leader"
+                    );
+                    recorder.abort();
+                }
+            }
         }
     }
 }
@@ -378,20 +390,27 @@ async fn work(
     updates: mpsc::UnboundedSender<Update>,
     retry: Retry,
     clock: Arc<dyn Clock>,
+    memory: SharedMemory,
     stop: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(channel.concurrency.max(1)));
     let mut running = JoinSet::new();
+    // What each running attempt sends, to name it and let it go when its task panics.
+    let mut under_way: HashMap<tokio::task::Id, (ObjectKey, Due)> = HashMap::new();
     loop {
         let job = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
+                attempt_ended(ended, &mut under_way, &memory, &channel.name);
+                continue;
+            }
             job = jobs.recv() => match job {
                 Some(job) => job,
                 None => break,
             },
         };
-        while running.try_join_next().is_some() {}
+        let sending = (job.object.clone(), job.due.clone());
         let attempt = Attempt {
             channel: channel.clone(),
             job,
@@ -401,9 +420,43 @@ async fn work(
             stop: stop.clone(),
             slots: slots.clone(),
         };
-        running.spawn(attempt.deliver());
+        let id = running.spawn(attempt.deliver()).id();
+        under_way.insert(id, sending);
     }
-    while running.join_next().await.is_some() {}
+    while let Some(ended) = running.join_next_with_id().await {
+        attempt_ended(ended, &mut under_way, &memory, &channel.name);
+    }
+}
+
+/// Observes an attempt's end. One that panicked is logged with its object and forgotten, so
+/// the object's next reconcile queues it again (its record was never written).
+fn attempt_ended(
+    ended: Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+    under_way: &mut HashMap<tokio::task::Id, (ObjectKey, Due)>,
+    memory: &SharedMemory,
+    channel: &str,
+) {
+    let (id, failure) = match ended {
+        Ok((id, ())) => (id, None),
+        Err(error) => (error.id(), Some(error)),
+    };
+    let Some((object, due)) = under_way.remove(&id) else {
+        return;
+    };
+    let Some(error) = failure else {
+        return;
+    };
+    tracing::error!(
+        %channel, event = %due.event.as_str(), object = %object.name, recipient = %due.recipient,
+        %error, "notification attempt failed unexpectedly; it is queued again on the object's next reconcile"
+    );
+    let mut memory = lock(memory);
+    if let Some(set) = memory.known.get_mut(&object.uid) {
+        set.remove(&due);
+        if set.is_empty() {
+            memory.known.remove(&object.uid);
+        }
+    }
 }
 
 struct Attempt {
@@ -500,10 +553,19 @@ impl Attempt {
             attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
             error: error.as_deref().map(short),
         };
-        let _ = updates.send(Update::Notified {
-            object: job.object,
-            record,
-        });
+        if updates
+            .send(Update::Notified {
+                object: job.object.clone(),
+                record,
+            })
+            .is_err()
+        {
+            // Only when the recorder panicked: the next leader sends it again (same id).
+            tracing::warn!(
+                channel = %channel.name, %event, object = %job.object.name,
+                recipient = %job.due.recipient, "the recorder has stopped; this notification is not recorded"
+            );
+        }
     }
 }
 
@@ -766,6 +828,72 @@ mod tests {
         };
         outbox.settle("u", Some(&recorded));
         assert_eq!(outbox.audited("u"), 0);
+        outbox.shutdown(Duration::from_millis(100)).await;
+    }
+
+    /// A channel whose send panics, as a bug in a channel would.
+    struct Panicking;
+
+    #[async_trait::async_trait]
+    impl super::super::channel::Channel for Panicking {
+        fn kind(&self) -> &'static str {
+            "webhook"
+        }
+
+        fn audience(&self) -> super::super::plan::Audience {
+            super::super::plan::Audience::PerRecipient
+        }
+
+        async fn send(&self, _: &Message, _: &str, _: &str) -> Result<(), SendError> {
+            panic!("channel bug")
+        }
+    }
+
+    // Issue 22: a delivery task that panicked was lost silently, and stayed "known", so no
+    // reconcile queued it again for the rest of the term.
+    #[tokio::test]
+    async fn a_panicking_send_is_forgotten_so_the_next_reconcile_queues_it_again() {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let outbox = Outbox::start(
+            vec![Configured {
+                name: "mail".into(),
+                channel: Arc::new(Panicking),
+                events: vec![Event::Activated],
+                concurrency: 1,
+            }],
+            Retry {
+                max_attempts: 1,
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+            client,
+            Arc::new(crate::clock::ManualClock::new(
+                "2026-03-02T09:00:00Z".parse().unwrap(),
+            )),
+        );
+        let due = Due {
+            event: Event::Activated,
+            channel: "mail".into(),
+            recipient: "bob@contoso.com".into(),
+        };
+        let message = Arc::new(crate::notify::message::render(
+            Event::Activated,
+            &Default::default(),
+            "2026-03-02T09:00:00Z".parse().unwrap(),
+            vec![],
+        ));
+        assert!(outbox.submit(&key(), due.clone(), message.clone()));
+        let forgotten = async {
+            while outbox.is_known("u", &due) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), forgotten)
+            .await
+            .expect("the panicked notification is still known");
+        assert!(outbox.submit(&key(), due.clone(), message), "queued again");
         outbox.shutdown(Duration::from_millis(100)).await;
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pim_operator::loadtest::{self, Options, PriorityOptions};
+use pim_testkit::loadtest::{self, Options, PriorityOptions};
 
 fn usage() -> ! {
     eprintln!(

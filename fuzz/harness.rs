@@ -1,5 +1,5 @@
 //! The admission fuzz harness, shared by the cargo-fuzz target (`fuzz_targets/admission.rs`)
-//! and the corpus test (`tests/fuzz_corpus.rs`): one request body in, both webhooks' answers
+//! and the corpus test (`tests/it/fuzz_corpus.rs`): one request body in, both webhooks' answers
 //! out. A panic here is a finding: either the webhook panicked, or an answer broke one of the
 //! invariants below.
 #![allow(dead_code, clippy::expect_used, clippy::panic)]

@@ -16,10 +16,10 @@
 # PATH (or KUBECTL_PIM_BIN). It reuses the cluster if it exists and leaves it running.
 #
 # --fake-apiserver runs every step it can without Docker, against the project's fake API
-# server (src/fake_apiserver), so that CI tests this script. What cannot run there is replaced
+# server (crates/pim-testkit/src/fake_apiserver), so that CI tests this script. What cannot run there is replaced
 # by the closest real thing, and the step says so:
 #   - the image: the built binaries (PIM_OPERATOR_BIN, KUBECTL_PIM_BIN, FAKE_APISERVER_BIN;
-#     unset: `cargo build --features fake-apiserver` builds them);
+#     unset: `cargo build --bin pim-operator --bin fake-apiserver` builds them);
 #   - the cluster: a fake-apiserver process, which calls the admission webhooks;
 #   - `helm install`: `helm template | kubectl apply --server-side` (the same manifests);
 #   - the pod: pim-operator run locally with the config the chart installed (its ConfigMap),
@@ -268,7 +268,7 @@ build() {
     fi
     step "build (fake mode: the binaries stand in for the image)"
     if [[ -z ${PIM_OPERATOR_BIN:-} || -z ${FAKE_APISERVER_BIN:-} ]]; then
-        run cargo build --manifest-path "$ROOT/Cargo.toml" --features fake-apiserver \
+        run cargo build --manifest-path "$ROOT/Cargo.toml" \
             --bin pim-operator --bin fake-apiserver
         local target
         target=$(cargo metadata --manifest-path "$ROOT/Cargo.toml" --format-version 1 --no-deps |

@@ -2,7 +2,7 @@
 //! custom resource: backends read them from files.
 //!
 //! Every field is documented for users in `deploy/config/operator.yaml`; the types derive
-//! `JsonSchema` so that tests/config_reference.rs can check that list against them.
+//! `JsonSchema` so that tests/it/config_reference.rs can check that list against them.
 
 use std::collections::BTreeMap;
 use std::path::Path;

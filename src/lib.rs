@@ -1,24 +1,22 @@
 //! pim-operator: Privileged Identity Management (just-in-time privileged access) for
-//! Kubernetes. `api` holds the resources, `core` the pure decision logic.
+//! Kubernetes. The resources are the `pim-api` crate, the pure decision logic the `pim-core`
+//! crate (re-exported here as `api`, `core`, `engine` and `checks`); this crate holds the
+//! shells: controllers, directories, the webhook, notifications, audit, the CLI and the
+//! binaries (docs/architecture.md).
 
-pub mod api;
+pub use pim_api as api;
+pub use pim_core::{checks, core, engine};
+
 pub mod attestation;
 pub mod audit;
-pub mod checks;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod controller;
-pub mod core;
 pub mod directory;
-pub mod engine;
-#[cfg(feature = "fake-apiserver")]
-pub mod fake_apiserver;
 pub mod http;
 pub mod kubectl_pim;
 pub mod lenient;
-#[cfg(feature = "fake-apiserver")]
-pub mod loadtest;
 pub mod logging;
 pub mod manifests;
 pub mod metrics;

@@ -5,8 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "support/operator.rs"]
-mod operator;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::operator;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, OnceLock};

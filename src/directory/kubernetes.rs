@@ -1018,7 +1018,7 @@ mod rollback_tests {
     use crate::api::pim_group::{
         DirectoryGroupRef, GroupRoles, NamespaceRole, PimGroupSpec, RoleSettings,
     };
-    use crate::fake_apiserver::{FakeApiServer, FaultScope, Options, Verb};
+    use pim_testkit::fake_apiserver::{FakeApiServer, FaultScope, Options, Verb};
 
     fn group_with_two_bindings() -> PimGroup {
         let spec = PimGroupSpec {

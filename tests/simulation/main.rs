@@ -267,7 +267,7 @@ fn run(seed: u64, ops: &[Op], stop: bool) -> Outcome {
             stats,
         }
     });
-    pim_operator::fake_apiserver::seed_ids(None);
+    pim_testkit::fake_apiserver::seed_ids(None);
     outcome
 }
 

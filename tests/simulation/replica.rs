@@ -23,9 +23,9 @@ use pim_operator::controller::{
 };
 use pim_operator::directory::Directories;
 use pim_operator::engine::Attestor;
-use pim_operator::fake_apiserver::{FakeApi, FakeApiServer};
 use pim_operator::lenient::Lenient;
 use pim_operator::metrics::Metrics;
+use pim_testkit::fake_apiserver::{FakeApi, FakeApiServer};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedReceiver;
 

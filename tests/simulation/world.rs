@@ -21,7 +21,7 @@ use pim_operator::clock::{Clock, ManualClock};
 use pim_operator::config::{Config, Settings};
 use pim_operator::core::membership::Member;
 use pim_operator::engine::{Attestor, SignedAttestor};
-use pim_operator::fake_apiserver::{FakeApiServer, FaultScope, Options};
+use pim_testkit::fake_apiserver::{FakeApiServer, FaultScope, Options};
 
 use super::directory::{self, DirState, Flavor, Held, Target, Write};
 use super::model::{
@@ -156,7 +156,7 @@ fn assignment_name(user: &str, group: usize, role: Role) -> String {
 
 impl Sim {
     pub async fn new(seed: u64) -> Sim {
-        pim_operator::fake_apiserver::seed_ids(Some(seed));
+        pim_testkit::fake_apiserver::seed_ids(Some(seed));
         let server = FakeApiServer::in_memory(Options::default());
         let clock = Arc::new(ManualClock::new(T0.parse().unwrap()));
         server.set_clock(clock.clone());

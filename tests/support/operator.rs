@@ -5,10 +5,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -31,31 +29,13 @@ use pim_operator::controller::{self, Dependencies, Health};
 use pim_operator::directory::Directory;
 use pim_operator::directory::memory::MemoryDirectory;
 use pim_operator::engine::TrustAsWritten;
-use pim_operator::fake_apiserver::FakeApiServer;
 use pim_operator::metrics::Metrics;
+use pim_testkit::fake_apiserver::FakeApiServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const T0: &str = "2026-03-02T09:00:00Z";
-/// Generous: a loaded 2-core CI machine runs several test binaries at once.
-pub const WAIT: Duration = Duration::from_secs(40);
-
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use super::{WAIT, eventually};
 
 struct Operator {
     stop: CancellationToken,

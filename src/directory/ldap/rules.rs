@@ -1,6 +1,6 @@
 //! What LDAP servers answer to this backend's member writes, what the backend does then, and
 //! how the servers compare principal names: the one rule table that the backend
-//! (`LdapDirectory::modify`, `listed_as`), the tests (`tests/ldap.rs`, whose Active Directory
+//! (`LdapDirectory::modify`, `listed_as`), the tests (`tests/it/ldap.rs`, whose Active Directory
 //! look-alike in `tests/support/ldap_proxy.rs` answers from here) and `docs/directories.md`
 //! name. Each rule cites where the answer is documented.
 

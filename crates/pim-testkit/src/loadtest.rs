@@ -1,0 +1,1026 @@
+//! The load harness (DESIGN §12): the fake API server, the operator and the memory directory in
+//! one process. `benches/loadtest.rs` runs it at full size and prints the summary as JSON;
+//! `tests/it/load_smoke.rs` runs a small configuration in CI and checks the write counts.
+//!
+//! Time is a [`ManualClock`] that stands still while requests activate, so every window starts
+//! and ends at the same instant: moving the clock to that end makes all grants expire at once,
+//! the worst case of "10,000 expiring in the same minute", without waiting an hour. Latencies are
+//! wall time ([`Instant`]), measured from the moment an object is created or a deadline is
+//! reached to the moment the directory or the status shows the effect.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
+use kube::runtime::watcher;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::access_policy::{AccessPolicySpec, ActivationSettings};
+use crate::api::activation_request::{ActivationRequestSpec, Phase, Requester};
+use crate::api::common::{PrincipalRef, Role};
+use crate::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
+use crate::api::pim_group::{
+    DirectoryGroupRef, GroupRoles, PimGroupSpec, RoleSettings, StandingAccess,
+};
+use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::clock::{Clock, ManualClock};
+use crate::config::Config;
+use crate::controller::{self, Dependencies, Health};
+use crate::core::membership::Member;
+use crate::directory::instrumented::Instrumented;
+use crate::directory::memory::MemoryDirectory;
+use crate::directory::{Directories, Directory};
+use crate::engine::TrustAsWritten;
+use crate::fake_apiserver::FakeApiServer;
+use crate::metrics::Metrics;
+
+const T0: &str = "2026-03-02T09:00:00Z";
+/// How long requests in the main run last; all end together at T0 + this.
+const DURATION_MINS: i64 = 60;
+/// How long the requests that come due in the priority run last.
+const DUE_DURATION_MINS: i64 = 10;
+
+/// What to run. Defaults are the DESIGN §12 targets.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub requests: usize,
+    pub assignments: usize,
+    pub groups: usize,
+    /// Latency of every directory call.
+    pub latency: Duration,
+    /// Directory calls in flight at once; `None` for no limit.
+    pub directory_concurrency: Option<usize>,
+    /// Directory writes per second during the main run; `None` for no limit.
+    pub write_rate: Option<f64>,
+    /// The operator's reconciles at once, per kind.
+    pub operator_concurrency: u16,
+    /// Creates in flight at once from the harness.
+    pub create_concurrency: usize,
+    /// The idle window over which CPU is measured.
+    pub idle: Duration,
+    /// Gives up waiting for any phase after this long.
+    pub timeout: Duration,
+    /// The revocation-priority run, when set.
+    pub priority: Option<PriorityOptions>,
+    /// Only the fake API server and the harness, with the same objects and no operator: the
+    /// memory they take without it, to tell the operator's share of the peak RSS.
+    pub without_operator: bool,
+}
+
+/// Revocation priority under throttling: `pending` grants queue up behind a directory limited
+/// to `write_rate` writes a second, while `due` earlier grants reach their end.
+#[derive(Debug, Clone)]
+pub struct PriorityOptions {
+    pub write_rate: f64,
+    pub pending: usize,
+    pub due: usize,
+    /// How long after the pending grants are created the due ones end.
+    pub after: Duration,
+    /// The pending grants end at the same instant as the due ones: those not yet written must
+    /// never be, and those written must be removed.
+    pub pending_end_too: bool,
+    /// After the due removals, wait until every pending grant is written (or, with
+    /// `pending_end_too`, removed again): none is dropped, and revocations do not starve grants.
+    pub wait_pending: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            requests: 10_000,
+            assignments: 10_000,
+            groups: 500,
+            latency: Duration::from_millis(20),
+            directory_concurrency: None,
+            write_rate: None,
+            operator_concurrency: 16,
+            create_concurrency: 64,
+            idle: Duration::from_secs(10),
+            timeout: Duration::from_secs(120),
+            priority: None,
+            without_operator: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    pub count: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut samples: Vec<Duration>) -> Percentiles {
+        samples.sort();
+        let at = |q: f64| {
+            if samples.is_empty() {
+                return 0.0;
+            }
+            let rank = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len());
+            samples[rank - 1].as_secs_f64() * 1000.0
+        };
+        Percentiles {
+            count: samples.len(),
+            p50_ms: at(0.50),
+            p95_ms: at(0.95),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// The JSON summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub requests: usize,
+    pub assignments: usize,
+    pub groups: usize,
+    pub directory_latency_ms: f64,
+    pub operator_concurrency: u16,
+    /// Setup: groups and assignments created and every group Ready.
+    pub setup_seconds: f64,
+    /// Created → Active, per request.
+    pub created_to_active: Percentiles,
+    /// Its parts: created → Scheduled (the request controller decided), Scheduled → the
+    /// directory add (the group controller), the add → Active (the request controller saw it).
+    pub created_to_scheduled: Percentiles,
+    pub scheduled_to_granted: Percentiles,
+    pub granted_to_active: Percentiles,
+    /// First create → last Active.
+    pub activation_wall_seconds: f64,
+    /// Requests reaching Active per second of `activation_wall_seconds`.
+    pub activations_per_second: f64,
+    /// End time → removal confirmed by the directory, per grant.
+    pub revocation_lag: Percentiles,
+    /// End time → last removal.
+    pub revocation_wall_seconds: f64,
+    pub revocations_per_second: f64,
+    pub directory_adds: usize,
+    pub directory_removes: usize,
+    pub writes_per_grant: f64,
+    pub writes_per_revocation: f64,
+    /// Membership listings while requests activated, and in the revocation pass.
+    pub list_calls_activation: u64,
+    pub list_calls_revocation: u64,
+    /// Listings in one resync (every object looked at again, nothing changed), per group and role.
+    pub list_calls_per_group_per_resync: f64,
+    /// Members granted by a request still in the directory after every end passed.
+    pub grants_outliving_end: usize,
+    /// Grants written after the clock had passed their end (must be 0).
+    pub adds_after_end: usize,
+    /// API requests the operator made in the idle window.
+    pub idle_api_requests: u64,
+    /// The writes among them, by field manager and resource.
+    pub idle_api_writes: BTreeMap<String, usize>,
+    /// API writes while requests activated, and in the revocation pass, by field manager and
+    /// resource.
+    pub api_writes_activation: BTreeMap<String, usize>,
+    pub api_writes_revocation: BTreeMap<String, usize>,
+    pub idle_directory_calls: u64,
+    pub idle_window_seconds: f64,
+    /// CPU seconds of the whole process (operator, fake API server, harness) in the idle window.
+    pub idle_cpu_seconds: f64,
+    pub idle_cpu_percent: f64,
+    pub peak_rss_mb: f64,
+    pub rss_after_load_mb: f64,
+    pub priority: Option<PrioritySummary>,
+    /// Reconciles per kind over the whole run (from the operator's metrics).
+    pub reconciles: BTreeMap<String, u64>,
+    /// Their mean duration per kind, in milliseconds.
+    pub reconcile_mean_ms: BTreeMap<String, f64>,
+    pub total_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PrioritySummary {
+    pub write_rate: f64,
+    pub pending_grants: usize,
+    pub due_revocations: usize,
+    /// Grants still not written when the due revocations' end came.
+    pub grants_pending_at_end: usize,
+    /// End time → removal confirmed, for the due revocations.
+    pub revocation_lag: Percentiles,
+    /// Grants written between the end time and the last due removal.
+    pub grants_written_before_last_revocation: usize,
+    /// The most grants written after the end time and before any one due removal: how many
+    /// grants a due revocation waited behind.
+    pub grants_ahead_of_a_revocation_max: usize,
+    /// Due grants still in the directory when the harness stopped waiting (must be 0).
+    pub due_left: usize,
+    /// Due grants written after their end (must be 0).
+    pub adds_after_end: usize,
+    /// Pending grants that took effect after the end; with `pending_end_too`, at most the adds
+    /// already in flight (the add lanes) when the end came.
+    pub pending_added_after_end: usize,
+    /// With `wait_pending`: pending grants never written, or (with `pending_end_too`) still in
+    /// the directory after their end (must be 0).
+    pub pending_left: usize,
+    /// The time a revocation would wait queued behind the grants pending at the end, at the
+    /// directory's rate.
+    pub fifo_wait_estimate_ms: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("fake API server: {0}")]
+    Server(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Peak and current resident memory, in MB, from /proc/self/status.
+pub fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// CPU time of this process (user + system), from /proc/self/stat.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
+        return 0.0;
+    };
+    // USER_HZ is 100 on every Linux we run on.
+    (utime + stime) / 100.0
+}
+
+fn user(i: usize) -> String {
+    format!("u{i}")
+}
+
+fn group_name(j: usize) -> String {
+    format!("g{j}")
+}
+
+fn group_id(j: usize) -> String {
+    format!("g{j}-id")
+}
+
+/// The in-process world: server, clock, directory, operator.
+pub struct World {
+    pub server: FakeApiServer,
+    pub client: kube::Client,
+    pub clock: Arc<ManualClock>,
+    pub directory: Arc<MemoryDirectory>,
+    pub metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// When each request was first seen Active.
+    active_at: Arc<Mutex<HashMap<String, Instant>>>,
+    /// When each request was first seen Scheduled (approved, waiting for the directory).
+    scheduled_at: Arc<Mutex<HashMap<String, Instant>>>,
+    watch_task: Option<tokio::task::JoinHandle<()>>,
+    options: Options,
+}
+
+impl World {
+    pub async fn start(options: Options) -> Result<World, LoadError> {
+        let server = FakeApiServer::start()
+            .await
+            .map_err(|e| LoadError::Server(e.to_string()))?;
+        let clock = Arc::new(ManualClock::new(
+            T0.parse().map_err(|e| LoadError::Setup(format!("{e}")))?,
+        ));
+        server.handle().set_clock(clock.clone());
+        let client = server.client();
+        let directory = Arc::new(MemoryDirectory::new());
+        directory.set_latency(options.latency);
+        directory.set_concurrency_limit(options.directory_concurrency);
+        directory.set_write_rate(options.write_rate);
+        Ok(World {
+            server,
+            client,
+            clock,
+            directory,
+            metrics: Arc::new(Metrics::new()),
+            stop: CancellationToken::new(),
+            task: None,
+            active_at: Arc::default(),
+            scheduled_at: Arc::default(),
+            watch_task: None,
+            options,
+        })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>,
+    {
+        Api::all(self.client.clone())
+    }
+
+    /// One policy (1h, no approval), the groups, and Eligible assignments spread over them.
+    pub async fn seed(&self) -> Result<(), LoadError> {
+        let pp = PostParams::default();
+        let policy = AccessPolicySpec {
+            activation: ActivationSettings {
+                max_duration: Some("1h".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.api::<AccessPolicy>()
+            .create(&pp, &AccessPolicy::new("p", policy))
+            .await?;
+        let groups = (0..self.options.groups).map(|j| {
+            let spec = PimGroupSpec {
+                directory: "memory".into(),
+                group: DirectoryGroupRef {
+                    id: Some(group_id(j)),
+                    ..Default::default()
+                },
+                roles: GroupRoles {
+                    member: RoleSettings { policy: "p".into() },
+                    owner: None,
+                },
+                standing_access: StandingAccess::Remove,
+                rbac: None,
+            };
+            PimGroup::new(&group_name(j), spec)
+        });
+        let api = self.api::<PimGroup>();
+        futures::stream::iter(groups)
+            .map(|g| {
+                let api = api.clone();
+                async move { api.create(&PostParams::default(), &g).await.map(drop) }
+            })
+            .buffer_unordered(self.options.create_concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let assignments = (0..self.options.assignments).map(|i| {
+            let spec = EligibleAssignmentSpec {
+                group: group_name(i % self.options.groups.max(1)),
+                principal: PrincipalRef::user(user(i)),
+                schedule: Schedule {
+                    duration: Some("30d".into()),
+                    ..Default::default()
+                },
+                justification: Some("on call".into()),
+                ..Default::default()
+            };
+            EligibleAssignment::new(&format!("a{i}"), spec)
+        });
+        let api = self.api::<EligibleAssignment>();
+        futures::stream::iter(assignments)
+            .map(|a| {
+                let api = api.clone();
+                async move { api.create(&PostParams::default(), &a).await.map(drop) }
+            })
+            .buffer_unordered(self.options.create_concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Starts the operator, and the harness's own watch of request phases.
+    pub fn launch(&mut self) -> Result<(), LoadError> {
+        let text = format!(
+            "resyncInterval: 1h\nconcurrency: {}\nleaderElection: {{enabled: false}}\nnamespace: pim-system\n",
+            self.options.operator_concurrency
+        );
+        let settings =
+            Config::parse(&text, "loadtest").map_err(|e| LoadError::Setup(e.to_string()))?;
+        let mut directories = Directories::default();
+        let memory: Arc<dyn Directory> = self.directory.clone();
+        directories.insert("memory", Instrumented::wrap(memory, self.metrics.clone()));
+        let deps = Dependencies {
+            client: self.client.clone(),
+            settings,
+            directories,
+            attestor: Arc::new(TrustAsWritten),
+            clock: self.clock.clone(),
+            metrics: self.metrics.clone(),
+            health: Arc::new(Health::default()),
+        };
+        let token = self.stop.clone();
+        self.task = Some(tokio::spawn(async move {
+            if let Err(error) = controller::run(deps, token).await {
+                tracing::error!(%error, "operator stopped");
+            }
+        }));
+        self.watch_phases();
+        Ok(())
+    }
+
+    /// The harness's own watch of request phases.
+    fn watch_phases(&mut self) {
+        let api = self.api::<ActivationRequest>();
+        let active_at = self.active_at.clone();
+        let scheduled_at = self.scheduled_at.clone();
+        self.watch_task = Some(tokio::spawn(async move {
+            watcher(api, watcher::Config::default())
+                .for_each(|event| {
+                    let record = |r: &ActivationRequest| {
+                        let seen = match r.status.as_ref().and_then(|s| s.phase) {
+                            Some(Phase::Active) => &active_at,
+                            Some(Phase::Scheduled) => &scheduled_at,
+                            _ => return,
+                        };
+                        let name = r.metadata.name.clone().unwrap_or_default();
+                        seen.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(name)
+                            .or_insert_with(Instant::now);
+                    };
+                    if let Ok(watcher::Event::Apply(r) | watcher::Event::InitApply(r)) = event {
+                        record(&r);
+                    }
+                    async {}
+                })
+                .await;
+        }));
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        if let Some(task) = self.watch_task.take() {
+            task.abort();
+        }
+        self.server.shutdown().await;
+    }
+
+    /// Waits until every group reports Ready.
+    async fn wait_groups_ready(&self) -> Result<(), LoadError> {
+        let api = self.api::<PimGroup>();
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            let groups = api.list(&Default::default()).await?;
+            let ready = groups
+                .items
+                .iter()
+                .filter(|g| {
+                    g.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            if ready == self.options.groups {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LoadError::Timeout(format!(
+                    "{ready} of {} groups Ready",
+                    self.options.groups
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until every assignment has a status: the operator has looked at each, and nothing
+    /// of the setup still competes with the activations that follow.
+    async fn wait_assignments_settled(&self) -> Result<(), LoadError> {
+        let api = self.api::<EligibleAssignment>();
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            let assignments = api.list(&Default::default()).await?;
+            let settled = assignments
+                .items
+                .iter()
+                .filter(|a| a.status.as_ref().is_some_and(|s| s.phase.is_some()))
+                .count();
+            if settled == self.options.assignments {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LoadError::Timeout(format!(
+                    "{settled} of {} assignments have a status",
+                    self.options.assignments
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Creates requests `names` for assignments `indices`, lasting `minutes`; returns when each
+    /// create was sent.
+    async fn create_requests(
+        &self,
+        indices: impl Iterator<Item = usize>,
+        minutes: i64,
+    ) -> Result<HashMap<String, Instant>, LoadError> {
+        let m = self.options.assignments.max(1);
+        let g = self.options.groups.max(1);
+        let api = self.api::<ActivationRequest>();
+        let created = Arc::new(Mutex::new(HashMap::new()));
+        futures::stream::iter(indices)
+            .map(|i| {
+                let api = api.clone();
+                let created = created.clone();
+                let a = i % m;
+                let spec = ActivationRequestSpec {
+                    group: group_name(a % g),
+                    duration: Some(format!("{minutes}m")),
+                    justification: Some("load test".into()),
+                    requester: Some(Requester {
+                        username: user(a),
+                        ..Default::default()
+                    }),
+                    principal: Some(user(a)),
+                    ..Default::default()
+                };
+                let name = format!("r{i}");
+                let request = ActivationRequest::new(&name, spec);
+                async move {
+                    let sent = Instant::now();
+                    api.create(&PostParams::default(), &request).await?;
+                    created
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(name, sent);
+                    Ok::<_, LoadError>(())
+                }
+            })
+            .buffer_unordered(self.options.create_concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let created = std::mem::take(&mut *created.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(created)
+    }
+
+    async fn wait_active(&self, names: &HashMap<String, Instant>) -> Result<(), LoadError> {
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            let done = {
+                let active = self.active_at.lock().unwrap_or_else(|e| e.into_inner());
+                names.keys().filter(|n| active.contains_key(*n)).count()
+            };
+            if done == names.len() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(LoadError::Timeout(format!(
+                    "{done} of {} requests Active",
+                    names.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Principals of `group` that are users, over every group.
+    fn members_of_users(&self, users: &BTreeSet<(String, String)>) -> usize {
+        (0..self.options.groups)
+            .map(|j| {
+                let members = self.directory.members(&group_id(j), Role::Member);
+                members
+                    .iter()
+                    .filter(|m| match m {
+                        Member::User(u) => users.contains(&(group_id(j), u.clone())),
+                        Member::Group(_) => false,
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
+    /// Waits until none of `grants` ((group id, user)) is in the directory.
+    async fn wait_removed(&self, grants: &BTreeSet<(String, String)>) -> Result<(), LoadError> {
+        match self.wait_removed_or_timeout(grants).await {
+            0 => Ok(()),
+            left => Err(LoadError::Timeout(format!("{left} grants not yet removed"))),
+        }
+    }
+
+    /// Waits until none of `grants` is in the directory, or the timeout; returns how many are.
+    async fn wait_removed_or_timeout(&self, grants: &BTreeSet<(String, String)>) -> usize {
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            let left = self.members_of_users(grants);
+            if left == 0 || Instant::now() > deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the directory has seen no call for `quiet`.
+    async fn wait_quiet(&self, quiet: Duration) {
+        let deadline = Instant::now() + self.options.timeout;
+        let mut last = (self.directory.writes().len(), self.directory.list_calls());
+        let mut since = Instant::now();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = (self.directory.writes().len(), self.directory.list_calls());
+            if now != last {
+                last = now;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return;
+            }
+        }
+    }
+
+    /// API writes after the first `skip`, by field manager, verb and resource.
+    fn api_writes_since(&self, skip: usize) -> BTreeMap<String, usize> {
+        let mut by = BTreeMap::new();
+        for write in self.server.handle().writes().iter().skip(skip) {
+            let key = format!(
+                "{} {:?} {}{}",
+                write.field_manager.as_deref().unwrap_or("-"),
+                write.verb,
+                write.resource,
+                write
+                    .subresource
+                    .as_deref()
+                    .map_or(String::new(), |s| format!("/{s}"))
+            );
+            *by.entry(key).or_default() += 1;
+        }
+        by
+    }
+
+    fn grant_of(&self, i: usize) -> (String, String) {
+        let a = i % self.options.assignments.max(1);
+        (group_id(a % self.options.groups.max(1)), user(a))
+    }
+}
+
+/// Runs the whole harness and returns its summary.
+pub async fn run(options: Options) -> Result<Summary, LoadError> {
+    let mut world = World::start(options.clone()).await?;
+    let result = run_in_world(&mut world, &options).await;
+    world.shutdown().await;
+    result
+}
+
+/// Runs the harness in a started world, leaving it running for the caller to inspect.
+pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summary, LoadError> {
+    let started = Instant::now();
+    let mut summary = Summary {
+        requests: options.requests,
+        assignments: options.assignments,
+        groups: options.groups,
+        directory_latency_ms: options.latency.as_secs_f64() * 1000.0,
+        operator_concurrency: options.operator_concurrency,
+        ..Default::default()
+    };
+    let t0: Timestamp = T0.parse().map_err(|e| LoadError::Setup(format!("{e}")))?;
+
+    if options.without_operator {
+        return memory_without_operator(world, options, summary).await;
+    }
+
+    // Setup: everything but the requests, then the operator, until every group is Ready.
+    world.seed().await?;
+    world.launch()?;
+    world.wait_groups_ready().await?;
+    world.wait_assignments_settled().await?;
+    world.wait_quiet(Duration::from_millis(500)).await;
+    summary.setup_seconds = started.elapsed().as_secs_f64();
+
+    // Activation: N requests, no approval needed.
+    let writes_before = world.directory.writes().len();
+    let lists_before = world.directory.list_calls();
+    let api_mark = world.server.handle().writes().len();
+    let first_create = Instant::now();
+    let created = world
+        .create_requests(0..options.requests, DURATION_MINS)
+        .await?;
+    world.wait_active(&created).await?;
+    let active_at = world
+        .active_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let latencies: Vec<Duration> = created
+        .iter()
+        .filter_map(|(name, sent)| Some(active_at.get(name)?.saturating_duration_since(*sent)))
+        .collect();
+    let last_active = created
+        .keys()
+        .filter_map(|n| active_at.get(n))
+        .max()
+        .copied()
+        .unwrap_or(first_create);
+    summary.created_to_active = Percentiles::of(latencies);
+    let scheduled_at = world
+        .scheduled_at
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let granted_at: HashMap<(String, String), Instant> = world
+        .directory
+        .timed_writes()
+        .into_iter()
+        .filter(|(_, added, ..)| *added)
+        .filter_map(|(t, _, g, _, m)| match m {
+            Member::User(u) => Some(((g.0, u), t)),
+            Member::Group(_) => None,
+        })
+        .collect();
+    let mut parts = (Vec::new(), Vec::new(), Vec::new());
+    for (name, sent) in &created {
+        let i = name
+            .strip_prefix('r')
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_default();
+        let (scheduled, granted, active) = (
+            scheduled_at.get(name),
+            granted_at.get(&world.grant_of(i)),
+            active_at.get(name),
+        );
+        if let (Some(scheduled), Some(granted), Some(active)) = (scheduled, granted, active) {
+            parts.0.push(scheduled.saturating_duration_since(*sent));
+            parts.1.push(granted.saturating_duration_since(*scheduled));
+            parts.2.push(active.saturating_duration_since(*granted));
+        }
+    }
+    summary.created_to_scheduled = Percentiles::of(parts.0);
+    summary.scheduled_to_granted = Percentiles::of(parts.1);
+    summary.granted_to_active = Percentiles::of(parts.2);
+    summary.activation_wall_seconds = last_active
+        .saturating_duration_since(first_create)
+        .as_secs_f64();
+    summary.activations_per_second =
+        options.requests as f64 / summary.activation_wall_seconds.max(1e-9);
+    world.wait_quiet(Duration::from_millis(500)).await;
+    let grants: BTreeSet<(String, String)> =
+        (0..options.requests).map(|i| world.grant_of(i)).collect();
+    summary.list_calls_activation = world.directory.list_calls() - lists_before;
+    summary.api_writes_activation = world.api_writes_since(api_mark);
+    let (_, rss_now) = rss_mb();
+    summary.rss_after_load_mb = rss_now;
+
+    // Idle: nothing due for an hour; the operator should do nothing.
+    let api_before = world.server.handle().requests();
+    let api_writes_before = world.server.handle().writes().len();
+    let calls_before = (world.directory.writes().len(), world.directory.list_calls());
+    let cpu_before = cpu_seconds();
+    let idle_started = Instant::now();
+    tokio::time::sleep(options.idle).await;
+    summary.idle_cpu_seconds = cpu_seconds() - cpu_before;
+    summary.idle_window_seconds = idle_started.elapsed().as_secs_f64();
+    summary.idle_cpu_percent =
+        100.0 * summary.idle_cpu_seconds / summary.idle_window_seconds.max(1e-9);
+    let api_after = world.server.handle().requests();
+    summary.idle_api_requests = api_after.total().saturating_sub(api_before.total());
+    summary.idle_api_writes = world.api_writes_since(api_writes_before);
+    summary.idle_directory_calls =
+        (world.directory.writes().len() + world.directory.list_calls() as usize)
+            .saturating_sub(calls_before.0 + calls_before.1 as usize) as u64;
+
+    // A resync with nothing to change: a minute passes, every object is looked at again.
+    let lists_before = world.directory.list_calls();
+    world.clock.advance(SignedDuration::from_mins(1));
+    world.wait_quiet(Duration::from_millis(1000)).await;
+    summary.list_calls_per_group_per_resync =
+        (world.directory.list_calls() - lists_before) as f64 / options.groups.max(1) as f64;
+
+    // Revocation: every window ends at T0 + DURATION_MINS; move the clock there.
+    let lists_before = world.directory.list_calls();
+    let end = t0 + SignedDuration::from_mins(DURATION_MINS);
+    let writes_mark = world.directory.writes().len();
+    let api_mark = world.server.handle().writes().len();
+    let ended = Instant::now();
+    world.clock.set(end);
+    world.wait_removed(&grants).await?;
+    let removes: Vec<_> = world.directory.timed_writes()[writes_mark..]
+        .iter()
+        .filter(|(_, added, ..)| !added)
+        .map(|(t, ..)| t.saturating_duration_since(ended))
+        .collect();
+    summary.revocation_wall_seconds = removes
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or_default()
+        .as_secs_f64();
+    summary.revocations_per_second =
+        removes.len() as f64 / summary.revocation_wall_seconds.max(1e-9);
+    summary.revocation_lag = Percentiles::of(removes);
+    world.wait_quiet(Duration::from_millis(500)).await;
+    summary.list_calls_revocation = world.directory.list_calls() - lists_before;
+    summary.api_writes_revocation = world.api_writes_since(api_mark);
+    summary.grants_outliving_end = world.members_of_users(&grants);
+    summary.adds_after_end = adds_after(&world.directory.timed_writes(), ended, &grants);
+
+    let writes = world.directory.writes()[writes_before..].to_vec();
+    summary.directory_adds = writes.iter().filter(|w| w.0).count();
+    summary.directory_removes = writes.iter().filter(|w| !w.0).count();
+    summary.writes_per_grant = summary.directory_adds as f64 / grants.len().max(1) as f64;
+    summary.writes_per_revocation = summary.directory_removes as f64 / grants.len().max(1) as f64;
+
+    if let Some(priority) = &options.priority {
+        summary.priority = Some(run_priority(world, options, priority).await?);
+    }
+    let (peak, _) = rss_mb();
+    summary.peak_rss_mb = peak;
+    let metrics = world.metrics.encode();
+    summary.reconciles = reconcile_metric(&metrics, "count")
+        .into_iter()
+        .map(|(kind, n)| (kind, n as u64))
+        .collect();
+    summary.reconcile_mean_ms = reconcile_metric(&metrics, "sum")
+        .into_iter()
+        .map(|(kind, sum)| {
+            let n = summary.reconciles.get(&kind).copied().unwrap_or(1).max(1);
+            (kind, 1000.0 * sum / n as f64)
+        })
+        .collect();
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The same objects with no operator: what the fake API server and the harness take.
+async fn memory_without_operator(
+    world: &mut World,
+    options: &Options,
+    mut summary: Summary,
+) -> Result<Summary, LoadError> {
+    let started = Instant::now();
+    world.seed().await?;
+    world.watch_phases();
+    world
+        .create_requests(0..options.requests, DURATION_MINS)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (peak, now) = rss_mb();
+    summary.peak_rss_mb = peak;
+    summary.rss_after_load_mb = now;
+    summary.total_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Revocation priority: `due` grants are Active; the directory is throttled; `pending` grants
+/// are requested; then the due ones reach their end while the grants queue.
+async fn run_priority(
+    world: &mut World,
+    options: &Options,
+    priority: &PriorityOptions,
+) -> Result<PrioritySummary, LoadError> {
+    // New requests, after the main run's: r{N}…, for the same assignments.
+    let base = options.requests;
+    let due_range = base..base + priority.due;
+    let pending_range = base + priority.due..base + priority.due + priority.pending;
+    let due_created = world
+        .create_requests(due_range.clone(), DUE_DURATION_MINS)
+        .await?;
+    world.wait_active(&due_created).await?;
+    world.wait_quiet(Duration::from_millis(500)).await;
+    let due: BTreeSet<(String, String)> = due_range.map(|i| world.grant_of(i)).collect();
+    let pending: BTreeSet<(String, String)> =
+        pending_range.clone().map(|i| world.grant_of(i)).collect();
+    if !due.is_disjoint(&pending) {
+        return Err(LoadError::Setup(
+            "due and pending grants overlap; use more assignments".into(),
+        ));
+    }
+
+    world.directory.set_write_rate(Some(priority.write_rate));
+    let writes_mark = world.directory.writes().len();
+    let pending_minutes = if priority.pending_end_too {
+        DUE_DURATION_MINS
+    } else {
+        DURATION_MINS
+    };
+    let pending_created = world
+        .create_requests(pending_range, pending_minutes)
+        .await?;
+    tokio::time::sleep(priority.after).await;
+    let now = world.clock.now();
+    let end = now + SignedDuration::from_mins(DUE_DURATION_MINS);
+    let granted_before_end = world.directory.writes()[writes_mark..]
+        .iter()
+        .filter(|w| w.0)
+        .count();
+    let ended = Instant::now();
+    world.clock.set(end);
+    let due_left = world.wait_removed_or_timeout(&due).await;
+    let pending_left = match (priority.wait_pending, priority.pending_end_too) {
+        (false, _) => 0,
+        (true, true) => world.wait_removed_or_timeout(&pending).await,
+        (true, false) => match world.wait_active(&pending_created).await {
+            Ok(()) => 0,
+            Err(_) => {
+                let active = world.active_at.lock().unwrap_or_else(|e| e.into_inner());
+                pending_created
+                    .keys()
+                    .filter(|n| !active.contains_key(*n))
+                    .count()
+            }
+        },
+    };
+    let timed = world.directory.timed_writes()[writes_mark..].to_vec();
+    let due_removes: Vec<Instant> = timed
+        .iter()
+        .filter(|(_, added, g, _, m)| {
+            !added && matches!(m, Member::User(u) if due.contains(&(g.0.clone(), u.clone())))
+        })
+        .map(|(t, ..)| *t)
+        .collect();
+    let last_removal = due_removes.iter().max().copied().unwrap_or(ended);
+    let grants_between = timed
+        .iter()
+        .filter(|(t, added, ..)| *added && *t > ended && *t <= last_removal)
+        .count();
+    let add_times: Vec<Instant> = timed
+        .iter()
+        .filter(|(t, added, ..)| *added && *t > ended)
+        .map(|(t, ..)| *t)
+        .collect();
+    let grants_ahead_max = due_removes
+        .iter()
+        .map(|removed| add_times.iter().filter(|t| *t <= removed).count())
+        .max()
+        .unwrap_or_default();
+    let pending_at_end = pending.len().saturating_sub(granted_before_end);
+    world.directory.set_write_rate(options.write_rate);
+    Ok(PrioritySummary {
+        write_rate: priority.write_rate,
+        pending_grants: priority.pending,
+        due_revocations: priority.due,
+        grants_pending_at_end: pending_at_end,
+        revocation_lag: Percentiles::of(
+            due_removes
+                .iter()
+                .map(|t| t.saturating_duration_since(ended))
+                .collect(),
+        ),
+        grants_written_before_last_revocation: grants_between,
+        grants_ahead_of_a_revocation_max: grants_ahead_max,
+        due_left,
+        adds_after_end: adds_after(&timed, ended, &due),
+        pending_added_after_end: adds_after(&timed, ended, &pending),
+        pending_left,
+        fifo_wait_estimate_ms: 1000.0 * pending_at_end as f64 / priority.write_rate,
+    })
+}
+
+/// `pim_reconcile_duration_seconds_{what}{kind="…"} N` lines of the metrics text, by kind.
+fn reconcile_metric(metrics: &str, what: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("pim_reconcile_duration_seconds_{what}{{");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let kind = l.split("kind=\"").nth(1)?.split('"').next()?;
+            let n = l.rsplit(' ').next()?.parse().ok()?;
+            Some((kind.to_owned(), n))
+        })
+        .collect()
+}
+
+/// Adds of `grants` ((group id, user)) that took effect after `end`, when the clock passed
+/// their end.
+fn adds_after(
+    writes: &[(Instant, bool, crate::directory::GroupId, Role, Member)],
+    end: Instant,
+    grants: &BTreeSet<(String, String)>,
+) -> usize {
+    writes
+        .iter()
+        .filter(|(t, added, group, _, member)| {
+            *added
+                && *t > end
+                && matches!(member, Member::User(u) if grants.contains(&(group.0.clone(), u.clone())))
+        })
+        .count()
+}
+
+/// Counts of writes per (group id, user), for checks.
+pub fn writes_by_grant(
+    writes: &[(bool, crate::directory::GroupId, Role, Member)],
+) -> BTreeMap<(String, String), (usize, usize)> {
+    let mut by = BTreeMap::<(String, String), (usize, usize)>::new();
+    for (added, group, _, member) in writes {
+        if let Member::User(u) = member {
+            let entry = by.entry((group.0.clone(), u.clone())).or_default();
+            if *added {
+                entry.0 += 1;
+            } else {
+                entry.1 += 1;
+            }
+        }
+    }
+    by
+}

@@ -1,0 +1,414 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! `pim-operator simulate`, run as a user would: timelines for approval, denial, timeout, a
+//! scheduled start, two overlapping requests of one user, and a policy that shortens today's
+//! requests. Each is compared with a golden timeline in `tests/golden/` and checked for the
+//! facts it is about.
+//!
+//! Regenerate the goldens after an intended change, and review the diff:
+//!
+//! ```sh
+//! UPDATE_GOLDEN=1 cargo test --test it validate:: simulate::
+//! ```
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{Run, golden, repo, run_in};
+
+use crate::support;
+
+const START: &str = "2026-11-01T09:00:00Z";
+const ALICE: &str = "alice@contoso.com";
+const BOB: &str = "bob@contoso.com";
+
+fn simulate(args: &[&str]) -> Run {
+    let mut all = vec!["simulate"];
+    all.extend_from_slice(args);
+    run_in(repo(), &all)
+}
+
+/// Runs a scenario as text (compared with `NAME.txt`) and as JSON, whose events are returned.
+fn scenario(name: &str, args: &[&str]) -> Vec<Value> {
+    let text = simulate(args);
+    assert_eq!(text.code, 0, "{}{}", text.stdout, text.stderr);
+    golden(&format!("simulate-{name}.txt"), &text.stdout);
+    let mut json_args = args.to_vec();
+    json_args.extend(["--format", "json"]);
+    let json = simulate(&json_args);
+    assert_eq!(json.code, 0, "{}", json.stderr);
+    let timeline: Value = serde_json::from_str(&json.stdout).unwrap();
+    timeline["events"].as_array().unwrap().clone()
+}
+
+/// `(time, phase)` of each transition of `request`.
+fn phases(events: &[Value], request: &str) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e["event"] == "transition" && e["request"] == request)
+        .map(|e| {
+            (
+                e["time"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `(time, "+"/"-", member)` of each directory change.
+fn membership(events: &[Value]) -> Vec<(String, &'static str, String)> {
+    events
+        .iter()
+        .filter_map(|e| {
+            let sign = match e["event"].as_str()? {
+                "memberAdded" => "+",
+                "memberRemoved" => "-",
+                _ => return None,
+            };
+            Some((
+                e["time"].as_str()?.to_owned(),
+                sign,
+                e["member"].as_str()?.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+fn s(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+fn request_flag(spec: &str) -> String {
+    format!("{ALICE}:finreport-senioranalyst:member:{spec}")
+}
+
+#[test]
+fn approval() {
+    let request = request_flag("30m");
+    let approve = format!("{BOB}:req-1@+10m");
+    let events = scenario(
+        "approval",
+        &[
+            "examples/",
+            "--start",
+            START,
+            "--request",
+            &request,
+            "--approve",
+            &approve,
+        ],
+    );
+    assert_eq!(
+        phases(&events, "req-1"),
+        s(&[
+            ("2026-11-01T09:00:00Z", "PendingApproval"),
+            ("2026-11-01T09:10:00Z", "Scheduled"),
+            ("2026-11-01T09:10:00Z", "Active"),
+            ("2026-11-01T09:40:00Z", "Expired"),
+        ])
+    );
+    let alice = format!("user:{ALICE}");
+    assert_eq!(
+        membership(&events),
+        [
+            ("2026-11-01T09:10:00Z".to_owned(), "+", alice.clone()),
+            ("2026-11-01T09:40:00Z".to_owned(), "-", alice),
+        ]
+    );
+}
+
+#[test]
+fn denial() {
+    let request = request_flag("30m");
+    let deny = format!("{BOB}:req-1@+5m");
+    let events = scenario(
+        "deny",
+        &[
+            "examples/",
+            "--start",
+            START,
+            "--request",
+            &request,
+            "--deny",
+            &deny,
+        ],
+    );
+    assert_eq!(
+        phases(&events, "req-1"),
+        s(&[
+            ("2026-11-01T09:00:00Z", "PendingApproval"),
+            ("2026-11-01T09:05:00Z", "Denied")
+        ])
+    );
+    assert!(membership(&events).is_empty());
+}
+
+#[test]
+fn timeout() {
+    let request = request_flag("30m");
+    // alice is no approver: her approval is ignored, and nobody else decides.
+    let own = format!("{ALICE}:req-1@+1h");
+    let events = scenario(
+        "timeout",
+        &[
+            "examples/",
+            "--start",
+            START,
+            "--request",
+            &request,
+            "--approve",
+            &own,
+        ],
+    );
+    assert_eq!(
+        phases(&events, "req-1"),
+        s(&[
+            ("2026-11-01T09:00:00Z", "PendingApproval"),
+            ("2026-11-02T09:00:00Z", "TimedOut")
+        ])
+    );
+    let ignored = events
+        .iter()
+        .find(|e| e["event"] == "update" && e["request"] == "req-1")
+        .unwrap();
+    assert_eq!(ignored["time"], "2026-11-01T10:00:00Z");
+    assert!(
+        ignored["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("ignored: alice@contoso.com (not an approver under the policy)"),
+        "{ignored}"
+    );
+    assert!(membership(&events).is_empty());
+}
+
+#[test]
+fn scheduled_start() {
+    let request = request_flag("30m@+2h");
+    let approve = format!("{BOB}:req-1@+10m");
+    let events = scenario(
+        "scheduled",
+        &[
+            "examples/",
+            "--start",
+            START,
+            "--request",
+            &request,
+            "--approve",
+            &approve,
+        ],
+    );
+    assert_eq!(
+        phases(&events, "req-1"),
+        s(&[
+            ("2026-11-01T09:00:00Z", "PendingApproval"),
+            ("2026-11-01T09:10:00Z", "Scheduled"),
+            ("2026-11-01T11:00:00Z", "Active"),
+            ("2026-11-01T11:30:00Z", "Expired"),
+        ])
+    );
+    let alice = format!("user:{ALICE}");
+    assert_eq!(
+        membership(&events),
+        [
+            ("2026-11-01T11:00:00Z".to_owned(), "+", alice.clone()),
+            ("2026-11-01T11:30:00Z".to_owned(), "-", alice),
+        ]
+    );
+}
+
+#[test]
+fn overlapping_requests_of_one_user() {
+    let events = scenario(
+        "overlap",
+        &[
+            "tests/fixtures/simulate/self-service",
+            "--start",
+            START,
+            "--until",
+            "4h",
+            "--request",
+            "alice@contoso.com:ops-admin:member:1h",
+            "--request",
+            "alice@contoso.com:ops-admin:member:1h@+30m",
+        ],
+    );
+    assert_eq!(
+        phases(&events, "req-1"),
+        s(&[
+            ("2026-11-01T09:00:00Z", "Scheduled"),
+            ("2026-11-01T09:00:00Z", "Active"),
+            ("2026-11-01T10:00:00Z", "Expired"),
+        ])
+    );
+    assert_eq!(
+        phases(&events, "req-2"),
+        s(&[
+            ("2026-11-01T09:00:00Z", "Scheduled"),
+            ("2026-11-01T09:30:00Z", "Active"),
+            ("2026-11-01T10:30:00Z", "Expired")
+        ])
+    );
+    // One add and one remove: access holds until the later request ends.
+    let alice = format!("user:{ALICE}");
+    assert_eq!(
+        membership(&events),
+        [
+            ("2026-11-01T09:00:00Z".to_owned(), "+", alice.clone()),
+            ("2026-11-01T10:30:00Z".to_owned(), "-", alice),
+        ]
+    );
+}
+
+#[test]
+fn a_shorter_policy_shortens_todays_requests() {
+    let events = scenario(
+        "shortened",
+        &[
+            "tests/fixtures/simulate/shortened",
+            "--start",
+            "2026-11-02T10:00:00Z",
+            "--until",
+            "12h",
+            "--request",
+            "alice@contoso.com:ops-admin:member:2h",
+            "--request",
+            "carol@contoso.com:ops-admin:member:",
+        ],
+    );
+    // alice-morning's 8h window, cut to 1h from its start, has already ended.
+    assert_eq!(
+        phases(&events, "alice-morning"),
+        s(&[("2026-11-02T10:00:00Z", "Expired")])
+    );
+    // carol-incident ends at 10:45 instead of 13:45.
+    assert_eq!(
+        phases(&events, "carol-incident"),
+        s(&[("2026-11-02T10:45:00Z", "Expired")])
+    );
+    let carol_window = events
+        .iter()
+        .find(|e| e["event"] == "window" && e["request"] == "carol-incident")
+        .unwrap();
+    assert_eq!(carol_window["expiresAt"], "2026-11-02T10:45:00Z");
+    assert_eq!(carol_window["previousEnd"], "2026-11-02T13:45:00Z");
+    assert_eq!(carol_window["clippedBy"], "Policy");
+    // A new request for longer than the policy allows is rejected; one without a duration gets 1h.
+    assert_eq!(
+        phases(&events, "req-1"),
+        s(&[("2026-11-02T10:00:00Z", "Rejected")])
+    );
+    assert_eq!(
+        phases(&events, "req-2"),
+        s(&[
+            ("2026-11-02T10:00:00Z", "Active"),
+            ("2026-11-02T11:00:00Z", "Expired")
+        ])
+    );
+    assert_eq!(
+        membership(&events),
+        [
+            (
+                "2026-11-02T10:00:00Z".to_owned(),
+                "-",
+                "user:alice@contoso.com".to_owned()
+            ),
+            (
+                "2026-11-02T11:00:00Z".to_owned(),
+                "-",
+                "user:carol@contoso.com".to_owned()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn json_output() {
+    let request = request_flag("30m");
+    let approve = format!("{BOB}:req-1@+10m");
+    let run = simulate(&[
+        "examples/",
+        "--start",
+        START,
+        "--until",
+        "1h",
+        "--request",
+        &request,
+        "--approve",
+        &approve,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    golden("simulate-approval.json", &run.stdout);
+}
+
+#[test]
+fn bad_plans_cannot_run() {
+    let request = request_flag("30m");
+    let run = simulate(&[
+        "examples/",
+        "--start",
+        START,
+        "--request",
+        &request,
+        "--approve",
+        "bob@contoso.com:req-9",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("\"req-9\", which is neither planned nor in the manifests"),
+        "{}",
+        run.stderr
+    );
+
+    let run = simulate(&[
+        "examples/",
+        "--request",
+        "alice:finreport-senioranalyst:admin:30m",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.starts_with(
+            "error: --request \"alice:finreport-senioranalyst:admin:30m\": ROLE is member or owner"
+        ),
+        "{}",
+        run.stderr
+    );
+
+    let run = simulate(&[
+        "examples/",
+        "--start",
+        START,
+        "--until",
+        "2026-10-01T00:00:00Z",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("is before the start"), "{}", run.stderr);
+}
+
+#[test]
+fn manifests_the_api_server_would_refuse_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "apiVersion: pim.dev/v1alpha1\nkind: AccessPolicy\nmetadata:\n  name: p\nspec:\n  activation:\n    maxDuration: soon\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pim-operator"))
+        .current_dir(dir.path())
+        .args(["simulate", "policy.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "policy.yaml:7:5: error[invalid-duration] AccessPolicy/p spec.activation.maxDuration"
+        ),
+        "{stderr}"
+    );
+}

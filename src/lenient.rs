@@ -48,8 +48,10 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
             .pointer("/status/conditions")
             .and_then(|c| c.as_array())
             .and_then(|c| {
-                c.iter()
-                    .find(|c| c.get("reason").and_then(|r| r.as_str()) == Some("Malformed"))
+                c.iter().find(|c| {
+                    c.get("reason").and_then(|r| r.as_str())
+                        == Some(pim_api::conditions::reasons::MALFORMED)
+                })
             })
             .and_then(|c| c.get("message").and_then(|m| m.as_str()).map(str::to_owned));
         let parsed = serde_json::from_value::<K>(value)

@@ -21,7 +21,7 @@ use super::writes::{
 };
 use crate::api::PimGroup;
 use crate::api::common::Role;
-use crate::api::conditions::types;
+use crate::api::conditions::{reasons, types};
 use crate::api::eligible_assignment::AssignmentType;
 use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::PimGroupStatus;
@@ -42,18 +42,6 @@ const FAILURES_NAMED: usize = 5;
 const WRITES_IN_FLIGHT: usize = 16;
 /// When a pass whose cache was behind its own status write looks again.
 const BEHIND_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
-
-mod reasons {
-    pub const GROUP_RESOLVED: &str = "GroupResolved";
-    pub const DIRECTORY_NOT_CONFIGURED: &str = "DirectoryNotConfigured";
-    pub const DIRECTORY_ERROR: &str = "DirectoryError";
-    pub const CONVERGED: &str = "Converged";
-    pub const UNEXPLAINED_MEMBERS: &str = "UnexplainedMembers";
-    pub const CONVERGING: &str = "Converging";
-    pub const LAST_OWNER_KEPT: &str = "LastOwnerKept";
-    pub const ANOTHER_OWNER_STAYS: &str = "AnotherOwnerStays";
-    pub const NO_LAST_OWNER_KEPT: &str = "NoLastOwnerKept";
-}
 
 /// `OwnersRemovable` when it is not worked out (no owner role, or a directory that does not
 /// keep a last owner: `fallbackOwner` set, pim mode): True, so that a `LastOwnerKept` written
@@ -654,7 +642,7 @@ async fn report_refused_removal(
 ) {
     let event = kube::runtime::events::Event {
         type_: kube::runtime::events::EventType::Warning,
-        reason: "RevocationRefused".to_owned(),
+        reason: crate::api::conditions::event_reasons::REVOCATION_REFUSED.to_owned(),
         note: Some(
             format!("the directory refused to remove {role} {member}: {error}")
                 .chars()

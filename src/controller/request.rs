@@ -212,7 +212,7 @@ async fn report_not_proven(
     let summary = claims.join("; ");
     tracing::warn!(
         target: crate::audit::sink::TARGET,
-        kind = "StatusNotProven",
+        kind = crate::api::conditions::event_reasons::STATUS_NOT_PROVEN,
         request = %name,
         group = %request.spec.group,
         principal = request.spec.principal.as_deref().unwrap_or_default(),
@@ -221,7 +221,7 @@ async fn report_not_proven(
     );
     let event = Event {
         type_: EventType::Warning,
-        reason: "StatusNotProven".to_owned(),
+        reason: crate::api::conditions::event_reasons::STATUS_NOT_PROVEN.to_owned(),
         note: Some(
             format!("status corrected: {summary}")
                 .chars()

@@ -172,7 +172,7 @@ where
     let patch = json!({ "status": { "conditions": [{
         "type": condition_type,
         "status": "False",
-        "reason": "Malformed",
+        "reason": crate::api::conditions::reasons::MALFORMED,
         "message": message,
         "lastTransitionTime": now.to_string(),
     }]}});

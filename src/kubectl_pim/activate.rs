@@ -228,7 +228,9 @@ fn hint(finding: &Finding, policy: &Policy, now: Timestamp) -> String {
     let max = duration::format(policy.max_activation);
     let remedy = match (finding.path.as_str(), finding.rule) {
         ("spec.justification", _) => "add --justification \"why you need it\"".to_owned(),
-        ("spec.ticket", _) => "add --ticket SYSTEM:NUMBER (e.g. --ticket jira:OPS-123)".to_owned(),
+        ("spec.ticket", id) if id == rules::TICKET_REQUIRED.id => {
+            "add --ticket SYSTEM:NUMBER (e.g. --ticket jira:OPS-123)".to_owned()
+        }
         ("spec.duration", id) if id == rules::DURATION_EXCEEDS_MAXIMUM.id => {
             format!("ask for {max} or less with --duration, or leave it out to get {max}")
         }
@@ -240,7 +242,8 @@ fn hint(finding: &Finding, policy: &Policy, now: Timestamp) -> String {
         _ => finding
             .hint
             .replace("spec.duration", "--duration")
-            .replace("spec.startTime", "--start"),
+            .replace("spec.startTime", "--start")
+            .replace("spec.ticket", "--ticket"),
     };
     format!("{}; {remedy}", finding.message)
 }

@@ -180,7 +180,14 @@ struct Memory {
     /// Per object uid: history entries whose audit record went out, recorded or not yet, and
     /// the snapshot they named. The recorder writes a pending mark with the object's next write.
     audited: HashMap<String, (usize, AuditSnapshot)>,
+    /// Per object uid and notification: attempts whose task panicked in this term. After
+    /// [`PANICS_BEFORE_GIVING_UP`] the notification stays known, so it is not queued again.
+    panicked: HashMap<(String, Due), u32>,
 }
+
+/// A notification whose sending panicked this often is given up for the term: a channel that
+/// always panics must not be retried, and logged, on every reconcile.
+const PANICS_BEFORE_GIVING_UP: u32 = 3;
 
 type SharedMemory = Arc<Mutex<Memory>>;
 
@@ -446,11 +453,25 @@ fn attempt_ended(
     let Some(error) = failure else {
         return;
     };
+    let mut memory = lock(memory);
+    let panics = memory
+        .panicked
+        .entry((object.uid.clone(), due.clone()))
+        .or_default();
+    *panics += 1;
+    if *panics >= PANICS_BEFORE_GIVING_UP {
+        tracing::error!(
+            %channel, event = %due.event.as_str(), object = %object.name, recipient = %due.recipient,
+            %error, panics = *panics,
+            "notification attempt failed unexpectedly again; given up until the operator restarts or another replica leads"
+        );
+        return;
+    }
     tracing::error!(
         %channel, event = %due.event.as_str(), object = %object.name, recipient = %due.recipient,
-        %error, "notification attempt failed unexpectedly; it is queued again on the object's next reconcile"
+        %error, panics = *panics,
+        "notification attempt failed unexpectedly; it is queued again on the object's next reconcile"
     );
-    let mut memory = lock(memory);
     if let Some(set) = memory.known.get_mut(&object.uid) {
         set.remove(&due);
         if set.is_empty() {
@@ -852,7 +873,7 @@ mod tests {
     // Issue 22: a delivery task that panicked was lost silently, and stayed "known", so no
     // reconcile queued it again for the rest of the term.
     #[tokio::test]
-    async fn a_panicking_send_is_forgotten_so_the_next_reconcile_queues_it_again() {
+    async fn a_panicking_send_is_queued_again_a_few_times_then_given_up() {
         let client =
             kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
                 .unwrap();
@@ -893,7 +914,30 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), forgotten)
             .await
             .expect("the panicked notification is still known");
-        assert!(outbox.submit(&key(), due.clone(), message), "queued again");
+        assert!(
+            outbox.submit(&key(), due.clone(), message.clone()),
+            "queued again"
+        );
+        // A channel that always panics is not retried without end: after a few, it stays known.
+        // Submitted twice so far (each attempt panics).
+        let mut submitted = 2;
+        for _ in 0..10 {
+            let settled = async {
+                while outbox.is_known("u", &due) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            if tokio::time::timeout(Duration::from_millis(500), settled)
+                .await
+                .is_err()
+            {
+                break;
+            }
+            assert!(outbox.submit(&key(), due.clone(), message.clone()));
+            submitted += 1;
+        }
+        assert_eq!(submitted, PANICS_BEFORE_GIVING_UP);
+        assert!(!outbox.submit(&key(), due.clone(), message), "given up");
         outbox.shutdown(Duration::from_millis(100)).await;
     }
 }

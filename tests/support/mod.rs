@@ -1,51 +1,21 @@
-//! Test support shared by the integration tests (`tests/it`): the operator harness, the Graph
-//! look-alike, slapd, the LDAP proxy, the SMTP server, loopback helpers; and, here, running the
-//! `pim-operator` binary and comparing its output with golden files in `tests/golden/`.
+//! Test support of the integration tests (`tests/it`): the shared parts are `pim-testkit`'s
+//! (re-exported here); what needs this package's binaries stays here: running `pim-operator`
+//! and comparing its output with golden files in `tests/golden/`.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
-pub mod graph;
-pub mod ldap_proxy;
-pub mod local;
-pub mod operator;
-pub mod slapd;
-pub mod smtp;
+pub use pim_testkit::{
+    WAIT, eventually, eventually_within, graph, ldap_proxy, local, operator, slapd, smtp,
+};
 
-use std::future::Future;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
-
-/// How long a test waits for the operator to get somewhere: generous, since a loaded 2-core CI
-/// machine runs many tests at once.
-pub const WAIT: Duration = Duration::from_secs(40);
-
-/// Polls `check` until it holds, failing the test after [`WAIT`]. The one such helper.
-pub async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    eventually_within(WAIT, what, check).await
-}
-
-/// [`eventually`] with its own deadline, for scenarios with many objects.
-pub async fn eventually_within<F, Fut>(wait: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        if check().await {
-            return;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

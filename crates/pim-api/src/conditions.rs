@@ -88,4 +88,106 @@ pub mod reasons {
     pub const NOT_YET_STARTED: &str = "NotYetStarted";
     pub const WITHIN_SCHEDULE: &str = "WithinSchedule";
     pub const SCHEDULE_ENDED: &str = "ScheduleEnded";
+
+    // PimGroup.
+    pub const GROUP_RESOLVED: &str = "GroupResolved";
+    pub const DIRECTORY_NOT_CONFIGURED: &str = "DirectoryNotConfigured";
+    pub const DIRECTORY_ERROR: &str = "DirectoryError";
+    pub const CONVERGED: &str = "Converged";
+    pub const UNEXPLAINED_MEMBERS: &str = "UnexplainedMembers";
+    pub const CONVERGING: &str = "Converging";
+    pub const LAST_OWNER_KEPT: &str = "LastOwnerKept";
+    pub const ANOTHER_OWNER_STAYS: &str = "AnotherOwnerStays";
+    pub const NO_LAST_OWNER_KEPT: &str = "NoLastOwnerKept";
+
+    // Any kind: the object does not decode into its type (a webhook bypassed, a schema change).
+    pub const MALFORMED: &str = "Malformed";
+
+    /// The reasons an ActivationRequest's conditions carry, so that a stored one can be mapped
+    /// back to its constant ([`request_reason`]).
+    pub const REQUEST_REASONS: &[&str] = &[
+        VALID,
+        AWAITING_VALIDATION,
+        JUSTIFICATION_REQUIRED,
+        TICKET_REQUIRED,
+        MFA_REQUIRED,
+        AUTHENTICATION_REQUIREMENTS_NOT_MET,
+        INVALID_DURATION,
+        DURATION_EXCEEDS_MAXIMUM,
+        INVALID_START_TIME,
+        NOT_ELIGIBLE,
+        PRINCIPAL_MISSING,
+        UNVERIFIED_REQUESTER,
+        PRINCIPAL_MISMATCH,
+        UNVERIFIED_APPROVAL,
+        ATTESTATION_KEY_MISSING,
+        GROUP_NOT_FOUND,
+        POLICY_NOT_FOUND,
+        ROLE_NOT_MANAGED,
+        INVALID_POLICY,
+        APPROVAL_NOT_REQUIRED,
+        WAITING_FOR_APPROVAL,
+        APPROVED,
+        DENIED,
+        TIMED_OUT,
+        SCHEDULED,
+        PROVISIONING,
+        ACTIVE,
+        NOT_STARTED,
+        EXPIRED,
+        DEACTIVATED,
+        DELETED,
+        REJECTED,
+        ELIGIBILITY_ENDED,
+        POLICY_REMOVED,
+        GROUP_REMOVED,
+        REVOCATION_OVERDUE,
+        REVOCATION_PENDING,
+        APPROVAL_NOT_PROVEN,
+        DIRECTORY_FAILED,
+        IN_PROGRESS,
+    ];
+
+    /// A stored request reason as our constant; `None` for one we never write.
+    pub fn request_reason(stored: &str) -> Option<&'static str> {
+        REQUEST_REASONS.iter().copied().find(|r| *r == stored)
+    }
+}
+
+/// Reasons of the Events the operator records beside the conditions (a phase's reason is the
+/// condition's).
+pub mod event_reasons {
+    /// The directory refused to remove a member whose access ended.
+    pub const REVOCATION_REFUSED: &str = "RevocationRefused";
+    /// A request's stored status claims more than its signed inputs prove.
+    pub const STATUS_NOT_PROVEN: &str = "StatusNotProven";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reasons;
+
+    /// Every request reason the operator writes maps back to itself, so a finished request
+    /// keeps its reason (issue 22: the list used to live apart from the constants and missed
+    /// two).
+    #[test]
+    fn every_request_reason_maps_back() {
+        for reason in [
+            reasons::AUTHENTICATION_REQUIREMENTS_NOT_MET,
+            reasons::DELETED,
+            reasons::PRINCIPAL_MISMATCH,
+            reasons::EXPIRED,
+        ] {
+            assert_eq!(reasons::request_reason(reason), Some(reason));
+        }
+        assert_eq!(reasons::request_reason("SomethingElse"), None);
+        let mut sorted = reasons::REQUEST_REASONS.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            reasons::REQUEST_REASONS.len(),
+            "no reason twice"
+        );
+    }
 }

@@ -816,7 +816,7 @@ impl<'a> Pass<'a> {
         let find = |t: &str| stored.iter().find(|c| c.type_ == t);
         let ended = find(types::EXPIRED);
         self.out.reason = ended
-            .and_then(|c| reason_constant(&c.reason))
+            .and_then(|c| reasons::request_reason(&c.reason))
             .unwrap_or(reasons::EXPIRED);
         self.out.message = ended.map(|c| c.message.clone()).unwrap_or_default();
         let keep = |t: &'static str, fallback: ConditionState| {
@@ -825,7 +825,7 @@ impl<'a> Pass<'a> {
                     Some(condition(
                         t,
                         status_constant(&c.status)?,
-                        reason_constant(&c.reason)?,
+                        reasons::request_reason(&c.reason)?,
                         c.message.clone(),
                     ))
                 })
@@ -1056,52 +1056,6 @@ pub fn tally(
         }
     }
     out
-}
-
-/// Maps a stored reason back to our constant, so a terminal request can carry it forward.
-fn reason_constant(stored: &str) -> Option<&'static str> {
-    use reasons::*;
-    const ALL: &[&str] = &[
-        VALID,
-        AWAITING_VALIDATION,
-        JUSTIFICATION_REQUIRED,
-        TICKET_REQUIRED,
-        MFA_REQUIRED,
-        INVALID_DURATION,
-        DURATION_EXCEEDS_MAXIMUM,
-        INVALID_START_TIME,
-        NOT_ELIGIBLE,
-        PRINCIPAL_MISSING,
-        UNVERIFIED_REQUESTER,
-        PRINCIPAL_MISMATCH,
-        UNVERIFIED_APPROVAL,
-        ATTESTATION_KEY_MISSING,
-        GROUP_NOT_FOUND,
-        POLICY_NOT_FOUND,
-        ROLE_NOT_MANAGED,
-        INVALID_POLICY,
-        APPROVAL_NOT_REQUIRED,
-        WAITING_FOR_APPROVAL,
-        APPROVED,
-        DENIED,
-        TIMED_OUT,
-        SCHEDULED,
-        PROVISIONING,
-        ACTIVE,
-        NOT_STARTED,
-        EXPIRED,
-        DEACTIVATED,
-        REJECTED,
-        ELIGIBILITY_ENDED,
-        POLICY_REMOVED,
-        GROUP_REMOVED,
-        REVOCATION_OVERDUE,
-        REVOCATION_PENDING,
-        APPROVAL_NOT_PROVEN,
-        DIRECTORY_FAILED,
-        IN_PROGRESS,
-    ];
-    ALL.iter().copied().find(|r| *r == stored)
 }
 
 fn status_constant(stored: &str) -> Option<ConditionStatus> {

@@ -684,6 +684,18 @@ fn deleting_a_live_request_ends_it_as_a_transition_of_its_own() {
     assert_eq!(over.status.phase, Some(Phase::Expired));
     over.deleting = true;
     assert_eq!(over.step(61), Phase::Expired);
+
+    // Issue 22: a request ended as Deleted keeps that reason on every later pass (the list of
+    // reasons a finished request carries forward used to miss it, and wrote Expired instead).
+    let mut kept = World::new();
+    kept.deleting = true;
+    assert_eq!(kept.step(0), Phase::Rejected);
+    assert_eq!(kept.step(3), Phase::Rejected);
+    assert_eq!(kept.last().reason, reasons::DELETED);
+    assert_eq!(
+        cond(&kept, types::EXPIRED),
+        ("True".to_owned(), reasons::DELETED.to_owned())
+    );
 }
 
 // Issue 14 finding 7: a status-only patch that re-opens an Expired request with a far end grants

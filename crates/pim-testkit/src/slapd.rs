@@ -2,6 +2,9 @@
 //! free port, with a `slapd.conf` and an mdb database in a temp dir, the `memberof` and `refint`
 //! overlays loaded, and killed on drop. `.ci/install-ldap` installs it.
 
+// Test support: a failure here is a failing test, said as plainly as it can be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -21,6 +21,9 @@
 //!   load balancer that forgot an idle flow: requests on them are never delivered and no reset
 //!   is sent, while new connections work.
 
+// Test support: a failure here is a failing test, said as plainly as it can be.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

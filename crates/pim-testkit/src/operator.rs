@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use crate::fake_apiserver::FakeApiServer;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
@@ -30,12 +31,11 @@ use pim_operator::directory::Directory;
 use pim_operator::directory::memory::MemoryDirectory;
 use pim_operator::engine::TrustAsWritten;
 use pim_operator::metrics::Metrics;
-use pim_testkit::fake_apiserver::FakeApiServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub const T0: &str = "2026-03-02T09:00:00Z";
-pub use super::{WAIT, eventually};
+pub use crate::{WAIT, eventually};
 
 struct Operator {
     stop: CancellationToken,

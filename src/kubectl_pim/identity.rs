@@ -106,12 +106,13 @@ impl Me {
         self.groups.clone()
     }
 
-    /// "alice (matched as alice, oidc:alice; groups: a, b)", for messages.
+    /// "alice (each PimGroup maps it as its status says, else matched as alice, oidc:alice;
+    /// Kubernetes groups: a, b)", for messages.
     pub fn describe(&self) -> String {
         let how = if self.principal_given {
             "principal from --principal/PIM_PRINCIPAL"
         } else {
-            "matched as"
+            "as each PimGroup's directory maps it (its status.usernameMapping), else matched as"
         };
         let groups = if self.groups.is_empty() {
             "none".to_owned()

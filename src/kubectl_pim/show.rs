@@ -225,8 +225,8 @@ pub async fn eligible(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Resul
             out,
             "You ({}) hold no EligibleAssignment, directly or through your Kubernetes groups. \
              Eligibility through a directory group that your Kubernetes groups do not show is \
-             checked by the operator only; if the operator maps your username to another \
-             directory name, pass it with --principal.",
+             checked by the operator only. A PimGroup whose status shows no usernameMapping \
+             (an older operator) may know you under another name: pass it with --principal.",
             me.describe()
         )?;
         return Ok(EXIT_OK);

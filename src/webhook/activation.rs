@@ -93,7 +93,9 @@ impl Rules<'_> {
         let directory = self.catalog.directory_of(group).ok_or_else(|| {
             deny(
                 "spec.group",
-                format!("there is no PimGroup {group:?}, so no directory to map you into"),
+                format!(
+                    "PimGroup {group:?} does not exist (`kubectl get pimgroups` lists those that do), so there is no directory to know you in"
+                ),
             )
         })?;
         self.principals

@@ -784,7 +784,7 @@ fn oversized_fields_and_unknown_groups_are_refused_by_name() {
             &alice(),
             &request_object("no-such-group", json!({})),
         ),
-        &["spec.group", "no-such-group"],
+        &["spec.group", "no-such-group", "does not exist"],
     );
     let too_long = json!({"duration": "2h"});
     expect_denied(

@@ -76,7 +76,7 @@ fn print_then(output: &str, code: ExitCode) -> ExitCode {
 
 fn validate(args: &pim_operator::cli::validate::Args) -> ExitCode {
     let now = args.now.unwrap_or_else(|| SystemClock.now());
-    let report = pim_operator::cli::validate::validate(&args.paths, now);
+    let report = pim_operator::cli::validate::validate_observed(&args.paths, &args.observed, now);
     match report.and_then(|r| Ok((r.render(args.format)?, r.exit_code()))) {
         Ok((output, code)) => print_then(&output, ExitCode::from(code)),
         Err(err) => {

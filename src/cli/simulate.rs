@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use jiff::Timestamp;
 
+use super::members::MembersError;
 use super::report::finding_line;
 use crate::api::activation_request::Decision as Vote;
 use crate::api::common::Role;
@@ -44,6 +45,14 @@ pub struct Args {
     pub start: Option<Timestamp>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// The members each PimGroup's directory group has now (YAML: `GROUP: [alice, group:x]` or
+    /// `GROUP: {member: [...], owner: [...]}`), to see what the first pass would do with them.
+    #[arg(long, value_name = "FILE")]
+    pub members: Option<PathBuf>,
+    /// Take the current members from the cluster: each PimGroup's `status.unexplainedMembers`
+    /// and `status.unexplainedOwners` (as listed under `standingAccess: Adopt` or `Report`).
+    #[arg(long, conflicts_with = "members")]
+    pub from_cluster: bool,
 }
 
 /// Why a simulation could not run (exit code 2).
@@ -61,6 +70,8 @@ pub enum SimulateCliError {
     Manifests(String),
     #[error(transparent)]
     Simulate(#[from] SimulateError),
+    #[error(transparent)]
+    Members(#[from] MembersError),
     #[error("cannot render the timeline: {0}")]
     Render(#[from] serde_json::Error),
 }
@@ -97,13 +108,21 @@ pub fn timeline(args: &Args, now: Timestamp) -> Result<Timeline, SimulateCliErro
         let listing: String = manifests.findings.iter().map(finding_line).collect();
         return Err(SimulateCliError::Manifests(listing));
     }
-    Ok(run(Scenario {
+    let (existing, notes) = match (&args.members, args.from_cluster) {
+        (Some(path), _) => (super::members::from_file(path)?, Vec::new()),
+        (None, true) => super::members::from_cluster()?,
+        (None, false) => Default::default(),
+    };
+    let mut timeline = run(Scenario {
         catalog: manifests.catalog(),
         requests,
         decisions,
         start,
         until,
-    })?)
+        existing,
+    })?;
+    timeline.notes.extend(notes);
+    Ok(timeline)
 }
 
 fn usage(message: String) -> SimulateCliError {

@@ -1,12 +1,15 @@
 //! `pim-operator validate PATH...`: the checks of [`crate::checks`] over manifests on disk, for
 //! pull requests. No cluster needed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::checks::{SchemaChecker, SchemaError, Severity, check_object};
+use crate::api::PimGroup;
+use crate::checks::onboarding::removal_findings;
+use crate::checks::{PimObject, SchemaChecker, SchemaError, Severity, check_object};
 use crate::manifests::{LoadError, LocatedFinding, Manifests, Note};
 
 /// Output formats of `validate`.
@@ -32,6 +35,11 @@ pub struct Args {
     /// lie at most the policy's maxStartDelay later).
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<Timestamp>,
+    /// The PimGroups as the cluster has them, with status (`kubectl get pimgroups -o yaml >
+    /// FILE`): shows which groups pim-operator has seen and which members it lists, for the
+    /// checks of `standingAccess: Remove`.
+    #[arg(long, value_name = "FILE")]
+    pub observed: Vec<PathBuf>,
 }
 
 /// Why `validate` could not run at all (exit code 2).
@@ -43,6 +51,8 @@ pub enum ValidateError {
     Schema(#[from] SchemaError),
     #[error("cannot render the report: {0}")]
     Render(#[from] serde_json::Error),
+    #[error("--observed {path}: {why}")]
+    Observed { path: String, why: String },
 }
 
 /// Counts for the summary line.
@@ -83,20 +93,87 @@ impl Report {
 
 /// Loads the manifests under `paths` and checks every object at `now`.
 pub fn validate(paths: &[PathBuf], now: Timestamp) -> Result<Report, ValidateError> {
+    validate_observed(paths, &[], now)
+}
+
+/// As [`validate`], given the cluster's PimGroups from the `observed` files.
+pub fn validate_observed(
+    paths: &[PathBuf],
+    observed: &[PathBuf],
+    now: Timestamp,
+) -> Result<Report, ValidateError> {
     let checker = SchemaChecker::new()?;
+    let observed = observed_groups(observed)?;
     let manifests = Manifests::load(paths, &checker)?;
-    Ok(check(manifests, now))
+    Ok(check_with(manifests, &observed, now))
+}
+
+/// PimGroups by name from `kubectl get pimgroups -o yaml` output (a List) or YAML documents of
+/// PimGroups. Other kinds are skipped; a PimGroup that does not decode is an error.
+pub fn observed_groups(paths: &[PathBuf]) -> Result<BTreeMap<String, PimGroup>, ValidateError> {
+    let mut out = BTreeMap::new();
+    for path in paths {
+        let bad = |why: String| ValidateError::Observed {
+            path: path.display().to_string(),
+            why,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        let (documents, errors) = crate::manifests::yaml::parse(&text);
+        if let Some(error) = errors.first() {
+            return Err(bad(format!("line {}: {}", error.pos.line, error.message)));
+        }
+        let items = documents.into_iter().flat_map(|d| match d.value {
+            serde_json::Value::Object(mut o)
+                if o.get("kind").and_then(|k| k.as_str()) == Some("List") =>
+            {
+                match o.remove("items") {
+                    Some(serde_json::Value::Array(items)) => items,
+                    _ => Vec::new(),
+                }
+            }
+            other => vec![other],
+        });
+        for item in items.filter(|i| i.get("kind").and_then(|k| k.as_str()) == Some("PimGroup")) {
+            let group: PimGroup = serde_json::from_value(item)
+                .map_err(|e| bad(format!("a PimGroup does not decode: {e}")))?;
+            if let Some(name) = group.metadata.name.clone() {
+                out.insert(name, group);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the semantic checks over loaded manifests and orders the findings.
 pub fn check(manifests: Manifests, now: Timestamp) -> Report {
+    check_with(manifests, &BTreeMap::new(), now)
+}
+
+/// As [`check`], with the cluster's PimGroups by name.
+pub fn check_with(
+    manifests: Manifests,
+    observed: &BTreeMap<String, PimGroup>,
+    now: Timestamp,
+) -> Report {
     let catalog = manifests.catalog();
     let mut findings = manifests.findings;
     for loaded in manifests.objects.iter().filter(|o| o.schema_valid) {
         let stamped = crate::checks::stamped::written_by_hand(&loaded.object);
+        let onboarding = match &loaded.object {
+            PimObject::PimGroup(group) => removal_findings(
+                group,
+                group.metadata.name.as_ref().and_then(|n| observed.get(n)),
+            )
+            .into_iter()
+            .map(|f| f.on("PimGroup", group.metadata.name.as_deref()))
+            .collect(),
+            _ => Vec::new(),
+        };
         for finding in check_object(&catalog, &loaded.object, now)
             .into_iter()
             .chain(stamped)
+            .chain(onboarding)
         {
             let location = loaded.locate(&finding.path);
             findings.push(LocatedFinding { location, finding });

@@ -24,10 +24,10 @@ use crate::api::common::Role;
 use crate::api::conditions::{reasons, types};
 use crate::api::eligible_assignment::AssignmentType;
 use crate::api::pim_grant::GrantSourceKind;
-use crate::api::pim_group::PimGroupStatus;
+use crate::api::pim_group::{PimGroupStatus, StandingAccess};
 use crate::core::ledger::{self as ledger_core, Entry, GroupTarget, ProvenGrant};
 use crate::core::lifecycle::{ConditionState, ConditionStatus};
-use crate::core::membership::{Grant, Member};
+use crate::core::membership::{Grant, Member, RemovalRules};
 use crate::core::status::merge_conditions;
 use crate::directory::{Directory, DirectoryError, GroupId};
 use crate::engine::{Catalog, LedgerOutcome, Proof, plan_with_ledger};
@@ -112,11 +112,16 @@ fn roles_of(group: &PimGroup) -> Vec<Role> {
 }
 
 struct RoleResult {
+    role: Role,
     next_change: Option<Timestamp>,
     /// When the role next loses a member, for the write priority.
     next_end: Option<Timestamp>,
     active: usize,
     unexplained: Vec<Member>,
+    /// The role's last member, kept under `protectLastMember`.
+    kept_last: Option<Member>,
+    /// Another member is in beside the kept last one: the next pass removes it.
+    kept_last_goes: bool,
     failures: Vec<(Member, DirectoryError)>,
     /// Grants not started because revocations were due.
     held: usize,
@@ -346,10 +351,15 @@ async fn reconcile_group_object(
         return Err(error.into());
     }
     let failures: Vec<_> = results.iter().flat_map(|r| r.failures.iter()).collect();
-    let unexplained: Vec<String> = results
-        .iter()
-        .flat_map(|r| r.unexplained.iter().map(ToString::to_string))
-        .collect();
+    let unexplained_of = |role: Role| -> Vec<String> {
+        results
+            .iter()
+            .filter(|r| r.role == role)
+            .flat_map(|r| r.unexplained.iter().map(ToString::to_string))
+            .collect()
+    };
+    let (unexplained, unexplained_owners) =
+        (unexplained_of(Role::Member), unexplained_of(Role::Owner));
     let held: usize = results.iter().map(|r| r.held).sum();
     let in_sync = if !failures.is_empty() {
         // Each failed member named (a few): one refused removal must not hide behind another.
@@ -375,16 +385,17 @@ async fn reconcile_group_object(
             reason: reasons::CONVERGING,
             message: "grants wait while due revocations go first".to_owned(),
         }
-    } else if !unexplained.is_empty() {
+    } else if let Some(kept) = results.iter().find_map(|r| r.kept_last.as_ref()) {
         ConditionState {
             type_: types::IN_SYNC,
             status: ConditionStatus::False,
-            reason: reasons::UNEXPLAINED_MEMBERS,
+            reason: reasons::LAST_MEMBER_KEPT,
             message: format!(
-                "{} member(s) were not granted by pim-operator and are reported, not removed (standingAccess: Report)",
-                unexplained.len()
+                "{kept} stays although no grant explains it: it is the last member of its role and spec.protectLastMember is set; it goes once another member is in"
             ),
         }
+    } else if !unexplained.is_empty() || !unexplained_owners.is_empty() {
+        unexplained_condition(&group.spec, unexplained.len() + unexplained_owners.len())
     } else {
         ConditionState {
             type_: types::IN_SYNC,
@@ -410,6 +421,10 @@ async fn reconcile_group_object(
     status.active_principals = Some(count(results.iter().map(|r| r.active).sum()));
     status.eligible_principals = Some(count(eligible_principals(&catalog, &name, now)));
     status.unexplained_members = unexplained.into_iter().take(UNEXPLAINED_MAX).collect();
+    status.unexplained_owners = unexplained_owners
+        .into_iter()
+        .take(UNEXPLAINED_MAX)
+        .collect();
     if status.ledger_adopted_at.is_none() && failures.is_empty() {
         status.ledger_adopted_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
     }
@@ -449,7 +464,42 @@ async fn reconcile_group_object(
         // Woken when no revocation is due any more; this is only the fallback.
         return Ok(Action::requeue(requeue.min(HELD_RETRY)));
     }
+    if results.iter().any(|r| r.kept_last_goes) {
+        // The kept last member is no longer the last: the next pass removes it.
+        return Ok(Action::requeue(requeue.min(HELD_RETRY)));
+    }
     Ok(Action::requeue(requeue))
+}
+
+/// InSync when members no grant explains stay: adopted (listed for review, removed once
+/// adoption ends) or reported for good.
+fn unexplained_condition(spec: &crate::api::PimGroupSpec, count: usize) -> ConditionState {
+    let (reason, message) = match spec.standing_access {
+        StandingAccess::Adopt => {
+            let until = match &spec.adopt_after {
+                Some(at) => format!("until adoptAfter ({})", at.0),
+                None => "until spec.standingAccess is set to Remove".to_owned(),
+            };
+            (
+                reasons::ADOPTING,
+                format!(
+                    "adopting: {count} member(s) pim-operator did not grant stay {until}; review status.unexplainedMembers and give each who should keep access an assignment (or spec.protectedMembers)"
+                ),
+            )
+        }
+        _ => (
+            reasons::UNEXPLAINED_MEMBERS,
+            format!(
+                "{count} member(s) were not granted by pim-operator and are reported, not removed (standingAccess: Report)"
+            ),
+        ),
+    };
+    ConditionState {
+        type_: types::IN_SYNC,
+        status: ConditionStatus::False,
+        reason,
+        message,
+    }
 }
 
 /// Revocations the ledger shows due and not confirmed, by role, and when the next one becomes
@@ -708,7 +758,7 @@ async fn revoke_role(
             entries,
             current,
             &actual,
-            crate::api::pim_group::StandingAccess::Report,
+            &RemovalRules::release(),
             &BTreeSet::new(),
             now,
         );
@@ -745,7 +795,7 @@ async fn revoke_role(
                 .as_ref()
                 .err()
                 .filter(lasting)
-                .map(ToString::to_string),
+                .map(|error| format!("the directory refused it: {error}")),
         );
         match result {
             Ok(()) => {
@@ -785,7 +835,18 @@ async fn revoke_role(
             }
         }
     }
-    // Entries whose member is absent, or explained by a live grant: nothing to remove.
+    if let Some(kept) = &outcome.plan.kept_last {
+        // Requests whose access it was report why it stays (RevocationOverdue, with this).
+        ctx.membership.set_removal_refused(
+            name,
+            role,
+            kept,
+            Some(format!(
+                "pim-operator keeps {kept} as the last {role} of PimGroup {name:?} (protectLastMember); it goes once another {role} is in"
+            )),
+        );
+    }
+    // Entries whose member is absent, explained by a live grant, or protected: nothing to remove.
     for entry in &outcome.plan.close {
         if !actual.contains(&entry.member) {
             confirmed(ctx, entry, now);
@@ -1048,6 +1109,10 @@ fn finish_role(ctx: &Context, pass: RolePass, name: &str, now: Timestamp) -> Rol
         failures,
         held,
     } = pass;
+    let kept_last = outcome.plan.kept_last.clone();
+    let kept_last_goes = kept_last
+        .as_ref()
+        .is_some_and(|kept| members.iter().any(|m| m != kept));
     let before = ctx.membership.set(name, role, members.clone());
     // Requests see the directory through the membership cache: wake those whose member it now
     // shows differently, and those whose change failed (they report it).
@@ -1056,6 +1121,8 @@ fn finish_role(ctx: &Context, pass: RolePass, name: &str, now: Timestamp) -> Rol
         None => members.clone(),
     };
     concerned.extend(failures.iter().map(|(m, _)| m.clone()));
+    // A kept last member's request reports why its access stays.
+    concerned.extend(kept_last.iter().cloned());
     ctx.trigger_requests_for(name, role, &concerned);
     let next_end = grants
         .iter()
@@ -1063,10 +1130,13 @@ fn finish_role(ctx: &Context, pass: RolePass, name: &str, now: Timestamp) -> Rol
         .filter_map(|g| g.end)
         .min();
     RoleResult {
+        role,
         next_change: outcome.desired.next_change,
         next_end,
         active: outcome.desired.members.len(),
         unexplained: outcome.plan.unexplained,
+        kept_last,
+        kept_last_goes,
         failures,
         held,
     }

@@ -1040,6 +1040,7 @@ mod rollback_tests {
                     name: "edit".into(),
                 }],
             }),
+            ..Default::default()
         };
         let mut group = PimGroup::new("ops", spec);
         group.metadata.uid = Some("ops-uid".into());

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use crate::api::activation_request::{Approval, Decision as Vote, Phase, Requester, Ticket};
 use crate::api::common::Role;
+use crate::api::pim_group::StandingAccess;
 use crate::api::{ActivationRequest, ActivationRequestSpec};
 use crate::core::membership::{
     GrantSource, Member, assignment_grant, desired_membership, request_grant,
@@ -62,6 +63,9 @@ pub struct Scenario {
     pub decisions: Vec<PlannedDecision>,
     pub start: Timestamp,
     pub until: Timestamp,
+    /// Members each PimGroup's directory group has at the start besides those the manifests
+    /// justify (`--members`, `--from-cluster`): what onboarding would find there.
+    pub existing: BTreeMap<String, BTreeMap<Role, BTreeSet<Member>>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -83,6 +87,10 @@ pub enum SimulateError {
         "the manifests already hold an ActivationRequest named {0:?}, the name of a planned request"
     )]
     NameTaken(String),
+    #[error(
+        "current members are given for PimGroup {0:?}, which the manifests do not declare; name a PimGroup of the manifests"
+    )]
+    UnknownGroup(String),
     #[error("the memory directory failed: {0}")]
     Directory(#[from] DirectoryError),
 }
@@ -95,9 +103,13 @@ pub fn run(scenario: Scenario) -> Result<Timeline, SimulateError> {
         decisions,
         start,
         until,
+        existing,
     } = scenario;
     if until < start {
         return Err(SimulateError::EndsBeforeStart { start, until });
+    }
+    if let Some(unknown) = existing.keys().find(|g| !catalog.groups.contains_key(*g)) {
+        return Err(SimulateError::UnknownGroup(unknown.clone()));
     }
     let mut sim = Simulation {
         catalog,
@@ -107,11 +119,12 @@ pub fn run(scenario: Scenario) -> Result<Timeline, SimulateError> {
         timeline: Timeline::new(start, until),
         now: start,
         said: BTreeMap::new(),
+        kept: BTreeMap::new(),
     };
     sim.prepare_manifest_objects();
     sim.plan_requests(requests)?;
     let mut pending = sim.check_decisions(decisions)?;
-    sim.open_groups()?;
+    sim.open_groups(&existing)?;
 
     for _ in 0..MAX_STEPS {
         let now = sim.now;
@@ -152,6 +165,8 @@ struct Simulation {
     now: Timestamp,
     /// The phase, reason and message last reported for each request.
     said: BTreeMap<String, (Phase, String, String)>,
+    /// Why each member no grant explains was last reported kept.
+    kept: BTreeMap<(String, Role, Member), String>,
 }
 
 /// The directory is in memory and never waits, so its futures complete on first poll.
@@ -309,8 +324,12 @@ impl Simulation {
     }
 
     /// Finds each PimGroup's directory group, and fills it as the operator would have left it:
-    /// with the members that manifests already justify (Active assignments, active requests).
-    fn open_groups(&mut self) -> Result<(), SimulateError> {
+    /// with the members that manifests already justify (Active assignments, active requests),
+    /// and the `existing` members nobody granted through PIM.
+    fn open_groups(
+        &mut self,
+        existing: &BTreeMap<String, BTreeMap<Role, BTreeSet<Member>>>,
+    ) -> Result<(), SimulateError> {
         let groups: Vec<_> = self.catalog.groups.values().cloned().collect();
         for group in groups {
             let name = group.metadata.name.clone().unwrap_or_default();
@@ -337,6 +356,10 @@ impl Simulation {
                         .entry((name.clone(), role))
                         .or_default()
                         .insert(member);
+                }
+                let standing = existing.get(&name).and_then(|roles| roles.get(&role));
+                for member in standing.into_iter().flatten() {
+                    self.directory.add_by_hand(&id.0, role, member.clone());
                 }
             }
             self.ids.insert(name, id);
@@ -482,6 +505,7 @@ impl Simulation {
                     &Proof::stamped(&TrustAsWritten),
                 );
                 deadlines.extend(outcome.desired.next_change);
+                self.report_kept(&group, role, &outcome.plan);
                 for member in outcome.plan.remove {
                     wait(self.directory.remove_member(&id, role, &member))?;
                     self.managed.entry(key.clone()).or_default().remove(&member);
@@ -524,6 +548,60 @@ impl Simulation {
             }
         }
         Ok(deadlines)
+    }
+
+    /// Says once, and again when the reason changes, why a member no grant explains stays.
+    fn report_kept(
+        &mut self,
+        group: &crate::api::PimGroup,
+        role: Role,
+        plan: &crate::core::membership::MembershipPlan,
+    ) {
+        let name = group.metadata.name.clone().unwrap_or_default();
+        let unexplained = match (&group.spec.standing_access, &group.spec.adopt_after) {
+            (StandingAccess::Adopt, Some(at)) => format!(
+                "adopting (standingAccess: Adopt): no grant explains it; listed in status.unexplainedMembers until adoptAfter ({})",
+                at.0
+            ),
+            (StandingAccess::Adopt, None) => "adopting (standingAccess: Adopt): no grant explains it; listed in status.unexplainedMembers until standingAccess is set to Remove".to_owned(),
+            _ => "standingAccess: Report: no grant explains it; listed in status.unexplainedMembers".to_owned(),
+        };
+        let kept = plan
+            .unexplained
+            .iter()
+            .map(|m| (m, unexplained.clone()))
+            .chain(
+                plan.protected
+                    .iter()
+                    .map(|m| (m, "protected (spec.protectedMembers)".to_owned())),
+            )
+            .chain(plan.kept_last.iter().map(|m| {
+                (
+                    m,
+                    "the last member (spec.protectLastMember): no grant explains it; it goes once another member is in"
+                        .to_owned(),
+                )
+            }));
+        let mut now_kept = BTreeSet::new();
+        for (member, why) in kept {
+            let key = (name.clone(), role, member.clone());
+            now_kept.insert(key.clone());
+            if self.kept.get(&key) != Some(&why) {
+                self.timeline.push(
+                    self.now,
+                    What::MemberKept {
+                        group: name.clone(),
+                        role,
+                        member: member.to_string(),
+                        why: why.clone(),
+                    },
+                );
+                self.kept.insert(key, why);
+            }
+        }
+        self.kept.retain(|(g, r, m), _| {
+            *g != name || *r != role || now_kept.contains(&(g.clone(), *r, m.clone()))
+        });
     }
 
     /// Members of every (group, role) now.

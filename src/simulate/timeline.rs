@@ -72,6 +72,13 @@ pub enum What {
         role: Role,
         member: String,
     },
+    /// A member no grant explains stays, and why: adoption, `Report`, protection, last member.
+    MemberKept {
+        group: String,
+        role: Role,
+        member: String,
+        why: String,
+    },
 }
 
 /// A request at the end.
@@ -249,5 +256,11 @@ fn describe(what: &What) -> String {
             role,
             member,
         } => format!("{group}/{role}  - {member}"),
+        What::MemberKept {
+            group,
+            role,
+            member,
+            why,
+        } => format!("{group}/{role}  = {member} kept: {why}"),
     }
 }

@@ -11,12 +11,15 @@ use serde_json::Value;
 use super::activation::{self, Denied, Rules};
 use super::config::MfaClaim;
 use super::identity::Caller;
-use crate::api::ActivationRequest;
+use crate::api::common::Role;
+use crate::api::{ActivationRequest, EligibleAssignment, PimGroup};
 use crate::attestation::Keyring;
+use crate::checks::last_member::last_grant_refusal;
+use crate::checks::onboarding::removal_findings;
 use crate::checks::{Finding, Kind, PimObject, SchemaChecker, Severity, check_object, rules};
 use crate::core::activation::Requested;
 use crate::core::identity::Principals;
-use crate::engine::Catalog;
+use crate::engine::{Catalog, Proof, TrustAsWritten};
 
 /// Which of our two webhooks is asking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,16 @@ impl Admission {
         now: Timestamp,
     ) -> AdmissionResponse {
         let ours = request.kind.group == "pim.dev";
+        if ours
+            && request.operation == Operation::Delete
+            && request.sub_resource.is_none()
+            && stage == Stage::Validate
+        {
+            return match self.deletion(request, catalog, now) {
+                Some(denial) => response.deny(denial),
+                None => response,
+            };
+        }
         let writes = matches!(request.operation, Operation::Create | Operation::Update);
         if !ours || !writes || request.sub_resource.is_some() {
             return response;
@@ -142,7 +155,19 @@ impl Admission {
                 self.activation(request, response, stage, catalog, now, &submitted, ar)
             }
             other if stage == Stage::Validate => {
-                let findings = check_object(catalog, &other, now);
+                if let (PimObject::EligibleAssignment(changed), Some(old)) = (&other, &old)
+                    && let Some(denial) = self.assignment_update(catalog, old, changed, now)
+                {
+                    return response.deny(denial);
+                }
+                let mut findings = check_object(catalog, &other, now);
+                if let PimObject::PimGroup(group) = &other {
+                    // The stored object shows whether the operator has seen the group.
+                    let stored = old
+                        .as_ref()
+                        .and_then(|o| serde_json::from_value::<PimGroup>(o.clone()).ok());
+                    findings.extend(removal_findings(group, stored.as_ref()));
+                }
                 let (errors, warnings): (Vec<_>, Vec<_>) = findings.into_iter().partition(|f| {
                     f.severity == Severity::Error && !REFERENCE_RULES.contains(&f.rule)
                 });
@@ -226,6 +251,17 @@ impl Admission {
             Ok(mutated) => mutated,
             Err(denied) => return response.deny(denied),
         };
+        if stage == Stage::Validate
+            && let Some(old) = &old
+            && !old.spec.deactivate_requested()
+            && ar.spec.deactivate_requested()
+            && let Some(denial) =
+                last_grant(catalog, &ar.spec.group, ar.spec.role(), now, |after| {
+                    after.insert_request(ar.clone());
+                })
+        {
+            return response.deny(denial);
+        }
         let mut response = response;
         if old.is_none() {
             if stage == Stage::Validate
@@ -261,7 +297,87 @@ impl Admission {
     }
 }
 
+/// `protectLastMember`: the refusal of a change (made by `change` on a copy of the catalog) that
+/// ends the last grant of `group`'s `role` (see `checks::last_member`). Status is trusted as
+/// written here: a grant wrongly counted only lets the change through, and the controller keeps
+/// the last member anyway.
+fn last_grant(
+    catalog: &Catalog,
+    group: &str,
+    role: Role,
+    now: Timestamp,
+    change: impl FnOnce(&mut Catalog),
+) -> Option<String> {
+    let protected = catalog
+        .groups
+        .get(group)
+        .is_some_and(|g| g.spec.protect_last_member);
+    if !protected {
+        return None;
+    }
+    let mut after = catalog.clone();
+    change(&mut after);
+    last_grant_refusal(
+        catalog,
+        &after,
+        group,
+        role,
+        now,
+        &Proof::stamped(&TrustAsWritten),
+    )
+}
+
 impl Admission {
+    /// A delete of an EligibleAssignment or ActivationRequest that ends the last grant of a
+    /// `protectLastMember` group is refused. Others pass: the API server sends the stored object
+    /// as `oldObject` (k8s.io/apiserver `admission.Attributes.GetOldObject` on DELETE).
+    fn deletion(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        catalog: &Catalog,
+        now: Timestamp,
+    ) -> Option<String> {
+        let old = request.old_object.as_ref().and_then(to_json)?;
+        match Kind::from_name(&request.kind.kind)? {
+            Kind::EligibleAssignment => {
+                let gone: EligibleAssignment = serde_json::from_value(old).ok()?;
+                let name = gone.metadata.name.clone()?;
+                last_grant(catalog, &gone.spec.group, gone.spec.role, now, |after| {
+                    after.assignments.remove(&name);
+                })
+            }
+            Kind::ActivationRequest => {
+                let gone: ActivationRequest = serde_json::from_value(old).ok()?;
+                let name = gone.metadata.name.clone()?;
+                last_grant(catalog, &gone.spec.group, gone.spec.role(), now, |after| {
+                    after.requests.remove(&name);
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// An update of an EligibleAssignment that ends the last grant of a `protectLastMember`
+    /// group (moved to another principal or group, made Eligible, ended) is refused.
+    fn assignment_update(
+        &self,
+        catalog: &Catalog,
+        old: &Value,
+        changed: &EligibleAssignment,
+        now: Timestamp,
+    ) -> Option<String> {
+        let before: EligibleAssignment = serde_json::from_value(old.clone()).ok()?;
+        last_grant(
+            catalog,
+            &before.spec.group,
+            before.spec.role,
+            now,
+            |after| {
+                after.insert_assignment(changed.clone());
+            },
+        )
+    }
+
     /// A warning for a request whose window is shorter than its group's directory makes an
     /// assignment for: the window it gets, `spec.duration` or the policy's `maxDuration` when
     /// unset, cut to `maxDuration` and to the end of the eligibility it starts in.

@@ -220,6 +220,7 @@ impl Harness {
             },
             standing_access: standing,
             rbac: None,
+            ..Default::default()
         };
         self.api::<PimGroup>()
             .create(&PostParams::default(), &PimGroup::new(name, spec))
@@ -1069,6 +1070,7 @@ async fn kubernetes_directory_binds_and_unbinds_rbac_roles() {
                 name: "edit".into(),
             }],
         }),
+        ..Default::default()
     };
     h.api::<PimGroup>()
         .create(&PostParams::default(), &PimGroup::new("ops", spec))

@@ -1598,7 +1598,17 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
                 }
                 let operations: BTreeSet<String> =
                     strings(&rule["operations"]).into_iter().collect();
-                if operations != BTreeSet::from(["CREATE".to_owned(), "UPDATE".to_owned()]) {
+                // Deletes reach the webhook only for what grants access (issue 20:
+                // protectLastMember refuses the delete of the last grant).
+                let granting = strings(&rule["resources"])
+                    .iter()
+                    .all(|r| r == "eligibleassignments" || r == "activationrequests");
+                let deletes = path == "/validate"
+                    && granting
+                    && operations == BTreeSet::from(["DELETE".to_owned()]);
+                if operations != BTreeSet::from(["CREATE".to_owned(), "UPDATE".to_owned()])
+                    && !deletes
+                {
                     problems.push(format!(
                         "{at}: operations {operations:?}, not CREATE and UPDATE"
                     ));

@@ -149,6 +149,7 @@ impl Harness {
                 },
                 standing_access: StandingAccess::Remove,
                 rbac: None,
+                ..Default::default()
             };
             self.api::<PimGroup>()
                 .create(&pp, &PimGroup::new(name, spec))

@@ -90,6 +90,7 @@ async fn rbac_group(
                 })
                 .collect(),
         }),
+        ..Default::default()
     };
     h.api::<PimGroup>()
         .create(&PostParams::default(), &PimGroup::new(name, spec))

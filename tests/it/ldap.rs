@@ -183,6 +183,7 @@ fn pim_group(id: Option<&str>, display_name: Option<&str>, create: bool) -> PimG
             },
             standing_access: StandingAccess::Remove,
             rbac: None,
+            ..Default::default()
         },
     )
 }

@@ -26,6 +26,7 @@ mod load_smoke;
 mod manifests;
 mod notify;
 mod oidc_users;
+mod onboarding;
 mod retention;
 mod run;
 mod simulate;

@@ -79,6 +79,7 @@ async fn seed(client: &kube::Client) {
         },
         standing_access: Default::default(),
         rbac: None,
+        ..Default::default()
     };
     Api::<PimGroup>::all(client.clone())
         .create(&pp, &PimGroup::new("g", group))

@@ -412,3 +412,170 @@ fn manifests_the_api_server_would_refuse_cannot_run() {
         "{stderr}"
     );
 }
+
+// Issue 20: onboarding an existing group, with its current members from a file.
+#[test]
+fn onboarding_keeps_members_until_adoption_ends_and_never_removes_protected_ones() {
+    let events = scenario(
+        "onboarding",
+        &[
+            "tests/fixtures/simulate/onboarding",
+            "--members",
+            "tests/fixtures/simulate/onboarding-members.yaml",
+            "--start",
+            START,
+            "--until",
+            "6h",
+            "--request",
+            "alice@contoso.com:payroll-admin:member:1h",
+        ],
+    );
+    let kept: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "memberKept")
+        .map(|e| {
+            (
+                e["member"].as_str().unwrap().to_owned(),
+                e["why"]
+                    .as_str()
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        s(&[
+            ("user:mallory@contoso.com", "adopting (standingAccess"),
+            ("group:Payroll-Contractors", "adopting (standingAccess"),
+            (
+                "user:breakglass@contoso.com",
+                "protected (spec.protectedMembers)"
+            ),
+        ])
+    );
+    assert_eq!(
+        membership(&events),
+        [
+            (
+                "2026-11-01T09:00:00Z".to_owned(),
+                "+",
+                "user:alice@contoso.com".to_owned()
+            ),
+            (
+                "2026-11-01T10:00:00Z".to_owned(),
+                "-",
+                "user:alice@contoso.com".to_owned()
+            ),
+            (
+                "2026-11-01T12:00:00Z".to_owned(),
+                "-",
+                "user:mallory@contoso.com".to_owned()
+            ),
+            (
+                "2026-11-01T12:00:00Z".to_owned(),
+                "-",
+                "group:Payroll-Contractors".to_owned()
+            ),
+        ]
+    );
+    // A members file naming a PimGroup the manifests do not have cannot run.
+    let dir = tempfile::tempdir().unwrap();
+    let members = dir.path().join("members.yaml");
+    std::fs::write(&members, "payroll: [mallory@contoso.com]\n").unwrap();
+    let run = simulate(&[
+        "tests/fixtures/simulate/onboarding",
+        "--members",
+        members.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("PimGroup \"payroll\"") && run.stderr.contains("do not declare"),
+        "{}",
+        run.stderr
+    );
+}
+
+// Issue 20: `--from-cluster` takes the current members from the PimGroups' status, through
+// KUBECONFIG, as a platform team would run it before switching a group to Remove.
+#[tokio::test]
+async fn from_cluster_reads_the_members_pimgroups_list_in_status() {
+    use kube::api::{Api, Patch, PatchParams, PostParams};
+    use pim_operator::api::PimGroup;
+    let server = pim_testkit::fake_apiserver::FakeApiServer::start()
+        .await
+        .unwrap();
+    let groups: Api<PimGroup> = Api::all(server.client());
+    let text =
+        std::fs::read_to_string(repo().join("tests/fixtures/simulate/onboarding/group.yaml"))
+            .unwrap();
+    let group: PimGroup = serde_saphyr::from_str(&text).unwrap();
+    groups.create(&PostParams::default(), &group).await.unwrap();
+    let status = serde_json::json!({"status": {
+        "groupId": "0d6b7c1e",
+        "unexplainedMembers": ["user:mallory@contoso.com"],
+    }});
+    groups
+        .patch_status(
+            "payroll-admin",
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: admin, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: admin}}}}]\ncurrent-context: fake\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let run = |kubeconfig: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_pim-operator"))
+                .current_dir(repo())
+                .args([
+                    "simulate",
+                    "tests/fixtures/simulate/onboarding",
+                    "--from-cluster",
+                    "--start",
+                    START,
+                    "--until",
+                    "6h",
+                ])
+                .env("KUBECONFIG", kubeconfig)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(kubeconfig).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("payroll-admin/member  starts with user:mallory@contoso.com"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2026-11-01T12:00:00Z  payroll-admin/member  - user:mallory@contoso.com"),
+        "{stdout}"
+    );
+    // No cluster there: a clear error, exit code 2.
+    let missing = dir.path().join("missing-kubeconfig");
+    let out = run(missing).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--from-cluster: cannot reach the cluster"),
+        "{stderr}"
+    );
+}

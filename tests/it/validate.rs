@@ -747,3 +747,96 @@ fn sarif_output_is_valid_sarif_2_1_0() {
     let (ok, text) = check_jsonschema(&schema, &file);
     assert!(!ok, "check-jsonschema accepted a broken SARIF log:\n{text}");
 }
+
+// Issue 20: `standingAccess: Remove` on a group the operator has never reported is a warning;
+// given the cluster's PimGroups (`--observed`), a seen group is clean, and a switch from Adopt
+// names the members it removes. The adoptAfter CEL rule is checked as the API server would.
+#[test]
+fn issue_20_remove_on_an_unseen_group_and_the_members_a_switch_removes() {
+    let group = |extra: &str| {
+        format!(
+            "apiVersion: pim.dev/v1alpha1\nkind: PimGroup\nmetadata:\n  name: payroll\nspec:\n  directory: entra\n  group: {{displayName: Payroll}}\n  roles: {{member: {{policy: ops}}}}\n{extra}"
+        )
+    };
+    check_case(
+        "remove, never seen",
+        &group("  standingAccess: Remove\n"),
+        &[(9, 3, "remove-unseen-group", "spec.standingAccess")],
+    );
+    check_case("adopt (the default)", &group(""), &[]);
+    check_case(
+        "adoptAfter under Report",
+        &group("  standingAccess: Report\n  adoptAfter: \"2026-12-01T00:00:00Z\"\n"),
+        &[(5, 1, "cel-rule", "spec")],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "repo/base.yaml", BASE);
+    write(
+        dir.path(),
+        "repo/payroll.yaml",
+        &group("  standingAccess: Remove\n"),
+    );
+    let observed = |standing: &str| {
+        format!(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: pim.dev/v1alpha1\n  kind: PimGroup\n  metadata: {{name: payroll}}\n  spec:\n    directory: entra\n    group: {{displayName: Payroll}}\n    roles: {{member: {{policy: ops}}}}\n    standingAccess: {standing}\n  status:\n    groupId: 0d6b7c1e\n    unexplainedMembers: [\"user:bob@contoso.com\", \"group:contractors\"]\n"
+        )
+    };
+    let run_with = |standing: &str| {
+        write(dir.path(), "observed.yaml", &observed(standing));
+        run_in(
+            dir.path(),
+            &[
+                "validate",
+                "repo",
+                "--now",
+                NOW,
+                "--format",
+                "json",
+                "--observed",
+                "observed.yaml",
+            ],
+        )
+    };
+    let switched = run_with("Adopt");
+    assert_eq!(
+        findings_of(&switched),
+        [(
+            "repo/payroll.yaml".to_owned(),
+            9,
+            3,
+            "remove-drops-members".to_owned(),
+            "spec.standingAccess".to_owned()
+        )],
+        "{}",
+        switched.stdout
+    );
+    assert!(
+        switched
+            .stdout
+            .contains("removes the 2 member(s) pim-operator lists in status as explained by no grant: user:bob@contoso.com, group:contractors"),
+        "{}",
+        switched.stdout
+    );
+    let already = run_with("Remove");
+    assert_eq!(already.code, 0, "{}", already.stdout);
+    // An observed file that does not read: exit 2, naming it.
+    write(dir.path(), "observed.yaml", "items: [\n");
+    let broken = run_in(
+        dir.path(),
+        &[
+            "validate",
+            "repo",
+            "--now",
+            NOW,
+            "--observed",
+            "observed.yaml",
+        ],
+    );
+    assert_eq!(broken.code, 2, "{}", broken.stdout);
+    assert!(
+        broken.stderr.contains("--observed observed.yaml"),
+        "{}",
+        broken.stderr
+    );
+}

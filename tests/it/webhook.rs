@@ -1862,3 +1862,173 @@ fn a_request_whose_policy_default_is_shorter_than_the_directory_holds_is_warned_
         );
     }
 }
+
+/// Issue 20: the catalog with "open" marked `protectLastMember` and carol Active in it.
+fn protected_catalog() -> Catalog {
+    let mut catalog = catalog();
+    let mut open = (*catalog.groups["open"]).clone();
+    open.spec.protect_last_member = true;
+    catalog.insert_group(open);
+    catalog.insert_assignment(active_assignment("carol-active", "carol@contoso.com"));
+    catalog
+}
+
+fn active_assignment(name: &str, user: &str) -> EligibleAssignment {
+    let mut a: EligibleAssignment = example("03-eligibleassignment.yaml");
+    a.metadata.name = Some(name.into());
+    a.spec.group = "open".into();
+    a.spec.principal = pim_operator::api::common::PrincipalRef::user(user);
+    a.spec.assignment_type = pim_operator::api::eligible_assignment::AssignmentType::Active;
+    a.spec.schedule = pim_operator::api::eligible_assignment::Schedule {
+        start: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-11-01T00:00:00Z".parse().unwrap(),
+        )),
+        duration: Some("90d".into()),
+        ..Default::default()
+    };
+    a
+}
+
+fn assignment_review(operation: &str, object: &Value, old: Option<&Value>) -> Value {
+    wire(
+        "EligibleAssignment",
+        "eligibleassignments",
+        operation,
+        &json!({"username": "system:serviceaccount:argocd:argocd-application-controller", "groups": ["system:serviceaccounts"]}),
+        object,
+        old,
+    )
+}
+
+// Issue 20: the API server sends a DELETE's stored object as oldObject and no object
+// (k8s.io/apiserver pkg/admission/plugin/webhook/request/admissionreview.go).
+#[test]
+fn issue_20_the_last_grant_of_a_protected_group_cannot_be_deleted_or_edited_away() {
+    let admission = admission(Some(keyring()));
+    let catalog = protected_catalog();
+    let carol =
+        serde_json::to_value(active_assignment("carol-active", "carol@contoso.com")).unwrap();
+    let delete = assignment_review("DELETE", &Value::Null, Some(&carol));
+    let answer = run_in(&admission, Stage::Validate, &delete, &catalog);
+    assert_refused(&answer, "protectLastMember");
+    assert!(
+        answer.message.contains("user:carol@contoso.com"),
+        "{}",
+        answer.message
+    );
+    // Made Eligible: the same.
+    let mut eligible = carol.clone();
+    eligible["spec"]["type"] = json!("Eligible");
+    let update = assignment_review("UPDATE", &eligible, Some(&carol));
+    assert_refused(
+        &run_in(&admission, Stage::Validate, &update, &catalog),
+        "protectLastMember",
+    );
+    // With dave Active too, carol's may go.
+    let mut both = catalog.clone();
+    both.insert_assignment(active_assignment("dave-active", "dave@contoso.com"));
+    assert!(run_in(&admission, Stage::Validate, &delete, &both).allowed);
+    assert!(run_in(&admission, Stage::Validate, &update, &both).allowed);
+    // Not protected: deleted freely.
+    let mut open = (*catalog.groups["open"]).clone();
+    open.spec.protect_last_member = false;
+    let mut unprotected = catalog.clone();
+    unprotected.insert_group(open);
+    assert!(run_in(&admission, Stage::Validate, &delete, &unprotected).allowed);
+}
+
+#[test]
+fn issue_20_the_last_active_request_of_a_protected_group_cannot_be_deactivated() {
+    let admission = admission(Some(keyring()));
+    let mut catalog = protected_catalog();
+    catalog.assignments.remove("carol-active");
+    let stored = create_in(
+        &admission,
+        &alice(),
+        &request_object("open", json!({})),
+        &catalog,
+    )
+    .unwrap();
+    let mut active: ActivationRequest = serde_json::from_value(stored.clone()).unwrap();
+    let t = |s: &str| {
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            s.parse().unwrap(),
+        ))
+    };
+    active.status = Some(pim_operator::api::ActivationRequestStatus {
+        phase: Some(pim_operator::api::Phase::Active),
+        approved_at: t("2026-11-22T09:50:00Z"),
+        starts_at: t("2026-11-22T09:50:00Z"),
+        expires_at: t("2026-11-22T10:20:00Z"),
+        ..Default::default()
+    });
+    catalog.insert_request(active.clone());
+    let mut deactivated = stored.clone();
+    deactivated["spec"]["deactivate"] = json!(true);
+    expect_denied(
+        update_in(&admission, &alice(), &stored, &deactivated, &catalog),
+        &["protectLastMember", "alice@contoso.com"],
+    );
+    let delete = wire(
+        "ActivationRequest",
+        "activationrequests",
+        "DELETE",
+        &alice(),
+        &Value::Null,
+        Some(&stored),
+    );
+    assert_refused(
+        &run_in(&admission, Stage::Validate, &delete, &catalog),
+        "protectLastMember",
+    );
+    // Carol Active beside her: alice may end hers.
+    catalog.insert_assignment(active_assignment("carol-active", "carol@contoso.com"));
+    update_in(&admission, &alice(), &stored, &deactivated, &catalog).unwrap();
+    assert!(run_in(&admission, Stage::Validate, &delete, &catalog).allowed);
+}
+
+#[test]
+fn issue_20_remove_on_an_unseen_group_is_admitted_with_a_warning() {
+    let admission = admission(Some(keyring()));
+    let mut group: PimGroup = example("02-pimgroup.yaml");
+    group.metadata.name = Some("fresh".into());
+    group.spec.group.display_name = Some("Fresh".into());
+    group.spec.standing_access = pim_operator::api::pim_group::StandingAccess::Remove;
+    let object = serde_json::to_value(&group).unwrap();
+    let review = |operation, old: Option<&Value>| {
+        wire("PimGroup", "pimgroups", operation, &bob(), &object, old)
+    };
+    let created = run(&admission, Stage::Validate, &review("CREATE", None));
+    assert!(created.allowed, "{}", created.message);
+    assert!(
+        created
+            .warnings
+            .iter()
+            .any(|w| w.contains("never reported")),
+        "{:?}",
+        created.warnings
+    );
+    // Seen under Adopt with bob listed: the switch names him.
+    let mut stored = group.clone();
+    stored.spec.standing_access = pim_operator::api::pim_group::StandingAccess::Adopt;
+    stored.status = Some(pim_operator::api::pim_group::PimGroupStatus {
+        group_id: Some("0d6b".into()),
+        unexplained_members: vec!["user:bob@contoso.com".into()],
+        ..Default::default()
+    });
+    let stored = serde_json::to_value(&stored).unwrap();
+    let switched = run(
+        &admission,
+        Stage::Validate,
+        &review("UPDATE", Some(&stored)),
+    );
+    assert!(switched.allowed, "{}", switched.message);
+    assert!(
+        switched
+            .warnings
+            .iter()
+            .any(|w| w.contains("removes the 1 member(s)") && w.contains("user:bob@contoso.com")),
+        "{:?}",
+        switched.warnings
+    );
+}

@@ -139,6 +139,7 @@ fn group_spec(group: usize, directory: &str, id: &str, remove: bool) -> PimGroup
             StandingAccess::Report
         },
         rbac: None,
+        ..Default::default()
     }
 }
 

@@ -65,6 +65,13 @@ pub const RBAC_NEEDS_KUBERNETES: CelRule = rule(
     "remove spec.rbac, or set spec.directory to `kubernetes` (RBAC bindings are made only for groups of the kubernetes directory)",
 );
 
+/// `PimGroup` `spec`.
+pub const ADOPT_AFTER_NEEDS_ADOPT: CelRule = rule(
+    "!has(self.adoptAfter) || !has(self.standingAccess) || self.standingAccess == 'Adopt'",
+    "adoptAfter applies only with standingAccess: Adopt",
+    "remove spec.adoptAfter, or set spec.standingAccess to `Adopt` (adoptAfter is when adoption ends and removal starts)",
+);
+
 /// `PimGroup` `spec.group`.
 pub const GROUP_ID_OR_NAME: CelRule = rule(
     "has(self.id) || has(self.displayName)",
@@ -143,6 +150,7 @@ pub fn all() -> Vec<CelRule> {
         MIN_APPROVALS_REACHABLE,
         SCHEDULE_ONE_END,
         RBAC_NEEDS_KUBERNETES,
+        ADOPT_AFTER_NEEDS_ADOPT,
         GROUP_ID_OR_NAME,
         CREATE_NEEDS_NAME,
         RBAC_NAMES_A_ROLE,

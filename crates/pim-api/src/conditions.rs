@@ -95,6 +95,10 @@ pub mod reasons {
     pub const DIRECTORY_ERROR: &str = "DirectoryError";
     pub const CONVERGED: &str = "Converged";
     pub const UNEXPLAINED_MEMBERS: &str = "UnexplainedMembers";
+    /// `standingAccess: Adopt` keeps members no grant explains, listed for review.
+    pub const ADOPTING: &str = "Adopting";
+    /// `protectLastMember` keeps a role's last member although no grant explains it.
+    pub const LAST_MEMBER_KEPT: &str = "LastMemberKept";
     pub const CONVERGING: &str = "Converging";
     pub const LAST_OWNER_KEPT: &str = "LastOwnerKept";
     pub const ANOTHER_OWNER_STAYS: &str = "AnotherOwnerStays";

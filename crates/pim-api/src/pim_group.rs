@@ -38,6 +38,12 @@ pub const KUBERNETES_DIRECTORY: &str = "kubernetes";
         json_path = ".status.conditions[?(@.type==\"InSync\")].status"
     ),
     printcolumn(
+        name = "Standing",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.standingAccess"
+    ),
+    printcolumn(
         name = "Eligible",
         type_ = "integer",
         json_path = ".status.eligiblePrincipals"
@@ -60,7 +66,10 @@ pub const KUBERNETES_DIRECTORY: &str = "kubernetes";
     )
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = cel::RBAC_NEEDS_KUBERNETES.kube())]
+#[x_kube(
+    validation = cel::RBAC_NEEDS_KUBERNETES.kube(),
+    validation = cel::ADOPT_AFTER_NEEDS_ADOPT.kube()
+)]
 pub struct PimGroupSpec {
     /// Name of a directory connection in the operator's config. Default `kubernetes`.
     #[serde(default = "default_directory")]
@@ -68,9 +77,26 @@ pub struct PimGroupSpec {
     pub directory: String,
     pub group: DirectoryGroupRef,
     pub roles: GroupRoles,
-    /// What to do with members that no active grant explains. Default Remove.
+    /// What to do with members that no active grant explains. Default Adopt: a group brought
+    /// under PIM keeps its members (listed in `status.unexplainedMembers`) until `Remove` is set
+    /// deliberately or `adoptAfter` has passed.
     #[serde(default)]
     pub standing_access: StandingAccess,
+    /// With `standingAccess: Adopt`, when adoption ends and members no grant explains start
+    /// being removed, as under `Remove`. Unset: adoption lasts until the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_after: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Members the operator never removes, whatever `standingAccess` says and whether or not
+    /// a grant explains them: break-glass accounts, a standing owner. Principals as the
+    /// directory names them. The operator does not add them either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub protected_members: Vec<super::common::PrincipalRef>,
+    /// Never remove the last member of a role: when every member would go, the operator keeps
+    /// one (preferring one it did not grant) until another member is in, as Entra keeps the
+    /// last Global Administrator. The webhook refuses to end the last grant of such a group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub protect_last_member: bool,
     /// For the kubernetes directory: the RBAC roles that membership confers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbac: Option<RbacGrant>,
@@ -125,8 +151,12 @@ pub struct RoleSettings {
 /// Treatment of members that no active grant explains.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum StandingAccess {
-    /// Remove them: membership equals the desired set.
+    /// Onboarding: as `Report` until `adoptAfter` (or until the spec says `Remove`), then as
+    /// `Remove`. What a new PimGroup starts in, so that bringing a group under PIM empties
+    /// nothing before someone has read its `status.unexplainedMembers`.
     #[default]
+    Adopt,
+    /// Remove them: membership equals the desired set.
     Remove,
     /// Remove only members the operator granted; list the others in status.
     Report,
@@ -189,10 +219,15 @@ pub struct PimGroupStatus {
     /// existed were recorded in it (once, on the first pass after an upgrade).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_adopted_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
-    /// Members that no active grant explains (standingAccess Report), capped at 100.
+    /// Members of the member role that no active grant explains, kept under standingAccess
+    /// Adopt or Report, capped at 100 (`user:NAME` or `group:NAME`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub unexplained_members: Vec<String>,
+    /// The same for the owner role.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub unexplained_owners: Vec<String>,
     /// How Kubernetes usernames become principals of this group's directory, as the operator is
     /// configured (`{}`: as the API server authenticated them). `kubectl pim` reads it to know
     /// which assignments are the caller's.

@@ -359,6 +359,7 @@ impl World {
                 },
                 standing_access: StandingAccess::Remove,
                 rbac: None,
+                ..Default::default()
             };
             PimGroup::new(&group_name(j), spec)
         });

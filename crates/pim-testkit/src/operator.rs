@@ -160,9 +160,15 @@ impl Harness {
             .unwrap();
     }
 
-    /// A PimGroup `name` (directory id `<name>-id` in the memory directory) under `policy`.
+    /// A PimGroup `name` (directory id `<name>-id` in the memory directory) under `policy`,
+    /// removing members no grant explains.
     pub async fn group(&self, name: &str, policy: &str) {
-        let spec = PimGroupSpec {
+        self.group_with(name, policy, |_| {}).await;
+    }
+
+    /// [`Harness::group`], edited by `edit` before it is created.
+    pub async fn group_with(&self, name: &str, policy: &str, edit: impl FnOnce(&mut PimGroupSpec)) {
+        let mut spec = PimGroupSpec {
             directory: "memory".into(),
             group: DirectoryGroupRef {
                 id: Some(format!("{name}-id")),
@@ -175,8 +181,9 @@ impl Harness {
                 owner: None,
             },
             standing_access: StandingAccess::Remove,
-            rbac: None,
+            ..Default::default()
         };
+        edit(&mut spec);
         self.api::<PimGroup>()
             .create(&PostParams::default(), &PimGroup::new(name, spec))
             .await

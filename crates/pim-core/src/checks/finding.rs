@@ -246,6 +246,19 @@ pub mod rules {
         "set fallbackOwner on the entra directory (a service principal the operator keeps as standing owner), or keep an owner of your own in the group with spec.standingAccess: Report",
     );
 
+    pub const REMOVE_UNSEEN_GROUP: Rule = rule(
+        "remove-unseen-group",
+        Warning,
+        "The PimGroup sets standingAccess: Remove for a group pim-operator has never reported: the first pass removes every member no grant explains, break-glass accounts and owners included.",
+        "leave standingAccess unset (Adopt) so that the operator lists the group's members in status.unexplainedMembers first; give each who must stay an EligibleAssignment or an entry in spec.protectedMembers; then set Remove (validate --observed with `kubectl get pimgroups -o yaml` shows the group has been seen)",
+    );
+    pub const REMOVE_DROPS_MEMBERS: Rule = rule(
+        "remove-drops-members",
+        Warning,
+        "Switching the PimGroup to standingAccess: Remove removes the members the operator lists in status as explained by no grant.",
+        "give each member who must keep access an EligibleAssignment (or an entry in spec.protectedMembers) before switching, or confirm that each listed member is meant to go",
+    );
+
     /// Every rule, in a stable order.
     pub const ALL: &[Rule] = &[
         YAML_SYNTAX,
@@ -279,6 +292,8 @@ pub mod rules {
         STAMPED_BY_WEBHOOK,
         OWNER_IS_A_GROUP,
         LAST_OWNER,
+        REMOVE_UNSEEN_GROUP,
+        REMOVE_DROPS_MEMBERS,
     ];
 }
 

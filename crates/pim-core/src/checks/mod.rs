@@ -6,13 +6,18 @@
 //!   policy caps, schedules, requests against their policy, conflicting PimGroups;
 //! - [`duplicate_name`]: the one check that only a set of manifests can fail, since the API
 //!   server keeps names unique;
+//! - [`last_member`]: a change that ends the last grant of a `protectLastMember` PimGroup;
+//! - [`onboarding`]: `standingAccess: Remove` on a group the operator has not shown anyone yet,
+//!   given the object as the cluster has it;
 //! - [`stamped`]: fields of a request that only the admission webhook writes, written in a
 //!   manifest (`validate` only).
 //!
 //! Every check returns [`Finding`]s named by field path; none reads the clock or a file.
 
 pub mod finding;
+pub mod last_member;
 pub mod object;
+pub mod onboarding;
 pub mod openapi;
 pub mod references;
 pub mod schema;

@@ -9,7 +9,11 @@
 //!   principal, past its end, the PimGroup moved to another group) makes it *dead*.
 //! - A member with any entry in the current group is ours: when no live grant explains it, it
 //!   is removed whatever `standingAccess` says. A member with no entry is standing access:
-//!   `Remove` removes it, `Report` reports it and never touches it.
+//!   `Remove` removes it, `Report` (and `Adopt` until `adoptAfter`) reports it and never
+//!   touches it.
+//! - A protected member (`protectedMembers`) is never removed, and its dead entries close: it is
+//!   no longer ours. Under `protectLastMember`, the removal that would empty a role is held back
+//!   (see [`RemovalRules::last_member_kept`]).
 //! - Dead entries in another group are revoked there.
 //! - An entry is written before the add it justifies, and closed (deleted) only once the
 //!   directory confirmed the member gone, or a live entry explains the member.
@@ -19,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use sha2::{Digest, Sha256};
 
-use super::membership::{DesiredMembership, Grant, GrantSource, Member};
+use super::membership::{DesiredMembership, Grant, GrantSource, Member, RemovalRules};
 use crate::api::common::Role;
 use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::StandingAccess;
@@ -159,8 +163,13 @@ pub struct LedgerPlan {
     /// Members to remove from the current group: ours with no live grant, or standing access
     /// under `Remove`.
     pub remove: Vec<Member>,
-    /// Standing members under `Report`: listed, never touched.
+    /// Standing members under `Report` (or `Adopt`): listed, never touched.
     pub unexplained: Vec<Member>,
+    /// Present members no grant explains that the PimGroup protects: kept, and no longer ours.
+    pub protected: Vec<Member>,
+    /// The role's last member, kept under `protectLastMember` although it would go. Its
+    /// entries stay open, so it goes once another member is in.
+    pub kept_last: Option<Member>,
     /// Entries to close now: their member is absent, or a live grant explains it.
     pub close: Vec<Entry>,
     /// Entries to close once the removal of their member is confirmed.
@@ -192,10 +201,11 @@ pub fn plan(
     entries: &[Entry],
     current: &GroupTarget,
     actual: &BTreeSet<Member>,
-    standing: StandingAccess,
+    rules: &RemovalRules,
     adopt: &BTreeSet<Member>,
     now: Timestamp,
 ) -> LedgerPlan {
+    let standing = rules.standing;
     let mut out = LedgerPlan::default();
     let entries: Vec<&Entry> = entries.iter().filter(|e| e.role == role).collect();
     let ours: BTreeSet<&Member> = entries
@@ -205,11 +215,17 @@ pub fn plan(
         .collect();
 
     for member in actual.iter().filter(|m| !desired.contains(m)) {
-        if ours.contains(member) || standing == StandingAccess::Remove {
+        if rules.is_protected(member) {
+            out.protected.push(member.clone());
+        } else if ours.contains(member) || standing == StandingAccess::Remove {
             out.remove.push(member.clone());
         } else {
             out.unexplained.push(member.clone());
         }
+    }
+    out.kept_last = rules.last_member_kept(actual, &out.remove, |m| ours.contains(m));
+    if let Some(kept) = &out.kept_last {
+        out.remove.retain(|m| m != kept);
     }
 
     let recorded: BTreeSet<(&Member, &str)> = entries
@@ -265,7 +281,11 @@ pub fn plan(
             out.elsewhere.push((*entry).clone());
         } else if desired.contains(&entry.member) && !live_members.contains(&entry.member) {
             out.close_after_record.push((*entry).clone());
-        } else if desired.contains(&entry.member) || !actual.contains(&entry.member) {
+        } else if desired.contains(&entry.member)
+            || !actual.contains(&entry.member)
+            || rules.is_protected(&entry.member)
+        {
+            // Absent, explained by a live grant, or protected (no longer ours to take away).
             out.close.push((*entry).clone());
         } else {
             out.close_on_removal
@@ -335,7 +355,7 @@ mod tests {
         grants: &[ProvenGrant],
         entries: &[Entry],
         actual: &[&str],
-        standing: StandingAccess,
+        standing: impl Into<RemovalRules>,
     ) -> LedgerPlan {
         let now = ts(NOW);
         let live: Vec<Grant> = grants.iter().map(|g| g.grant.clone()).collect();
@@ -349,7 +369,7 @@ mod tests {
             entries,
             &target("cn=g"),
             &actual,
-            standing,
+            &standing.into(),
             &BTreeSet::new(),
             now,
         )
@@ -422,6 +442,97 @@ mod tests {
         );
         assert_eq!(p.record, vec![entry_for(&g, &target("cn=g"))]);
         assert_eq!(p.remove, vec![user("carol")]);
+    }
+
+    fn rules(standing: StandingAccess, protected: &[&str], keep_last_member: bool) -> RemovalRules {
+        RemovalRules {
+            protected: protected.iter().map(|m| user(m)).collect(),
+            keep_last_member,
+            ..standing.into()
+        }
+    }
+
+    // Issue 20: a protected member stays whatever standingAccess says, and what we granted it
+    // stops being ours once its grant ends.
+    #[test]
+    fn a_protected_member_is_never_removed_and_its_ended_entry_closes() {
+        let ended = proven("alice", "r1", "u1", "2026-01-01T10:20:00Z");
+        let e = entry_for(&ended, &target("cn=g"));
+        let p = run(
+            &[ended],
+            std::slice::from_ref(&e),
+            &["alice", "breakglass", "carol"],
+            rules(StandingAccess::Remove, &["alice", "breakglass"], false),
+        );
+        assert_eq!(p.remove, vec![user("carol")]);
+        assert_eq!(p.protected, vec![user("alice"), user("breakglass")]);
+        assert_eq!(p.close, vec![e]);
+        assert!(p.close_on_removal.is_empty() && p.unexplained.is_empty());
+        // Not protected: the same entry waits for the removal.
+        let p = run(
+            &[proven("alice", "r1", "u1", "2026-01-01T10:20:00Z")],
+            &[entry_for(
+                &proven("alice", "r1", "u1", "2026-01-01T10:20:00Z"),
+                &target("cn=g"),
+            )],
+            &["alice"],
+            rules(StandingAccess::Remove, &[], false),
+        );
+        assert_eq!(p.remove, vec![user("alice")]);
+        assert!(p.close.is_empty());
+    }
+
+    // Issue 20: the removal that would empty a protectLastMember group is held back; a standing
+    // member is kept before one we granted, and ours keeps its entry so it goes later.
+    #[test]
+    fn the_last_member_is_kept_and_a_standing_one_first() {
+        let ended = proven("alice", "r1", "u1", "2026-01-01T10:20:00Z");
+        let e = entry_for(&ended, &target("cn=g"));
+        let p = run(
+            std::slice::from_ref(&ended),
+            std::slice::from_ref(&e),
+            &["alice", "zed"],
+            rules(StandingAccess::Remove, &[], true),
+        );
+        assert_eq!(p.kept_last, Some(user("zed")));
+        assert_eq!(p.remove, vec![user("alice")]);
+        let p = run(
+            std::slice::from_ref(&ended),
+            std::slice::from_ref(&e),
+            &["alice"],
+            rules(StandingAccess::Report, &[], true),
+        );
+        assert_eq!(p.kept_last, Some(user("alice")));
+        assert!(p.remove.is_empty() && p.close.is_empty());
+        assert_eq!(
+            p.close_on_removal.get(&user("alice")),
+            Some(&vec![e.clone()])
+        );
+        // Another member is in (a live grant): alice goes.
+        let live = proven("bob", "r2", "u2", "2026-01-01T11:00:00Z");
+        let p = run(
+            &[ended, live.clone()],
+            &[e, entry_for(&live, &target("cn=g"))],
+            &["alice", "bob"],
+            rules(StandingAccess::Report, &[], true),
+        );
+        assert_eq!((p.kept_last, p.remove), (None, vec![user("alice")]));
+        // A protected member present counts as another member.
+        let p = run(
+            &[],
+            &[],
+            &["alice", "breakglass"],
+            rules(StandingAccess::Remove, &["breakglass"], true),
+        );
+        assert_eq!((p.kept_last, p.remove), (None, vec![user("alice")]));
+        // Without protectLastMember the group empties.
+        let p = run(
+            &[],
+            &[],
+            &["alice"],
+            rules(StandingAccess::Remove, &[], false),
+        );
+        assert_eq!((p.kept_last, p.remove), (None, vec![user("alice")]));
     }
 
     // Issue 14 finding 3: entries written to the group the PimGroup pointed at before are

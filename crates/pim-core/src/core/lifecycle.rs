@@ -90,8 +90,9 @@ pub struct Facts<'a> {
     pub removal_confirmed_at: Option<Timestamp>,
     /// How long past a window's end a removal may take before it is reported overdue.
     pub revocation_grace: SignedDuration,
-    /// Why the directory refused the removal on its last try (a rule of the directory's, such as
-    /// Entra's five minutes), reported while the removal waits.
+    /// Why the removal was not made on its last try, as a sentence: the directory refused it (a
+    /// rule of the directory's, such as Entra's five minutes), or the PimGroup keeps its last
+    /// member. Reported while the removal waits.
     pub removal_refused: Option<&'a str>,
 }
 
@@ -798,7 +799,7 @@ impl<'a> Pass<'a> {
         let refused = self
             .facts
             .removal_refused
-            .map(|why| format!(" (the directory refused it: {why})"))
+            .map(|why| format!(" ({why})"))
             .unwrap_or_default();
         self.set(
             kept,

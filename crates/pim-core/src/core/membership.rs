@@ -10,7 +10,7 @@ use super::eligibility::AssignmentWindow;
 use crate::api::activation_request::{ActivationRequestSpec, ActivationRequestStatus, Phase};
 use crate::api::common::Principal;
 use crate::api::eligible_assignment::{AssignmentType, EligibleAssignmentSpec};
-use crate::api::pim_group::StandingAccess;
+use crate::api::pim_group::{PimGroupSpec, StandingAccess};
 
 /// A member of a directory group: a user, or a nested group (from an Active assignment to a group).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -161,14 +161,107 @@ pub fn desired_membership<'a>(
     desired
 }
 
+/// What a PimGroup keeps in its directory group whatever the grants say, at one instant
+/// (issue 20): how members no grant explains are treated, the members it protects, and whether
+/// a role's last member stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovalRules {
+    /// `Remove` or `Report`: `Adopt` is resolved against `adoptAfter` and `now`.
+    pub standing: StandingAccess,
+    /// Never removed, and never listed as unexplained.
+    pub protected: BTreeSet<Member>,
+    /// Keep one member when every member of a role would go.
+    pub keep_last_member: bool,
+    /// When the rules change by time alone: the end of adoption.
+    pub next_change: Option<Timestamp>,
+}
+
+impl RemovalRules {
+    /// The rules of `spec` at `now`.
+    pub fn of(spec: &PimGroupSpec, now: Timestamp) -> Self {
+        let adopt_after = spec.adopt_after.as_ref().map(|t| t.0);
+        let standing = match spec.standing_access {
+            StandingAccess::Adopt if adopt_after.is_some_and(|t| t <= now) => {
+                StandingAccess::Remove
+            }
+            StandingAccess::Adopt => StandingAccess::Report,
+            other => other,
+        };
+        let protected = spec
+            .protected_members
+            .iter()
+            .filter_map(|p| match p.resolve()? {
+                Principal::User(u) => Some(Member::User(u.to_owned())),
+                Principal::Group(g) => Some(Member::Group(g.to_owned())),
+            })
+            .collect();
+        RemovalRules {
+            standing,
+            protected,
+            keep_last_member: spec.protect_last_member,
+            next_change: adopt_after
+                .filter(|t| *t > now && spec.standing_access == StandingAccess::Adopt),
+        }
+    }
+
+    /// For a PimGroup being deleted: what it granted goes, the rest stays, nothing is protected.
+    pub fn release() -> Self {
+        StandingAccess::Report.into()
+    }
+
+    pub fn is_protected(&self, member: &Member) -> bool {
+        self.protected.contains(member)
+    }
+
+    /// The member held back when removing all of `remove` would leave the role of a
+    /// `protectLastMember` group empty: one that `granted` does not claim (a standing member,
+    /// likelier to be the owner or break-glass account) before one the operator granted, and
+    /// otherwise the first in order. Next pass, once another member is in, it goes.
+    pub fn last_member_kept(
+        &self,
+        actual: &BTreeSet<Member>,
+        remove: &[Member],
+        granted: impl Fn(&Member) -> bool,
+    ) -> Option<Member> {
+        let emptied = !actual.is_empty() && actual.iter().all(|m| remove.contains(m));
+        if !self.keep_last_member || !emptied {
+            return None;
+        }
+        remove
+            .iter()
+            .find(|m| !granted(m))
+            .or_else(|| remove.first())
+            .cloned()
+    }
+}
+
+impl From<StandingAccess> for RemovalRules {
+    /// Only the standing-access rule (`Adopt` taken as its report phase).
+    fn from(standing: StandingAccess) -> Self {
+        RemovalRules {
+            standing: match standing {
+                StandingAccess::Adopt => StandingAccess::Report,
+                other => other,
+            },
+            protected: BTreeSet::new(),
+            keep_last_member: false,
+            next_change: None,
+        }
+    }
+}
+
 /// The directory writes that converge one (group, role). Removals come first: revocation
 /// takes priority over granting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MembershipPlan {
     pub remove: Vec<Member>,
     pub add: Vec<Member>,
-    /// Members no grant explains and that `standingAccess: Report` leaves in place.
+    /// Members no grant explains and that `standingAccess: Report` (or `Adopt`) leaves in place.
     pub unexplained: Vec<Member>,
+    /// Present members no grant explains, kept because the PimGroup protects them.
+    pub protected: Vec<Member>,
+    /// The role's last member, kept under `protectLastMember` although it would go.
+    pub kept_last: Option<Member>,
 }
 
 impl MembershipPlan {
@@ -183,7 +276,7 @@ pub fn plan(
     desired: &DesiredMembership,
     actual: &BTreeSet<Member>,
     managed: &BTreeSet<Member>,
-    standing: StandingAccess,
+    rules: &RemovalRules,
 ) -> MembershipPlan {
     let add = desired
         .members
@@ -191,20 +284,24 @@ pub fn plan(
         .filter(|m| !actual.contains(*m))
         .cloned()
         .collect();
-    let mut remove = Vec::new();
-    let mut unexplained = Vec::new();
+    let mut out = MembershipPlan {
+        add,
+        ..MembershipPlan::default()
+    };
     for member in actual.iter().filter(|m| !desired.contains(m)) {
-        match standing {
-            StandingAccess::Remove => remove.push(member.clone()),
-            StandingAccess::Report if managed.contains(member) => remove.push(member.clone()),
-            StandingAccess::Report => unexplained.push(member.clone()),
+        if rules.is_protected(member) {
+            out.protected.push(member.clone());
+        } else if rules.standing == StandingAccess::Remove || managed.contains(member) {
+            out.remove.push(member.clone());
+        } else {
+            out.unexplained.push(member.clone());
         }
     }
-    MembershipPlan {
-        remove,
-        add,
-        unexplained,
+    out.kept_last = rules.last_member_kept(actual, &out.remove, |m| managed.contains(m));
+    if let Some(kept) = &out.kept_last {
+        out.remove.retain(|m| m != kept);
     }
+    out
 }
 
 #[cfg(test)]
@@ -358,7 +455,7 @@ mod tests {
         let desired = desired_membership(&grants, ts("2026-01-01T10:00:00Z"));
         let actual: BTreeSet<_> = [user("bob"), user("carol")].into();
         let managed: BTreeSet<_> = [user("bob")].into();
-        let p = plan(&desired, &actual, &managed, StandingAccess::Remove);
+        let p = plan(&desired, &actual, &managed, &StandingAccess::Remove.into());
         assert_eq!(
             (p.add, p.remove, p.unexplained),
             (
@@ -367,12 +464,90 @@ mod tests {
                 vec![]
             )
         );
-        let p = plan(&desired, &actual, &managed, StandingAccess::Report);
+        let p = plan(&desired, &actual, &managed, &StandingAccess::Report.into());
         assert_eq!(
             (p.remove, p.unexplained),
             (vec![user("bob")], vec![user("carol")])
         );
         let in_sync: BTreeSet<_> = [user("alice")].into();
-        assert!(plan(&desired, &in_sync, &managed, StandingAccess::Remove).is_empty());
+        assert!(plan(&desired, &in_sync, &managed, &StandingAccess::Remove.into()).is_empty());
+    }
+
+    fn group_spec(standing: StandingAccess, adopt_after: Option<&str>) -> PimGroupSpec {
+        PimGroupSpec {
+            standing_access: standing,
+            adopt_after: adopt_after.map(|t| Time(ts(t))),
+            ..Default::default()
+        }
+    }
+
+    // Issue 20: a new PimGroup adopts (reports) until adoptAfter, then removes.
+    #[test]
+    fn adoption_reports_until_adopt_after_then_removes() {
+        let before = ts("2026-01-01T09:00:00Z");
+        let after = ts("2026-01-01T10:00:00Z");
+        let open_ended = group_spec(StandingAccess::default(), None);
+        assert_eq!(StandingAccess::default(), StandingAccess::Adopt);
+        let rules = RemovalRules::of(&open_ended, after);
+        assert_eq!(
+            (rules.standing, rules.next_change),
+            (StandingAccess::Report, None)
+        );
+        let timed = group_spec(StandingAccess::Adopt, Some("2026-01-01T10:00:00Z"));
+        let rules = RemovalRules::of(&timed, before);
+        assert_eq!(
+            (rules.standing, rules.next_change),
+            (StandingAccess::Report, Some(after))
+        );
+        let rules = RemovalRules::of(&timed, after);
+        assert_eq!(
+            (rules.standing, rules.next_change),
+            (StandingAccess::Remove, None)
+        );
+        // Report stays Report, Remove stays Remove.
+        for standing in [StandingAccess::Report, StandingAccess::Remove] {
+            assert_eq!(
+                RemovalRules::of(&group_spec(standing, None), after).standing,
+                standing
+            );
+        }
+        // The plan: the standing member is listed while adopting, removed after.
+        let desired = DesiredMembership::default();
+        let actual: BTreeSet<_> = [user("bob")].into();
+        let none = BTreeSet::new();
+        let p = plan(&desired, &actual, &none, &RemovalRules::of(&timed, before));
+        assert_eq!((p.remove, p.unexplained), (vec![], vec![user("bob")]));
+        let p = plan(&desired, &actual, &none, &RemovalRules::of(&timed, after));
+        assert_eq!((p.remove, p.unexplained), (vec![user("bob")], vec![]));
+    }
+
+    #[test]
+    fn protected_members_and_the_last_member_stay() {
+        let spec = PimGroupSpec {
+            standing_access: StandingAccess::Remove,
+            protected_members: vec![
+                crate::api::common::PrincipalRef::group("breakglass"),
+                crate::api::common::PrincipalRef::default(),
+            ],
+            protect_last_member: true,
+            ..Default::default()
+        };
+        let rules = RemovalRules::of(&spec, ts("2026-01-01T10:00:00Z"));
+        // A malformed reference protects nobody.
+        assert_eq!(rules.protected, [Member::Group("breakglass".into())].into());
+        let desired = DesiredMembership::default();
+        let actual: BTreeSet<_> = [Member::Group("breakglass".into()), user("bob")].into();
+        let managed: BTreeSet<_> = [user("bob")].into();
+        let p = plan(&desired, &actual, &managed, &rules);
+        assert_eq!(p.remove, vec![user("bob")]);
+        assert_eq!(p.protected, vec![Member::Group("breakglass".into())]);
+        assert_eq!(p.kept_last, None);
+        let alone: BTreeSet<_> = [user("bob"), user("carol")].into();
+        let p = plan(&desired, &alone, &managed, &rules);
+        // carol was not granted by us: she is the one kept.
+        assert_eq!(
+            (p.remove, p.kept_last),
+            (vec![user("bob")], Some(user("carol")))
+        );
     }
 }

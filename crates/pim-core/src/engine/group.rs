@@ -10,7 +10,7 @@ use crate::api::common::Role;
 use crate::api::pim_group::StandingAccess;
 use crate::core::ledger::{Entry, GroupTarget, LedgerPlan, ProvenGrant, plan as ledger_plan};
 use crate::core::membership::{
-    DesiredMembership, Member, MembershipPlan, desired_membership, plan,
+    DesiredMembership, Member, MembershipPlan, RemovalRules, desired_membership, plan,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,18 +31,29 @@ pub fn reconcile_group(
     now: Timestamp,
     proof: &Proof<'_>,
 ) -> GroupOutcome {
-    let standing = standing_of(catalog, group);
+    let rules = rules_of(catalog, group, now);
     let grants = catalog.grants(group, role, now, proof);
-    let desired = desired_membership(&grants, now);
-    let plan = plan(&desired, actual, managed, standing);
+    let desired = with_rules_change(desired_membership(&grants, now), &rules);
+    let plan = plan(&desired, actual, managed, &rules);
     GroupOutcome { desired, plan }
 }
 
-fn standing_of(catalog: &Catalog, group: &str) -> StandingAccess {
-    catalog
-        .groups
-        .get(group)
-        .map_or(StandingAccess::Remove, |g| g.spec.standing_access)
+/// The PimGroup's removal rules at `now`; a PimGroup that is gone protects nothing.
+pub fn rules_of(catalog: &Catalog, group: &str, now: Timestamp) -> RemovalRules {
+    catalog.groups.get(group).map_or_else(
+        || StandingAccess::Remove.into(),
+        |g| RemovalRules::of(&g.spec, now),
+    )
+}
+
+/// The desired set changes by time alone, and so do the rules (adoption ends): the next pass is
+/// due at whichever comes first.
+fn with_rules_change(mut desired: DesiredMembership, rules: &RemovalRules) -> DesiredMembership {
+    desired.next_change = match (desired.next_change, rules.next_change) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    desired
 }
 
 /// One pass over one (PimGroup, role) with the grant ledger: the desired members, the proven
@@ -70,18 +81,10 @@ pub fn plan_with_ledger(
     adopt: &BTreeSet<Member>,
 ) -> LedgerOutcome {
     let live: Vec<_> = grants.iter().map(|g| g.grant.clone()).collect();
-    let desired = desired_membership(&live, now);
+    let rules = rules_of(catalog, group, now);
+    let desired = with_rules_change(desired_membership(&live, now), &rules);
     let plan = ledger_plan(
-        group,
-        role,
-        &desired,
-        &grants,
-        entries,
-        current,
-        actual,
-        standing_of(catalog, group),
-        adopt,
-        now,
+        group, role, &desired, &grants, entries, current, actual, &rules, adopt, now,
     );
     LedgerOutcome {
         desired,

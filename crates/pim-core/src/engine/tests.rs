@@ -48,6 +48,7 @@ fn catalog() -> Catalog {
             },
             standing_access: StandingAccess::Remove,
             rbac: None,
+            ..Default::default()
         },
     ));
     let mut eligible = EligibleAssignment::new(

@@ -360,7 +360,8 @@ fn a_refused_removal_is_overdue_with_the_directory_s_reason() {
     w.access_held = true;
     w.step(0);
     w.spec.deactivate = Some(true);
-    w.removal_refused = Some("ActiveDurationTooShort; removed at 09:05:00Z".to_owned());
+    w.removal_refused =
+        Some("the directory refused it: ActiveDurationTooShort; removed at 09:05:00Z".to_owned());
     assert_eq!(w.step(1), Phase::Active);
     assert_eq!(
         cond(&w, types::ACTIVE),

@@ -42,6 +42,7 @@ const PER_FINDING: &[&str] = &[
     rules::INVALID_POLICY.id,
     rules::DURATION_EXCEEDS_MAXIMUM.id,
     rules::EXCEEDS_POLICY.id,
+    rules::ELIGIBILITY_ENDING.id,
 ];
 
 const NOW: &str = "2026-11-05T00:00:00Z";
@@ -184,6 +185,9 @@ fn corpus() -> Vec<String> {
             "{AR}metadata: {{name: r12}}\nspec: {{group: ops, ticket: {{system: jira, number: OPS-1}}}}\n"
         ),
         format!(
+            "{EA}metadata: {{name: a12}}\nspec: {{group: ops, principal: {{user: bob}}, schedule: {{start: \"2026-06-01T00:00:00Z\", end: \"2026-11-12T00:00:00Z\"}}, justification: x}}\n"
+        ),
+        format!(
             "{PG}metadata: {{name: owned}}\nspec: {{directory: entra, group: {{displayName: Owned}}, roles: {{member: {{policy: ops}}, owner: {{policy: ops}}}}}}\n---\n{EA}metadata: {{name: a11}}\nspec: {{group: owned, role: owner, type: Active, principal: {{group: admins}}, schedule: {{duration: 1d}}, justification: x}}\n"
         ),
     ];
@@ -302,6 +306,10 @@ fn concrete_remedies() {
     assert_eq!(
         hint("exceeds-policy", "spec.schedule.duration"),
         "set spec.schedule.duration to 365d or less"
+    );
+    assert_eq!(
+        hint("eligibility-ending", "spec.schedule.end"),
+        "renew it before 2026-11-12T00:00:00Z: set spec.schedule.end later than 2026-11-12T00:00:00Z, up to 365d after the start; or delete EligibleAssignment \"a12\" when the access is no longer needed"
     );
     assert_eq!(
         hint("invalid-start-time", "spec.startTime"),

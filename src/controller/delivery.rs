@@ -9,7 +9,8 @@
 //! 3. retention: a finished request past its policy's retention, fully audited, is deleted.
 //!
 //! For each EligibleAssignment: the "eligible assigned" / "active assigned" notification once
-//! it is in effect.
+//! it is in effect, and the "eligibility ending" reminder its policy's lead before its end,
+//! woken for at that time.
 //!
 //! `status.delivery` is written only by the outbox's recorder, under its own field manager.
 
@@ -33,7 +34,7 @@ use crate::api::common::{Principal, PrincipalRef};
 use crate::api::{ActivationRequest, EligibleAssignment};
 use crate::audit::record;
 use crate::audit::sink::AuditSinks;
-use crate::core::policy::DEFAULT_EXPIRING_SOON_LEAD;
+use crate::core::policy::{DEFAULT_ELIGIBILITY_ENDING_LEAD, DEFAULT_EXPIRING_SOON_LEAD};
 use crate::engine::Catalog;
 use crate::lenient::Lenient;
 use crate::notify::Notifier;
@@ -122,6 +123,7 @@ pub async fn run(
     let assignment_controller =
         Controller::for_shared_stream(assignments, ctx.stores.assignments.clone())
             .with_config(controller_config)
+            .reconcile_all_on(super::clock_jumps(ctx.clock.as_ref()))
             .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(reconcile_assignment, error_policy, delivery.clone())
             .for_each(|_| async {});
@@ -185,12 +187,14 @@ fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
     }
 }
 
-/// The notification matrix, approvers and reminder lead of the policy behind (group, role).
+/// The notification matrix, approvers and reminder leads of the policy behind (group, role).
 struct PolicyView {
     settings: Option<NotificationSettings>,
     approvers: Vec<PrincipalRef>,
     allow_self_approval: bool,
     lead: jiff::SignedDuration,
+    /// How long before an assignment's end its reminder goes out.
+    eligibility_ending_lead: jiff::SignedDuration,
 }
 
 fn policy_view(catalog: &Catalog, group: &str, role: crate::api::common::Role) -> PolicyView {
@@ -210,6 +214,9 @@ fn policy_view(catalog: &Catalog, group: &str, role: crate::api::common::Role) -
             .and_then(|p| p.approval.as_ref())
             .is_some_and(|a| a.allow_self_approval),
         lead: policy.map_or(DEFAULT_EXPIRING_SOON_LEAD, |p| p.expiring_soon_lead),
+        eligibility_ending_lead: policy.map_or(DEFAULT_ELIGIBILITY_ENDING_LEAD, |p| {
+            p.eligibility_ending_lead
+        }),
     }
 }
 
@@ -366,10 +373,8 @@ fn notify_request(
         .or_else(|| spec.requester.as_ref().map(|r| r.username.as_str()));
     let recorded = request.delivery();
     let outbox = &notifier.outbox;
-    let done = |d: &plan::Due| {
-        recorded.is_some_and(|r| r.has(d.event.as_str(), &d.channel, &d.recipient))
-            || outbox.is_known(&key.uid, d)
-    };
+    let done =
+        |d: &plan::Due| recorded.is_some_and(|r| d.recorded_in(r)) || outbox.is_known(&key.uid, d);
     // Nobody is asked to approve their own request, unless the policy allows it.
     let approvers: Vec<PrincipalRef> = policy
         .approvers
@@ -514,35 +519,36 @@ async fn deliver_assignment(
     if assignment.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let Some(occurrence) = plan::assignment_event(assignment) else {
-        return Ok(Action::requeue(ctx.requeue_for(None)));
-    };
     let spec = &assignment.spec;
     let catalog = surroundings(ctx, &spec.group, None);
     let policy = policy_view(&catalog, &spec.group, spec.role);
+    let events = plan::assignment_events(assignment, policy.eligibility_ending_lead, now);
     let subject = spec
         .principal
         .user
         .as_deref()
         .or(spec.principal.group.as_deref());
-    let people = plan::recipients(&occurrence, policy.settings.as_ref(), subject, &[]);
     let recorded = assignment.delivery();
-    let done = |d: &plan::Due| {
-        recorded.is_some_and(|r| r.has(d.event.as_str(), &d.channel, &d.recipient))
-            || outbox.is_known(&key.uid, d)
-    };
-    let due = plan::due(
-        &occurrence,
-        &people,
-        outbox.channels(),
-        &done,
-        notifier.limits(),
-        now,
-    );
-    if !due.is_empty() {
+    let done =
+        |d: &plan::Due| recorded.is_some_and(|r| d.recorded_in(r)) || outbox.is_known(&key.uid, d);
+    let mut about = None;
+    for occurrence in &events.occurrences {
+        let people = plan::recipients(occurrence, policy.settings.as_ref(), subject, &[]);
+        let due = plan::due(
+            occurrence,
+            &people,
+            outbox.channels(),
+            &done,
+            notifier.limits(),
+            now,
+        );
+        if due.is_empty() {
+            continue;
+        }
+        let about = about.get_or_insert_with(|| About::assignment(assignment));
         let message = Arc::new(render(
             occurrence.event,
-            &About::assignment(assignment),
+            about,
             occurrence.at,
             people.into_iter().collect(),
         ));
@@ -550,5 +556,6 @@ async fn deliver_assignment(
             outbox.submit(&key, item, message.clone());
         }
     }
-    Ok(Action::requeue(ctx.requeue_for(None)))
+    // Woken at the reminder's time (on a manual clock, by its jumps), not by polling.
+    Ok(Action::requeue(ctx.requeue_for(events.next)))
 }

@@ -31,6 +31,17 @@ impl Mine<'_> {
         }
     }
 
+    /// When it ends after the policy's caps, for the ENDS column: `2026-04-01T09:00:00Z (in 30d)`,
+    /// `never`, or `-` when it is invalid.
+    pub fn ends_text(&self, now: Timestamp) -> String {
+        match &self.window {
+            Ok(w) => w
+                .end
+                .map_or_else(|| "never".to_owned(), |end| when(end, now)),
+            Err(_) => "-".to_owned(),
+        }
+    }
+
     /// Whether it holds at `at`, in words: `yes`, `starts …`, `ended …`, `invalid: …`.
     pub fn state_text(&self, at: Timestamp, now: Timestamp) -> String {
         match &self.window {

@@ -238,19 +238,15 @@ pub async fn eligible(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Resul
         "VIA",
         "ASSIGNMENT",
         "FROM",
-        "UNTIL",
+        "ENDS",
         "APPLIES NOW",
     ]);
     for m in &mine {
         let spec = &m.assignment.spec;
-        let (from, until) = match &m.window {
-            Ok(w) => (
-                when(w.start, now),
-                w.end
-                    .map_or_else(|| "permanent".to_owned(), |e| when(e, now)),
-            ),
-            Err(_) => ("-".to_owned(), "-".to_owned()),
-        };
+        let from = m
+            .window
+            .as_ref()
+            .map_or_else(|_| "-".to_owned(), |w| when(w.start, now));
         let applies = match (spec.assignment_type, m.state_text(now, now).as_str()) {
             (crate::api::eligible_assignment::AssignmentType::Active, "yes") => {
                 "yes (standing: you hold the role without activating)".to_owned()
@@ -265,7 +261,7 @@ pub async fn eligible(ctx: &Context<'_>, me: &Me, out: &mut impl Write) -> Resul
             m.via.clone(),
             m.name.to_owned(),
             from,
-            until,
+            m.ends_text(now),
             applies,
         ]);
     }

@@ -34,10 +34,13 @@ pub enum Event {
     ExpiringSoon,
     /// The request finished (expired, deactivated, revoked, timed out, rejected, failed).
     Ended,
+    /// An Eligible assignment, or a time-bound Active one, ends within the policy's
+    /// `eligibilityEndingLead`: renew it or lose it.
+    EligibilityEnding,
 }
 
 impl Event {
-    pub const ALL: [Event; 8] = [
+    pub const ALL: [Event; 9] = [
         Event::EligibleAssigned,
         Event::ActiveAssigned,
         Event::ActivationRequested,
@@ -46,6 +49,7 @@ impl Event {
         Event::Activated,
         Event::ExpiringSoon,
         Event::Ended,
+        Event::EligibilityEnding,
     ];
 
     /// The name in status records, config filters and webhook payloads.
@@ -59,6 +63,7 @@ impl Event {
             Event::Activated => "activated",
             Event::ExpiringSoon => "expiringSoon",
             Event::Ended => "ended",
+            Event::EligibilityEnding => "eligibilityEnding",
         }
     }
 

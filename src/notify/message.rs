@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::event::Event;
 use crate::api::activation_request::{ActivationRequest, Decision};
-use crate::api::eligible_assignment::EligibleAssignment;
+use crate::api::eligible_assignment::{AssignmentType, EligibleAssignment};
 
 /// The object a message is about, in the words a message uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -40,6 +40,9 @@ pub struct About {
     pub phase: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An assignment's type: `Eligible` or `Active`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment_type: Option<String>,
 }
 
 impl About {
@@ -81,6 +84,7 @@ impl About {
                 Some(message) => format!("{}: {message}", t.reason),
                 None => t.reason.clone(),
             }),
+            assignment_type: None,
         }
     }
 
@@ -102,6 +106,13 @@ impl About {
             justification: spec.justification.clone(),
             starts_at: status.effective_start.as_ref().map(|t| t.0),
             ends_at: status.effective_end.as_ref().map(|t| t.0),
+            assignment_type: Some(
+                match spec.assignment_type {
+                    AssignmentType::Eligible => "Eligible",
+                    AssignmentType::Active => "Active",
+                }
+                .to_owned(),
+            ),
             ..About::default()
         }
     }
@@ -211,6 +222,28 @@ pub fn render(event: Event, about: &About, time: Timestamp, recipients: Vec<Stri
                 when(about.ends_at)
             ),
         ),
+        Event::EligibilityEnding if about.assignment_type.as_deref() == Some("Active") => (
+            format!(
+                "[PIM] {who}'s assignment to {target} ends at {}",
+                when(about.ends_at)
+            ),
+            format!(
+                "{who} holds {target} through EligibleAssignment {} until {}. To keep it, renew the assignment (a later spec.schedule.end, or a longer duration) before then.",
+                about.name,
+                when(about.ends_at)
+            ),
+        ),
+        Event::EligibilityEnding => (
+            format!(
+                "[PIM] {who}'s eligibility for {target} ends at {}",
+                when(about.ends_at)
+            ),
+            format!(
+                "{who} may activate {target} through EligibleAssignment {} until {}. To stay eligible, renew the assignment (a later spec.schedule.end, or a longer duration) before then.",
+                about.name,
+                when(about.ends_at)
+            ),
+        ),
         Event::Ended => (
             format!(
                 "[PIM] {who}'s request for {target} ended: {}",
@@ -317,6 +350,40 @@ mod tests {
             m.html
         );
         assert!(!m.html.contains("<Q2>"));
+    }
+
+    #[test]
+    fn eligibility_reminders_name_the_end_and_how_to_renew() {
+        let mut a = About {
+            kind: "EligibleAssignment".into(),
+            name: "alice-fin".into(),
+            principal: "alice@contoso.com".into(),
+            group: "finreport".into(),
+            role: "member".into(),
+            ends_at: Some("2027-01-01T00:00:00Z".parse().unwrap()),
+            assignment_type: Some("Eligible".into()),
+            ..About::default()
+        };
+        let at = "2026-12-18T00:00:00Z".parse().unwrap();
+        let m = render(Event::EligibilityEnding, &a, at, vec![]);
+        assert_eq!(
+            m.subject,
+            "[PIM] alice@contoso.com's eligibility for the member role of finreport ends at 2027-01-01T00:00:00Z"
+        );
+        assert!(
+            m.text
+                .contains("through EligibleAssignment alice-fin until 2027-01-01T00:00:00Z"),
+            "{}",
+            m.text
+        );
+        assert!(m.text.contains("renew the assignment"), "{}", m.text);
+        assert!(m.text.contains("Ends: 2027-01-01T00:00:00Z"), "{}", m.text);
+        a.assignment_type = Some("Active".into());
+        let m = render(Event::EligibilityEnding, &a, at, vec![]);
+        assert_eq!(
+            m.subject,
+            "[PIM] alice@contoso.com's assignment to the member role of finreport ends at 2027-01-01T00:00:00Z"
+        );
     }
 
     #[test]

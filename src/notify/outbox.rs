@@ -42,6 +42,7 @@ use super::plan::{ChannelView, Due};
 use super::signature::delivery_id;
 use crate::api::delivery::{
     AuditSnapshot, Delivery, DeliveryOutcome, FIELD_MANAGER, NOTIFICATIONS_MAX, NotificationRecord,
+    same_end,
 };
 use crate::api::{ActivationRequest, EligibleAssignment};
 use crate::clock::Clock;
@@ -146,11 +147,19 @@ impl Batch {
     }
 
     /// `current` with this batch merged in: new records appended (a key already there stays as
-    /// it is), the audit mark moved forward only.
+    /// it is, unless the record is a reminder about another end, which replaces it), the audit
+    /// mark moved forward only.
     fn apply_to(&self, current: &Delivery) -> Delivery {
         let mut next = current.clone();
         for record in &self.records {
-            if next.has(&record.event, &record.channel, &record.recipient) {
+            if let Some(recorded) = next
+                .notifications
+                .iter_mut()
+                .find(|r| r.key() == record.key())
+            {
+                if !same_end(recorded.ends.as_ref(), record.ends.as_ref()) {
+                    *recorded = record.clone();
+                }
                 continue;
             }
             if next.notifications.len() >= NOTIFICATIONS_MAX {
@@ -265,9 +274,7 @@ impl Outbox {
     pub fn settle(&self, uid: &str, delivery: Option<&Delivery>) {
         let mut memory = self.memory();
         if let Some(set) = memory.known.get_mut(uid) {
-            set.retain(|d| {
-                !delivery.is_some_and(|r| r.has(d.event.as_str(), &d.channel, &d.recipient))
-            });
+            set.retain(|d| !delivery.is_some_and(|r| d.recorded_in(r)));
             if set.is_empty() {
                 memory.known.remove(uid);
             }
@@ -509,7 +516,13 @@ impl Attempt {
             slots,
         } = self;
         let event = job.due.event.as_str();
-        let id = delivery_id(&job.object.uid, event, &channel.name, &job.due.recipient);
+        let id = delivery_id(
+            &job.object.uid,
+            event,
+            &channel.name,
+            &job.due.recipient,
+            job.due.ends,
+        );
         let mut attempts: u32 = 0;
         let (outcome, error) = loop {
             if stop.is_cancelled() {
@@ -573,6 +586,7 @@ impl Attempt {
             time: Time(clock.now()),
             attempts: i32::try_from(attempts).unwrap_or(i32::MAX),
             error: error.as_deref().map(short),
+            ends: job.due.ends.map(Time),
         };
         if updates
             .send(Update::Notified {
@@ -749,6 +763,7 @@ mod tests {
             time: Time("2026-03-02T09:00:00Z".parse().unwrap()),
             attempts: 1,
             error: None,
+            ends: None,
         }
     }
 
@@ -810,6 +825,49 @@ mod tests {
         assert_eq!(next.audit.and_then(|a| a.policy).as_deref(), Some("p"));
     }
 
+    #[test]
+    fn a_reminder_about_another_end_replaces_the_record_and_one_about_the_same_end_does_not() {
+        let end = |s: &str| Some(Time(s.parse().unwrap()));
+        let reminder = |ends: Option<Time>, attempts: i32| NotificationRecord {
+            ends,
+            attempts,
+            ..record("eligibilityEnding", "bob@contoso.com")
+        };
+        let current = Delivery {
+            notifications: vec![
+                record("eligibleAssigned", "bob@contoso.com"),
+                reminder(end("2027-01-01T00:00:00Z"), 1),
+            ],
+            ..Default::default()
+        };
+        let after = |record: NotificationRecord| {
+            let mut batch = Batch::default();
+            batch.add(Update::Notified {
+                object: key(),
+                record,
+            });
+            batch.apply_to(&current)
+        };
+        let same = after(reminder(end("2027-01-01T00:00:00Z"), 2));
+        assert_eq!(same, current, "the same end is recorded once, as it was");
+        let renewed = after(reminder(end("2027-07-01T00:00:00Z"), 3));
+        assert_eq!(renewed.notifications.len(), 2, "one entry per key");
+        assert_eq!(renewed.notifications[1].ends, end("2027-07-01T00:00:00Z"));
+        assert_eq!(renewed.notifications[1].attempts, 3);
+        assert!(renewed.has(
+            "eligibilityEnding",
+            "mail",
+            "bob@contoso.com",
+            end("2027-07-01T00:00:00Z").as_ref()
+        ));
+        assert!(!renewed.has(
+            "eligibilityEnding",
+            "mail",
+            "bob@contoso.com",
+            end("2027-01-01T00:00:00Z").as_ref()
+        ));
+    }
+
     #[tokio::test]
     async fn known_notifications_are_not_queued_twice_until_the_status_shows_them() {
         let client =
@@ -831,6 +889,7 @@ mod tests {
             event: Event::Activated,
             channel: "mail".into(),
             recipient: "bob@contoso.com".into(),
+            ends: None,
         };
         // No such channel: refused, and not remembered.
         let message = Arc::new(crate::notify::message::render(
@@ -898,6 +957,7 @@ mod tests {
             event: Event::Activated,
             channel: "mail".into(),
             recipient: "bob@contoso.com".into(),
+            ends: None,
         };
         let message = Arc::new(crate::notify::message::render(
             Event::Activated,

@@ -10,7 +10,9 @@ use crate::api::access_policy::{NotificationRule, NotificationSettings};
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
 use crate::api::common::{Principal, PrincipalRef};
 use crate::api::eligible_assignment::{AssignmentPhase, AssignmentType, EligibleAssignment};
+use crate::core::eligibility::AssignmentWindow;
 use crate::core::time::add;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The recipient of a chat or webhook channel: its whole audience.
 pub const AUDIENCE: &str = "*";
@@ -23,6 +25,10 @@ pub struct Occurrence {
     /// It needs someone to act (a request to approve, a failure), so `criticalOnly` rules
     /// still send it.
     pub critical: bool,
+    /// For a reminder about an assignment's end: that end. It is part of the notification's
+    /// key, so an end that moves is reminded of again, and it keeps the reminder worth sending
+    /// until then, however late it is first seen.
+    pub ends: Option<Timestamp>,
 }
 
 /// What a request's status says has happened, and when to look again for the reminder.
@@ -54,6 +60,7 @@ pub fn request_events(
             event,
             at,
             critical,
+            ends: None,
         })
     };
     let phase = status.phase.unwrap_or_default();
@@ -118,7 +125,55 @@ pub fn assignment_event(assignment: &EligibleAssignment) -> Option<Occurrence> {
         event,
         at,
         critical: false,
+        ends: None,
     })
+}
+
+/// What an assignment's status says is due, and when to look again for its reminder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssignmentEvents {
+    pub occurrences: Vec<Occurrence>,
+    /// When the "eligibility ending" reminder falls due, while it is still ahead.
+    pub next: Option<Timestamp>,
+}
+
+/// The events of an assignment at `now`: "eligible/active assigned" once it is in effect, and
+/// the reminder `lead` before its effective end (`status.effectiveEnd`, after policy caps),
+/// from then until the end. The reminder carries the end it is about, so each end is reminded
+/// of once. A permanent assignment, or one no longer than the lead, gets no reminder.
+pub fn assignment_events(
+    assignment: &EligibleAssignment,
+    lead: SignedDuration,
+    now: Timestamp,
+) -> AssignmentEvents {
+    let mut out = AssignmentEvents::default();
+    let Some(assigned) = assignment_event(assignment) else {
+        return out;
+    };
+    out.occurrences.push(assigned);
+    let end = assignment
+        .status
+        .as_ref()
+        .and_then(|s| s.effective_end.as_ref())
+        .map(|t| t.0);
+    let window = AssignmentWindow {
+        start: assigned.at,
+        end,
+        clipped: None,
+    };
+    if let (Some(remind), Some(end)) = (window.ending_reminder(lead), end) {
+        if window.ends_within(lead, now) {
+            out.occurrences.push(Occurrence {
+                event: Event::EligibilityEnding,
+                at: remind,
+                critical: false,
+                ends: Some(end),
+            });
+        } else if now < remind {
+            out.next = Some(remind);
+        }
+    }
+    out
 }
 
 /// The matrix's row for `event` (approved and denied share `decided`).
@@ -131,13 +186,17 @@ fn rule(settings: &NotificationSettings, event: Event) -> Option<&NotificationRu
         Event::Activated => settings.activated.as_ref(),
         Event::ExpiringSoon => settings.expiring_soon.as_ref(),
         Event::Ended => settings.ended.as_ref(),
+        Event::EligibilityEnding => settings.eligibility_ending.as_ref(),
     }
 }
 
 /// Who gets an event when the policy does not say: (admins, subject, approvers).
 pub fn default_audience(event: Event) -> (bool, bool, bool) {
     match event {
-        Event::EligibleAssigned | Event::ActiveAssigned | Event::Activated => (true, true, false),
+        Event::EligibleAssigned
+        | Event::ActiveAssigned
+        | Event::Activated
+        | Event::EligibilityEnding => (true, true, false),
         Event::ActivationRequested => (false, false, true),
         Event::Approved | Event::Denied | Event::ExpiringSoon | Event::Ended => {
             (false, true, false)
@@ -227,6 +286,20 @@ pub struct Due {
     pub event: Event,
     pub channel: String,
     pub recipient: String,
+    /// The end a reminder is about ([`Occurrence::ends`]).
+    pub ends: Option<Timestamp>,
+}
+
+impl Due {
+    /// Whether `delivery` records this notification (for a reminder, about the same end).
+    pub fn recorded_in(&self, delivery: &crate::api::delivery::Delivery) -> bool {
+        delivery.has(
+            self.event.as_str(),
+            &self.channel,
+            &self.recipient,
+            self.ends.map(Time).as_ref(),
+        )
+    }
 }
 
 /// The rules that do not depend on the object.
@@ -247,7 +320,12 @@ pub fn due(
     limits: Limits<'_>,
     now: Timestamp,
 ) -> Vec<Due> {
-    let fresh = occurrence.at <= now && add(occurrence.at, limits.stale_after) >= now;
+    // A reminder is worth sending until the end it is about; anything else only while fresh.
+    let fresh = occurrence.at <= now
+        && match occurrence.ends {
+            Some(end) => now < end,
+            None => add(occurrence.at, limits.stale_after) >= now,
+        };
     if !fresh || recipients.is_empty() {
         return Vec::new();
     }
@@ -266,6 +344,7 @@ pub fn due(
                 event: occurrence.event,
                 channel: channel.name.clone(),
                 recipient,
+                ends: occurrence.ends,
             };
             if !done(&item) {
                 out.push(item);
@@ -279,7 +358,6 @@ pub fn due(
 mod tests {
     use super::*;
     use crate::api::activation_request::Transition;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -423,6 +501,7 @@ mod tests {
             event,
             at: at(0),
             critical,
+            ends: None,
         }
     }
 
@@ -460,6 +539,10 @@ mod tests {
             ["alice@contoso.com", "secops@contoso.com"]
         );
         assert_eq!(who(Event::ExpiringSoon), ["alice@contoso.com"]);
+        assert_eq!(
+            who(Event::EligibilityEnding),
+            ["alice@contoso.com", "secops@contoso.com"]
+        );
         assert_eq!(who(Event::Ended), ["alice@contoso.com"]);
         // No notification settings at all: the same defaults, without admins.
         assert_eq!(
@@ -611,5 +694,182 @@ mod tests {
         );
         assert!(due(&o, &people, &channels(), &|_| false, limits(), at(day + 1)).is_empty());
         assert!(due(&o, &people, &channels(), &|_| false, limits(), at(-1)).is_empty());
+    }
+
+    fn days(n: i64) -> SignedDuration {
+        SignedDuration::from_hours(n * 24)
+    }
+
+    /// In effect from at(0) for 90 days (`end`), or for good without one.
+    fn effective_assignment(kind: AssignmentType, end: Option<Timestamp>) -> EligibleAssignment {
+        use crate::api::eligible_assignment::{EligibleAssignmentSpec, EligibleAssignmentStatus};
+        let mut assignment = EligibleAssignment::new(
+            "alice-fin",
+            EligibleAssignmentSpec {
+                group: "finreport".into(),
+                principal: PrincipalRef::user("alice@contoso.com"),
+                assignment_type: kind,
+                ..Default::default()
+            },
+        );
+        assignment.status = Some(EligibleAssignmentStatus {
+            phase: Some(AssignmentPhase::Effective),
+            effective_start: Some(Time(at(0))),
+            effective_end: end.map(Time),
+            ..Default::default()
+        });
+        assignment
+    }
+
+    fn events_at(events: &AssignmentEvents) -> Vec<(Event, Timestamp, Option<Timestamp>)> {
+        events
+            .occurrences
+            .iter()
+            .map(|o| (o.event, o.at, o.ends))
+            .collect()
+    }
+
+    #[test]
+    fn the_eligibility_reminder_is_due_lead_before_the_effective_end_and_woken_for_until_then() {
+        let end = add(at(0), days(90));
+        let remind = add(end, -days(14));
+        let assignment = effective_assignment(AssignmentType::Eligible, Some(end));
+        let early = assignment_events(&assignment, days(14), add(at(0), days(1)));
+        assert_eq!(events_at(&early), [(Event::EligibleAssigned, at(0), None)]);
+        assert_eq!(early.next, Some(remind), "woken at end - lead");
+        for now in [remind, add(end, -SignedDuration::from_secs(1))] {
+            let inside = assignment_events(&assignment, days(14), now);
+            assert_eq!(
+                events_at(&inside),
+                [
+                    (Event::EligibleAssigned, at(0), None),
+                    (Event::EligibilityEnding, remind, Some(end)),
+                ]
+            );
+            assert_eq!(inside.next, None);
+        }
+        let over = assignment_events(&assignment, days(14), end);
+        assert_eq!(events_at(&over), [(Event::EligibleAssigned, at(0), None)]);
+        assert_eq!(over.next, None);
+        // The policy's lead decides.
+        let month = assignment_events(&assignment, days(30), add(end, -days(20)));
+        assert!(events_at(&month).contains(&(
+            Event::EligibilityEnding,
+            add(end, -days(30)),
+            Some(end)
+        )));
+        // Active-type time-bound assignments get the same reminder.
+        let active = effective_assignment(AssignmentType::Active, Some(end));
+        assert!(
+            assignment_events(&active, days(14), remind)
+                .occurrences
+                .iter()
+                .any(|o| o.event == Event::EligibilityEnding)
+        );
+        // No end, or no longer than the lead: no reminder, nothing to wake for.
+        for short in [None, Some(add(at(0), days(7)))] {
+            let got = assignment_events(
+                &effective_assignment(AssignmentType::Eligible, short),
+                days(14),
+                add(at(0), days(3)),
+            );
+            assert_eq!(events_at(&got), [(Event::EligibleAssigned, at(0), None)]);
+            assert_eq!(got.next, None);
+        }
+        // Not in effect: nothing at all.
+        let mut pending = assignment.clone();
+        if let Some(status) = pending.status.as_mut() {
+            status.phase = Some(AssignmentPhase::Pending);
+        }
+        assert_eq!(
+            assignment_events(&pending, days(14), remind),
+            AssignmentEvents::default()
+        );
+    }
+
+    #[test]
+    fn each_end_is_reminded_of_once_and_a_moved_end_again() {
+        use crate::api::delivery::{Delivery, DeliveryOutcome, NotificationRecord};
+        let end = add(at(0), days(90));
+        let remind = add(end, -days(14));
+        let people: BTreeSet<String> =
+            ["alice@contoso.com".into(), "secops@contoso.com".into()].into();
+        let mail = [ChannelView {
+            name: "mail".into(),
+            audience: Audience::PerRecipient,
+            events: vec![],
+        }];
+        let reminder_of = |end: Timestamp, now: Timestamp| {
+            let events = assignment_events(
+                &effective_assignment(AssignmentType::Eligible, Some(end)),
+                days(14),
+                now,
+            );
+            events
+                .occurrences
+                .into_iter()
+                .find(|o| o.event == Event::EligibilityEnding)
+                .unwrap()
+        };
+        let sent_about = |end: Timestamp| Delivery {
+            notifications: ["alice@contoso.com", "secops@contoso.com"]
+                .map(|to| NotificationRecord {
+                    event: "eligibilityEnding".into(),
+                    channel: "mail".into(),
+                    recipient: to.into(),
+                    outcome: DeliveryOutcome::Sent,
+                    time: Time(remind),
+                    attempts: 1,
+                    error: None,
+                    ends: Some(Time(end)),
+                })
+                .into(),
+            ..Default::default()
+        };
+        let due_with = |occurrence: &Occurrence, recorded: &Delivery, now: Timestamp| {
+            due(
+                occurrence,
+                &people,
+                &mail,
+                &|d: &Due| d.recorded_in(recorded),
+                limits(),
+                now,
+            )
+        };
+        let first = reminder_of(end, remind);
+        let fresh = due_with(&first, &Delivery::default(), remind);
+        assert_eq!(fresh.len(), 2);
+        assert!(fresh.iter().all(|d| d.ends == Some(end)));
+        // Recorded for this end: not again, at any later time before the end.
+        let recorded = sent_about(end);
+        assert!(due_with(&first, &recorded, remind).is_empty());
+        assert!(due_with(&first, &recorded, add(end, -days(1))).is_empty());
+        // Renewed: the new end gets its own reminder when its time comes, not before.
+        let renewed = add(end, days(180));
+        let later = assignment_events(
+            &effective_assignment(AssignmentType::Eligible, Some(renewed)),
+            days(14),
+            add(remind, days(1)),
+        );
+        assert!(
+            later
+                .occurrences
+                .iter()
+                .all(|o| o.event != Event::EligibilityEnding)
+        );
+        assert_eq!(later.next, Some(add(renewed, -days(14))));
+        let second = reminder_of(renewed, add(renewed, -days(14)));
+        assert_eq!(
+            due_with(&second, &recorded, add(renewed, -days(14))).len(),
+            2,
+            "a reminder about an earlier end does not count for the new one"
+        );
+        // First seen long after it fell due (staleAfter is 24h here), it still goes out while
+        // the end is ahead: the end is what it is about.
+        assert_eq!(
+            due_with(&first, &Delivery::default(), add(remind, days(10))).len(),
+            2
+        );
+        assert!(due_with(&first, &Delivery::default(), end).is_empty());
     }
 }

@@ -67,12 +67,25 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// A stable id for one notification: the same for every attempt and every replica.
-pub fn delivery_id(uid: &str, event: &str, channel: &str, recipient: &str) -> String {
+/// A stable id for one notification: the same for every attempt and every replica. A reminder
+/// about an end (`ends`) has an id per end, so a receiver that drops repeats keeps the reminder
+/// about a renewed assignment's new end.
+pub fn delivery_id(
+    uid: &str,
+    event: &str,
+    channel: &str,
+    recipient: &str,
+    ends: Option<jiff::Timestamp>,
+) -> String {
     use sha2::Digest;
     let mut hasher = Sha256::new();
     for part in [uid, event, channel, recipient] {
         hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    // Nothing added without an end, so the ids of the other events stay as they were.
+    if let Some(ends) = ends {
+        hasher.update(ends.as_second().to_string().as_bytes());
         hasher.update([0u8]);
     }
     hex(&hasher.finalize()[..16])
@@ -108,16 +121,52 @@ mod tests {
 
     #[test]
     fn delivery_ids_are_stable_and_distinct() {
-        let a = delivery_id("u", "activated", "mail", "bob@contoso.com");
-        assert_eq!(a, delivery_id("u", "activated", "mail", "bob@contoso.com"));
+        let a = delivery_id("u", "activated", "mail", "bob@contoso.com", None);
+        assert_eq!(
+            a,
+            delivery_id("u", "activated", "mail", "bob@contoso.com", None)
+        );
         assert_ne!(
             a,
-            delivery_id("u", "activated", "mail", "carol@contoso.com")
+            delivery_id("u", "activated", "mail", "carol@contoso.com", None)
         );
         assert_ne!(
-            delivery_id("u", "ab", "c", "d"),
-            delivery_id("u", "a", "bc", "d")
+            delivery_id("u", "ab", "c", "d", None),
+            delivery_id("u", "a", "bc", "d", None)
         );
         assert_eq!(a.len(), 32);
+        // A reminder has an id per end it is about.
+        let end = |s: &str| Some(s.parse::<jiff::Timestamp>().unwrap());
+        let first = delivery_id(
+            "u",
+            "eligibilityEnding",
+            "mail",
+            "bob",
+            end("2027-01-01T00:00:00Z"),
+        );
+        assert_eq!(
+            first,
+            delivery_id(
+                "u",
+                "eligibilityEnding",
+                "mail",
+                "bob",
+                end("2027-01-01T00:00:00Z")
+            )
+        );
+        assert_ne!(
+            first,
+            delivery_id(
+                "u",
+                "eligibilityEnding",
+                "mail",
+                "bob",
+                end("2027-07-01T00:00:00Z")
+            )
+        );
+        assert_ne!(
+            first,
+            delivery_id("u", "eligibilityEnding", "mail", "bob", None)
+        );
     }
 }

@@ -489,6 +489,92 @@ async fn eligible_says_whether_each_assignment_applies_now() {
     assert!(!out.contains("finance-g"), "{out}");
 }
 
+/// The ENDS column: each assignment's end after its policy's caps, RFC 3339, and how long until
+/// (or since) then; `never` for a permanent one the policy allows.
+#[tokio::test]
+async fn eligible_shows_when_each_assignment_ends() {
+    let h = Harness::new().await;
+    let pp = PostParams::default();
+    let mut forever = AccessPolicySpec::default();
+    forever.assignment.allow_permanent_eligible = Some(true);
+    h.api::<AccessPolicy>()
+        .create(&pp, &AccessPolicy::new("p-forever", forever))
+        .await
+        .unwrap();
+    let spec = PimGroupSpec {
+        directory: "memory".into(),
+        group: DirectoryGroupRef {
+            id: Some("gf-id".into()),
+            ..Default::default()
+        },
+        roles: GroupRoles {
+            member: RoleSettings {
+                policy: "p-forever".into(),
+            },
+            owner: None,
+        },
+        standing_access: StandingAccess::Remove,
+        rbac: None,
+        ..Default::default()
+    };
+    h.api::<PimGroup>()
+        .create(&pp, &PimGroup::new("gf", spec))
+        .await
+        .unwrap();
+    let permanent = Schedule {
+        permanent: Some(true),
+        ..Default::default()
+    };
+    // Permanent where the policy allows it; clipped to 365d (policy `p`) where it does not.
+    for (name, group) in [("alice-gf-forever", "gf"), ("alice-g-capped", "g")] {
+        let spec = EligibleAssignmentSpec {
+            group: group.into(),
+            principal: PrincipalRef::user("alice"),
+            schedule: permanent.clone(),
+            justification: Some("on call".into()),
+            ..Default::default()
+        };
+        h.api::<EligibleAssignment>()
+            .create(&pp, &EligibleAssignment::new(name, spec))
+            .await
+            .unwrap();
+    }
+    h.as_user("alice", &[]);
+    let ends_of = |out: &str, name: &str| -> String {
+        let header = out.lines().next().unwrap();
+        let (from, to) = (
+            header.find("ENDS").unwrap(),
+            header.find("APPLIES NOW").unwrap(),
+        );
+        let line = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(name))
+            .unwrap_or_else(|| panic!("no row for {name}:\n{out}"));
+        line[from..to].trim().to_owned()
+    };
+    let out = h.pim(&["eligible"]).await.ok().to_owned();
+    assert!(out.lines().next().unwrap().contains("   ENDS   "), "{out}");
+    assert_eq!(ends_of(&out, "alice-g"), "2026-04-01T09:00:00Z (in 30d)");
+    assert_eq!(
+        ends_of(&out, "alice-gx-standing"),
+        "2026-03-09T09:00:00Z (in 7d)"
+    );
+    assert_eq!(
+        ends_of(&out, "alice-gx-old"),
+        "2026-02-01T00:00:00Z (29d9h ago)"
+    );
+    assert_eq!(ends_of(&out, "alice-gf-forever"), "never");
+    assert_eq!(
+        ends_of(&out, "alice-g-capped"),
+        "2027-03-02T09:00:00Z (in 365d)"
+    );
+    // How long until then follows the clock.
+    h.clock.advance(SignedDuration::from_hours(20 * 24 + 2));
+    let out = h.pim(&["eligible"]).await.ok().to_owned();
+    assert_eq!(ends_of(&out, "alice-g"), "2026-04-01T09:00:00Z (in 9d22h)");
+    assert_eq!(ends_of(&out, "alice-gf-forever"), "never");
+}
+
 #[tokio::test]
 async fn activate_creates_the_request_without_identity_or_approvals() {
     let h = Harness::new().await;

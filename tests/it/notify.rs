@@ -741,6 +741,211 @@ fn the_notification_guide_config_parses() {
     assert!(config.audit.http.is_some() && config.audit.retention.enabled);
 }
 
+/// The reminder records of an assignment: (recipient, the end each was about).
+async fn reminders_recorded(h: &Harness, name: &str) -> Vec<(String, String)> {
+    let a: pim_operator::api::EligibleAssignment = h.api().get(name).await.unwrap();
+    let mut out: Vec<(String, String)> = a
+        .status
+        .and_then(|s| s.delivery)
+        .unwrap_or_default()
+        .notifications
+        .into_iter()
+        .filter(|r| r.event == "eligibilityEnding" && r.outcome == DeliveryOutcome::Sent)
+        .map(|r| {
+            let ends = r.ends.map(|t| t.0.to_string()).unwrap_or_default();
+            (r.recipient, ends)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Eligibility reminders on virtual time, as Entra sends them: `eligibilityEndingLead` (14d by
+/// default) before the effective end, to the principal and the admins, or as the policy's
+/// `eligibilityEnding` rule says; once per end, across a restart; a renewed end is reminded of
+/// again, with a delivery id of its own.
+#[tokio::test]
+async fn an_ending_eligibility_is_reminded_of_once_per_end() {
+    use pim_operator::api::access_policy::NotificationRule;
+    const DAVE: &str = "dave@contoso.com";
+    const DAY: i64 = 24 * 60;
+    let server = SmtpServer::start();
+    let mut h = Harness::new(&notifications(&smtp_channel(&server, server.port()))).await;
+    h.policy("pe", "1h", &[], |spec| {
+        spec.notifications = Some(NotificationSettings {
+            admins: vec![SECOPS.into()],
+            ..Default::default()
+        })
+    })
+    .await;
+    h.group("ge", "pe").await;
+    // 30 days ahead, to dave and carol, not the admins.
+    h.policy("pq", "1h", &[], |spec| {
+        spec.notifications = Some(NotificationSettings {
+            admins: vec![SECOPS.into()],
+            eligibility_ending_lead: Some("30d".into()),
+            eligibility_ending: Some(NotificationRule {
+                admins: Some(false),
+                additional_recipients: vec![CAROL.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    })
+    .await;
+    h.group("gq", "pq").await;
+    // Both 90 days from 2026-03-02T09:00:00Z: they end 2026-05-31T09:00:00Z.
+    h.assignment("alice-ge", "ge", ALICE).await;
+    h.assignment("dave-gq", "gq", DAVE).await;
+    h.start();
+    wait_mails(
+        &server,
+        "secops hears alice is eligible",
+        1,
+        SECOPS,
+        "is eligible",
+    )
+    .await;
+    wait_mails(&server, "dave hears he is eligible", 1, DAVE, "is eligible").await;
+    let ending = |group: &str, end: &str| {
+        format!("eligibility for the member role of {group} ends at {end}")
+    };
+    let first_end = "2026-05-31T09:00:00Z";
+
+    // dave's policy reminds 30 days ahead: 2026-05-01T09:00:00Z.
+    h.advance(60 * DAY - 1);
+    h.advance(1);
+    wait_mails(
+        &server,
+        "dave is reminded",
+        1,
+        DAVE,
+        &ending("gq", first_end),
+    )
+    .await;
+    wait_mails(&server, "carol is told", 1, CAROL, &ending("gq", first_end)).await;
+    let reminded = mails_to(&server.received(), DAVE, &ending("gq", first_end))[0].clone();
+    assert!(
+        reminded.text().contains("renew the assignment"),
+        "{}",
+        reminded.text()
+    );
+    assert!(
+        reminded.text().contains("EligibleAssignment: dave-gq"),
+        "{}",
+        reminded.text()
+    );
+
+    // alice's, by the default 14 days: not a minute early.
+    h.advance(16 * DAY - 1);
+    eventually("dave's reminder recorded", || async {
+        reminders_recorded(&h, "dave-gq").await.len() == 2
+    })
+    .await;
+    assert!(mails_to(&server.received(), ALICE, "ends at").is_empty());
+    h.advance(1);
+    wait_mails(
+        &server,
+        "alice is reminded",
+        1,
+        ALICE,
+        &ending("ge", first_end),
+    )
+    .await;
+    wait_mails(
+        &server,
+        "secops is told",
+        1,
+        SECOPS,
+        &ending("ge", first_end),
+    )
+    .await;
+    eventually("alice's reminders recorded with their end", || async {
+        reminders_recorded(&h, "alice-ge").await
+            == [
+                (ALICE.to_owned(), first_end.to_owned()),
+                (SECOPS.to_owned(), first_end.to_owned()),
+            ]
+    })
+    .await;
+
+    // A new leader reads the records: the same end is not reminded of again.
+    h.stop().await;
+    h.start();
+    h.advance(DAY);
+
+    // Renewed in Git: 180 days, so it now ends 2026-08-29T09:00:00Z, reminded of at 08-15.
+    let renew = serde_json::json!({"spec": {"schedule": {"duration": "180d"}}});
+    h.api::<pim_operator::api::EligibleAssignment>()
+        .patch(
+            "alice-ge",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&renew),
+        )
+        .await
+        .unwrap();
+    let second_end = "2026-08-29T09:00:00Z";
+    eventually("the new end is in status", || async {
+        let a: pim_operator::api::EligibleAssignment = h.api().get("alice-ge").await.unwrap();
+        a.status
+            .and_then(|s| s.effective_end)
+            .is_some_and(|t| t.0.to_string() == second_end)
+    })
+    .await;
+    h.advance(89 * DAY);
+    wait_mails(
+        &server,
+        "alice is reminded of the new end",
+        1,
+        ALICE,
+        &ending("ge", second_end),
+    )
+    .await;
+    wait_mails(
+        &server,
+        "secops is told of the new end",
+        1,
+        SECOPS,
+        &ending("ge", second_end),
+    )
+    .await;
+    eventually("the records name the new end", || async {
+        reminders_recorded(&h, "alice-ge").await
+            == [
+                (ALICE.to_owned(), second_end.to_owned()),
+                (SECOPS.to_owned(), second_end.to_owned()),
+            ]
+    })
+    .await;
+    h.stop().await;
+
+    let mails = server.received();
+    for to in [ALICE, SECOPS] {
+        assert_eq!(
+            mails_to(&mails, to, &ending("ge", first_end)).len(),
+            1,
+            "{to}"
+        );
+        assert_eq!(
+            mails_to(&mails, to, &ending("ge", second_end)).len(),
+            1,
+            "{to}"
+        );
+    }
+    assert_eq!(mails_to(&mails, DAVE, "ends at").len(), 1);
+    assert_eq!(mails_to(&mails, CAROL, "ends at").len(), 1);
+    assert!(
+        mails_to(&mails, SECOPS, "of gq ends at").is_empty(),
+        "the rule leaves the admins out"
+    );
+    let ids: Vec<&str> = mails_to(&mails, ALICE, "ends at")
+        .iter()
+        .map(|m| m.message_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1], "each end has its own delivery id");
+}
+
 /// An approver who asks for access is not asked to approve it (self-approval is refused).
 #[tokio::test]
 async fn nobody_is_asked_to_approve_their_own_request() {

@@ -481,6 +481,57 @@ fn assignments_that_never_hold() {
     );
 }
 
+// Issue 20: an assignment ending within its policy's eligibilityEndingLead (14d by default) is
+// a warning on the field that sets its end, so that the pull request renewing it gets written.
+#[test]
+fn assignments_ending_within_their_policys_lead() {
+    check_case(
+        "ends in 7 days",
+        &format!(
+            "{ASSIGNMENT_HEAD}spec:\n  group: ops\n  principal: {{user: bob}}\n  schedule:\n    start: \"2026-06-01T00:00:00Z\"\n    end: \"2026-11-12T00:00:00Z\"\n  justification: x\n"
+        ),
+        &[(10, 5, "eligibility-ending", "spec.schedule.end")],
+    );
+    check_case(
+        "ends in 15 days",
+        &format!(
+            "{ASSIGNMENT_HEAD}spec:\n  group: ops\n  principal: {{user: bob}}\n  schedule:\n    start: \"2026-06-01T00:00:00Z\"\n    end: \"2026-11-20T00:00:00Z\"\n  justification: x\n"
+        ),
+        &[],
+    );
+}
+
+/// The fixture: two policies with their own leads, and assignments inside, outside, shorter
+/// than the lead, Active, clipped by the policy, and already over; as text and as SARIF.
+#[test]
+fn the_eligibility_ending_fixture() {
+    let dir = "tests/fixtures/validate/eligibility-ending";
+    let run = run_in(repo(), &["validate", dir, "--now", NOW]);
+    assert_eq!(run.code, 1, "warnings fail the check: {}", run.stderr);
+    golden("validate-eligibility-ending.txt", &run.stdout);
+    let sarif = run_in(
+        repo(),
+        &["validate", dir, "--now", NOW, "--format", "sarif"],
+    );
+    assert_eq!(sarif.code, 1, "{}", sarif.stderr);
+    golden("validate-eligibility-ending.sarif", &sarif.stdout);
+    let log: Value = serde_json::from_str(&sarif.stdout).unwrap();
+    let rules = log["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap();
+    let results = log["runs"][0]["results"].as_array().unwrap();
+    let ending: Vec<&Value> = results
+        .iter()
+        .filter(|r| r["ruleId"] == "eligibility-ending")
+        .collect();
+    assert_eq!(ending.len(), 4, "{}", sarif.stdout);
+    for result in ending {
+        assert_eq!(result["level"], "warning");
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[index]["id"], "eligibility-ending");
+    }
+}
+
 #[test]
 fn requests_that_break_their_policy() {
     check_case(

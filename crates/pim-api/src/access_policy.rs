@@ -198,6 +198,11 @@ pub struct NotificationSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
     pub expiring_soon_lead: Option<String>,
+    /// How long before an EligibleAssignment's end (after policy caps) its principal and the
+    /// admins are reminded, as Entra does. Default 14d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
+    pub eligibility_ending_lead: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eligible_assigned: Option<NotificationRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +215,10 @@ pub struct NotificationSettings {
     pub activated: Option<NotificationRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiring_soon: Option<NotificationRule>,
+    /// An Eligible assignment, or a time-bound Active one, ends within
+    /// `eligibilityEndingLead`. Default: the principal and the admins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eligibility_ending: Option<NotificationRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<NotificationRule>,
 }

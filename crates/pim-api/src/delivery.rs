@@ -82,7 +82,7 @@ pub enum DeliveryOutcome {
 #[serde(rename_all = "camelCase")]
 pub struct NotificationRecord {
     /// `activationRequested`, `approved`, `denied`, `activated`, `expiringSoon`, `ended`,
-    /// `eligibleAssigned` or `activeAssigned`.
+    /// `eligibleAssigned`, `activeAssigned` or `eligibilityEnding`.
     #[schemars(length(min = 1, max = 32))]
     pub event: String,
     /// The channel's name in the operator's config.
@@ -100,6 +100,10 @@ pub struct NotificationRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = TEXT_MAX))]
     pub error: Option<String>,
+    /// For `eligibilityEnding`: the assignment's end this reminder was about. When the end
+    /// moves (renewed, or shortened), the reminder about the new end replaces this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ends: Option<Time>,
 }
 
 impl NotificationRecord {
@@ -115,9 +119,16 @@ impl Delivery {
             .unwrap_or(0)
     }
 
-    pub fn has(&self, event: &str, channel: &str, recipient: &str) -> bool {
+    /// Whether this notification is recorded: its key, and for a reminder about an end, the
+    /// same end (compared to the second, as status stores it).
+    pub fn has(&self, event: &str, channel: &str, recipient: &str, ends: Option<&Time>) -> bool {
         self.notifications
             .iter()
-            .any(|r| r.key() == (event, channel, recipient))
+            .any(|r| r.key() == (event, channel, recipient) && same_end(r.ends.as_ref(), ends))
     }
+}
+
+/// Whether two reminder ends are the same instant, to the second.
+pub fn same_end(a: Option<&Time>, b: Option<&Time>) -> bool {
+    a.map(|t| t.0.as_second()) == b.map(|t| t.0.as_second())
 }

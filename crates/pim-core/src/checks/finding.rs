@@ -245,6 +245,12 @@ pub mod rules {
         "The PimGroup manages the owner role: Microsoft Entra ID keeps a group's last owner, so a just-in-time owner who is the group's only owner is never removed.",
         "set fallbackOwner on the entra directory (a service principal the operator keeps as standing owner), or keep an owner of your own in the group with spec.standingAccess: Report",
     );
+    pub const ELIGIBILITY_ENDING: Rule = rule(
+        "eligibility-ending",
+        Warning,
+        "The assignment ends within its policy's eligibilityEndingLead (default 14d), when its principal and the policy's admins are reminded to renew it.",
+        "renew it before it ends: set spec.schedule.end later or lengthen spec.schedule.duration (within the policy's maxEligibleDuration or maxActiveDuration), or delete the assignment when the access is no longer needed",
+    );
 
     pub const REMOVE_UNSEEN_GROUP: Rule = rule(
         "remove-unseen-group",
@@ -294,6 +300,7 @@ pub mod rules {
         LAST_OWNER,
         REMOVE_UNSEEN_GROUP,
         REMOVE_DROPS_MEMBERS,
+        ELIGIBILITY_ENDING,
     ];
 }
 

@@ -14,7 +14,7 @@ use crate::api::eligible_assignment::Schedule;
 use crate::api::pim_group::DirectoryGroupRef;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::activation::{requested_start, validate_request_created};
-use crate::core::eligibility::{AssignmentState, assignment_window, covering};
+use crate::core::eligibility::{AssignmentState, AssignmentWindow, assignment_window, covering};
 use crate::core::policy::Policy;
 use crate::core::{duration, violation::Violation};
 use crate::engine::Catalog;
@@ -127,8 +127,8 @@ pub fn check_assignment(
     let spec = &assignment.spec;
     let mut out = owner_is_a_group(assignment);
     let target = catalog.target(&spec.group, spec.role);
-    match resolve(catalog, &target, &spec.group, spec.role) {
-        Resolution::Usable(_) => {}
+    let policy = match resolve(catalog, &target, &spec.group, spec.role) {
+        Resolution::Usable(policy) => policy,
         Resolution::Broken(finding) => {
             out.push(finding);
             out.extend(schedule_problems(assignment, now));
@@ -138,7 +138,7 @@ pub fn check_assignment(
             out.extend(schedule_problems(assignment, now));
             return out;
         }
-    }
+    };
     let window = match catalog.assignment_window(assignment, now) {
         Ok(window) => window,
         Err(violations) => {
@@ -165,6 +165,11 @@ pub fn check_assignment(
             .hint(hint),
         );
     }
+    if let Some(end) = window.end
+        && window.ends_within(policy.eligibility_ending_lead, now)
+    {
+        out.push(ending_soon(assignment, policy, &window, end, now));
+    }
     if window.state(now) == AssignmentState::Ended {
         let end = window.end.map(|e| e.to_string()).unwrap_or_default();
         let name = assignment.metadata.name.as_deref().unwrap_or_default();
@@ -180,6 +185,46 @@ pub fn check_assignment(
         );
     }
     out
+}
+
+/// The warning that an assignment ends within its policy's reminder lead, so that the pull
+/// request that renews it is written before it ends.
+fn ending_soon(
+    assignment: &EligibleAssignment,
+    policy: &Policy,
+    window: &AssignmentWindow,
+    end: Timestamp,
+    now: Timestamp,
+) -> Finding {
+    let spec = &assignment.spec;
+    let end_field = end_field(&spec.schedule);
+    let name = assignment.metadata.name.as_deref().unwrap_or_default();
+    let cap = duration::format(policy.assignments.limits(spec.assignment_type).1);
+    let renew = if window.clipped.is_some() && end_field == "spec.schedule.permanent" {
+        format!(
+            "the policy caps it at {cap} from spec.schedule.start, so move spec.schedule.start later (with spec.schedule.permanent it then lasts {cap} from there)"
+        )
+    } else if window.clipped.is_some() {
+        format!(
+            "the policy caps it at {cap} from spec.schedule.start, so move spec.schedule.start later and keep {end_field} within {cap} of it"
+        )
+    } else if end_field == "spec.schedule.duration" {
+        format!("lengthen spec.schedule.duration, to at most {cap}")
+    } else {
+        format!("set {end_field} later than {end}, up to {cap} after the start")
+    };
+    Finding::new(
+        rules::ELIGIBILITY_ENDING,
+        end_field,
+        format!(
+            "ends at {end}, in {}: within the {} that the policy reminds ahead (spec.notifications.eligibilityEndingLead)",
+            duration::format(end.duration_since(now)),
+            duration::format(policy.eligibility_ending_lead)
+        ),
+    )
+    .hint(format!(
+        "renew it before {end}: {renew}; or delete EligibleAssignment {name:?} when the access is no longer needed"
+    ))
 }
 
 /// An Active owner assignment to a group would make the group itself an owner, which Entra
@@ -454,5 +499,73 @@ mod tests {
             findings[0].message,
             "the policy allows eligible assignments of at most 365d, so the operator ends it at 2026-01-01T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn an_assignment_ending_within_the_policys_lead_is_warned_about() {
+        use crate::api::access_policy::{AccessPolicySpec, NotificationSettings};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let ending = |end: &str| {
+            EligibleAssignment::new(
+                "ops-alice",
+                EligibleAssignmentSpec {
+                    group: "ops".into(),
+                    principal: PrincipalRef::user("alice"),
+                    schedule: Schedule {
+                        start: Some(Time(ts("2026-06-01T00:00:00Z"))),
+                        end: Some(Time(ts(end))),
+                        ..Default::default()
+                    },
+                    justification: Some("on call".into()),
+                    ..Default::default()
+                },
+            )
+        };
+        let now = ts("2026-11-05T00:00:00Z");
+        let rules_at = |catalog: &Catalog, end: &str| -> Vec<&'static str> {
+            check_assignment(catalog, &ending(end), now)
+                .iter()
+                .map(|f| f.rule)
+                .collect()
+        };
+        // The default lead is 14 days.
+        assert_eq!(
+            rules_at(&catalog(), "2026-11-15T00:00:00Z"),
+            ["eligibility-ending"]
+        );
+        assert!(rules_at(&catalog(), "2026-11-25T00:00:00Z").is_empty());
+        // Already over: that is schedule-ended, not a reminder.
+        assert_eq!(
+            rules_at(&catalog(), "2026-11-01T00:00:00Z"),
+            ["schedule-ended"]
+        );
+        let finding = check_assignment(&catalog(), &ending("2026-11-15T12:00:00Z"), now).remove(0);
+        assert_eq!(finding.path, "spec.schedule.end");
+        assert_eq!(finding.severity, crate::checks::Severity::Warning);
+        assert_eq!(
+            finding.message,
+            "ends at 2026-11-15T12:00:00Z, in 10d12h: within the 14d that the policy reminds ahead (spec.notifications.eligibilityEndingLead)"
+        );
+        assert_eq!(
+            finding.hint,
+            "renew it before 2026-11-15T12:00:00Z: set spec.schedule.end later than 2026-11-15T12:00:00Z, up to 365d after the start; or delete EligibleAssignment \"ops-alice\" when the access is no longer needed"
+        );
+        // The policy's own lead.
+        let mut longer = catalog();
+        longer.insert_policy(AccessPolicy::new(
+            "ops",
+            AccessPolicySpec {
+                notifications: Some(NotificationSettings {
+                    eligibility_ending_lead: Some("30d".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ));
+        assert_eq!(
+            rules_at(&longer, "2026-11-25T00:00:00Z"),
+            ["eligibility-ending"]
+        );
+        assert!(rules_at(&longer, "2026-12-06T00:00:00Z").is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! When an assignment holds, after policy caps, and which assignments make a principal eligible.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::violation::Violation;
 use super::{duration, policy::AssignmentRules, time::add};
@@ -37,6 +37,21 @@ impl AssignmentWindow {
         } else {
             AssignmentState::Ended
         }
+    }
+
+    /// When the reminder that this window ends falls due: `lead` before its end. `None` when it
+    /// never ends, or when the whole window is no longer than the lead: it was made that short
+    /// on purpose, and the notice that it took effect already named its end.
+    pub fn ending_reminder(&self, lead: SignedDuration) -> Option<Timestamp> {
+        let at = add(self.end?, -lead);
+        (at > self.start).then_some(at)
+    }
+
+    /// Whether, at `now`, the window has not ended yet but its reminder is due: it ends within
+    /// `lead`.
+    pub fn ends_within(&self, lead: SignedDuration, now: Timestamp) -> bool {
+        self.ending_reminder(lead).is_some_and(|at| at <= now)
+            && self.end.is_some_and(|end| now < end)
     }
 
     /// The next instant after `now` at which the state changes.
@@ -460,5 +475,44 @@ mod tests {
         );
         assert!(covering(&not_in_group, ts("2026-02-01T00:00:00Z")).is_none());
         assert!(eligibilities_for("bob", "finreport", Role::Member, entries, |_| false).is_empty());
+    }
+
+    #[test]
+    fn the_ending_reminder_falls_lead_before_the_end_of_windows_longer_than_the_lead() {
+        let window = |start: &str, end: Option<&str>| AssignmentWindow {
+            start: ts(start),
+            end: end.map(ts),
+            clipped: None,
+        };
+        let days = |d: i64| SignedDuration::from_hours(d * 24);
+        let year = window("2026-01-01T00:00:00Z", Some("2027-01-01T00:00:00Z"));
+        assert_eq!(
+            year.ending_reminder(days(14)),
+            Some(ts("2026-12-18T00:00:00Z"))
+        );
+        // Before the reminder, from it up to the end, and after the end.
+        assert!(!year.ends_within(days(14), ts("2026-12-17T23:59:59Z")));
+        assert!(year.ends_within(days(14), ts("2026-12-18T00:00:00Z")));
+        assert!(year.ends_within(days(14), ts("2026-12-31T23:59:59Z")));
+        assert!(!year.ends_within(days(14), ts("2027-01-01T00:00:00Z")));
+        // A longer lead reminds earlier.
+        assert!(year.ends_within(days(30), ts("2026-12-10T00:00:00Z")));
+        // Never ending: no reminder.
+        let forever = window("2026-01-01T00:00:00Z", None);
+        assert_eq!(forever.ending_reminder(days(14)), None);
+        assert!(!forever.ends_within(days(14), ts("2030-01-01T00:00:00Z")));
+        // No longer than the lead: short on purpose, no reminder at any time.
+        let week = window("2026-01-01T00:00:00Z", Some("2026-01-08T00:00:00Z"));
+        assert_eq!(week.ending_reminder(days(14)), None);
+        assert!(!week.ends_within(days(14), ts("2026-01-07T00:00:00Z")));
+        let exactly = window("2026-01-01T00:00:00Z", Some("2026-01-15T00:00:00Z"));
+        assert_eq!(exactly.ending_reminder(days(14)), None);
+        // A renewed end moves the reminder with it.
+        let renewed = window("2026-01-01T00:00:00Z", Some("2027-07-01T00:00:00Z"));
+        assert_eq!(
+            renewed.ending_reminder(days(14)),
+            Some(ts("2027-06-17T00:00:00Z"))
+        );
+        assert!(!renewed.ends_within(days(14), ts("2026-12-20T00:00:00Z")));
     }
 }

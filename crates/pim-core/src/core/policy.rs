@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_ELIGIBLE: SignedDuration = SignedDuration::from_hours(365 
 pub const DEFAULT_MAX_ACTIVE: SignedDuration = SignedDuration::from_hours(180 * 24);
 pub const DEFAULT_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
 pub const DEFAULT_EXPIRING_SOON_LEAD: SignedDuration = SignedDuration::from_mins(15);
+/// Entra's default: the principal and the admins hear 14 days before an assignment ends.
+pub const DEFAULT_ELIGIBILITY_ENDING_LEAD: SignedDuration = SignedDuration::from_hours(14 * 24);
 /// How many requests one requester may have open at once, unless the policy says otherwise.
 pub const DEFAULT_MAX_OPEN_REQUESTS: usize = 5;
 /// How far after its creation a request may ask to start, unless the policy says otherwise.
@@ -43,6 +45,8 @@ pub struct Policy {
     pub assignments: AssignmentRules,
     pub retention: SignedDuration,
     pub expiring_soon_lead: SignedDuration,
+    /// How long before an assignment's end its principal and the admins are reminded.
+    pub eligibility_ending_lead: SignedDuration,
     /// How requester and approver names compare. Not part of the AccessPolicy: the operator's
     /// `usernameMapping.caseInsensitive`, set with [`Policy::with_identities`].
     pub identities: CaseInsensitive,
@@ -89,6 +93,7 @@ impl Default for Policy {
             },
             retention: DEFAULT_RETENTION,
             expiring_soon_lead: DEFAULT_EXPIRING_SOON_LEAD,
+            eligibility_ending_lead: DEFAULT_ELIGIBILITY_ENDING_LEAD,
             identities: CaseInsensitive::default(),
         }
     }
@@ -142,6 +147,14 @@ impl Policy {
                 .as_ref()
                 .and_then(|n| n.expiring_soon_lead.clone()),
             DEFAULT_EXPIRING_SOON_LEAD,
+        );
+        policy.eligibility_ending_lead = duration_field(
+            "spec.notifications.eligibilityEndingLead",
+            &spec
+                .notifications
+                .as_ref()
+                .and_then(|n| n.eligibility_ending_lead.clone()),
+            DEFAULT_ELIGIBILITY_ENDING_LEAD,
         );
         // Durations only: the sign-in is measured against the moment of acting, which a
         // missing value must not default to.
@@ -491,6 +504,38 @@ mod tests {
             errs[0].to_string(),
             "spec.activation.maxDuration: must be longer than zero"
         );
+    }
+
+    #[test]
+    fn the_eligibility_ending_lead_defaults_to_14d_and_bad_values_name_the_field() {
+        use crate::api::access_policy::NotificationSettings;
+        let with_lead = |lead: Option<&str>| AccessPolicySpec {
+            notifications: Some(NotificationSettings {
+                eligibility_ending_lead: lead.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let lead =
+            |spec: &AccessPolicySpec| Policy::from_spec(spec).map(|p| p.eligibility_ending_lead);
+        assert_eq!(
+            lead(&AccessPolicySpec::default()).unwrap(),
+            SignedDuration::from_hours(14 * 24)
+        );
+        assert_eq!(
+            lead(&with_lead(None)).unwrap(),
+            DEFAULT_ELIGIBILITY_ENDING_LEAD
+        );
+        assert_eq!(
+            lead(&with_lead(Some("30d"))).unwrap(),
+            SignedDuration::from_hours(30 * 24)
+        );
+        for bad in ["0d", "a fortnight"] {
+            let errs = lead(&with_lead(Some(bad))).unwrap_err();
+            assert_eq!(errs.len(), 1, "{bad}");
+            assert_eq!(errs[0].field, "spec.notifications.eligibilityEndingLead");
+            assert_eq!(errs[0].reason, reasons::INVALID_DURATION);
+        }
     }
 
     fn approval(approvers: Vec<PrincipalRef>, min: Option<i32>) -> AccessPolicySpec {

@@ -728,11 +728,19 @@ async fn revoke_role(
         object: _,
     } = scope;
     let grants = proven.get(&role).cloned().unwrap_or_default();
+    // Protected members too: Entra lists a UPN as stored, whatever case the spec wrote it in,
+    // and a protected member missed over its spelling would be removed.
+    let protected = catalog
+        .groups
+        .get(name)
+        .map(|g| crate::core::membership::RemovalRules::of(&g.spec, now).protected)
+        .unwrap_or_default();
     let known: BTreeSet<Member> = entries
         .iter()
         .filter(|e| e.role == role)
         .map(|e| e.member.clone())
         .chain(grants.iter().map(|g| g.grant.member.clone()))
+        .chain(protected)
         .collect();
     let actual = spelled_as_managed(
         directory,

@@ -2268,3 +2268,34 @@ async fn pim_mode_a_grant_the_tenant_policy_refuses_is_in_the_pim_group_status_n
     stop(operator).await;
     w.graph.assert_clean();
 }
+
+// Issue 20: a protected member written in other letter case than Entra lists it (Entra compares
+// UPNs without regard to case) is still protected; the standing member beside it goes.
+#[tokio::test]
+async fn a_protected_member_in_other_case_is_never_removed() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    w.graph.add_user("breakglass@contoso.com");
+    let carol = w.graph.add_user("carol@contoso.com");
+    w.graph.add_member(&g, "breakglass@contoso.com");
+    w.graph.add_member(&g, &carol);
+    let cluster = Cluster::new(w.clock.clone(), &g, &[]).await;
+    let patch =
+        serde_json::json!({"spec": {"protectedMembers": [{"user": "BreakGlass@Contoso.com"}]}});
+    Api::<PimGroup>::all(cluster.client.clone())
+        .patch("g", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let operator = cluster.start(Arc::new(w.membership()));
+    eventually("carol, standing, is removed", || async {
+        w.graph.members(&g) == BTreeSet::from(["breakglass@contoso.com".to_owned()])
+    })
+    .await;
+    w.clock.advance(SignedDuration::from_mins(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        w.graph.members(&g),
+        BTreeSet::from(["breakglass@contoso.com".to_owned()])
+    );
+    stop(operator).await;
+}

@@ -51,6 +51,8 @@ fn decide_one(c: &mut Criterion) {
         removal_confirmed_at: None,
         revocation_grace: SignedDuration::from_secs(30),
         removal_refused: None,
+        extension: None,
+        extended_by: None,
     };
     let now = t0() + SignedDuration::from_secs(1);
     c.bench_function("decide: new request, no approval", |b| {

@@ -172,6 +172,7 @@ pub const CSV_COLUMNS: &[&str] = &[
     "activatedAt",
     "endedAt",
     "retryCount",
+    "extends",
 ];
 
 /// One CSV cell (RFC 4180). Text people typed that a spreadsheet would run as a formula
@@ -248,6 +249,7 @@ fn csv(records: &[AuditRecord]) -> String {
             opt(&r.activated_at),
             opt(&r.ended_at),
             r.retry_count.to_string(),
+            opt(&r.extends),
         ];
         let cells: Vec<String> = row.iter().map(|v| cell(v)).collect();
         out.push_str(&cells.join(","));

@@ -76,6 +76,9 @@ pub struct AuditRecord {
     pub ticket_number: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_duration: Option<String>,
+    /// The request this one extends (`spec.extends`): the records of the two link up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
     /// Every decision on the request, with time and reason.
     #[serde(default)]
     pub approvals: Vec<ApprovalRecord>,
@@ -201,6 +204,7 @@ pub fn records(
             ticket_system: spec.ticket.as_ref().map(|t| t.system.clone()),
             ticket_number: spec.ticket.as_ref().map(|t| t.number.clone()),
             requested_duration: spec.duration.clone(),
+            extends: spec.extends.clone(),
             approvals: approvals.clone(),
             approved_by: status.approved_by.clone(),
             mfa_evidence: spec.requester.as_ref().and_then(|r| r.mfa.clone()),
@@ -326,6 +330,12 @@ pub(crate) mod tests {
         assert_eq!(last.activated_at, Some(t("2026-03-02T09:10:00Z")));
         assert_eq!(records(&r, &snap, 2..4, 0).len(), 2);
         assert_eq!(records(&r, &snap, 4..9, 0).len(), 0);
+        assert_eq!(last.extends, None);
+        // An extension's records name the request it extends.
+        let mut extension = approved_request();
+        extension.spec.extends = Some("r0".into());
+        let linked = records(&extension, &snap, 0..4, 0);
+        assert!(linked.iter().all(|r| r.extends.as_deref() == Some("r0")));
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::api::common::Role;
 use crate::checks::{SchemaChecker, SchemaError};
 use crate::core::{duration, time::add};
 use crate::manifests::{LoadError, Manifests};
-use crate::simulate::{PlannedDecision, PlannedRequest, Scenario, SimulateError, Timeline, run};
+use crate::simulate::{
+    PlannedDecision, PlannedExtension, PlannedRequest, Scenario, SimulateError, Timeline, run,
+};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -31,6 +33,11 @@ pub struct Args {
     /// for the policy's maximum; START (an offset such as +2h, or an RFC 3339 time) schedules it.
     #[arg(long = "request", value_name = "USER:GROUP:ROLE:DURATION[@START]")]
     pub requests: Vec<String>,
+    /// An extension of REQUEST (`kubectl pim extend REQUEST --by DURATION`), created at TIME
+    /// (an offset such as +50m, or an RFC 3339 time; default: the start); named ext-1, ext-2, …
+    /// in order. DURATION may be empty for the policy's maximum.
+    #[arg(long = "extend", value_name = "REQUEST:DURATION[@TIME]")]
+    pub extensions: Vec<String>,
     /// An approval, at TIME (an offset such as +15m, or an RFC 3339 time; default: the start).
     #[arg(long = "approve", value_name = "USER:REQUEST[@TIME]")]
     pub approvals: Vec<String>,
@@ -102,6 +109,12 @@ pub fn timeline(args: &Args, now: Timestamp) -> Result<Timeline, SimulateCliErro
         .map(|(text, vote)| parse_decision(text, vote, start))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let extensions = args
+        .extensions
+        .iter()
+        .map(|e| parse_extension(e, start))
+        .collect::<Result<Vec<_>, _>>()?;
+
     let checker = SchemaChecker::new()?;
     let manifests = Manifests::load(&args.paths, &checker)?;
     if !manifests.findings.is_empty() {
@@ -117,6 +130,7 @@ pub fn timeline(args: &Args, now: Timestamp) -> Result<Timeline, SimulateCliErro
         catalog: manifests.catalog(),
         requests,
         decisions,
+        extensions,
         start,
         until,
         existing,
@@ -165,6 +179,37 @@ pub fn parse_request(text: &str, start: Timestamp) -> Result<PlannedRequest, Sim
         role,
         duration,
         start_time: at,
+    })
+}
+
+/// `REQUEST:DURATION[@TIME]`.
+pub fn parse_extension(text: &str, start: Timestamp) -> Result<PlannedExtension, SimulateCliError> {
+    let bad = |why: &str| {
+        usage(format!(
+            "--extend {text:?}: {why}; expected REQUEST:DURATION[@TIME], e.g. req-1:1h@+50m"
+        ))
+    };
+    let Some((of, rest)) = text.split_once(':') else {
+        return Err(bad("REQUEST and DURATION are separated by ':'"));
+    };
+    if of.is_empty() {
+        return Err(bad("REQUEST must not be empty"));
+    }
+    let (duration_text, at) = match rest.split_once('@') {
+        Some((d, at)) => (d, parse_time("--extend TIME", at, start, false)?),
+        None => (rest, start),
+    };
+    let duration = if duration_text.is_empty() {
+        None
+    } else {
+        duration::parse_positive("--extend DURATION", duration_text)
+            .map_err(|e| usage(format!("--extend {text:?}: {e}")))?;
+        Some(duration_text.to_owned())
+    };
+    Ok(PlannedExtension {
+        of: of.to_owned(),
+        duration,
+        at,
     })
 }
 

@@ -340,6 +340,10 @@ async fn deliver_request(
     if delivery.retention {
         let verdict = retention::decide(request, retention::retention_of(&catalog, request), now);
         match verdict {
+            // An open extension proves its grant from this request: keep it while one runs.
+            Verdict::Delete if extended_by_open_request(ctx, request) => {
+                next = earliest(next, Some(crate::core::time::add(now, EXTENSION_RECHECK)));
+            }
             Verdict::Delete => {
                 retention::delete(&ctx.client, request).await?;
                 tracing::info!(request = %key.name, "deleted: finished, audited, and past its retention");
@@ -353,6 +357,20 @@ async fn deliver_request(
         Some(wait) => wait.min(ctx.requeue_for(next)),
         None => ctx.requeue_for(next),
     }))
+}
+
+/// How often a request past its retention is looked at again while an extension of it runs.
+const EXTENSION_RECHECK: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
+
+/// Whether an open request of the same group extends `request` (`spec.extends`).
+fn extended_by_open_request(ctx: &Context, request: &ActivationRequest) -> bool {
+    let Some(name) = request.metadata.name.as_deref() else {
+        return false;
+    };
+    ctx.stores.requests_of(&request.spec.group).iter().any(|r| {
+        r.object()
+            .is_some_and(|o| o.spec.extends.as_deref() == Some(name) && o.is_open())
+    })
 }
 
 /// Queues the notifications due for a request; returns when to look again for the reminder.

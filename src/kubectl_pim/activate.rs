@@ -45,12 +45,7 @@ pub async fn activate(
         group: group.to_owned(),
         role: args.role.map(Into::into),
         duration: args.duration.as_deref().map(|d| d.trim().to_owned()),
-        justification: args
-            .justification
-            .as_deref()
-            .map(str::trim)
-            .filter(|j| !j.is_empty())
-            .map(str::to_owned),
+        justification: given_text(args.justification.as_deref()),
         ticket,
         start_time: args.start.map(Time),
         // requester, principal and approvals are the webhook's and the approvers' to write.
@@ -97,6 +92,13 @@ pub async fn activate(
         return Ok(EXIT_OK);
     }
     follow(&api, &name, args.timeout, ctx.clock, out).await
+}
+
+/// A text option as given, trimmed; absent when blank.
+pub fn given_text(text: Option<&str>) -> Option<String> {
+    text.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
 }
 
 /// Checks what the caller can know before creating: eligibility at the start, and the request

@@ -10,6 +10,7 @@ mod cluster;
 mod decide;
 mod eligibility;
 pub mod error;
+mod extend;
 pub mod identity;
 mod render;
 mod show;
@@ -107,6 +108,10 @@ pub enum Command {
         #[arg(long, required = true)]
         reason: String,
     },
+    /// Ask for more time on one of your running activations: creates an ActivationRequest that
+    /// extends it (spec.extends), through the same policy (approval, MFA, justification). Once
+    /// approved, the access runs on past the original end without a break.
+    Extend(ExtendArgs),
     /// End one of your activations early, or withdraw a request that is not active yet.
     Deactivate {
         /// The ActivationRequest (see `kubectl pim status`).
@@ -157,6 +162,29 @@ pub struct ActivateArgs {
     #[arg(long, value_name = "RFC3339", value_parser = parse_time)]
     pub start: Option<Timestamp>,
     /// Follow the request until it is Active (exit 0) or ends without access (exit 1).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (exit 3; the request carries on). 0 waits forever.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout: SignedDuration,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExtendArgs {
+    /// The running ActivationRequest to extend (see `kubectl pim status`).
+    pub name: String,
+    /// How much longer, past its current end: 30m, 1h, PT1H. Without renewal (the policy's
+    /// spec.activation.allowRenewal) the whole stays within the policy's maximum from the
+    /// original start.
+    #[arg(long, visible_alias = "for", value_name = "DURATION")]
+    pub by: String,
+    /// Why you need more time (most policies require one).
+    #[arg(long, visible_alias = "reason", value_name = "TEXT")]
+    pub justification: Option<String>,
+    /// A change ticket, when the policy asks for one.
+    #[arg(long, value_name = "SYSTEM:NUMBER")]
+    pub ticket: Option<String>,
+    /// Follow the extension until it is Active (exit 0) or ends without access (exit 1).
     #[arg(long)]
     pub wait: bool,
     /// With --wait: give up after this long (exit 3; the request carries on). 0 waits forever.
@@ -311,6 +339,7 @@ pub async fn execute(
         Command::Deny { name, reason } => {
             decide::decide(&ctx, &me().await?, name, Decision::Deny, Some(reason), out).await
         }
+        Command::Extend(args) => extend::extend(&ctx, args, out).await,
         Command::Deactivate { name } => decide::deactivate(&ctx, &me().await?, name, out).await,
         Command::Status { name: Some(name) } => show::show_one(&ctx, name, out).await,
         Command::Status { name: None } => show::list_mine(&ctx, &me().await?, out).await,

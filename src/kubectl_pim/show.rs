@@ -110,6 +110,7 @@ pub async fn show_one(ctx: &Context<'_>, name: &str, out: &mut impl Write) -> Re
             spec.requester.as_ref().map(|r| r.username.clone()),
         ),
         ("Principal", spec.principal.clone()),
+        ("Extends", spec.extends.clone()),
         ("Duration", spec.duration.clone()),
         ("Justification", spec.justification.clone()),
         (

@@ -43,6 +43,9 @@ pub struct About {
     /// An assignment's type: `Eligible` or `Active`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub assignment_type: Option<String>,
+    /// The request an extension extends (`spec.extends`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
 }
 
 impl About {
@@ -85,6 +88,7 @@ impl About {
                 None => t.reason.clone(),
             }),
             assignment_type: None,
+            extends: spec.extends.clone(),
         }
     }
 
@@ -203,6 +207,18 @@ pub fn render(event: Event, about: &About, time: Timestamp, recipients: Vec<Stri
                 }
             ),
         ),
+        Event::Activated if about.extends.is_some() => (
+            format!(
+                "[PIM] {who}'s access to {target} extended until {}",
+                when(about.ends_at)
+            ),
+            format!(
+                "{who} holds {target} on until {}: request {} extends request {} without a break.",
+                when(about.ends_at),
+                about.name,
+                about.extends.as_deref().unwrap_or_default()
+            ),
+        ),
         Event::Activated => (
             format!("[PIM] {who} activated {target}"),
             format!(
@@ -218,8 +234,9 @@ pub fn render(event: Event, about: &About, time: Timestamp, recipients: Vec<Stri
                 when(about.ends_at)
             ),
             format!(
-                "The activation of {target} by {who} ends at {}. Create a new request to keep working.",
-                when(about.ends_at)
+                "The activation of {target} by {who} ends at {}. To keep working, extend it: `kubectl pim extend {} --by 1h --justification …`.",
+                when(about.ends_at),
+                about.name
             ),
         ),
         Event::EligibilityEnding if about.assignment_type.as_deref() == Some("Active") => (
@@ -268,6 +285,7 @@ pub fn render(event: Event, about: &About, time: Timestamp, recipients: Vec<Stri
             facts.push((label.to_owned(), value));
         }
     };
+    optional(&mut facts, "Extends", about.extends.clone());
     optional(&mut facts, "Justification", about.justification.clone());
     optional(&mut facts, "Ticket", about.ticket.clone());
     optional(&mut facts, "Duration", about.duration.clone());
@@ -327,6 +345,38 @@ mod tests {
             duration: Some("30m".into()),
             ..About::default()
         }
+    }
+
+    #[test]
+    fn an_extension_says_extended_and_names_what_it_extends() {
+        let extension = About {
+            name: "alice-q2-ext-x7k2p".into(),
+            extends: Some("alice-q2".into()),
+            ends_at: Some("2026-03-02T10:30:00Z".parse().unwrap()),
+            ..about()
+        };
+        let time = "2026-03-02T09:50:00Z".parse().unwrap();
+        let m = render(Event::Activated, &extension, time, vec![]);
+        assert_eq!(
+            m.subject,
+            "[PIM] alice@contoso.com's access to the member role of finreport extended until 2026-03-02T10:30:00Z"
+        );
+        assert!(
+            m.text
+                .contains("request alice-q2-ext-x7k2p extends request alice-q2 without a break"),
+            "{}",
+            m.text
+        );
+        assert!(m.facts.contains(&("Extends".into(), "alice-q2".into())));
+        // A first activation still says activated; its reminder says how to extend.
+        let m = render(Event::Activated, &about(), time, vec![]);
+        assert!(m.subject.contains("activated"), "{}", m.subject);
+        let m = render(Event::ExpiringSoon, &about(), time, vec![]);
+        assert!(
+            m.text.contains("kubectl pim extend alice-q2 --by"),
+            "{}",
+            m.text
+        );
     }
 
     #[test]

@@ -44,6 +44,16 @@ pub struct PlannedRequest {
     pub start_time: Option<Timestamp>,
 }
 
+/// An extension of a request, created at a time, as `--extend` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedExtension {
+    /// The request it extends (planned, an earlier extension, or from the manifests).
+    pub of: String,
+    /// How much longer; `None` asks for the policy's maximum.
+    pub duration: Option<String>,
+    pub at: Timestamp,
+}
+
 /// An approver's decision at a time, as `--approve` and `--deny` describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedDecision {
@@ -61,6 +71,8 @@ pub struct Scenario {
     /// Created at `start`, named `req-1`, `req-2`, … in order.
     pub requests: Vec<PlannedRequest>,
     pub decisions: Vec<PlannedDecision>,
+    /// Named ext-1, ext-2, … in order.
+    pub extensions: Vec<PlannedExtension>,
     pub start: Timestamp,
     pub until: Timestamp,
     /// Members each PimGroup's directory group has at the start besides those the manifests
@@ -76,6 +88,23 @@ pub enum SimulateError {
         "{approver} decides on {request:?}, which is neither planned nor in the manifests; the planned requests are req-1, req-2, …"
     )]
     UnknownRequest { approver: String, request: String },
+    #[error(
+        "--extend: {extension} extends {of:?}, which is neither planned (req-1, …, or an earlier ext-N) nor in the manifests"
+    )]
+    UnknownExtended { extension: String, of: String },
+    #[error("{approver} decides on {request} at {at}, before --extend creates it at {created}")]
+    DecisionBeforeExtension {
+        approver: String,
+        request: String,
+        at: Timestamp,
+        created: Timestamp,
+    },
+    #[error("--extend: {extension} is created at {at}, before the simulation starts at {start}")]
+    ExtensionBeforeStart {
+        extension: String,
+        at: Timestamp,
+        start: Timestamp,
+    },
     #[error("{approver} decides on {request} at {at}, before the simulation starts at {start}")]
     DecisionBeforeStart {
         approver: String,
@@ -101,6 +130,7 @@ pub fn run(scenario: Scenario) -> Result<Timeline, SimulateError> {
         catalog,
         requests,
         decisions,
+        extensions,
         start,
         until,
         existing,
@@ -123,11 +153,17 @@ pub fn run(scenario: Scenario) -> Result<Timeline, SimulateError> {
     };
     sim.prepare_manifest_objects();
     sim.plan_requests(requests)?;
-    let mut pending = sim.check_decisions(decisions)?;
+    let mut extending = sim.check_extensions(extensions)?;
+    let mut pending = sim.check_decisions(decisions, &extending)?;
     sim.open_groups(&existing)?;
 
     for _ in 0..MAX_STEPS {
         let now = sim.now;
+        let (due, later): (Vec<_>, Vec<_>) = extending.into_iter().partition(|e| e.1.at <= now);
+        extending = later;
+        for (name, extension) in due {
+            sim.extend(name, extension);
+        }
         let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|d| d.at <= now);
         pending = later;
         for decision in due {
@@ -140,6 +176,7 @@ pub fn run(scenario: Scenario) -> Result<Timeline, SimulateError> {
             .into_iter()
             .chain(group_deadlines)
             .chain(pending.iter().map(|d| d.at))
+            .chain(extending.iter().map(|(_, e)| e.at))
             .filter(|t| *t > now)
             .min();
         match next {
@@ -167,6 +204,18 @@ struct Simulation {
     said: BTreeMap<String, (Phase, String, String)>,
     /// Why each member no grant explains was last reported kept.
     kept: BTreeMap<(String, Role, Member), String>,
+}
+
+/// A request as the API server stores it when created at `at`.
+fn created_request(name: &str, spec: ActivationRequestSpec, at: Timestamp) -> ActivationRequest {
+    let mut request = ActivationRequest::new(name, spec);
+    request.metadata = ObjectMeta {
+        name: Some(name.to_owned()),
+        creation_timestamp: Some(Time(at)),
+        generation: Some(1),
+        ..ObjectMeta::default()
+    };
+    request
 }
 
 /// The directory is in memory and never waits, so its futures complete on first poll.
@@ -269,14 +318,8 @@ impl Simulation {
                 principal: Some(plan.user.clone()),
                 ..ActivationRequestSpec::default()
             };
-            let mut request = ActivationRequest::new(&name, spec);
-            request.metadata = ObjectMeta {
-                name: Some(name.clone()),
-                creation_timestamp: Some(Time(self.now)),
-                generation: Some(1),
-                ..ObjectMeta::default()
-            };
-            self.catalog.insert_request(request);
+            self.catalog
+                .insert_request(created_request(&name, spec, self.now));
             self.timeline.push(
                 self.now,
                 What::Created {
@@ -292,12 +335,91 @@ impl Simulation {
         Ok(())
     }
 
+    /// Names the planned extensions ext-1, ext-2, … and checks what each extends exists by
+    /// then; returns them in time order.
+    fn check_extensions(
+        &mut self,
+        extensions: Vec<PlannedExtension>,
+    ) -> Result<Vec<(String, PlannedExtension)>, SimulateError> {
+        let mut named: Vec<(String, PlannedExtension)> = Vec::new();
+        for (i, extension) in extensions.into_iter().enumerate() {
+            let name = format!("ext-{}", i + 1);
+            if self.catalog.requests.contains_key(&name) {
+                return Err(SimulateError::NameTaken(name));
+            }
+            let earlier = named
+                .iter()
+                .any(|(n, e)| *n == extension.of && e.at <= extension.at);
+            if !earlier && !self.catalog.requests.contains_key(&extension.of) {
+                return Err(SimulateError::UnknownExtended {
+                    extension: name,
+                    of: extension.of,
+                });
+            }
+            if extension.at < self.now {
+                return Err(SimulateError::ExtensionBeforeStart {
+                    extension: name,
+                    at: extension.at,
+                    start: self.now,
+                });
+            }
+            named.push((name, extension));
+        }
+        named.sort_by_key(|(_, e)| e.at);
+        Ok(named)
+    }
+
+    /// Creates an extension as `kubectl pim extend` and the webhook would: the principal,
+    /// group and role of the request it extends.
+    fn extend(&mut self, name: String, planned: PlannedExtension) {
+        let Some(original) = self.catalog.requests.get(&planned.of).cloned() else {
+            return;
+        };
+        let spec = ActivationRequestSpec {
+            group: original.spec.group.clone(),
+            role: Some(original.spec.role()),
+            duration: planned.duration.clone(),
+            justification: Some(format!("simulated extension {name}")),
+            ticket: Some(Ticket {
+                system: "simulate".to_owned(),
+                number: name.clone(),
+            }),
+            extends: Some(planned.of.clone()),
+            requester: original.spec.requester.clone(),
+            principal: original.spec.principal.clone(),
+            ..ActivationRequestSpec::default()
+        };
+        self.catalog
+            .insert_request(created_request(&name, spec, planned.at));
+        self.timeline.push(
+            self.now,
+            What::ExtensionCreated {
+                request: name,
+                extends: planned.of,
+                principal: original.spec.principal.clone().unwrap_or_default(),
+                by: planned.duration,
+            },
+        );
+    }
+
     fn check_decisions(
         &mut self,
         mut decisions: Vec<PlannedDecision>,
+        extensions: &[(String, PlannedExtension)],
     ) -> Result<Vec<PlannedDecision>, SimulateError> {
         for d in &decisions {
-            if !self.catalog.requests.contains_key(&d.request) {
+            let planned = extensions.iter().find(|(n, _)| *n == d.request);
+            if let Some((_, extension)) = planned
+                && d.at < extension.at
+            {
+                return Err(SimulateError::DecisionBeforeExtension {
+                    approver: d.approver.clone(),
+                    request: d.request.clone(),
+                    at: d.at,
+                    created: extension.at,
+                });
+            }
+            if planned.is_none() && !self.catalog.requests.contains_key(&d.request) {
                 return Err(SimulateError::UnknownRequest {
                     approver: d.approver.clone(),
                     request: d.request.clone(),

@@ -31,6 +31,13 @@ pub enum What {
         duration: Option<String>,
         start_time: Option<Timestamp>,
     },
+    /// A requester asked to extend a request (`spec.extends`), `by` past its end.
+    ExtensionCreated {
+        request: String,
+        extends: String,
+        principal: String,
+        by: Option<String>,
+    },
     /// An approver recorded a decision.
     Decided {
         request: String,
@@ -193,6 +200,19 @@ fn describe(what: &What) -> String {
             format!(
                 "{request}  created: {principal} asks for the {role} role of {group} {how_long}{when}"
             )
+        }
+        What::ExtensionCreated {
+            request,
+            extends,
+            principal,
+            by,
+        } => {
+            let by = by
+                .as_deref()
+                .map_or("up to the policy's maximum".to_owned(), |d| {
+                    format!("by {d}")
+                });
+            format!("{request}  created: {principal} asks to extend {extends} {by}")
         }
         What::Decided {
             request,

@@ -8,11 +8,13 @@ use jiff::{SignedDuration, Timestamp, Unit};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::identity::Caller;
+use crate::api::activation_request::Phase;
 use crate::api::activation_request::{
     ActivationRequestSpec, Approval, Authentication, Decision, Requester,
 };
 use crate::attestation::Keyring;
 use crate::core::authentication::Requirements;
+use crate::core::extension::{MAX_CHAIN, adds_nothing};
 use crate::core::identity::{CaseInsensitive, Principals, same_identity};
 use crate::core::policy::Policy;
 use crate::engine::Catalog;
@@ -214,6 +216,9 @@ fn check_create(
             "must be empty on creation; approvers add their own entries afterwards",
         ));
     }
+    if let Some(name) = spec.extends.as_deref() {
+        check_extension(rules, caller, spec, name)?;
+    }
     if let Some(policy) = rules.policy(spec)
         && policy.require_mfa
         && caller.mfa.is_none()
@@ -240,7 +245,11 @@ fn check_create(
                 ),
             ));
         }
-        let open = open_requests_of(rules, &caller.username);
+        // The request an extension replaces does not count: it ends as the extension goes on.
+        let open: Vec<&str> = open_requests_of(rules, &caller.username)
+            .into_iter()
+            .filter(|name| Some(*name) != spec.extends.as_deref())
+            .collect();
         if open.len() >= policy.max_open_requests {
             return Err(deny(
                 "spec",
@@ -255,6 +264,116 @@ fn check_create(
         }
     }
     Ok(principal)
+}
+
+/// An extension names a running activation of the caller's own, of the same group and role,
+/// with time left to add. Read from the statuses as written, to refuse at once what the
+/// controller would reject; the controller proves it again from signed inputs.
+fn check_extension(
+    rules: &Rules<'_>,
+    caller: &Caller,
+    spec: &ActivationRequestSpec,
+    name: &str,
+) -> Result<(), Denied> {
+    let field = "spec.extends";
+    if spec.start_time.is_some() {
+        return Err(deny(
+            "spec.startTime",
+            "an extension (spec.extends) has no start time: it continues the access it extends",
+        ));
+    }
+    let original = rules.catalog.requests.get(name).ok_or_else(|| {
+        deny(
+            field,
+            format!("ActivationRequest {name:?} does not exist; `kubectl pim status` lists yours"),
+        )
+    })?;
+    let theirs = original
+        .spec
+        .requester
+        .as_ref()
+        .map(|r| r.username.as_str())
+        .unwrap_or_default();
+    if !rules.same_user(&original.spec.group, theirs, &caller.username) {
+        return Err(deny(
+            field,
+            format!("you may extend only your own requests, and {name:?} is {theirs:?}'s"),
+        ));
+    }
+    if original.spec.group != spec.group || original.spec.role() != spec.role() {
+        return Err(deny(
+            field,
+            format!(
+                "an extension is for the group and role of the request it extends: {name:?} is for the {} role of {:?}",
+                original.spec.role(),
+                original.spec.group
+            ),
+        ));
+    }
+    let status = original.status.clone().unwrap_or_default();
+    let running = matches!(status.phase, Some(Phase::Scheduled | Phase::Active))
+        && status.approved_at.is_some();
+    let (Some(start), Some(end)) = (&status.starts_at, &status.expires_at) else {
+        return Err(not_running(name, &status));
+    };
+    if !running || end.0 <= rules.now {
+        return Err(not_running(name, &status));
+    }
+    if let Some((other, _)) = rules
+        .catalog
+        .requests
+        .iter()
+        .find(|(_, r)| r.spec.extends.as_deref() == Some(name) && r.is_open())
+    {
+        return Err(deny(
+            field,
+            format!(
+                "ActivationRequest {other:?} already extends {name:?}; once it is approved, extend {other:?} instead (or withdraw it: kubectl pim deactivate {other})"
+            ),
+        ));
+    }
+    let origin = chain_origin(rules.catalog, original, start.0);
+    if let Some(policy) = rules.policy(spec)
+        && let Some(why) = adds_nothing(end.0, origin, &policy)
+    {
+        return Err(deny(field, format!("nothing to extend: {why}")));
+    }
+    Ok(())
+}
+
+fn not_running(name: &str, status: &crate::api::ActivationRequestStatus) -> Denied {
+    deny(
+        "spec.extends",
+        format!(
+            "ActivationRequest {name:?} is {} and only a running activation can be extended; create a new request (kubectl pim activate)",
+            status.phase.unwrap_or_default()
+        ),
+    )
+}
+
+/// The start of the first request of the chain `request` belongs to, from the statuses.
+fn chain_origin(
+    catalog: &Catalog,
+    request: &crate::api::ActivationRequest,
+    start: Timestamp,
+) -> Timestamp {
+    let mut origin = start;
+    let mut current = request;
+    for _ in 0..MAX_CHAIN {
+        let Some(earlier) = current
+            .spec
+            .extends
+            .as_deref()
+            .and_then(|n| catalog.requests.get(n))
+        else {
+            break;
+        };
+        if let Some(start) = earlier.status.as_ref().and_then(|s| s.starts_at.as_ref()) {
+            origin = origin.min(start.0);
+        }
+        current = earlier;
+    }
+    origin
 }
 
 /// What the webhook saw of the caller's sign-in that `requirements` ask about; nothing when

@@ -227,3 +227,30 @@ async fn kubectl_get_shows_every_kind_with_future_ends_as_times() {
         "{request:?}"
     );
 }
+
+// Issue 20: an extension shows what it extends with `-o wide`; the original ends as Extended.
+#[tokio::test]
+async fn kubectl_get_ar_wide_shows_what_an_extension_extends() {
+    let h = seed().await;
+    h.vote("alice-now", "ops", BOB, Vote::Approve, "ok").await;
+    h.wait_phase("alice-now", Phase::Active).await;
+    h.advance(60);
+    h.request("alice-more", "ops", ALICE, "1h", |spec| {
+        spec.extends = Some("alice-now".into());
+    })
+    .await;
+    h.wait_phase("alice-more", Phase::PendingApproval).await;
+    h.vote("alice-more", "ops", BOB, Vote::Approve, "ok").await;
+    h.wait_phase("alice-more", Phase::Active).await;
+    let plain = row(&h, &["get", "ar"], "alice-more").await;
+    assert!(!plain.contains_key("EXTENDS"), "priority 1: {plain:?}");
+    let wide = row(&h, &["get", "ar", "-o", "wide"], "alice-more").await;
+    assert_eq!(cell(&wide, "EXTENDS"), "alice-now", "{wide:?}");
+    // Two hours from T0, one more past that.
+    assert_eq!(cell(&wide, "EXPIRES"), "2026-03-02T12:00:00Z", "{wide:?}");
+    h.advance(61);
+    h.wait_phase("alice-now", Phase::Expired).await;
+    let original = row(&h, &["get", "ar", "-o", "wide"], "alice-now").await;
+    assert_eq!(cell(&original, "REASON"), "Extended", "{original:?}");
+    assert_eq!(cell(&original, "EXTENDS"), "", "{original:?}");
+}

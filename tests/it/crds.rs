@@ -194,8 +194,20 @@ fn activation_request_columns_say_what_state_and_why() {
             "Principal",
             "Expires",
             "Reason",
+            "Extends",
             "Age"
         ]
+    );
+    // What an extension extends shows only with `-o wide`.
+    let extends = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .find(|c| c.name == "Extends")
+        .unwrap();
+    assert_eq!(
+        (extends.json_path.as_str(), extends.priority),
+        (".spec.extends", Some(1))
     );
 }
 

@@ -1925,6 +1925,88 @@ async fn principals_by_object_id_or_in_other_case_are_never_removed_and_re_added
     w.graph.assert_clean();
 }
 
+/// Issue 20: `kubectl pim extend` in pim mode. The extension's approval moves the end Entra
+/// enforces with `adminUpdate` (never a remove-and-add), and the member stays through the
+/// original end; the Graph look-alike applies Entra's rules (an update needs the assignment to
+/// exist, a justification, and an end after the start).
+#[tokio::test]
+async fn pim_mode_an_extension_moves_entras_end_with_admin_update() {
+    let w = World::new().await;
+    let g = w.graph.add_group("FinReport");
+    let alice = w.graph.add_user("alice@contoso.com");
+    let cluster = Cluster::new(w.clock.clone(), &g, &["alice@contoso.com"]).await;
+    let operator = cluster.start(Arc::new(w.pim()));
+    let t = |m: i64| ts(T0) + SignedDuration::from_mins(m);
+
+    cluster.request("r1", "alice@contoso.com", "30m").await;
+    cluster.wait_phase("r1", Phase::Active).await;
+    assert_eq!(w.graph.pim_end(&g, &alice), Some(Some(t(30))));
+
+    w.clock.advance(SignedDuration::from_mins(20));
+    let spec = ActivationRequestSpec {
+        group: "g".into(),
+        duration: Some("30m".into()),
+        justification: Some("the migration runs long".into()),
+        extends: Some("r1".into()),
+        requester: Some(Requester {
+            username: "alice@contoso.com".into(),
+            ..Default::default()
+        }),
+        principal: Some("alice@contoso.com".into()),
+        ..Default::default()
+    };
+    Api::<ActivationRequest>::all(cluster.client.clone())
+        .create(
+            &PostParams::default(),
+            &ActivationRequest::new("r1-ext", spec),
+        )
+        .await
+        .unwrap();
+    cluster.wait_phase("r1-ext", Phase::Active).await;
+    eventually("Entra holds alice until the extended end", || async {
+        w.graph.pim_end(&g, &alice) == Some(Some(t(60)))
+    })
+    .await;
+    eventually("r1-ext records the adminUpdate", || async {
+        cluster
+            .get("r1-ext")
+            .await
+            .status
+            .and_then(|s| s.directory)
+            .is_some_and(|d| d.action == "adminUpdate" && d.expires_at.map(|e| e.0) == Some(t(60)))
+    })
+    .await;
+
+    // The original end passes: Entra keeps her, and the operator removes nothing.
+    w.clock.advance(SignedDuration::from_mins(11));
+    cluster.wait_phase("r1", Phase::Expired).await;
+    assert_eq!(
+        cluster.get("r1").await.status.unwrap().reason.as_deref(),
+        Some("Extended")
+    );
+    w.graph.expire(w.clock.now());
+    assert!(w.graph.members(&g).contains("alice@contoso.com"));
+    let actions = |name: &str| {
+        w.graph
+            .schedule_requests()
+            .iter()
+            .filter(|r| r["action"] == name)
+            .count()
+    };
+    assert_eq!((actions("adminAssign"), actions("adminRemove")), (1, 0));
+
+    // At the extended end she goes, once.
+    w.clock.advance(SignedDuration::from_mins(30));
+    cluster.wait_phase("r1-ext", Phase::Expired).await;
+    eventually("alice removed at the extended end", || async {
+        !w.graph.members(&g).contains("alice@contoso.com")
+    })
+    .await;
+    assert_eq!(actions("adminAssign"), 1);
+    stop(operator).await;
+    w.graph.assert_clean();
+}
+
 #[tokio::test]
 async fn pim_mode_entra_ends_access_itself_and_a_later_request_extends_it() {
     let w = World::new().await;

@@ -1186,3 +1186,70 @@ async fn help_explains_identity_and_bad_arguments_are_usage_errors() {
     let out = h.pim(&["eligible"]).await.ok().to_owned();
     assert!(out.contains("(1d ago)"), "{out}");
 }
+
+// Issue 20: `kubectl pim extend` creates an extension of a running request; the operator holds
+// the access on past the original end.
+#[tokio::test]
+async fn extend_creates_an_extension_of_a_running_request() {
+    let mut h = Harness::new().await;
+    h.request("r1", "g", "alice").await;
+    h.start_operator();
+    h.wait_phase("r1", Phase::Active).await;
+    // Stopped while the CLI creates the extension: the fake server runs no webhook, so the
+    // test stamps it before the operator sees it.
+    h.stop().await;
+    h.clock.advance(SignedDuration::from_mins(20));
+    h.as_user("alice", &[]);
+    for (args, needle) in [
+        (
+            vec!["extend", "nope", "--by", "15m"],
+            "\"nope\" does not exist",
+        ),
+        (vec!["extend", "r1", "--by", "soon"], "--by"),
+    ] {
+        let run = h.pim(&args).await;
+        let error = run.err().to_string();
+        assert!(error.contains(needle), "{needle}: {error}");
+    }
+    let run = h
+        .pim(&[
+            "extend",
+            "r1",
+            "--by",
+            "15m",
+            "--justification",
+            "the fix needs longer",
+        ])
+        .await;
+    let out = run.ok().to_owned();
+    let extension = h
+        .requests()
+        .await
+        .into_iter()
+        .find(|r| r.spec.extends.as_deref() == Some("r1"))
+        .unwrap();
+    let name = extension.metadata.name.clone().unwrap();
+    assert!(name.starts_with("r1-ext-"), "{name}");
+    assert!(
+        out.contains(&format!("activationrequest/{name} created: extends r1")),
+        "{out}"
+    );
+    assert_eq!(extension.spec.group, "g");
+    assert_eq!(extension.spec.duration.as_deref(), Some("15m"));
+    assert!(extension.spec.requester.is_none() && extension.spec.approvals.is_empty());
+    h.stamp(&name, "alice").await;
+    h.start_operator();
+    h.wait_phase(&name, Phase::Active).await;
+    let expires = h.get(&name).await.status.unwrap().expires_at.unwrap().0;
+    assert_eq!(expires.to_string(), "2026-03-02T09:45:00Z");
+    h.clock.advance(SignedDuration::from_mins(10));
+    h.wait_phase("r1", Phase::Expired).await;
+    // A finished request is nothing to extend.
+    let run = h.pim(&["extend", "r1", "--by", "15m"]).await;
+    let error = run.err().to_string();
+    assert!(error.contains("only a running activation"), "{error}");
+    // `status` of the extension names what it extends.
+    let run = h.pim(&["status", &name]).await;
+    assert!(run.ok().contains("Extends:"), "{}", run.out);
+    h.stop().await;
+}

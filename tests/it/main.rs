@@ -16,6 +16,7 @@ mod crds;
 mod deploy;
 mod docs;
 mod entra;
+mod extend;
 mod fake_apiserver;
 mod fuzz_corpus;
 mod kind_e2e;

@@ -151,3 +151,42 @@ async fn a_request_is_deleted_only_after_its_audit_records_are_out() {
         "{delivered:#?}"
     );
 }
+
+// Issue 20: a request an open extension names is kept past its retention, since the extension
+// proves its grant from it; once the extension has ended, it goes.
+#[tokio::test]
+async fn an_extended_request_is_kept_while_its_extension_runs() {
+    let mut h = Harness::new("").await;
+    h.policy("p-renew", "1h", &[], |spec| {
+        spec.retention = Some("30m".into());
+        spec.activation.allow_renewal = Some(true);
+    })
+    .await;
+    h.group("g", "p-renew").await;
+    h.assignment("alice-g", "g", ALICE).await;
+    h.start();
+    h.request("first", "g", ALICE, "30m", |_| {}).await;
+    h.wait_phase("first", Phase::Active).await;
+    h.advance(20);
+    h.request("more", "g", ALICE, "1h", |spec| {
+        spec.extends = Some("first".into());
+    })
+    .await;
+    h.wait_phase("more", Phase::Active).await;
+    h.advance(10);
+    h.wait_phase("first", Phase::Expired).await;
+    h.wait_audited("first").await;
+    // Due 30m after it ended: kept, `more` runs until T0+90m.
+    h.advance(31);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(h.exists("first").await, "kept while its extension runs");
+    assert_eq!(h.phase("more").await, Some(Phase::Active));
+    h.advance(30);
+    h.wait_phase("more", Phase::Expired).await;
+    h.advance(60);
+    eventually("first is deleted once its extension ended", || async {
+        !h.exists("first").await
+    })
+    .await;
+    h.stop().await;
+}

@@ -579,3 +579,159 @@ async fn from_cluster_reads_the_members_pimgroups_list_in_status() {
         "{stderr}"
     );
 }
+
+// Issue 20: extensions (`--extend`, as `kubectl pim extend`) under the example policy: 30m at
+// most, approval by bob. req-1 asks for 20m and is approved at +5m (09:05 to 09:25).
+fn extension_plan(decision: &str) -> Vec<Value> {
+    let request = request_flag("20m");
+    let name = format!("extend-{decision}");
+    let flag = format!("--{decision}");
+    let decide = format!("{BOB}:ext-1@+22m");
+    let approve = format!("{BOB}:req-1@+5m");
+    scenario(
+        &name,
+        &[
+            "examples/",
+            "--start",
+            START,
+            "--until",
+            "2h",
+            "--request",
+            &request,
+            "--approve",
+            &approve,
+            "--extend",
+            "req-1:15m@+20m",
+            &flag,
+            &decide,
+        ],
+    )
+}
+
+#[test]
+fn an_approved_extension_keeps_access_to_the_cap_without_a_break() {
+    let events = extension_plan("approve");
+    assert_eq!(
+        phases(&events, "ext-1"),
+        s(&[
+            ("2026-11-01T09:20:00Z", "PendingApproval"),
+            // Already a member: Active at once, no add.
+            ("2026-11-01T09:22:00Z", "Active"),
+            // 15m past 09:25 would be 09:40; the policy's 30m from 09:05 ends it at 09:35.
+            ("2026-11-01T09:35:00Z", "Expired"),
+        ])
+    );
+    let original = events
+        .iter()
+        .find(|e| e["request"] == "req-1" && e["to"] == "Expired")
+        .unwrap();
+    assert_eq!(original["reason"], "Extended");
+    let alice = format!("user:{ALICE}");
+    assert_eq!(
+        membership(&events),
+        [
+            ("2026-11-01T09:05:00Z".to_owned(), "+", alice.clone()),
+            ("2026-11-01T09:35:00Z".to_owned(), "-", alice),
+        ]
+    );
+}
+
+#[test]
+fn a_denied_extension_leaves_the_original_end() {
+    let events = extension_plan("deny");
+    assert_eq!(
+        phases(&events, "ext-1"),
+        s(&[
+            ("2026-11-01T09:20:00Z", "PendingApproval"),
+            ("2026-11-01T09:22:00Z", "Denied"),
+        ])
+    );
+    let alice = format!("user:{ALICE}");
+    assert_eq!(
+        membership(&events),
+        [
+            ("2026-11-01T09:05:00Z".to_owned(), "+", alice.clone()),
+            ("2026-11-01T09:25:00Z".to_owned(), "-", alice),
+        ]
+    );
+}
+
+#[test]
+fn an_extension_beyond_the_cap_is_rejected() {
+    let request = request_flag("30m");
+    let approve = format!("{BOB}:req-1@+5m");
+    let events = scenario(
+        "extend-beyond-cap",
+        &[
+            "examples/",
+            "--start",
+            START,
+            "--until",
+            "2h",
+            "--request",
+            &request,
+            "--approve",
+            &approve,
+            "--extend",
+            "req-1:15m@+20m",
+        ],
+    );
+    assert_eq!(
+        phases(&events, "ext-1"),
+        s(&[("2026-11-01T09:20:00Z", "Rejected")])
+    );
+    let rejected = events
+        .iter()
+        .find(|e| e["request"] == "ext-1" && e["to"] == "Rejected")
+        .unwrap();
+    assert_eq!(rejected["reason"], "ExtensionBeyondMaximum");
+    let alice = format!("user:{ALICE}");
+    assert_eq!(
+        membership(&events),
+        [
+            ("2026-11-01T09:05:00Z".to_owned(), "+", alice.clone()),
+            ("2026-11-01T09:35:00Z".to_owned(), "-", alice),
+        ]
+    );
+}
+
+#[test]
+fn extension_plans_that_cannot_run_say_why() {
+    for (args, needle) in [
+        (
+            vec!["--extend", "req-9:1h"],
+            "extends \"req-9\", which is neither planned",
+        ),
+        (
+            vec!["--extend", "req-1"],
+            "expected REQUEST:DURATION[@TIME]",
+        ),
+        (vec!["--extend", "req-1:soon"], "--extend DURATION"),
+    ] {
+        let request = request_flag("20m");
+        let mut all = vec!["examples/", "--start", START, "--request", &request];
+        all.extend(args);
+        let run = simulate(&all);
+        assert_eq!(run.code, 2, "{}", run.stdout);
+        assert!(run.stderr.contains(needle), "{needle}: {}", run.stderr);
+    }
+    let request = request_flag("20m");
+    let early = format!("{BOB}:ext-1@+5m");
+    let run = simulate(&[
+        "examples/",
+        "--start",
+        START,
+        "--request",
+        &request,
+        "--extend",
+        "req-1:10m@+20m",
+        "--approve",
+        &early,
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("before --extend creates it"),
+        "{}",
+        run.stderr
+    );
+}

@@ -2032,3 +2032,125 @@ fn issue_20_remove_on_an_unseen_group_is_admitted_with_a_warning() {
         switched.warnings
     );
 }
+
+/// Alice's request `r0` in "open" (30m maximum), running from `start` to `end` (RFC 3339).
+fn with_running_r0(catalog: &Catalog, admission: &Admission, start: &str, end: &str) -> Catalog {
+    let mut catalog = catalog.clone();
+    let mut object = request_object("open", json!({}));
+    object["metadata"]["name"] = json!("r0");
+    let stored = create_in(admission, &alice(), &object, &catalog).unwrap();
+    let mut running: ActivationRequest = serde_json::from_value(stored).unwrap();
+    let t = |s: &str| {
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            s.parse().unwrap(),
+        ))
+    };
+    running.status = Some(pim_operator::api::ActivationRequestStatus {
+        phase: Some(pim_operator::api::Phase::Active),
+        approved_at: t(start),
+        starts_at: t(start),
+        expires_at: t(end),
+        ..Default::default()
+    });
+    catalog.insert_request(running);
+    catalog
+}
+
+#[test]
+fn issue_20_an_extension_is_signed_with_what_it_extends_and_checked_at_admission() {
+    let admission = admission(Some(keyring()));
+    let catalog = with_running_r0(
+        &catalog(),
+        &admission,
+        "2026-11-22T09:55:00Z",
+        "2026-11-22T10:15:00Z",
+    );
+    let extension = |extra: Value| {
+        let mut object = request_object("open", extra);
+        object["metadata"]["name"] = json!("r0-ext");
+        object
+    };
+    let stored = create_in(
+        &admission,
+        &alice(),
+        &extension(json!({"extends": "r0", "duration": "10m"})),
+        &catalog,
+    )
+    .unwrap();
+    assert_eq!(stored["spec"]["extends"], "r0");
+    // The signature covers `extends`: pointed at another request, it no longer verifies.
+    let signed: ActivationRequest = serde_json::from_value(stored.clone()).unwrap();
+    assert!(keyring().verify_requester("r0-ext", &signed.spec));
+    let mut moved = signed.spec.clone();
+    moved.extends = Some("r9".into());
+    assert!(!keyring().verify_requester("r0-ext", &moved));
+
+    // Only one's own, running request, of the same group and role, with time left.
+    expect_denied(
+        create_in(
+            &admission,
+            &bob(),
+            &extension(json!({"extends": "r0"})),
+            &catalog,
+        ),
+        &["spec.extends", "only your own"],
+    );
+    expect_denied(
+        create_in(
+            &admission,
+            &alice(),
+            &extension(json!({"extends": "nope"})),
+            &catalog,
+        ),
+        &["spec.extends", "does not exist"],
+    );
+    expect_denied(
+        create_in(
+            &admission,
+            &alice(),
+            &extension(json!({"extends": "r0", "startTime": "2026-11-22T11:00:00Z"})),
+            &catalog,
+        ),
+        &["has no spec.startTime"],
+    );
+    let mut ended = catalog.clone();
+    let mut expired = (*ended.requests["r0"]).clone();
+    if let Some(status) = expired.status.as_mut() {
+        status.phase = Some(pim_operator::api::Phase::Expired);
+    }
+    ended.insert_request(expired);
+    expect_denied(
+        create_in(
+            &admission,
+            &alice(),
+            &extension(json!({"extends": "r0"})),
+            &ended,
+        ),
+        &["spec.extends", "is Expired", "only a running activation"],
+    );
+    // r0 already runs the policy's whole 30m.
+    let full = with_running_r0(
+        &catalog,
+        &admission,
+        "2026-11-22T09:50:00Z",
+        "2026-11-22T10:20:00Z",
+    );
+    expect_denied(
+        create_in(
+            &admission,
+            &alice(),
+            &extension(json!({"extends": "r0"})),
+            &full,
+        ),
+        &["nothing to extend", "allowRenewal"],
+    );
+    // One open extension at a time.
+    let mut twice = catalog.clone();
+    twice.insert_request(serde_json::from_value::<ActivationRequest>(stored).unwrap());
+    let mut again = extension(json!({"extends": "r0"}));
+    again["metadata"]["name"] = json!("r0-ext-2");
+    expect_denied(
+        create_in(&admission, &alice(), &again, &twice),
+        &["\"r0-ext\" already extends \"r0\""],
+    );
+}

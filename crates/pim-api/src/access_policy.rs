@@ -98,6 +98,11 @@ pub struct ActivationSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub max_open_requests: Option<i32>,
+    /// Let extensions (`spec.extends`) carry access past `maxDuration` from the original start:
+    /// each extension still adds at most `maxDuration`, and never past the eligibility's end.
+    /// Default false: an extension only fills the rest of `maxDuration` from the original start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_renewal: Option<bool>,
     /// What the requester's sign-in must show beyond `requireMfa`.
     #[serde(flatten)]
     pub sign_in: SignInRequirements,

@@ -46,6 +46,13 @@ pub const FINALIZER: &str = "pim.dev/revoke-access";
         description = "Why the request is in its phase"
     ),
     printcolumn(
+        name = "Extends",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.extends",
+        description = "The request whose access this one extends"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -55,7 +62,8 @@ pub const FINALIZER: &str = "pim.dev/revoke-access";
 #[x_kube(
     validation = cel::immutable_request_spec().kube(),
     validation = cel::DEACTIVATE_IS_FINAL.kube(),
-    validation = cel::DECISIONS_ARE_FINAL.kube()
+    validation = cel::DECISIONS_ARE_FINAL.kube(),
+    validation = cel::EXTENSION_STARTS_AT_ONCE.kube()
 )]
 pub struct ActivationRequestSpec {
     /// Name of the PimGroup.
@@ -80,6 +88,13 @@ pub struct ActivationRequestSpec {
     /// Scheduled start; default as soon as approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
+    /// The ActivationRequest whose running access this one extends (`kubectl pim extend`): the
+    /// same principal, group and role, held on without a gap past its end. The same policy
+    /// applies (approval, MFA, justification); `duration` is how much longer. Signed with the
+    /// rest of the spec by the admission webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = OBJECT_NAME_MAX), pattern(OBJECT_NAME_PATTERN))]
+    pub extends: Option<String>,
     /// Set to true to end the activation early (or withdraw the request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deactivate: Option<bool>,

@@ -72,6 +72,14 @@ pub const ADOPT_AFTER_NEEDS_ADOPT: CelRule = rule(
     "remove spec.adoptAfter, or set spec.standingAccess to `Adopt` (adoptAfter is when adoption ends and removal starts)",
 );
 
+/// `ActivationRequest` `spec`: an extension continues running access, so it has no start of its
+/// own.
+pub const EXTENSION_STARTS_AT_ONCE: CelRule = rule(
+    "!has(self.extends) || !has(self.startTime)",
+    "an extension (spec.extends) has no spec.startTime: it continues the access it extends",
+    "remove spec.startTime; an extension starts when it is approved and ends its duration after the end of the request it extends",
+);
+
 /// `PimGroup` `spec.group`.
 pub const GROUP_ID_OR_NAME: CelRule = rule(
     "has(self.id) || has(self.displayName)",
@@ -123,6 +131,7 @@ const IMMUTABLE_OPTIONAL: &[&str] = &[
     "justification",
     "ticket",
     "startTime",
+    "extends",
     "requester",
     "principal",
 ];
@@ -139,7 +148,7 @@ pub fn immutable_request_spec() -> CelRule {
     CelRule {
         expression: Cow::Owned(clauses.join(" && ")),
         message: "spec is immutable after creation, except approvals and deactivate; create a new request instead",
-        remedy: "change only spec.approvals (your own entry) or spec.deactivate; for another group, role, duration, justification, ticket or start time, create a new ActivationRequest",
+        remedy: "change only spec.approvals (your own entry) or spec.deactivate; for another group, role, duration, justification, ticket or start time, create a new ActivationRequest (for more time, `kubectl pim extend`)",
     }
 }
 
@@ -157,6 +166,7 @@ pub fn all() -> Vec<CelRule> {
         immutable_request_spec(),
         DEACTIVATE_IS_FINAL,
         DECISIONS_ARE_FINAL,
+        EXTENSION_STARTS_AT_ONCE,
         GRANT_IS_IMMUTABLE,
     ]
 }

@@ -81,6 +81,16 @@ pub mod reasons {
     pub const DIRECTORY_FAILED: &str = "DirectoryFailed";
     pub const IN_PROGRESS: &str = "InProgress";
 
+    // Extensions (`spec.extends`).
+    /// The window ended, and an extension holds the access on.
+    pub const EXTENDED: &str = "Extended";
+    /// The request an extension names is not running (never granted, ended early, gone), or is
+    /// for someone or something else.
+    pub const EXTENDED_REQUEST_NOT_RUNNING: &str = "ExtendedRequestNotRunning";
+    /// The extension would add nothing: the original already runs to the policy's maximum from
+    /// its start (and the policy does not allow renewal), or to the eligibility's end.
+    pub const EXTENSION_BEYOND_MAXIMUM: &str = "ExtensionBeyondMaximum";
+
     // Assignments.
     pub const EXCEEDS_POLICY: &str = "ExceedsPolicy";
     pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
@@ -150,6 +160,9 @@ pub mod reasons {
         APPROVAL_NOT_PROVEN,
         DIRECTORY_FAILED,
         IN_PROGRESS,
+        EXTENDED,
+        EXTENDED_REQUEST_NOT_RUNNING,
+        EXTENSION_BEYOND_MAXIMUM,
     ];
 
     /// A stored request reason as our constant; `None` for one we never write.

@@ -221,6 +221,9 @@ struct RequesterPayload<'a> {
     justification: Option<&'a str>,
     ticket: Option<&'a Ticket>,
     start_time: Option<&'a Time>,
+    /// Left out when absent, so that requests signed before it existed still verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    extends: Option<&'a str>,
     principal: Option<&'a str>,
     username: &'a str,
     uid: Option<&'a str>,
@@ -260,6 +263,7 @@ fn requester_payload(
         justification: spec.justification.as_deref(),
         ticket: spec.ticket.as_ref(),
         start_time: spec.start_time.as_ref(),
+        extends: spec.extends.as_deref(),
         principal: spec.principal.as_deref(),
         username,
         uid: uid.as_deref(),

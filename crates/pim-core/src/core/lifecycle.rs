@@ -11,11 +11,12 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::activation::{Requested, Window, plan_window, validate_request_created};
 use super::eligibility::{Eligibility, covering};
+use super::extension::{Extended, Extension, adds_nothing, plan_extension};
 use super::policy::{ApprovalRules, HARD_MAX_ACTIVATION, Policy};
 use super::violation::{primary_reason, summarize};
 use super::{duration, time::add};
 use crate::api::activation_request::{
-    ActivationRequestSpec, ActivationRequestStatus, Decision as Vote, Phase,
+    ActivationRequestSpec, ActivationRequestStatus, Decision as Vote, EndClippedBy, Phase,
 };
 use crate::api::conditions::{reasons, types};
 
@@ -94,6 +95,11 @@ pub struct Facts<'a> {
     /// rule of the directory's, such as Entra's five minutes), or the PimGroup keeps its last
     /// member. Reported while the removal waits.
     pub removal_refused: Option<&'a str>,
+    /// For an extension (`spec.extends`): what the request it names grants.
+    pub extension: Option<Extension<'a>>,
+    /// An approved extension that holds this request's access on past its end, by name (told
+    /// in the message of the expiry).
+    pub extended_by: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -412,6 +418,28 @@ impl<'a> Pass<'a> {
                 return self.refuse(reason, reason, summarize(&unreadable));
             }
         };
+        if let Some(extension) = self.facts.extension {
+            let refusal = match extension.extended {
+                Extended::NotRunning(why) => Some((
+                    reasons::EXTENDED_REQUEST_NOT_RUNNING,
+                    format!(
+                        "ActivationRequest {:?}, which this one extends, {why}",
+                        extension.of
+                    ),
+                )),
+                Extended::Running { end, origin, .. } => {
+                    adds_nothing(*end, *origin, policy).map(|why| {
+                        (
+                            reasons::EXTENSION_BEYOND_MAXIMUM,
+                            format!("nothing to extend: {why}"),
+                        )
+                    })
+                }
+            };
+            if let Some((reason, message)) = refusal {
+                return self.refuse(reason, reason, message);
+            }
+        }
         self.validated = condition(
             types::VALIDATED,
             ConditionStatus::True,
@@ -514,6 +542,12 @@ impl<'a> Pass<'a> {
             self.end(Phase::Revoked, reasons::APPROVAL_NOT_PROVEN, message);
             return false;
         }
+        if let Some(end) = self.extended_end()
+            && self.now >= end
+        {
+            self.extension_too_late(end);
+            return false;
+        }
         if self.now >= deadline {
             let message = format!("no decision within {}", duration::format(rules.timeout));
             self.approved = condition(
@@ -554,9 +588,44 @@ impl<'a> Pass<'a> {
         // What counted so far, for `kubectl pim pending` to show as the controller counts.
         self.out.approved_by = tally.approvers;
         self.set(Phase::PendingApproval, reason, message);
-        // The eligibility may run out before anyone decides.
-        self.out.next_deadline = Some(eligibility_end.map_or(deadline, |end| end.min(deadline)));
+        // The eligibility, or the access an extension continues, may run out before anyone
+        // decides.
+        self.out.next_deadline = [eligibility_end, self.extended_end()]
+            .into_iter()
+            .flatten()
+            .chain([deadline])
+            .min();
         false
+    }
+
+    /// The end of the window an extension continues, while the request it names runs.
+    fn extended_end(&self) -> Option<Timestamp> {
+        match self.facts.extension?.extended {
+            Extended::Running { end, .. } => Some(*end),
+            Extended::NotRunning(_) => None,
+        }
+    }
+
+    /// An extension approved only after the access it continues ended: nothing is left to
+    /// extend, and a new request is the way back in.
+    fn extension_too_late(&mut self, end: Timestamp) {
+        let of = self.facts.extension.map_or("", |e| e.of);
+        let message = format!(
+            "the access of ActivationRequest {of:?}, which this one extends, ended at {end} before this extension was approved; create a new request"
+        );
+        self.approved = condition(
+            types::APPROVED,
+            ConditionStatus::False,
+            reasons::EXTENDED_REQUEST_NOT_RUNNING,
+            message.clone(),
+        );
+        self.out.approved_at = None;
+        self.out.approved_by = Vec::new();
+        self.end(
+            Phase::TimedOut,
+            reasons::EXTENDED_REQUEST_NOT_RUNNING,
+            message,
+        );
     }
 
     /// Plans the window from signed inputs, caps it by what is stored, then moves with time.
@@ -595,13 +664,36 @@ impl<'a> Pass<'a> {
                     return;
                 };
                 self.out.matched_assignment = Some(eligibility.assignment.clone());
-                let planned = plan_window(
-                    start,
-                    requested.duration,
-                    policy.max_activation,
-                    eligibility.end,
-                );
-                self.check_stored_window(start, requested);
+                let (planned, counted_from) = match self.facts.extension.map(|e| e.extended) {
+                    Some(Extended::Running { start, end, origin }) => {
+                        if approved_at >= *end {
+                            return self.extension_too_late(*end);
+                        }
+                        let mut planned = plan_extension(
+                            approved_at,
+                            (*start, *end, *origin),
+                            requested.duration,
+                            policy,
+                        );
+                        if let Some(eligibility_end) = eligibility.end
+                            && eligibility_end < planned.end
+                        {
+                            planned.end = eligibility_end.max(planned.start);
+                            planned.clipped_by = Some(EndClippedBy::Eligibility);
+                        }
+                        (planned, Some(*end))
+                    }
+                    _ => (
+                        plan_window(
+                            start,
+                            requested.duration,
+                            policy.max_activation,
+                            eligibility.end,
+                        ),
+                        None,
+                    ),
+                };
+                self.check_stored_window(planned.start, counted_from, requested);
                 intersect(planned, self.stored_window)
             }
         };
@@ -644,6 +736,17 @@ impl<'a> Pass<'a> {
                 "the window ended".to_owned(),
             );
         };
+        if let Some(by) = self.facts.extended_by {
+            let message = format!(
+                "ended at {}; ActivationRequest {by:?} extends the access",
+                window.end
+            );
+            self.end(Phase::Expired, reasons::EXTENDED, message);
+            if self.ending.is_none() {
+                self.out.ended_at = Some(window.end.min(self.now));
+            }
+            return;
+        }
         let mut message = format!("ended at {}", window.end);
         if let Some(by) = window.clipped_by {
             message.push_str(&format!(
@@ -931,7 +1034,14 @@ impl<'a> Pass<'a> {
 
     /// Notes a stored window that no policy could ever have given this request: starting before
     /// the signed approval allows, or longer than the request asked for (or the hard cap).
-    fn check_stored_window(&mut self, proven_start: Timestamp, requested: Requested) {
+    /// `counted_from`: where the duration counts from when not the start (an extension's, from
+    /// the end it extends).
+    fn check_stored_window(
+        &mut self,
+        proven_start: Timestamp,
+        counted_from: Option<Timestamp>,
+        requested: Requested,
+    ) {
         let Some(stored) = self.stored_window else {
             return;
         };
@@ -951,7 +1061,10 @@ impl<'a> Pass<'a> {
                 stored.start
             ));
         }
-        let latest = add(proven_start.max(stored.start), longest);
+        let latest = add(
+            counted_from.unwrap_or(proven_start.max(stored.start)),
+            longest,
+        );
         if stored.end > latest {
             self.out.not_proven.push(format!(
                 "status.expiresAt {} is past the longest window the request allows ({latest})",

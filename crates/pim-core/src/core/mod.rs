@@ -5,6 +5,7 @@ pub mod activation;
 pub mod authentication;
 pub mod duration;
 pub mod eligibility;
+pub mod extension;
 pub mod identity;
 pub mod ledger;
 pub mod lifecycle;

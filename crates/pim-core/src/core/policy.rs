@@ -40,6 +40,8 @@ pub struct Policy {
     pub max_start_delay: SignedDuration,
     /// How many requests one requester may have open at once, over every group.
     pub max_open_requests: usize,
+    /// Extensions may carry access past `max_activation` from the original start.
+    pub allow_renewal: bool,
     /// What the requester's credentials must show beyond MFA.
     pub authentication: Requirements,
     pub assignments: AssignmentRules,
@@ -83,6 +85,7 @@ impl Default for Policy {
             approval: None,
             max_start_delay: DEFAULT_MAX_START_DELAY,
             max_open_requests: DEFAULT_MAX_OPEN_REQUESTS,
+            allow_renewal: false,
             authentication: Requirements::default(),
             assignments: AssignmentRules {
                 allow_permanent_eligible: false,
@@ -203,6 +206,7 @@ impl Policy {
         policy.require_justification = activation.require_justification.unwrap_or(true);
         policy.require_ticket = activation.require_ticket.unwrap_or(false);
         policy.require_mfa = activation.require_mfa.unwrap_or(false);
+        policy.allow_renewal = activation.allow_renewal.unwrap_or(false);
         match activation.max_open_requests.map(usize::try_from) {
             None => {}
             Some(Ok(n)) if (1..=100).contains(&n) => policy.max_open_requests = n,

@@ -7,6 +7,7 @@ use super::attestation::Attestor;
 use super::catalog::{Catalog, created_at};
 use crate::api::ActivationRequest;
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
+use crate::core::extension::{Extended, Extension, MAX_CHAIN};
 use crate::core::identity::same_identity;
 use crate::core::lifecycle::{Attestation, Decision, Facts, RequestView, VerifiedApproval, decide};
 use crate::core::membership::{Grant, GrantSource, Member};
@@ -53,6 +54,29 @@ pub fn reconcile_request(
     is_member_of: &dyn Fn(&str) -> bool,
     now: Timestamp,
 ) -> RequestOutcome {
+    reconcile_in_chain(
+        catalog,
+        request,
+        attestor,
+        observation,
+        is_member_of,
+        now,
+        0,
+    )
+    .0
+}
+
+/// One pass, `depth` extensions below the one first asked about; with what the request this one
+/// extends grants, if it is an extension.
+fn reconcile_in_chain(
+    catalog: &Catalog,
+    request: &ActivationRequest,
+    attestor: &dyn Attestor,
+    observation: DirectoryObservation,
+    is_member_of: &dyn Fn(&str) -> bool,
+    now: Timestamp,
+    depth: usize,
+) -> (RequestOutcome, Option<Extended>) {
     let spec = &request.spec;
     let stored = request.status.clone().unwrap_or_default();
     let role = spec.role();
@@ -65,6 +89,13 @@ pub fn reconcile_request(
         Vec::new()
     };
     let (approvals, unverified_approvals) = approvals_in_directory(catalog, request, attestor);
+    let extended = extended_by(catalog, request, attestor, is_member_of, now, depth);
+    let extension = spec
+        .extends
+        .as_deref()
+        .zip(extended.as_ref())
+        .map(|(of, extended)| Extension { of, extended });
+    let extended_by = extension_holding_on(catalog, request, now);
     let facts = Facts {
         target: target.as_target(),
         requester: requester_in_directory(catalog, request, attestor),
@@ -77,6 +108,8 @@ pub fn reconcile_request(
         removal_confirmed_at: observation.removal_confirmed_at,
         revocation_grace: observation.revocation_grace,
         removal_refused: observation.removal_refused.as_deref(),
+        extension,
+        extended_by,
     };
     let view = RequestView {
         spec,
@@ -88,11 +121,110 @@ pub fn reconcile_request(
     let status = request_status(&stored, &decision, request.metadata.generation, now);
     let transition =
         (stored.phase != Some(decision.phase)).then_some((stored.phase, decision.phase));
-    RequestOutcome {
-        decision,
-        status,
-        transition,
+    (
+        RequestOutcome {
+            decision,
+            status,
+            transition,
+        },
+        extended,
+    )
+}
+
+/// What the request `request` extends grants, proven by that request's own pass (its signed
+/// inputs; a finished one by what it recorded). `None` when `request` is no extension.
+fn extended_by(
+    catalog: &Catalog,
+    request: &ActivationRequest,
+    attestor: &dyn Attestor,
+    is_member_of: &dyn Fn(&str) -> bool,
+    now: Timestamp,
+    depth: usize,
+) -> Option<Extended> {
+    let name = request.spec.extends.as_deref()?;
+    if depth >= MAX_CHAIN {
+        return Some(Extended::NotRunning(format!(
+            "ends a chain of more than {MAX_CHAIN} extensions; create a new request"
+        )));
     }
+    let Some(original) = catalog.requests.get(name) else {
+        return Some(Extended::NotRunning("does not exist".to_owned()));
+    };
+    let (spec, theirs) = (&request.spec, &original.spec);
+    let same_principal = match (spec.principal.as_deref(), theirs.principal.as_deref()) {
+        (Some(a), Some(b)) => same_identity(a, b, catalog.principals().names),
+        _ => false,
+    };
+    if theirs.group != spec.group || theirs.role() != spec.role() || !same_principal {
+        return Some(Extended::NotRunning(format!(
+            "is for {:?} in the {} role of {:?}, not this request's principal, group and role",
+            theirs.principal.as_deref().unwrap_or_default(),
+            theirs.role(),
+            theirs.group
+        )));
+    }
+    if created_at(original.as_ref(), now) > created_at(request, now) {
+        return Some(Extended::NotRunning(
+            "was created after this extension".to_owned(),
+        ));
+    }
+    let (outcome, chain) = reconcile_in_chain(
+        catalog,
+        original,
+        attestor,
+        DirectoryObservation::default(),
+        is_member_of,
+        now,
+        depth + 1,
+    );
+    let decision = &outcome.decision;
+    let ran_out = decision.phase == Phase::Expired
+        && matches!(
+            decision.reason,
+            crate::api::conditions::reasons::EXPIRED | crate::api::conditions::reasons::EXTENDED
+        );
+    let running = matches!(decision.phase, Phase::Scheduled | Phase::Active)
+        && decision.approved_at.is_some();
+    Some(match decision.window {
+        Some(window) if running || ran_out => Extended::Running {
+            start: window.start,
+            end: window.end,
+            origin: match chain {
+                Some(Extended::Running { origin, .. }) => origin,
+                _ => window.start,
+            },
+        },
+        _ => Extended::NotRunning(format!(
+            "is {} ({}: {})",
+            decision.phase, decision.reason, decision.message
+        )),
+    })
+}
+
+/// The approved extension holding `request`'s access on past its end, once that end has come
+/// (for the expiry's message; the extension's own pass proves what it grants).
+fn extension_holding_on<'c>(
+    catalog: &'c Catalog,
+    request: &ActivationRequest,
+    now: Timestamp,
+) -> Option<&'c str> {
+    let status = request.status.as_ref()?;
+    if status.phase.is_none_or(Phase::is_terminal) || status.expires_at.as_ref()?.0 > now {
+        return None;
+    }
+    let name = request.metadata.name.as_deref()?;
+    catalog
+        .requests
+        .iter()
+        .find(|(_, r)| {
+            r.spec.extends.as_deref() == Some(name)
+                && r.spec.principal == request.spec.principal
+                && r.status.as_ref().is_some_and(|s| {
+                    matches!(s.phase, Some(Phase::Scheduled | Phase::Active))
+                        && s.approved_at.is_some()
+                })
+        })
+        .map(|(name, _)| name.as_str())
 }
 
 /// The attestor's word on the requester, and then whether the stamped principal is still what

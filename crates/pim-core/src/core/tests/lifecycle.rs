@@ -795,3 +795,147 @@ fn issue_22_a_granted_duration_over_a_shrunk_maximum_is_cut() {
         Some(Some(EndClippedBy::Policy))
     );
 }
+
+mod extension {
+    //! Extensions (`spec.extends`): the original ran from T0-30m to T0+30m under an 8h policy.
+
+    use super::*;
+    use crate::core::extension::Extended;
+
+    fn extension() -> World {
+        let mut w = World::new();
+        w.spec.extends = Some("original".into());
+        w.extended = Some(Extended::Running {
+            start: at(-30),
+            end: at(30),
+            origin: at(-30),
+        });
+        w
+    }
+
+    #[test]
+    fn runs_from_approval_to_its_duration_past_the_original_end() {
+        let mut w = extension();
+        w.member_present = true;
+        assert_eq!(w.step(0), Phase::Active);
+        assert_eq!(w.status.starts_at.as_ref().map(|t| t.0), Some(at(0)));
+        // 1h past the original's end, not 1h from now.
+        assert_eq!(w.expires_at(), Some(at(90)));
+        // The original ran out on its own: the extension holds on.
+        w.extended = Some(Extended::Running {
+            start: at(-30),
+            end: at(30),
+            origin: at(-30),
+        });
+        assert_eq!(w.step(45), Phase::Active);
+        w.member_present = false;
+        assert_eq!(w.step(90), Phase::Expired);
+    }
+
+    #[test]
+    fn stops_at_the_maximum_from_the_original_start_unless_renewal_is_allowed() {
+        let mut w = extension();
+        w.spec.duration = Some("8h".into());
+        w.member_present = true;
+        assert_eq!(w.step(0), Phase::Active);
+        assert_eq!(w.expires_at(), Some(at(-30 + 8 * 60)));
+        assert_eq!(w.status.end_clipped_by, Some(EndClippedBy::Policy));
+
+        let mut renewing = extension();
+        renewing.policy.allow_renewal = true;
+        renewing.spec.duration = Some("8h".into());
+        renewing.member_present = true;
+        assert_eq!(renewing.step(0), Phase::Active);
+        assert_eq!(renewing.expires_at(), Some(at(30 + 8 * 60)));
+    }
+
+    #[test]
+    fn adding_nothing_is_rejected() {
+        let mut w = extension();
+        // The original already runs to 8h from its start.
+        w.extended = Some(Extended::Running {
+            start: at(-30),
+            end: at(-30 + 8 * 60),
+            origin: at(-30),
+        });
+        assert_eq!(w.step(0), Phase::Rejected);
+        assert_eq!(
+            cond(&w, types::VALIDATED),
+            is("False", reasons::EXTENSION_BEYOND_MAXIMUM)
+        );
+        assert!(
+            w.last().message.contains("allowRenewal"),
+            "{}",
+            w.last().message
+        );
+    }
+
+    #[test]
+    fn an_original_that_is_not_running_is_nothing_to_extend() {
+        let mut w = extension();
+        w.extended = Some(Extended::NotRunning(
+            "is Deactivated (Deactivated: ended early by the requester)".into(),
+        ));
+        assert_eq!(w.step(0), Phase::Rejected);
+        assert!(
+            w.last()
+                .message
+                .contains("\"original\", which this one extends, is Deactivated"),
+            "{}",
+            w.last().message
+        );
+
+        // Once running, an extension ends with an original that ends early.
+        let mut w = extension();
+        w.member_present = true;
+        assert_eq!(w.step(0), Phase::Active);
+        w.extended = Some(Extended::NotRunning("is Deactivated".into()));
+        w.member_present = false;
+        assert_eq!(w.step(5), Phase::Revoked);
+        assert_eq!(w.last().reason, reasons::EXTENDED_REQUEST_NOT_RUNNING);
+    }
+
+    #[test]
+    fn must_be_approved_before_the_original_ends() {
+        let mut w = extension().with_approval(&["bob"], 1);
+        assert_eq!(w.step(0), Phase::PendingApproval);
+        // The original's end is the deadline to look again.
+        assert_eq!(w.last().next_deadline, Some(at(30)));
+        assert_eq!(w.step(30), Phase::TimedOut);
+        assert_eq!(
+            cond(&w, types::APPROVED),
+            is("False", reasons::EXTENDED_REQUEST_NOT_RUNNING)
+        );
+        assert!(!w.last().grants_access_at(at(30)));
+
+        // Approved in time, the extension starts at the approval.
+        let mut w = extension().with_approval(&["bob"], 1);
+        w.step(0);
+        w.approve("bob", 20);
+        w.member_present = true;
+        assert_eq!(w.step(20), Phase::Active);
+        assert_eq!(w.status.starts_at.as_ref().map(|t| t.0), Some(at(20)));
+        assert_eq!(w.expires_at(), Some(at(90)));
+    }
+
+    #[test]
+    fn a_denied_extension_grants_nothing() {
+        let mut w = extension().with_approval(&["bob"], 1);
+        w.step(0);
+        w.vote("bob", Vote::Deny, 10);
+        assert_eq!(w.step(10), Phase::Denied);
+        assert!(!w.last().grants_access_at(at(10)));
+    }
+
+    #[test]
+    fn the_original_expires_saying_what_extends_it() {
+        let mut w = World::new();
+        w.member_present = true;
+        w.step(0);
+        w.extended_by = Some("original-ext".into());
+        assert_eq!(w.step(60), Phase::Expired);
+        assert_eq!(w.last().reason, reasons::EXTENDED);
+        assert!(w.last().message.contains("\"original-ext\" extends"));
+        assert_eq!(w.status.ended_at.as_ref().map(|t| t.0), Some(at(60)));
+    }
+}

@@ -51,6 +51,9 @@ pub struct World {
     pub removal_confirmed_at: Option<Timestamp>,
     /// Why the directory refused the removal, as the group controller last saw it.
     pub removal_refused: Option<String>,
+    /// For an extension: what the request it names (`original`) grants.
+    pub extended: Option<crate::core::extension::Extended>,
+    pub extended_by: Option<String>,
     pub deleting: bool,
     pub last: Option<Decision>,
 }
@@ -83,6 +86,8 @@ impl World {
             access_held: false,
             removal_confirmed_at: None,
             removal_refused: None,
+            extended: None,
+            extended_by: None,
             deleting: false,
             last: None,
         }
@@ -144,6 +149,14 @@ impl World {
             removal_confirmed_at: self.removal_confirmed_at,
             revocation_grace: SignedDuration::from_secs(30),
             removal_refused: self.removal_refused.as_deref(),
+            extension: self
+                .extended
+                .as_ref()
+                .map(|extended| crate::core::extension::Extension {
+                    of: "original",
+                    extended,
+                }),
+            extended_by: self.extended_by.as_deref(),
         };
         let view = RequestView {
             spec: &self.spec,

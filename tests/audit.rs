@@ -272,7 +272,7 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
          {ALICE},u-alice,finance;system:authenticated,{ALICE},,ga,member,memory,ga-id,pa,1,\
          \"month-end close, \"\"Q2\"\"\",ServiceNow,CHG0042,30m,\
          {BOB} Approve at 2026-03-02T09:05:00Z: looks right,{BOB},amr=mfa,true,\
-         2026-03-02T09:05:00Z,2026-03-02T09:35:00Z,,2026-03-02T09:05:00Z,2026-03-02T09:35:00Z,0"
+         2026-03-02T09:05:00Z,2026-03-02T09:35:00Z,,2026-03-02T09:05:00Z,2026-03-02T09:35:00Z,0,"
     );
     assert_eq!(*last, expected);
     // --since narrows it to what happened since.

@@ -340,7 +340,7 @@ async fn deliver_request(
     if delivery.retention {
         let verdict = retention::decide(request, retention::retention_of(&catalog, request), now);
         match verdict {
-            // An open extension proves its grant from this request: keep it while one runs.
+            // An open extension proves its grant from its whole chain: keep it while one runs.
             Verdict::Delete if extended_by_open_request(ctx, request) => {
                 next = earliest(next, Some(crate::core::time::add(now, EXTENSION_RECHECK)));
             }
@@ -362,15 +362,36 @@ async fn deliver_request(
 /// How often a request past its retention is looked at again while an extension of it runs.
 const EXTENSION_RECHECK: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
-/// Whether an open request of the same group extends `request` (`spec.extends`).
+/// Whether an open request of the same group extends `request`, directly or through finished
+/// extensions (`spec.extends`): an extension proves its grant from every link of its chain.
 fn extended_by_open_request(ctx: &Context, request: &ActivationRequest) -> bool {
     let Some(name) = request.metadata.name.as_deref() else {
         return false;
     };
-    ctx.stores.requests_of(&request.spec.group).iter().any(|r| {
-        r.object()
-            .is_some_and(|o| o.spec.extends.as_deref() == Some(name) && o.is_open())
-    })
+    let mut extensions: HashMap<&str, Vec<(&str, bool)>> = HashMap::new();
+    let group = ctx.stores.requests_of(&request.spec.group);
+    for r in &group {
+        if let (Some(o), Some(n)) = (r.object(), r.metadata.name.as_deref())
+            && let Some(of) = o.spec.extends.as_deref()
+        {
+            extensions.entry(of).or_default().push((n, o.is_open()));
+        }
+    }
+    let mut links = vec![name];
+    for _ in 0..crate::core::extension::MAX_CHAIN {
+        let next: Vec<(&str, bool)> = links
+            .iter()
+            .flat_map(|l| extensions.get(l).into_iter().flatten().copied())
+            .collect();
+        if next.iter().any(|(_, open)| *open) {
+            return true;
+        }
+        links = next.into_iter().map(|(n, _)| n).collect();
+        if links.is_empty() {
+            break;
+        }
+    }
+    false
 }
 
 /// Queues the notifications due for a request; returns when to look again for the reminder.

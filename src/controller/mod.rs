@@ -231,29 +231,6 @@ fn name_of<K: Resource>(object: &K) -> String {
 }
 
 /// Requests affected by a change to the named groups.
-/// The open extensions of `request` once it has ended or is being deleted: an extension ends
-/// with the request it extends (`spec.extends`). Only ends wake them, so the per-group scan runs
-/// once per request, not on every status write.
-fn extensions_of_ended(
-    stores: &Stores,
-    request: &Lenient<ActivationRequest>,
-) -> Vec<ObjectRef<Lenient<ActivationRequest>>> {
-    let Some(object) = request.object() else {
-        return Vec::new();
-    };
-    let ended = request.metadata.deletion_timestamp.is_some() || !object.is_open();
-    let Some(name) = request.metadata.name.as_deref().filter(|_| ended) else {
-        return Vec::new();
-    };
-    stores
-        .requests_of(&object.spec.group)
-        .iter()
-        .filter_map(|r| r.object().map(|o| (r, o)))
-        .filter(|(_, o)| o.spec.extends.as_deref() == Some(name) && o.is_open())
-        .filter_map(|(r, _)| r.metadata.name.as_deref().map(ObjectRef::new))
-        .collect()
-}
-
 fn requests_of(stores: &Stores, groups: &[String]) -> Vec<ObjectRef<Lenient<ActivationRequest>>> {
     groups
         .iter()
@@ -406,7 +383,7 @@ pub async fn run_controllers(
 
     let request_controller = {
         let (by_group, by_assignment, by_policy) = (stores.clone(), stores.clone(), stores.clone());
-        let by_extended = stores.clone();
+        let extensions = wakes::ExtensionWakes::default();
         let groups_store = stores.groups.clone();
         let groups_store_for_policy = stores.groups.clone();
         let assignment_changes = assignment_changes.0.clone();
@@ -438,9 +415,7 @@ pub async fn run_controllers(
                 )
             })
             // An extension ends with the request it extends, when that one ends early.
-            .watches_shared_stream(requests.subscribe(), move |r| {
-                extensions_of_ended(&by_extended, &r)
-            })
+            .watches_shared_stream(requests.subscribe(), move |r| extensions.changed(&r))
             .reconcile_on(UnboundedReceiverStream::new(triggered))
             .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
             .graceful_shutdown_on(shutdown())

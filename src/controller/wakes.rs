@@ -2,7 +2,7 @@
 //! change what that reconciler decides (DESIGN §5), so 10,000 status writes do not become
 //! 10,000 group passes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use jiff::Timestamp;
@@ -78,6 +78,49 @@ impl Contribution {
 
 /// (group, role, principal, being deleted, (start, end)) of a request that grants.
 type Granting<'a> = (&'a str, Role, Option<&'a str>, bool, (Timestamp, Timestamp));
+
+/// The open extensions (`spec.extends`) of each request, kept from the request watch, so that a
+/// request's end wakes exactly its extensions (which end with it) without a scan of its group.
+#[derive(Debug, Default)]
+pub struct ExtensionWakes {
+    open: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+impl ExtensionWakes {
+    /// Records what `request` extends while it is open; returns its open extensions once it
+    /// has ended or is being deleted.
+    pub fn changed(
+        &self,
+        request: &Lenient<ActivationRequest>,
+    ) -> Vec<ObjectRef<Lenient<ActivationRequest>>> {
+        let (Some(name), Some(object)) = (request.metadata.name.as_deref(), request.object())
+        else {
+            return Vec::new();
+        };
+        let ended = request.metadata.deletion_timestamp.is_some() || !object.is_open();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(of) = object.spec.extends.as_deref() {
+            if ended {
+                if let Some(extensions) = open.get_mut(of) {
+                    extensions.remove(name);
+                    if extensions.is_empty() {
+                        open.remove(of);
+                    }
+                }
+            } else {
+                open.entry(of.to_owned())
+                    .or_default()
+                    .insert(name.to_owned());
+            }
+        }
+        if !ended {
+            return Vec::new();
+        }
+        open.get(name)
+            .map(|extensions| extensions.iter().map(|e| ObjectRef::new(e)).collect())
+            .unwrap_or_default()
+    }
+}
 
 /// Which PimGroups a request change must wake (DESIGN §5: the group converges on its requests).
 #[derive(Debug, Default)]
@@ -331,8 +374,54 @@ impl OwnWrites {
 
 #[cfg(test)]
 mod tests {
-    use super::OwnWrites;
+    use super::{ExtensionWakes, OwnWrites};
+    use crate::api::activation_request::Phase;
+    use crate::lenient::Lenient;
     use std::time::Duration;
+
+    fn request(
+        name: &str,
+        extends: Option<&str>,
+        phase: Phase,
+    ) -> Lenient<crate::api::ActivationRequest> {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pim.dev/v1alpha1", "kind": "ActivationRequest",
+            "metadata": {"name": name},
+            "spec": {"group": "g", "extends": extends},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn names(
+        refs: Vec<kube::runtime::reflector::ObjectRef<Lenient<crate::api::ActivationRequest>>>,
+    ) -> Vec<String> {
+        refs.into_iter().map(|r| r.name).collect()
+    }
+
+    #[test]
+    fn an_end_wakes_exactly_the_open_extensions() {
+        let wakes = ExtensionWakes::default();
+        assert!(names(wakes.changed(&request("r1", None, Phase::Active))).is_empty());
+        assert!(
+            names(wakes.changed(&request("x1", Some("r1"), Phase::PendingApproval))).is_empty()
+        );
+        assert!(names(wakes.changed(&request("x2", Some("r1"), Phase::Active))).is_empty());
+        assert!(names(wakes.changed(&request("y1", Some("r9"), Phase::Active))).is_empty());
+        // x1 ends (denied): it no longer needs waking.
+        assert!(names(wakes.changed(&request("x1", Some("r1"), Phase::Denied))).is_empty());
+        assert_eq!(
+            names(wakes.changed(&request("r1", None, Phase::Deactivated))),
+            ["x2"]
+        );
+        // A status write on r1 once more wakes x2 again; it is cheap and changes nothing.
+        assert_eq!(
+            names(wakes.changed(&request("r1", None, Phase::Deactivated))),
+            ["x2"]
+        );
+        assert!(names(wakes.changed(&request("x2", Some("r1"), Phase::Revoked))).is_empty());
+        assert!(names(wakes.changed(&request("r1", None, Phase::Deactivated))).is_empty());
+    }
 
     #[tokio::test(start_paused = true)]
     async fn an_own_write_looks_behind_only_for_a_moment() {

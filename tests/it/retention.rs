@@ -152,10 +152,10 @@ async fn a_request_is_deleted_only_after_its_audit_records_are_out() {
     );
 }
 
-// Issue 20: a request an open extension names is kept past its retention, since the extension
-// proves its grant from it; once the extension has ended, it goes.
+// Issue 20: a request that an open extension descends from is kept past its retention, since
+// the extension proves its grant from its whole chain; once the last one has ended, all go.
 #[tokio::test]
-async fn an_extended_request_is_kept_while_its_extension_runs() {
+async fn an_extended_request_is_kept_while_its_chain_runs() {
     let mut h = Harness::new("").await;
     h.policy("p-renew", "1h", &[], |spec| {
         spec.retention = Some("30m".into());
@@ -176,17 +176,34 @@ async fn an_extended_request_is_kept_while_its_extension_runs() {
     h.advance(10);
     h.wait_phase("first", Phase::Expired).await;
     h.wait_audited("first").await;
-    // Due 30m after it ended: kept, `more` runs until T0+90m.
+    // T0+61m: `first` is due (ended at T0+30m) and kept, `more` runs until T0+90m.
     h.advance(31);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(h.exists("first").await, "kept while its extension runs");
     assert_eq!(h.phase("more").await, Some(Phase::Active));
-    h.advance(30);
-    h.wait_phase("more", Phase::Expired).await;
-    h.advance(60);
-    eventually("first is deleted once its extension ended", || async {
-        !h.exists("first").await
+    // T0+80m: extended again, to T0+150m.
+    h.advance(19);
+    h.request("again", "g", ALICE, "1h", |spec| {
+        spec.extends = Some("more".into());
     })
+    .await;
+    h.wait_phase("again", Phase::Active).await;
+    // T0+121m: `more` is due too; both stay while `again` runs.
+    h.advance(41);
+    h.wait_phase("more", Phase::Expired).await;
+    h.wait_audited("more").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(h.exists("first").await && h.exists("more").await);
+    assert_eq!(h.phase("again").await, Some(Phase::Active));
+    let expires = h.get("again").await.status.unwrap().expires_at.unwrap().0;
+    assert_eq!(expires.to_string(), "2026-03-02T11:30:00Z");
+    h.advance(30);
+    h.wait_phase("again", Phase::Expired).await;
+    h.advance(60);
+    eventually(
+        "the chain is deleted once its last extension ended",
+        || async { !h.exists("first").await && !h.exists("more").await },
+    )
     .await;
     h.stop().await;
 }

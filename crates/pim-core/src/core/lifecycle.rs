@@ -664,9 +664,21 @@ impl<'a> Pass<'a> {
                     return;
                 };
                 self.out.matched_assignment = Some(eligibility.assignment.clone());
-                let (planned, counted_from) = match self.facts.extension.map(|e| e.extended) {
+                let (planned, extension) = match self.facts.extension.map(|e| e.extended) {
                     Some(Extended::Running { start, end, origin }) => {
                         if approved_at >= *end {
+                            if self.stored_window.is_some() {
+                                // Granted, and the end it continued has since moved before its
+                                // approval (a policy or eligibility that shrank).
+                                return self.end(
+                                    Phase::Revoked,
+                                    reasons::EXTENDED_REQUEST_NOT_RUNNING,
+                                    format!(
+                                        "the access of ActivationRequest {:?}, which this one extends, now ends at {end}, before this extension was approved",
+                                        self.facts.extension.map_or("", |e| e.of)
+                                    ),
+                                );
+                            }
                             return self.extension_too_late(*end);
                         }
                         let mut planned = plan_extension(
@@ -681,7 +693,7 @@ impl<'a> Pass<'a> {
                             planned.end = eligibility_end.max(planned.start);
                             planned.clipped_by = Some(EndClippedBy::Eligibility);
                         }
-                        (planned, Some(*end))
+                        (planned, true)
                     }
                     _ => (
                         plan_window(
@@ -690,10 +702,10 @@ impl<'a> Pass<'a> {
                             policy.max_activation,
                             eligibility.end,
                         ),
-                        None,
+                        false,
                     ),
                 };
-                self.check_stored_window(planned.start, counted_from, requested);
+                self.check_stored_window(planned.start, extension, requested);
                 intersect(planned, self.stored_window)
             }
         };
@@ -1034,12 +1046,12 @@ impl<'a> Pass<'a> {
 
     /// Notes a stored window that no policy could ever have given this request: starting before
     /// the signed approval allows, or longer than the request asked for (or the hard cap).
-    /// `counted_from`: where the duration counts from when not the start (an extension's, from
-    /// the end it extends).
+    /// `extension`: the window continues another request's, so it may also hold the rest of
+    /// that one (at most the hard maximum) before its own duration.
     fn check_stored_window(
         &mut self,
         proven_start: Timestamp,
-        counted_from: Option<Timestamp>,
+        extension: bool,
         requested: Requested,
     ) {
         let Some(stored) = self.stored_window else {
@@ -1061,8 +1073,13 @@ impl<'a> Pass<'a> {
                 stored.start
             ));
         }
+        let from = proven_start.max(stored.start);
         let latest = add(
-            counted_from.unwrap_or(proven_start.max(stored.start)),
+            if extension {
+                add(from, HARD_MAX_ACTIVATION)
+            } else {
+                from
+            },
             longest,
         );
         if stored.end > latest {

@@ -26,6 +26,9 @@ pub struct Catalog {
     pub groups: BTreeMap<String, Arc<PimGroup>>,
     pub assignments: BTreeMap<String, Arc<EligibleAssignment>>,
     pub requests: BTreeMap<String, Arc<ActivationRequest>>,
+    /// The names of the requests that name each request in `spec.extends`, kept on insert:
+    /// an expiry asks for its extensions without a scan.
+    extensions: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Each policy parsed once, on insert: every lookup of a (group, role) needs it.
     parsed_policies: BTreeMap<String, Result<Policy, String>>,
     /// How the policies compare requester and approver names (the operator's
@@ -143,7 +146,25 @@ impl Catalog {
 
     pub fn insert_request(&mut self, object: impl Into<Arc<ActivationRequest>>) {
         let object = object.into();
-        self.requests.insert(name_of(object.as_ref()), object);
+        let name = name_of(object.as_ref());
+        if let Some(extends) = &object.spec.extends {
+            self.extensions
+                .entry(extends.clone())
+                .or_default()
+                .insert(name.clone());
+        }
+        self.requests.insert(name, object);
+    }
+
+    /// The requests here that extend `name` (`spec.extends`).
+    pub fn extensions_of(&self, name: &str) -> Vec<&Arc<ActivationRequest>> {
+        self.extensions
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.requests.get(n))
+            .filter(|r| r.spec.extends.as_deref() == Some(name))
+            .collect()
     }
 
     pub fn remove_policy(&mut self, name: &str) {

@@ -168,6 +168,21 @@ fn extended_by(
             "was created after this extension".to_owned(),
         ));
     }
+    // A finished original is proven again as if it still ran: a stored phase (anyone who may
+    // write the status could set `Expired` and a late `expiresAt`) proves nothing, and the
+    // stored window can only shorten what its signed inputs give.
+    let reopened;
+    let original: &ActivationRequest = match original.status.as_ref().and_then(|s| s.phase) {
+        Some(phase) if phase.is_terminal() => {
+            let mut copy = (**original).clone();
+            if let Some(status) = copy.status.as_mut() {
+                status.phase = Some(Phase::Active);
+            }
+            reopened = copy;
+            &reopened
+        }
+        _ => original.as_ref(),
+    };
     let (outcome, chain) = reconcile_in_chain(
         catalog,
         original,
@@ -185,14 +200,23 @@ fn extended_by(
         );
     let running = matches!(decision.phase, Phase::Scheduled | Phase::Active)
         && decision.approved_at.is_some();
+    let origin = |window: crate::core::activation::Window| match &chain {
+        Some(Extended::Running { origin, .. }) => Ok(*origin),
+        // An earlier link that proves nothing ends the chain; it never restarts the count.
+        Some(Extended::NotRunning(why)) => Err(why.clone()),
+        None => Ok(window.start),
+    };
     Some(match decision.window {
-        Some(window) if running || ran_out => Extended::Running {
-            start: window.start,
-            end: window.end,
-            origin: match chain {
-                Some(Extended::Running { origin, .. }) => origin,
-                _ => window.start,
+        Some(window) if running || ran_out => match origin(window) {
+            Ok(origin) => Extended::Running {
+                start: window.start,
+                end: window.end,
+                origin,
             },
+            Err(why) => Extended::NotRunning(format!(
+                "extends {:?}, which {why}",
+                theirs.extends.as_deref().unwrap_or_default()
+            )),
         },
         _ => Extended::NotRunning(format!(
             "is {} ({}: {})",
@@ -214,17 +238,16 @@ fn extension_holding_on<'c>(
     }
     let name = request.metadata.name.as_deref()?;
     catalog
-        .requests
-        .iter()
-        .find(|(_, r)| {
-            r.spec.extends.as_deref() == Some(name)
-                && r.spec.principal == request.spec.principal
+        .extensions_of(name)
+        .into_iter()
+        .find(|r| {
+            r.spec.principal == request.spec.principal
                 && r.status.as_ref().is_some_and(|s| {
                     matches!(s.phase, Some(Phase::Scheduled | Phase::Active))
                         && s.approved_at.is_some()
                 })
         })
-        .map(|(name, _)| name.as_str())
+        .and_then(|r| r.metadata.name.as_deref())
 }
 
 /// The attestor's word on the requester, and then whether the stamped principal is still what

@@ -317,3 +317,198 @@ fn active_assignments_grant_and_deleting_requests_do_not() {
     .desired;
     assert!(after_week.members.is_empty());
 }
+
+mod extensions {
+    //! What an extension (`spec.extends`) proves from the request it names. The policy allows 1h;
+    //! `r1` (30m) was created and granted at 10:00.
+
+    use super::*;
+    use crate::api::conditions::reasons;
+    use crate::core::lifecycle::Decision;
+
+    /// Stores `r` as decided at `at`.
+    fn stored(c: &mut Catalog, r: ActivationRequest, at: &str) -> ActivationRequest {
+        let outcome = reconcile_request(
+            c,
+            &r,
+            &TrustAsWritten,
+            DirectoryObservation {
+                member_present: true,
+                ..Default::default()
+            },
+            &no_groups,
+            ts(at),
+        );
+        let mut r = r;
+        r.status = Some(outcome.status);
+        c.insert_request(r.clone());
+        r
+    }
+
+    fn extension(name: &str, of: &str, created: &str, duration: &str) -> ActivationRequest {
+        let mut r = request(name, created);
+        r.spec.extends = Some(of.into());
+        r.spec.duration = Some(duration.into());
+        r
+    }
+
+    fn decide_at(c: &Catalog, r: &ActivationRequest, at: &str) -> Decision {
+        reconcile_request(
+            c,
+            r,
+            &TrustAsWritten,
+            DirectoryObservation {
+                member_present: true,
+                ..Default::default()
+            },
+            &no_groups,
+            ts(at),
+        )
+        .decision
+    }
+
+    fn granted() -> Catalog {
+        let mut c = catalog();
+        stored(
+            &mut c,
+            request("r1", "2026-01-05T10:00:00Z"),
+            "2026-01-05T10:00:00Z",
+        );
+        c
+    }
+
+    #[test]
+    fn a_chain_counts_from_the_first_start() {
+        let mut c = granted();
+        let x1 = extension("x1", "r1", "2026-01-05T10:20:00Z", "20m");
+        let x1 = stored(&mut c, x1, "2026-01-05T10:20:00Z");
+        let status = x1.status.clone().unwrap();
+        assert_eq!(status.phase, Some(Phase::Active));
+        assert_eq!(status.expires_at.unwrap().0, ts("2026-01-05T10:50:00Z"));
+        // Extending the extension: still 1h from 10:00 at most.
+        let x2 = extension("x2", "x1", "2026-01-05T10:40:00Z", "30m");
+        let d = decide_at(&c, &x2, "2026-01-05T10:40:00Z");
+        assert_eq!(d.phase, Phase::Active);
+        assert_eq!(d.window.unwrap().end, ts("2026-01-05T11:00:00Z"));
+        // After r1 and x1 have expired on time, x2 still counts from 10:00.
+        let mut c2 = c.clone();
+        stored(
+            &mut c2,
+            c.requests["r1"].as_ref().clone(),
+            "2026-01-05T10:30:00Z",
+        );
+        stored(&mut c2, x1.clone(), "2026-01-05T10:50:00Z");
+        let x2 = stored(&mut c2, x2, "2026-01-05T10:40:00Z");
+        let d = decide_at(&c2, &x2, "2026-01-05T10:55:00Z");
+        assert_eq!(
+            (d.phase, d.window.unwrap().end),
+            (Phase::Active, ts("2026-01-05T11:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_forged_finished_status_on_the_original_proves_nothing() {
+        let mut c = granted();
+        // Someone with status access marks r1 Expired with a late end before x1 is approved.
+        let mut forged = c.requests["r1"].as_ref().clone();
+        if let Some(status) = forged.status.as_mut() {
+            status.phase = Some(Phase::Expired);
+            status.reason = Some("Expired".into());
+            status.expires_at = Some(Time(ts("2026-01-06T10:00:00Z")));
+        }
+        c.insert_request(forged);
+        let x1 = extension("x1", "r1", "2026-01-05T10:20:00Z", "20m");
+        let d = decide_at(&c, &x1, "2026-01-05T10:20:00Z");
+        // The end r1's signed inputs give (10:30) and 20m past it: not the forged day.
+        assert_eq!(d.window.unwrap().end, ts("2026-01-05T10:50:00Z"));
+
+        // Marked Expired though it was never granted (no eligibility): nothing to extend.
+        let mut c = catalog();
+        let mut never = request("r9", "2026-01-05T10:00:00Z");
+        never.spec.principal = Some("mallory".into());
+        never.spec.requester = Some(Requester {
+            username: "mallory".into(),
+            ..Default::default()
+        });
+        never.status = Some(crate::api::ActivationRequestStatus {
+            phase: Some(Phase::Expired),
+            reason: Some("Expired".into()),
+            approved_at: Some(Time(ts("2026-01-05T10:00:00Z"))),
+            starts_at: Some(Time(ts("2026-01-05T10:00:00Z"))),
+            expires_at: Some(Time(ts("2026-01-06T10:00:00Z"))),
+            ..Default::default()
+        });
+        c.insert_request(never);
+        let mut x = extension("x9", "r9", "2026-01-05T10:20:00Z", "20m");
+        x.spec.principal = Some("mallory".into());
+        let d = decide_at(&c, &x, "2026-01-05T10:20:00Z");
+        assert!(d.phase.is_terminal(), "{d:?}");
+        assert!(!d.grants_access_at(ts("2026-01-05T10:20:00Z")));
+    }
+
+    #[test]
+    fn only_the_same_principal_group_and_role_and_an_earlier_request_count() {
+        let c = granted();
+        let mut bob = extension("xb", "r1", "2026-01-05T10:20:00Z", "20m");
+        bob.spec.principal = Some("bob".into());
+        bob.spec.requester = Some(Requester {
+            username: "bob".into(),
+            ..Default::default()
+        });
+        let d = decide_at(&c, &bob, "2026-01-05T10:20:00Z");
+        assert_eq!(
+            (d.phase, d.reason),
+            (Phase::Rejected, reasons::EXTENDED_REQUEST_NOT_RUNNING)
+        );
+        assert!(
+            d.message.contains("not this request's principal"),
+            "{}",
+            d.message
+        );
+
+        let before = extension("xe", "r1", "2026-01-05T09:00:00Z", "20m");
+        let d = decide_at(&c, &before, "2026-01-05T10:20:00Z");
+        assert!(
+            d.message.contains("created after this extension"),
+            "{}",
+            d.message
+        );
+
+        let missing = extension("xm", "gone", "2026-01-05T10:20:00Z", "20m");
+        let d = decide_at(&c, &missing, "2026-01-05T10:20:00Z");
+        assert!(d.message.contains("does not exist"), "{}", d.message);
+    }
+
+    #[test]
+    fn a_chain_with_a_link_gone_or_too_long_proves_nothing() {
+        let mut c = granted();
+        let x1 = stored(
+            &mut c,
+            extension("x1", "r1", "2026-01-05T10:20:00Z", "20m"),
+            "2026-01-05T10:20:00Z",
+        );
+        let x2 = extension("x2", "x1", "2026-01-05T10:40:00Z", "10m");
+        // r1 gone (deleted after it ended): x1 proves nothing, and x2 no new origin either.
+        let mut without = c.clone();
+        without.requests.remove("r1");
+        let d = decide_at(&without, &x2, "2026-01-05T10:40:00Z");
+        assert_eq!(d.reason, reasons::EXTENDED_REQUEST_NOT_RUNNING, "{d:?}");
+        assert!(!d.grants_access_at(ts("2026-01-05T10:40:00Z")));
+        let _ = x1;
+
+        // A chain longer than MAX_CHAIN ends there.
+        let mut c = granted();
+        let mut previous = "r1".to_owned();
+        for i in 0..=crate::core::extension::MAX_CHAIN {
+            let name = format!("x{i}");
+            let mut x = extension(&name, &previous, "2026-01-05T10:01:00Z", "1m");
+            x.status = None;
+            c.insert_request(x);
+            previous = name;
+        }
+        let last = c.requests[&previous].as_ref().clone();
+        let d = decide_at(&c, &last, "2026-01-05T10:02:00Z");
+        assert!(!d.grants_access_at(ts("2026-01-05T10:02:00Z")), "{d:?}");
+        assert!(d.message.contains("chain of more than"), "{}", d.message);
+    }
+}

@@ -919,6 +919,23 @@ mod extension {
     }
 
     #[test]
+    fn a_granted_extension_whose_original_now_ends_before_its_approval_is_revoked() {
+        let mut w = extension();
+        w.member_present = true;
+        assert_eq!(w.step(0), Phase::Active);
+        // A shorter policy moved the original's end before the extension's approval.
+        w.extended = Some(Extended::Running {
+            start: at(-30),
+            end: at(-10),
+            origin: at(-30),
+        });
+        w.member_present = false;
+        assert_eq!(w.step(5), Phase::Revoked);
+        assert_eq!(w.last().reason, reasons::EXTENDED_REQUEST_NOT_RUNNING);
+        assert!(w.last().not_proven.is_empty(), "{:?}", w.last().not_proven);
+    }
+
+    #[test]
     fn a_denied_extension_grants_nothing() {
         let mut w = extension().with_approval(&["bob"], 1);
         w.step(0);

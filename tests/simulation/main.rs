@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use checks::{Checker, Violation};
+use directory::DirFault;
 use ops::Op;
 use world::{Sim, Stats};
 
@@ -260,6 +261,19 @@ fn run(seed: u64, ops: &[Op], stop: bool) -> Outcome {
         let end_state = sim.describe_state();
         let mut stats = sim.stats.clone();
         stats.checks = checker.checks;
+        stats.extensions_active = sim
+            .truth
+            .requests
+            .iter()
+            .filter(|r| r.extends.is_some())
+            .filter(|r| {
+                sim.server
+                    .store_get("activationrequests", None, &r.name)
+                    .and_then(|o| o.pointer("/status/history").cloned())
+                    .and_then(|h| h.as_array().cloned())
+                    .is_some_and(|h| h.iter().any(|t| t["phase"] == "Active"))
+            })
+            .count() as u64;
         Outcome {
             trace,
             end_state,
@@ -353,6 +367,7 @@ fn merge(into: &mut Stats, from: &Stats) {
     }
     into.checks += from.checks;
     into.reconciles += from.reconciles;
+    into.extensions_active += from.extensions_active;
 }
 
 fn report(count: u64, failures: &[String], stats: &Stats, seconds: f64) -> String {
@@ -372,7 +387,8 @@ fn report(count: u64, failures: &[String], stats: &Stats, seconds: f64) -> Strin
         out.push_str(&format!("  {k}: {v}\n"));
     }
     out.push_str(&format!(
-        "reconciles: {}\ninvariant checks: {}\nseeds with violations: {}\n",
+        "extensions that went Active: {}\nreconciles: {}\ninvariant checks: {}\nseeds with violations: {}\n",
+        stats.extensions_active,
         stats.reconciles,
         stats.checks,
         failures.len()
@@ -403,6 +419,83 @@ fn the_same_seed_gives_the_same_trace() {
     }
 }
 
+/// Issue 20: an extension (`spec.extends`) approved while its request runs holds the member in
+/// the group past the original end, across a crash, directory faults and a failover, and ends
+/// at its own end: the invariants hold throughout, and the extension went Active.
+#[test]
+fn an_extension_holds_access_across_crashes_and_faults() {
+    let tick = |millis| Op::Tick {
+        millis,
+        sync: 0b1_1111,
+        order: 7,
+        width: 2,
+    };
+    let mut ops = vec![
+        // alice is eligible for g2's member role (AD; policy p-auto: no approval).
+        Op::PutAssignment {
+            user: 0,
+            group: 2,
+            owner: false,
+            active: false,
+            minutes: None,
+        },
+        tick(30_000),
+        Op::CreateRequest {
+            user: 0,
+            group: 2,
+            owner: false,
+            minutes: 10,
+            signed: true,
+        },
+        tick(30_000),
+        tick(30_000),
+        Op::ExtendRequest {
+            request: 0,
+            minutes: 20,
+            signed: true,
+        },
+        Op::Crash { calls: 3 },
+        tick(60_000),
+        Op::DirFaults {
+            directory: 0,
+            fault: DirFault::Timeout,
+            count: 2,
+        },
+    ];
+    ops.extend((0..10).map(|_| tick(60_000)));
+    ops.push(Op::Failover { stale: 2 });
+    ops.extend((0..25).map(|_| tick(60_000)));
+    let outcome = run(0, &ops, false);
+    assert!(
+        outcome.violations.is_empty(),
+        "{}\n{}",
+        outcome.trace.join("\n"),
+        describe(0, &outcome)
+    );
+    assert_eq!(
+        outcome.stats.extensions_active,
+        1,
+        "{}",
+        outcome.trace.join("\n")
+    );
+    // alice is added once, and removed once, at the extension's end (r0 ends at 09:10:30, r1
+    // runs 20m past that), never in between.
+    let text = outcome.trace.join("\n");
+    let mut at = "";
+    let mut writes = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("09:") {
+            at = &line[..12];
+        }
+        if line.contains("User(\"alice\") ad/g2") {
+            writes.push((at, line.trim_start().starts_with('+')));
+        }
+    }
+    assert_eq!(writes.len(), 2, "{text}");
+    assert!(writes[0].1 && !writes[1].1, "{writes:?}\n{text}");
+    assert!(writes[1].0 >= "09:30:30.000", "{writes:?}\n{text}");
+}
+
 #[test]
 fn regressions_hold_the_invariants() {
     for (i, (what, ops)) in regressions().into_iter().enumerate() {
@@ -426,6 +519,7 @@ fn seeds_hold_the_invariants() {
     // The run did what it claims: operations, faults and checks all happened.
     assert!(stats.faults.len() >= 10, "{text}");
     assert!(stats.checks > count * 100, "{text}");
+    assert!(stats.extensions_active > 0, "{text}");
 }
 
 #[test]

@@ -42,6 +42,8 @@ pub struct RequestTruth {
     /// Something it depends on changed after it was made, or the clock was set back (in the
     /// order things happened, which clock readings may not show).
     pub disturbed: bool,
+    /// The request it extends (`spec.extends`), by index, for the same user, group and role.
+    pub extends: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -195,12 +197,42 @@ impl Truth {
     }
 
     /// Signed, made (a clock set back may see it before the reading it was made at), neither
-    /// deactivated nor deleted at `at`.
+    /// deactivated nor deleted at `at`; for an extension, so is every request of its chain
+    /// (an extension ends with what it extends).
     fn request_live(&self, request: &RequestTruth, at: Timestamp) -> bool {
         request.signed
             && request.created <= at + self.back_jumps
             && request.deactivated.is_none_or(|d| d > at)
             && request.deleted.is_none_or(|d| d > at)
+            && request.extends.is_none_or(|b| {
+                self.requests
+                    .get(b)
+                    .is_some_and(|b| self.request_live(b, at))
+            })
+    }
+
+    /// The window `request` may hold under `policy` as approvals stand at `at`, and where its
+    /// chain began: `[approval, approval + duration)`; an extension's from its approval (never
+    /// before the start of what it extends, and only while that still ran) to its duration past
+    /// that end, at most `max` after the chain began (the simulation's policies allow no
+    /// renewal). DESIGN §4 and docs/resources.md, "Extending a running activation".
+    fn window(
+        &self,
+        request: &RequestTruth,
+        policy: &PolicyVersion,
+        at: Timestamp,
+    ) -> Option<(Timestamp, Timestamp, Timestamp)> {
+        let approved = self.approved_at(request, policy, at)?;
+        let minutes = SignedDuration::from_mins(request.minutes);
+        let Some(base) = request.extends else {
+            return Some((approved, approved + minutes.min(policy.max), approved));
+        };
+        let (start, end, origin) = self.window(self.requests.get(base)?, policy, at)?;
+        if approved >= end + self.back_jumps {
+            return None;
+        }
+        let ext_start = approved.max(start);
+        Some((ext_start, (end + minutes).min(origin + policy.max), origin))
     }
 
     fn request_targets(&self, request: &RequestTruth, target: &Target, at: Timestamp) -> bool {
@@ -231,10 +263,9 @@ impl Truth {
         if !approvals {
             return true;
         }
-        let Some(start) = self.approved_at(request, policy, at) else {
+        let Some((start, end, _)) = self.window(request, policy, at) else {
             return false;
         };
-        let end = start + SignedDuration::from_mins(request.minutes).min(policy.max);
         start <= window_at + self.back_jumps && window_at < end
     }
 
@@ -354,6 +385,10 @@ impl Truth {
                     if let Some(q) = self.approved_at(r, v, to) {
                         push(q + SignedDuration::from_mins(r.minutes).min(v.max));
                     }
+                    if let Some((start, end, _)) = self.window(r, v, to) {
+                        push(start);
+                        push(end);
+                    }
                     push(r.created + v.timeout);
                 }
             }
@@ -392,6 +427,8 @@ impl Truth {
             || request.deleted.is_some()
             || request.disturbed
             || !request.signed
+            // Extensions are held to the upper bound only.
+            || request.extends.is_some()
         {
             return false;
         }

@@ -23,6 +23,13 @@ pub enum Op {
         minutes: u16,
         signed: bool,
     },
+    /// The requester of `request` extends it (`kubectl pim extend`): a new request naming it in
+    /// `spec.extends`, `minutes` past its end.
+    ExtendRequest {
+        request: u8,
+        minutes: u16,
+        signed: bool,
+    },
     Vote {
         request: u8,
         voter: u8,
@@ -143,6 +150,15 @@ pub fn generate(seed: u64, count: usize) -> Vec<Op> {
                     },
                     order: rng.next_u64(),
                     width: rng.range(1, 3) as u8,
+                }
+            }
+            38..=47 if requests > 0 && rng.chance(25) => {
+                let request = r(&mut rng, requests);
+                requests = requests.saturating_add(1);
+                Op::ExtendRequest {
+                    request,
+                    minutes: *rng.pick(&[3, 10, 20, 45]),
+                    signed: rng.chance(90),
                 }
             }
             38..=47 => {

@@ -51,6 +51,8 @@ pub struct Stats {
     pub faults: BTreeMap<&'static str, u64>,
     pub checks: u64,
     pub reconciles: u64,
+    /// Extensions (`spec.extends`) that went Active: the run exercised them.
+    pub extensions_active: u64,
 }
 
 pub struct Sim {
@@ -74,6 +76,7 @@ fn op_name(op: &Op) -> &'static str {
     match op {
         Op::Tick { .. } => "tick",
         Op::CreateRequest { .. } => "create request",
+        Op::ExtendRequest { .. } => "extend request",
         Op::Vote { .. } => "vote",
         Op::Deactivate { .. } => "deactivate",
         Op::DeleteRequest { .. } => "delete request",
@@ -317,6 +320,39 @@ impl Sim {
             .cloned()
     }
 
+    /// Creates the request `truth` describes, stamped (at its creation) and signed as the
+    /// webhook would, or with a forged signature; records it once the API server took it.
+    async fn submit(
+        &mut self,
+        mut spec: ActivationRequestSpec,
+        mut truth: RequestTruth,
+    ) -> Result<(), kube::Error> {
+        spec.requester = Some(Requester {
+            username: truth.user.clone(),
+            stamped_at: Some(Time(truth.created)),
+            ..Default::default()
+        });
+        spec.principal = Some(truth.user.clone());
+        let signature = if truth.signed {
+            self.keyring.sign_requester(&truth.name, &spec)
+        } else {
+            Some("forged".into())
+        };
+        if let Some(r) = spec.requester.as_mut() {
+            r.attestation = signature;
+        }
+        let created = self
+            .requests()
+            .create(
+                &PostParams::default(),
+                &ActivationRequest::new(&truth.name, spec),
+            )
+            .await?;
+        truth.uid = created.metadata.uid.unwrap_or_default();
+        self.truth.requests.push(truth);
+        Ok(())
+    }
+
     fn requests(&self) -> Api<ActivationRequest> {
         Api::all(self.admin.clone())
     }
@@ -464,48 +500,84 @@ impl Sim {
                 let group = usize::from(group) % GROUPS.len();
                 let role = role_of(owner);
                 let name = format!("r{}", self.truth.requests.len());
-                let mut spec = ActivationRequestSpec {
+                let spec = ActivationRequestSpec {
                     group: GROUPS[group].0.into(),
                     role: owner.then_some(Role::Owner),
                     duration: Some(format!("{minutes}m")),
                     justification: Some("simulation".into()),
-                    requester: Some(Requester {
-                        username: user.into(),
-                        stamped_at: Some(Time(now)),
-                        ..Default::default()
-                    }),
-                    principal: Some(user.into()),
                     ..Default::default()
                 };
-                let signature = if signed {
-                    self.keyring.sign_requester(&name, &spec)
-                } else {
-                    Some("forged".into())
+                let truth = RequestTruth {
+                    name: name.clone(),
+                    uid: String::new(),
+                    user: user.into(),
+                    group,
+                    role,
+                    minutes: i64::from(minutes),
+                    signed,
+                    created: now,
+                    approvals: Vec::new(),
+                    deactivated: None,
+                    deleted: None,
+                    disturbed: false,
+                    extends: None,
                 };
-                if let Some(r) = spec.requester.as_mut() {
-                    r.attestation = signature;
+                match self.submit(spec, truth).await {
+                    Ok(()) => format!("{name} by {user} in {} as {role}", GROUPS[group].0),
+                    Err(e) => format!("refused: {e}"),
                 }
-                match self
-                    .requests()
-                    .create(&PostParams::default(), &ActivationRequest::new(&name, spec))
-                    .await
-                {
-                    Ok(created) => {
-                        self.truth.requests.push(RequestTruth {
-                            name: name.clone(),
-                            uid: created.metadata.uid.unwrap_or_default(),
-                            user: user.into(),
-                            group,
-                            role,
-                            minutes: i64::from(minutes),
-                            signed,
-                            created: now,
-                            approvals: Vec::new(),
-                            deactivated: None,
-                            deleted: None,
-                            disturbed: false,
-                        });
-                        format!("{name} by {user} in {} as {role}", GROUPS[group].0)
+            }
+            Op::ExtendRequest {
+                request,
+                minutes,
+                signed,
+            } => {
+                // As a user would, from `kubectl pim status`: one of the Active requests when
+                // there are any.
+                let active: Vec<usize> = (0..self.truth.requests.len())
+                    .filter(|i| {
+                        self.server
+                            .store_get("activationrequests", None, &self.truth.requests[*i].name)
+                            .is_some_and(|o| o["status"]["phase"] == "Active")
+                    })
+                    .collect();
+                let index = if active.is_empty() {
+                    if self.truth.requests.is_empty() {
+                        return "no request".into();
+                    }
+                    usize::from(request) % self.truth.requests.len()
+                } else {
+                    active[usize::from(request) % active.len()]
+                };
+                let base = self.truth.requests[index].clone();
+                let name = format!("r{}", self.truth.requests.len());
+                let spec = ActivationRequestSpec {
+                    group: GROUPS[base.group].0.into(),
+                    role: (base.role == Role::Owner).then_some(Role::Owner),
+                    duration: Some(format!("{minutes}m")),
+                    justification: Some("simulation: more time".into()),
+                    extends: Some(base.name.clone()),
+                    ..Default::default()
+                };
+                let truth = RequestTruth {
+                    name: name.clone(),
+                    uid: String::new(),
+                    user: base.user.clone(),
+                    group: base.group,
+                    role: base.role,
+                    minutes: i64::from(minutes),
+                    signed,
+                    created: now,
+                    approvals: Vec::new(),
+                    deactivated: None,
+                    deleted: None,
+                    disturbed: false,
+                    extends: Some(index),
+                };
+                match self.submit(spec, truth).await {
+                    Ok(()) => {
+                        let running = if active.is_empty() { "" } else { ", Active" };
+                        format!("{name} extends {}{running} by {minutes}m", base.name)
                     }
                     Err(e) => format!("refused: {e}"),
                 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-use kube::core::cel::Validator;
+use kube::core::cel::{CompiledSchema, Validator, compile_schema};
 use regex::Regex;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -58,12 +58,16 @@ pub struct Checked {
 /// The four CRD schemas, ready to check documents against.
 pub struct SchemaChecker {
     schemas: BTreeMap<Kind, StructuralSchema>,
+    /// Each schema's CEL rules compiled once: compiling them for every document was a third
+    /// of `validate` on 10k manifests.
+    compiled: BTreeMap<Kind, CompiledSchema>,
     cel: Validator,
 }
 
 impl SchemaChecker {
     pub fn new() -> Result<Self, SchemaError> {
         let mut schemas = BTreeMap::new();
+        let mut compiled = BTreeMap::new();
         for crd in crate::api::crd::all() {
             let kind_name = crd.spec.names.kind.clone();
             let error = |problem: String| SchemaError {
@@ -83,10 +87,12 @@ impl SchemaChecker {
                 .and_then(|s| s.open_api_v3_schema.as_ref())
                 .ok_or_else(|| error(format!("no openAPIV3Schema for {VERSION}")))?;
             let schema = serde_json::to_value(schema).map_err(|e| error(e.to_string()))?;
+            compiled.insert(kind, compile_schema(&schema));
             schemas.insert(kind, StructuralSchema::new(schema));
         }
         Ok(SchemaChecker {
             schemas,
+            compiled,
             cel: Validator::new(),
         })
     }
@@ -113,7 +119,7 @@ impl SchemaChecker {
             .any(|f| f.rule == rules::WRONG_TYPE.id || f.rule == rules::REQUIRED_FIELD.id);
         findings.extend(structural);
         if !blocks_cel {
-            findings.extend(self.cel(schema, &object, None));
+            findings.extend(self.cel(kind, schema, &object, None));
         }
         let decoded = match status {
             Some(status) => {
@@ -161,14 +167,24 @@ impl SchemaChecker {
         prune_nulls(&mut old);
         prune_nulls(&mut new);
         let name = document_name(&new);
-        self.cel(schema, &new, Some(&old))
+        self.cel(kind, schema, &new, Some(&old))
             .into_iter()
             .map(|f| f.on(kind.as_str(), name.as_deref()))
             .collect()
     }
 
-    fn cel(&self, schema: &StructuralSchema, object: &Value, old: Option<&Value>) -> Vec<Finding> {
-        match self.cel.validate(schema.root(), object, old) {
+    fn cel(
+        &self,
+        kind: Kind,
+        schema: &StructuralSchema,
+        object: &Value,
+        old: Option<&Value>,
+    ) -> Vec<Finding> {
+        let outcome = match self.compiled.get(&kind) {
+            Some(compiled) => self.cel.validate_compiled(compiled, object, old),
+            None => self.cel.validate(schema.root(), object, old),
+        };
+        match outcome {
             Ok(()) => Vec::new(),
             Err(errors) => errors
                 .into_vec()

@@ -735,3 +735,219 @@ fn extension_plans_that_cannot_run_say_why() {
         run.stderr
     );
 }
+
+/// Manifests for the equivalence runs: an approval policy that allows renewal, a self-service
+/// one, eligibilities that end during the run, an Active assignment and a member no grant
+/// explains.
+const WAKE_MANIFESTS: &str = r#"
+apiVersion: pim.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: gated}
+spec:
+  activation:
+    maxDuration: 2h
+    maxStartDelay: 1d
+    allowRenewal: true
+    approval:
+      approvers: [{user: bob@contoso.com}]
+      minApprovals: 1
+      timeout: 90m
+  assignment: {maxEligibleDuration: 365d, maxActiveDuration: 30d}
+---
+apiVersion: pim.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: quick}
+spec:
+  activation: {maxDuration: 1h, maxStartDelay: 1d}
+  assignment: {maxEligibleDuration: 365d, maxActiveDuration: 30d}
+---
+apiVersion: pim.dev/v1alpha1
+kind: PimGroup
+metadata: {name: payments}
+spec:
+  directory: entra
+  group: {displayName: Payments}
+  roles: {member: {policy: gated}}
+  standingAccess: Remove
+---
+apiVersion: pim.dev/v1alpha1
+kind: PimGroup
+metadata: {name: ops}
+spec:
+  directory: entra
+  group: {displayName: Ops}
+  roles: {member: {policy: quick}}
+  standingAccess: Remove
+---
+apiVersion: pim.dev/v1alpha1
+kind: EligibleAssignment
+metadata: {name: payments-alice}
+spec:
+  group: payments
+  principal: {user: alice@contoso.com}
+  schedule: {start: "2026-11-30T08:00:00Z", duration: 30d}
+  justification: Payments on call.
+---
+apiVersion: pim.dev/v1alpha1
+kind: EligibleAssignment
+metadata: {name: payments-carol}
+spec:
+  group: payments
+  principal: {user: carol@contoso.com}
+  schedule: {start: "2026-11-30T08:00:00Z", duration: 29h}
+  justification: Payments cover until 13:00.
+---
+apiVersion: pim.dev/v1alpha1
+kind: EligibleAssignment
+metadata: {name: ops-alice}
+spec:
+  group: ops
+  principal: {user: alice@contoso.com}
+  schedule: {start: "2026-11-30T08:00:00Z", duration: 30d}
+  justification: Ops on call.
+---
+apiVersion: pim.dev/v1alpha1
+kind: EligibleAssignment
+metadata: {name: ops-dave}
+spec:
+  group: ops
+  principal: {user: dave@contoso.com}
+  schedule: {start: "2026-11-30T08:00:00Z", duration: 27h}
+  justification: Ops cover until 11:00.
+---
+apiVersion: pim.dev/v1alpha1
+kind: EligibleAssignment
+metadata: {name: ops-bob-active}
+spec:
+  group: ops
+  type: Active
+  principal: {user: bob@contoso.com}
+  schedule: {start: "2026-12-01T10:00:00Z", duration: 4h}
+  justification: Migration window.
+"#;
+
+/// `simulate` decides a request again only when something it reads changed or its deadline
+/// came (issue 21, item 6). Seeded random plans must give the very timeline of a run that
+/// decides every request at every instant.
+#[test]
+fn deciding_only_what_changed_gives_the_timeline_of_deciding_everything() {
+    use pim_operator::api::activation_request::Decision as Vote;
+    use pim_operator::api::common::Role;
+    use pim_operator::checks::schema::SchemaChecker;
+    use pim_operator::core::membership::Member;
+    use pim_operator::manifests::Manifests;
+    use pim_operator::simulate::{
+        PlannedDecision, PlannedExtension, PlannedRequest, Scenario, What, run,
+        run_deciding_everything,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("manifests.yaml"), WAKE_MANIFESTS).unwrap();
+    let checker = SchemaChecker::new().unwrap();
+    let manifests = Manifests::load(&[dir.path().to_path_buf()], &checker).unwrap();
+    assert!(manifests.findings.is_empty(), "{:?}", manifests.findings);
+    let start: jiff::Timestamp = "2026-12-01T08:00:00Z".parse().unwrap();
+    let minutes = |m: u64| start + jiff::SignedDuration::from_mins(m as i64);
+
+    // xorshift64*: seeded, and the same on every machine.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len() as u64) as usize]
+        }
+    }
+    let users = ["alice", "carol", "dave", "erin"];
+    let mut activated = 0;
+    let mut extended = 0;
+    for seed in 1..=60u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let requests: Vec<PlannedRequest> = (0..8)
+            .map(|_| PlannedRequest {
+                user: format!("{}@contoso.com", rng.pick(&users)),
+                group: rng.pick(&["payments", "ops"]).to_owned(),
+                role: Role::Member,
+                duration: match rng.pick(&["15m", "30m", "1h", "2h", "3h", "max"]) {
+                    "max" => None,
+                    d => Some(d.to_owned()),
+                },
+                start_time: (rng.below(3) == 0).then(|| minutes(15 * rng.below(24))),
+            })
+            .collect();
+        let decisions: Vec<PlannedDecision> = (0..6)
+            .map(|_| PlannedDecision {
+                approver: format!("{}@contoso.com", rng.pick(&["bob", "bob", "alice", "erin"])),
+                request: format!("req-{}", 1 + rng.below(8)),
+                decision: if rng.below(4) == 0 {
+                    Vote::Deny
+                } else {
+                    Vote::Approve
+                },
+                at: minutes(10 * rng.below(30)),
+            })
+            .collect();
+        let mut extensions: Vec<PlannedExtension> = (0..3)
+            .map(|_| PlannedExtension {
+                of: format!("req-{}", 1 + rng.below(8)),
+                duration: Some(rng.pick(&["30m", "1h", "2h"]).to_owned()),
+                at: minutes(10 * rng.below(30)),
+            })
+            .collect();
+        extensions.sort_by_key(|e| e.at);
+        // Extensions of extensions, and their approvals.
+        let mut decisions = decisions;
+        for (i, extension) in extensions.iter().enumerate() {
+            if rng.below(2) == 0 {
+                decisions.push(PlannedDecision {
+                    approver: "bob@contoso.com".to_owned(),
+                    request: format!("ext-{}", i + 1),
+                    decision: Vote::Approve,
+                    at: extension.at + jiff::SignedDuration::from_mins(5),
+                });
+            }
+        }
+        let existing = [(
+            "payments".to_owned(),
+            [(
+                Role::Member,
+                [Member::User("mallory@contoso.com".to_owned())].into(),
+            )]
+            .into(),
+        )]
+        .into();
+        let scenario = Scenario {
+            catalog: manifests.catalog(),
+            requests,
+            decisions,
+            extensions,
+            start,
+            until: minutes(12 * 60),
+            existing,
+        };
+        let fast = run(scenario.clone()).unwrap();
+        let reference = run_deciding_everything(scenario).unwrap();
+        assert_eq!(fast, reference, "seed {seed}");
+        for event in &reference.events {
+            match &event.what {
+                What::Transition { to, .. }
+                    if *to == pim_operator::api::activation_request::Phase::Active =>
+                {
+                    activated += 1
+                }
+                What::Window {
+                    previous_end: Some(_),
+                    ..
+                } => extended += 1,
+                _ => {}
+            }
+        }
+    }
+    // The plans reach the paths the wake rules are about.
+    assert!(activated > 60, "only {activated} activations in 60 plans");
+    assert!(extended > 0, "no window moved in 60 plans");
+}

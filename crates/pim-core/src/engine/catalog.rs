@@ -7,7 +7,7 @@ use jiff::Timestamp;
 
 use super::attestation::Attestor;
 use super::request::proven_request_grant;
-use crate::api::common::Role;
+use crate::api::common::{Principal, Role};
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::eligibility::{
     AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
@@ -34,6 +34,10 @@ pub struct Catalog {
     /// `validate` and `simulate` quadratic). A superset after removals and group changes;
     /// readers check each object's group and role again.
     assignments_by_target: BTreeMap<(String, Role), std::collections::BTreeSet<String>>,
+    /// The same assignments by the principal they name: a request's eligibility needs only
+    /// its principal's and the group-granted ones, not the windows of the whole group's
+    /// (`simulate` of 10k requests spent two thirds of its time there). Also a superset.
+    assignments_by_principal: BTreeMap<(String, Role), PrincipalIndex>,
     requests_by_target: BTreeMap<(String, Role), std::collections::BTreeSet<String>>,
     /// Each policy parsed once, on insert: every lookup of a (group, role) needs it.
     parsed_policies: BTreeMap<String, Result<Policy, String>>,
@@ -42,6 +46,14 @@ pub struct Catalog {
     identities: CaseInsensitive,
     /// Each directory's username mapping; see [`Catalog::set_principals`].
     principals: Arc<Principals>,
+}
+
+/// The assignment names of one (group, role), by the principal they name.
+#[derive(Debug, Clone, Default)]
+struct PrincipalIndex {
+    users: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Granted to directory groups: whether they cover a user depends on `is_member_of`.
+    groups: std::collections::BTreeSet<String>,
 }
 
 /// The policy behind a (group, role), or why there is none. Owns what [`Target`] borrows.
@@ -149,6 +161,24 @@ impl Catalog {
         let object = object.into();
         let name = name_of(object.as_ref());
         let key = (object.spec.group.clone(), object.spec.role);
+        let by_principal = self
+            .assignments_by_principal
+            .entry(key.clone())
+            .or_default();
+        match object.spec.principal.resolve() {
+            Some(Principal::User(user)) => {
+                by_principal
+                    .users
+                    .entry(user.to_owned())
+                    .or_default()
+                    .insert(name.clone());
+            }
+            Some(Principal::Group(_)) => {
+                by_principal.groups.insert(name.clone());
+            }
+            // Malformed: it names nobody, so it makes nobody eligible.
+            None => {}
+        }
         self.assignments_by_target
             .entry(key)
             .or_default()
@@ -319,7 +349,26 @@ impl Catalog {
         now: Timestamp,
         is_member_of: impl Fn(&str) -> bool,
     ) -> Vec<Eligibility> {
-        let windows = self.assignment_windows(group, role, now);
+        let key = (group.to_owned(), role);
+        let mut names: Vec<&String> = match self.assignments_by_principal.get(&key) {
+            Some(index) => index
+                .users
+                .get(principal)
+                .into_iter()
+                .flatten()
+                .chain(&index.groups)
+                .collect(),
+            None => Vec::new(),
+        };
+        // In name order, as a scan of the group's assignments gives them.
+        names.sort_unstable();
+        names.dedup();
+        let windows: Vec<_> = names
+            .into_iter()
+            .filter_map(|name| self.assignments.get_key_value(name))
+            .filter(|(_, a)| a.spec.group == group && a.spec.role == role)
+            .filter_map(|(name, a)| Some((name.as_str(), a, self.assignment_window(a, now).ok()?)))
+            .collect();
         let entries = windows.iter().map(|(name, a, window)| AssignmentEntry {
             name,
             spec: &a.spec,

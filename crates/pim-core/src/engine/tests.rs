@@ -14,6 +14,7 @@ use crate::api::pim_group::{
     DirectoryGroupRef, GroupRoles, PimGroupSpec, RoleSettings, StandingAccess,
 };
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::core::eligibility::{AssignmentEntry, Eligibility, eligibilities_for};
 use crate::core::membership::Member;
 
 fn ts(s: &str) -> Timestamp {
@@ -86,6 +87,32 @@ fn request(name: &str, created: &str) -> ActivationRequest {
     );
     r.metadata.creation_timestamp = Some(Time(ts(created)));
     r
+}
+
+/// An assignment created on 2026-01-01, lasting `duration`.
+fn assignment(
+    name: &str,
+    group: &str,
+    principal: PrincipalRef,
+    kind: AssignmentType,
+    duration: &str,
+) -> EligibleAssignment {
+    let mut a = EligibleAssignment::new(
+        name,
+        EligibleAssignmentSpec {
+            group: group.into(),
+            principal,
+            assignment_type: kind,
+            schedule: Schedule {
+                duration: Some(duration.into()),
+                ..Default::default()
+            },
+            justification: Some("rota".into()),
+            ..Default::default()
+        },
+    );
+    a.metadata.creation_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
+    a
 }
 
 fn no_groups(_: &str) -> bool {
@@ -264,22 +291,13 @@ fn another_grant_keeps_the_member_and_is_not_an_overdue_revocation() {
 #[test]
 fn active_assignments_grant_and_deleting_requests_do_not() {
     let mut c = catalog();
-    let mut standing = EligibleAssignment::new(
+    c.insert_assignment(assignment(
         "ops-g",
-        EligibleAssignmentSpec {
-            group: "g".into(),
-            principal: PrincipalRef::group("ops"),
-            assignment_type: AssignmentType::Active,
-            schedule: Schedule {
-                duration: Some("7d".into()),
-                ..Default::default()
-            },
-            justification: Some("rota".into()),
-            ..Default::default()
-        },
-    );
-    standing.metadata.creation_timestamp = Some(Time(ts("2026-01-01T00:00:00Z")));
-    c.insert_assignment(standing);
+        "g",
+        PrincipalRef::group("ops"),
+        AssignmentType::Active,
+        "7d",
+    ));
     let now = ts("2026-01-05T10:00:00Z");
     let r = request("r1", "2026-01-05T10:00:00Z");
     let outcome = reconcile_request(
@@ -316,6 +334,109 @@ fn active_assignments_grant_and_deleting_requests_do_not() {
     )
     .desired;
     assert!(after_week.members.is_empty());
+}
+
+/// The eligibilities found through the principal index are those a scan of every assignment
+/// finds, in name order, after moves and removals too.
+#[test]
+fn eligibilities_are_what_a_scan_of_every_assignment_finds() {
+    let mut c = catalog();
+    let both = PrincipalRef {
+        user: Some("alice".into()),
+        group: Some("ops".into()),
+    };
+    for a in [
+        assignment(
+            "a0-ops",
+            "g",
+            PrincipalRef::group("ops"),
+            AssignmentType::Eligible,
+            "30d",
+        ),
+        assignment(
+            "b-bob",
+            "g",
+            PrincipalRef::user("bob"),
+            AssignmentType::Eligible,
+            "30d",
+        ),
+        assignment(
+            "c-alice-active",
+            "g",
+            PrincipalRef::user("alice"),
+            AssignmentType::Active,
+            "30d",
+        ),
+        assignment("d-malformed", "g", both, AssignmentType::Eligible, "30d"),
+        assignment(
+            "e-alice-moved",
+            "g",
+            PrincipalRef::user("alice"),
+            AssignmentType::Eligible,
+            "30d",
+        ),
+        assignment(
+            "f-alice-removed",
+            "g",
+            PrincipalRef::user("alice"),
+            AssignmentType::Eligible,
+            "30d",
+        ),
+        assignment(
+            "g-devs",
+            "g",
+            PrincipalRef::group("devs"),
+            AssignmentType::Eligible,
+            "30d",
+        ),
+    ] {
+        c.insert_assignment(a);
+    }
+    // Moved to another group (the index keeps its old entry) and removed from the map.
+    c.insert_assignment(assignment(
+        "e-alice-moved",
+        "elsewhere",
+        PrincipalRef::user("alice"),
+        AssignmentType::Eligible,
+        "30d",
+    ));
+    c.assignments.remove("f-alice-removed");
+    let now = ts("2026-01-05T10:00:00Z");
+    let scan = |principal: &str, in_ops: bool| {
+        let windows = c.assignment_windows("g", Role::Member, now);
+        let entries = windows.iter().map(|(name, a, window)| AssignmentEntry {
+            name,
+            spec: &a.spec,
+            window,
+        });
+        eligibilities_for(principal, "g", Role::Member, entries, |g| {
+            in_ops && g == "ops"
+        })
+    };
+    for (principal, in_ops) in [
+        ("alice", false),
+        ("alice", true),
+        ("bob", true),
+        ("carol", false),
+    ] {
+        let found = c.eligibilities(principal, "g", Role::Member, now, |g| in_ops && g == "ops");
+        assert_eq!(
+            found,
+            scan(principal, in_ops),
+            "{principal}, in ops: {in_ops}"
+        );
+    }
+    let names = |found: Vec<Eligibility>| -> Vec<String> {
+        found.into_iter().map(|e| e.assignment).collect()
+    };
+    assert_eq!(
+        names(c.eligibilities("alice", "g", Role::Member, now, |g| g == "ops")),
+        ["a0-ops", "alice-g"]
+    );
+    assert_eq!(
+        names(c.eligibilities("bob", "g", Role::Member, now, no_groups)),
+        ["b-bob"]
+    );
 }
 
 mod extensions {

@@ -135,6 +135,16 @@ impl MemoryDirectory {
         })
     }
 
+    /// Whether `member` is in a role, without copying the role's members.
+    pub fn has_member(&self, group: &str, role: Role, member: &Member) -> bool {
+        self.with_state(|s| {
+            s.groups
+                .get(&GroupId(group.to_owned()))
+                .and_then(|g| g.get(&role))
+                .is_some_and(|members| members.contains(member))
+        })
+    }
+
     /// Adds a member behind the operator's back, as an administrator editing the group by hand.
     pub fn add_by_hand(&self, group: &str, role: Role, member: Member) {
         self.with_state(|s| {

@@ -161,8 +161,8 @@ fn run_with(scenario: Scenario, decide_everything: bool) -> Result<Timeline, Sim
         now: start,
         said: BTreeMap::new(),
         kept: BTreeMap::new(),
-        seen: BTreeMap::new(),
-        stale: BTreeSet::new(),
+        requests_to_decide: Wakes::default(),
+        groups_to_converge: Wakes::default(),
         decide_everything,
     };
     sim.prepare_manifest_objects();
@@ -170,6 +170,10 @@ fn run_with(scenario: Scenario, decide_everything: bool) -> Result<Timeline, Sim
     let mut extending = sim.check_extensions(extensions)?;
     let mut pending = sim.check_decisions(decisions, &extending)?;
     sim.open_groups(&existing)?;
+    sim.requests_to_decide
+        .mark_all(sim.catalog.requests.keys().cloned());
+    sim.groups_to_converge
+        .mark_all(sim.catalog.groups.keys().cloned());
 
     for _ in 0..MAX_STEPS {
         let now = sim.now;
@@ -218,23 +222,16 @@ struct Simulation {
     said: BTreeMap<String, (Phase, String, String)>,
     /// Why each member no grant explains was last reported kept.
     kept: BTreeMap<(String, Role, Member), String>,
-    /// What each request's last decision saw and when it wanted to be decided again.
-    seen: BTreeMap<String, Seen>,
-    /// Requests whose inputs changed since they were last decided: an approval, an extension.
-    stale: BTreeSet<String>,
-    /// Ignore `seen`: see [`run_deciding_everything`].
+    /// Requests to decide again: new ones, those whose deadline came, and those whose inputs
+    /// changed (an approval, their member added or removed, a change in their extension
+    /// chain). The controller is woken by the same changes through its watches; deciding all
+    /// 10k requests at every instant made `simulate` quadratic (issue 21, item 6).
+    requests_to_decide: Wakes,
+    /// Groups to converge again: those with a request decided, and those whose desired
+    /// members change now.
+    groups_to_converge: Wakes,
+    /// Decide every request in every pass: see [`run_deciding_everything`].
     decide_everything: bool,
-}
-
-/// What a request's last decision depended on besides its own object and the catalog's
-/// manifests, which do not change while simulating. A request is decided again only when
-/// one of these changed, its deadline came, or it is stale, as the controller is woken by its
-/// watches and its requeue: deciding all 10k requests at every instant made `simulate`
-/// quadratic (issue 21, item 6).
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    member_present: bool,
-    deadline: Option<Timestamp>,
 }
 
 /// A request as the API server stores it when created at `at`.
@@ -423,7 +420,8 @@ impl Simulation {
         self.catalog
             .insert_request(created_request(&name, spec, planned.at));
         // The original reads its extensions (one may now hold its access on).
-        self.stale.insert(planned.of.clone());
+        self.requests_to_decide.mark(planned.of.clone());
+        self.requests_to_decide.mark(name.clone());
         self.timeline.push(
             self.now,
             What::ExtensionCreated {
@@ -527,7 +525,7 @@ impl Simulation {
         let Some(request) = self.catalog.requests.get_mut(&planned.request) else {
             return;
         };
-        self.stale.insert(planned.request.clone());
+        self.requests_to_decide.mark(planned.request.clone());
         let approvals = &mut Arc::make_mut(request).spec.approvals;
         // One entry per approver: a later decision replaces the entry, as a re-apply would.
         approvals.retain(|a| a.approver != planned.approver);
@@ -555,29 +553,37 @@ impl Simulation {
             return false;
         };
         self.directory
-            .members(&id.0, spec.role())
-            .contains(&Member::User(principal.to_owned()))
+            .has_member(&id.0, spec.role(), &Member::User(principal.to_owned()))
     }
 
-    /// Reconciles every request; returns their deadlines.
-    fn requests_pass(&mut self) -> Vec<Timestamp> {
-        let names: Vec<String> = self.catalog.requests.keys().cloned().collect();
-        let mut deadlines = Vec::new();
-        for name in names {
+    /// Decides the requests that are due or whose inputs changed, in name order (every
+    /// request, when deciding everything); returns the earliest deadline still to come.
+    fn requests_pass(&mut self) -> Option<Timestamp> {
+        let now = self.now;
+        self.requests_to_decide.take_due(now);
+        let everything: Vec<String> = if self.decide_everything {
+            self.catalog.requests.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let mut all = everything.into_iter();
+        let mut after: Option<String> = None;
+        loop {
+            let next = if self.decide_everything {
+                all.next()
+            } else {
+                self.requests_to_decide.next_after(after.as_deref())
+            };
+            let Some(name) = next else {
+                break;
+            };
+            after = Some(name.clone());
             let Some(request) = self.catalog.requests.get(&name).cloned() else {
+                self.requests_to_decide.forget(&name);
                 continue;
             };
             let member_present = self.member_present(&request);
-            if let Some(seen) = self.seen.get(&name)
-                && !self.decide_everything
-                && !self.stale.contains(&name)
-                && seen.member_present == member_present
-                && seen.deadline.is_none_or(|d| d > self.now)
-            {
-                deadlines.extend(seen.deadline);
-                continue;
-            }
-            self.stale.remove(&name);
+            self.groups_to_converge.mark(request.spec.group.clone());
             let observation = DirectoryObservation {
                 member_present,
                 ..Default::default()
@@ -591,14 +597,8 @@ impl Simulation {
                 &|_| false,
                 self.now,
             );
-            deadlines.extend(outcome.decision.next_deadline);
-            self.seen.insert(
-                name.clone(),
-                Seen {
-                    member_present,
-                    deadline: outcome.decision.next_deadline,
-                },
-            );
+            self.requests_to_decide
+                .decided(&name, outcome.decision.next_deadline, now);
             let stored = request.status.as_ref();
             // The window first: a transition's message often refers to it.
             let window = |s: Option<&crate::api::ActivationRequestStatus>| {
@@ -649,8 +649,9 @@ impl Simulation {
             self.said.insert(name.clone(), said);
             if outcome.status_changed(stored) {
                 // Requests in one chain read each other's status.
-                self.stale.extend(request.spec.extends.clone());
-                self.stale.extend(
+                self.requests_to_decide
+                    .mark_all(request.spec.extends.clone());
+                self.requests_to_decide.mark_all(
                     self.catalog
                         .extensions_of(&name)
                         .into_iter()
@@ -661,18 +662,40 @@ impl Simulation {
                 self.catalog.insert_request(updated);
             }
         }
-        deadlines
+        self.requests_to_decide.next_deadline()
+    }
+
+    /// The requests of `member` in `group`/`role` see the directory differently now.
+    fn member_changed(&mut self, group: &str, role: Role, member: &Member) {
+        let Member::User(user) = member else {
+            return;
+        };
+        let concerned = self
+            .catalog
+            .requests_of(group, role)
+            .filter(|(_, r)| r.spec.principal.as_deref() == Some(user.as_str()))
+            .map(|(name, _)| name.clone());
+        self.requests_to_decide.mark_all(concerned);
     }
 
     /// Converges every group's directory membership; returns when the desired sets change next.
-    fn groups_pass(&mut self) -> Result<Vec<Timestamp>, SimulateError> {
-        let groups: Vec<_> = self.catalog.groups.values().cloned().collect();
-        let mut deadlines = Vec::new();
-        for group in groups {
-            let name = group.metadata.name.clone().unwrap_or_default();
+    fn groups_pass(&mut self) -> Result<Option<Timestamp>, SimulateError> {
+        let now = self.now;
+        self.groups_to_converge.take_due(now);
+        let names: Vec<String> = if self.decide_everything {
+            self.catalog.groups.keys().cloned().collect()
+        } else {
+            self.groups_to_converge.take_all()
+        };
+        for name in names {
+            let Some(group) = self.catalog.groups.get(&name).cloned() else {
+                self.groups_to_converge.forget(&name);
+                continue;
+            };
             let Some(id) = self.ids.get(&name).cloned() else {
                 continue;
             };
+            let mut deadlines = Vec::new();
             for role in roles(&group) {
                 let actual = wait(self.directory.list_members(&id, role))?;
                 let key = (name.clone(), role);
@@ -690,6 +713,7 @@ impl Simulation {
                 self.report_kept(&group, role, &outcome.plan);
                 for member in outcome.plan.remove {
                     wait(self.directory.remove_member(&id, role, &member))?;
+                    self.member_changed(&name, role, &member);
                     self.managed.entry(key.clone()).or_default().remove(&member);
                     self.timeline.push(
                         self.now,
@@ -702,6 +726,7 @@ impl Simulation {
                 }
                 for member in outcome.plan.add {
                     wait(self.directory.add_member(&id, role, &member))?;
+                    self.member_changed(&name, role, &member);
                     self.managed
                         .entry(key.clone())
                         .or_default()
@@ -728,8 +753,10 @@ impl Simulation {
                     );
                 }
             }
+            let next = deadlines.into_iter().min();
+            self.groups_to_converge.decided(&name, next, now);
         }
-        Ok(deadlines)
+        Ok(self.groups_to_converge.next_deadline())
     }
 
     /// Says once, and again when the reason changes, why a member no grant explains stays.
@@ -831,6 +858,73 @@ impl Simulation {
 }
 
 /// The roles a PimGroup manages: member, and owner when it names a policy for it.
+/// Which objects to look at again, by name: those marked, and those whose deadline has come.
+#[derive(Debug, Default)]
+struct Wakes {
+    marked: BTreeSet<String>,
+    deadlines: BTreeMap<String, Timestamp>,
+    due: BTreeSet<(Timestamp, String)>,
+}
+
+impl Wakes {
+    fn mark(&mut self, name: String) {
+        self.marked.insert(name);
+    }
+
+    fn mark_all(&mut self, names: impl IntoIterator<Item = String>) {
+        self.marked.extend(names);
+    }
+
+    /// Marks those whose deadline is at or before `now`.
+    fn take_due(&mut self, now: Timestamp) {
+        while let Some((at, name)) = self.due.first().cloned()
+            && at <= now
+        {
+            self.due.remove(&(at, name.clone()));
+            self.deadlines.remove(&name);
+            self.marked.insert(name);
+        }
+    }
+
+    /// The first marked name after `after`: a worklist in name order, so that one marked
+    /// during a pass is looked at in it when its name comes later, as a pass over all would.
+    fn next_after(&self, after: Option<&str>) -> Option<String> {
+        let from = match after {
+            Some(last) => std::ops::Bound::Excluded(last),
+            None => std::ops::Bound::Unbounded,
+        };
+        self.marked
+            .range::<str, _>((from, std::ops::Bound::Unbounded))
+            .next()
+            .cloned()
+    }
+
+    /// Every marked name, unmarked.
+    fn take_all(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.marked).into_iter().collect()
+    }
+
+    /// `name` was looked at `now` and asks to be looked at again at `deadline`.
+    fn decided(&mut self, name: &str, deadline: Option<Timestamp>, now: Timestamp) {
+        self.forget(name);
+        if let Some(at) = deadline.filter(|at| *at > now) {
+            self.deadlines.insert(name.to_owned(), at);
+            self.due.insert((at, name.to_owned()));
+        }
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.marked.remove(name);
+        if let Some(at) = self.deadlines.remove(name) {
+            self.due.remove(&(at, name.to_owned()));
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Timestamp> {
+        self.due.first().map(|(at, _)| *at)
+    }
+}
+
 fn roles(group: &crate::api::PimGroup) -> Vec<Role> {
     let mut roles = vec![Role::Member];
     if group.spec.roles.owner.is_some() {

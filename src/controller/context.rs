@@ -233,6 +233,8 @@ pub struct Context {
     /// Asks the request controller to look at requests again (after the directory confirmed a
     /// change, say).
     pub request_triggers: mpsc::UnboundedSender<ObjectRef<Lenient<ActivationRequest>>>,
+    /// Requests whose grant is due waiting for the directory before they write `Scheduled`.
+    pub grant_holds: super::request::GrantHolds,
     /// Asks the group controller to look at groups again (grants held back, now free to go).
     pub group_triggers: mpsc::UnboundedSender<ObjectRef<Lenient<PimGroup>>>,
 }

@@ -364,6 +364,7 @@ pub async fn run_controllers(
         priority: priority::WritePriority::default(),
         group_writes: OwnWrites::default(),
         request_triggers,
+        grant_holds: request::GrantHolds::default(),
         group_triggers: group_triggers.clone(),
     });
     let wakes = Arc::new(GroupWakes::default());

@@ -1,6 +1,8 @@
 //! ActivationRequest reconciler: catalog snapshot → engine decision → status, Event, metrics.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use kube::core::Resource;
 use kube::runtime::controller::Action;
@@ -20,6 +22,36 @@ use crate::engine::{DirectoryObservation, RequestOutcome, reconcile_request};
 use crate::lenient::Lenient;
 
 pub const KIND: &str = "ActivationRequest";
+
+/// How long a request whose grant is due now waits for the directory before it writes
+/// `Scheduled`. The group adds the member from the request's signed inputs, not its status;
+/// when the add is confirmed within this time, the request goes to Active in one status write
+/// and one Event rather than two of each (issue 21, item 2).
+pub const HOLD_FOR_THE_ADD: Duration = Duration::from_secs(3);
+
+/// When each request (by uid) started waiting for its add, in this process.
+#[derive(Debug, Default)]
+pub struct GrantHolds {
+    since: Mutex<HashMap<String, Instant>>,
+}
+
+impl GrantHolds {
+    /// How much longer `uid` may wait for its add; its wait starts on the first call.
+    fn remaining(&self, uid: &str) -> Option<Duration> {
+        let mut since = self.since.lock().unwrap_or_else(|e| e.into_inner());
+        let started = *since.entry(uid.to_owned()).or_insert_with(Instant::now);
+        HOLD_FOR_THE_ADD
+            .checked_sub(started.elapsed())
+            .filter(|left| !left.is_zero())
+    }
+
+    fn release(&self, uid: &str) {
+        self.since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+}
 
 pub async fn reconcile(
     object: Arc<Lenient<ActivationRequest>>,
@@ -61,7 +93,9 @@ async fn reconcile_request_object(
     let deleting = request.meta().deletion_timestamp.is_some();
     // A live request being deleted is first ended (reason Deleted) below, so its end is a
     // transition with an audit record; then the finalizer goes.
+    let uid = request.metadata.uid.as_deref().unwrap_or_default();
     if deleting && (terminal || !has_finalizer(request)) {
+        ctx.grant_holds.release(uid);
         return finalize(object, request, ctx).await;
     }
     if !deleting && !has_finalizer(request) && !terminal {
@@ -86,7 +120,6 @@ async fn reconcile_request_object(
     let is_member_of = |group: &str| {
         requester_groups.iter().any(|g| g == group) || directory_groups.iter().any(|g| g == group)
     };
-    let uid = request.metadata.uid.as_deref().unwrap_or_default();
     let observation = DirectoryObservation {
         member_present,
         access_held: ledger::holds(&ctx.stores, &ctx.ledger, &spec.group, uid),
@@ -108,6 +141,17 @@ async fn reconcile_request_object(
     if !outcome.decision.not_proven.is_empty() {
         report_not_proven(object, request, &outcome.decision.not_proven, ctx).await;
     }
+    let due_now = matches!(outcome.transition, Some((_, Phase::Scheduled)))
+        && !member_present
+        && !deleting
+        && outcome.decision.window.is_some_and(|w| w.start <= now);
+    if due_now && let Some(left) = ctx.grant_holds.remaining(uid) {
+        // The group adds the member now; its pass wakes this request, which then writes
+        // Active. Past the hold, Scheduled is written as the directory is slow.
+        ctx.trigger_groups([spec.group.clone()]);
+        return Ok(Action::requeue(left));
+    }
+    ctx.grant_holds.release(uid);
     if outcome.status_changed(request.status.as_ref()) {
         // `status.delivery` belongs to the notifier's field manager: never applied from here.
         let status = crate::api::ActivationRequestStatus {

@@ -1222,10 +1222,84 @@ async fn deletion_waits_for_access_to_be_removed() {
     h.stop().await;
 }
 
+/// The reasons of the Events about object `name`, in the order the server lists them.
+async fn event_reasons(h: &Harness, name: &str) -> Vec<String> {
+    use k8s_openapi::api::events::v1::Event;
+    let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Issue 21 item 2: when the directory confirms the add at once, an activation costs three API
+/// writes: the finalizer, one status write (Scheduled and Active together) and one Event.
+#[tokio::test]
+async fn an_activation_confirmed_at_once_costs_three_api_writes() {
+    use pim_testkit::fake_apiserver::Verb;
+    let mut h = started().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.server.reset_observations();
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let on_request: Vec<String> = h
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| w.resource == "activationrequests" && w.name.as_deref() == Some("r"))
+        .filter(|w| w.verb != Verb::Create)
+        .map(|w| {
+            format!(
+                "{:?} {} {}",
+                w.verb,
+                w.subresource.as_deref().unwrap_or("-"),
+                w.field_manager.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        on_request,
+        ["Patch - -", "Patch status pim-operator"],
+        "the finalizer, then one status write"
+    );
+    assert_eq!(event_reasons(&h, "r").await, ["Active"]);
+    let history = h.get("r").await.status.unwrap().history;
+    assert_eq!(
+        history.iter().map(|t| t.phase).collect::<Vec<_>>(),
+        [Phase::Active],
+        "the history still says when it became Active"
+    );
+    h.stop().await;
+}
+
+/// A directory that has not confirmed within the hold: the request says Scheduled, as before.
+#[tokio::test]
+async fn a_slow_add_is_reported_scheduled_then_active() {
+    let mut h = started().await;
+    h.directory.fail(FaultScope::Adds);
+    h.request("r", "g", "alice", "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Scheduled).await;
+    h.directory.heal();
+    // The group retries at its back-off or the next resync; a minute passes.
+    h.advance(1);
+    h.wait_phase("r", Phase::Active).await;
+    let history = h.get("r").await.status.unwrap().history;
+    assert_eq!(
+        history.iter().map(|t| t.phase).collect::<Vec<_>>(),
+        [Phase::Scheduled, Phase::Active]
+    );
+    h.stop().await;
+}
+
 /// One Event per transition, and the endpoints SREs read.
 #[tokio::test]
 async fn transitions_emit_events_and_metrics_are_served() {
-    use k8s_openapi::api::events::v1::Event;
     use tower::ServiceExt;
     let mut h = started().await;
     h.request("r", "g", "alice", "30m", |_| {}).await;
@@ -1234,20 +1308,9 @@ async fn transitions_emit_events_and_metrics_are_served() {
     h.wait_phase("r", Phase::Expired).await;
     // The removal (and its revocation-lag sample) may land just after the Expired Event.
     h.wait_member("g", "alice", false).await;
-    let events: Api<Event> = Api::namespaced(h.client.clone(), "default");
     eventually("one event per transition", || async {
-        let reasons: Vec<String> = events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("r"))
-            .filter_map(|e| e.reason)
-            .collect();
-        // The group proves the grant itself and may add the member before the request's first
-        // status write: then there is no Provisioning step to report.
-        reasons == ["Provisioning", "Active", "Expired"] || reasons == ["Active", "Expired"]
+        // The directory confirms at once: Scheduled (Provisioning) and Active are one step.
+        event_reasons(&h, "r").await == ["Active", "Expired"]
     })
     .await;
 

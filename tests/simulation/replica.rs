@@ -170,6 +170,7 @@ impl Replica {
             priority: WritePriority::default(),
             group_writes: wakes::OwnWrites::default(),
             request_triggers: request_tx,
+            grant_holds: Default::default(),
             group_triggers: group_tx,
         });
         let delivery = Delivery::start(ctx.clone());

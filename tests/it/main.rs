@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod admission_smoke;
 mod closed_pipe;
 mod columns;
 mod config_reference;

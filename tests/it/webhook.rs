@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use jiff::Timestamp;
 use pim_operator::api::activation_request::ActivationRequestSpec;
 use pim_operator::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
@@ -21,6 +20,7 @@ use pim_operator::core::lifecycle::Attestation;
 use pim_operator::engine::{Attestor, Catalog, SignedAttestor};
 use pim_operator::webhook::server::{CatalogSource, WebhookState};
 use pim_operator::webhook::{Admission, MfaClaim, Stage};
+use pim_testkit::admission::{patched, user, wire};
 use serde_json::{Value, json};
 
 const GROUP: &str = "finreport-senioranalyst";
@@ -96,59 +96,12 @@ fn admission_as(keyring: Option<Keyring>, operator: &str) -> Admission {
     }
 }
 
-/// A caller as the API server reports it.
-fn user(name: &str, groups: &[&str], mfa: bool) -> Value {
-    let mut groups: Vec<&str> = groups.to_vec();
-    groups.push("system:authenticated");
-    let mut info = json!({"username": name, "uid": format!("uid-{name}"), "groups": groups});
-    if mfa {
-        info["extra"] = json!({"amr": ["pwd", "mfa"]});
-    }
-    info
-}
-
 fn alice() -> Value {
     user("oidc:alice", &["finance"], true)
 }
 
 fn bob() -> Value {
     user("oidc:bob", &[], true)
-}
-
-/// An AdmissionReview exactly as the API server sends it.
-fn wire(
-    kind: &str,
-    plural: &str,
-    operation: &str,
-    user: &Value,
-    object: &Value,
-    old: Option<&Value>,
-) -> Value {
-    let gvk = json!({"group": "pim.dev", "version": "v1alpha1", "kind": kind});
-    let gvr = json!({"group": "pim.dev", "version": "v1alpha1", "resource": plural});
-    let options_kind = if operation == "CREATE" {
-        "CreateOptions"
-    } else {
-        "UpdateOptions"
-    };
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": gvk,
-            "resource": gvr,
-            "requestKind": gvk,
-            "requestResource": gvr,
-            "name": object.pointer("/metadata/name").cloned().unwrap_or(json!("")),
-            "operation": operation,
-            "userInfo": user,
-            "object": object,
-            "oldObject": old.cloned().unwrap_or(Value::Null),
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": options_kind},
-        }
-    })
 }
 
 struct Answer {
@@ -173,15 +126,7 @@ fn run_in(admission: &Admission, stage: Stage, review: &Value, catalog: &Catalog
         response["uid"], review["request"]["uid"],
         "the uid is echoed"
     );
-    let mut patched = review["request"]["object"].clone();
-    if let Some(patch) = response["patch"].as_str() {
-        assert_eq!(response["patchType"], "JSONPatch");
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(patch)
-            .unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
-        json_patch::patch(&mut patched, &patch).unwrap();
-    }
+    let patched = patched(&review["request"]["object"], response).unwrap();
     Answer {
         allowed: response["allowed"].as_bool().unwrap(),
         message: response["status"]["message"]

@@ -3,6 +3,8 @@
 //! - [`fake_apiserver`]: an in-process or standalone Kubernetes API server for the integration
 //!   tests, the load harness and `hack/kind-e2e.sh --fake-apiserver`;
 //! - [`loadtest`]: the load harness's world (`cargo bench --bench loadtest`);
+//! - [`admission`] and [`admission_load`]: AdmissionReviews as the API server sends them, and the
+//!   webhook's latency harness (`cargo bench --bench admission`);
 //! - shared test support: [`operator`] (the operator on a manual clock against the fake API
 //!   server), [`graph`] (the Microsoft Graph look-alike), [`slapd`] and [`ldap_proxy`] (a real
 //!   OpenLDAP and an Active Directory stand-in in front of it), [`smtp`] (a real SMTP server),
@@ -12,6 +14,8 @@
 // against (`crate::api`, `crate::clock`, ...).
 pub(crate) use pim_operator::{api, clock, config, controller, core, directory, engine, metrics};
 
+pub mod admission;
+pub mod admission_load;
 mod eventually;
 pub mod fake_apiserver;
 pub mod graph;

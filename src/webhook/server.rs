@@ -31,16 +31,18 @@ pub enum CatalogSource {
 }
 
 impl CatalogSource {
-    async fn current(&self) -> Option<Catalog> {
+    /// Runs `decide` on the objects as they are now, in place (no copy per review); `None`
+    /// when the caches have not listed everything in time.
+    async fn decide<T>(&self, decide: impl FnOnce(&Catalog) -> T) -> Option<T> {
         match self {
             CatalogSource::Watched(watched) => {
                 // Deciding on an empty cache would refuse every valid request after a restart.
                 tokio::time::timeout(READY_WAIT, watched.ready())
                     .await
                     .ok()?;
-                Some(watched.catalog())
+                Some(watched.read(decide))
             }
-            CatalogSource::Fixed(catalog) => Some(catalog.as_ref().clone()),
+            CatalogSource::Fixed(catalog) => Some(decide(catalog)),
         }
     }
 }
@@ -116,7 +118,15 @@ async fn validate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Respon
 }
 
 async fn answer(state: &WebhookState, stage: Stage, body: &[u8]) -> Response {
-    let Some(catalog) = state.catalog.current().await else {
+    let decided = state
+        .catalog
+        .decide(|catalog| {
+            state
+                .admission
+                .review(body, stage, catalog, state.clock.now())
+        })
+        .await;
+    let Some(decided) = decided else {
         // The API server applies failurePolicy: Fail, so the write is refused, not waved through.
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -124,10 +134,7 @@ async fn answer(state: &WebhookState, stage: Stage, body: &[u8]) -> Response {
         )
             .into_response();
     };
-    match state
-        .admission
-        .review(body, stage, &catalog, state.clock.now())
-    {
+    match decided {
         Ok(review) => {
             if review.pointer("/response/allowed") == Some(&serde_json::Value::Bool(false)) {
                 tracing::info!(

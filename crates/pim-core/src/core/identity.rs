@@ -173,6 +173,16 @@ impl Principals {
     }
 }
 
+/// What every username of one person has in common, in every directory: the key of indexes
+/// that find a user's objects without comparing every one. [`Principals::same_user`] holds
+/// only between usernames with the same key: a mapping strips the same prefix from both and
+/// appends the same domain, and names compare as written or without regard to ASCII case, so
+/// two usernames of one person differ at most in ASCII case. Callers still decide with
+/// `same_user`.
+pub fn user_key(username: &str) -> String {
+    username.to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -308,6 +318,28 @@ mod tests {
                 same_identity(&a, &b, Always),
                 a.bytes().map(|c| c.to_ascii_lowercase()).eq(b.bytes().map(|c| c.to_ascii_lowercase()))
             );
+        }
+
+        /// `user_key` never separates two usernames `same_user` takes for one person, whatever
+        /// the mapping and the rule.
+        #[test]
+        fn one_person_has_one_user_key(
+            a in "[a-cA-C:@.]{0,7}",
+            b in "[a-cA-C:@.]{0,7}",
+            prefix in proptest::option::of("[a-cA-C:]{0,2}"),
+            domain in proptest::option::of("[@a-c.]{0,3}"),
+        ) {
+            for rule in [EmailLike, Always, Never] {
+                let principals = Principals::new(
+                    [("d".to_owned(), mapping(prefix.as_deref(), domain.as_deref()))].into(),
+                    rule,
+                );
+                for directory in ["d", "kubernetes", "unknown"] {
+                    if principals.same_user(directory, &a, &b) {
+                        prop_assert_eq!(user_key(&a), user_key(&b));
+                    }
+                }
+            }
         }
 
         /// A name with `@` matches every case variant of itself under the default rule.

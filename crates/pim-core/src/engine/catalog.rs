@@ -12,7 +12,7 @@ use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::eligibility::{
     AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
 };
-use crate::core::identity::{CaseInsensitive, Principals, Unmapped};
+use crate::core::identity::{CaseInsensitive, Principals, Unmapped, user_key};
 use crate::core::ledger::ProvenGrant;
 use crate::core::lifecycle::Target;
 use crate::core::membership::{Grant, Member, assignment_grant, request_access_end};
@@ -29,16 +29,19 @@ pub struct Catalog {
     /// The names of the requests that name each request in `spec.extends`, kept on insert:
     /// an expiry asks for its extensions without a scan.
     extensions: BTreeMap<String, std::collections::BTreeSet<String>>,
-    /// The names of the assignments and requests of each (group, role), kept on insert: a
-    /// lookup of one group must not scan every group's (a folder of 10k manifests made
-    /// `validate` and `simulate` quadratic). A superset after removals and group changes;
-    /// readers check each object's group and role again.
+    /// The names of the assignments and requests of each (group, role), kept on insert and
+    /// `remove_*`: a lookup of one group must not scan every group's (a folder of 10k manifests
+    /// made `validate` and `simulate` quadratic). A superset after removals from the maps
+    /// themselves; readers check each object's group and role again.
     assignments_by_target: BTreeMap<(String, Role), std::collections::BTreeSet<String>>,
     /// The same assignments by the principal they name: a request's eligibility needs only
     /// its principal's and the group-granted ones, not the windows of the whole group's
     /// (`simulate` of 10k requests spent two thirds of its time there). Also a superset.
     assignments_by_principal: BTreeMap<(String, Role), PrincipalIndex>,
     requests_by_target: BTreeMap<(String, Role), std::collections::BTreeSet<String>>,
+    /// The names of each requester's requests, by the [`user_key`] of the stamped username: the
+    /// webhook counts a caller's open requests on every create, among 10k.
+    requests_by_requester: BTreeMap<String, std::collections::BTreeSet<String>>,
     /// Each policy parsed once, on insert: every lookup of a (group, role) needs it.
     parsed_policies: BTreeMap<String, Result<Policy, String>>,
     /// How the policies compare requester and approver names (the operator's
@@ -157,10 +160,22 @@ impl Catalog {
         self.groups.insert(name_of(object.as_ref()), object);
     }
 
+    pub fn remove_group(&mut self, name: &str) {
+        self.groups.remove(name);
+    }
+
     pub fn insert_assignment(&mut self, object: impl Into<Arc<EligibleAssignment>>) {
         let object = object.into();
         let name = name_of(object.as_ref());
         let key = (object.spec.group.clone(), object.spec.role);
+        // A long-lived catalog (the webhook's) sees an assignment change: its old entries go.
+        if let Some(old) = self.assignments.get(&name).cloned() {
+            self.unindex_principal(&old, &name);
+            if old.spec.group != key.0 || old.spec.role != key.1 {
+                let old_key = (old.spec.group.clone(), old.spec.role);
+                unindex(&mut self.assignments_by_target, &old_key, &name);
+            }
+        }
         let by_principal = self
             .assignments_by_principal
             .entry(key.clone())
@@ -186,9 +201,60 @@ impl Catalog {
         self.assignments.insert(name, object);
     }
 
+    /// Removes an assignment and its index entry.
+    pub fn remove_assignment(&mut self, name: &str) -> Option<Arc<EligibleAssignment>> {
+        let removed = self.assignments.remove(name)?;
+        let key = (removed.spec.group.clone(), removed.spec.role);
+        unindex(&mut self.assignments_by_target, &key, name);
+        self.unindex_principal(&removed, name);
+        Some(removed)
+    }
+
+    /// Drops `name`'s entry in the principal index, as `assignment` spelt it.
+    fn unindex_principal(&mut self, assignment: &EligibleAssignment, name: &str) {
+        let key = (assignment.spec.group.clone(), assignment.spec.role);
+        let Some(index) = self.assignments_by_principal.get_mut(&key) else {
+            return;
+        };
+        match assignment.spec.principal.resolve() {
+            Some(Principal::User(user)) => unindex(&mut index.users, &user.to_owned(), name),
+            Some(Principal::Group(_)) => {
+                index.groups.remove(name);
+            }
+            None => {}
+        }
+        if index.users.is_empty() && index.groups.is_empty() {
+            self.assignments_by_principal.remove(&key);
+        }
+    }
+
     pub fn insert_request(&mut self, object: impl Into<Arc<ActivationRequest>>) {
         let object = object.into();
         let name = name_of(object.as_ref());
+        // The spec is immutable in a cluster, but a replaced request may differ in manifests:
+        // its old entries go.
+        if let Some(old) = self.requests.get(&name) {
+            if old.spec.group != object.spec.group || old.spec.role() != object.spec.role() {
+                let old_key = (old.spec.group.clone(), old.spec.role());
+                unindex(&mut self.requests_by_target, &old_key, &name);
+            }
+            if old.spec.extends != object.spec.extends
+                && let Some(extends) = old.spec.extends.clone()
+            {
+                unindex(&mut self.extensions, &extends, &name);
+            }
+            if let Some(key) = requester_key(old)
+                && requester_key(&object).as_ref() != Some(&key)
+            {
+                unindex(&mut self.requests_by_requester, &key, &name);
+            }
+        }
+        if let Some(key) = requester_key(&object) {
+            self.requests_by_requester
+                .entry(key)
+                .or_default()
+                .insert(name.clone());
+        }
         if let Some(extends) = &object.spec.extends {
             self.extensions
                 .entry(extends.clone())
@@ -201,6 +267,32 @@ impl Catalog {
             .or_default()
             .insert(name.clone());
         self.requests.insert(name, object);
+    }
+
+    /// Removes a request and its index entries.
+    pub fn remove_request(&mut self, name: &str) -> Option<Arc<ActivationRequest>> {
+        let removed = self.requests.remove(name)?;
+        let key = (removed.spec.group.clone(), removed.spec.role());
+        unindex(&mut self.requests_by_target, &key, name);
+        if let Some(extends) = &removed.spec.extends {
+            unindex(&mut self.extensions, extends, name);
+        }
+        if let Some(key) = requester_key(&removed) {
+            unindex(&mut self.requests_by_requester, &key, name);
+        }
+        Some(removed)
+    }
+
+    /// The requests whose stamped requester may be `username` (the same [`user_key`]), in name
+    /// order; [`Principals::same_user`] decides which are.
+    pub fn requests_by(&self, username: &str) -> impl Iterator<Item = &Arc<ActivationRequest>> {
+        let key = user_key(username);
+        self.requests_by_requester
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.requests.get(name))
+            .filter(move |r| requester_key(r).as_ref() == Some(&key))
     }
 
     /// The assignments of `group`/`role`, in name order.
@@ -454,6 +546,28 @@ impl Catalog {
     }
 }
 
+fn requester_key(request: &ActivationRequest) -> Option<String> {
+    request
+        .spec
+        .requester
+        .as_ref()
+        .map(|r| user_key(&r.username))
+}
+
+/// Takes `name` out of `index`'s set under `key`, and the set once empty.
+fn unindex<K: Ord>(
+    index: &mut BTreeMap<K, std::collections::BTreeSet<String>>,
+    key: &K,
+    name: &str,
+) {
+    if let Some(names) = index.get_mut(key) {
+        names.remove(name);
+        if names.is_empty() {
+            index.remove(key);
+        }
+    }
+}
+
 /// What proving a request's grant needs beyond the catalog: the signature checks, and whether
 /// its principal is in a directory group (for eligibility granted to a group).
 #[derive(Clone, Copy)]
@@ -519,5 +633,87 @@ pub fn target_violation(target: &ResolvedTarget, group: &str, role: Role) -> Vio
                 "correct AccessPolicy {policy_name:?} first, field by field as its Ready condition lists them"
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use crate::api::PrincipalRef;
+    use crate::api::activation_request::ActivationRequestSpec;
+    use crate::api::eligible_assignment::EligibleAssignmentSpec;
+
+    fn assignment(name: &str, group: &str) -> EligibleAssignment {
+        let spec = EligibleAssignmentSpec {
+            group: group.into(),
+            principal: PrincipalRef::user("alice@contoso.com"),
+            ..Default::default()
+        };
+        EligibleAssignment::new(name, spec)
+    }
+
+    fn request(name: &str, group: &str, extends: Option<&str>) -> ActivationRequest {
+        let spec = ActivationRequestSpec {
+            group: group.into(),
+            extends: extends.map(str::to_owned),
+            ..Default::default()
+        };
+        ActivationRequest::new(name, spec)
+    }
+
+    /// The webhook keeps one catalog for the life of the process: what leaves it leaves the
+    /// indexes too, or they would grow with every request ever made.
+    #[test]
+    fn removed_and_moved_objects_leave_no_index_entries() {
+        let mut c = Catalog::default();
+        c.insert_assignment(assignment("a1", "g1"));
+        c.insert_assignment(assignment("a1", "g2"));
+        let keys: Vec<_> = c.assignments_by_target.keys().cloned().collect();
+        assert_eq!(keys, [("g2".to_owned(), Role::Member)]);
+        assert_eq!(c.assignments_of("g2", Role::Member).count(), 1);
+        assert!(c.remove_assignment("a1").is_some());
+        assert!(c.assignments_by_target.is_empty());
+        assert!(c.remove_assignment("a1").is_none());
+
+        c.insert_request(request("r0", "g1", None));
+        c.insert_request(request("r1", "g1", Some("r0")));
+        assert_eq!(c.extensions_of("r0").len(), 1);
+        c.insert_request(request("r1", "g2", None));
+        assert!(c.extensions.is_empty());
+        assert_eq!(c.requests_of("g1", Role::Member).count(), 1);
+        assert_eq!(c.requests_of("g2", Role::Member).count(), 1);
+        c.remove_request("r1");
+        c.remove_request("r0");
+        assert!(c.requests.is_empty());
+        assert!(c.requests_by_target.is_empty());
+
+        let mut by = |name: &str, username: &str| {
+            let mut r = request(name, "g1", None);
+            r.spec.requester = Some(crate::api::activation_request::Requester {
+                username: username.into(),
+                ..Default::default()
+            });
+            c.insert_request(r);
+        };
+        by("r2", "oidc:Alice");
+        by("r3", "oidc:bob");
+        by("r4", "oidc:alice");
+        let alices = |c: &Catalog| -> Vec<String> {
+            c.requests_by("OIDC:ALICE")
+                .filter_map(|r| r.metadata.name.clone())
+                .collect()
+        };
+        assert_eq!(alices(&c), ["r2", "r4"]);
+        let mut r4 = (*c.requests["r4"]).clone();
+        r4.spec.requester = None;
+        c.insert_request(r4);
+        assert_eq!(alices(&c), ["r2"]);
+        c.remove_request("r2");
+        c.remove_request("r3");
+        assert!(c.requests_by_requester.is_empty());
+
+        c.insert_group(PimGroup::new("g1", Default::default()));
+        c.remove_group("g1");
+        assert!(c.groups.is_empty());
     }
 }

@@ -426,7 +426,8 @@ async fn seed(
     const CONCURRENCY: usize = 32;
     let client = server.client();
     let pp = PostParams::default();
-    let now = Timestamp::now();
+    // Real time: the webhook decides on the system clock, as in a cluster.
+    let now = pim_operator::clock::Clock::now(&SystemClock);
     let policies = (0..shape.groups).map(|j| {
         let approval = needs_approval(j).then(|| ApprovalSettings {
             approvers: vec![PrincipalRef::group(approvers_group(j))],

@@ -437,6 +437,24 @@ fn eligibilities_are_what_a_scan_of_every_assignment_finds() {
         names(c.eligibilities("bob", "g", Role::Member, now, no_groups)),
         ["b-bob"]
     );
+    // The webhook's long-lived catalog removes and replaces assignments in place.
+    c.remove_assignment("b-bob");
+    assert!(
+        c.eligibilities("bob", "g", Role::Member, now, no_groups)
+            .is_empty()
+    );
+    c.insert_assignment(assignment(
+        "alice-g",
+        "g",
+        PrincipalRef::user("carol"),
+        AssignmentType::Eligible,
+        "30d",
+    ));
+    assert!(names(c.eligibilities("alice", "g", Role::Member, now, no_groups)).is_empty());
+    assert_eq!(
+        names(c.eligibilities("carol", "g", Role::Member, now, no_groups)),
+        ["alice-g"]
+    );
 }
 
 mod extensions {

@@ -1,25 +1,37 @@
 //! The load harness at DESIGN §12 size: `cargo bench --bench loadtest -- --requests 10000
 //! --assignments 10000 --groups 500 --latency-ms 20`. Prints a JSON summary on stdout.
+//!
+//! The fake API server runs as a second process by default (`--apiserver-process 0`: in this
+//! one): this very program, started again with `--fake-apiserver` first, so that one build
+//! gives both and they share a profile.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
-use pim_testkit::loadtest::{self, Options, PriorityOptions};
+use pim_testkit::loadtest::{self, Options, PriorityOptions, ServerProgram};
 
 fn usage() -> ! {
     eprintln!(
         "usage: loadtest [--requests N] [--assignments M] [--groups G] [--latency-ms MS]\n\
          \x20               [--directory-concurrency C] [--write-rate W] [--operator-concurrency C]\n\
          \x20               [--idle-secs S] [--timeout-secs S] [--without-operator 1]\n\
+         \x20               [--apiserver-process 0|1]\n\
          \x20               [--priority-write-rate W --priority-pending P --priority-due D --priority-after-ms MS]\n\
          \x20               [--priority-pending-end-too 1] [--priority-wait-pending 1]"
     );
     std::process::exit(2)
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--fake-apiserver") {
+        let args = std::env::args_os().skip(2);
+        return pim_testkit::fake_apiserver::process::main(
+            std::iter::once("fake-apiserver".into()).chain(args),
+        );
+    }
     let mut options = Options::default();
+    let mut apart = true;
     let mut priority: Option<PriorityOptions> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -48,6 +60,7 @@ fn main() {
             "--write-rate" => options.write_rate = Some(number()),
             "--operator-concurrency" => options.operator_concurrency = number() as u16,
             "--without-operator" => options.without_operator = number() != 0.0,
+            "--apiserver-process" => apart = number() != 0.0,
             "--idle-secs" => options.idle = Duration::from_secs_f64(number()),
             "--timeout-secs" => options.timeout = Duration::from_secs_f64(number()),
             "--priority-write-rate" => {
@@ -90,6 +103,12 @@ fn main() {
         }
     }
     options.priority = priority;
+    if apart {
+        options.apiserver_process = Some(ServerProgram {
+            program: std::env::current_exe().expect("the harness's own path"),
+            args: vec!["--fake-apiserver".into()],
+        });
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -98,14 +117,18 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("harness")
         .enable_all()
         .build()
         .unwrap();
     match runtime.block_on(loadtest::run(options)) {
-        Ok(summary) => println!("{}", serde_json::to_string_pretty(&summary).unwrap()),
+        Ok(summary) => {
+            println!("{}", serde_json::to_string_pretty(&summary).unwrap());
+            std::process::ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("loadtest failed: {error}");
-            std::process::exit(1);
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -67,6 +67,9 @@ pub struct MemoryDirectory {
     concurrency: Mutex<Option<std::sync::Arc<tokio::sync::Semaphore>>>,
     /// Writes per second, when limited.
     write_rate: Mutex<Option<Bucket>>,
+    /// Removals in flight now, and the most at once since the last reset (the load harness).
+    removals_in_flight: AtomicUsize,
+    removals_in_flight_max: AtomicUsize,
 }
 
 impl MemoryDirectory {
@@ -166,6 +169,15 @@ impl MemoryDirectory {
         self.lists.load(Ordering::Relaxed)
     }
 
+    /// The most removals in flight at once since [`reset_removals_in_flight_max`].
+    pub fn removals_in_flight_max(&self) -> usize {
+        self.removals_in_flight_max.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_removals_in_flight_max(&self) {
+        self.removals_in_flight_max.store(0, Ordering::SeqCst);
+    }
+
     async fn enter(
         &self,
         scope: FaultScope,
@@ -203,6 +215,23 @@ impl MemoryDirectory {
             )),
             _ => Ok(()),
         }
+    }
+}
+
+/// One call counted in flight until dropped (however the call ends), with the most at once.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(now: &'a AtomicUsize, most: &AtomicUsize) -> Self {
+        let count = now.fetch_add(1, Ordering::SeqCst) + 1;
+        most.fetch_max(count, Ordering::SeqCst);
+        InFlight(now)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -269,6 +298,7 @@ impl Directory for MemoryDirectory {
         role: Role,
         member: &Member,
     ) -> Result<(), DirectoryError> {
+        let _in_flight = InFlight::enter(&self.removals_in_flight, &self.removals_in_flight_max);
         self.enter(FaultScope::Removes, "remove member").await?;
         self.with_state(|s| {
             if let Some(members) = s.groups.get_mut(group).and_then(|g| g.get_mut(&role)) {

@@ -43,7 +43,7 @@ fn tool(name: &str) -> PathBuf {
 /// The testkit's `fake-apiserver` binary. Another package's binary has no `CARGO_BIN_EXE_`;
 /// `cargo test` at the top builds it (the workspace's default members include pim-testkit)
 /// beside this test's own directory.
-fn fake_apiserver_bin() -> PathBuf {
+pub(crate) fn fake_apiserver_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let built = exe
         .parent()

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pim_testkit::loadtest::{self, Options, PriorityOptions, writes_by_grant};
+use pim_testkit::loadtest::{self, Options, PriorityOptions, ServerProgram, writes_by_grant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_requests_one_write_each_way() {
@@ -118,4 +118,45 @@ async fn throttled_revocations_leave_nothing_past_its_end() {
             "{user} in {group}: {adds} adds, {removes} removes"
         );
     }
+}
+
+/// The fake API server as a process of its own (the `fake-apiserver` binary, as the bench runs
+/// it): the same counts, the server's memory reported apart, the operator's CPU measured on its
+/// own threads. Counts only, no times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_can_run_apart() {
+    let options = Options {
+        requests: 200,
+        assignments: 200,
+        groups: 10,
+        latency: Duration::from_millis(1),
+        operator_concurrency: 8,
+        create_concurrency: 16,
+        idle: Duration::from_millis(200),
+        timeout: Duration::from_secs(120),
+        apiserver_process: Some(ServerProgram {
+            program: crate::kind_e2e::fake_apiserver_bin(),
+            args: Vec::new(),
+        }),
+        ..Options::default()
+    };
+    let summary = loadtest::run(options).await.unwrap();
+    println!("{}", serde_json::to_string_pretty(&summary).unwrap());
+
+    assert!(summary.apiserver_process);
+    assert_eq!(summary.created_to_active.count, 200);
+    assert_eq!(summary.directory_adds, 200, "one add per grant");
+    assert_eq!(summary.directory_removes, 200, "one remove per revocation");
+    assert_eq!(summary.grants_outliving_end, 0);
+    assert!(summary.apiserver_peak_rss_mb.is_some_and(|mb| mb > 0.0));
+    assert!(summary.operator_cpu_per_1k_activations > 0.0);
+    // The server's write log came over the pipe: the operator's status writes are in it.
+    assert!(
+        summary
+            .api_writes_activation
+            .keys()
+            .any(|k| k.starts_with("pim-operator ") && k.ends_with("/status")),
+        "{:?}",
+        summary.api_writes_activation
+    );
 }

@@ -1,6 +1,10 @@
-//! The load harness (DESIGN §12): the fake API server, the operator and the memory directory in
-//! one process. `benches/loadtest.rs` runs it at full size and prints the summary as JSON;
-//! `tests/it/load_smoke.rs` runs a small configuration in CI and checks the write counts.
+//! The load harness (DESIGN §12): the operator (`controller::run`, on a Tokio runtime of its own
+//! whose threads are named [`OPERATOR_THREADS`]), the memory directory and the harness's own
+//! client and watch in this process; the fake API server in this process too
+//! (`tests/it/load_smoke.rs`, CI's smoke run, which checks the write counts) or in a process of
+//! its own ([`Options::apiserver_process`]; `benches/loadtest.rs` by default), so that this
+//! process's memory is the operator's and the harness's alone. CPU is counted per thread, so
+//! the operator's share is known either way.
 //!
 //! Time is a [`ManualClock`] that stands still while requests activate, so every window starts
 //! and ends at the same instant: moving the clock to that end makes all grants expire at once,
@@ -35,8 +39,16 @@ use crate::directory::instrumented::Instrumented;
 use crate::directory::memory::MemoryDirectory;
 use crate::directory::{Directories, Directory};
 use crate::engine::TrustAsWritten;
-use crate::fake_apiserver::FakeApiServer;
 use crate::metrics::Metrics;
+
+mod server;
+mod usage;
+
+pub use server::{Observed, Server, ServerProgram};
+pub use usage::{cpu_seconds, cpu_seconds_of, rss_mb, rss_mb_of, thread_cpu_seconds};
+
+/// The name of the operator's runtime threads, to tell its CPU from the harness's.
+pub const OPERATOR_THREADS: &str = "pim-operator";
 
 const T0: &str = "2026-03-02T09:00:00Z";
 /// How long requests in the main run last; all end together at T0 + this.
@@ -69,6 +81,9 @@ pub struct Options {
     /// Only the fake API server and the harness, with the same objects and no operator: the
     /// memory they take without it, to tell the operator's share of the peak RSS.
     pub without_operator: bool,
+    /// Runs the fake API server as this program, apart from the operator; `None`: in this
+    /// process.
+    pub apiserver_process: Option<ServerProgram>,
 }
 
 /// Revocation priority under throttling: `pending` grants queue up behind a directory limited
@@ -103,6 +118,7 @@ impl Default for Options {
             timeout: Duration::from_secs(120),
             priority: None,
             without_operator: false,
+            apiserver_process: None,
         }
     }
 }
@@ -144,6 +160,9 @@ pub struct Summary {
     pub groups: usize,
     pub directory_latency_ms: f64,
     pub operator_concurrency: u16,
+    /// Whether the fake API server ran as a process of its own: then `peak_rss_mb` and
+    /// `process_cpu_*` are the operator's and the harness's, without the server's.
+    pub apiserver_process: bool,
     /// Setup: groups and assignments created and every group Ready.
     pub setup_seconds: f64,
     /// Created → Active, per request.
@@ -185,11 +204,33 @@ pub struct Summary {
     pub api_writes_revocation: BTreeMap<String, usize>,
     pub idle_directory_calls: u64,
     pub idle_window_seconds: f64,
-    /// CPU seconds of the whole process (operator, fake API server, harness) in the idle window.
+    /// CPU seconds of this process (the operator, the harness, and the fake API server unless
+    /// it runs apart) in the idle window.
     pub idle_cpu_seconds: f64,
     pub idle_cpu_percent: f64,
+    /// Of which the operator's threads.
+    pub idle_operator_cpu_seconds: f64,
+    /// This process's peak resident memory (`VmHWM`): the operator, the memory directory and
+    /// the harness, and the fake API server unless it runs apart.
     pub peak_rss_mb: f64,
     pub rss_after_load_mb: f64,
+    /// CPU seconds of the operator's threads while requests activated (first create to last
+    /// Active) and in the revocation pass, and per 1,000 of them.
+    pub operator_cpu_activation_seconds: f64,
+    pub operator_cpu_per_1k_activations: f64,
+    pub operator_cpu_revocation_seconds: f64,
+    pub operator_cpu_per_1k_revocations: f64,
+    /// The same for this whole process (the operator, the harness's creates, watch and polls,
+    /// and the fake API server unless it runs apart).
+    pub process_cpu_per_1k_activations: f64,
+    pub process_cpu_per_1k_revocations: f64,
+    /// The fake API server process, when it runs apart: peak and after-load resident memory,
+    /// and its CPU seconds per 1,000 activations.
+    pub apiserver_peak_rss_mb: Option<f64>,
+    pub apiserver_rss_after_load_mb: Option<f64>,
+    pub apiserver_cpu_per_1k_activations: Option<f64>,
+    /// The most removals the directory had in flight at once in the revocation pass.
+    pub removals_in_flight_max: usize,
     pub priority: Option<PrioritySummary>,
     /// Reconciles per kind over the whole run (from the operator's metrics).
     pub reconciles: BTreeMap<String, u64>,
@@ -239,35 +280,6 @@ pub enum LoadError {
     Setup(String),
 }
 
-/// Peak and current resident memory, in MB, from /proc/self/status.
-pub fn rss_mb() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
-/// CPU time of this process (user + system), from /proc/self/stat.
-pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    let (Some(utime), Some(stime)) = (ticks(11), ticks(12)) else {
-        return 0.0;
-    };
-    // USER_HZ is 100 on every Linux we run on.
-    (utime + stime) / 100.0
-}
-
 fn user(i: usize) -> String {
     format!("u{i}")
 }
@@ -280,15 +292,21 @@ fn group_id(j: usize) -> String {
     format!("g{j}-id")
 }
 
-/// The in-process world: server, clock, directory, operator.
+/// The world: server, clock, directory, operator.
 pub struct World {
-    pub server: FakeApiServer,
+    pub server: Server,
+    /// The harness's client.
     pub client: kube::Client,
+    /// The operator's clock; move it with [`World::set_clock`], which moves the server's too.
     pub clock: Arc<ManualClock>,
     pub directory: Arc<MemoryDirectory>,
     pub metrics: Arc<Metrics>,
     stop: CancellationToken,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The operator's thread, and a signal that it has stopped.
+    operator: Option<(
+        std::thread::JoinHandle<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    )>,
     /// When each request was first seen Active.
     active_at: Arc<Mutex<HashMap<String, Instant>>>,
     /// When each request was first seen Scheduled (approved, waiting for the directory).
@@ -299,14 +317,11 @@ pub struct World {
 
 impl World {
     pub async fn start(options: Options) -> Result<World, LoadError> {
-        let server = FakeApiServer::start()
-            .await
-            .map_err(|e| LoadError::Server(e.to_string()))?;
         let clock = Arc::new(ManualClock::new(
             T0.parse().map_err(|e| LoadError::Setup(format!("{e}")))?,
         ));
-        server.handle().set_clock(clock.clone());
-        let client = server.client();
+        let server = Server::start(options.apiserver_process.as_ref(), clock.clone()).await?;
+        let client = kube::Client::try_from(server.config()?)?;
         let directory = Arc::new(MemoryDirectory::new());
         directory.set_latency(options.latency);
         directory.set_concurrency_limit(options.directory_concurrency);
@@ -318,12 +333,20 @@ impl World {
             directory,
             metrics: Arc::new(Metrics::new()),
             stop: CancellationToken::new(),
-            task: None,
+            operator: None,
             active_at: Arc::default(),
             scheduled_at: Arc::default(),
             watch_task: None,
             options,
         })
+    }
+
+    /// Moves the clock to `at`: the server's first, so that what it stamps from then on is
+    /// never behind what the operator decides on.
+    pub fn set_clock(&self, at: Timestamp) -> Result<(), LoadError> {
+        self.server.set_clock(at)?;
+        self.clock.set(at);
+        Ok(())
     }
 
     fn api<K>(&self) -> Api<K>
@@ -408,21 +431,47 @@ impl World {
         let mut directories = Directories::default();
         let memory: Arc<dyn Directory> = self.directory.clone();
         directories.insert("memory", Instrumented::wrap(memory, self.metrics.clone()));
-        let deps = Dependencies {
-            client: self.client.clone(),
-            settings,
-            directories,
-            attestor: Arc::new(TrustAsWritten),
-            clock: self.clock.clone(),
-            metrics: self.metrics.clone(),
-            health: Arc::new(Health::default()),
-        };
+        let config = self.server.config()?;
+        let (clock, metrics) = (self.clock.clone(), self.metrics.clone());
         let token = self.stop.clone();
-        self.task = Some(tokio::spawn(async move {
-            if let Err(error) = controller::run(deps, token).await {
-                tracing::error!(%error, "operator stopped");
-            }
-        }));
+        let (stopped, on_stop) = tokio::sync::oneshot::channel();
+        // A runtime of its own, as in its own process: its threads' CPU is the operator's, and
+        // its client's connections live and die with it.
+        let thread = std::thread::Builder::new()
+            .name(OPERATOR_THREADS.into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .thread_name(OPERATOR_THREADS)
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => runtime.block_on(async move {
+                        let client = match kube::Client::try_from(config) {
+                            Ok(client) => client,
+                            Err(error) => {
+                                tracing::error!(%error, "no client for the operator");
+                                return;
+                            }
+                        };
+                        let deps = Dependencies {
+                            client,
+                            settings,
+                            directories,
+                            attestor: Arc::new(TrustAsWritten),
+                            clock,
+                            metrics,
+                            health: Arc::new(Health::default()),
+                        };
+                        if let Err(error) = controller::run(deps, token).await {
+                            tracing::error!(%error, "operator stopped");
+                        }
+                    }),
+                    Err(error) => tracing::error!(%error, "no runtime for the operator"),
+                }
+                let _ = stopped.send(());
+            })
+            .map_err(|e| LoadError::Setup(format!("cannot start the operator's thread: {e}")))?;
+        self.operator = Some((thread, on_stop));
         self.watch_phases();
         Ok(())
     }
@@ -458,8 +507,13 @@ impl World {
 
     pub async fn shutdown(mut self) {
         self.stop.cancel();
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        if let Some((thread, stopped)) = self.operator.take()
+            && tokio::time::timeout(Duration::from_secs(10), stopped)
+                .await
+                .is_ok()
+        {
+            // It has stopped; joining is immediate. One that did not stop is left behind.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         if let Some(task) = self.watch_task.take() {
             task.abort();
@@ -642,22 +696,13 @@ impl World {
     }
 
     /// API writes after the first `skip`, by field manager, verb and resource.
-    fn api_writes_since(&self, skip: usize) -> BTreeMap<String, usize> {
-        let mut by = BTreeMap::new();
-        for write in self.server.handle().writes().iter().skip(skip) {
-            let key = format!(
-                "{} {:?} {}{}",
-                write.field_manager.as_deref().unwrap_or("-"),
-                write.verb,
-                write.resource,
-                write
-                    .subresource
-                    .as_deref()
-                    .map_or(String::new(), |s| format!("/{s}"))
-            );
-            *by.entry(key).or_default() += 1;
-        }
-        by
+    fn api_writes_since(&self, skip: usize) -> Result<BTreeMap<String, usize>, LoadError> {
+        Ok(self.server.observe(skip)?.by)
+    }
+
+    /// API writes logged so far.
+    fn api_writes(&self) -> Result<usize, LoadError> {
+        Ok(self.server.observe(usize::MAX)?.writes)
     }
 
     fn grant_of(&self, i: usize) -> (String, String) {
@@ -683,6 +728,7 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
         groups: options.groups,
         directory_latency_ms: options.latency.as_secs_f64() * 1000.0,
         operator_concurrency: options.operator_concurrency,
+        apiserver_process: options.apiserver_process.is_some(),
         ..Default::default()
     };
     let t0: Timestamp = T0.parse().map_err(|e| LoadError::Setup(format!("{e}")))?;
@@ -702,7 +748,9 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     // Activation: N requests, no approval needed.
     let writes_before = world.directory.writes().len();
     let lists_before = world.directory.list_calls();
-    let api_mark = world.server.handle().writes().len();
+    let api_mark = world.api_writes()?;
+    let server_cpu_before = world.server.usage().map(|(.., cpu)| cpu);
+    let (operator_cpu_before, cpu_before) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
     let first_create = Instant::now();
     let created = world
         .create_requests(0..options.requests, DURATION_MINS)
@@ -765,34 +813,47 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     summary.activations_per_second =
         options.requests as f64 / summary.activation_wall_seconds.max(1e-9);
     world.wait_quiet(Duration::from_millis(500)).await;
+    // Once quiet, so that the work that follows Active (Events, records) counts too.
+    let (operator_cpu, cpu) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
+    let thousands = options.requests.max(1) as f64 / 1000.0;
+    summary.operator_cpu_activation_seconds = operator_cpu - operator_cpu_before;
+    summary.operator_cpu_per_1k_activations = summary.operator_cpu_activation_seconds / thousands;
+    summary.process_cpu_per_1k_activations = (cpu - cpu_before) / thousands;
+    if let (Some(before), Some((.., after))) = (server_cpu_before, world.server.usage()) {
+        summary.apiserver_cpu_per_1k_activations = Some((after - before) / thousands);
+    }
     let grants: BTreeSet<(String, String)> =
         (0..options.requests).map(|i| world.grant_of(i)).collect();
     summary.list_calls_activation = world.directory.list_calls() - lists_before;
-    summary.api_writes_activation = world.api_writes_since(api_mark);
+    summary.api_writes_activation = world.api_writes_since(api_mark)?;
     let (_, rss_now) = rss_mb();
     summary.rss_after_load_mb = rss_now;
+    if let Some((_, server_now, _)) = world.server.usage() {
+        summary.apiserver_rss_after_load_mb = Some(server_now);
+    }
 
     // Idle: nothing due for an hour; the operator should do nothing.
-    let api_before = world.server.handle().requests();
-    let api_writes_before = world.server.handle().writes().len();
+    let api_before = world.server.observe(usize::MAX)?;
     let calls_before = (world.directory.writes().len(), world.directory.list_calls());
     let cpu_before = cpu_seconds();
+    let operator_cpu_before = thread_cpu_seconds(OPERATOR_THREADS);
     let idle_started = Instant::now();
     tokio::time::sleep(options.idle).await;
     summary.idle_cpu_seconds = cpu_seconds() - cpu_before;
+    summary.idle_operator_cpu_seconds = thread_cpu_seconds(OPERATOR_THREADS) - operator_cpu_before;
     summary.idle_window_seconds = idle_started.elapsed().as_secs_f64();
     summary.idle_cpu_percent =
         100.0 * summary.idle_cpu_seconds / summary.idle_window_seconds.max(1e-9);
-    let api_after = world.server.handle().requests();
-    summary.idle_api_requests = api_after.total().saturating_sub(api_before.total());
-    summary.idle_api_writes = world.api_writes_since(api_writes_before);
+    let api_after = world.server.observe(api_before.writes)?;
+    summary.idle_api_requests = api_after.requests.saturating_sub(api_before.requests);
+    summary.idle_api_writes = api_after.by;
     summary.idle_directory_calls =
         (world.directory.writes().len() + world.directory.list_calls() as usize)
             .saturating_sub(calls_before.0 + calls_before.1 as usize) as u64;
 
     // A resync with nothing to change: a minute passes, every object is looked at again.
     let lists_before = world.directory.list_calls();
-    world.clock.advance(SignedDuration::from_mins(1));
+    world.set_clock(world.clock.now() + SignedDuration::from_mins(1))?;
     world.wait_quiet(Duration::from_millis(1000)).await;
     summary.list_calls_per_group_per_resync =
         (world.directory.list_calls() - lists_before) as f64 / options.groups.max(1) as f64;
@@ -801,10 +862,13 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     let lists_before = world.directory.list_calls();
     let end = t0 + SignedDuration::from_mins(DURATION_MINS);
     let writes_mark = world.directory.writes().len();
-    let api_mark = world.server.handle().writes().len();
+    let api_mark = world.api_writes()?;
+    world.directory.reset_removals_in_flight_max();
+    let (operator_cpu_before, cpu_before) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
     let ended = Instant::now();
-    world.clock.set(end);
+    world.set_clock(end)?;
     world.wait_removed(&grants).await?;
+    summary.removals_in_flight_max = world.directory.removals_in_flight_max();
     let removes: Vec<_> = world.directory.timed_writes()[writes_mark..]
         .iter()
         .filter(|(_, added, ..)| !added)
@@ -820,8 +884,9 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
         removes.len() as f64 / summary.revocation_wall_seconds.max(1e-9);
     summary.revocation_lag = Percentiles::of(removes);
     world.wait_quiet(Duration::from_millis(500)).await;
+    let (operator_cpu, cpu) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
     summary.list_calls_revocation = world.directory.list_calls() - lists_before;
-    summary.api_writes_revocation = world.api_writes_since(api_mark);
+    summary.api_writes_revocation = world.api_writes_since(api_mark)?;
     summary.grants_outliving_end = world.members_of_users(&grants);
     summary.adds_after_end = adds_after(&world.directory.timed_writes(), ended, &grants);
 
@@ -830,12 +895,19 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     summary.directory_removes = writes.iter().filter(|w| !w.0).count();
     summary.writes_per_grant = summary.directory_adds as f64 / grants.len().max(1) as f64;
     summary.writes_per_revocation = summary.directory_removes as f64 / grants.len().max(1) as f64;
+    let revoked = (grants.len().max(1) as f64) / 1000.0;
+    summary.operator_cpu_revocation_seconds = operator_cpu - operator_cpu_before;
+    summary.operator_cpu_per_1k_revocations = summary.operator_cpu_revocation_seconds / revoked;
+    summary.process_cpu_per_1k_revocations = (cpu - cpu_before) / revoked;
 
     if let Some(priority) = &options.priority {
         summary.priority = Some(run_priority(world, options, priority).await?);
     }
     let (peak, _) = rss_mb();
     summary.peak_rss_mb = peak;
+    if let Some((server_peak, ..)) = world.server.usage() {
+        summary.apiserver_peak_rss_mb = Some(server_peak);
+    }
     let metrics = world.metrics.encode();
     summary.reconciles = reconcile_metric(&metrics, "count")
         .into_iter()
@@ -868,6 +940,10 @@ async fn memory_without_operator(
     let (peak, now) = rss_mb();
     summary.peak_rss_mb = peak;
     summary.rss_after_load_mb = now;
+    if let Some((server_peak, server_now, _)) = world.server.usage() {
+        summary.apiserver_peak_rss_mb = Some(server_peak);
+        summary.apiserver_rss_after_load_mb = Some(server_now);
+    }
     summary.total_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -915,7 +991,7 @@ async fn run_priority(
         .filter(|w| w.0)
         .count();
     let ended = Instant::now();
-    world.clock.set(end);
+    world.set_clock(end)?;
     let due_left = world.wait_removed_or_timeout(&due).await;
     let pending_left = match (priority.wait_pending, priority.pending_end_too) {
         (false, _) => 0,

@@ -103,6 +103,7 @@ mod merge;
 mod meta;
 mod objects;
 mod observe;
+pub mod process;
 mod registry;
 mod routes;
 mod schema;

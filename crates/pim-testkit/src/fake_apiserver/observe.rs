@@ -65,6 +65,20 @@ pub struct WriteRecord {
 }
 
 impl WriteRecord {
+    /// `MANAGER VERB RESOURCE[/SUBRESOURCE]`, e.g. `pim-operator Patch activationrequests/status`
+    /// (`-` for no field manager): how the load harness counts writes.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {:?} {}{}",
+            self.field_manager.as_deref().unwrap_or("-"),
+            self.verb,
+            self.resource,
+            self.subresource
+                .as_deref()
+                .map_or(String::new(), |s| format!("/{s}"))
+        )
+    }
+
     /// Whether the write went through `/status`.
     pub fn is_status(&self) -> bool {
         self.subresource.as_deref() == Some("status")

@@ -98,6 +98,29 @@ impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
     }
 }
 
+/// The annotation in which `kubectl apply` keeps a copy of the whole applied object.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+impl<K: Resource + Clone> Lenient<K> {
+    /// Drops what no controller reads and what costs most memory in a cache of thousands of
+    /// objects: `managedFields` and kubectl's last-applied copy. Safe because the operator
+    /// never sends a cached object back whole; its writes are patches of the fields it owns.
+    pub fn strip_unread(&mut self) {
+        strip_unread(&mut self.metadata);
+        if let Ok(object) = &mut self.parsed {
+            // Fresh from the watch, so not shared: no copy is made.
+            strip_unread(Arc::make_mut(object).meta_mut());
+        }
+    }
+}
+
+fn strip_unread(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// Every well-formed object of a cluster-scoped kind, page by page; a malformed object is left
 /// out rather than failing the list (for `kubectl pim` and the audit export, which list once
 /// instead of watching).
@@ -129,6 +152,21 @@ where
 mod tests {
     use super::*;
     use crate::api::ActivationRequest;
+
+    #[test]
+    fn stripping_drops_managed_fields_and_last_applied_only() {
+        let json = r#"{"apiVersion":"pim.dev/v1alpha1","kind":"ActivationRequest","metadata":{"name":"r","resourceVersion":"7","annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}","team":"a"},"managedFields":[{"manager":"kubectl","operation":"Apply","fieldsType":"FieldsV1","fieldsV1":{"f:spec":{}}}]},"spec":{"group":"g"}}"#;
+        let mut item: Lenient<ActivationRequest> = serde_json::from_str(json).unwrap();
+        item.strip_unread();
+        let parsed = item.object().unwrap();
+        for meta in [&item.metadata, &parsed.metadata] {
+            assert_eq!(meta.managed_fields, None);
+            let annotations = meta.annotations.clone().unwrap_or_default();
+            assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
+            assert_eq!(meta.resource_version.as_deref(), Some("7"));
+        }
+        assert_eq!(parsed.spec.group, "g");
+    }
 
     #[test]
     fn a_malformed_object_keeps_its_metadata_and_the_reason() {

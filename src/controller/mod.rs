@@ -205,6 +205,8 @@ where
         async move {
             let Some(writer) = writer else { return };
             watcher(api, watcher::Config::default())
+                // Before the cache: it holds only what the controllers read.
+                .modify(Lenient::strip_unread)
                 .default_backoff()
                 .inspect(move |event| {
                     if let Ok(event) = event {

@@ -16,7 +16,7 @@ fn usage() -> ! {
         "usage: loadtest [--requests N] [--assignments M] [--groups G] [--latency-ms MS]\n\
          \x20               [--directory-concurrency C] [--write-rate W] [--operator-concurrency C]\n\
          \x20               [--idle-secs S] [--timeout-secs S] [--without-operator 1]\n\
-         \x20               [--apiserver-process 0|1]\n\
+         \x20               [--apiserver-process 0|1] [--removal-concurrency N]\n\
          \x20               [--priority-write-rate W --priority-pending P --priority-due D --priority-after-ms MS]\n\
          \x20               [--priority-pending-end-too 1] [--priority-wait-pending 1]"
     );
@@ -61,6 +61,7 @@ fn main() -> std::process::ExitCode {
             "--operator-concurrency" => options.operator_concurrency = number() as u16,
             "--without-operator" => options.without_operator = number() != 0.0,
             "--apiserver-process" => apart = number() != 0.0,
+            "--removal-concurrency" => options.removal_concurrency = Some(number() as u16),
             "--idle-secs" => options.idle = Duration::from_secs_f64(number()),
             "--timeout-secs" => options.timeout = Duration::from_secs_f64(number()),
             "--priority-write-rate" => {

@@ -36,6 +36,11 @@ pub struct Config {
     /// Reconciles running at once, per kind. Default 16.
     #[serde(default = "default_concurrency")]
     pub concurrency: u16,
+    /// Directory removals in flight at once, over every PimGroup and directory: the pace of
+    /// revocations when many end together. Grants have lanes of their own and never take a
+    /// removal's. Default 64 (docs/performance.md: Graph's write budget, the lag it gives).
+    #[serde(default = "default_removal_concurrency")]
+    pub removal_concurrency: u16,
     #[serde(default)]
     pub leader_election: LeaderElection,
     /// Where `/metrics`, `/healthz` and `/readyz` are served. Default 0.0.0.0:8080.
@@ -194,6 +199,9 @@ fn default_revocation_grace() -> String {
 fn default_concurrency() -> u16 {
     16
 }
+fn default_removal_concurrency() -> u16 {
+    64
+}
 fn default_metrics_address() -> String {
     "0.0.0.0:8080".to_owned()
 }
@@ -215,6 +223,7 @@ impl Default for Config {
             resync_interval: default_resync(),
             revocation_grace: default_revocation_grace(),
             concurrency: default_concurrency(),
+            removal_concurrency: default_removal_concurrency(),
             leader_election: LeaderElection::default(),
             metrics_address: default_metrics_address(),
             namespace: None,
@@ -290,6 +299,9 @@ impl Config {
         }
         if self.concurrency == 0 {
             return Err("concurrency: must be at least 1".to_owned());
+        }
+        if self.removal_concurrency == 0 {
+            return Err("removalConcurrency: must be at least 1".to_owned());
         }
         if self
             .metrics_address
@@ -373,7 +385,28 @@ mod tests {
             CaseInsensitive::EmailLike
         );
         assert_eq!(s.config.concurrency, 16);
+        assert_eq!(s.config.removal_concurrency, 64);
         assert!(s.config.leader_election.enabled);
+    }
+
+    #[test]
+    fn removal_concurrency_is_its_own_setting() {
+        let s = Config::parse("concurrency: 4\nremovalConcurrency: 256\n", "c.yaml").unwrap();
+        assert_eq!(
+            (s.config.concurrency, s.config.removal_concurrency),
+            (4, 256)
+        );
+        let err = Config::parse("removalConcurrency: 0", "values.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("values.yaml: removalConcurrency: must be at least 1"),
+            "{err}"
+        );
+        let err = Config::parse("removalConcurrency: -1", "values.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("removalConcurrency"), "{err}");
     }
 
     #[test]

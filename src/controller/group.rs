@@ -37,8 +37,8 @@ pub const KIND: &str = "PimGroup";
 const UNEXPLAINED_MAX: usize = 100;
 /// Failed changes named in `InSync`'s message.
 const FAILURES_NAMED: usize = 5;
-/// Directory writes one pass of one role has in flight at once; grants also need an add lane
-/// (see `priority`).
+/// Grants and ledger writes one pass of one role has in flight at once; grants also need an add
+/// lane (see `priority`). Removals are bounded by their own lanes (`removalConcurrency`) alone.
 const WRITES_IN_FLIGHT: usize = 16;
 /// When a pass whose cache was behind its own status write looks again.
 const BEHIND_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -599,10 +599,12 @@ async fn revoke_elsewhere(
             continue;
         };
         let id = GroupId(entry.target.group_id.clone());
-        match directory
+        let lane = ctx.priority.removal_lane().await;
+        let removed = directory
             .remove_member(&id, entry.role, &entry.member)
-            .await
-        {
+            .await;
+        drop(lane);
+        match removed {
             Ok(()) => {
                 tracing::info!(
                     pimgrant = %entry.name,
@@ -783,12 +785,17 @@ async fn revoke_role(
         .plan
         .remove
         .iter()
-        .map(|member| remove_one(directory, group_id, role, member))
+        .map(|member| remove_one(ctx, directory, group_id, role, member))
         .collect();
+    // Every removal of the pass may go at once: the removal lanes, shared by all passes, are
+    // the bound, so a pass with many removals goes as fast as the setting allows.
     let removals: Vec<_> = futures::stream::iter(removals)
-        .buffered(WRITES_IN_FLIGHT)
+        .buffered(ctx.priority.removal_lanes())
         .collect()
         .await;
+    // Ledger entries to close once the loop has seen every removal: closed in parallel, since
+    // one at a time they kept the pass (and its reconcile slot) long after its removals.
+    let mut closes: Vec<&Entry> = Vec::new();
     for (member, result) in removals {
         // Requests waiting for this removal report why it did not go through, when the
         // directory refused it for longer than the revocation grace (a rule of its own, such
@@ -828,11 +835,15 @@ async fn revoke_role(
                         .revocation_lag
                         .observe(now.duration_since(due).as_secs_f64().max(0.0));
                 }
-                for entry in &closing {
+                for entry in outcome
+                    .plan
+                    .close_on_removal
+                    .get(member)
+                    .into_iter()
+                    .flatten()
+                {
                     confirmed(ctx, entry, now);
-                    if let Err(error) = close_entry(ctx, entry).await {
-                        failures.push((member.clone(), error));
-                    }
+                    closes.push(entry);
                 }
             }
             Err(error) => {
@@ -859,7 +870,19 @@ async fn revoke_role(
         if !actual.contains(&entry.member) {
             confirmed(ctx, entry, now);
         }
-        if let Err(error) = close_entry(ctx, entry).await {
+        closes.push(entry);
+    }
+    let closed: Vec<_> = futures::stream::iter(
+        closes
+            .into_iter()
+            .map(|entry| async move { (entry, close_entry(ctx, entry).await) })
+            .collect::<Vec<_>>(),
+    )
+    .buffered(WRITES_IN_FLIGHT)
+    .collect()
+    .await;
+    for (entry, result) in closed {
+        if let Err(error) = result {
             failures.push((entry.member.clone(), error));
         }
     }
@@ -1048,11 +1071,13 @@ async fn grant_role(
 }
 
 async fn remove_one<'a>(
+    ctx: &Context,
     directory: &dyn Directory,
     group_id: &GroupId,
     role: Role,
     member: &'a Member,
 ) -> (&'a Member, Result<(), DirectoryError>) {
+    let _lane = ctx.priority.removal_lane().await;
     (
         member,
         directory.remove_member(group_id, role, member).await,

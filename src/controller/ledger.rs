@@ -270,9 +270,12 @@ pub async fn reconcile_orphan(
         tracing::info!(pimgrant = %entry.name, member = %entry.member, "the PimGroup is gone, and its bindings with it");
     } else {
         let id = crate::directory::GroupId(entry.target.group_id.clone());
-        directory
+        let lane = ctx.priority.removal_lane().await;
+        let removed = directory
             .remove_member(&id, entry.role, &entry.member)
-            .await?;
+            .await;
+        drop(lane);
+        removed?;
         tracing::info!(
             pimgrant = %entry.name, member = %entry.member, target = %entry.target,
             "revoked a grant whose PimGroup is {}",

@@ -363,7 +363,10 @@ pub async fn run_controllers(
         ledger_synced: tokio::sync::watch::Sender::new(false),
         group_deadlines: std::sync::Mutex::default(),
         caches_synced: tokio::sync::watch::Sender::new(false),
-        priority: priority::WritePriority::default(),
+        priority: priority::WritePriority::new(
+            priority::ADD_LANES,
+            usize::from(deps.settings.config.removal_concurrency),
+        ),
         group_writes: OwnWrites::default(),
         request_triggers,
         grant_holds: request::GrantHolds::default(),

@@ -13,8 +13,10 @@
 //!   ([`WritePriority::hold_adds`]): it finishes the writes it has in flight, reports the rest as
 //!   waiting, and gives its slot up. It is woken when no revocation is due any more.
 //!
-//! Nothing here can lose or block a revocation: removals never consult this module, and a
-//! group pass always makes its removals before it looks at holds. A held grant is not lost
+//! Removals have lanes of their own ([`WritePriority::removal_lane`], `removalConcurrency` in the
+//! config): they bound how fast revocations go, never whether. Nothing here can lose or block a
+//! revocation: removals never consult the holds, and a group pass always makes its removals
+//! before it looks at holds. A held grant is not lost
 //! either: it is not a queued write but a difference between the desired set and the
 //! directory, and the group's next pass (woken, or requeued after [`HELD_RETRY`]) recomputes it.
 //! Holds cannot last for ever: an entry stops holding grants once its group's pass has made its
@@ -44,10 +46,15 @@ pub const MAX_HOLD: Duration = Duration::from_secs(10);
 /// When a held pass looks again if nothing wakes it first.
 pub const HELD_RETRY: Duration = Duration::from_secs(2);
 
+/// Removals in flight at once by default (`removalConcurrency`).
+pub const REMOVAL_LANES: usize = 64;
+
 #[derive(Debug)]
 pub struct WritePriority {
     lanes: Semaphore,
     add_lanes: usize,
+    removal_lanes: Semaphore,
+    removal_lane_count: usize,
     passes: AtomicU64,
     state: Mutex<State>,
 }
@@ -126,16 +133,18 @@ impl State {
 
 impl Default for WritePriority {
     fn default() -> Self {
-        Self::new(ADD_LANES)
+        Self::new(ADD_LANES, REMOVAL_LANES)
     }
 }
 
 impl WritePriority {
-    pub fn new(add_lanes: usize) -> Self {
+    pub fn new(add_lanes: usize, removal_lanes: usize) -> Self {
         let add_lanes = add_lanes.max(1);
         WritePriority {
             lanes: Semaphore::new(add_lanes),
             add_lanes,
+            removal_lanes: Semaphore::new(removal_lanes.max(1)),
+            removal_lane_count: removal_lanes.max(1),
             passes: AtomicU64::new(0),
             state: Mutex::default(),
         }
@@ -143,6 +152,10 @@ impl WritePriority {
 
     pub fn add_lanes(&self) -> usize {
         self.add_lanes
+    }
+
+    pub fn removal_lanes(&self) -> usize {
+        self.removal_lane_count
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -161,6 +174,13 @@ impl WritePriority {
     pub async fn add_lane(&self) -> Option<SemaphorePermit<'_>> {
         // The semaphore is never closed; `None` would only mean it was.
         self.lanes.acquire().await.ok()
+    }
+
+    /// Waits for a lane to send one removal; the lane is given back when the permit drops.
+    /// Removals never wait for grants: the two kinds have separate lanes.
+    pub async fn removal_lane(&self) -> Option<SemaphorePermit<'_>> {
+        // Never closed, as the add lanes.
+        self.removal_lanes.acquire().await.ok()
     }
 
     /// Whether a pass should start no more grants at `now`: some group's revocation is due and
@@ -359,12 +379,29 @@ mod tests {
 
     #[tokio::test]
     async fn lanes_bound_grants_in_flight() {
-        let p = WritePriority::new(2);
+        let p = WritePriority::new(2, 1);
         let a = p.add_lane().await;
         let b = p.add_lane().await;
         assert!(a.is_some() && b.is_some());
         assert_eq!(p.lanes.available_permits(), 0);
         drop(a);
         assert!(p.add_lane().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn removal_lanes_bound_removals_in_flight_apart_from_grants() {
+        let p = WritePriority::new(1, 2);
+        let add = p.add_lane().await;
+        // Every add lane taken: removals still go.
+        let a = p.removal_lane().await;
+        let b = p.removal_lane().await;
+        assert!(add.is_some() && a.is_some() && b.is_some());
+        assert_eq!(p.removal_lanes.available_permits(), 0);
+        // A third removal waits until one of the two is done.
+        let third = tokio::time::timeout(Duration::from_millis(50), p.removal_lane()).await;
+        assert!(third.is_err(), "a third removal went out with two lanes");
+        drop(a);
+        assert!(p.removal_lane().await.is_some());
+        assert_eq!(p.lanes.available_permits(), 0, "removals took no add lane");
     }
 }

@@ -1116,6 +1116,7 @@ fn the_values_schema_rejects_bad_values() {
         ),
         ("config.resyncInterval=soon", "/config/resyncInterval"),
         ("config.concurrency=0", "/config/concurrency"),
+        ("config.removalConcurrency=0", "/config/removalConcurrency"),
         ("config.directories.Bad_Name.type=memory", "Bad_Name"),
         ("rbac.bindableClusterRoles[0]=*", "bindableClusterRoles"),
         ("config.metricsAddress=0.0.0.0:1", "metricsAddress"),

@@ -16,6 +16,7 @@ async fn a_thousand_requests_one_write_each_way() {
         groups: 50,
         latency: Duration::from_millis(1),
         operator_concurrency: 8,
+        removal_concurrency: Some(6),
         create_concurrency: 16,
         idle: Duration::from_millis(500),
         timeout: Duration::from_secs(120),
@@ -44,6 +45,13 @@ async fn a_thousand_requests_one_write_each_way() {
     );
     assert_eq!(summary.grants_outliving_end, 0, "no grant outlives its end");
     assert_eq!(summary.adds_after_end, 0, "no grant written after its end");
+    // 50 groups of 20 due at once would send far more; the setting bounds them.
+    assert_eq!(summary.removal_concurrency, 6);
+    assert!(
+        (1..=6).contains(&summary.removals_in_flight_max),
+        "{} removals in flight with removalConcurrency 6",
+        summary.removals_in_flight_max
+    );
     let priority = summary.priority.as_ref().unwrap();
     assert_eq!(priority.due_left, 0, "every due revocation made");
     assert_eq!(priority.revocation_lag.count, 20);

@@ -172,7 +172,7 @@ impl ServerProcess {
         let mut url = String::new();
         let read = stdout.read_line(&mut url);
         // From here on, an early return drops `process`, which ends the child.
-        let process = ServerProcess {
+        let mut process = ServerProcess {
             child,
             pid,
             url: url.trim().to_owned(),
@@ -180,8 +180,13 @@ impl ServerProcess {
         };
         read.map_err(|e| failed("printed no URL", e))?;
         if !process.url.starts_with("http://") {
+            // Say how it ended, when it did (an old build refuses --control-stdin).
+            let ended = match process.child.try_wait() {
+                Ok(Some(status)) => format!(" and exited ({status})"),
+                _ => String::new(),
+            };
             return Err(LoadError::Server(format!(
-                "{} printed {:?}, not its URL",
+                "{} printed {:?}, not its URL{ended}",
                 program.program.display(),
                 process.url
             )));

@@ -227,7 +227,7 @@ impl Admission {
             (None, Stage::Mutate) => {
                 let name = ar.metadata.name.as_deref().unwrap_or_default();
                 activation::mutate_create(&rules, &caller, name, &ar.spec)
-                    .map(|spec| Some(with_spec(&ar, spec)))
+                    .map(|spec| Some(finalized(with_spec(&ar, spec))))
             }
             (None, Stage::Validate) => {
                 let name = ar.metadata.name.as_deref().unwrap_or_default();
@@ -442,8 +442,9 @@ impl Admission {
     /// The metadata rules of ActivationRequests (DESIGN §7, issue 14 finding 5), on create and on
     /// every update, whatever else changes. Labels and annotations are free. Finalizers and
     /// owner references decide when a request disappears, so:
-    /// - only the operator's own username adds or removes `pim.dev/revoke-access`: stripped,
-    ///   a delete would skip the removal of the access and its audit record;
+    /// - only the operator's own username adds or removes `pim.dev/revoke-access` once the
+    ///   request exists (the mutating webhook puts it on at create): stripped, a delete would
+    ///   skip the removal of the access and its audit record;
     /// - nobody, the operator included, adds another finalizer (retention could never delete
     ///   the request) or an owner reference (pointing at an object that does not exist, it
     ///   lets the garbage collector delete someone else's request);
@@ -462,7 +463,10 @@ impl Admission {
         let caller = request.user_info.username.as_deref().unwrap_or_default();
         // Exact comparison: this is the credential the operator runs with, not a person's name.
         let operator = !self.operator_username.is_empty() && caller == self.operator_username;
-        if (removed || added.contains(&REVOKE_FINALIZER)) && !operator {
+        // On create the mutating webhook adds it (`finalized`), so it arrives from the caller;
+        // present from the start, it only holds the request until the operator lets it go.
+        let added_later = added.contains(&REVOKE_FINALIZER) && old.is_some();
+        if (removed || added_later) && !operator {
             return Err(format!(
                 "metadata.finalizers: only pim-operator (as {:?}) adds or removes {REVOKE_FINALIZER:?}, not {caller:?}; it goes once the access is removed and the end is in the audit trail",
                 self.operator_username
@@ -551,6 +555,16 @@ fn with_spec(
     spec: crate::api::activation_request::ActivationRequestSpec,
 ) -> ActivationRequest {
     ActivationRequest { spec, ..ar.clone() }
+}
+
+/// A new request carries the operator's finalizer from its create on, so the controller's first
+/// write is its status and not a patch of the finalizer (issue 21, item 2).
+fn finalized(mut ar: ActivationRequest) -> ActivationRequest {
+    let finalizers = ar.metadata.finalizers.get_or_insert_with(Vec::new);
+    if !finalizers.iter().any(|f| f == REVOKE_FINALIZER) {
+        finalizers.push(REVOKE_FINALIZER.to_owned());
+    }
+    ar
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Option<Value> {

@@ -16,7 +16,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings, ApprovalSettings};
 use pim_operator::api::activation_request::{
-    ActivationRequestSpec, Approval, Decision as Vote, Phase, Requester,
+    ActivationRequestSpec, Approval, Decision as Vote, FINALIZER, Phase, Requester,
 };
 use pim_operator::api::common::{PrincipalRef, Role};
 use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
@@ -257,7 +257,8 @@ impl Harness {
             .unwrap();
     }
 
-    /// Creates a request as the webhook would leave it: requester and principal stamped.
+    /// Creates a request as the webhook would leave it: requester and principal stamped, and
+    /// the operator's finalizer on.
     async fn request(
         &self,
         name: &str,
@@ -266,22 +267,35 @@ impl Harness {
         duration: &str,
         edit: impl FnOnce(&mut ActivationRequestSpec),
     ) {
-        let mut spec = ActivationRequestSpec {
-            group: group.into(),
-            duration: Some(duration.into()),
-            justification: Some("incident 42".into()),
-            requester: Some(Requester {
-                username: user.into(),
-                ..Default::default()
-            }),
-            principal: Some(user.into()),
-            ..Default::default()
-        };
-        edit(&mut spec);
+        self.create_request(&admitted_request(name, group, user, duration, edit))
+            .await;
+    }
+
+    async fn create_request(&self, request: &ActivationRequest) {
         self.api::<ActivationRequest>()
-            .create(&PostParams::default(), &ActivationRequest::new(name, spec))
+            .create(&PostParams::default(), request)
             .await
             .unwrap();
+    }
+
+    /// The operator's writes to request `name` since the last reset: verb, subresource and
+    /// field manager.
+    fn request_writes(&self, name: &str) -> Vec<String> {
+        use pim_testkit::fake_apiserver::Verb;
+        self.server
+            .writes()
+            .into_iter()
+            .filter(|w| w.resource == "activationrequests" && w.name.as_deref() == Some(name))
+            .filter(|w| w.verb != Verb::Create)
+            .map(|w| {
+                format!(
+                    "{:?} {} {}",
+                    w.verb,
+                    w.subresource.as_deref().unwrap_or("-"),
+                    w.field_manager.as_deref().unwrap_or("-")
+                )
+            })
+            .collect()
     }
 
     /// An approver's own entry, by server-side apply under their own field manager.
@@ -1237,36 +1251,47 @@ async fn event_reasons(h: &Harness, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Issue 21 item 2: when the directory confirms the add at once, an activation costs three API
-/// writes: the finalizer, one status write (Scheduled and Active together) and one Event.
+/// A request as the webhook would leave it: requester and principal stamped, and the
+/// operator's finalizer on.
+fn admitted_request(
+    name: &str,
+    group: &str,
+    user: &str,
+    duration: &str,
+    edit: impl FnOnce(&mut ActivationRequestSpec),
+) -> ActivationRequest {
+    let mut spec = ActivationRequestSpec {
+        group: group.into(),
+        duration: Some(duration.into()),
+        justification: Some("incident 42".into()),
+        requester: Some(Requester {
+            username: user.into(),
+            ..Default::default()
+        }),
+        principal: Some(user.into()),
+        ..Default::default()
+    };
+    edit(&mut spec);
+    let mut request = ActivationRequest::new(name, spec);
+    request.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    request
+}
+
+/// Issue 21 item 2: when the directory confirms the add at once, an activation costs the
+/// operator two API writes: one status write (Scheduled and Active together) and one Event. The
+/// finalizer comes with the create.
 #[tokio::test]
-async fn an_activation_confirmed_at_once_costs_three_api_writes() {
-    use pim_testkit::fake_apiserver::Verb;
+async fn an_activation_confirmed_at_once_costs_two_api_writes() {
     let mut h = started().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.server.reset_observations();
     h.request("r", "g", "alice", "30m", |_| {}).await;
     h.wait_phase("r", Phase::Active).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let on_request: Vec<String> = h
-        .server
-        .writes()
-        .into_iter()
-        .filter(|w| w.resource == "activationrequests" && w.name.as_deref() == Some("r"))
-        .filter(|w| w.verb != Verb::Create)
-        .map(|w| {
-            format!(
-                "{:?} {} {}",
-                w.verb,
-                w.subresource.as_deref().unwrap_or("-"),
-                w.field_manager.as_deref().unwrap_or("-")
-            )
-        })
-        .collect();
     assert_eq!(
-        on_request,
-        ["Patch - -", "Patch status pim-operator"],
-        "the finalizer, then one status write"
+        h.request_writes("r"),
+        ["Patch status pim-operator"],
+        "one status write: the finalizer came with the create (the mutating webhook's)"
     );
     assert_eq!(event_reasons(&h, "r").await, ["Active"]);
     let history = h.get("r").await.status.unwrap().history;
@@ -1274,6 +1299,29 @@ async fn an_activation_confirmed_at_once_costs_three_api_writes() {
         history.iter().map(|t| t.phase).collect::<Vec<_>>(),
         [Phase::Active],
         "the history still says when it became Active"
+    );
+    h.stop().await;
+}
+
+/// A request stored without the finalizer (created before the mutating webhook added it) gets
+/// it from the operator before anything is granted, as before.
+#[tokio::test]
+async fn a_request_without_the_finalizer_gets_it_from_the_operator_first() {
+    let mut h = started().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.server.reset_observations();
+    let mut request = admitted_request("r", "g", "alice", "30m", |_| {});
+    request.metadata.finalizers = None;
+    h.create_request(&request).await;
+    h.wait_phase("r", Phase::Active).await;
+    assert_eq!(
+        h.request_writes("r").first().map(String::as_str),
+        Some("Patch - -"),
+        "the finalizer first"
+    );
+    assert_eq!(
+        h.get("r").await.metadata.finalizers,
+        Some(vec![FINALIZER.to_owned()])
     );
     h.stop().await;
 }

@@ -320,6 +320,11 @@ fn a_request_is_stamped_with_the_caller_and_signed() {
         Attestation::Verified
     );
     assert!(attestor().mfa_verified(&attested(&stored)));
+    // issue 21 item 2: the finalizer comes with the create, so the controller need not patch it.
+    assert_eq!(
+        stored["metadata"]["finalizers"],
+        json!(["pim.dev/revoke-access"])
+    );
 }
 
 #[test]
@@ -1028,9 +1033,9 @@ fn an_omitted_role_and_the_schema_default_member_are_the_same_spec() {
 #[test]
 fn metadata_only_updates_pass_but_only_the_operator_moves_the_finalizer() {
     let admission = admission(Some(keyring()));
-    let stored = create(&admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
-    let mut finalized = stored.clone();
-    finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
+    let finalized = finalized_request(&admission);
+    // As a request created before the mutating webhook added the finalizer is stored.
+    let stored = without_finalizers(&finalized);
     let controller = user(OPERATOR, &[], false);
     update(&admission, &controller, &stored, &finalized).unwrap();
 
@@ -1054,12 +1059,14 @@ fn metadata_only_updates_pass_but_only_the_operator_moves_the_finalizer() {
     update(&admission, &controller, &finalized, &stored).unwrap();
 }
 
-/// A stored request (alice's) carrying the operator's finalizer, as the controller leaves it.
+/// A stored request (alice's) carrying the operator's finalizer, as admission leaves it.
 fn finalized_request(admission: &Admission) -> Value {
     let stored = create(admission, &alice(), &request_object(GROUP, json!({}))).unwrap();
-    let mut finalized = stored.clone();
-    finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
-    finalized
+    assert_eq!(
+        stored["metadata"]["finalizers"],
+        json!(["pim.dev/revoke-access"])
+    );
+    stored
 }
 
 fn without_finalizers(object: &Value) -> Value {
@@ -1105,12 +1112,19 @@ fn issue_14_finding_5_another_service_account_cannot_move_the_finalizer() {
         update(&admission, &alice(), &finalized, &deactivated),
         &["metadata.finalizers"],
     );
-    // Nor on creation.
+    // On creation the finalizer is what mutation adds anyway: sent by the caller, it is kept,
+    // once; any other finalizer is still refused.
     let mut born_finalized = request_object(GROUP, json!({}));
     born_finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access"]);
+    let created = create(&admission, &alice(), &born_finalized).unwrap();
+    assert_eq!(
+        created["metadata"]["finalizers"],
+        json!(["pim.dev/revoke-access"])
+    );
+    born_finalized["metadata"]["finalizers"] = json!(["pim.dev/revoke-access", "ci.example/hold"]);
     expect_denied(
         create(&admission, &alice(), &born_finalized),
-        &["metadata.finalizers"],
+        &["metadata.finalizers", "ci.example/hold"],
     );
     // The operator itself still may.
     update(

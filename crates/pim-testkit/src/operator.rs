@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings, ApprovalSettings};
 use pim_operator::api::activation_request::{
-    ActivationRequestSpec, Approval, Decision as Vote, Phase, Requester,
+    ActivationRequestSpec, Approval, Decision as Vote, FINALIZER, Phase, Requester,
 };
 use pim_operator::api::common::PrincipalRef;
 use pim_operator::api::delivery::Delivery;
@@ -207,7 +207,8 @@ impl Harness {
             .unwrap();
     }
 
-    /// A request as the webhook would leave it: requester and principal stamped.
+    /// A request as the webhook would leave it: requester and principal stamped, and the
+    /// operator's finalizer on.
     pub async fn request(
         &self,
         name: &str,
@@ -228,8 +229,10 @@ impl Harness {
             ..Default::default()
         };
         edit(&mut spec);
+        let mut request = ActivationRequest::new(name, spec);
+        request.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
         self.api::<ActivationRequest>()
-            .create(&PostParams::default(), &ActivationRequest::new(name, spec))
+            .create(&PostParams::default(), &request)
             .await
             .unwrap();
     }

@@ -70,6 +70,7 @@ async fn reconcile_assignment(
         report_malformed(&ctx.client, object, types::VALID, now).await?;
         return Ok(Action::await_change());
     };
+    let name = object.metadata.name.as_deref().unwrap_or_default();
     let catalog = ctx.stores.catalog_for(&assignment.spec.group);
     let stored = assignment.status.clone().unwrap_or_default();
     let (phase, conditions, window) = match catalog.assignment_window(assignment, now) {
@@ -156,7 +157,14 @@ async fn reconcile_assignment(
         };
         apply_status(&ctx.client, object, &status).await?;
     }
-    Ok(Action::requeue(
-        ctx.requeue_for(window.and_then(|w| w.next_change(now))),
-    ))
+    let next_change = window.and_then(|w| w.next_change(now));
+    // An invalid assignment is looked at again on every jump: its findings are not only
+    // about its window.
+    let due = if phase == AssignmentPhase::Invalid {
+        Some(now)
+    } else {
+        next_change
+    };
+    ctx.assignment_due.record(name, due);
+    Ok(Action::requeue(ctx.requeue_for(next_change)))
 }

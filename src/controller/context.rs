@@ -226,6 +226,8 @@ pub struct Context {
     /// Each PimGroup's next deadline as its last pass saw it: a failing group still looks
     /// again then, whatever its back-off (another member's grant may end meanwhile).
     pub group_deadlines: Mutex<HashMap<String, Timestamp>>,
+    /// When each assignment's status next changes by time, for a manual clock's jumps.
+    pub assignment_due: Arc<super::jumps::DueTimes>,
     /// Revocations before grants when a directory throttles.
     pub priority: WritePriority,
     /// PimGroup status writes, to tell a cache that has not caught up with them.

@@ -10,6 +10,7 @@ pub mod events;
 pub mod fence;
 pub mod group;
 pub mod index;
+pub mod jumps;
 pub mod ledger;
 pub mod policy;
 pub mod priority;
@@ -362,6 +363,7 @@ pub async fn run_controllers(
         failures: context::Failures::default(),
         ledger_synced: tokio::sync::watch::Sender::new(false),
         group_deadlines: std::sync::Mutex::default(),
+        assignment_due: Arc::new(jumps::DueTimes::for_clock(deps.clock.as_ref())),
         caches_synced: tokio::sync::watch::Sender::new(false),
         priority: priority::WritePriority::new(
             priority::ADD_LANES,
@@ -499,7 +501,12 @@ pub async fn run_controllers(
                 )
             })
             .reconcile_on(UnboundedReceiverStream::new(assignments_triggered))
-            .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
+            // An assignment's status changes with time only at its window's edges.
+            .reconcile_on(jumps::due_on_jumps(
+                deps.clock.as_ref(),
+                stores.assignments.clone(),
+                ctx.assignment_due.clone(),
+            ))
             .graceful_shutdown_on(shutdown())
             .run(assignment::reconcile, assignment::error_policy, ctx.clone())
             .for_each(|_| async {})

@@ -167,6 +167,8 @@ impl Replica {
             ledger_synced: tokio::sync::watch::Sender::new(false),
             caches_synced: tokio::sync::watch::Sender::new(false),
             group_deadlines: std::sync::Mutex::default(),
+            // This replica looks at every object itself when its clock moves (`wake_all`).
+            assignment_due: Arc::default(),
             priority: WritePriority::default(),
             group_writes: wakes::OwnWrites::default(),
             request_triggers: request_tx,

@@ -24,7 +24,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::access_policy::{AccessPolicySpec, ActivationSettings};
-use crate::api::activation_request::{ActivationRequestSpec, Phase, Requester};
+use crate::api::activation_request::{ActivationRequestSpec, FINALIZER, Phase, Requester};
 use crate::api::common::{PrincipalRef, Role};
 use crate::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
 use crate::api::pim_group::{
@@ -244,6 +244,12 @@ pub struct Summary {
     pub priority: Option<PrioritySummary>,
     /// Reconciles per kind over the whole run (from the operator's metrics).
     pub reconciles: BTreeMap<String, u64>,
+    /// Reconciles per kind in the activation phase (first create until quiet after the last
+    /// Active), per activation; then in the resync minute and in the revocation phase, per
+    /// revocation (issue 21, item 3).
+    pub reconciles_per_activation: BTreeMap<String, f64>,
+    pub reconciles_resync: BTreeMap<String, u64>,
+    pub reconciles_per_revocation: BTreeMap<String, f64>,
     /// Their mean duration per kind, in milliseconds.
     pub reconcile_mean_ms: BTreeMap<String, f64>,
     pub total_seconds: f64,
@@ -618,7 +624,9 @@ impl World {
                     ..Default::default()
                 };
                 let name = format!("r{i}");
-                let request = ActivationRequest::new(&name, spec);
+                let mut request = ActivationRequest::new(&name, spec);
+                // The mutating webhook puts the finalizer on at create.
+                request.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
                 async move {
                     let sent = Instant::now();
                     api.create(&PostParams::default(), &request).await?;
@@ -714,6 +722,11 @@ impl World {
         Ok(self.server.observe(skip)?.by)
     }
 
+    /// The operator's reconciles so far, per kind.
+    fn reconciles(&self) -> BTreeMap<String, f64> {
+        reconcile_metric(&self.metrics.encode(), "count")
+    }
+
     /// API writes logged so far.
     fn api_writes(&self) -> Result<usize, LoadError> {
         Ok(self.server.observe(usize::MAX)?.writes)
@@ -769,6 +782,7 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     let server_cpu_before = world.server.usage().map(|(.., cpu)| cpu);
     let (operator_cpu_before, cpu_before) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
     // Phase marks (RUST_LOG=loadtest=info), to attach a profiler to one phase.
+    let reconciles_before = world.reconciles();
     tracing::info!(target: "loadtest", "activation starts");
     let first_create = Instant::now();
     let created = world
@@ -835,6 +849,8 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     // Once quiet, so that the work that follows Active (Events, records) counts too.
     let (operator_cpu, cpu) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
     let thousands = options.requests.max(1) as f64 / 1000.0;
+    summary.reconciles_per_activation =
+        per(&world.reconciles(), &reconciles_before, options.requests);
     summary.operator_cpu_activation_seconds = operator_cpu - operator_cpu_before;
     summary.operator_cpu_per_1k_activations = summary.operator_cpu_activation_seconds / thousands;
     summary.process_cpu_per_1k_activations = (cpu - cpu_before) / thousands;
@@ -872,8 +888,13 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
 
     // A resync with nothing to change: a minute passes, every object is looked at again.
     let lists_before = world.directory.list_calls();
+    let reconciles_before = world.reconciles();
     world.set_clock(world.clock.now() + SignedDuration::from_mins(1))?;
     world.wait_quiet(Duration::from_millis(1000)).await;
+    summary.reconciles_resync = per(&world.reconciles(), &reconciles_before, 1)
+        .into_iter()
+        .map(|(kind, n)| (kind, n as u64))
+        .collect();
     summary.list_calls_per_group_per_resync =
         (world.directory.list_calls() - lists_before) as f64 / options.groups.max(1) as f64;
 
@@ -884,6 +905,7 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     let api_mark = world.api_writes()?;
     world.directory.reset_removals_in_flight_max();
     let (operator_cpu_before, cpu_before) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
+    let reconciles_before = world.reconciles();
     tracing::info!(target: "loadtest", "revocation starts");
     let ended = Instant::now();
     world.set_clock(end)?;
@@ -906,6 +928,7 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     summary.revocation_lag = Percentiles::of(removes);
     world.wait_quiet(Duration::from_millis(500)).await;
     let (operator_cpu, cpu) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
+    summary.reconciles_per_revocation = per(&world.reconciles(), &reconciles_before, grants.len());
     summary.list_calls_revocation = world.directory.list_calls() - lists_before;
     summary.api_writes_revocation = world.api_writes_since(api_mark)?;
     summary.grants_outliving_end = world.members_of_users(&grants);
@@ -1072,6 +1095,21 @@ async fn run_priority(
         pending_left,
         fifo_wait_estimate_ms: 1000.0 * pending_at_end as f64 / priority.write_rate,
     })
+}
+
+/// The reconciles per kind made between two counts, divided by `n`.
+fn per(
+    after: &BTreeMap<String, f64>,
+    before: &BTreeMap<String, f64>,
+    n: usize,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(kind, count)| {
+            let made = count - before.get(kind).copied().unwrap_or(0.0);
+            (kind.clone(), made / n.max(1) as f64)
+        })
+        .collect()
 }
 
 /// `pim_reconcile_duration_seconds_{what}{kind="…"} N` lines of the metrics text, by kind.

@@ -8,6 +8,10 @@
 
 use std::time::Duration;
 
+/// The operator's own allocator (src/main.rs), so the webhook is measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pim_testkit::admission_load::{self, Options};
 
 fn usage() -> ! {

@@ -9,6 +9,10 @@
 
 use std::time::Duration;
 
+/// The operator's own allocator (src/main.rs), so the operator is measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pim_testkit::loadtest::{self, Options, PriorityOptions, ServerProgram};
 
 fn usage() -> ! {

@@ -152,13 +152,17 @@ if [[ $MODE == fake ]]; then
     VALIDATE=(--validate=false)
 fi
 
-# A TCP port nobody listens on (bash's /dev/tcp connects when somebody does).
+# A TCP port nobody listens on (bash's /dev/tcp connects when somebody does), other than the
+# ports given as arguments. It is taken below the kernel's ephemeral range: a port in that
+# range can be handed to any process binding port 0 or connecting out between this check and
+# the operator's bind, which once failed this script with "Address already in use".
 free_port() {
-    local port
+    local port low
+    read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || low=32768
+    if ((low <= 11000)); then low=32768; fi
     while :; do
-        port=$((20000 + RANDOM % 30000))
-        if [[ " ${USED_PORTS:-} " != *" $port "* ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            USED_PORTS="${USED_PORTS:-} $port"
+        port=$((10000 + RANDOM % (low - 10000)))
+        if [[ " $* " != *" $port "* ]] && ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return
         fi
@@ -302,7 +306,7 @@ cluster() {
     fi
     step "start the fake API server (fake mode: stands in for the kind cluster)"
     WEBHOOK_PORT=$(free_port)
-    METRICS_PORT=$(free_port)
+    METRICS_PORT=$(free_port "$WEBHOOK_PORT")
     # The webhook Service is reached at the operator's local webhook port.
     "$FAKE_APISERVER_BIN" --kubeconfig "$WORK/kubeconfig" \
         --service "$NAMESPACE/$RELEASE-webhook=127.0.0.1:$WEBHOOK_PORT" \

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use hmac::{Hmac, Mac};
 use pim_operator::api::activation_request::{Decision as Vote, Phase, Ticket};
 use pim_operator::audit::AuditRecord;
-use pim_operator::audit::export::{CSV_COLUMNS, audit_command};
+use pim_operator::audit::export::{AuditQuery, CSV_COLUMNS, audit_command};
 use sha2::Sha256;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -170,7 +170,7 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
     let n = phases.len();
 
     // JSON: one record per transition of both requests, oldest first, nothing missing.
-    let json = audit_command(h.client.clone(), "30d", "json", h.now())
+    let json = audit_command(h.client.clone(), since("30d"), "json", h.now())
         .await
         .unwrap();
     let records: Vec<AuditRecord> = serde_json::from_str(&json).unwrap();
@@ -256,7 +256,7 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
     assert_eq!(denied.approvals[0].reason.as_deref(), Some("not now"));
 
     // CSV: the same rows, every column filled where the JSON has a value.
-    let csv = audit_command(h.client.clone(), "30d", "csv", h.now())
+    let csv = audit_command(h.client.clone(), since("30d"), "csv", h.now())
         .await
         .unwrap();
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
@@ -276,13 +276,65 @@ async fn audit_csv_and_json_are_complete_for_a_full_scenario_with_approval() {
     );
     assert_eq!(*last, expected);
     // --since narrows it to what happened since.
-    let recent = audit_command(h.client.clone(), "2026-03-02T09:35:00Z", "json", h.now())
-        .await
-        .unwrap();
+    let recent = audit_command(
+        h.client.clone(),
+        since("2026-03-02T09:35:00Z"),
+        "json",
+        h.now(),
+    )
+    .await
+    .unwrap();
     let recent: Vec<AuditRecord> = serde_json::from_str(&recent).unwrap();
     assert!(recent.iter().all(|x| x.time >= ended_at));
     assert!(recent.iter().any(|x| x.id == format!("{uid}/{last_index}")));
     assert!(!recent.iter().any(|x| x.id == format!("{uid}/0")));
+    // --until (exclusive), --principal and --group narrow it further (issue 19).
+    let narrowed = |query: AuditQuery<'static>| {
+        let client = h.client.clone();
+        let now = h.now();
+        async move {
+            let json = audit_command(client, query, "json", now).await.unwrap();
+            serde_json::from_str::<Vec<AuditRecord>>(&json).unwrap()
+        }
+    };
+    let before_end = narrowed(AuditQuery {
+        until: Some("2026-03-02T09:35:00Z"),
+        ..since("30d")
+    })
+    .await;
+    assert!(!before_end.is_empty() && before_end.iter().all(|x| x.time < ended_at));
+    let alices = narrowed(AuditQuery {
+        principal: Some("Alice@Contoso.com"),
+        ..since("30d")
+    })
+    .await;
+    assert_eq!(
+        alices.len(),
+        records
+            .iter()
+            .filter(|x| x.principal.as_deref() == Some(ALICE))
+            .count()
+    );
+    assert!(!alices.is_empty());
+    assert_eq!(
+        narrowed(AuditQuery {
+            principal: Some("nobody@contoso.com"),
+            ..since("30d")
+        })
+        .await
+        .len(),
+        0
+    );
+    let of_group = narrowed(AuditQuery {
+        group: Some("ga"),
+        ..since("30d")
+    })
+    .await;
+    assert_eq!(
+        of_group.len(),
+        records.iter().filter(|x| x.group == "ga").count()
+    );
+    assert!(of_group.iter().all(|x| x.group == "ga"));
 
     // The operator emitted each record to every sink; ids make repeats easy to drop.
     let expected_ids: BTreeSet<String> = records.iter().map(|x| x.id.clone()).collect();
@@ -381,4 +433,14 @@ async fn deleting_a_live_request_is_audited_before_the_object_goes() {
         "access removed"
     );
     h.stop().await;
+}
+
+/// An audit query of everything from `since` on.
+fn since(since: &'static str) -> AuditQuery<'static> {
+    AuditQuery {
+        since,
+        until: None,
+        principal: None,
+        group: None,
+    }
 }

@@ -36,6 +36,12 @@ pub enum AuditError {
         "--since {0:?}: give a duration back from now (30d, 12h, P30D) or an RFC 3339 time (2026-03-01T00:00:00Z)"
     )]
     Since(String),
+    #[error(
+        "--until {0:?}: give a duration back from now (1d, 12h, P1D) or an RFC 3339 time (2026-03-31T00:00:00Z)"
+    )]
+    Until(String),
+    #[error("--until {until} is before --since {since}: nothing could match")]
+    Range { since: Timestamp, until: Timestamp },
     #[error("-o {0:?}: the audit export is csv or json")]
     Format(String),
     #[error("listing {kind}: {source}")]
@@ -58,6 +64,77 @@ pub fn parse_since(text: &str, now: Timestamp) -> Result<Timestamp, AuditError> 
         .map_err(|_| AuditError::Since(text.to_owned()))
 }
 
+/// What `kubectl pim audit` asked for, as typed.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditQuery<'a> {
+    pub since: &'a str,
+    pub until: Option<&'a str>,
+    pub principal: Option<&'a str>,
+    pub group: Option<&'a str>,
+}
+
+/// Which records an export keeps: those in `[since, until)`, of one principal and of one
+/// PimGroup when given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub since: Timestamp,
+    pub until: Option<Timestamp>,
+    pub principal: Option<String>,
+    pub group: Option<String>,
+}
+
+impl AuditFilter {
+    /// Every record from `since` on.
+    pub fn since(since: Timestamp) -> Self {
+        AuditFilter {
+            since,
+            until: None,
+            principal: None,
+            group: None,
+        }
+    }
+
+    pub fn parse(query: AuditQuery<'_>, now: Timestamp) -> Result<Self, AuditError> {
+        let since = parse_since(query.since, now)?;
+        let until = query
+            .until
+            .map(|text| parse_since(text, now).map_err(|_| AuditError::Until(text.to_owned())))
+            .transpose()?;
+        if let Some(until) = until
+            && until < since
+        {
+            return Err(AuditError::Range { since, until });
+        }
+        Ok(AuditFilter {
+            since,
+            until,
+            principal: given(query.principal),
+            group: given(query.group),
+        })
+    }
+
+    /// Principals compare as the webhook's `emailLike` default does (ASCII case ignored), so
+    /// `--principal Alice@Contoso.com` finds alice@contoso.com; PimGroup names exactly.
+    pub fn keeps(&self, record: &AuditRecord) -> bool {
+        record.time >= self.since
+            && self.until.is_none_or(|until| record.time < until)
+            && self.principal.as_deref().is_none_or(|wanted| {
+                record
+                    .principal
+                    .as_deref()
+                    .is_some_and(|p| p.eq_ignore_ascii_case(wanted))
+            })
+            && self.group.as_deref().is_none_or(|g| record.group == g)
+    }
+}
+
+/// A filter's value: blank is not given.
+fn given(text: Option<&str>) -> Option<String> {
+    text.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
 /// What the operator recorded when it emitted the records, and only where it recorded nothing
 /// what the objects say now: a policy changed or deleted since does not rewrite history.
 fn recorded_first(stored: Option<&AuditSnapshot>, now: AuditSnapshot) -> AuditSnapshot {
@@ -75,12 +152,12 @@ fn recorded_first(stored: Option<&AuditSnapshot>, now: AuditSnapshot) -> AuditSn
     }
 }
 
-/// The records of every transition at or after `since`, oldest first. `catalog`, when given,
+/// The records of every transition `filter` keeps, oldest first. `catalog`, when given,
 /// supplies policy and directory ids for requests the operator has not recorded them on.
-pub fn records_since<'a>(
+pub fn records_matching<'a>(
     requests: impl IntoIterator<Item = &'a ActivationRequest>,
     catalog: Option<&Catalog>,
-    since: Timestamp,
+    filter: &AuditFilter,
 ) -> Vec<AuditRecord> {
     let empty = Catalog::default();
     let catalog = catalog.unwrap_or(&empty);
@@ -98,7 +175,7 @@ pub fn records_since<'a>(
         out.extend(
             records(request, &snap, 0..status.history.len(), retries)
                 .into_iter()
-                .filter(|r| r.time >= since),
+                .filter(|r| filter.keeps(r)),
         );
     }
     out.sort_by(|a, b| (a.time, &a.request, a.transition).cmp(&(b.time, &b.request, b.transition)));
@@ -111,17 +188,20 @@ pub fn export(
     since: Timestamp,
     format: ExportFormat,
 ) -> Result<String, AuditError> {
-    render(&records_since(requests, None, since), format)
+    render(
+        &records_matching(requests, None, &AuditFilter::since(since)),
+        format,
+    )
 }
 
 /// As [`export`], with the other kinds at hand to fill in what a request does not record.
 pub fn export_catalog(
     catalog: &Catalog,
-    since: Timestamp,
+    filter: &AuditFilter,
     format: ExportFormat,
 ) -> Result<String, AuditError> {
     let requests = catalog.requests.values().map(|r| r.as_ref());
-    render(&records_since(requests, Some(catalog), since), format)
+    render(&records_matching(requests, Some(catalog), filter), format)
 }
 
 pub fn render(records: &[AuditRecord], format: ExportFormat) -> Result<String, AuditError> {
@@ -270,16 +350,16 @@ where
         .map_err(|source| AuditError::Kube { kind, source })
 }
 
-/// `kubectl pim audit --since SINCE -o FORMAT`: lists the four kinds and exports.
-/// Needs `list` on them (the `pim-auditor` role).
+/// `kubectl pim audit --since SINCE [--until UNTIL] [--principal P] [--group G] -o FORMAT`:
+/// lists the four kinds and exports. Needs `list` on them (the `pim-auditor` role).
 pub async fn audit_command(
     client: kube::Client,
-    since: &str,
+    query: AuditQuery<'_>,
     format: &str,
     now: Timestamp,
 ) -> Result<String, AuditError> {
     let format: ExportFormat = format.parse()?;
-    let since = parse_since(since, now)?;
+    let filter = AuditFilter::parse(query, now)?;
     let mut catalog = Catalog::default();
     for request in list::<ActivationRequest>(&client, "activationrequests").await? {
         catalog.insert_request(request);
@@ -296,7 +376,7 @@ pub async fn audit_command(
             .into_iter()
             .for_each(|a| catalog.insert_assignment(a));
     }
-    export_catalog(&catalog, since, format)
+    export_catalog(&catalog, &filter, format)
 }
 
 #[cfg(test)]
@@ -320,6 +400,90 @@ mod tests {
         assert!(parse_since("last week", now).is_err());
         assert!("yaml".parse::<ExportFormat>().is_err());
         assert_eq!("CSV".parse::<ExportFormat>().unwrap(), ExportFormat::Csv);
+    }
+
+    #[test]
+    fn the_filter_keeps_a_time_range_one_principal_and_one_group() {
+        let now = t("2026-03-31T00:00:00Z");
+        let r = approved_request();
+        let times = |query: AuditQuery<'_>| -> Vec<String> {
+            let filter = AuditFilter::parse(query, now).unwrap();
+            records_matching([&r], None, &filter)
+                .iter()
+                .map(|rec| format!("{} {}", rec.time, rec.outcome))
+                .collect()
+        };
+        let all = AuditQuery {
+            since: "30d",
+            until: None,
+            principal: None,
+            group: None,
+        };
+        assert_eq!(times(all).len(), 4);
+        // Until is exclusive: the 09:40 end is left for the next window.
+        assert_eq!(
+            times(AuditQuery {
+                since: "2026-03-02T09:05:00Z",
+                until: Some("2026-03-02T09:40:00Z"),
+                ..all
+            }),
+            [
+                "2026-03-02T09:10:00Z Scheduled",
+                "2026-03-02T09:10:00Z Active"
+            ]
+        );
+        let principal = |p: &'static str| AuditQuery {
+            principal: Some(p),
+            ..all
+        };
+        assert_eq!(times(principal("Alice@Contoso.com")).len(), 4);
+        assert!(times(principal("bob@contoso.com")).is_empty());
+        assert_eq!(
+            times(AuditQuery {
+                group: Some("finreport"),
+                ..all
+            })
+            .len(),
+            4
+        );
+        assert!(
+            times(AuditQuery {
+                group: Some("FinReport"),
+                ..all
+            })
+            .is_empty()
+        );
+        // Blank means not given.
+        assert_eq!(
+            times(AuditQuery {
+                group: Some(" "),
+                ..all
+            })
+            .len(),
+            4
+        );
+
+        let err = AuditFilter::parse(
+            AuditQuery {
+                until: Some("yesterday"),
+                ..all
+            },
+            now,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("--until \"yesterday\""), "{err}");
+        let err = AuditFilter::parse(
+            AuditQuery {
+                since: "1d",
+                until: Some("2d"),
+                ..all
+            },
+            now,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is before --since"), "{err}");
     }
 
     #[test]
@@ -361,7 +525,11 @@ mod tests {
         catalog.insert_policy(policy);
         catalog.insert_group(group);
         // Nothing recorded: the objects as they are.
-        let now = records_since([&r], Some(&catalog), t("2026-01-01T00:00:00Z"));
+        let now = records_matching(
+            [&r],
+            Some(&catalog),
+            &AuditFilter::since(t("2026-01-01T00:00:00Z")),
+        );
         assert_eq!(
             (now[0].policy.as_deref(), now[0].policy_generation),
             (Some("p-now"), Some(3))
@@ -377,7 +545,11 @@ mod tests {
                 ..Default::default()
             });
         }
-        let then = records_since([&r], Some(&catalog), t("2026-01-01T00:00:00Z"));
+        let then = records_matching(
+            [&r],
+            Some(&catalog),
+            &AuditFilter::since(t("2026-01-01T00:00:00Z")),
+        );
         assert_eq!(
             (then[0].policy.as_deref(), then[0].policy_generation),
             (Some("p-then"), Some(1))

@@ -131,6 +131,15 @@ pub enum Command {
         /// How far back: a duration (30d, 12h, P30D) or an RFC 3339 time.
         #[arg(long, default_value = "30d")]
         since: String,
+        /// Up to (not including): a duration back from now or an RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only the records of this principal (ASCII case ignored).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Only the records of this PimGroup.
+        #[arg(long)]
+        group: Option<String>,
         /// csv or json.
         #[arg(
             short = 'o',
@@ -345,9 +354,21 @@ pub async fn execute(
         Command::Status { name: None } => show::list_mine(&ctx, &me().await?, out).await,
         Command::Eligible => show::eligible(&ctx, &me().await?, out).await,
         Command::Pending => show::pending(&ctx, &me().await?, out).await,
-        Command::Audit { since, output } => {
+        Command::Audit {
+            since,
+            until,
+            principal,
+            group,
+            output,
+        } => {
+            let query = crate::audit::export::AuditQuery {
+                since,
+                until: until.as_deref(),
+                principal: principal.as_deref(),
+                group: group.as_deref(),
+            };
             let text =
-                crate::audit::export::audit_command(client.clone(), since, output, clock.now())
+                crate::audit::export::audit_command(client.clone(), query, output, clock.now())
                     .await?;
             write!(out, "{text}")?;
             Ok(EXIT_OK)

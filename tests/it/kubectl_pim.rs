@@ -929,6 +929,35 @@ async fn activate_wait_follows_to_active_then_status_and_deactivate() {
             .is_some_and(|r| !r.is_empty() && r.iter().all(|r| r.to_string().contains(&name))),
         "{records}"
     );
+    let group = records[0]["group"].as_str().unwrap().to_owned();
+    let principal = records[0]["principal"]
+        .as_str()
+        .unwrap()
+        .to_ascii_uppercase();
+    let all = records.as_array().map_or(0, Vec::len);
+    let run = h
+        .pim(&[
+            "audit",
+            "--since",
+            "1d",
+            "--principal",
+            &principal,
+            "--group",
+            &group,
+            "-o",
+            "json",
+        ])
+        .await;
+    let narrowed: serde_json::Value = serde_json::from_str(run.ok()).unwrap();
+    assert_eq!(narrowed.as_array().map(Vec::len), Some(all), "{narrowed}");
+    let run = h
+        .pim(&["audit", "--since", "1d", "--group", "another", "-o", "json"])
+        .await;
+    assert_eq!(run.ok().trim(), "[]");
+    let run = h
+        .pim(&["audit", "--since", "1d", "--until", "2d", "-o", "json"])
+        .await;
+    assert!(matches!(run.err(), CliError::Audit(_)), "{:?}", run.result);
     let run = h.pim(&["audit", "-o", "yaml"]).await;
     assert!(matches!(run.err(), CliError::Audit(_)), "{:?}", run.result);
     h.stop().await;

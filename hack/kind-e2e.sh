@@ -455,6 +455,17 @@ examples() {
     [[ $requester == alice@contoso.com ]] ||
         fail "the webhook stamped requester '$requester', expected alice@contoso.com"
     ok "the webhook stamped the requester alice@contoso.com"
+    # The mutating webhook adds the finalizer at create. Fields a mutating webhook sets are
+    # owned by no field manager (the API server computes managedFields before mutating
+    # admission: k8s.io/apiserver pkg/endpoints/handlers/create.go), while a later patch by
+    # the operator would make its manager own f:finalizers.
+    local finalizers managed
+    finalizers=$(kc get activationrequest "$name" -o 'jsonpath={.metadata.finalizers}')
+    managed=$(kc get activationrequest "$name" --show-managed-fields \
+        -o 'jsonpath={.metadata.managedFields}')
+    [[ $finalizers == *pim.dev/revoke-access* && $managed != *f:finalizers* ]] ||
+        fail "the request's finalizers are '$finalizers' (managed: $managed); expected pim.dev/revoke-access, put on by the mutating webhook at create and patched by nobody"
+    ok "the webhook put the revoke-access finalizer on at create"
     run kc apply "${VALIDATE[@]}" --server-side --field-manager=bob@contoso.com \
         -f "$ROOT/examples/requests/05-approval.yaml" --as bob@contoso.com \
         --as-user-extra amr=mfa

@@ -101,6 +101,7 @@ const PASSING_CHECKS: &[&str] = &[
     "ok: the PimGroup is Ready",
     "ok: no binding names alice@contoso.com yet",
     "ok: the webhook stamped the requester alice@contoso.com",
+    "ok: the webhook put the revoke-access finalizer on at create",
     "you cannot approve or deny your own request",
     "ok: kubectl pim activate --wait: Active",
     "ok: a ClusterRoleBinding of the PimGroup names alice@contoso.com",

@@ -45,6 +45,22 @@ async fn a_thousand_requests_one_write_each_way() {
     );
     assert_eq!(summary.grants_outliving_end, 0, "no grant outlives its end");
     assert_eq!(summary.adds_after_end, 0, "no grant written after its end");
+    // Nothing about an assignment changes when requests activate, expire or the clock moves
+    // past no window's edge (issue 21, item 3): counted, not timed.
+    for (phase, reconciles) in [
+        ("activation", &summary.reconciles_per_activation),
+        ("revocation", &summary.reconciles_per_revocation),
+    ] {
+        assert_eq!(
+            reconciles.get("EligibleAssignment"),
+            Some(&0.0),
+            "assignment reconciles per {phase}: {reconciles:?}"
+        );
+    }
+    assert_eq!(
+        summary.reconciles_resync.get("EligibleAssignment"),
+        Some(&0)
+    );
     // 50 groups of 20 due at once would send far more; the setting bounds them.
     assert_eq!(summary.removal_concurrency, 6);
     assert!(

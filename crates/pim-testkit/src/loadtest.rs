@@ -781,8 +781,8 @@ pub async fn run_in_world(world: &mut World, options: &Options) -> Result<Summar
     let api_mark = world.api_writes()?;
     let server_cpu_before = world.server.usage().map(|(.., cpu)| cpu);
     let (operator_cpu_before, cpu_before) = (thread_cpu_seconds(OPERATOR_THREADS), cpu_seconds());
-    // Phase marks (RUST_LOG=loadtest=info), to attach a profiler to one phase.
     let reconciles_before = world.reconciles();
+    // Phase marks (RUST_LOG=loadtest=info), to attach a profiler to one phase.
     tracing::info!(target: "loadtest", "activation starts");
     let first_create = Instant::now();
     let created = world

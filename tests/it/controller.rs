@@ -16,7 +16,7 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings, ApprovalSettings};
 use pim_operator::api::activation_request::{
-    ActivationRequestSpec, Approval, Decision as Vote, FINALIZER, Phase, Requester,
+    ActivationRequestSpec, Approval, Decision as Vote, FINALIZER, Phase,
 };
 use pim_operator::api::common::{PrincipalRef, Role};
 use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
@@ -33,6 +33,7 @@ use pim_operator::directory::{Directories, Directory};
 use pim_operator::engine::{Attestor, SignedAttestor, TrustAsWritten};
 use pim_operator::metrics::Metrics;
 use pim_testkit::fake_apiserver::FakeApiServer;
+use pim_testkit::operator::admitted_request;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -1249,32 +1250,6 @@ async fn event_reasons(h: &Harness, name: &str) -> Vec<String> {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .filter_map(|e| e.reason)
         .collect()
-}
-
-/// A request as the webhook would leave it: requester and principal stamped, and the
-/// operator's finalizer on.
-fn admitted_request(
-    name: &str,
-    group: &str,
-    user: &str,
-    duration: &str,
-    edit: impl FnOnce(&mut ActivationRequestSpec),
-) -> ActivationRequest {
-    let mut spec = ActivationRequestSpec {
-        group: group.into(),
-        duration: Some(duration.into()),
-        justification: Some("incident 42".into()),
-        requester: Some(Requester {
-            username: user.into(),
-            ..Default::default()
-        }),
-        principal: Some(user.into()),
-        ..Default::default()
-    };
-    edit(&mut spec);
-    let mut request = ActivationRequest::new(name, spec);
-    request.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
-    request
 }
 
 /// Issue 21 item 2: when the directory confirms the add at once, an activation costs the

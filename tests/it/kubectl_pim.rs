@@ -1,7 +1,7 @@
 //! `kubectl pim` in-process against the fake API server, with the real operator (manual clock,
-//! memory directory, `TrustAsWritten` attestor) where a request has to move. The fake server
-//! runs no admission webhook, so where the webhook would stamp `requester`/`principal` on a new
-//! request, the test does it (before the operator starts, so the operator never sees an
+//! memory directory, `TrustAsWritten` attestor) where a request has to move. This harness
+//! registers no admission webhook, so where the webhook would stamp `requester`/`principal` on a
+//! new request, the test does it (before the operator starts, so the operator never sees an
 //! unstamped request).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,7 +16,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use pim_operator::api::access_policy::{AccessPolicySpec, ActivationSettings, ApprovalSettings};
-use pim_operator::api::activation_request::{ActivationRequestSpec, Requester};
 use pim_operator::api::common::PrincipalRef;
 use pim_operator::api::eligible_assignment::{AssignmentType, EligibleAssignmentSpec, Schedule};
 use pim_operator::api::pim_group::{
@@ -32,6 +31,7 @@ use pim_operator::engine::TrustAsWritten;
 use pim_operator::kubectl_pim::{self, CliError};
 use pim_operator::metrics::Metrics;
 use pim_testkit::fake_apiserver::{FakeApiServer, Verb};
+use pim_testkit::operator::admitted_request;
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -253,26 +253,18 @@ impl Harness {
         }
     }
 
-    /// A request as the admission webhook would leave it: requester and principal stamped.
+    /// A request as the admission webhook would leave it ([`admitted_request`]).
     async fn request(&self, name: &str, group: &str, user: &str) {
-        let spec = ActivationRequestSpec {
-            group: group.into(),
-            duration: Some("30m".into()),
-            justification: Some("incident 42".into()),
-            requester: Some(Requester {
-                username: user.into(),
-                ..Default::default()
-            }),
-            principal: Some(user.into()),
-            ..Default::default()
-        };
         self.api::<ActivationRequest>()
-            .create(&PostParams::default(), &ActivationRequest::new(name, spec))
+            .create(
+                &PostParams::default(),
+                &admitted_request(name, group, user, "30m", |_| {}),
+            )
             .await
             .unwrap();
     }
 
-    /// What the mutating webhook does on create, done by hand (the fake server calls none).
+    /// What the mutating webhook does on create, done by hand (this harness registers none).
     async fn stamp(&self, name: &str, user: &str) {
         let patch = json!({"spec": {"requester": {"username": user}, "principal": user}});
         self.api::<ActivationRequest>()

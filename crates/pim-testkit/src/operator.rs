@@ -42,6 +42,32 @@ struct Operator {
     task: JoinHandle<()>,
 }
 
+/// A request as the admission webhook would leave it: requester and principal stamped, and the
+/// operator's finalizer on (the mutating webhook adds it at create).
+pub fn admitted_request(
+    name: &str,
+    group: &str,
+    user: &str,
+    duration: &str,
+    edit: impl FnOnce(&mut ActivationRequestSpec),
+) -> ActivationRequest {
+    let mut spec = ActivationRequestSpec {
+        group: group.into(),
+        duration: Some(duration.into()),
+        justification: Some("incident 42".into()),
+        requester: Some(Requester {
+            username: user.into(),
+            ..Default::default()
+        }),
+        principal: Some(user.into()),
+        ..Default::default()
+    };
+    edit(&mut spec);
+    let mut request = ActivationRequest::new(name, spec);
+    request.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+    request
+}
+
 pub struct Harness {
     pub server: FakeApiServer,
     pub client: Client,
@@ -207,8 +233,7 @@ impl Harness {
             .unwrap();
     }
 
-    /// A request as the webhook would leave it: requester and principal stamped, and the
-    /// operator's finalizer on.
+    /// A request as the webhook would leave it ([`admitted_request`]).
     pub async fn request(
         &self,
         name: &str,
@@ -217,22 +242,11 @@ impl Harness {
         duration: &str,
         edit: impl FnOnce(&mut ActivationRequestSpec),
     ) {
-        let mut spec = ActivationRequestSpec {
-            group: group.into(),
-            duration: Some(duration.into()),
-            justification: Some("incident 42".into()),
-            requester: Some(Requester {
-                username: user.into(),
-                ..Default::default()
-            }),
-            principal: Some(user.into()),
-            ..Default::default()
-        };
-        edit(&mut spec);
-        let mut request = ActivationRequest::new(name, spec);
-        request.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
         self.api::<ActivationRequest>()
-            .create(&PostParams::default(), &request)
+            .create(
+                &PostParams::default(),
+                &admitted_request(name, group, user, duration, edit),
+            )
             .await
             .unwrap();
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::sink::AuditSinks;
 use crate::clock::SystemClock;
 use crate::config::{Config, DirectoryConfig, Settings};
 use crate::controller::{self, Dependencies, Health};
@@ -128,6 +129,13 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
         crate::webhook::Directories {
             principals: settings.config.principals(),
             shortest_assignments: settings.config.shortest_assignments(),
+            audit: match AuditSinks::new(&settings.config.audit, Arc::new(SystemClock)) {
+                Ok(sinks) => Some(Arc::new(sinks)),
+                Err(problem) => {
+                    tracing::error!(%problem, "audit sinks not set up; the webhook records no changes");
+                    None
+                }
+            },
         },
         keyring,
         operator_username,

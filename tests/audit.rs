@@ -442,5 +442,119 @@ fn since(since: &'static str) -> AuditQuery<'static> {
         until: None,
         principal: None,
         group: None,
+        kind: None,
+        file: None,
     }
+}
+
+/// The action records in an audit file, as JSON.
+fn action_lines(file: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l.get("action").is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn active_assignment_grants_and_standing_removals_are_audited() {
+    use pim_operator::api::common::Role;
+    use pim_operator::api::eligible_assignment::AssignmentType;
+    use pim_operator::api::eligible_assignment::{EligibleAssignmentSpec, Schedule};
+    use pim_operator::api::{EligibleAssignment, PrincipalRef};
+    use pim_operator::core::membership::Member;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("audit.jsonl");
+    let config = format!("audit:\n  file: {}\n", file.display());
+    let mut h = Harness::new(&config).await;
+    h.policy("pa", "8h", &[], |_| {}).await;
+    h.group("ga", "pa").await;
+    // Someone added by hand in the directory: standingAccess: Remove takes it away.
+    let mallory = Member::User("mallory@contoso.com".into());
+    h.directory
+        .add_by_hand("ga-id", Role::Member, mallory.clone());
+    let spec = EligibleAssignmentSpec {
+        group: "ga".into(),
+        principal: PrincipalRef::user(ALICE),
+        assignment_type: AssignmentType::Active,
+        schedule: Schedule {
+            duration: Some("1h".into()),
+            ..Default::default()
+        },
+        justification: Some("covering the release (REL-3)".into()),
+        ..Default::default()
+    };
+    h.api::<EligibleAssignment>()
+        .create(
+            &Default::default(),
+            &EligibleAssignment::new("alice-ga-active", spec),
+        )
+        .await
+        .unwrap();
+    h.start();
+
+    let kinds = |lines: &[serde_json::Value]| -> BTreeSet<(String, String, String)> {
+        lines
+            .iter()
+            .map(|l| {
+                (
+                    l["action"].as_str().unwrap().to_owned(),
+                    l["name"].as_str().unwrap().to_owned(),
+                    l["principal"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    operator::eventually(
+        "the grant and the standing removal are recorded",
+        || async { kinds(&action_lines(&file)).len() == 2 },
+    )
+    .await;
+    let lines = action_lines(&file);
+    assert_eq!(
+        kinds(&lines),
+        BTreeSet::from([
+            ("Granted".into(), "alice-ga-active".into(), ALICE.into()),
+            (
+                "StandingAccessRemoved".into(),
+                "ga".into(),
+                "mallory@contoso.com".into()
+            ),
+        ]),
+        "{lines:#?}"
+    );
+    let granted = lines.iter().find(|l| l["action"] == "Granted").unwrap();
+    assert_eq!(granted["kind"], "EligibleAssignment");
+    assert_eq!(granted["group"], "ga");
+    assert_eq!(granted["role"], "member");
+    assert_eq!(granted["directoryGroupId"], "ga-id");
+    assert_eq!(granted["time"], h.now().to_string());
+    let removed = lines
+        .iter()
+        .find(|l| l["action"] == "StandingAccessRemoved")
+        .unwrap();
+    assert_eq!(removed["kind"], "PimGroup");
+    assert!(!h.directory.has_member("ga-id", Role::Member, &mallory));
+
+    // The assignment's hour ends: the removal is recorded once the directory confirms it.
+    h.advance(61);
+    operator::eventually("the assignment's removal is recorded", || async {
+        action_lines(&file).iter().any(|l| l["action"] == "Removed")
+    })
+    .await;
+    let lines = action_lines(&file);
+    let removed: Vec<_> = lines.iter().filter(|l| l["action"] == "Removed").collect();
+    assert_eq!(removed.len(), 1, "{lines:#?}");
+    assert_eq!(removed[0]["name"], "alice-ga-active");
+    assert_eq!(removed[0]["principal"], ALICE);
+    assert!(
+        !h.directory
+            .has_member("ga-id", Role::Member, &Member::User(ALICE.into()))
+    );
+    // Nothing recorded twice.
+    let ids: BTreeSet<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), lines.len(), "{lines:#?}");
+    h.stop().await;
 }

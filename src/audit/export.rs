@@ -6,7 +6,7 @@
 
 use jiff::Timestamp;
 
-use super::record::{AuditRecord, records, snapshot};
+use super::record::{AuditRecord, REQUEST_KIND, records, snapshot};
 use crate::api::delivery::AuditSnapshot;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::{duration, time::add};
@@ -44,6 +44,16 @@ pub enum AuditError {
     Range { since: Timestamp, until: Timestamp },
     #[error("-o {0:?}: the audit export is csv or json")]
     Format(String),
+    #[error(
+        "--kind {0:?}: give one of ActivationRequest, EligibleAssignment, AccessPolicy, PimGroup"
+    )]
+    Kind(String),
+    #[error(
+        "--kind {0}: the cluster keeps the history of ActivationRequests only; changes to {0}s and the operator's own directory writes are in its audit trail (the `audit.file` of its config): pass a copy with --file"
+    )]
+    KindNeedsTrail(&'static str),
+    #[error("--file {path}: {problem}")]
+    Trail { path: String, problem: String },
     #[error("listing {kind}: {source}")]
     Kube {
         kind: &'static str,
@@ -71,16 +81,30 @@ pub struct AuditQuery<'a> {
     pub until: Option<&'a str>,
     pub principal: Option<&'a str>,
     pub group: Option<&'a str>,
+    /// `--kind`: one of [`AUDIT_KINDS`], ASCII case ignored.
+    pub kind: Option<&'a str>,
+    /// `--file`: read the operator's audit trail (JSON Lines) instead of the cluster.
+    pub file: Option<&'a std::path::Path>,
 }
 
-/// Which records an export keeps: those in `[since, until)`, of one principal and of one
-/// PimGroup when given.
+/// The kinds audit records concern.
+pub const AUDIT_KINDS: &[&str] = &[
+    REQUEST_KIND,
+    "EligibleAssignment",
+    "AccessPolicy",
+    "PimGroup",
+];
+
+/// Which records an export keeps: those in `[since, until)`, of one principal, of one PimGroup
+/// and of one kind when given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditFilter {
     pub since: Timestamp,
     pub until: Option<Timestamp>,
     pub principal: Option<String>,
     pub group: Option<String>,
+    /// One of [`AUDIT_KINDS`], as spelled there.
+    pub kind: Option<&'static str>,
 }
 
 impl AuditFilter {
@@ -91,6 +115,7 @@ impl AuditFilter {
             until: None,
             principal: None,
             group: None,
+            kind: None,
         }
     }
 
@@ -105,26 +130,52 @@ impl AuditFilter {
         {
             return Err(AuditError::Range { since, until });
         }
+        let kind = given(query.kind)
+            .map(|wanted| {
+                AUDIT_KINDS
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(&wanted))
+                    .copied()
+                    .ok_or(AuditError::Kind(wanted))
+            })
+            .transpose()?;
         Ok(AuditFilter {
             since,
             until,
             principal: given(query.principal),
             group: given(query.group),
+            kind,
         })
     }
 
     /// Principals compare as the webhook's `emailLike` default does (ASCII case ignored), so
-    /// `--principal Alice@Contoso.com` finds alice@contoso.com; PimGroup names exactly.
+    /// `--principal Alice@Contoso.com` finds alice@contoso.com; PimGroup names and kinds
+    /// exactly.
     pub fn keeps(&self, record: &AuditRecord) -> bool {
-        record.time >= self.since
-            && self.until.is_none_or(|until| record.time < until)
-            && self.principal.as_deref().is_none_or(|wanted| {
-                record
-                    .principal
-                    .as_deref()
-                    .is_some_and(|p| p.eq_ignore_ascii_case(wanted))
-            })
-            && self.group.as_deref().is_none_or(|g| record.group == g)
+        self.keeps_fields(
+            record.time,
+            &record.kind,
+            record.principal.as_deref(),
+            Some(&record.group),
+        )
+    }
+
+    /// [`AuditFilter::keeps`] on the fields every line of the trail has, whatever its shape.
+    pub fn keeps_fields(
+        &self,
+        time: Timestamp,
+        kind: &str,
+        principal: Option<&str>,
+        group: Option<&str>,
+    ) -> bool {
+        time >= self.since
+            && self.until.is_none_or(|until| time < until)
+            && self
+                .principal
+                .as_deref()
+                .is_none_or(|wanted| principal.is_some_and(|p| p.eq_ignore_ascii_case(wanted)))
+            && self.group.as_deref().is_none_or(|g| group == Some(g))
+            && self.kind.is_none_or(|k| kind == k)
     }
 }
 
@@ -257,7 +308,7 @@ pub const CSV_COLUMNS: &[&str] = &[
 
 /// One CSV cell (RFC 4180). Text people typed that a spreadsheet would run as a formula
 /// (`=`, `+`, `-`, `@`, tab, CR first) is prefixed with `'`.
-fn cell(value: &str) -> String {
+pub(super) fn cell(value: &str) -> String {
     let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{value}")
     } else {
@@ -350,8 +401,9 @@ where
         .map_err(|source| AuditError::Kube { kind, source })
 }
 
-/// `kubectl pim audit --since SINCE [--until UNTIL] [--principal P] [--group G] -o FORMAT`:
-/// lists the four kinds and exports. Needs `list` on them (the `pim-auditor` role).
+/// `kubectl pim audit --since SINCE [--until UNTIL] [--principal P] [--group G] [--kind K]
+/// [--file TRAIL] -o FORMAT`: lists the four kinds and exports, or filters the trail file
+/// given. Listing needs `list` on the kinds (the `pim-auditor` role).
 pub async fn audit_command(
     client: kube::Client,
     query: AuditQuery<'_>,
@@ -360,6 +412,12 @@ pub async fn audit_command(
 ) -> Result<String, AuditError> {
     let format: ExportFormat = format.parse()?;
     let filter = AuditFilter::parse(query, now)?;
+    if let Some(path) = query.file {
+        return super::trail::export_file(path, &filter, format);
+    }
+    if let Some(kind) = filter.kind.filter(|k| *k != REQUEST_KIND) {
+        return Err(AuditError::KindNeedsTrail(kind));
+    }
     let mut catalog = Catalog::default();
     for request in list::<ActivationRequest>(&client, "activationrequests").await? {
         catalog.insert_request(request);
@@ -418,6 +476,8 @@ mod tests {
             until: None,
             principal: None,
             group: None,
+            kind: None,
+            file: None,
         };
         assert_eq!(times(all).len(), 4);
         // Until is exclusive: the 09:40 end is left for the next window.

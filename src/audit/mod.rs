@@ -13,9 +13,11 @@
 //!   its transitions is recorded as emitted.
 //! - `kubectl pim audit` rebuilds the same records from the objects: [`export`].
 
+pub mod action;
 pub mod export;
 pub mod record;
 pub mod sink;
+pub mod trail;
 
 use std::path::PathBuf;
 

@@ -36,6 +36,9 @@ pub struct ApprovalRecord {
 pub struct AuditRecord {
     /// `<request uid>/<transition index>`: the same every time this record is emitted.
     pub id: String,
+    /// `ActivationRequest`: what [`super::action::ActionRecord`]s name their kind by.
+    #[serde(default = "request_kind")]
+    pub kind: String,
     /// When the transition happened.
     pub time: Timestamp,
     pub request: String,
@@ -106,6 +109,12 @@ pub struct AuditRecord {
     /// Failed attempts to emit this request's audit records before they went through.
     pub retry_count: u32,
 }
+
+fn request_kind() -> String {
+    REQUEST_KIND.to_owned()
+}
+
+pub const REQUEST_KIND: &str = "ActivationRequest";
 
 /// What the catalog knows around a request now, over what an earlier snapshot recorded (a
 /// policy or group deleted since keeps its recorded values).
@@ -179,6 +188,7 @@ pub fn records(
         .take(range.end.saturating_sub(range.start))
         .map(|(index, transition)| AuditRecord {
             id: format!("{uid}/{index}"),
+            kind: request_kind(),
             time: transition.time.0,
             request: name.clone(),
             uid: uid.clone(),

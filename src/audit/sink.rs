@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::record::AuditRecord;
 use super::{AuditConfig, HttpSinkConfig};
 use crate::clock::Clock;
 use crate::notify::channel::http::{check_url, trim_newline};
@@ -60,7 +59,7 @@ impl AuditSinks {
     }
 
     /// Emits the records to every sink; `Err` when one did not take them.
-    pub async fn emit(&self, records: &[AuditRecord]) -> Result<(), String> {
+    pub async fn emit<R: serde::Serialize>(&self, records: &[R]) -> Result<(), String> {
         if records.is_empty() {
             return Ok(());
         }
@@ -82,10 +81,55 @@ impl AuditSinks {
     }
 }
 
+/// How often [`AuditSinks::emit_retrying`] tries, and the first wait between tries (doubled
+/// after each).
+const TRIES: u32 = 6;
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+impl AuditSinks {
+    /// Emits records that no object tracks as emitted (admission changes, the operator's own
+    /// directory writes) in the background, retrying with backoff for about half a minute; a
+    /// record still not taken is logged at error level with its content, so the operator's log
+    /// keeps it.
+    pub fn emit_retrying<R>(self: &Arc<Self>, records: Vec<R>)
+    where
+        R: serde::Serialize + Send + Sync + 'static,
+    {
+        if records.is_empty() {
+            return;
+        }
+        let sinks = self.clone();
+        tokio::spawn(async move {
+            let mut wait = FIRST_WAIT;
+            for attempt in 1..=TRIES {
+                match sinks.emit(&records).await {
+                    Ok(()) => return,
+                    Err(error) if attempt == TRIES => {
+                        for record in &records {
+                            let line = serde_json::to_string(record).unwrap_or_default();
+                            tracing::error!(%error, record = %line, "audit record not emitted after {TRIES} tries");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, attempt, "audit records not emitted; retrying in {wait:?}");
+                        tokio::time::sleep(wait).await;
+                        wait = wait.saturating_mul(2);
+                    }
+                }
+            }
+        });
+    }
+}
+
 async fn append(path: PathBuf, lines: &[String]) -> Result<(), String> {
     let mut text = lines.join("\n");
     text.push('\n');
     tokio::task::spawn_blocking(move || -> Result<(), String> {
+        // The webhook, the delivery controller and the group controller write the same file:
+        // one batch at a time, so lines never interleave (a large `write_all` may take several
+        // writes, even in append mode).
+        static APPENDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = APPENDING.lock().unwrap_or_else(|e| e.into_inner());
         let shown = path.display().to_string();
         let mut file = std::fs::OpenOptions::new()
             .create(true)

@@ -15,6 +15,7 @@ use super::priority::WritePriority;
 use super::wakes::OwnWrites;
 use crate::api::common::Role;
 use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
+use crate::audit::sink::AuditSinks;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::core::identity::Principals;
@@ -239,6 +240,20 @@ pub struct Context {
     pub grant_holds: super::request::GrantHolds,
     /// Asks the group controller to look at groups again (grants held back, now free to go).
     pub group_triggers: mpsc::UnboundedSender<ObjectRef<Lenient<PimGroup>>>,
+    /// The audit sinks of the config; `None` when they could not be set up (then nothing counts
+    /// as audited, and retention waits).
+    pub audit: Option<Arc<AuditSinks>>,
+}
+
+/// The audit sinks `settings` configure, or `None` (logged) when they cannot be set up.
+pub fn audit_sinks(settings: &Settings, clock: Arc<dyn Clock>) -> Option<Arc<AuditSinks>> {
+    match AuditSinks::new(&settings.config.audit, clock) {
+        Ok(sinks) => Some(Arc::new(sinks)),
+        Err(problem) => {
+            tracing::error!(%problem, "audit sinks not set up; no request is deleted by retention until they are");
+            None
+        }
+    }
 }
 
 impl Context {

@@ -53,7 +53,7 @@ pub struct Delivery {
     notifier: Notifier,
     /// `None` when the sinks could not be set up: then nothing counts as audited, and
     /// retention waits.
-    audit: Option<AuditSinks>,
+    audit: Option<Arc<AuditSinks>>,
     retention: bool,
     /// Failed audit emissions per request uid in this term, for `retryCount` and backoff.
     audit_failures: Mutex<HashMap<String, u32>>,
@@ -144,13 +144,7 @@ impl Delivery {
             ctx.clock.clone(),
             &|graph| graph_channel(&ctx, graph),
         );
-        let audit = match AuditSinks::new(&config.audit, ctx.clock.clone()) {
-            Ok(sinks) => Some(sinks),
-            Err(problem) => {
-                tracing::error!(%problem, "audit sinks not set up; no request is deleted by retention until they are");
-                None
-            }
-        };
+        let audit = ctx.audit.clone();
         Arc::new(Delivery {
             notifier,
             audit,

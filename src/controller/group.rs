@@ -25,9 +25,10 @@ use crate::api::conditions::{reasons, types};
 use crate::api::eligible_assignment::AssignmentType;
 use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::{PimGroupStatus, StandingAccess};
+use crate::audit::action::{Action as AuditAction, DirectoryWrite, directory_write_record};
 use crate::core::ledger::{self as ledger_core, Entry, GroupTarget, ProvenGrant};
 use crate::core::lifecycle::{ConditionState, ConditionStatus};
-use crate::core::membership::{Grant, Member, RemovalRules};
+use crate::core::membership::{Grant, GrantSource, Member, RemovalRules};
 use crate::core::status::merge_conditions;
 use crate::directory::{Directory, DirectoryError, GroupId};
 use crate::engine::{Catalog, LedgerOutcome, Proof, plan_with_ledger};
@@ -796,6 +797,7 @@ async fn revoke_role(
     // Ledger entries to close once the loop has seen every removal: closed in parallel, since
     // one at a time they kept the pass (and its reconcile slot) long after its removals.
     let mut closes: Vec<&Entry> = Vec::new();
+    let mut written: Vec<DirectoryWrite<'_>> = Vec::new();
     for (member, result) in removals {
         // Requests waiting for this removal report why it did not go through, when the
         // directory refused it for longer than the revocation grace (a rule of its own, such
@@ -823,6 +825,15 @@ async fn revoke_role(
                     .unwrap_or_default();
                 if closing.is_empty() {
                     tracing::info!(group = %name, %role, %member, "removed standing access (standingAccess: Remove)");
+                    written.push(DirectoryWrite {
+                        action: AuditAction::StandingAccessRemoved,
+                        kind: "PimGroup",
+                        name,
+                        group: name,
+                        role,
+                        member,
+                        directory_group_id: &group_id.0,
+                    });
                 }
                 // Lag from when the access should have ended to the directory's confirmation,
                 // whatever was down in between (issue 14, finding 10).
@@ -844,6 +855,19 @@ async fn revoke_role(
                 {
                     confirmed(ctx, entry, now);
                     closes.push(entry);
+                    // Requests have their own records; what an Active-type assignment
+                    // granted has these.
+                    if entry.source.kind == GrantSourceKind::EligibleAssignment {
+                        written.push(DirectoryWrite {
+                            action: AuditAction::Removed,
+                            kind: GrantSourceKind::EligibleAssignment.as_str(),
+                            name: &entry.source.name,
+                            group: name,
+                            role,
+                            member,
+                            directory_group_id: &group_id.0,
+                        });
+                    }
                 }
             }
             Err(error) => {
@@ -854,6 +878,7 @@ async fn revoke_role(
             }
         }
     }
+    audit_writes(ctx, written, now);
     if let Some(kept) = &outcome.plan.kept_last {
         // Requests whose access it was report why it stays (RevocationOverdue, with this).
         ctx.membership.set_removal_refused(
@@ -1054,10 +1079,30 @@ async fn grant_role(
         .buffered(WRITES_IN_FLIGHT)
         .collect()
         .await;
+    let mut written: Vec<DirectoryWrite<'_>> = Vec::new();
     for (member, request, granted) in results {
         match granted {
             Granted::Done(receipt) => {
                 pass.members.insert(member.clone());
+                // A new membership (not a renewed end) that an Active-type assignment grants.
+                if pass.outcome.plan.add.contains(member) {
+                    let assignments = grants
+                        .iter()
+                        .filter(|g| &g.member == member && g.covers(now));
+                    for grant in assignments {
+                        if let GrantSource::Assignment(assignment) = &grant.source {
+                            written.push(DirectoryWrite {
+                                action: AuditAction::Granted,
+                                kind: GrantSourceKind::EligibleAssignment.as_str(),
+                                name: assignment,
+                                group: name,
+                                role,
+                                member,
+                                directory_group_id: &group_id.0,
+                            });
+                        }
+                    }
+                }
                 if let (Some(receipt), Some(request)) = (receipt, request) {
                     super::writes::record_directory_receipt(&ctx.client, &request, &receipt, now)
                         .await;
@@ -1067,6 +1112,18 @@ async fn grant_role(
             Granted::Held => pass.held += 1,
             Granted::Ended => {}
         }
+    }
+    audit_writes(ctx, written, ctx.now());
+}
+
+/// Sends the records of the directory writes no request explains to the audit sinks.
+fn audit_writes(ctx: &Context, written: Vec<DirectoryWrite<'_>>, now: Timestamp) {
+    if let Some(sinks) = &ctx.audit {
+        let records: Vec<_> = written
+            .into_iter()
+            .map(|write| directory_write_record(write, now))
+            .collect();
+        sinks.emit_retrying(records);
     }
 }
 

@@ -373,6 +373,7 @@ pub async fn run_controllers(
         request_triggers,
         grant_holds: request::GrantHolds::default(),
         group_triggers: group_triggers.clone(),
+        audit: context::audit_sinks(&deps.settings, deps.clock.clone()),
     });
     let wakes = Arc::new(GroupWakes::default());
     // What the request and the group controllers last saw of each assignment.

@@ -140,6 +140,15 @@ pub enum Command {
         /// Only the records of this PimGroup.
         #[arg(long)]
         group: Option<String>,
+        /// Only the records about this kind: ActivationRequest, EligibleAssignment,
+        /// AccessPolicy or PimGroup. All but the first need --file.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Read the operator's audit trail (its `audit.file`, JSON Lines) instead of the
+        /// cluster: changes to the declarative kinds, with who made them, and the operator's
+        /// own directory writes are only there.
+        #[arg(long, value_name = "PATH")]
+        file: Option<std::path::PathBuf>,
         /// csv or json.
         #[arg(
             short = 'o',
@@ -359,6 +368,8 @@ pub async fn execute(
             until,
             principal,
             group,
+            kind,
+            file,
             output,
         } => {
             let query = crate::audit::export::AuditQuery {
@@ -366,6 +377,8 @@ pub async fn execute(
                 until: until.as_deref(),
                 principal: principal.as_deref(),
                 group: group.as_deref(),
+                kind: kind.as_deref(),
+                file: file.as_deref(),
             };
             let text =
                 crate::audit::export::audit_command(client.clone(), query, output, clock.now())

@@ -55,6 +55,8 @@ pub struct Directories {
     pub principals: Principals,
     /// Directories (by name) that make no assignment shorter than this (Entra in `pim` mode).
     pub shortest_assignments: std::collections::BTreeMap<String, jiff::SignedDuration>,
+    /// Where changes to the declarative kinds are recorded.
+    pub audit: Option<Arc<crate::audit::sink::AuditSinks>>,
 }
 
 /// Starts the webhook server when `settings` enable it. Runs until `shutdown`.
@@ -117,6 +119,7 @@ pub async fn start(
         },
         catalog: server::CatalogSource::Watched(catalog::WatchedCatalog::start(client, &shutdown)),
         clock,
+        audit: directories.audit,
     });
     let (bound, task) = server::bind(address, tls, server::router(state), shutdown)
         .await

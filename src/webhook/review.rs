@@ -14,6 +14,8 @@ use super::identity::Caller;
 use crate::api::common::Role;
 use crate::api::{ActivationRequest, EligibleAssignment, PimGroup};
 use crate::attestation::Keyring;
+use crate::audit::action::{AUDITED_KINDS, Action, ActionRecord, Change, change_record};
+use crate::audit::record::RequesterRecord;
 use crate::checks::last_member::last_grant_refusal;
 use crate::checks::onboarding::removal_findings;
 use crate::checks::{Finding, Kind, PimObject, SchemaChecker, Severity, check_object, rules};
@@ -74,18 +76,35 @@ impl Admission {
         catalog: &Catalog,
         now: Timestamp,
     ) -> Result<Value, ReviewError> {
+        self.review_audited(body, stage, catalog, now)
+            .map(|(wire, _)| wire)
+    }
+
+    /// As [`Admission::review`], with the audit record of the change when it is one of a
+    /// declarative kind's spec (or its deletion) seen by the validating webhook, admitted or
+    /// refused. Dry runs are not recorded: the webhook is registered `sideEffects:
+    /// NoneOnDryRun`.
+    pub fn review_audited(
+        &self,
+        body: &[u8],
+        stage: Stage,
+        catalog: &Catalog,
+        now: Timestamp,
+    ) -> Result<(Value, Option<ActionRecord>), ReviewError> {
         let review: AdmissionReview<DynamicObject> =
             serde_json::from_slice(body).map_err(|e| ReviewError(e.to_string()))?;
         let request: AdmissionRequest<DynamicObject> = review.try_into().map_err(
             |e: kube::core::admission::ConvertAdmissionReviewError| ReviewError(e.to_string()),
         )?;
         let response = AdmissionResponse::from(&request);
-        let review = self
-            .decide(&request, response, stage, catalog, now)
-            .into_review();
+        let decided = self.decide(&request, response, stage, catalog, now);
+        let record = (stage == Stage::Validate)
+            .then(|| change_of(&request, &decided, now))
+            .flatten();
+        let review = decided.into_review();
         let mut wire = serde_json::to_value(review).map_err(|e| ReviewError(e.to_string()))?;
         base64_patch(&mut wire);
-        Ok(wire)
+        Ok((wire, record))
     }
 
     fn decide(
@@ -489,6 +508,62 @@ impl Admission {
         }
         Ok(())
     }
+}
+
+/// The audit record of a change to a declarative kind's spec, or of its deletion.
+fn change_of(
+    request: &AdmissionRequest<DynamicObject>,
+    decided: &AdmissionResponse,
+    now: Timestamp,
+) -> Option<ActionRecord> {
+    if request.kind.group != "pim.dev"
+        || request.sub_resource.is_some()
+        || request.dry_run
+        || !AUDITED_KINDS.contains(&request.kind.kind.as_str())
+    {
+        return None;
+    }
+    let old = request.old_object.as_ref().and_then(to_json);
+    let new = request.object.as_ref().and_then(to_json);
+    let action = match request.operation {
+        Operation::Create => Action::Created,
+        Operation::Update => Action::Updated,
+        Operation::Delete => Action::Deleted,
+        Operation::Connect => return None,
+    };
+    // Metadata-only updates (labels, finalizers, kubectl's last-applied annotation) change
+    // nothing an auditor asks about.
+    if action == Action::Updated
+        && old.as_ref().and_then(|o| o.get("spec")) == new.as_ref().and_then(|o| o.get("spec"))
+    {
+        return None;
+    }
+    let object_uid = old
+        .as_ref()
+        .or(new.as_ref())
+        .and_then(|o| o.pointer("/metadata/uid"))
+        .and_then(Value::as_str);
+    let user = &request.user_info;
+    let denial = (!decided.allowed).then(|| decided.result.message.clone());
+    Some(change_record(
+        Change {
+            admission_uid: &request.uid,
+            kind: &request.kind.kind,
+            action,
+            name: &request.name,
+            object_uid,
+            user: RequesterRecord {
+                username: user.username.clone().unwrap_or_default(),
+                uid: user.uid.clone(),
+                groups: user.groups.clone().unwrap_or_default(),
+            },
+            old: old.as_ref(),
+            new: new.as_ref(),
+            allowed: decided.allowed,
+            denial,
+        },
+        now,
+    ))
 }
 
 fn finalizers(object: Option<&Value>) -> BTreeSet<&str> {

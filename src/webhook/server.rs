@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::catalog::WatchedCatalog;
 use super::review::{Admission, Stage};
+use crate::audit::sink::AuditSinks;
 use crate::clock::Clock;
 use crate::engine::Catalog;
 
@@ -68,6 +69,8 @@ pub struct WebhookState {
     pub admission: Admission,
     pub catalog: CatalogSource,
     pub clock: Arc<dyn Clock>,
+    /// Where the records of changes to the declarative kinds go; `None` records nothing.
+    pub audit: Option<Arc<AuditSinks>>,
 }
 
 pub fn router(state: Arc<WebhookState>) -> Router {
@@ -123,7 +126,7 @@ async fn answer(state: &WebhookState, stage: Stage, body: &[u8]) -> Response {
         .decide(|catalog| {
             state
                 .admission
-                .review(body, stage, catalog, state.clock.now())
+                .review_audited(body, stage, catalog, state.clock.now())
         })
         .await;
     let Some(decided) = decided else {
@@ -135,7 +138,10 @@ async fn answer(state: &WebhookState, stage: Stage, body: &[u8]) -> Response {
             .into_response();
     };
     match decided {
-        Ok(review) => {
+        Ok((review, record)) => {
+            if let (Some(sinks), Some(record)) = (&state.audit, record) {
+                sinks.emit_retrying(vec![record]);
+            }
             if review.pointer("/response/allowed") == Some(&serde_json::Value::Bool(false)) {
                 tracing::info!(
                     stage = ?stage,

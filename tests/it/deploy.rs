@@ -1582,8 +1582,14 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
             if str_at(webhook, "/failurePolicy") != "Fail" {
                 problems.push(format!("{at}: failurePolicy is not Fail"));
             }
-            if str_at(webhook, "/sideEffects") != "None" {
-                problems.push(format!("{at}: sideEffects is not None"));
+            // The validating webhook writes the audit trail, never in a dry run.
+            let side_effects = if path == "/validate" {
+                "NoneOnDryRun"
+            } else {
+                "None"
+            };
+            if str_at(webhook, "/sideEffects") != side_effects {
+                problems.push(format!("{at}: sideEffects is not {side_effects}"));
             }
             if !strings(&webhook["admissionReviewVersions"]).contains(&"v1".to_owned()) {
                 problems.push(format!("{at}: does not speak admission.k8s.io/v1"));
@@ -1599,14 +1605,10 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
                 }
                 let operations: BTreeSet<String> =
                     strings(&rule["operations"]).into_iter().collect();
-                // Deletes reach the webhook only for what grants access (issue 20:
-                // protectLastMember refuses the delete of the last grant).
-                let granting = strings(&rule["resources"])
-                    .iter()
-                    .all(|r| r == "eligibleassignments" || r == "activationrequests");
-                let deletes = path == "/validate"
-                    && granting
-                    && operations == BTreeSet::from(["DELETE".to_owned()]);
+                // Deletes reach the validating webhook (issue 20: protectLastMember refuses
+                // the delete of the last grant; issue 19: deletes are audited).
+                let deletes =
+                    path == "/validate" && operations == BTreeSet::from(["DELETE".to_owned()]);
                 if operations != BTreeSet::from(["CREATE".to_owned(), "UPDATE".to_owned()])
                     && !deletes
                 {

@@ -309,8 +309,9 @@ async fn cluster() -> Cluster {
     std::fs::write(
         &config,
         format!(
-            "namespace: pim-system\ndirectories:\n  corp: {{type: memory}}\nusernameMapping: {{stripPrefix: \"oidc:\"}}\nleaderElection: {{enabled: false}}\nmetricsAddress: 127.0.0.1:{metrics_port}\nwebhook: {{enabled: true, address: \"127.0.0.1:{webhook_port}\"}}\nattestation: {{keyFile: {key}}}\n",
-            key = dir.join("attestation-key").display()
+            "namespace: pim-system\ndirectories:\n  corp: {{type: memory}}\nusernameMapping: {{stripPrefix: \"oidc:\"}}\nleaderElection: {{enabled: false}}\nmetricsAddress: 127.0.0.1:{metrics_port}\nwebhook: {{enabled: true, address: \"127.0.0.1:{webhook_port}\"}}\nattestation: {{keyFile: {key}}}\naudit: {{file: {audit}}}\n",
+            key = dir.join("attestation-key").display(),
+            audit = dir.join("audit.jsonl").display(),
         ),
     )
     .unwrap();
@@ -486,4 +487,145 @@ async fn issue_17_oidc_users_get_their_own_access_and_nobody_elses() {
         .await;
     c.wait_phase(&ops_request, Phase::Deactivated).await;
     c.stop_operator();
+}
+
+/// The audit file's records of changes to the declarative kinds.
+fn change_records(c: &Cluster) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(c.dir.path().join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["action"].is_string() && l["user"].is_object())
+        .collect()
+}
+
+fn policy_yaml(max: &str) -> String {
+    format!(
+        "apiVersion: pim.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: audited}}\nspec:\n  activation: {{maxDuration: {max}}}\n"
+    )
+}
+
+/// Issue 19: each change to a declarative kind is in the audit trail with who made it and
+/// what changed, as the validating webhook saw it; a server-side dry run is not.
+#[tokio::test]
+async fn issue_19_changes_to_policies_are_audited_with_who_and_the_diff() {
+    let mut c = cluster().await;
+    const CAROL: &str = "oidc:carol@example.org";
+    const DAVE: &str = "oidc:dave@example.org";
+    let apply = ["apply", "--validate=false", "-f", "-", "--as", CAROL];
+    c.ok(&apply, Some(&policy_yaml("2h"))).await;
+    c.ok(&apply, Some(&policy_yaml("4h"))).await;
+    let dry_run = [
+        "apply",
+        "--validate=false",
+        "--dry-run=server",
+        "-f",
+        "-",
+        "--as",
+        CAROL,
+    ];
+    c.ok(&dry_run, Some(&policy_yaml("6h"))).await;
+    c.ok(&["delete", "accesspolicy", "audited", "--as", DAVE], None)
+        .await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while change_records(&c).len() < 3 {
+        if Instant::now() > deadline {
+            panic!(
+                "three change records never came: {:#?}\n{}",
+                change_records(&c),
+                c.stop_operator()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A moment for a record that should not be there (the dry run's) to show up.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let records = change_records(&c);
+    let summary: Vec<(&str, &str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["name"].as_str().unwrap(),
+                r["user"]["username"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("Created", "audited", CAROL),
+            ("Updated", "audited", CAROL),
+            ("Deleted", "audited", DAVE),
+        ],
+        "{records:#?}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r["kind"] == "AccessPolicy" && r["allowed"] == true)
+    );
+    let changes = &records[1]["changes"];
+    assert_eq!(
+        changes,
+        &serde_json::json!([{"path": "/spec/activation/maxDuration", "before": "2h", "after": "4h"}]),
+        "{records:#?}"
+    );
+    // The creation has the whole spec as written, the deletion the whole spec as it was.
+    assert_eq!(records[0]["changes"][0]["path"], "/spec");
+    assert_eq!(
+        records[0]["changes"][0]["after"]["activation"]["maxDuration"],
+        "2h"
+    );
+    assert_eq!(records[2]["changes"][0]["path"], "/spec");
+    assert_eq!(
+        records[2]["changes"][0]["before"]["activation"]["maxDuration"],
+        "4h"
+    );
+    assert!(
+        records[2]["changes"][0].get("after").is_none(),
+        "{records:#?}"
+    );
+    assert!(records[2]["objectUid"].is_string(), "{records:#?}");
+
+    // kubectl pim audit reads the trail the operator wrote, filtered by kind and principal.
+    let trail = c.dir.path().join("audit.jsonl");
+    let trail = trail.to_str().unwrap();
+    let exported = c
+        .ok(
+            &[
+                "pim",
+                "audit",
+                "--file",
+                trail,
+                "--kind",
+                "accesspolicy",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .await;
+    let exported: Vec<serde_json::Value> = serde_json::from_str(&exported).unwrap();
+    assert_eq!(exported, records);
+    let csv = c
+        .ok(
+            &["pim", "audit", "--file", trail, "--kind", "AccessPolicy"],
+            None,
+        )
+        .await;
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert!(
+        csv.lines()
+            .nth(3)
+            .unwrap()
+            .contains(",Deleted,audited,,,,oidc:dave@example.org,true,"),
+        "{csv}"
+    );
+    // The cluster has no history of policies: the plugin says where it is.
+    let refused = c
+        .refused(&["pim", "audit", "--kind", "AccessPolicy"], None)
+        .await;
+    assert!(refused.contains("--file"), "{refused}");
 }

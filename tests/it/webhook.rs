@@ -1539,6 +1539,7 @@ async fn https_round_trip() {
         admission: admission(Some(keyring())),
         catalog: CatalogSource::Fixed(Arc::new(catalog())),
         clock: Arc::new(ManualClock::new(now())),
+        audit: None,
     });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (address, task) = server::bind(
@@ -1593,6 +1594,7 @@ async fn review_bodies_and_reviews_in_flight_are_bounded() {
         admission: admission(Some(keyring())),
         catalog: CatalogSource::Fixed(Arc::new(catalog())),
         clock: Arc::new(ManualClock::new(now())),
+        audit: None,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(1));
     let router = server::router_with_slots(state, slots.clone());
@@ -1820,6 +1822,67 @@ fn a_request_whose_policy_default_is_shorter_than_the_directory_holds_is_warned_
             validated.warnings
         );
     }
+}
+
+/// Issue 19: the validating webhook records each change to a declarative kind, refused ones
+/// too, with who asked; a dry run, the mutating stage and metadata-only updates are not
+/// recorded.
+#[test]
+fn issue_19_changes_are_recorded_refused_ones_too_but_never_a_dry_run() {
+    let admission = admission(Some(keyring()));
+    let catalog = protected_catalog();
+    let carol =
+        serde_json::to_value(active_assignment("carol-active", "carol@contoso.com")).unwrap();
+    let delete = assignment_review("DELETE", &Value::Null, Some(&carol));
+    let audited = |review: &Value, stage: Stage| {
+        let body = serde_json::to_vec(review).unwrap();
+        admission
+            .review_audited(&body, stage, &catalog, now())
+            .unwrap()
+            .1
+    };
+    let record = audited(&delete, Stage::Validate).expect("the refused delete is recorded");
+    assert_eq!(record.action, pim_operator::audit::action::Action::Deleted);
+    assert_eq!(
+        (record.kind.as_str(), record.name.as_str()),
+        ("EligibleAssignment", "carol-active")
+    );
+    assert_eq!(record.allowed, Some(false));
+    assert!(
+        record
+            .denial
+            .as_deref()
+            .unwrap_or_default()
+            .contains("protectLastMember"),
+        "{record:?}"
+    );
+    assert_eq!(
+        record.user.as_ref().map(|u| u.username.as_str()),
+        Some("system:serviceaccount:argocd:argocd-application-controller")
+    );
+    assert_eq!(record.principal.as_deref(), Some("carol@contoso.com"));
+    assert_eq!(record.group.as_deref(), Some("open"));
+    assert_eq!(record.time, now());
+    assert!(audited(&delete, Stage::Mutate).is_none());
+    let mut dry_run = delete.clone();
+    dry_run["request"]["dryRun"] = json!(true);
+    assert!(audited(&dry_run, Stage::Validate).is_none());
+    // Labels only: nothing an auditor asks about.
+    let mut labelled = carol.clone();
+    labelled["metadata"]["labels"] = json!({"team": "payments"});
+    let relabel = assignment_review("UPDATE", &labelled, Some(&carol));
+    assert!(audited(&relabel, Stage::Validate).is_none());
+    // A spec change is: its diff names the field.
+    let mut longer = carol.clone();
+    longer["spec"]["schedule"]["duration"] = json!("180d");
+    let record = audited(
+        &assignment_review("UPDATE", &longer, Some(&carol)),
+        Stage::Validate,
+    )
+    .expect("recorded");
+    assert_eq!(record.allowed, Some(true));
+    assert_eq!(record.changes.len(), 1, "{record:?}");
+    assert_eq!(record.changes[0].path, "/spec/schedule/duration");
 }
 
 /// Issue 20: the catalog with "open" marked `protectLastMember` and carol Active in it.

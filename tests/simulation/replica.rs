@@ -174,6 +174,7 @@ impl Replica {
             request_triggers: request_tx,
             grant_holds: Default::default(),
             group_triggers: group_tx,
+            audit: Some(Arc::new(pim_operator::audit::sink::AuditSinks::log_only())),
         });
         let delivery = Delivery::start(ctx.clone());
         Replica {

@@ -43,7 +43,12 @@ pub fn wire(
             "resource": gvr,
             "requestKind": gvk,
             "requestResource": gvr,
-            "name": object.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+            // A DELETE names the stored object (its `object` is null).
+            "name": object
+                .pointer("/metadata/name")
+                .or_else(|| old.and_then(|o| o.pointer("/metadata/name")))
+                .cloned()
+                .unwrap_or(json!("")),
             "operation": operation,
             "userInfo": user,
             "object": object,

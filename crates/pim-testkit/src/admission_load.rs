@@ -389,6 +389,7 @@ async fn start_webhook(
             CaseInsensitive::EmailLike,
         ),
         shortest_assignments: BTreeMap::new(),
+        audit: None,
     };
     webhook::start(
         &client,

@@ -46,6 +46,20 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// One admission review: which webhook (`mutate`, `validate`) and how it was answered
+/// (`allowed`, `denied`, `malformed`: not an AdmissionReview, `unavailable`: the caches were not
+/// listed in time).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReviewLabels {
+    pub stage: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: String,
@@ -72,6 +86,10 @@ pub struct Metrics {
     pub graph_refusals: Family<GraphRefusalLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub leader: Gauge,
+    pub webhook_reviews: Family<ReviewLabels, Counter>,
+    pub members_outside_pim: Family<GroupLabels, Gauge>,
+    pub standing_access_removals: Family<GroupLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -166,8 +184,36 @@ impl Metrics {
             "Reconcile errors by kind and category",
             reconcile_errors.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease and runs the controllers, else 0",
+            leader.clone(),
+        );
+        let webhook_reviews = Family::<ReviewLabels, Counter>::default();
+        registry.register(
+            "webhook_reviews",
+            "Admission reviews answered, by webhook (mutate, validate) and outcome (allowed, denied, malformed, unavailable)",
+            webhook_reviews.clone(),
+        );
+        let members_outside_pim = Family::<GroupLabels, Gauge>::default();
+        registry.register(
+            "members_outside_pim",
+            "Members of a PimGroup's directory group that nothing of pim-operator explains (standing access), by PimGroup, as its last pass found them",
+            members_outside_pim.clone(),
+        );
+        let standing_access_removals = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "standing_access_removals",
+            "Members nothing of pim-operator explained, removed under standingAccess: Remove, by PimGroup",
+            standing_access_removals.clone(),
+        );
         Metrics {
             registry,
+            standing_access_removals,
+            leader,
+            webhook_reviews,
+            members_outside_pim,
             activations,
             active_elevations,
             approval_latency,
@@ -198,6 +244,15 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 kind: kind.to_owned(),
                 category: category.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn review(&self, stage: &str, outcome: &str) {
+        self.webhook_reviews
+            .get_or_create(&ReviewLabels {
+                stage: stage.to_owned(),
+                outcome: outcome.to_owned(),
             })
             .inc();
     }

@@ -126,7 +126,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
     let webhook = match crate::webhook::start(
         &client,
         &settings.config.webhook,
-        crate::webhook::Directories {
+        crate::webhook::Inputs {
             principals: settings.config.principals(),
             shortest_assignments: settings.config.shortest_assignments(),
             audit: match AuditSinks::new(&settings.config.audit, Arc::new(SystemClock)) {
@@ -136,6 +136,7 @@ pub async fn run(config_path: Option<PathBuf>) -> Result<(), RunError> {
                     None
                 }
             },
+            metrics: Some(metrics.clone()),
         },
         keyring,
         operator_username,

@@ -33,6 +33,7 @@ use crate::core::status::merge_conditions;
 use crate::directory::{Directory, DirectoryError, GroupId};
 use crate::engine::{Catalog, LedgerOutcome, Proof, plan_with_ledger};
 use crate::lenient::Lenient;
+use crate::metrics::GroupLabels;
 
 pub const KIND: &str = "PimGroup";
 const UNEXPLAINED_MAX: usize = 100;
@@ -327,6 +328,9 @@ async fn reconcile_group_object(
         let failed = results.iter().any(|r| !r.failures.is_empty());
         if !failed && open.is_empty() {
             ctx.membership.forget(&name);
+            ctx.metrics.members_outside_pim.remove(&GroupLabels {
+                group: name.clone(),
+            });
             remove_finalizer(&ctx.client, object).await?;
             return Ok(Action::await_change());
         }
@@ -361,6 +365,12 @@ async fn reconcile_group_object(
     };
     let (unexplained, unexplained_owners) =
         (unexplained_of(Role::Member), unexplained_of(Role::Owner));
+    ctx.metrics
+        .members_outside_pim
+        .get_or_create(&GroupLabels {
+            group: name.clone(),
+        })
+        .set(i64::try_from(unexplained.len() + unexplained_owners.len()).unwrap_or(i64::MAX));
     let held: usize = results.iter().map(|r| r.held).sum();
     let in_sync = if !failures.is_empty() {
         // Each failed member named (a few): one refused removal must not hide behind another.
@@ -825,6 +835,12 @@ async fn revoke_role(
                     .unwrap_or_default();
                 if closing.is_empty() {
                     tracing::info!(group = %name, %role, %member, "removed standing access (standingAccess: Remove)");
+                    ctx.metrics
+                        .standing_access_removals
+                        .get_or_create(&GroupLabels {
+                            group: name.to_owned(),
+                        })
+                        .inc();
                     written.push(DirectoryWrite {
                         action: AuditAction::StandingAccessRemoved,
                         kind: "PimGroup",

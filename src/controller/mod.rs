@@ -777,6 +777,12 @@ fn random_identity() -> String {
     format!("pim-operator-{}-{random:016x}", std::process::id())
 }
 
+/// Records whether this replica leads, for `/readyz` and the `pim_leader` metric.
+fn lead(deps: &Dependencies, leader: bool) {
+    deps.health.set_leader(leader);
+    deps.metrics.leader.set(i64::from(leader));
+}
+
 /// Runs the controllers while this replica leads, until `shutdown` fires. Without leader
 /// election, this replica always leads.
 ///
@@ -788,7 +794,7 @@ fn random_identity() -> String {
 pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), StartError> {
     let election = &deps.settings.config.leader_election;
     if !election.enabled {
-        deps.health.set_leader(true);
+        lead(&deps, true);
         run_controllers(&deps, shutdown, None).await;
         return Ok(());
     }
@@ -829,10 +835,10 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
             error
         })?;
     let (mut leading, lease_task) = manager.watch().await;
-    deps.health.set_leader(*leading.borrow_and_update());
+    lead(&deps, *leading.borrow_and_update());
     loop {
         if *leading.borrow_and_update() {
-            deps.health.set_leader(true);
+            lead(&deps, true);
             let term = shutdown.child_token();
             let lost = {
                 let term = term.clone();
@@ -852,7 +858,7 @@ pub async fn run(deps: Dependencies, shutdown: CancellationToken) -> Result<(), 
             }
             term.cancel();
         }
-        deps.health.set_leader(false);
+        lead(&deps, false);
         tokio::select! {
             changed = leading.changed() => if changed.is_err() { break },
             _ = shutdown.cancelled() => break,

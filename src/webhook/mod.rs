@@ -49,14 +49,16 @@ pub enum WebhookError {
 /// How often mounted certificate files are re-read, and our CA bundle re-checked.
 const CERT_REFRESH: Duration = Duration::from_secs(60);
 
-/// What the webhook needs of the operator's configuration besides its own settings.
-pub struct Directories {
+/// What the webhook needs of the operator besides its own settings.
+pub struct Inputs {
     /// Each directory's username mapping, and how names compare.
     pub principals: Principals,
     /// Directories (by name) that make no assignment shorter than this (Entra in `pim` mode).
     pub shortest_assignments: std::collections::BTreeMap<String, jiff::SignedDuration>,
     /// Where changes to the declarative kinds are recorded.
     pub audit: Option<Arc<crate::audit::sink::AuditSinks>>,
+    /// The operator's metrics, for `pim_webhook_reviews`.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Starts the webhook server when `settings` enable it. Runs until `shutdown`.
@@ -65,7 +67,7 @@ pub struct Directories {
 pub async fn start(
     client: &kube::Client,
     settings: &WebhookConfig,
-    directories: Directories,
+    inputs: Inputs,
     keyring: Option<crate::attestation::Keyring>,
     operator_username: String,
     namespace: &str,
@@ -109,17 +111,18 @@ pub async fn start(
     ));
     let state = Arc::new(server::WebhookState {
         admission: Admission {
-            principals: directories.principals,
+            principals: inputs.principals,
             mfa_claim: settings.mfa_claim(),
             auth_time_claim: settings.auth_time_claim.clone(),
             keyring,
             schema: crate::checks::SchemaChecker::new()?,
             operator_username,
-            shortest_assignments: directories.shortest_assignments,
+            shortest_assignments: inputs.shortest_assignments,
         },
         catalog: server::CatalogSource::Watched(catalog::WatchedCatalog::start(client, &shutdown)),
         clock,
-        audit: directories.audit,
+        audit: inputs.audit,
+        metrics: inputs.metrics,
     });
     let (bound, task) = server::bind(address, tls, server::router(state), shutdown)
         .await

@@ -22,6 +22,7 @@ use super::review::{Admission, Stage};
 use crate::audit::sink::AuditSinks;
 use crate::clock::Clock;
 use crate::engine::Catalog;
+use crate::metrics::Metrics;
 
 /// Where admission decisions get the other objects from.
 #[derive(Clone)]
@@ -71,6 +72,7 @@ pub struct WebhookState {
     pub clock: Arc<dyn Clock>,
     /// Where the records of changes to the declarative kinds go; `None` records nothing.
     pub audit: Option<Arc<AuditSinks>>,
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 pub fn router(state: Arc<WebhookState>) -> Router {
@@ -129,7 +131,17 @@ async fn answer(state: &WebhookState, stage: Stage, body: &[u8]) -> Response {
                 .review_audited(body, stage, catalog, state.clock.now())
         })
         .await;
+    let stage_name = match stage {
+        Stage::Mutate => "mutate",
+        Stage::Validate => "validate",
+    };
+    let count = |outcome: &str| {
+        if let Some(metrics) = &state.metrics {
+            metrics.review(stage_name, outcome);
+        }
+    };
     let Some(decided) = decided else {
+        count("unavailable");
         // The API server applies failurePolicy: Fail, so the write is refused, not waved through.
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -142,7 +154,10 @@ async fn answer(state: &WebhookState, stage: Stage, body: &[u8]) -> Response {
             if let (Some(sinks), Some(record)) = (&state.audit, record) {
                 sinks.emit_retrying(vec![record]);
             }
-            if review.pointer("/response/allowed") == Some(&serde_json::Value::Bool(false)) {
+            let allowed =
+                review.pointer("/response/allowed") == Some(&serde_json::Value::Bool(true));
+            count(if allowed { "allowed" } else { "denied" });
+            if !allowed {
                 tracing::info!(
                     stage = ?stage,
                     message = %review.pointer("/response/status/message").and_then(|m| m.as_str()).unwrap_or_default(),
@@ -151,7 +166,10 @@ async fn answer(state: &WebhookState, stage: Stage, body: &[u8]) -> Response {
             }
             axum::Json(review).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(e) => {
+            count("malformed");
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
     }
 }
 

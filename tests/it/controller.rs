@@ -707,6 +707,21 @@ async fn hand_added_members_are_removed_or_reported() {
         h.is_member("reported", "mallory"),
         "Report leaves unexplained members in place"
     );
+    // Issue 19: both are alerts ("members added outside PIM"): a count where reported, a
+    // removal where removed.
+    let metrics = h.metrics();
+    assert!(
+        metrics.contains("pim_members_outside_pim{group=\"reported\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pim_standing_access_removals_total{group=\"g\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pim_members_outside_pim{group=\"g\"} 0"),
+        "{metrics}"
+    );
     // Her request is refused (she holds no assignment): we never granted her anything, so she
     // stays reported, not removed.
     h.request("m", "reported", "mallory", "30m", |_| {}).await;

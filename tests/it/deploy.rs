@@ -44,6 +44,7 @@ const OUR_KINDS: [(&str, &str); 4] = [
     ("pim.dev/v1alpha1", "ActivationRequest"),
 ];
 const SERVICE_MONITOR: (&str, &str) = ("monitoring.coreos.com/v1", "ServiceMonitor");
+const PROMETHEUS_RULE: (&str, &str) = ("monitoring.coreos.com/v1", "PrometheusRule");
 /// The webhook certificate's kinds with `webhook.certificates: cert-manager`.
 const CERT_MANAGER: [(&str, &str); 2] = [
     ("cert-manager.io/v1", "Certificate"),
@@ -175,6 +176,8 @@ struct Rendering {
     documents: Vec<Value>,
     /// Whether it is expected to hold a ServiceMonitor.
     service_monitor: bool,
+    /// Whether it holds the PrometheusRule (it comes with the ServiceMonitor).
+    prometheus_rule: bool,
     /// Whether its webhook certificate comes from cert-manager.
     cert_manager: bool,
 }
@@ -221,11 +224,13 @@ fn render_all() -> Vec<Rendering> {
         let documents = documents(&yaml, &name);
         assert!(!documents.is_empty(), "{name} rendered nothing");
         let cert_manager = yaml.contains("kind: Certificate\n");
+        let prometheus_rule = yaml.contains("kind: PrometheusRule\n");
         out.push(Rendering {
             name,
             yaml,
             documents,
             service_monitor,
+            prometheus_rule,
             cert_manager,
         });
     };
@@ -273,22 +278,29 @@ fn render_all() -> Vec<Rendering> {
         );
     }
 
-    // The base with the optional ServiceMonitor component, as an overlay would add it.
+    // The base with the optional monitoring components, as an overlay would add them.
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deploy-servicemonitor");
     fs::create_dir_all(&dir).expect("a temp folder");
     let dir = dir.canonicalize().expect("an absolute temp folder");
-    let component = repo_path("deploy/components/servicemonitor")
-        .canonicalize()
-        .expect("deploy/components/servicemonitor exists");
+    let component = |name: &str| {
+        let path = repo_path(&format!("deploy/components/{name}"))
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("deploy/components/{name}: {e}"));
+        relative_to(&path, &dir).display().to_string()
+    };
     let kustomization = format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n  - {}\n",
         relative_to(&base.canonicalize().expect("deploy/base exists"), &dir).display(),
-        relative_to(&component, &dir).display(),
+        component("servicemonitor"),
+        component("prometheusrule"),
     );
     fs::write(dir.join("kustomization.yaml"), kustomization).expect("writing a kustomization");
     push(
-        "kustomize deploy/base + components/servicemonitor".to_owned(),
-        must(kustomize(&dir), "kubectl kustomize with the ServiceMonitor"),
+        "kustomize deploy/base + components/servicemonitor + components/prometheusrule".to_owned(),
+        must(
+            kustomize(&dir),
+            "kubectl kustomize with the ServiceMonitor and the PrometheusRule",
+        ),
         true,
     );
     out
@@ -387,6 +399,9 @@ fn validate_rendering(rendering: &Rendering, dir: &Path, index: usize) {
     let mut allowed = OUR_KINDS.to_vec();
     if rendering.service_monitor {
         allowed.push(SERVICE_MONITOR);
+    }
+    if rendering.prometheus_rule {
+        allowed.push(PROMETHEUS_RULE);
     }
     if rendering.cert_manager {
         allowed.extend(CERT_MANAGER);
@@ -1216,6 +1231,150 @@ fn the_service_monitor_scrapes_the_metrics_port() {
             rendering.name
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alert rules (promtool from `.ci/install-deploy-tools`)
+// ---------------------------------------------------------------------------------------------
+
+/// Each rendered PrometheusRule's spec (a Prometheus rule file), by rendering.
+fn rule_specs() -> Vec<(&'static str, &'static Value)> {
+    renderings()
+        .iter()
+        .filter(|r| r.prometheus_rule)
+        .map(|r| (r.name.as_str(), &the_one(r, "PrometheusRule")["spec"]))
+        .collect()
+}
+
+const ALERT_TESTS: &str = "tests/fixtures/prometheus/alerts.test.yaml";
+
+/// `promtool check rules` and `promtool test rules` on `spec` with the unit tests `tests`.
+fn promtool(spec: &Value, tests: &str) -> (Run, Run) {
+    let dir = TempDir::new().expect("a temp dir");
+    // JSON is YAML: promtool reads the rule file as the API server stores the spec.
+    let rules = dir.path().join("rules.yaml");
+    fs::write(&rules, serde_json::to_string_pretty(spec).expect("JSON")).expect("rules.yaml");
+    let test_file = dir.path().join("alerts.test.yaml");
+    fs::write(&test_file, tests).expect("alerts.test.yaml");
+    let path = |p: &Path| p.to_str().expect("UTF-8 paths").to_owned();
+    let check = run("promtool", &["check", "rules", &path(&rules)]);
+    let test = run("promtool", &["test", "rules", &path(&test_file)]);
+    (check, test)
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_fire_as_their_unit_tests_say() {
+    let specs = rule_specs();
+    assert!(
+        specs.len() >= 2,
+        "expected a PrometheusRule from helm and from kustomize"
+    );
+    let tests = fs::read_to_string(repo_path(ALERT_TESTS)).expect(ALERT_TESTS);
+    for (name, spec) in &specs {
+        let (check, test) = promtool(spec, &tests);
+        assert!(
+            check.success,
+            "{name}: promtool check rules:\n{}",
+            check.output
+        );
+        assert!(
+            test.success,
+            "{name}: promtool test rules:\n{}",
+            test.output
+        );
+    }
+    // The chart (in pim-system) and the kustomize component ship the same rules.
+    let (first, spec) = specs[0];
+    for (name, other) in &specs[1..] {
+        assert_eq!(
+            spec, *other,
+            "{first} and {name} ship different alert rules"
+        );
+    }
+}
+
+#[test]
+fn promtool_rejects_a_broken_rule_and_a_rule_its_tests_do_not_describe() {
+    let (_, spec) = rule_specs()[0];
+    let tests = fs::read_to_string(repo_path(ALERT_TESTS)).expect(ALERT_TESTS);
+    let mut broken = spec.clone();
+    broken["groups"][0]["rules"][0]["expr"] = Value::from("max(pim_revocations_overdue");
+    let (check, _) = promtool(&broken, &tests);
+    assert!(!check.success, "{}", check.output);
+    // A leader alert that waits 30 minutes does not fire when the unit tests say it does.
+    let mut slower = spec.clone();
+    for group in slower["groups"].as_array_mut().expect("groups") {
+        for rule in group["rules"].as_array_mut().expect("rules") {
+            if rule["alert"] == "PimOperatorLeaderMissing" {
+                rule["for"] = Value::from("30m");
+            }
+        }
+    }
+    let (check, test) = promtool(&slower, &tests);
+    assert!(check.success, "{}", check.output);
+    assert!(!test.success, "{}", test.output);
+    assert!(
+        test.output.contains("PimOperatorLeaderMissing"),
+        "{}",
+        test.output
+    );
+}
+
+/// The metric names an expression reads (`pim_…`), without the suffixes the exposition adds
+/// to a counter's or histogram's own name.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("pim_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        let base = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(&name);
+        names.insert(base.to_owned());
+    }
+    names
+}
+
+#[test]
+fn the_alert_rules_read_only_metrics_the_operator_exports() {
+    // A labelled family is exported once it has a series: one each, as the operator makes them.
+    let metrics = pim_operator::metrics::Metrics::new();
+    metrics.review("validate", "unavailable");
+    metrics.reconcile_error("PimGroup", "directory");
+    let group = pim_operator::metrics::GroupLabels {
+        group: "ops".to_owned(),
+    };
+    metrics.members_outside_pim.get_or_create(&group).set(1);
+    metrics.standing_access_removals.get_or_create(&group).inc();
+    let exported: BTreeSet<String> = metrics
+        .encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    let (name, spec) = rule_specs()[0];
+    let mut read = BTreeSet::new();
+    for group in spec["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            read.extend(metric_names(str_at(rule, "/expr")));
+        }
+    }
+    assert!(read.len() >= 6, "{name}: {read:?}");
+    let unknown: Vec<&String> = read.difference(&exported).collect();
+    assert!(
+        unknown.is_empty(),
+        "{name}: the rules read metrics the operator does not export: {unknown:?}\nexported: {exported:?}"
+    );
+    assert_eq!(
+        metric_names("rate(pim_x_total[5m]) + pim_y"),
+        BTreeSet::from(["pim_x".to_owned(), "pim_y".to_owned()])
+    );
 }
 
 #[test]

@@ -95,6 +95,7 @@ struct Cluster {
     server: FakeApiServer,
     dir: tempfile::TempDir,
     operator: Option<Child>,
+    metrics_port: u16,
 }
 
 impl Cluster {
@@ -274,10 +275,12 @@ async fn cluster() -> Cluster {
         ),
     )
     .unwrap();
+    let metrics_port = free_port();
     let mut cluster = Cluster {
         server,
         dir,
         operator: None,
+        metrics_port,
     };
     // The fake server serves no /openapi, hence --validate=false (docs/kind.md says so too).
     cluster
@@ -298,7 +301,6 @@ async fn cluster() -> Cluster {
         )
         .await;
 
-    let metrics_port = free_port();
     let dir = cluster.dir.path();
     std::fs::write(
         dir.join("attestation-key"),
@@ -623,6 +625,19 @@ async fn issue_19_changes_to_policies_are_audited_with_who_and_the_diff() {
             .contains(",Deleted,audited,,,,oidc:dave@example.org,true,"),
         "{csv}"
     );
+    // The operator's health metrics: it leads, and the webhook answered every review.
+    let metrics = local::http_get(c.metrics_port, "/metrics").unwrap_or_default();
+    assert!(metrics.contains("\npim_leader 1\n"), "{metrics}");
+    let allowed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("pim_webhook_reviews_total{stage=\"validate\",outcome=\"allowed\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(allowed >= 4, "{metrics}");
+    assert!(!metrics.contains("outcome=\"malformed\""), "{metrics}");
     // The cluster has no history of policies: the plugin says where it is.
     let refused = c
         .refused(&["pim", "audit", "--kind", "AccessPolicy"], None)

@@ -1540,6 +1540,7 @@ async fn https_round_trip() {
         catalog: CatalogSource::Fixed(Arc::new(catalog())),
         clock: Arc::new(ManualClock::new(now())),
         audit: None,
+        metrics: None,
     });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (address, task) = server::bind(
@@ -1595,6 +1596,7 @@ async fn review_bodies_and_reviews_in_flight_are_bounded() {
         catalog: CatalogSource::Fixed(Arc::new(catalog())),
         clock: Arc::new(ManualClock::new(now())),
         audit: None,
+        metrics: None,
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(1));
     let router = server::router_with_slots(state, slots.clone());

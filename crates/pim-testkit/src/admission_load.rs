@@ -383,18 +383,19 @@ async fn start_webhook(
         strip_prefix: Some("oidc:".into()),
         append_domain: Some(DOMAIN.into()),
     };
-    let directories = webhook::Directories {
+    let inputs = webhook::Inputs {
         principals: Principals::new(
             [(DIRECTORY.to_owned(), mapping)].into(),
             CaseInsensitive::EmailLike,
         ),
         shortest_assignments: BTreeMap::new(),
         audit: None,
+        metrics: None,
     };
     webhook::start(
         &client,
         &settings,
-        directories,
+        inputs,
         Some(keyring),
         OPERATOR.to_owned(),
         "pim-system",

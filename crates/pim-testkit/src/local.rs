@@ -19,12 +19,17 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP GET on loopback, returning the status line.
 pub fn http_status(port: u16, path: &str) -> Option<String> {
+    http_get(port, path)?.lines().next().map(str::to_owned)
+}
+
+/// A plain HTTP GET on loopback, returning the whole response (status line, headers, body).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
-    response.lines().next().map(str::to_owned)
+    Some(response)
 }
 
 /// The pinned kubectl that `.ci/install-deploy-tools` installs, else one on PATH.

@@ -55,6 +55,13 @@ pub struct ReviewLabels {
     pub outcome: String,
 }
 
+/// A policy alert, by its condition type (`ActivatedTooOften`, `ActivatedWithoutApproval`,
+/// `Stale`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub alert: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
     pub group: String,
@@ -90,6 +97,8 @@ pub struct Metrics {
     pub webhook_reviews: Family<ReviewLabels, Counter>,
     pub members_outside_pim: Family<GroupLabels, Gauge>,
     pub standing_access_removals: Family<GroupLabels, Counter>,
+    pub alerts_raised: Family<AlertLabels, Counter>,
+    pub stale_assignments: Gauge,
 }
 
 impl Default for Metrics {
@@ -208,8 +217,22 @@ impl Metrics {
             "Members nothing of pim-operator explained, removed under standingAccess: Remove, by PimGroup",
             standing_access_removals.clone(),
         );
+        let alerts_raised = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "alerts_raised",
+            "Policy alerts raised (a condition turned True), by alert: ActivatedTooOften, ActivatedWithoutApproval, Stale",
+            alerts_raised.clone(),
+        );
+        let stale_assignments = Gauge::default();
+        registry.register(
+            "stale_assignments",
+            "Eligible assignments not activated for their policy's alerts.notActivatedFor (Stale=True)",
+            stale_assignments.clone(),
+        );
         Metrics {
             registry,
+            alerts_raised,
+            stale_assignments,
             standing_access_removals,
             leader,
             webhook_reviews,
@@ -244,6 +267,14 @@ impl Metrics {
             .get_or_create(&ErrorLabels {
                 kind: kind.to_owned(),
                 category: category.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn alert_raised(&self, alert: &str) {
+        self.alerts_raised
+            .get_or_create(&AlertLabels {
+                alert: alert.to_owned(),
             })
             .inc();
     }

@@ -17,6 +17,7 @@ use crate::core::eligibility::AssignmentState;
 use crate::core::lifecycle::{ConditionState, ConditionStatus};
 use crate::core::status::merge_conditions;
 use crate::core::violation::{primary_reason, summarize};
+use crate::engine::alerts;
 use crate::lenient::Lenient;
 
 pub const KIND: &str = "EligibleAssignment";
@@ -139,14 +140,48 @@ async fn reconcile_assignment(
             )
         }
     };
+    let mut conditions = conditions;
+    let last_activated = alerts::last_activated(&catalog, assignment);
+    // Stale is asked of assignments in effect only; one that ended or is invalid keeps none.
+    let effective_since = window
+        .as_ref()
+        .filter(|_| phase == AssignmentPhase::Effective)
+        .map(|w| w.start);
+    let staleness = effective_since.and_then(|since| {
+        alerts::staleness(&catalog, assignment, Some(since), last_activated, now)
+    });
+    let mut kept = stored.conditions.clone();
+    let stale_at = match staleness {
+        Some((stale, stale_at)) => {
+            let was_stale = kept
+                .iter()
+                .any(|c| c.type_ == types::STALE && c.status == "True");
+            let is_stale = stale.status == ConditionStatus::True;
+            ctx.alerts.set_stale(name, is_stale);
+            if is_stale && !was_stale {
+                ctx.metrics.alert_raised(types::STALE);
+            }
+            conditions.push(stale);
+            stale_at
+        }
+        None => {
+            kept.retain(|c| c.type_ != types::STALE);
+            ctx.alerts.set_stale(name, false);
+            None
+        }
+    };
+    ctx.metrics
+        .stale_assignments
+        .set(ctx.alerts.stale_count(&ctx.stores));
     let generation = assignment.meta().generation;
     let status = EligibleAssignmentStatus {
         observed_generation: generation,
         phase: Some(phase),
-        conditions: merge_conditions(&stored.conditions, &conditions, generation, now),
+        conditions: merge_conditions(&kept, &conditions, generation, now),
         principal_id: stored.principal_id.clone(),
         effective_start: window.as_ref().map(|w| Time(w.start)),
         effective_end: window.as_ref().and_then(|w| w.end).map(Time),
+        last_activated_at: last_activated.map(Time),
         delivery: stored.delivery.clone(),
     };
     if status != stored {
@@ -157,7 +192,10 @@ async fn reconcile_assignment(
         };
         apply_status(&ctx.client, object, &status).await?;
     }
-    let next_change = window.and_then(|w| w.next_change(now));
+    let next_change = [window.and_then(|w| w.next_change(now)), stale_at]
+        .into_iter()
+        .flatten()
+        .min();
     // An invalid assignment is looked at again on every jump: its findings are not only
     // about its window.
     let due = if phase == AssignmentPhase::Invalid {

@@ -243,6 +243,47 @@ pub struct Context {
     /// The audit sinks of the config; `None` when they could not be set up (then nothing counts
     /// as audited, and retention waits).
     pub audit: Option<Arc<AuditSinks>>,
+    /// Objects under a policy alert that metrics count.
+    pub alerts: AlertBoard,
+}
+
+/// The Eligible assignments now `Stale`, for `pim_stale_assignments`.
+#[derive(Default)]
+pub struct AlertBoard {
+    stale: Mutex<StaleSet>,
+}
+
+#[derive(Default)]
+struct StaleSet {
+    names: BTreeSet<String>,
+    pruned: Option<std::time::Instant>,
+}
+
+/// How often the stale set forgets deleted assignments: a resync reconciles every assignment,
+/// and pruning on each would cost stale × all.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl AlertBoard {
+    pub fn set_stale(&self, assignment: &str, stale: bool) {
+        let mut set = self.stale.lock().unwrap_or_else(|e| e.into_inner());
+        if stale {
+            set.names.insert(assignment.to_owned());
+        } else {
+            set.names.remove(assignment);
+        }
+    }
+
+    /// How many are stale, forgetting now and then the assignments deleted since (the
+    /// reconciler does not see deletions).
+    pub fn stale_count(&self, stores: &Stores) -> i64 {
+        let mut set = self.stale.lock().unwrap_or_else(|e| e.into_inner());
+        if set.pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            set.names
+                .retain(|name| stores.assignments.get(&ObjectRef::new(name)).is_some());
+            set.pruned = Some(std::time::Instant::now());
+        }
+        i64::try_from(set.names.len()).unwrap_or(i64::MAX)
+    }
 }
 
 /// The audit sinks `settings` configure, or `None` (logged) when they cannot be set up.

@@ -374,6 +374,7 @@ pub async fn run_controllers(
         grant_holds: request::GrantHolds::default(),
         group_triggers: group_triggers.clone(),
         audit: context::audit_sinks(&deps.settings, deps.clock.clone()),
+        alerts: context::AlertBoard::default(),
     });
     let wakes = Arc::new(GroupWakes::default());
     // What the request and the group controllers last saw of each assignment.

@@ -18,6 +18,7 @@ use crate::api::ActivationRequest;
 use crate::api::activation_request::Phase;
 use crate::api::conditions::types;
 use crate::core::membership::Member;
+use crate::core::status::merge_conditions;
 use crate::engine::{DirectoryObservation, RequestOutcome, reconcile_request};
 use crate::lenient::Lenient;
 
@@ -130,7 +131,7 @@ async fn reconcile_request_object(
             .membership
             .removal_refused(&spec.group, spec.role(), &principal),
     };
-    let outcome = reconcile_request(
+    let mut outcome = reconcile_request(
         &catalog,
         request,
         ctx.attestor.as_ref(),
@@ -138,6 +139,7 @@ async fn reconcile_request_object(
         &is_member_of,
         now,
     );
+    raise_alerts(ctx, &catalog, request, &mut outcome, now);
     if !outcome.decision.not_proven.is_empty() {
         report_not_proven(object, request, &outcome.decision.not_proven, ctx).await;
     }
@@ -172,6 +174,44 @@ async fn reconcile_request_object(
     Ok(Action::requeue(
         ctx.requeue_for(outcome.decision.next_deadline),
     ))
+}
+
+/// Adds the policy's alerts the activation raises to the status this pass writes (once raised,
+/// an alert stays: conditions merge by type), counting each the first time.
+fn raise_alerts(
+    ctx: &Context,
+    catalog: &crate::engine::Catalog,
+    request: &ActivationRequest,
+    outcome: &mut crate::engine::RequestOutcome,
+    now: jiff::Timestamp,
+) {
+    let raised = crate::engine::alerts::request_alerts(catalog, request, &outcome.status);
+    let stored = request
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let new: Vec<_> = raised
+        .into_iter()
+        .filter(|alert| {
+            !stored
+                .iter()
+                .any(|c| c.type_ == alert.type_ && c.status == "True")
+        })
+        .collect();
+    if new.is_empty() {
+        return;
+    }
+    for alert in &new {
+        ctx.metrics.alert_raised(alert.type_);
+        tracing::warn!(request = %request.metadata.name.as_deref().unwrap_or_default(), alert = alert.type_, "{}", alert.message);
+    }
+    outcome.status.conditions = merge_conditions(
+        &outcome.status.conditions,
+        &new,
+        request.metadata.generation,
+        now,
+    );
 }
 
 /// The directory groups of the requester's group-principal assignments that the PimGroup's

@@ -37,10 +37,13 @@ pub enum Event {
     /// An Eligible assignment, or a time-bound Active one, ends within the policy's
     /// `eligibilityEndingLead`: renew it or lose it.
     EligibilityEnding,
+    /// One of the policy's `alerts` fired on the request or assignment (a condition turned
+    /// True): for the admins.
+    Alert,
 }
 
 impl Event {
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 10] = [
         Event::EligibleAssigned,
         Event::ActiveAssigned,
         Event::ActivationRequested,
@@ -50,6 +53,7 @@ impl Event {
         Event::ExpiringSoon,
         Event::Ended,
         Event::EligibilityEnding,
+        Event::Alert,
     ];
 
     /// The name in status records, config filters and webhook payloads.
@@ -64,6 +68,7 @@ impl Event {
             Event::ExpiringSoon => "expiringSoon",
             Event::Ended => "ended",
             Event::EligibilityEnding => "eligibilityEnding",
+            Event::Alert => "alert",
         }
     }
 

@@ -46,6 +46,23 @@ pub struct About {
     /// The request an extension extends (`spec.extends`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub extends: Option<String>,
+    /// The policy alerts raised on it (True alert conditions' messages).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<String>,
+}
+
+/// The messages of the True alert conditions among `conditions`.
+fn alert_messages(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Vec<String> {
+    conditions
+        .iter()
+        .filter(|c| {
+            crate::engine::alerts::ALERT_CONDITIONS.contains(&c.type_.as_str())
+                && c.status == "True"
+        })
+        .map(|c| format!("{}: {}", c.type_, c.message))
+        .collect()
 }
 
 impl About {
@@ -89,6 +106,7 @@ impl About {
             }),
             assignment_type: None,
             extends: spec.extends.clone(),
+            alerts: alert_messages(&status.conditions),
         }
     }
 
@@ -117,6 +135,7 @@ impl About {
                 }
                 .to_owned(),
             ),
+            alerts: alert_messages(&status.conditions),
             ..About::default()
         }
     }
@@ -259,6 +278,15 @@ pub fn render(event: Event, about: &About, time: Timestamp, recipients: Vec<Stri
                 "{who} may activate {target} through EligibleAssignment {} until {}. To stay eligible, renew the assignment (a later spec.schedule.end, or a longer duration) before then.",
                 about.name,
                 when(about.ends_at)
+            ),
+        ),
+        Event::Alert => (
+            format!("[PIM] Alert: {who} in {target}"),
+            format!(
+                "{} {} raised a PIM alert. {}",
+                about.kind,
+                about.name,
+                about.alerts.join(" ")
             ),
         ),
         Event::Ended => (

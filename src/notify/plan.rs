@@ -27,7 +27,8 @@ pub struct Occurrence {
     pub critical: bool,
     /// For a reminder about an assignment's end: that end. It is part of the notification's
     /// key, so an end that moves is reminded of again, and it keeps the reminder worth sending
-    /// until then, however late it is first seen.
+    /// until then, however late it is first seen. For an alert on an assignment: when it was
+    /// raised, so each time it is raised is told once.
     pub ends: Option<Timestamp>,
 }
 
@@ -103,7 +104,27 @@ pub fn request_events(
     {
         push(Event::Ended, at, phase == Phase::Failed);
     }
+    if let Some(at) = raised_at(&status.conditions, REQUEST_ALERTS) {
+        push(Event::Alert, at, true);
+    }
     out
+}
+
+const REQUEST_ALERTS: &[&str] = &[
+    crate::api::conditions::types::ACTIVATED_TOO_OFTEN,
+    crate::api::conditions::types::ACTIVATED_WITHOUT_APPROVAL,
+];
+
+/// When the first of the alert conditions `types` that is True turned True.
+fn raised_at(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    types: &[&str],
+) -> Option<Timestamp> {
+    conditions
+        .iter()
+        .filter(|c| types.contains(&c.type_.as_str()) && c.status == "True")
+        .map(|c| c.last_transition_time.0)
+        .min()
 }
 
 /// The assignment event, once the assignment is in effect: eligible or active assigned.
@@ -151,6 +172,20 @@ pub fn assignment_events(
         return out;
     };
     out.occurrences.push(assigned);
+    // Each time it turns stale is told once: the time it did is part of the key, as an end is
+    // for the reminder.
+    let stale = assignment
+        .status
+        .as_ref()
+        .and_then(|s| raised_at(&s.conditions, &[crate::api::conditions::types::STALE]));
+    if let Some(at) = stale {
+        out.occurrences.push(Occurrence {
+            event: Event::Alert,
+            at,
+            critical: true,
+            ends: Some(at),
+        });
+    }
     let end = assignment
         .status
         .as_ref()
@@ -187,6 +222,7 @@ fn rule(settings: &NotificationSettings, event: Event) -> Option<&NotificationRu
         Event::ExpiringSoon => settings.expiring_soon.as_ref(),
         Event::Ended => settings.ended.as_ref(),
         Event::EligibilityEnding => settings.eligibility_ending.as_ref(),
+        Event::Alert => settings.alert.as_ref(),
     }
 }
 
@@ -198,6 +234,7 @@ pub fn default_audience(event: Event) -> (bool, bool, bool) {
         | Event::Activated
         | Event::EligibilityEnding => (true, true, false),
         Event::ActivationRequested => (false, false, true),
+        Event::Alert => (true, false, false),
         Event::Approved | Event::Denied | Event::ExpiringSoon | Event::Ended => {
             (false, true, false)
         }
@@ -323,8 +360,8 @@ pub fn due(
     // A reminder is worth sending until the end it is about; anything else only while fresh.
     let fresh = occurrence.at <= now
         && match occurrence.ends {
-            Some(end) => now < end,
-            None => add(occurrence.at, limits.stale_after) >= now,
+            Some(end) if occurrence.event == Event::EligibilityEnding => now < end,
+            _ => add(occurrence.at, limits.stale_after) >= now,
         };
     if !fresh || recipients.is_empty() {
         return Vec::new();

@@ -9,6 +9,7 @@
 mod support;
 
 mod admission_smoke;
+mod alerts;
 mod closed_pipe;
 mod columns;
 mod config_reference;

@@ -175,6 +175,7 @@ impl Replica {
             grant_holds: Default::default(),
             group_triggers: group_tx,
             audit: Some(Arc::new(pim_operator::audit::sink::AuditSinks::log_only())),
+            alerts: Default::default(),
         });
         let delivery = Delivery::start(ctx.clone());
         Replica {

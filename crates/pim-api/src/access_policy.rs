@@ -65,6 +65,43 @@ pub struct AccessPolicySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
     pub retention: Option<String>,
+    /// Risky use of this policy's roles, reported as conditions, metrics and notifications to
+    /// the admins (Entra PIM's security alerts). Each is off until set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<PolicyAlerts>,
+}
+
+/// Entra PIM's security alerts, per policy.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAlerts {
+    /// "Roles are being activated too frequently": one principal activating a role under this
+    /// policy this many times within the period. The activation that reaches the count gets
+    /// `ActivatedTooOften=True`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_too_often: Option<ActivationFrequency>,
+    /// "Administrators aren't using their privileged roles": an Eligible assignment under this
+    /// policy not activated for this long (since it took effect or its last activation) gets
+    /// `Stale=True`. At most 365d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
+    pub not_activated_for: Option<String>,
+    /// The roles under this policy are critical: an activation that no approver approved gets
+    /// `ActivatedWithoutApproval=True`. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critical: Option<bool>,
+}
+
+/// How many activations within how long are too many.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivationFrequency {
+    /// From 2 to 100, as Entra's "number of activation renewals".
+    #[schemars(range(min = 2, max = 100))]
+    pub activations: i32,
+    /// The period they are counted over (Entra's "activation renewal timeframe"), up to 30d.
+    #[schemars(length(max = DURATION_MAX_LEN), pattern(DURATION_PATTERN))]
+    pub within: String,
 }
 
 /// Rules for activating an eligible assignment.
@@ -226,6 +263,9 @@ pub struct NotificationSettings {
     pub eligibility_ending: Option<NotificationRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended: Option<NotificationRule>,
+    /// One of the policy's `alerts` fired (on a request or an assignment). Default: the admins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<NotificationRule>,
 }
 
 /// Recipients of one event. Unset switches take the event's defaults.

@@ -20,6 +20,13 @@ pub mod types {
     pub const EFFECTIVE: &str = "Effective";
     // AccessPolicy: whether the MFA it asks for can be seen at all.
     pub const MFA_CLAIM: &str = "MfaClaim";
+    // Alerts of the policy's `alerts` (also the reason when True).
+    /// ActivationRequest: the activation that reached `alerts.activatedTooOften`.
+    pub const ACTIVATED_TOO_OFTEN: &str = "ActivatedTooOften";
+    /// ActivationRequest: activated with no approval under a policy with `alerts.critical`.
+    pub const ACTIVATED_WITHOUT_APPROVAL: &str = "ActivatedWithoutApproval";
+    /// EligibleAssignment: not activated for `alerts.notActivatedFor`.
+    pub const STALE: &str = "Stale";
 }
 
 /// Condition reasons (CamelCase, as Kubernetes API conventions ask).
@@ -98,6 +105,8 @@ pub mod reasons {
     pub const NOT_YET_STARTED: &str = "NotYetStarted";
     pub const WITHIN_SCHEDULE: &str = "WithinSchedule";
     pub const SCHEDULE_ENDED: &str = "ScheduleEnded";
+    /// `Stale=False`: activated (or in effect) within `alerts.notActivatedFor`.
+    pub const ACTIVATED_RECENTLY: &str = "ActivatedRecently";
 
     // PimGroup.
     pub const GROUP_RESOLVED: &str = "GroupResolved";

@@ -114,7 +114,8 @@ pub struct EligibleAssignmentStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<AssignmentPhase>,
-    /// `Valid` (group, policy and caps check out) and `Effective` (within the schedule now).
+    /// `Valid` (group, policy and caps check out), `Effective` (within the schedule now), and
+    /// `Stale` when the policy's `alerts.notActivatedFor` is set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::cel::ListMerge::Map(vec!["type".into()]))]
     #[schemars(length(max = 8))]
@@ -127,6 +128,11 @@ pub struct EligibleAssignmentStatus {
     /// End after policy caps; absent when permanent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub effective_end: Option<Time>,
+    /// When the directory last confirmed an activation under this assignment, as the operator
+    /// saw it: kept here because finished requests are deleted after their retention, and the
+    /// policy's `alerts.notActivatedFor` looks further back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activated_at: Option<Time>,
     /// Notifications sent about this assignment. Written only by the notifier, under its own
     /// field manager; the assignment reconciler carries it over and never applies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

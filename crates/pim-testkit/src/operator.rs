@@ -75,6 +75,8 @@ pub struct Harness {
     pub directory: Arc<MemoryDirectory>,
     /// The operator's config beyond the basics (notifications, audit).
     pub config: String,
+    /// The metrics of the operator run by [`Harness::start`], across restarts.
+    pub metrics: Arc<Metrics>,
     operator: Option<Operator>,
 }
 
@@ -90,6 +92,7 @@ impl Harness {
             clock,
             directory: Arc::new(MemoryDirectory::new()),
             config: config.to_owned(),
+            metrics: Arc::new(Metrics::new()),
             operator: None,
         }
     }
@@ -104,7 +107,7 @@ impl Harness {
 
     pub fn start(&mut self) {
         assert!(self.operator.is_none(), "already running");
-        let metrics = Arc::new(Metrics::new());
+        let metrics = self.metrics.clone();
         let settings = self.settings();
         // The configured directories as the operator builds them (an entra connection for the
         // Graph mail channel, say), and the test's memory directory.

@@ -19,6 +19,11 @@ pub const MAX_APPROVAL_TIMEOUT: SignedDuration = SignedDuration::from_hours(30 *
 pub const DEFAULT_MAX_ELIGIBLE: SignedDuration = SignedDuration::from_hours(365 * 24);
 pub const DEFAULT_MAX_ACTIVE: SignedDuration = SignedDuration::from_hours(180 * 24);
 pub const DEFAULT_RETENTION: SignedDuration = SignedDuration::from_hours(30 * 24);
+/// The longest period `alerts.activatedTooOften` counts over (finished requests are kept 30
+/// days by default, and the count reads them).
+pub const MAX_ALERT_FREQUENCY_PERIOD: SignedDuration = SignedDuration::from_hours(30 * 24);
+/// The longest `alerts.notActivatedFor`: Entra's stale-account alert looks back up to 365 days.
+pub const MAX_NOT_ACTIVATED_FOR: SignedDuration = SignedDuration::from_hours(365 * 24);
 pub const DEFAULT_EXPIRING_SOON_LEAD: SignedDuration = SignedDuration::from_mins(15);
 /// Entra's default: the principal and the admins hear 14 days before an assignment ends.
 pub const DEFAULT_ELIGIBILITY_ENDING_LEAD: SignedDuration = SignedDuration::from_hours(14 * 24);
@@ -188,6 +193,47 @@ impl Policy {
             )
         });
 
+        // The alerts' periods, parsed while `duration_field` holds the violations.
+        let alerts = spec.alerts.as_ref();
+        let frequency = alerts.and_then(|a| a.activated_too_often.as_ref());
+        let alert_periods = [
+            frequency.map(|f| {
+                let field = "spec.alerts.activatedTooOften.within";
+                let within = Some(f.within.clone());
+                let parsed = duration_field(field, &within, SignedDuration::ZERO);
+                (field, parsed, MAX_ALERT_FREQUENCY_PERIOD)
+            }),
+            alerts.and_then(|a| a.not_activated_for.as_ref()).map(|_| {
+                let field = "spec.alerts.notActivatedFor";
+                let value = alerts.and_then(|a| a.not_activated_for.clone());
+                let parsed = duration_field(field, &value, SignedDuration::ZERO);
+                (field, parsed, MAX_NOT_ACTIVATED_FOR)
+            }),
+        ];
+        for (field, parsed, cap) in alert_periods.into_iter().flatten() {
+            if parsed > cap {
+                violations.push(Violation::new(
+                    field,
+                    reasons::DURATION_EXCEEDS_MAXIMUM,
+                    format!(
+                        "{} is longer than {}",
+                        duration::format(parsed),
+                        duration::format(cap)
+                    ),
+                    format!("set {field} to {} or less", duration::format(cap)),
+                ));
+            }
+        }
+        if let Some(f) = frequency
+            && !(2..=100).contains(&f.activations)
+        {
+            violations.push(Violation::new(
+                "spec.alerts.activatedTooOften.activations",
+                reasons::INVALID_POLICY,
+                "must be between 2 and 100",
+                "set spec.alerts.activatedTooOften.activations to a number from 2 to 100",
+            ));
+        }
         if policy.max_activation > HARD_MAX_ACTIVATION {
             violations.push(Violation::new(
                 "spec.activation.maxDuration",
@@ -477,6 +523,48 @@ mod tests {
         assert_eq!(errs[0].field, "spec.activation.maxDuration");
         assert_eq!(errs[0].reason, reasons::DURATION_EXCEEDS_MAXIMUM);
         assert_eq!(errs[0].message, "1d1h is longer than the hard cap of 1d");
+    }
+
+    #[test]
+    fn alert_settings_out_of_range_name_their_field() {
+        use crate::api::access_policy::{ActivationFrequency, PolicyAlerts};
+        let spec = |activations: i32, within: &str, stale: &str| AccessPolicySpec {
+            alerts: Some(PolicyAlerts {
+                activated_too_often: Some(ActivationFrequency {
+                    activations,
+                    within: within.into(),
+                }),
+                not_activated_for: Some(stale.into()),
+                critical: Some(true),
+            }),
+            ..Default::default()
+        };
+        assert!(Policy::from_spec(&spec(2, "30d", "365d")).is_ok());
+        let errs = Policy::from_spec(&spec(1, "31d", "366d")).unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| (e.field.as_str(), e.reason)).collect();
+        assert_eq!(
+            fields,
+            [
+                (
+                    "spec.alerts.activatedTooOften.within",
+                    reasons::DURATION_EXCEEDS_MAXIMUM
+                ),
+                (
+                    "spec.alerts.notActivatedFor",
+                    reasons::DURATION_EXCEEDS_MAXIMUM
+                ),
+                (
+                    "spec.alerts.activatedTooOften.activations",
+                    reasons::INVALID_POLICY
+                ),
+            ]
+        );
+        let errs = Policy::from_spec(&spec(5, "0s", "soon")).unwrap_err();
+        assert!(
+            errs.iter().all(|e| e.reason == reasons::INVALID_DURATION),
+            "{errs:?}"
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! it decides each request's status and each group's membership changes. The controller wraps it
 //! with the Kubernetes API and a directory; `simulate` runs it on virtual time.
 
+pub mod alerts;
 pub mod attestation;
 pub mod catalog;
 pub mod group;

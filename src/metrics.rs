@@ -218,6 +218,13 @@ impl Metrics {
             standing_access_removals.clone(),
         );
         let alerts_raised = Family::<AlertLabels, Counter>::default();
+        // Each at 0 from the start: `increase()` sees the first raise only over a series that
+        // existed before it.
+        for alert in ["ActivatedTooOften", "ActivatedWithoutApproval", "Stale"] {
+            drop(alerts_raised.get_or_create(&AlertLabels {
+                alert: alert.to_owned(),
+            }));
+        }
         registry.register(
             "alerts_raised",
             "Policy alerts raised (a condition turned True), by alert: ActivatedTooOften, ActivatedWithoutApproval, Stale",
@@ -269,6 +276,15 @@ impl Metrics {
                 category: category.to_owned(),
             })
             .inc();
+    }
+
+    /// A follower reports nothing about access: only the leader's passes set these, and a
+    /// replica that lost the lease must not keep alerting on what it last saw.
+    pub fn forget_access_state(&self) {
+        self.revocations_overdue.set(0);
+        self.members_outside_pim.clear();
+        self.stale_assignments.set(0);
+        self.active_elevations.set(0);
     }
 
     pub fn alert_raised(&self, alert: &str) {

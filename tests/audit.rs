@@ -443,7 +443,7 @@ fn since(since: &'static str) -> AuditQuery<'static> {
         principal: None,
         group: None,
         kind: None,
-        file: None,
+        files: &[],
     }
 }
 

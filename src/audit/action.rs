@@ -31,7 +31,7 @@ pub enum Action {
 #[serde(rename_all = "camelCase")]
 pub struct ActionRecord {
     /// Stable across repeats of the same record: the admission request's uid for changes,
-    /// `<ledger entry or group>/<action>/<member>` for directory writes.
+    /// `<group>/<role>/<member>/<action>/<kind>/<name>/<time>` for directory writes.
     pub id: String,
     pub time: Timestamp,
     /// The kind of the object concerned: `EligibleAssignment`, `AccessPolicy` or `PimGroup`.
@@ -58,6 +58,12 @@ pub struct ActionRecord {
     /// The PimGroup concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// An update that moved an assignment to another principal or group: the one it left,
+    /// whose access the change ended (`kubectl pim audit --principal` finds it by either).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,34 +109,51 @@ pub struct Change<'a> {
 /// was for a deletion.
 pub fn change_record(change: Change<'_>, now: Timestamp) -> ActionRecord {
     let object = change.new.or(change.old);
-    let spec = |field: &str| {
+    let field = |object: Option<&Value>, pointer: &str| {
         object
-            .and_then(|o| o.pointer(field))
+            .and_then(|o| o.pointer(pointer))
             .and_then(Value::as_str)
+            .map(str::to_owned)
     };
-    let principal = spec("/spec/principal/user")
-        .or_else(|| spec("/spec/principal/group"))
-        .map(str::to_owned);
+    let principal_of = |object: Option<&Value>| {
+        field(object, "/spec/principal/user").or_else(|| field(object, "/spec/principal/group"))
+    };
+    // A create with `generateName` reaches validation named, but the request's `name` may be
+    // blank (k8s.io/apiserver names the object before validating admission).
+    let name = if change.name.is_empty() {
+        field(object, "/metadata/name").unwrap_or_default()
+    } else {
+        change.name.to_owned()
+    };
+    let assignment = change.kind == "EligibleAssignment";
     let (group, role) = match change.kind {
-        "PimGroup" => (Some(change.name.to_owned()), None),
+        "PimGroup" => (Some(name.clone()), None),
         "EligibleAssignment" => (
-            spec("/spec/group").map(str::to_owned),
-            Some(spec("/spec/role").unwrap_or("member").to_owned()),
+            field(object, "/spec/group"),
+            Some(field(object, "/spec/role").unwrap_or_else(|| "member".to_owned())),
         ),
         _ => (None, None),
     };
+    let principal = principal_of(object);
+    let moved = |before: Option<String>, after: &Option<String>| {
+        before.filter(|b| assignment && change.new.is_some() && Some(b) != after.as_ref())
+    };
+    let previous_principal = moved(principal_of(change.old), &principal);
+    let previous_group = moved(field(change.old, "/spec/group"), &group);
     ActionRecord {
         id: change.admission_uid.to_owned(),
         time: now,
         kind: change.kind.to_owned(),
         action: change.action,
-        name: change.name.to_owned(),
+        name,
         object_uid: change.object_uid.map(str::to_owned),
         user: Some(change.user),
         allowed: Some(change.allowed),
         denial: change.denial,
         principal,
         group,
+        previous_principal,
+        previous_group,
         role,
         directory_group_id: None,
         changes: spec_diff(
@@ -186,13 +209,14 @@ pub struct DirectoryWrite<'a> {
 }
 
 /// The record of a directory write, made when the directory confirmed it. Its id names the
-/// group, role, member, action and time: a member removed by hand and granted again is two
-/// grants, each with its own record.
+/// group, role, member, action, the object that explains it and the time: a member removed by
+/// hand and granted again is two grants, and two Active assignments of one member are two
+/// records, each with its own id.
 pub fn directory_write_record(write: DirectoryWrite<'_>, now: Timestamp) -> ActionRecord {
     ActionRecord {
         id: format!(
-            "{}/{}/{}/{:?}/{now}",
-            write.group, write.role, write.member, write.action
+            "{}/{}/{}/{:?}/{}/{}/{now}",
+            write.group, write.role, write.member, write.action, write.kind, write.name
         ),
         time: now,
         kind: write.kind.to_owned(),
@@ -206,6 +230,8 @@ pub fn directory_write_record(write: DirectoryWrite<'_>, now: Timestamp) -> Acti
             Member::User(name) | Member::Group(name) => name.clone(),
         }),
         group: Some(write.group.to_owned()),
+        previous_principal: None,
+        previous_group: None,
         role: Some(write.role.to_string()),
         directory_group_id: Some(write.directory_group_id.to_owned()),
         changes: Vec::new(),
@@ -287,6 +313,32 @@ mod tests {
         assert_eq!(deleted.group.as_deref(), Some("ops"));
         assert_eq!(deleted.changes[0].before, object.get("spec").cloned());
         assert_eq!(deleted.changes[0].after, None);
+        // Moved from alice to bob: filed under bob, with alice as the one who lost it.
+        let mut moved = object.clone();
+        moved["spec"]["principal"] = serde_json::json!({"user": "bob@contoso.com"});
+        let updated = change_record(
+            Change {
+                admission_uid: "a-3",
+                kind: "EligibleAssignment",
+                action: Action::Updated,
+                name: "",
+                object_uid: None,
+                user: RequesterRecord::default(),
+                old: Some(&object),
+                new: Some(&moved),
+                allowed: true,
+                denial: None,
+            },
+            "2026-12-01T00:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(updated.name, "ops-alice");
+        assert_eq!(updated.principal.as_deref(), Some("bob@contoso.com"));
+        assert_eq!(
+            updated.previous_principal.as_deref(),
+            Some("alice@contoso.com")
+        );
+        assert_eq!(updated.previous_group, None);
+        assert_eq!(deleted.previous_principal, None);
         let line = serde_json::to_value(&deleted).unwrap();
         assert_eq!(line["kind"], "EligibleAssignment");
         assert_eq!(line["action"], "Deleted");

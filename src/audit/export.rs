@@ -83,8 +83,9 @@ pub struct AuditQuery<'a> {
     pub group: Option<&'a str>,
     /// `--kind`: one of [`AUDIT_KINDS`], ASCII case ignored.
     pub kind: Option<&'a str>,
-    /// `--file`: read the operator's audit trail (JSON Lines) instead of the cluster.
-    pub file: Option<&'a std::path::Path>,
+    /// `--file` (repeatable): read the operator's audit trail (JSON Lines, each replica's
+    /// file) instead of the cluster.
+    pub files: &'a [std::path::PathBuf],
 }
 
 /// The kinds audit records concern.
@@ -412,8 +413,8 @@ pub async fn audit_command(
 ) -> Result<String, AuditError> {
     let format: ExportFormat = format.parse()?;
     let filter = AuditFilter::parse(query, now)?;
-    if let Some(path) = query.file {
-        return super::trail::export_file(path, &filter, format);
+    if !query.files.is_empty() {
+        return super::trail::export_files(query.files, &filter, format);
     }
     if let Some(kind) = filter.kind.filter(|k| *k != REQUEST_KIND) {
         return Err(AuditError::KindNeedsTrail(kind));
@@ -477,7 +478,7 @@ mod tests {
             principal: None,
             group: None,
             kind: None,
-            file: None,
+            files: &[],
         };
         assert_eq!(times(all).len(), 4);
         // Until is exclusive: the 09:40 end is left for the next window.

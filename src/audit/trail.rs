@@ -72,35 +72,51 @@ fn string_at<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
     value.pointer(pointer).and_then(Value::as_str)
 }
 
-/// The lines of the trail `text` that `filter` keeps, oldest first (lines of the same time
-/// keep the file's order).
-pub fn matching(path: &Path, text: &str, filter: &AuditFilter) -> Result<Vec<Value>, AuditError> {
-    let mut kept: Vec<Line> = parse(path, text)?
-        .into_iter()
-        .filter(|line| {
-            filter.keeps_fields(
-                line.time,
-                &line.kind,
-                string_at(&line.value, "/principal"),
-                string_at(&line.value, "/group"),
-            )
-        })
-        .collect();
+/// The lines of the trails `files` (each a path and its text) that `filter` keeps, oldest
+/// first (lines of the same time keep their order), each `id` once: every replica's webhook
+/// writes its own file, and the request records a leader change repeats carry the same id.
+pub fn matching(files: &[(&Path, &str)], filter: &AuditFilter) -> Result<Vec<Value>, AuditError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept: Vec<Line> = Vec::new();
+    for (path, text) in files {
+        for line in parse(path, text)? {
+            // A change that moved an assignment is about both sides.
+            let keeps = |principal: &str, group: &str| {
+                filter.keeps_fields(
+                    line.time,
+                    &line.kind,
+                    string_at(&line.value, principal).or(string_at(&line.value, "/principal")),
+                    string_at(&line.value, group).or(string_at(&line.value, "/group")),
+                )
+            };
+            let id = string_at(&line.value, "/id").map(str::to_owned);
+            if (keeps("/principal", "/group") || keeps("/previousPrincipal", "/previousGroup"))
+                && id.is_none_or(|id| seen.insert(id))
+            {
+                kept.push(line);
+            }
+        }
+    }
     kept.sort_by_key(|line| line.time);
     Ok(kept.into_iter().map(|line| line.value).collect())
 }
 
-/// Reads the trail file at `path` and exports what `filter` keeps.
-pub fn export_file(
-    path: &Path,
+/// Reads the trail files at `paths` and exports what `filter` keeps.
+pub fn export_files(
+    paths: &[std::path::PathBuf],
     filter: &AuditFilter,
     format: ExportFormat,
 ) -> Result<String, AuditError> {
-    let text = std::fs::read_to_string(path).map_err(|e| AuditError::Trail {
-        path: path.display().to_string(),
-        problem: e.to_string(),
-    })?;
-    render(&matching(path, &text, filter)?, format)
+    let mut texts = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|e| AuditError::Trail {
+            path: path.display().to_string(),
+            problem: e.to_string(),
+        })?;
+        texts.push((path.as_path(), text));
+    }
+    let files: Vec<(&Path, &str)> = texts.iter().map(|(p, t)| (*p, t.as_str())).collect();
+    render(&matching(&files, filter)?, format)
 }
 
 fn render(lines: &[Value], format: ExportFormat) -> Result<String, AuditError> {
@@ -160,6 +176,7 @@ mod tests {
 {"id":"a-1","time":"2026-11-01T08:00:00Z","kind":"AccessPolicy","action":"Updated","name":"open","user":{"username":"oidc:carol","groups":[]},"allowed":true,"changes":[{"path":"/spec/activation/maxDuration","before":"8h","after":"=2h"}]}
 
 {"id":"ops/member/user:alice@contoso.com/Granted/2026-11-01T10:00:00Z","time":"2026-11-01T10:00:00Z","kind":"EligibleAssignment","action":"Granted","name":"alice-ops","principal":"Alice@Contoso.com","group":"ops","role":"member"}
+{"id":"a-2","time":"2026-11-01T11:00:00Z","kind":"EligibleAssignment","action":"Updated","name":"carol-ops","principal":"dave@contoso.com","previousPrincipal":"carol@contoso.com","group":"ops","role":"member","user":{"username":"oidc:erin","groups":[]},"allowed":true}
 "#;
 
     fn query() -> AuditQuery<'static> {
@@ -169,13 +186,13 @@ mod tests {
             principal: None,
             group: None,
             kind: None,
-            file: None,
+            files: &[],
         }
     }
 
     fn kept(query: AuditQuery<'_>) -> Vec<String> {
         let filter = AuditFilter::parse(query, "2026-12-01T00:00:00Z".parse().unwrap()).unwrap();
-        matching(Path::new("trail.jsonl"), TRAIL, &filter)
+        matching(&[(Path::new("trail.jsonl"), TRAIL)], &filter)
             .unwrap()
             .iter()
             .map(|v| v["id"].as_str().unwrap().to_owned())
@@ -184,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_trail_filters_by_kind_principal_group_and_time_oldest_first() {
-        assert_eq!(kept(query()).len(), 3);
+        assert_eq!(kept(query()).len(), 4);
         assert_eq!(kept(query())[0], "a-1");
         let policies = kept(AuditQuery {
             kind: Some("accesspolicy"),
@@ -202,12 +219,57 @@ mod tests {
             ..query()
         });
         assert_eq!(alices.len(), 2);
+        // An assignment moved from carol to dave is about both.
+        for who in ["carol@contoso.com", "dave@contoso.com"] {
+            let found = kept(AuditQuery {
+                principal: Some(who),
+                ..query()
+            });
+            assert_eq!(found, ["a-2"], "{who}");
+        }
         let ops = kept(AuditQuery {
             group: Some("ops"),
             until: Some("2026-11-01T09:30:00Z"),
             ..query()
         });
         assert_eq!(ops, ["u1/0"]);
+    }
+
+    #[test]
+    fn the_trails_of_several_replicas_merge_each_record_once() {
+        let filter = AuditFilter::since(Timestamp::UNIX_EPOCH);
+        let other = r#"{"id":"a-9","time":"2026-11-01T08:30:00Z","kind":"PimGroup","action":"Created","name":"ops"}
+{"id":"a-1","time":"2026-11-01T08:00:00Z","kind":"AccessPolicy","action":"Updated","name":"open"}
+"#;
+        let lines = matching(
+            &[
+                (Path::new("replica-0.jsonl"), TRAIL),
+                (Path::new("replica-1.jsonl"), other),
+            ],
+            &filter,
+        )
+        .unwrap();
+        let ids: Vec<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+        assert_eq!(
+            ids,
+            [
+                "a-1",
+                "a-9",
+                "u1/0",
+                "ops/member/user:alice@contoso.com/Granted/2026-11-01T10:00:00Z",
+                "a-2"
+            ]
+        );
+        // A bad line in the second file names that file.
+        let error = matching(
+            &[
+                (Path::new("replica-0.jsonl"), TRAIL),
+                (Path::new("replica-1.jsonl"), "{\n"),
+            ],
+            &filter,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("replica-1.jsonl:1"), "{error}");
     }
 
     #[test]
@@ -226,12 +288,12 @@ mod tests {
         );
         let filter = AuditFilter::since(Timestamp::UNIX_EPOCH);
         let broken = format!("{TRAIL}{{\"id\":\"x\",\"time\":\"yesterday\"}}\n");
-        let error = matching(Path::new("trail.jsonl"), &broken, &filter).unwrap_err();
+        let error = matching(&[(Path::new("trail.jsonl"), &broken)], &filter).unwrap_err();
         assert_eq!(
             error.to_string().split(": ").take(2).collect::<Vec<_>>(),
-            ["--file trail.jsonl:5", "`time` is not an RFC 3339 time"]
+            ["--file trail.jsonl:6", "`time` is not an RFC 3339 time"]
         );
-        let error = matching(Path::new("t"), "[1]\n", &filter).unwrap_err();
+        let error = matching(&[(Path::new("t"), "[1]\n")], &filter).unwrap_err();
         assert!(
             error.to_string().contains("t:1: not a JSON object"),
             "{error}"
@@ -241,7 +303,7 @@ mod tests {
     #[test]
     fn the_csv_has_one_column_set_for_every_shape_and_defuses_formulas() {
         let filter = AuditFilter::since(Timestamp::UNIX_EPOCH);
-        let lines = matching(Path::new("t"), TRAIL, &filter).unwrap();
+        let lines = matching(&[(Path::new("t"), TRAIL)], &filter).unwrap();
         let csv = render(&lines, ExportFormat::Csv).unwrap();
         let rows: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(rows[0], TRAIL_COLUMNS.join(","));
@@ -255,6 +317,6 @@ mod tests {
         // The diff is one JSON cell, quoted.
         assert!(rows[1].contains(r#""[{""after"":""=2h"""#), "{}", rows[1]);
         assert!(rows[2].starts_with("u1/0,2026-11-01T09:00:00Z,ActivationRequest,Active,r1,alice@contoso.com,ops,member,,,Active,"), "{}", rows[2]);
-        assert_eq!(rows.len(), 5, "{csv}");
+        assert_eq!(rows.len(), 6, "{csv}");
     }
 }

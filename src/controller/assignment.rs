@@ -147,8 +147,21 @@ async fn reconcile_assignment(
         .as_ref()
         .filter(|_| phase == AssignmentPhase::Effective)
         .map(|w| w.start);
+    // Counting begins at the first verdict; a stale assignment keeps its verdict's start.
+    let counted_from = match stored.conditions.iter().find(|c| c.type_ == types::STALE) {
+        None => Some(now),
+        Some(c) if c.status == "False" => Some(c.last_transition_time.0),
+        Some(_) => None,
+    };
     let staleness = effective_since.and_then(|since| {
-        alerts::staleness(&catalog, assignment, Some(since), last_activated, now)
+        alerts::staleness(
+            &catalog,
+            assignment,
+            Some(since),
+            last_activated,
+            counted_from,
+            now,
+        )
     });
     let mut kept = stored.conditions.clone();
     let stale_at = match staleness {
@@ -157,8 +170,9 @@ async fn reconcile_assignment(
                 .iter()
                 .any(|c| c.type_ == types::STALE && c.status == "True");
             let is_stale = stale.status == ConditionStatus::True;
-            ctx.alerts.set_stale(name, is_stale);
-            if is_stale && !was_stale {
+            // Counted once: not when the cache has yet to show our own write of it.
+            let newly = ctx.alerts.set_stale(name, is_stale);
+            if newly && !was_stale {
                 ctx.metrics.alert_raised(types::STALE);
             }
             conditions.push(stale);

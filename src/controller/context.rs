@@ -251,6 +251,9 @@ pub struct Context {
 #[derive(Default)]
 pub struct AlertBoard {
     stale: Mutex<StaleSet>,
+    /// (request uid, alert) counted in this process: a pass that runs before the cache holds
+    /// our own status write must not count the alert again.
+    raised: Mutex<std::collections::HashSet<(String, &'static str)>>,
 }
 
 #[derive(Default)]
@@ -264,12 +267,20 @@ struct StaleSet {
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl AlertBoard {
-    pub fn set_stale(&self, assignment: &str, stale: bool) {
+    /// Whether `alert` on the request `uid` is raised for the first time in this process.
+    pub fn first_raise(&self, uid: &str, alert: &'static str) -> bool {
+        let mut raised = self.raised.lock().unwrap_or_else(|e| e.into_inner());
+        raised.insert((uid.to_owned(), alert))
+    }
+
+    /// Records whether `assignment` is stale; true when it newly is.
+    pub fn set_stale(&self, assignment: &str, stale: bool) -> bool {
         let mut set = self.stale.lock().unwrap_or_else(|e| e.into_inner());
         if stale {
-            set.names.insert(assignment.to_owned());
+            set.names.insert(assignment.to_owned())
         } else {
             set.names.remove(assignment);
+            false
         }
     }
 

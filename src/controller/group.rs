@@ -328,9 +328,11 @@ async fn reconcile_group_object(
         let failed = results.iter().any(|r| !r.failures.is_empty());
         if !failed && open.is_empty() {
             ctx.membership.forget(&name);
-            ctx.metrics.members_outside_pim.remove(&GroupLabels {
+            let labels = GroupLabels {
                 group: name.clone(),
-            });
+            };
+            ctx.metrics.members_outside_pim.remove(&labels);
+            ctx.metrics.standing_access_removals.remove(&labels);
             remove_finalizer(&ctx.client, object).await?;
             return Ok(Action::await_change());
         }
@@ -365,12 +367,15 @@ async fn reconcile_group_object(
     };
     let (unexplained, unexplained_owners) =
         (unexplained_of(Role::Member), unexplained_of(Role::Owner));
+    let labels = GroupLabels {
+        group: name.clone(),
+    };
     ctx.metrics
         .members_outside_pim
-        .get_or_create(&GroupLabels {
-            group: name.clone(),
-        })
+        .get_or_create(&labels)
         .set(i64::try_from(unexplained.len() + unexplained_owners.len()).unwrap_or(i64::MAX));
+    // At 0 before the first removal, so that `increase()` sees it.
+    drop(ctx.metrics.standing_access_removals.get_or_create(&labels));
     let held: usize = results.iter().map(|r| r.held).sum();
     let in_sync = if !failures.is_empty() {
         // Each failed member named (a few): one refused removal must not hide behind another.
@@ -630,6 +635,19 @@ async fn revoke_elsewhere(
                     let _ = ctx
                         .request_triggers
                         .send(ObjectRef::new(&entry.source.name));
+                } else {
+                    // Requests have their own records; an Active-type assignment's grant
+                    // taken out of the old group has this.
+                    let write = DirectoryWrite {
+                        action: AuditAction::Removed,
+                        kind: GrantSourceKind::EligibleAssignment.as_str(),
+                        name: &entry.source.name,
+                        group: &entry.group,
+                        role: entry.role,
+                        member: &entry.member,
+                        directory_group_id: &entry.target.group_id,
+                    };
+                    audit_writes(ctx, vec![write], ctx.now());
                 }
                 if let Err(error) = close_entry(ctx, entry).await {
                     failures.push((entry.member.clone(), error));

@@ -782,6 +782,9 @@ fn random_identity() -> String {
 fn lead(deps: &Dependencies, leader: bool) {
     deps.health.set_leader(leader);
     deps.metrics.leader.set(i64::from(leader));
+    if !leader {
+        deps.metrics.forget_access_state();
+    }
 }
 
 /// Runs the controllers while this replica leads, until `shutdown` fires. Without leader

@@ -177,7 +177,8 @@ async fn reconcile_request_object(
 }
 
 /// Adds the policy's alerts the activation raises to the status this pass writes (once raised,
-/// an alert stays: conditions merge by type), counting each the first time.
+/// an alert stays: conditions merge by type), counting each the first time this process sees
+/// it.
 fn raise_alerts(
     ctx: &Context,
     catalog: &crate::engine::Catalog,
@@ -202,7 +203,8 @@ fn raise_alerts(
     if new.is_empty() {
         return;
     }
-    for alert in &new {
+    let uid = request.metadata.uid.as_deref().unwrap_or_default();
+    for alert in new.iter().filter(|a| ctx.alerts.first_raise(uid, a.type_)) {
         ctx.metrics.alert_raised(alert.type_);
         tracing::warn!(request = %request.metadata.name.as_deref().unwrap_or_default(), alert = alert.type_, "{}", alert.message);
     }

@@ -146,9 +146,10 @@ pub enum Command {
         kind: Option<String>,
         /// Read the operator's audit trail (its `audit.file`, JSON Lines) instead of the
         /// cluster: changes to the declarative kinds, with who made them, and the operator's
-        /// own directory writes are only there.
-        #[arg(long, value_name = "PATH")]
-        file: Option<std::path::PathBuf>,
+        /// own directory writes are only there. Repeat it for each replica's file; a record in
+        /// several counts once.
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<std::path::PathBuf>,
         /// csv or json.
         #[arg(
             short = 'o',
@@ -369,7 +370,7 @@ pub async fn execute(
             principal,
             group,
             kind,
-            file,
+            files,
             output,
         } => {
             let query = crate::audit::export::AuditQuery {
@@ -378,7 +379,7 @@ pub async fn execute(
                 principal: principal.as_deref(),
                 group: group.as_deref(),
                 kind: kind.as_deref(),
-                file: file.as_deref(),
+                files,
             };
             let text =
                 crate::audit::export::audit_command(client.clone(), query, output, clock.now())

@@ -27,8 +27,8 @@ pub struct Occurrence {
     pub critical: bool,
     /// For a reminder about an assignment's end: that end. It is part of the notification's
     /// key, so an end that moves is reminded of again, and it keeps the reminder worth sending
-    /// until then, however late it is first seen. For an alert on an assignment: when it was
-    /// raised, so each time it is raised is told once.
+    /// until then, however late it is first seen. For an alert: when it was raised, so each
+    /// raise is told once.
     pub ends: Option<Timestamp>,
 }
 
@@ -104,8 +104,15 @@ pub fn request_events(
     {
         push(Event::Ended, at, phase == Phase::Failed);
     }
+    // Told once per raise: a second alert raised later on the same request has a time of its
+    // own, part of the key as an end is for a reminder.
     if let Some(at) = raised_at(&status.conditions, REQUEST_ALERTS) {
-        push(Event::Alert, at, true);
+        out.occurrences.push(Occurrence {
+            event: Event::Alert,
+            at,
+            critical: true,
+            ends: Some(at),
+        });
     }
     out
 }
@@ -115,7 +122,7 @@ const REQUEST_ALERTS: &[&str] = &[
     crate::api::conditions::types::ACTIVATED_WITHOUT_APPROVAL,
 ];
 
-/// When the first of the alert conditions `types` that is True turned True.
+/// When the latest of the alert conditions `types` that are True turned True.
 fn raised_at(
     conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
     types: &[&str],
@@ -124,7 +131,7 @@ fn raised_at(
         .iter()
         .filter(|c| types.contains(&c.type_.as_str()) && c.status == "True")
         .map(|c| c.last_transition_time.0)
-        .min()
+        .max()
 }
 
 /// The assignment event, once the assignment is in effect: eligible or active assigned.
@@ -492,6 +499,66 @@ mod tests {
                 .any(|(e, _)| *e == Event::ExpiringSoon)
         );
         assert_eq!(short.next, None);
+    }
+
+    #[test]
+    fn each_alert_raised_on_a_request_is_told_once_at_its_own_time() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        let alert = |type_: &str, minutes: i64| Condition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: type_.into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(at(minutes)),
+        };
+        let mut status = approved_then_expired();
+        let alerts = |status: &ActivationRequestStatus| -> Vec<(Timestamp, Option<Timestamp>)> {
+            request_events(status, SignedDuration::from_mins(5), at(50))
+                .occurrences
+                .iter()
+                .filter(|o| o.event == Event::Alert)
+                .map(|o| (o.at, o.ends))
+                .collect()
+        };
+        assert!(alerts(&status).is_empty());
+        status.conditions = vec![alert("ActivatedWithoutApproval", 10)];
+        assert_eq!(alerts(&status), [(at(10), Some(at(10)))]);
+        // A second alert raised later is another notification (its key has its own time).
+        status.conditions.push(alert("ActivatedTooOften", 12));
+        assert_eq!(alerts(&status), [(at(12), Some(at(12)))]);
+        // A False one is no alert.
+        status.conditions[1].status = "False".into();
+        assert_eq!(alerts(&status), [(at(10), Some(at(10)))]);
+        let occurrence = Occurrence {
+            event: Event::Alert,
+            at: at(10),
+            critical: true,
+            ends: Some(at(10)),
+        };
+        // Fresh for staleAfter after it was raised, though its key holds a time in the past.
+        let channel = ChannelView {
+            name: "hook".into(),
+            audience: Audience::Broadcast,
+            events: vec![],
+        };
+        let limits = Limits {
+            recipient_domain: None,
+            stale_after: SignedDuration::from_hours(24),
+        };
+        let people = BTreeSet::from(["secops@contoso.com".to_owned()]);
+        let due_at = |minutes| {
+            due(
+                &occurrence,
+                &people,
+                std::slice::from_ref(&channel),
+                &|_| false,
+                limits,
+                at(minutes),
+            )
+        };
+        assert_eq!(due_at(50).len(), 1);
+        assert!(due_at(10 + 25 * 60).is_empty());
     }
 
     #[test]

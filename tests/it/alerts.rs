@@ -149,7 +149,10 @@ async fn frequent_unapproved_and_unused_access_raise_alerts() {
     })
     .await;
     let (_, message) = assignment_condition(&h, "dave-ops", "Stale").await.unwrap();
-    assert!(message.contains("never activated"), "{message}");
+    assert!(
+        message.contains("not activated since 2026-03-02T09:00:00Z"),
+        "{message}"
+    );
     let alice = h
         .api::<EligibleAssignment>()
         .get("alice-ops")

@@ -210,7 +210,7 @@ impl Policy {
                 (field, parsed, MAX_NOT_ACTIVATED_FOR)
             }),
         ];
-        for (field, parsed, cap) in alert_periods.into_iter().flatten() {
+        for (field, parsed, cap) in alert_periods.iter().flatten().copied() {
             if parsed > cap {
                 violations.push(Violation::new(
                     field,
@@ -223,6 +223,25 @@ impl Policy {
                     format!("set {field} to {} or less", duration::format(cap)),
                 ));
             }
+        }
+        if let Some(Some((field, within, cap))) = alert_periods.first()
+            && *within > policy.retention
+            && within <= cap
+        {
+            violations.push(Violation::new(
+                *field,
+                reasons::DURATION_EXCEEDS_MAXIMUM,
+                format!(
+                    "{} is longer than the retention of finished requests ({}), which the count reads",
+                    duration::format(*within),
+                    duration::format(policy.retention)
+                ),
+                format!(
+                    "set {field} to {} or less, or spec.retention to {} or more",
+                    duration::format(policy.retention),
+                    duration::format(*within)
+                ),
+            ));
         }
         if let Some(f) = frequency
             && !(2..=100).contains(&f.activations)
@@ -540,6 +559,14 @@ mod tests {
             ..Default::default()
         };
         assert!(Policy::from_spec(&spec(2, "30d", "365d")).is_ok());
+        // The count reads finished requests, kept for the retention.
+        let short_retention = AccessPolicySpec {
+            retention: Some("7d".into()),
+            ..spec(2, "8d", "30d")
+        };
+        let errs = Policy::from_spec(&short_retention).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].message.contains("retention"), "{errs:?}");
         let errs = Policy::from_spec(&spec(1, "31d", "366d")).unwrap_err();
         let fields: Vec<_> = errs.iter().map(|e| (e.field.as_str(), e.reason)).collect();
         assert_eq!(

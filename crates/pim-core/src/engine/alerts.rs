@@ -82,9 +82,11 @@ pub fn request_alerts(
                     .as_deref()
                     .is_some_and(|p| same_identity(p, principal, rule))
             })
+            // This request counts once, even when the catalog holds an older copy of it.
+            .filter(|r| r.metadata.name != request.metadata.name)
             .filter_map(|r| r.status.as_ref()?.activated_at.as_ref().map(|t| t.0))
-            // This request counts even when the catalog holds an older copy of it.
-            .filter(|at| *at > since && *at < activated)
+            // API times have whole seconds: another activation in the same second counts.
+            .filter(|at| *at > since && *at <= activated)
             .count()
             + 1;
         if count >= usize::try_from(frequency.activations).unwrap_or(usize::MAX) {
@@ -134,11 +136,18 @@ pub fn last_activated(catalog: &Catalog, assignment: &EligibleAssignment) -> Opt
 /// The `Stale` condition of an Eligible assignment whose policy sets
 /// `alerts.notActivatedFor`, and when it would turn stale while it is not yet. `None` when the
 /// alert does not apply (another type, no such setting, not in effect).
+///
+/// The period runs from the latest of the assignment's start, its last activation, and
+/// `counted_from`: when the operator began counting (its first `Stale` verdict on the
+/// assignment). The operator cannot know of activations whose requests were deleted before it
+/// kept `lastActivatedAt`, so turning the alert on (or upgrading) starts the count then rather
+/// than calling assignments in use stale.
 pub fn staleness(
     catalog: &Catalog,
     assignment: &EligibleAssignment,
     effective_since: Option<Timestamp>,
     last_activated: Option<Timestamp>,
+    counted_from: Option<Timestamp>,
     now: Timestamp,
 ) -> Option<(ConditionState, Option<Timestamp>)> {
     if assignment.spec.assignment_type != AssignmentType::Eligible {
@@ -147,14 +156,16 @@ pub fn staleness(
     let policy = policy_of(catalog, &assignment.spec.group, assignment.spec.role)?;
     let text = policy.spec.alerts.as_ref()?.not_activated_for.as_deref()?;
     let limit: SignedDuration = duration::parse("alerts.notActivatedFor", text).ok()?;
-    let since = last_activated.max(effective_since)?;
+    let since = last_activated
+        .max(effective_since)?
+        .max(counted_from.unwrap_or(Timestamp::MIN));
     let stale_at = add(since, limit);
     let policy_name = policy.metadata.name.as_deref().unwrap_or_default();
     let principal = assignment.spec.principal.to_string();
     Some(if now >= stale_at {
         let what = match last_activated {
-            Some(at) => format!("last activated at {at}"),
-            None => format!("never activated since it took effect at {since}"),
+            Some(at) if at >= since => format!("last activated at {at}"),
+            _ => format!("not activated since {since}"),
         };
         (
             firing(
@@ -322,7 +333,7 @@ mod tests {
         let since = Some(ts("2026-03-01T00:00:00Z"));
         let state = |c: &Catalog, now: &str| {
             let last = last_activated(c, &a);
-            staleness(c, &a, since, last, ts(now)).map(|(s, at)| (s.status, at))
+            staleness(c, &a, since, last, None, ts(now)).map(|(s, at)| (s.status, at))
         };
         assert_eq!(
             state(&c, "2026-03-30T23:59:59Z"),
@@ -350,9 +361,23 @@ mod tests {
         );
         // Active-type assignments grant without activation: never stale.
         let active = assignment(AssignmentType::Active);
-        assert!(staleness(&c, &active, since, None, ts("2027-01-01T00:00:00Z")).is_none());
+        assert!(staleness(&c, &active, since, None, None, ts("2027-01-01T00:00:00Z")).is_none());
         // No setting, no condition.
         let quiet = catalog(PolicyAlerts::default());
-        assert!(staleness(&quiet, &a, since, None, ts("2027-01-01T00:00:00Z")).is_none());
+        assert!(staleness(&quiet, &a, since, None, None, ts("2027-01-01T00:00:00Z")).is_none());
+        // Counting began later than the start (the alert was turned on then): from then.
+        let counted = staleness(
+            &c,
+            &a,
+            since,
+            None,
+            Some(ts("2026-06-01T00:00:00Z")),
+            ts("2026-06-15T00:00:00Z"),
+        )
+        .map(|(s, at)| (s.status, at));
+        assert_eq!(
+            counted,
+            Some((ConditionStatus::False, Some(ts("2026-07-01T00:00:00Z"))))
+        );
     }
 }

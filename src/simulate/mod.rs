@@ -589,7 +589,7 @@ impl Simulation {
                 ..Default::default()
             };
             // Directory memberships of requesters are unknown here: no group-based eligibility.
-            let outcome = reconcile_request(
+            let mut outcome = reconcile_request(
                 &self.catalog,
                 &request,
                 &TrustAsWritten,
@@ -597,6 +597,21 @@ impl Simulation {
                 &|_| false,
                 self.now,
             );
+            // The policy's alerts, as the request controller raises them.
+            let stored_conditions = request
+                .status
+                .as_ref()
+                .map(|s| s.conditions.as_slice())
+                .unwrap_or_default();
+            let raised: Vec<_> =
+                crate::engine::alerts::request_alerts(&self.catalog, &request, &outcome.status)
+                    .into_iter()
+                    .filter(|a| {
+                        !stored_conditions
+                            .iter()
+                            .any(|c| c.type_ == a.type_ && c.status == "True")
+                    })
+                    .collect();
             self.requests_to_decide
                 .decided(&name, outcome.decision.next_deadline, now);
             let stored = request.status.as_ref();
@@ -616,6 +631,14 @@ impl Simulation {
                         previous_end: window(stored).map(|(_, end)| end),
                         clipped_by: outcome.status.end_clipped_by,
                     },
+                );
+            }
+            if !raised.is_empty() {
+                outcome.status.conditions = crate::core::status::merge_conditions(
+                    &outcome.status.conditions,
+                    &raised,
+                    request.metadata.generation,
+                    self.now,
                 );
             }
             let said = (
@@ -647,6 +670,16 @@ impl Simulation {
                 );
             }
             self.said.insert(name.clone(), said);
+            for alert in raised {
+                self.timeline.push(
+                    self.now,
+                    What::Alert {
+                        request: name.clone(),
+                        alert: alert.type_.to_owned(),
+                        message: alert.message,
+                    },
+                );
+            }
             if outcome.status_changed(stored) {
                 // Requests in one chain read each other's status.
                 self.requests_to_decide

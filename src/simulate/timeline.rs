@@ -79,6 +79,12 @@ pub enum What {
         role: Role,
         member: String,
     },
+    /// One of the policy's `alerts` was raised on a request (a condition turned True).
+    Alert {
+        request: String,
+        alert: String,
+        message: String,
+    },
     /// A member no grant explains stays, and why: adoption, `Report`, protection, last member.
     MemberKept {
         group: String,
@@ -282,5 +288,10 @@ fn describe(what: &What) -> String {
             member,
             why,
         } => format!("{group}/{role}  = {member} kept: {why}"),
+        What::Alert {
+            request,
+            alert,
+            message,
+        } => format!("{request}  ALERT {alert}: {message}"),
     }
 }

@@ -951,3 +951,48 @@ fn deciding_only_what_changed_gives_the_timeline_of_deciding_everything() {
     assert!(activated > 60, "only {activated} activations in 60 plans");
     assert!(extended > 0, "no window moved in 60 plans");
 }
+
+/// Issue 19: the policy's alerts show in the timeline when the request controller would raise
+/// them: each unapproved activation of a critical role, and the second within four hours.
+#[test]
+fn alerts_show_when_raised() {
+    let events = scenario(
+        "alerts",
+        &[
+            "tests/fixtures/simulate/alerts",
+            "--start",
+            START,
+            "--until",
+            "6h",
+            "--request",
+            "alice@contoso.com:break-glass:member:1h",
+            "--request",
+            "alice@contoso.com:break-glass:member:1h@+2h",
+            "--request",
+            "alice@contoso.com:break-glass:member:1h@+5h30m",
+        ],
+    );
+    let alerts: Vec<(String, String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "alert")
+        .map(|e| {
+            (
+                e["time"].as_str().unwrap().to_owned(),
+                e["request"].as_str().unwrap().to_owned(),
+                e["alert"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let at = |t: &str, r: &str, a: &str| (format!("2026-11-01T{t}Z"), r.to_owned(), a.to_owned());
+    assert_eq!(
+        alerts,
+        [
+            at("09:00:00", "req-1", "ActivatedWithoutApproval"),
+            at("11:00:00", "req-2", "ActivatedTooOften"),
+            at("11:00:00", "req-2", "ActivatedWithoutApproval"),
+            // 14:30: req-2 was 3h30m ago, req-1 5h30m ago: one within 4h, so too often again.
+            at("14:30:00", "req-3", "ActivatedTooOften"),
+            at("14:30:00", "req-3", "ActivatedWithoutApproval"),
+        ]
+    );
+}

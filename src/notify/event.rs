@@ -38,7 +38,7 @@ pub enum Event {
     /// `eligibilityEndingLead`: renew it or lose it.
     EligibilityEnding,
     /// One of the policy's `alerts` fired on the request or assignment (a condition turned
-    /// True): for the admins.
+    /// True), or a request's revocation is overdue: for the admins.
     Alert,
 }
 

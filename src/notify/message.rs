@@ -62,6 +62,12 @@ fn alert_messages(
                 && c.status == "True"
         })
         .map(|c| format!("{}: {}", c.type_, c.message))
+        .chain(
+            conditions
+                .iter()
+                .filter(|c| super::plan::is_overdue(c))
+                .map(|c| format!("{}: {}", c.reason, c.message)),
+        )
         .collect()
 }
 

@@ -105,8 +105,17 @@ pub fn request_events(
         push(Event::Ended, at, phase == Phase::Failed);
     }
     // Told once per raise: a second alert raised later on the same request has a time of its
-    // own, part of the key as an end is for a reminder.
-    if let Some(at) = raised_at(&status.conditions, REQUEST_ALERTS) {
+    // own, part of the key as an end is for a reminder. A revocation overdue is one too.
+    let overdue = status
+        .conditions
+        .iter()
+        .filter(|c| is_overdue(c))
+        .map(|c| c.last_transition_time.0);
+    if let Some(at) = raised_at(&status.conditions, REQUEST_ALERTS)
+        .into_iter()
+        .chain(overdue)
+        .max()
+    {
         out.occurrences.push(Occurrence {
             event: Event::Alert,
             at,
@@ -121,6 +130,13 @@ const REQUEST_ALERTS: &[&str] = &[
     crate::api::conditions::types::ACTIVATED_TOO_OFTEN,
     crate::api::conditions::types::ACTIVATED_WITHOUT_APPROVAL,
 ];
+
+/// `Active=False` with reason `RevocationOverdue`: the access ended and the directory still
+/// holds it.
+pub fn is_overdue(condition: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool {
+    condition.type_ == crate::api::conditions::types::ACTIVE
+        && condition.reason == crate::api::conditions::reasons::REVOCATION_OVERDUE
+}
 
 /// When the latest of the alert conditions `types` that are True turned True.
 fn raised_at(
@@ -530,6 +546,15 @@ mod tests {
         // A False one is no alert.
         status.conditions[1].status = "False".into();
         assert_eq!(alerts(&status), [(at(10), Some(at(10)))]);
+        // A revocation overdue is one, for the admins.
+        status.conditions.push(Condition {
+            status: "False".into(),
+            reason: "RevocationOverdue".into(),
+            ..alert("Active", 40)
+        });
+        assert_eq!(alerts(&status), [(at(40), Some(at(40)))]);
+        let (admins, subject, approvers) = default_audience(Event::Alert);
+        assert!(admins && !subject && !approvers);
         let occurrence = Occurrence {
             event: Event::Alert,
             at: at(10),

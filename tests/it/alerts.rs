@@ -36,8 +36,9 @@ async fn assignment_condition(h: &Harness, name: &str, type_: &str) -> Option<(S
     condition(&assignment.status.unwrap_or_default().conditions, type_)
 }
 
-#[tokio::test]
-async fn frequent_unapproved_and_unused_access_raise_alerts() {
+/// The operator on a manual clock with a signed webhook channel that takes only `alert`, and
+/// the folder holding its key.
+async fn harness() -> (Receiver, tempfile::TempDir, Harness) {
     let receiver = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("hmac-key");
@@ -47,12 +48,22 @@ async fn frequent_unapproved_and_unused_access_raise_alerts() {
         receiver.url("/hook"),
         key.display()
     );
-    let mut h = Harness::new(&config).await;
+    let h = Harness::new(&config).await;
+    (receiver, dir, h)
+}
+
+fn admins() -> NotificationSettings {
+    NotificationSettings {
+        admins: vec![SECOPS.into()],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn frequent_unapproved_and_unused_access_raise_alerts() {
+    let (receiver, _dir, mut h) = harness().await;
     h.policy("critical", "30m", &[], |spec| {
-        spec.notifications = Some(NotificationSettings {
-            admins: vec![SECOPS.into()],
-            ..Default::default()
-        });
+        spec.notifications = Some(admins());
         spec.alerts = Some(PolicyAlerts {
             activated_too_often: Some(ActivationFrequency {
                 activations: 2,
@@ -176,5 +187,47 @@ async fn frequent_unapproved_and_unused_access_raise_alerts() {
         h.metrics.encode().contains("pim_stale_assignments 1")
     })
     .await;
+    h.stop().await;
+}
+
+/// A revocation that stays overdue is an alert for the admins too, once, with why.
+#[tokio::test]
+async fn an_overdue_revocation_is_told_to_the_admins() {
+    use pim_operator::directory::memory::FaultScope;
+
+    let (receiver, _dir, mut h) = harness().await;
+    h.policy("open", "30m", &[], |spec| {
+        spec.notifications = Some(admins())
+    })
+    .await;
+    h.group("ops", "open").await;
+    h.assignment("alice-ops", "ops", ALICE).await;
+    h.start();
+    h.request("r", "ops", ALICE, "30m", |_| {}).await;
+    h.wait_phase("r", Phase::Active).await;
+    h.directory.fail(FaultScope::Removes);
+    // Past the end and the grace (30s by default).
+    h.advance(31);
+    eventually("the admins hear of the overdue revocation", || async {
+        receiver
+            .hits("/hook")
+            .iter()
+            .any(|hit| hit.json()["object"]["name"] == "r")
+    })
+    .await;
+    let hits = receiver.hits("/hook");
+    assert_eq!(hits.len(), 1, "once");
+    let body = hits[0].json();
+    assert_eq!(body["event"], "alert", "{body}");
+    assert_eq!(body["recipients"], serde_json::json!([SECOPS]), "{body}");
+    assert!(
+        body["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RevocationOverdue"),
+        "{body}"
+    );
+    h.directory.heal();
+    h.wait_phase("r", Phase::Expired).await;
     h.stop().await;
 }

@@ -18,7 +18,8 @@ pub fn user(name: &str, groups: &[&str], mfa: bool) -> Value {
 }
 
 /// An AdmissionReview exactly as the API server sends it, for a write of `kind` (`plural`) in
-/// group pim.dev. `operation` is CREATE or UPDATE; `old` is the stored object of an UPDATE.
+/// group pim.dev. `operation` is CREATE, UPDATE or DELETE; `old` is the stored object of an
+/// UPDATE or DELETE (whose `object` is null).
 pub fn wire(
     kind: &str,
     plural: &str,
@@ -29,10 +30,12 @@ pub fn wire(
 ) -> Value {
     let gvk = json!({"group": "pim.dev", "version": "v1alpha1", "kind": kind});
     let gvr = json!({"group": "pim.dev", "version": "v1alpha1", "resource": plural});
-    let options_kind = if operation == "CREATE" {
-        "CreateOptions"
-    } else {
-        "UpdateOptions"
+    // k8s.io/apiserver pkg/endpoints/handlers (create.go, update.go, delete.go) pass each
+    // operation's own options to admission, sent as `options`.
+    let options_kind = match operation {
+        "CREATE" => "CreateOptions",
+        "DELETE" => "DeleteOptions",
+        _ => "UpdateOptions",
     };
     json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -43,7 +46,8 @@ pub fn wire(
             "resource": gvr,
             "requestKind": gvk,
             "requestResource": gvr,
-            // A DELETE names the stored object (its `object` is null).
+            // `name` is the request's (k8s.io/apiserver pkg/admission/plugin/webhook/request/
+            // admissionreview.go: `attr.GetName()`): a DELETE names the object in its URL.
             "name": object
                 .pointer("/metadata/name")
                 .or_else(|| old.and_then(|o| o.pointer("/metadata/name")))

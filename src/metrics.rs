@@ -99,6 +99,8 @@ pub struct Metrics {
     pub standing_access_removals: Family<GroupLabels, Counter>,
     pub alerts_raised: Family<AlertLabels, Counter>,
     pub stale_assignments: Gauge,
+    pub review_instances_completed: Counter,
+    pub review_denials: Counter,
 }
 
 impl Default for Metrics {
@@ -217,6 +219,18 @@ impl Metrics {
             "Members nothing of pim-operator explained, removed under standingAccess: Remove, by PimGroup",
             standing_access_removals.clone(),
         );
+        let review_instances_completed = Counter::default();
+        registry.register(
+            "review_instances_completed",
+            "Access review instances that reached their end and applied their results",
+            review_instances_completed.clone(),
+        );
+        let review_denials = Counter::default();
+        registry.register(
+            "review_denials",
+            "Assignments denied by access reviews (by a reviewer, or unreviewed under Remove or Recommendation)",
+            review_denials.clone(),
+        );
         let alerts_raised = Family::<AlertLabels, Counter>::default();
         // Each at 0 from the start: `increase()` sees the first raise only over a series that
         // existed before it.
@@ -240,6 +254,8 @@ impl Metrics {
             registry,
             alerts_raised,
             stale_assignments,
+            review_instances_completed,
+            review_denials,
             standing_access_removals,
             leader,
             webhook_reviews,
@@ -285,6 +301,13 @@ impl Metrics {
         self.members_outside_pim.clear();
         self.stale_assignments.set(0);
         self.active_elevations.set(0);
+    }
+
+    /// An access review instance ended, denying `denied` assignments.
+    pub fn review_completed(&self, denied: usize) {
+        self.review_instances_completed.inc();
+        self.review_denials
+            .inc_by(u64::try_from(denied).unwrap_or(u64::MAX));
     }
 
     pub fn alert_raised(&self, alert: &str) {

@@ -23,6 +23,8 @@ pub enum Action {
     Removed,
     /// A member nothing of ours explains, removed under `standingAccess: Remove`.
     StandingAccessRemoved,
+    /// A reviewer's decisions in an AccessReview (and nothing else of its spec) changed.
+    Decided,
 }
 
 /// One line of the audit trail that is not a request transition. Lines of both shapes carry
@@ -86,7 +88,12 @@ pub struct SpecChange {
 }
 
 /// The kinds whose changes are audited from the webhook.
-pub const AUDITED_KINDS: &[&str] = &["EligibleAssignment", "AccessPolicy", "PimGroup"];
+pub const AUDITED_KINDS: &[&str] = &[
+    "EligibleAssignment",
+    "AccessPolicy",
+    "PimGroup",
+    "AccessReview",
+];
 
 /// What the webhook saw of one admitted or refused change.
 pub struct Change<'a> {
@@ -140,11 +147,30 @@ pub fn change_record(change: Change<'_>, now: Timestamp) -> ActionRecord {
     };
     let previous_principal = moved(principal_of(change.old), &principal);
     let previous_group = moved(field(change.old, "/spec/group"), &group);
+    let mut changes = spec_diff(
+        change.old.and_then(|o| o.get("spec")),
+        change.new.and_then(|o| o.get("spec")),
+    );
+    let mut action = change.action;
+    if change.kind == "AccessReview" {
+        // One change per decision entry, keyed as the list is, rather than the whole list.
+        let decisions_only = changes.iter().all(|c| c.path == "/spec/decisions");
+        changes = changes
+            .into_iter()
+            .flat_map(|c| match c.path.as_str() {
+                "/spec/decisions" => decision_changes(c.before.as_ref(), c.after.as_ref()),
+                _ => vec![c],
+            })
+            .collect();
+        if decisions_only && action == Action::Updated && !changes.is_empty() {
+            action = Action::Decided;
+        }
+    }
     ActionRecord {
         id: change.admission_uid.to_owned(),
         time: now,
         kind: change.kind.to_owned(),
-        action: change.action,
+        action,
         name,
         object_uid: change.object_uid.map(str::to_owned),
         user: Some(change.user),
@@ -156,11 +182,48 @@ pub fn change_record(change: Change<'_>, now: Timestamp) -> ActionRecord {
         previous_group,
         role,
         directory_group_id: None,
-        changes: spec_diff(
-            change.old.and_then(|o| o.get("spec")),
-            change.new.and_then(|o| o.get("spec")),
-        ),
+        changes,
     }
+}
+
+/// The entries of `spec.decisions` that differ, each under
+/// `/spec/decisions/<instance>/<assignment>/<reviewer>` (RFC 6901 escaped).
+fn decision_changes(before: Option<&Value>, after: Option<&Value>) -> Vec<SpecChange> {
+    let keyed = |list: Option<&Value>| -> std::collections::BTreeMap<String, Value> {
+        list.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let part = |k: &str| {
+                    d.get(k)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .replace('~', "~0")
+                        .replace('/', "~1")
+                };
+                (
+                    format!(
+                        "/spec/decisions/{}/{}/{}",
+                        part("instance"),
+                        part("assignment"),
+                        part("reviewer")
+                    ),
+                    d.clone(),
+                )
+            })
+            .collect()
+    };
+    let (b, a) = (keyed(before), keyed(after));
+    let paths: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+    paths
+        .into_iter()
+        .filter(|p| b.get(*p) != a.get(*p))
+        .map(|p| SpecChange {
+            path: p.clone(),
+            before: b.get(p).cloned(),
+            after: a.get(p).cloned(),
+        })
+        .collect()
 }
 
 /// Every leaf of `spec` that differs between `before` and `after`, as JSON pointers under

@@ -94,6 +94,7 @@ pub const AUDIT_KINDS: &[&str] = &[
     "EligibleAssignment",
     "AccessPolicy",
     "PimGroup",
+    "AccessReview",
 ];
 
 /// Which records an export keeps: those in `[since, until)`, of one principal, of one PimGroup

@@ -39,9 +39,11 @@ pub struct Args {
     #[arg(long = "extend", value_name = "REQUEST:DURATION[@TIME]")]
     pub extensions: Vec<String>,
     /// An approval, at TIME (an offset such as +15m, or an RFC 3339 time; default: the start).
+    /// REQUEST may be REVIEW/ASSIGNMENT: a reviewer keeps an assignment in the running
+    /// instance of an AccessReview of the manifests.
     #[arg(long = "approve", value_name = "USER:REQUEST[@TIME]")]
     pub approvals: Vec<String>,
-    /// A denial, at TIME as for --approve.
+    /// A denial, at TIME as for --approve (REVIEW/ASSIGNMENT denies in an access review).
     #[arg(long = "deny", value_name = "USER:REQUEST[@TIME]")]
     pub denials: Vec<String>,
     /// When to stop: a duration after the start, or an RFC 3339 time.

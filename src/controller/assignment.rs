@@ -97,7 +97,20 @@ async fn reconcile_assignment(
             } else {
                 reasons::VALID
             };
+            let denied = window.denied.as_ref().filter(|d| d.at <= now);
             let (phase, effective) = match window.state(now) {
+                _ if let Some(denial) = denied => (
+                    AssignmentPhase::Denied,
+                    condition(
+                        types::EFFECTIVE,
+                        false,
+                        reasons::REVIEW_DENIED,
+                        format!(
+                            "access review {} denied it at {} ({}); it grants nothing: remove its manifest",
+                            denial.review, denial.at, denial.by
+                        ),
+                    ),
+                ),
                 AssignmentState::NotStarted => (
                     AssignmentPhase::Pending,
                     condition(

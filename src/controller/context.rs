@@ -14,7 +14,9 @@ use super::index::GroupIndex;
 use super::priority::WritePriority;
 use super::wakes::OwnWrites;
 use crate::api::common::Role;
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
+use crate::api::{
+    AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGrant, PimGroup,
+};
 use crate::audit::sink::AuditSinks;
 use crate::clock::Clock;
 use crate::config::Settings;
@@ -35,6 +37,8 @@ pub struct Stores {
     pub requests: Store<Lenient<ActivationRequest>>,
     /// The grant ledger.
     pub grants: Store<Lenient<PimGrant>>,
+    /// Their status holds the denials that end assignments.
+    pub reviews: Store<Lenient<AccessReview>>,
     pub assignments_by_group: Arc<GroupIndex<EligibleAssignment>>,
     pub requests_by_group: Arc<GroupIndex<ActivationRequest>>,
     pub grants_by_group: Arc<GroupIndex<PimGrant>>,
@@ -94,6 +98,11 @@ impl Stores {
         for p in self.policies.state() {
             if let Ok(object) = &p.parsed {
                 catalog.insert_policy(object.clone());
+            }
+        }
+        for r in self.reviews.state() {
+            if let Ok(object) = &r.parsed {
+                catalog.insert_review(object.clone());
             }
         }
         catalog

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod priority;
 pub mod request;
 pub mod retention;
+pub mod review;
 pub mod wakes;
 pub mod writes;
 
@@ -42,7 +43,9 @@ use self::index::{ActiveRequests, GroupIndex};
 use self::wakes::{AssignmentChanges, GroupWakes, OwnWrites, StatusOnly};
 use crate::api::pim_grant::GrantSourceKind;
 use crate::api::pim_group::StandingAccess;
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
+use crate::api::{
+    AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGrant, PimGroup,
+};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::directory::Directories;
@@ -156,6 +159,8 @@ pub async fn preflight(client: &Client) -> Result<(), StartError> {
     check::<PimGroup>(client).await?;
     check::<EligibleAssignment>(client).await?;
     check::<ActivationRequest>(client).await?;
+    // Denials live in AccessReview status: without the kind, a denied assignment would grant.
+    check::<AccessReview>(client).await?;
     // The grant ledger: without it nothing can be granted or revoked (Helm never upgrades CRDs).
     check::<PimGrant>(client).await
 }
@@ -316,7 +321,9 @@ pub async fn run_controllers(
     let mut assignments = Shared::<EligibleAssignment>::new();
     let mut requests = Shared::<ActivationRequest>::new();
     let mut grants = Shared::<PimGrant>::new();
+    let mut reviews = Shared::<AccessReview>::new();
     let stores = Stores {
+        reviews: reviews.store.clone(),
         policies: policies.store.clone(),
         groups: groups.store.clone(),
         assignments: assignments.store.clone(),
@@ -522,6 +529,25 @@ pub async fn run_controllers(
             .graceful_shutdown_on(shutdown())
             .run(ledger::reconcile_orphan, ledger::error_policy, ctx.clone())
             .for_each(|_| async {});
+    let review_controller = {
+        let (for_assignments, for_groups) = (stores.reviews.clone(), stores.reviews.clone());
+        let all = |store: &Store<Lenient<AccessReview>>| {
+            store
+                .state()
+                .iter()
+                .map(|r| ObjectRef::from_obj(r.as_ref()))
+                .collect::<Vec<_>>()
+        };
+        Controller::for_shared_stream(reviews.subscribe(), stores.reviews.clone())
+            .with_config(config.clone())
+            // Items follow the assignments in scope, and recommendations their activations.
+            .watches_shared_stream(assignments.subscribe(), move |_| all(&for_assignments))
+            .watches_shared_stream(groups.subscribe(), move |_| all(&for_groups))
+            .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
+            .graceful_shutdown_on(shutdown())
+            .run(review::reconcile, review::error_policy, ctx.clone())
+            .for_each(|_| async {})
+    };
     let policy_controller =
         Controller::for_shared_stream(policies.subscribe(), stores.policies.clone())
             .with_config(config)
@@ -708,7 +734,45 @@ pub async fn run_controllers(
             }
         },
     );
-    let watches = futures::future::join(watches, ledger_watch);
+    // A review's denials end assignments: their groups, requests and conditions look again.
+    let review_watch = reviews.run(deps.client.clone(), |_| {}, {
+        let (stores, requests, groups, assignments) = (
+            stores.clone(),
+            ctx.request_triggers.clone(),
+            group_triggers.clone(),
+            assignment_triggers.clone(),
+        );
+        move |event| {
+            let denied: Vec<String> = match event {
+                watcher::Event::Apply(r)
+                | watcher::Event::Delete(r)
+                | watcher::Event::InitApply(r) => r
+                    .object()
+                    .and_then(|r| r.status.as_ref())
+                    .map(|s| s.denied.iter().map(|d| d.assignment.clone()).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            let mut touched = std::collections::BTreeSet::new();
+            for name in denied {
+                let Some(a) = stores.assignments.get(&ObjectRef::new(&name)) else {
+                    continue;
+                };
+                drop(assignments.send(ObjectRef::from_obj(a.as_ref())));
+                if let Some(a) = a.object() {
+                    touched.insert(a.spec.group.clone());
+                }
+            }
+            let touched: Vec<String> = touched.into_iter().collect();
+            requests_of(&stores, &touched)
+                .into_iter()
+                .for_each(|r| drop(requests.send(r)));
+            touched
+                .iter()
+                .for_each(|g| drop(groups.send(ObjectRef::new(g))));
+        }
+    });
+    let watches = futures::future::join3(watches, ledger_watch, review_watch);
     let health = deps.health.clone();
     let ledger_synced = ctx.clone();
     let synced = async move {
@@ -716,7 +780,10 @@ pub async fn run_controllers(
         // wait on `Context::ledger_ready`, which this releases.
         // A failed wait means the store's watch is gone (the term is ending): nothing is
         // marked synced then, so neither reconciles nor `/readyz` act on a cache never listed.
-        if store_ready("PimGrant", &stores.grants).await {
+        // Reviews first too: a pass that did not know a denial would grant the denied.
+        if store_ready("PimGrant", &stores.grants).await
+            && store_ready("AccessReview", &stores.reviews).await
+        {
             ledger_synced.ledger_synced.send_replace(true);
             if store_ready("AccessPolicy", &stores.policies).await
                 && store_ready("PimGroup", &stores.groups).await
@@ -736,7 +803,7 @@ pub async fn run_controllers(
             assignment_controller,
             policy_controller,
         ),
-        orphan_controller,
+        futures::future::join(orphan_controller, review_controller),
     );
     tokio::select! {
         _ = controllers => {}

@@ -13,6 +13,7 @@ pub mod error;
 mod extend;
 pub mod identity;
 mod render;
+mod review;
 mod show;
 
 use std::ffi::OsString;
@@ -126,6 +127,12 @@ pub enum Command {
     Eligible,
     /// Requests waiting for an approval you may give.
     Pending,
+    /// Access reviews: without a verb, the assignments under review that are yours to decide;
+    /// `approve` or `deny` writes your decision on one (only your own entry).
+    Review {
+        #[command(subcommand)]
+        action: Option<ReviewAction>,
+    },
     /// Export who requested, who approved, and when access started and ended.
     Audit {
         /// How far back: a duration (30d, 12h, P30D) or an RFC 3339 time.
@@ -159,6 +166,28 @@ pub enum Command {
         )]
         output: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReviewAction {
+    /// The assignments under review that are yours to decide (the default).
+    List,
+    /// Keep an assignment: your decision in the running instance.
+    Approve(ReviewDecisionArgs),
+    /// Deny an assignment: when the instance ends, it grants nothing and its manifest is listed
+    /// for removal.
+    Deny(ReviewDecisionArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReviewDecisionArgs {
+    /// The AccessReview (see `kubectl pim review`).
+    pub review: String,
+    /// The EligibleAssignment under review.
+    pub assignment: String,
+    /// Why; kept with your decision for audit.
+    #[arg(long, required = true)]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -364,6 +393,17 @@ pub async fn execute(
         Command::Status { name: None } => show::list_mine(&ctx, &me().await?, out).await,
         Command::Eligible => show::eligible(&ctx, &me().await?, out).await,
         Command::Pending => show::pending(&ctx, &me().await?, out).await,
+        Command::Review { action } => {
+            let me = me().await?;
+            let (args, decision) = match action {
+                None | Some(ReviewAction::List) => {
+                    return review::list_mine(&ctx, &me, out).await;
+                }
+                Some(ReviewAction::Approve(args)) => (args, Decision::Approve),
+                Some(ReviewAction::Deny(args)) => (args, Decision::Deny),
+            };
+            review::decide(&ctx, &me, args, decision, out).await
+        }
         Command::Audit {
             since,
             until,

@@ -218,6 +218,7 @@ pub fn assignment_events(
         start: assigned.at,
         end,
         clipped: None,
+        denied: None,
     };
     if let (Some(remind), Some(end)) = (window.ending_reminder(lead), end) {
         if window.ends_within(lead, now) {

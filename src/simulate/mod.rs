@@ -15,6 +15,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
+use crate::api::access_review::ReviewDecision;
 use crate::api::activation_request::{Approval, Decision as Vote, Phase, Requester, Ticket};
 use crate::api::common::Role;
 use crate::api::pim_group::StandingAccess;
@@ -26,6 +27,7 @@ use crate::directory::memory::MemoryDirectory;
 use crate::directory::{Directory, DirectoryError, GroupId};
 use crate::engine::{
     Catalog, DirectoryObservation, Proof, TrustAsWritten, reconcile_group, reconcile_request,
+    review,
 };
 pub use timeline::{Event, GroupState, RequestState, Timeline, What};
 
@@ -54,7 +56,9 @@ pub struct PlannedExtension {
     pub at: Timestamp,
 }
 
-/// An approver's decision at a time, as `--approve` and `--deny` describe it.
+/// An approver's decision at a time, as `--approve` and `--deny` describe it. A `request` of
+/// the form `REVIEW/ASSIGNMENT` is a reviewer's decision in the running instance of that
+/// AccessReview.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedDecision {
     pub approver: String,
@@ -120,6 +124,14 @@ pub enum SimulateError {
         "current members are given for PimGroup {0:?}, which the manifests do not declare; name a PimGroup of the manifests"
     )]
     UnknownGroup(String),
+    #[error(
+        "{reviewer} decides on {review}/{assignment}, but the manifests hold no AccessReview {review:?} or no EligibleAssignment {assignment:?}"
+    )]
+    UnknownReviewItem {
+        reviewer: String,
+        review: String,
+        assignment: String,
+    },
     #[error("the memory directory failed: {0}")]
     Directory(#[from] DirectoryError),
 }
@@ -187,12 +199,14 @@ fn run_with(scenario: Scenario, decide_everything: bool) -> Result<Timeline, Sim
         for decision in due {
             sim.decide(decision);
         }
+        let review_deadlines = sim.reviews_pass();
         sim.requests_pass();
         let group_deadlines = sim.groups_pass()?;
         let request_deadlines = sim.requests_pass();
         let next = request_deadlines
             .into_iter()
             .chain(group_deadlines)
+            .chain(review_deadlines)
             .chain(pending.iter().map(|d| d.at))
             .chain(extending.iter().map(|(_, e)| e.at))
             .filter(|t| *t > now)
@@ -439,6 +453,18 @@ impl Simulation {
         extensions: &[(String, PlannedExtension)],
     ) -> Result<Vec<PlannedDecision>, SimulateError> {
         for d in &decisions {
+            if let Some((review, assignment)) = d.request.split_once('/') {
+                if !self.catalog.reviews.contains_key(review)
+                    || !self.catalog.assignments.contains_key(assignment)
+                {
+                    return Err(SimulateError::UnknownReviewItem {
+                        reviewer: d.approver.clone(),
+                        review: review.to_owned(),
+                        assignment: assignment.to_owned(),
+                    });
+                }
+                continue;
+            }
             let planned = extensions.iter().find(|(n, _)| *n == d.request);
             if let Some((_, extension)) = planned
                 && d.at < extension.at
@@ -522,6 +548,10 @@ impl Simulation {
     }
 
     fn decide(&mut self, planned: PlannedDecision) {
+        if let Some((review, assignment)) = planned.request.split_once('/') {
+            self.review_decision(review, assignment, &planned);
+            return;
+        }
         let Some(request) = self.catalog.requests.get_mut(&planned.request) else {
             return;
         };
@@ -544,6 +574,129 @@ impl Simulation {
                 decision: planned.decision,
             },
         );
+    }
+
+    /// A reviewer's decision, in the instance running now: as `kubectl pim review` writes it.
+    fn review_decision(&mut self, review: &str, assignment: &str, planned: &PlannedDecision) {
+        let Some(object) = self.catalog.reviews.get(review).cloned() else {
+            return;
+        };
+        let running = review::settings(&object.spec).ok().and_then(|s| {
+            review::timeline(
+                object.spec.schedule.start.0,
+                object.spec.schedule.recurrence,
+                s.length,
+                self.now,
+            )
+            .current
+        });
+        let Some(instance) = running else {
+            self.timeline.notes.push(format!(
+                "{} decides on {assignment} in {review} at {}, when no instance runs: ignored",
+                planned.approver, self.now
+            ));
+            return;
+        };
+        let mut object = (*object).clone();
+        object.spec.decisions.retain(|d| {
+            !(d.instance == instance.id
+                && d.assignment == assignment
+                && d.reviewer == planned.approver)
+        });
+        object.spec.decisions.push(ReviewDecision {
+            instance: instance.id.clone(),
+            assignment: assignment.to_owned(),
+            reviewer: planned.approver.clone(),
+            decision: planned.decision,
+            reason: "simulated".to_owned(),
+            time: Some(Time(self.now)),
+            assignment_uid: self
+                .catalog
+                .assignments
+                .get(assignment)
+                .and_then(|a| a.metadata.uid.clone()),
+            ..Default::default()
+        });
+        self.catalog.insert_review(object);
+        self.timeline.push(
+            self.now,
+            What::ReviewDecided {
+                review: review.to_owned(),
+                instance: instance.id,
+                assignment: assignment.to_owned(),
+                reviewer: planned.approver.clone(),
+                decision: planned.decision,
+            },
+        );
+    }
+
+    /// Every access review, as its controller would pass over it: instances open and end, and
+    /// a denial wakes every request and group (it ends assignments). Returns the earliest time
+    /// a review changes again.
+    fn reviews_pass(&mut self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        let mut denials_changed = false;
+        let names: Vec<String> = self.catalog.reviews.keys().cloned().collect();
+        for name in names {
+            let Some(object) = self.catalog.reviews.get(&name).cloned() else {
+                continue;
+            };
+            let out = review::reconcile_review(&self.catalog, &object, &TrustAsWritten, self.now);
+            if let Some(id) = &out.opened {
+                let assignments = out
+                    .status
+                    .current
+                    .iter()
+                    .flat_map(|c| &c.items)
+                    .map(|i| i.assignment.clone())
+                    .collect();
+                self.timeline.push(
+                    self.now,
+                    What::ReviewOpened {
+                        review: name.clone(),
+                        instance: id.clone(),
+                        assignments,
+                    },
+                );
+            }
+            if let Some((id, denied)) = &out.completed {
+                let kept = out
+                    .status
+                    .current
+                    .iter()
+                    .filter(|c| c.id == *id)
+                    .flat_map(|c| &c.items)
+                    .filter(|i| !denied.iter().any(|d| d.assignment == i.assignment))
+                    .map(|i| i.assignment.clone())
+                    .collect();
+                self.timeline.push(
+                    self.now,
+                    What::ReviewCompleted {
+                        review: name.clone(),
+                        instance: id.clone(),
+                        denied: denied
+                            .iter()
+                            .map(|d| format!("{} ({})", d.assignment, d.by))
+                            .collect(),
+                        kept,
+                    },
+                );
+            }
+            let before = object.status.as_ref().map(|s| &s.denied);
+            denials_changed |= before != Some(&out.status.denied)
+                && !(before.is_none_or(Vec::is_empty) && out.status.denied.is_empty());
+            next = [next, out.next_change].into_iter().flatten().min();
+            let mut updated = (*object).clone();
+            updated.status = Some(out.status);
+            self.catalog.insert_review(updated);
+        }
+        if denials_changed {
+            self.requests_to_decide
+                .mark_all(self.catalog.requests.keys().cloned());
+            self.groups_to_converge
+                .mark_all(self.catalog.groups.keys().cloned());
+        }
+        next
     }
 
     fn member_present(&self, request: &ActivationRequest) -> bool {

@@ -85,6 +85,27 @@ pub enum What {
         alert: String,
         message: String,
     },
+    /// An access review's instance started, with the assignments it covers.
+    ReviewOpened {
+        review: String,
+        instance: String,
+        assignments: Vec<String>,
+    },
+    /// A reviewer recorded a decision in an instance.
+    ReviewDecided {
+        review: String,
+        instance: String,
+        assignment: String,
+        reviewer: String,
+        decision: Vote,
+    },
+    /// An instance ended: what it denied (with who), and what it kept.
+    ReviewCompleted {
+        review: String,
+        instance: String,
+        denied: Vec<String>,
+        kept: Vec<String>,
+    },
     /// A member no grant explains stays, and why: adoption, `Report`, protection, last member.
     MemberKept {
         group: String,
@@ -293,5 +314,49 @@ fn describe(what: &What) -> String {
             alert,
             message,
         } => format!("{request}  ALERT {alert}: {message}"),
+        What::ReviewOpened {
+            review,
+            instance,
+            assignments,
+        } => format!(
+            "{review}  REVIEW instance {instance} opens: {}",
+            if assignments.is_empty() {
+                "nothing in scope".to_owned()
+            } else {
+                format!("to review {}", assignments.join(", "))
+            }
+        ),
+        What::ReviewDecided {
+            review,
+            instance,
+            assignment,
+            reviewer,
+            decision,
+        } => format!(
+            "{review}  REVIEW {reviewer} {} {assignment} (instance {instance})",
+            match decision {
+                Vote::Approve => "approves",
+                Vote::Deny => "denies",
+            }
+        ),
+        What::ReviewCompleted {
+            review,
+            instance,
+            denied,
+            kept,
+        } => {
+            let list = |names: &[String]| {
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            };
+            format!(
+                "{review}  REVIEW instance {instance} ends: denied {}; kept {}",
+                list(denied),
+                list(kept)
+            )
+        }
     }
 }

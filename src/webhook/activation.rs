@@ -34,7 +34,7 @@ impl std::fmt::Display for Denied {
     }
 }
 
-fn deny(field: impl Into<String>, message: impl Into<String>) -> Denied {
+pub(super) fn deny(field: impl Into<String>, message: impl Into<String>) -> Denied {
     Denied {
         field: field.into(),
         message: message.into(),
@@ -51,7 +51,7 @@ pub struct Rules<'a> {
 }
 
 impl Rules<'_> {
-    fn keyring(&self) -> Result<&Keyring, Denied> {
+    pub(super) fn keyring(&self) -> Result<&Keyring, Denied> {
         self.keyring.ok_or_else(|| {
             deny(
                 "spec",
@@ -114,7 +114,7 @@ impl Rules<'_> {
 
     /// The webhook's time, to the second: the API server stores timestamps at that precision,
     /// and a signature must cover exactly what is stored.
-    fn stamp(&self) -> Time {
+    pub(super) fn stamp(&self) -> Time {
         Time(self.now.round(Unit::Second).unwrap_or(self.now))
     }
 }

@@ -8,27 +8,28 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::engine::Catalog;
 use crate::lenient::Lenient;
 
-/// Watched policies, groups, assignments and open requests (malformed objects are skipped),
+/// Watched policies, groups, assignments, open requests and access reviews (malformed objects are skipped),
 /// kept as one [`Catalog`] that each watch event updates. Reviews read it in place: building
 /// it again for every review (22k objects, 500 policies parsed) took longer than the review.
 /// Requests are there to count each requester's open ones.
 #[derive(Clone)]
 pub struct WatchedCatalog {
     catalog: Arc<RwLock<Catalog>>,
-    /// How many of the four watches have had their first full list. Reviews wait on this: a
+    /// How many of the five watches have had their first full list. Reviews wait on this: a
     /// review decided on a partly listed cache would refuse valid requests after a restart.
     listed: tokio::sync::watch::Receiver<usize>,
 }
 
-/// The four kinds' watches.
-const WATCHES: usize = 4;
+/// The five kinds' watches. Reviews are among them: their denials end assignments, so a
+/// request under a denied one must be refused.
+const WATCHES: usize = 5;
 
 impl WatchedCatalog {
-    /// Starts the four watches; they stop when `stop` fires.
+    /// Starts the five watches; they stop when `stop` fires.
     pub fn start(client: &Client, stop: &CancellationToken) -> Self {
         let catalog = Arc::new(RwLock::new(Catalog::default()));
         let (listed_tx, listed) = tokio::sync::watch::channel(0);
@@ -38,6 +39,7 @@ impl WatchedCatalog {
         watched.watch::<PimGroup>(Api::all(client.clone()), &listed_tx, stop);
         watched.watch::<EligibleAssignment>(Api::all(client.clone()), &listed_tx, stop);
         watched.watch::<ActivationRequest>(Api::all(client.clone()), &listed_tx, stop);
+        watched.watch::<AccessReview>(Api::all(client.clone()), &listed_tx, stop);
         watched
     }
 
@@ -207,5 +209,17 @@ impl Cached for ActivationRequest {
     /// Only open requests: ended ones, kept for audit, are most of them and count for nothing.
     fn kept(&self) -> bool {
         self.is_open()
+    }
+}
+
+impl Cached for AccessReview {
+    fn insert(catalog: &mut Catalog, object: Arc<Self>) {
+        catalog.insert_review(object);
+    }
+    fn remove(catalog: &mut Catalog, name: &str) {
+        catalog.remove_review(name);
+    }
+    fn names(catalog: &Catalog) -> Vec<String> {
+        catalog.reviews.keys().cloned().collect()
     }
 }

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod catalog;
 pub mod certs;
 mod config;
+pub mod decisions;
 pub mod identity;
 pub mod review;
 pub mod server;

@@ -10,9 +10,10 @@ use serde_json::Value;
 
 use super::activation::{self, Denied, Rules};
 use super::config::MfaClaim;
+use super::decisions;
 use super::identity::Caller;
 use crate::api::common::Role;
-use crate::api::{ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessReview, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::attestation::Keyring;
 use crate::audit::action::{AUDITED_KINDS, Action, ActionRecord, Change, change_record};
 use crate::audit::record::RequesterRecord;
@@ -99,7 +100,7 @@ impl Admission {
         let response = AdmissionResponse::from(&request);
         let decided = self.decide(&request, response, stage, catalog, now);
         let record = (stage == Stage::Validate)
-            .then(|| change_of(&request, &decided, now))
+            .then(|| change_of(&request, &decided, catalog, now))
             .flatten();
         let review = decided.into_review();
         let mut wire = serde_json::to_value(review).map_err(|e| ReviewError(e.to_string()))?;
@@ -169,6 +170,13 @@ impl Admission {
         let Some(decoded) = checked.object else {
             return response.deny("the object could not be decoded");
         };
+        if let PimObject::AccessReview(review) = &decoded {
+            match self.review_decisions(request, stage, catalog, now, review, old.as_ref()) {
+                Err(denial) => return response.deny(denial),
+                Ok(Some(stamped)) => return with_patch_to(response, &submitted, &stamped),
+                Ok(None) => {}
+            }
+        }
         match decoded {
             PimObject::ActivationRequest(ar) => {
                 self.activation(request, response, stage, catalog, now, &submitted, ar)
@@ -302,17 +310,84 @@ impl Admission {
         let Some(mutated) = mutated else {
             return response;
         };
-        let Some(after) = to_json(&mutated) else {
-            return response.deny("internal error: the stamped request could not be encoded");
+        with_patch_to(response, object, &mutated)
+    }
+
+    /// The decisions of an AccessReview write (see `super::decisions`): refused, stamped (at
+    /// the mutating stage: the review with its entries signed), or fine as they are (`None`).
+    fn review_decisions(
+        &self,
+        request: &AdmissionRequest<DynamicObject>,
+        stage: Stage,
+        catalog: &Catalog,
+        now: Timestamp,
+        review: &AccessReview,
+        old: Option<&Value>,
+    ) -> Result<Option<AccessReview>, String> {
+        let old = match old {
+            Some(o) => Some(
+                serde_json::from_value::<AccessReview>(o.clone())
+                    .map_err(|_| "the stored object could not be decoded".to_owned())?,
+            ),
+            None => None,
         };
-        let patch = json_patch::diff(object, &after);
-        if patch.0.is_empty() {
-            return response;
+        let old_spec = old.as_ref().map(|o| &o.spec);
+        let caller = match Caller::from_user_info_with(
+            &request.user_info,
+            &self.mfa_claim,
+            self.auth_time_claim.as_deref(),
+        ) {
+            Ok(caller) => caller,
+            // Tools (a GitOps controller's service account) apply reviews; decisions are
+            // people's.
+            Err(e) => {
+                let same =
+                    old_spec.map_or(&[][..], |o| &o.decisions[..]) == &review.spec.decisions[..];
+                return if same { Ok(None) } else { Err(e.to_string()) };
+            }
+        };
+        let rules = Rules {
+            catalog,
+            principals: &self.principals,
+            keyring: self.keyring.as_ref(),
+            now,
+        };
+        let uid = old
+            .as_ref()
+            .and_then(|o| o.metadata.uid.as_deref())
+            .unwrap_or_default();
+        match stage {
+            Stage::Mutate => {
+                let stamped = decisions::mutate(&rules, &caller, uid, old_spec, &review.spec)
+                    .map_err(|d| d.to_string())?;
+                Ok((stamped != review.spec).then(|| AccessReview {
+                    spec: stamped,
+                    ..review.clone()
+                }))
+            }
+            Stage::Validate => decisions::validate(&rules, &caller, uid, old_spec, &review.spec)
+                .map(|()| None)
+                .map_err(|d| d.to_string()),
         }
-        match response.clone().with_patch(patch) {
-            Ok(patched) => patched,
-            Err(e) => response.deny(format!("internal error: {e}")),
-        }
+    }
+}
+
+/// `response` with the JSON patch that turns `object` into `after`.
+fn with_patch_to<T: serde::Serialize>(
+    response: AdmissionResponse,
+    object: &Value,
+    after: &T,
+) -> AdmissionResponse {
+    let Some(after) = to_json(after) else {
+        return response.deny("internal error: the stamped object could not be encoded");
+    };
+    let patch = json_patch::diff(object, &after);
+    if patch.0.is_empty() {
+        return response;
+    }
+    match response.clone().with_patch(patch) {
+        Ok(patched) => patched,
+        Err(e) => response.deny(format!("internal error: {e}")),
     }
 }
 
@@ -514,6 +589,7 @@ impl Admission {
 fn change_of(
     request: &AdmissionRequest<DynamicObject>,
     decided: &AdmissionResponse,
+    catalog: &Catalog,
     now: Timestamp,
 ) -> Option<ActionRecord> {
     if request.kind.group != "pim.dev"
@@ -545,7 +621,7 @@ fn change_of(
         .and_then(Value::as_str);
     let user = &request.user_info;
     let denial = (!decided.allowed).then(|| decided.result.message.clone());
-    Some(change_record(
+    let record = change_record(
         Change {
             admission_uid: &request.uid,
             kind: &request.kind.kind,
@@ -563,7 +639,36 @@ fn change_of(
             denial,
         },
         now,
-    ))
+    );
+    Some(with_decided_assignment(record, catalog))
+}
+
+/// A review decision's record names the assignment's principal, group and role when the
+/// write decided on one assignment, so that `kubectl pim audit --principal` finds it.
+fn with_decided_assignment(mut record: ActionRecord, catalog: &Catalog) -> ActionRecord {
+    if record.action != Action::Decided {
+        return record;
+    }
+    let assignments: BTreeSet<&str> = record
+        .changes
+        .iter()
+        .filter_map(|c| c.after.as_ref().or(c.before.as_ref()))
+        .filter_map(|d| d.get("assignment").and_then(Value::as_str))
+        .collect();
+    let [name] = assignments.into_iter().collect::<Vec<_>>()[..] else {
+        return record;
+    };
+    if let Some(a) = catalog.assignments.get(name) {
+        record.principal = a
+            .spec
+            .principal
+            .user
+            .clone()
+            .or(a.spec.principal.group.clone());
+        record.group = Some(a.spec.group.clone());
+        record.role = Some(a.spec.role.as_str().to_owned());
+    }
+    record
 }
 
 fn finalizers(object: Option<&Value>) -> BTreeSet<&str> {

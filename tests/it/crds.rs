@@ -170,7 +170,7 @@ fn every_kind_is_cluster_scoped_with_short_names_and_the_pim_category() {
                 .join(",")
         })
         .collect();
-    assert_eq!(short, ["ap", "pg", "ea", "ar", "pgr"]);
+    assert_eq!(short, ["ap", "pg", "ea", "ar", "pgr", "arv"]);
 }
 
 #[test]

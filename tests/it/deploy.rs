@@ -755,6 +755,7 @@ fn the_operator_may_write_status_finalizers_events_and_bindings_only() {
             "pimgroups",
             "eligibleassignments",
             "activationrequests",
+            "accessreviews",
         ] {
             let main = &grants[&("pim.dev".to_owned(), kind.to_owned())];
             let mut expected = set(&["get", "list", "watch"]);
@@ -814,7 +815,13 @@ fn user_roles_are_shipped_with_aggregation() {
             .into_iter()
             .map(|r| (str_at(r, "/metadata/name"), r))
             .collect();
-        for name in ["pim-requester", "pim-approver", "pim-admin", "pim-auditor"] {
+        for name in [
+            "pim-requester",
+            "pim-approver",
+            "pim-reviewer",
+            "pim-admin",
+            "pim-auditor",
+        ] {
             assert!(by_name.contains_key(name), "{}: no {name}", rendering.name);
         }
         // Auditors read and change nothing.
@@ -843,11 +850,20 @@ fn user_roles_are_shipped_with_aggregation() {
             ),
             "true"
         );
-        // Approving must not come with the built-in roles.
-        let approver_labels = by_name["pim-approver"]["metadata"]["labels"].to_string();
-        assert!(
-            !approver_labels.contains("rbac.authorization.k8s.io/aggregate-to"),
-            "{approver_labels}"
+        // Approving and reviewing must not come with the built-in roles.
+        for duty in ["pim-approver", "pim-reviewer"] {
+            let labels = by_name[duty]["metadata"]["labels"].to_string();
+            assert!(
+                !labels.contains("rbac.authorization.k8s.io/aggregate-to"),
+                "{duty}: {labels}"
+            );
+        }
+        // Reviewers write decisions (patch) and nothing else of reviews; assignments they read.
+        let reviewer = by_name["pim-reviewer"];
+        assert_eq!(str_at(reviewer, "/rules/0/resources/0"), "accessreviews");
+        assert_eq!(
+            reviewer["rules"][0]["verbs"],
+            serde_json::json!(["get", "list", "watch", "patch"])
         );
     }
 }
@@ -1719,15 +1735,17 @@ fn webhook_problems(documents: &[Value]) -> Vec<String> {
         ));
         return problems;
     }
-    let four = [
+    // The mutating webhook stamps requests and review decisions; the validating one sees all.
+    let five = [
         "accesspolicies",
         "pimgroups",
         "eligibleassignments",
         "activationrequests",
+        "accessreviews",
     ];
     for (configuration, path, wanted) in [
-        (mutating[0], "/mutate", &four[3..]),
-        (validating[0], "/validate", &four[..]),
+        (mutating[0], "/mutate", &five[3..]),
+        (validating[0], "/validate", &five[..]),
     ] {
         let name = str_at(configuration, "/metadata/name");
         let webhooks = configuration["webhooks"]

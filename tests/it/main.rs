@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod access_review;
 mod admission_smoke;
 mod alerts;
 mod closed_pipe;

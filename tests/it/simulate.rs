@@ -996,3 +996,75 @@ fn alerts_show_when_raised() {
         ]
     );
 }
+
+/// Issue 19: an access review's timeline. The first monthly instance opens on its day; the lead
+/// denies Dave and keeps Alice; at the end Dave's active access goes, and Alice's activation
+/// running across the end is unaffected. The December instance covers Alice only.
+#[test]
+fn a_review_denies_at_the_end_of_its_instance() {
+    let events = scenario(
+        "reviews",
+        &[
+            "tests/fixtures/simulate/reviews",
+            "--start",
+            START,
+            "--until",
+            "32d",
+            "--request",
+            "alice@contoso.com:ops:member:8h@2026-11-07T05:00:00Z",
+            "--deny",
+            "lead@contoso.com:ops-monthly/ops-dave@+2d",
+            "--approve",
+            "lead@contoso.com:ops-monthly/ops-alice@+2d1h",
+        ],
+    );
+    let reviews: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["event"].as_str().is_some_and(|k| k.starts_with("review")))
+        .map(|e| {
+            (
+                e["time"].as_str().unwrap().to_owned(),
+                e["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let at = |t: &str, k: &str| (t.to_owned(), k.to_owned());
+    assert_eq!(
+        reviews,
+        [
+            at("2026-11-02T09:00:00Z", "reviewOpened"),
+            at("2026-11-03T09:00:00Z", "reviewDecided"),
+            at("2026-11-03T10:00:00Z", "reviewDecided"),
+            at("2026-11-07T09:00:00Z", "reviewCompleted"),
+            at("2026-12-02T09:00:00Z", "reviewOpened"),
+        ]
+    );
+    let completed = events
+        .iter()
+        .find(|e| e["event"] == "reviewCompleted")
+        .unwrap();
+    assert_eq!(
+        completed["denied"],
+        serde_json::json!(["ops-dave (lead@contoso.com)"])
+    );
+    assert_eq!(completed["kept"], serde_json::json!(["ops-alice"]));
+    let december = events
+        .iter()
+        .rfind(|e| e["event"] == "reviewOpened")
+        .unwrap();
+    assert_eq!(december["assignments"], serde_json::json!(["ops-alice"]));
+    let changes = membership(&events);
+    assert!(
+        changes.contains(&(
+            "2026-11-07T09:00:00Z".to_owned(),
+            "-",
+            "user:dave@contoso.com".to_owned()
+        )),
+        "{changes:?}"
+    );
+    // Alice's activation from 05:00 runs its eight hours.
+    assert_eq!(
+        phases(&events, "req-1").last().unwrap(),
+        &("2026-11-07T13:00:00Z".to_owned(), "Expired".to_owned())
+    );
+}

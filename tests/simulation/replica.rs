@@ -133,7 +133,9 @@ impl Replica {
         let (assignments, assignments_writer) = reflector::store();
         let (requests, requests_writer) = reflector::store();
         let (grants, grants_writer) = reflector::store();
+        let (reviews, _reviews_writer) = reflector::store();
         let stores = Stores {
+            reviews,
             policies,
             groups,
             assignments,

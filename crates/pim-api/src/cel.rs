@@ -115,6 +115,20 @@ pub const DECISIONS_ARE_FINAL: CelRule = rule(
     "keep every existing spec.approvals entry with its decision; add only your own new entry (kubectl pim approve or deny)",
 );
 
+/// `AccessReview` `spec.scope`.
+pub const REVIEW_SCOPE_GROUPS: CelRule = rule(
+    "(has(self.groups) && size(self.groups) > 0) || has(self.groupSelector)",
+    "name the PimGroups under review: set groups or groupSelector",
+    "add spec.scope.groups (PimGroup names) or spec.scope.groupSelector (labels of PimGroups), or both",
+);
+
+/// `AccessReview` `spec.reviewers`.
+pub const REVIEWERS_SOMEONE: CelRule = rule(
+    "(has(self.principals) && size(self.principals) > 0) || (has(self.selfReview) && self.selfReview) || (has(self.policyApprovers) && self.policyApprovers)",
+    "name who reviews: set principals, selfReview: true or policyApprovers: true",
+    "add spec.reviewers.principals (users or groups), or set spec.reviewers.selfReview or spec.reviewers.policyApprovers to true",
+);
+
 /// `PimGrant` (the operator's ledger).
 pub const GRANT_IS_IMMUTABLE: CelRule = rule(
     "self == oldSelf",
@@ -168,6 +182,8 @@ pub fn all() -> Vec<CelRule> {
         DECISIONS_ARE_FINAL,
         EXTENSION_STARTS_AT_ONCE,
         GRANT_IS_IMMUTABLE,
+        REVIEW_SCOPE_GROUPS,
+        REVIEWERS_SOMEONE,
     ]
 }
 

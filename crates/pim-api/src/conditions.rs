@@ -27,6 +27,9 @@ pub mod types {
     pub const ACTIVATED_WITHOUT_APPROVAL: &str = "ActivatedWithoutApproval";
     /// EligibleAssignment: not activated for `alerts.notActivatedFor`.
     pub const STALE: &str = "Stale";
+    // AccessReview (also `Valid`).
+    /// True while an instance takes decisions.
+    pub const IN_PROGRESS: &str = "InProgress";
 }
 
 /// Condition reasons (CamelCase, as Kubernetes API conventions ask).
@@ -107,6 +110,14 @@ pub mod reasons {
     pub const SCHEDULE_ENDED: &str = "ScheduleEnded";
     /// `Stale=False`: activated (or in effect) within `alerts.notActivatedFor`.
     pub const ACTIVATED_RECENTLY: &str = "ActivatedRecently";
+    /// `Effective=False`: an access review denied the assignment; remove its manifest.
+    pub const REVIEW_DENIED: &str = "ReviewDenied";
+
+    // AccessReview.
+    pub const TAKING_DECISIONS: &str = "TakingDecisions";
+    pub const NOT_RUNNING: &str = "NotRunning";
+    /// `Valid=True`, but some decisions carry no valid signature and are ignored.
+    pub const UNVERIFIED_DECISIONS: &str = "UnverifiedDecisions";
 
     // PimGroup.
     pub const GROUP_RESOLVED: &str = "GroupResolved";

@@ -5,7 +5,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use super::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGrant, PimGroup};
+use super::{
+    AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGrant, PimGroup,
+};
 
 /// String formats the Kubernetes API server knows for CRD schemas. schemars also emits
 /// formats such as `uint32`, which Kubernetes would reject or silently ignore.
@@ -49,6 +51,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         EligibleAssignment::crd(),
         ActivationRequest::crd(),
         PimGrant::crd(),
+        AccessReview::crd(),
     ];
     for crd in &mut crds {
         for version in &mut crd.spec.versions {

@@ -105,6 +105,8 @@ pub enum AssignmentPhase {
     Expired,
     /// Breaks a rule; never effective until fixed.
     Invalid,
+    /// An access review denied it: it grants nothing, and its manifest is to be removed.
+    Denied,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]

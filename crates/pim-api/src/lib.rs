@@ -1,9 +1,11 @@
-//! The PIM resources (four written by people, and the operator's grant ledger) in `pim.dev/v1alpha1`, and the CRDs generated from them.
+//! The PIM resources (five written by people, and the operator's grant ledger) in `pim.dev/v1alpha1`, and the CRDs generated from them.
 
 // kube's `printcolumn(name = .., type_ = ..)` repeats keys across columns, which clippy
 // mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
 pub mod access_policy;
+#[allow(clippy::duplicated_attributes)]
+pub mod access_review;
 #[allow(clippy::duplicated_attributes)]
 pub mod activation_request;
 pub mod cel;
@@ -19,6 +21,7 @@ pub mod pim_grant;
 pub mod pim_group;
 
 pub use access_policy::{AccessPolicy, AccessPolicySpec, AccessPolicyStatus};
+pub use access_review::{AccessReview, AccessReviewSpec, AccessReviewStatus};
 pub use activation_request::{
     ActivationRequest, ActivationRequestSpec, ActivationRequestStatus, Phase,
 };

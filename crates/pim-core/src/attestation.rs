@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::api::access_review::ReviewDecision;
 use crate::api::activation_request::{
     ActivationRequestSpec, Approval, Authentication, Decision, Requester, Ticket,
 };
@@ -198,12 +199,47 @@ impl Keyring {
         self.sign(&approval_payload(request_uid, approval))
     }
 
+    /// Signs one decision of the access review with uid `review_uid`.
+    pub fn sign_review_decision(&self, review_uid: &str, decision: &ReviewDecision) -> String {
+        self.sign(&review_decision_payload(review_uid, decision))
+    }
+
+    /// Whether a review decision carries this keyring's signature for this review.
+    pub fn verify_review_decision(&self, review_uid: &str, decision: &ReviewDecision) -> bool {
+        decision.attestation.as_deref().is_some_and(|signature| {
+            self.verify(&review_decision_payload(review_uid, decision), signature)
+        })
+    }
+
     /// Whether an approval entry carries this keyring's signature for this request.
     pub fn verify_approval(&self, request_uid: &str, approval: &Approval) -> bool {
         approval.attestation.as_deref().is_some_and(|signature| {
             self.verify(&approval_payload(request_uid, approval), signature)
         })
     }
+}
+
+/// What a review decision signature covers: the review's uid (so an entry cannot be replayed
+/// onto another review, even one re-created under the same name) and the whole entry.
+#[derive(Serialize)]
+struct ReviewDecisionPayload<'a> {
+    v: &'static str,
+    review_uid: &'a str,
+    entry: &'a ReviewDecision,
+}
+
+fn review_decision_payload(review_uid: &str, decision: &ReviewDecision) -> Vec<u8> {
+    let entry = ReviewDecision {
+        attestation: None,
+        ..decision.clone()
+    };
+    let payload = ReviewDecisionPayload {
+        v: "pim.dev/review-decision/v1",
+        review_uid,
+        entry: &entry,
+    };
+    // As for approvals: an empty payload only makes the signature fail to verify.
+    serde_json::to_vec(&payload).unwrap_or_default()
 }
 
 /// What a requester signature covers: the object's name, the whole spec as created (which CEL

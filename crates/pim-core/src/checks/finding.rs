@@ -264,6 +264,18 @@ pub mod rules {
         "Switching the PimGroup to standingAccess: Remove removes the members the operator lists in status as explained by no grant.",
         "give each member who must keep access an EligibleAssignment (or an entry in spec.protectedMembers) before switching, or confirm that each listed member is meant to go",
     );
+    pub const REVIEW_DENIED: Rule = rule(
+        "review-denied",
+        Error,
+        "An access review denied the assignment: it grants nothing, and its manifest is to be removed.",
+        "delete this EligibleAssignment's manifest (the review's status.denied lists every one to remove); to grant the access again, add a new assignment under another name once the reason for the denial is settled",
+    );
+    pub const INVALID_SELECTOR: Rule = rule(
+        "invalid-selector",
+        Error,
+        "A label selector the API server would refuse: it selects nothing.",
+        "write matchLabels keys and values as Kubernetes labels, and matchExpressions with operator In, NotIn, Exists or DoesNotExist (values only with In and NotIn)",
+    );
 
     /// Every rule, in a stable order.
     pub const ALL: &[Rule] = &[

@@ -1,25 +1,27 @@
-//! One object of any of our four kinds, as the checks receive it.
+//! One object of any of our five kinds, as the checks receive it.
 
 use kube::Resource;
 
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::engine::Catalog;
 
-/// The four PIM kinds.
+/// The five PIM kinds people write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     AccessPolicy,
     PimGroup,
     EligibleAssignment,
     ActivationRequest,
+    AccessReview,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::AccessPolicy,
         Kind::PimGroup,
         Kind::EligibleAssignment,
         Kind::ActivationRequest,
+        Kind::AccessReview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::PimGroup => "PimGroup",
             Kind::EligibleAssignment => "EligibleAssignment",
             Kind::ActivationRequest => "ActivationRequest",
+            Kind::AccessReview => "AccessReview",
         }
     }
 
@@ -51,6 +54,7 @@ pub enum PimObject {
     PimGroup(PimGroup),
     EligibleAssignment(EligibleAssignment),
     ActivationRequest(ActivationRequest),
+    AccessReview(AccessReview),
 }
 
 impl PimObject {
@@ -60,6 +64,7 @@ impl PimObject {
             PimObject::PimGroup(_) => Kind::PimGroup,
             PimObject::EligibleAssignment(_) => Kind::EligibleAssignment,
             PimObject::ActivationRequest(_) => Kind::ActivationRequest,
+            PimObject::AccessReview(_) => Kind::AccessReview,
         }
     }
 
@@ -69,6 +74,7 @@ impl PimObject {
             PimObject::PimGroup(o) => o.meta(),
             PimObject::EligibleAssignment(o) => o.meta(),
             PimObject::ActivationRequest(o) => o.meta(),
+            PimObject::AccessReview(o) => o.meta(),
         };
         meta.name.as_deref().unwrap_or_default()
     }
@@ -80,6 +86,7 @@ impl PimObject {
             PimObject::PimGroup(o) => catalog.insert_group(o),
             PimObject::EligibleAssignment(o) => catalog.insert_assignment(o),
             PimObject::ActivationRequest(o) => catalog.insert_request(o),
+            PimObject::AccessReview(o) => catalog.insert_review(o),
         }
     }
 }

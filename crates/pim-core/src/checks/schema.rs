@@ -346,6 +346,7 @@ fn decode(kind: Kind, object: &Value) -> Result<PimObject, DecodeError> {
         Kind::PimGroup => PimObject::PimGroup(into(object)?),
         Kind::EligibleAssignment => PimObject::EligibleAssignment(into(object)?),
         Kind::ActivationRequest => PimObject::ActivationRequest(into(object)?),
+        Kind::AccessReview => PimObject::AccessReview(into(object)?),
     })
 }
 

@@ -12,7 +12,7 @@ use super::references::{Resolution, missing_policy, resolve};
 use crate::api::conditions::reasons;
 use crate::api::eligible_assignment::Schedule;
 use crate::api::pim_group::DirectoryGroupRef;
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::activation::{requested_start, validate_request_created};
 use crate::core::eligibility::{AssignmentState, AssignmentWindow, assignment_window, covering};
 use crate::core::policy::Policy;
@@ -27,6 +27,7 @@ pub fn check_object(catalog: &Catalog, object: &PimObject, now: Timestamp) -> Ve
         PimObject::PimGroup(group) => check_group(catalog, group),
         PimObject::EligibleAssignment(assignment) => check_assignment(catalog, assignment, now),
         PimObject::ActivationRequest(request) => check_request(catalog, request, now),
+        PimObject::AccessReview(review) => check_review(catalog, review),
     };
     let (kind, name) = (object.kind(), object.name());
     findings
@@ -41,6 +42,39 @@ pub fn check_policy(policy: &AccessPolicy) -> Vec<Finding> {
         return Vec::new();
     };
     violations.iter().map(Finding::from_violation).collect()
+}
+
+/// An AccessReview's schedule, and the PimGroups and selector of its scope.
+pub fn check_review(catalog: &Catalog, review: &AccessReview) -> Vec<Finding> {
+    let mut out: Vec<Finding> = match crate::engine::review::settings(&review.spec) {
+        Ok(_) => Vec::new(),
+        Err(violations) => violations.iter().map(Finding::from_violation).collect(),
+    };
+    let scope = &review.spec.scope;
+    for (i, group) in scope.groups.iter().enumerate() {
+        if !catalog.groups.contains_key(group) {
+            out.push(
+                Finding::new(
+                    rules::GROUP_NOT_FOUND,
+                    format!("spec.scope.groups[{i}]"),
+                    format!("PimGroup {group:?} does not exist"),
+                )
+                .hint(format!(
+                    "create PimGroup {group:?}, or remove it from spec.scope.groups"
+                )),
+            );
+        }
+    }
+    if let Some(selector) = &scope.group_selector
+        && let Err(e) = kube::core::Selector::try_from(selector.clone())
+    {
+        out.push(Finding::new(
+            rules::INVALID_SELECTOR,
+            "spec.scope.groupSelector",
+            e.to_string(),
+        ));
+    }
+    out
 }
 
 /// A PimGroup's policy references, and whether another PimGroup manages the same directory group.
@@ -146,6 +180,17 @@ pub fn check_assignment(
             return out;
         }
     };
+    if let Some(denial) = &window.denied {
+        out.push(Finding::new(
+            rules::REVIEW_DENIED,
+            "",
+            format!(
+                "access review {:?} denied this assignment ({}) at {}",
+                denial.review, denial.by, denial.at
+            ),
+        ));
+        return out;
+    }
     let end_field = end_field(&spec.schedule);
     if let (Some(clipped), Some(end)) = (&window.clipped, window.end) {
         let cap = duration::format(end.duration_since(window.start));

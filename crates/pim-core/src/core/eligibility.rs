@@ -15,6 +15,16 @@ pub struct AssignmentWindow {
     pub end: Option<Timestamp>,
     /// Why the end is earlier than the schedule asked, when a policy cap shortened it.
     pub clipped: Option<String>,
+    /// The access review that ended it, when one did (`end` is then no later than its `at`).
+    pub denied: Option<ReviewDenial>,
+}
+
+/// An access review's denial of an assignment: from `at` on it grants nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewDenial {
+    pub review: String,
+    pub at: Timestamp,
+    pub by: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +175,7 @@ pub fn assignment_window(
         start,
         end,
         clipped,
+        denied: None,
     })
 }
 
@@ -409,11 +420,13 @@ mod tests {
             start: ts("2026-01-01T00:00:00Z"),
             end: Some(ts("2026-02-01T00:00:00Z")),
             clipped: None,
+            denied: None,
         };
         let forever = AssignmentWindow {
             start: ts("2026-01-01T00:00:00Z"),
             end: None,
             clipped: None,
+            denied: None,
         };
         let direct = spec(Schedule::default());
         let mut via_group = spec(Schedule::default());
@@ -483,6 +496,7 @@ mod tests {
             start: ts(start),
             end: end.map(ts),
             clipped: None,
+            denied: None,
         };
         let days = |d: i64| SignedDuration::from_hours(d * 24);
         let year = window("2026-01-01T00:00:00Z", Some("2027-01-01T00:00:00Z"));

@@ -2,8 +2,9 @@
 
 use jiff::SignedDuration;
 
-use crate::api::ActivationRequest;
+use crate::api::access_review::ReviewDecision;
 use crate::api::activation_request::Approval;
+use crate::api::{AccessReview, ActivationRequest};
 use crate::attestation::Keyring;
 use crate::core::lifecycle::{Attestation, VerifiedApproval};
 
@@ -20,6 +21,8 @@ pub trait Attestor: Send + Sync {
     fn unverified_approvals(&self, _request: &ActivationRequest) -> Vec<String> {
         Vec::new()
     }
+    /// Whether a review decision is the webhook's, for this review.
+    fn review_decision(&self, review: &AccessReview, decision: &ReviewDecision) -> bool;
 }
 
 /// Trusts every stamped requester and every approval entry as written, and assumes MFA.
@@ -58,6 +61,10 @@ impl Attestor for TrustAsWritten {
 
     fn mfa_verified(&self, request: &ActivationRequest) -> bool {
         request.spec.requester.is_some()
+    }
+
+    fn review_decision(&self, _review: &AccessReview, decision: &ReviewDecision) -> bool {
+        decision.time.is_some()
     }
 }
 
@@ -98,6 +105,16 @@ impl SignedAttestor {
 }
 
 impl Attestor for SignedAttestor {
+    fn review_decision(&self, review: &AccessReview, decision: &ReviewDecision) -> bool {
+        let uid = review.metadata.uid.as_deref().unwrap_or_default();
+        !uid.is_empty()
+            && decision.time.is_some()
+            && self
+                .keyring
+                .as_ref()
+                .is_some_and(|k| k.verify_review_decision(uid, decision))
+    }
+
     fn requester(&self, request: &ActivationRequest) -> Attestation {
         let Some(keyring) = &self.keyring else {
             return Attestation::KeyUnavailable;

@@ -7,10 +7,12 @@ use jiff::Timestamp;
 
 use super::attestation::Attestor;
 use super::request::proven_request_grant;
+use crate::api::access_review::DeniedAssignment;
 use crate::api::common::{Principal, Role};
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::core::eligibility::{
-    AssignmentEntry, AssignmentWindow, Eligibility, assignment_window, eligibilities_for,
+    AssignmentEntry, AssignmentWindow, Eligibility, ReviewDenial, assignment_window,
+    eligibilities_for,
 };
 use crate::core::identity::{CaseInsensitive, Principals, Unmapped, user_key};
 use crate::core::ledger::ProvenGrant;
@@ -26,6 +28,10 @@ pub struct Catalog {
     pub groups: BTreeMap<String, Arc<PimGroup>>,
     pub assignments: BTreeMap<String, Arc<EligibleAssignment>>,
     pub requests: BTreeMap<String, Arc<ActivationRequest>>,
+    pub reviews: BTreeMap<String, Arc<AccessReview>>,
+    /// What each review's status says it denied, by assignment name: kept on insert, read
+    /// for every assignment window.
+    review_denials: BTreeMap<String, Vec<(String, DeniedAssignment)>>,
     /// The names of the requests that name each request in `spec.extends`, kept on insert:
     /// an expiry asks for its extensions without a scan.
     extensions: BTreeMap<String, std::collections::BTreeSet<String>>,
@@ -162,6 +168,47 @@ impl Catalog {
 
     pub fn remove_group(&mut self, name: &str) {
         self.groups.remove(name);
+    }
+
+    /// Adds an access review, and the denials its status records.
+    pub fn insert_review(&mut self, object: impl Into<Arc<AccessReview>>) {
+        let object = object.into();
+        let name = name_of(object.as_ref());
+        self.remove_review(&name);
+        for denied in object.status.iter().flat_map(|s| &s.denied) {
+            self.review_denials
+                .entry(denied.assignment.clone())
+                .or_default()
+                .push((name.clone(), denied.clone()));
+        }
+        self.reviews.insert(name, object);
+    }
+
+    pub fn remove_review(&mut self, name: &str) {
+        if self.reviews.remove(name).is_none() {
+            return;
+        }
+        self.review_denials.retain(|_, denials| {
+            denials.retain(|(review, _)| review != name);
+            !denials.is_empty()
+        });
+    }
+
+    /// The earliest review denial of this assignment, if any. A denial of an assignment since
+    /// re-created under the same name (another uid) is not one of it.
+    pub fn review_denial(&self, assignment: &EligibleAssignment) -> Option<ReviewDenial> {
+        let name = assignment.metadata.name.as_deref()?;
+        let uid = assignment.metadata.uid.as_deref();
+        self.review_denials
+            .get(name)?
+            .iter()
+            .filter(|(_, d)| d.uid.is_none() || uid.is_none() || d.uid.as_deref() == uid)
+            .map(|(review, d)| ReviewDenial {
+                review: review.clone(),
+                at: d.at.0,
+                by: d.by.clone(),
+            })
+            .min_by_key(|d| d.at)
     }
 
     pub fn insert_assignment(&mut self, object: impl Into<Arc<EligibleAssignment>>) {
@@ -387,8 +434,23 @@ impl Catalog {
         }
     }
 
-    /// An assignment's window under the caps of its group's policy for its role.
+    /// An assignment's window under the caps of its group's policy for its role, ending where
+    /// an access review denied it.
     pub fn assignment_window(
+        &self,
+        assignment: &EligibleAssignment,
+        now: Timestamp,
+    ) -> Result<AssignmentWindow, Vec<Violation>> {
+        let mut window = self.scheduled_window(assignment, now)?;
+        if let Some(denial) = self.review_denial(assignment) {
+            let end = window.end.map_or(denial.at, |end| end.min(denial.at));
+            window.end = Some(end.max(window.start));
+            window.denied = Some(denial);
+        }
+        Ok(window)
+    }
+
+    fn scheduled_window(
         &self,
         assignment: &EligibleAssignment,
         now: Timestamp,

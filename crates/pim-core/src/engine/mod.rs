@@ -7,6 +7,7 @@ pub mod attestation;
 pub mod catalog;
 pub mod group;
 pub mod request;
+pub mod review;
 
 pub use attestation::{Attestor, SignedAttestor, TrustAsWritten};
 pub use catalog::{Catalog, Proof, ResolvedTarget, stamped_groups};

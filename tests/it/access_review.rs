@@ -1,0 +1,232 @@
+//! Issue 19, access reviews: the real operator against the fake API server on a manual clock.
+//! An instance opens at its start with the assignments in scope, takes decisions, and at its
+//! end denies what reviewers denied: the assignments turn `Effective=False` (ReviewDenied),
+//! running access ends, directory membership goes, and the review lists the manifests to
+//! remove.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::support::operator;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams, PostParams};
+use pim_operator::api::EligibleAssignment;
+use pim_operator::api::access_review::{
+    AccessReview, AccessReviewSpec, InstancePhase, Recurrence, ReviewDecision, ReviewSchedule,
+    ReviewScope, Reviewers,
+};
+use pim_operator::api::activation_request::{Decision, Phase};
+use pim_operator::api::common::{PrincipalRef, Role};
+use pim_operator::api::eligible_assignment::{
+    AssignmentPhase, AssignmentType, EligibleAssignmentSpec, Schedule,
+};
+use pim_operator::core::membership::Member;
+
+use operator::{Harness, eventually};
+
+const ALICE: &str = "alice@contoso.com";
+const DAVE: &str = "dave@contoso.com";
+const AUDITOR: &str = "auditor@contoso.com";
+
+async fn review(h: &Harness) -> AccessReview {
+    h.api::<AccessReview>().get("ops-weekly").await.unwrap()
+}
+
+async fn assignment(h: &Harness, name: &str) -> EligibleAssignment {
+    h.api::<EligibleAssignment>().get(name).await.unwrap()
+}
+
+/// A reviewer's decision, by server-side apply under a field manager of its own (a manager
+/// owning one entry: applying the next decision under the same one would drop this). The
+/// harness trusts entries as written, as without the webhook.
+async fn decide(h: &Harness, instance: &str, assignment: &str, decision: Decision) {
+    let patch = serde_json::json!({
+        "apiVersion": "pim.dev/v1alpha1", "kind": "AccessReview",
+        "metadata": {"name": "ops-weekly"},
+        "spec": {"decisions": [ReviewDecision {
+            instance: instance.into(),
+            assignment: assignment.into(),
+            reviewer: AUDITOR.into(),
+            decision,
+            reason: "left the team".into(),
+            time: Some(Time(h.now())),
+            ..Default::default()
+        }]},
+    });
+    h.api::<AccessReview>()
+        .patch(
+            "ops-weekly",
+            &PatchParams::apply(&format!("review-{assignment}")).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_denied_assignment_ends_its_access_and_is_listed_for_removal() {
+    let mut h = Harness::new("").await;
+    h.policy("ops-policy", "30m", &[], |_| {}).await;
+    h.group("ops", "ops-policy").await;
+    h.assignment("alice-ops", "ops", ALICE).await;
+    let active = EligibleAssignment::new(
+        "dave-ops",
+        EligibleAssignmentSpec {
+            group: "ops".into(),
+            principal: PrincipalRef::user(DAVE),
+            assignment_type: AssignmentType::Active,
+            schedule: Schedule {
+                duration: Some("90d".into()),
+                ..Default::default()
+            },
+            justification: Some("on call".into()),
+            ..Default::default()
+        },
+    );
+    h.api::<EligibleAssignment>()
+        .create(&PostParams::default(), &active)
+        .await
+        .unwrap();
+    // Weekly from an hour after T0, two days each.
+    let start = h
+        .now()
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap();
+    let instance = start.to_string();
+    let spec = AccessReviewSpec {
+        scope: ReviewScope {
+            groups: vec!["ops".into()],
+            ..Default::default()
+        },
+        reviewers: Reviewers {
+            principals: vec![PrincipalRef::user(AUDITOR)],
+            ..Default::default()
+        },
+        schedule: ReviewSchedule {
+            start: Time(start),
+            recurrence: Recurrence::Weekly,
+            duration: "2d".into(),
+        },
+        ..Default::default()
+    };
+    h.api::<AccessReview>()
+        .create(
+            &PostParams::default(),
+            &AccessReview::new("ops-weekly", spec),
+        )
+        .await
+        .unwrap();
+    h.start();
+    let dave = Member::User(DAVE.into());
+    let alice = Member::User(ALICE.into());
+    eventually("dave holds his active assignment", || async {
+        h.directory.has_member("ops-id", Role::Member, &dave)
+    })
+    .await;
+    eventually("the review waits for its start", || async {
+        review(&h)
+            .await
+            .status
+            .is_some_and(|s| s.next_start == Some(Time(start)) && s.current.is_none())
+    })
+    .await;
+
+    h.advance(61);
+    eventually("the instance opens with both assignments", || async {
+        review(&h)
+            .await
+            .status
+            .and_then(|s| s.current)
+            .is_some_and(|c| {
+                c.id == instance
+                    && c.phase == Some(InstancePhase::InProgress)
+                    && c.progress.as_deref() == Some("0/2")
+            })
+    })
+    .await;
+    decide(&h, &instance, "alice-ops", Decision::Deny).await;
+    decide(&h, &instance, "dave-ops", Decision::Deny).await;
+    eventually("the decisions show in status", || async {
+        review(&h)
+            .await
+            .status
+            .and_then(|s| s.current)
+            .is_some_and(|c| c.progress.as_deref() == Some("2/2"))
+    })
+    .await;
+    // Decided is not yet applied: both keep their access until the instance ends.
+    assert_eq!(
+        assignment(&h, "alice-ops").await.status.unwrap().phase,
+        Some(AssignmentPhase::Effective)
+    );
+
+    // Alice activates ten minutes before the end, for thirty.
+    h.advance(2 * 24 * 60 - 10);
+    h.request("a1", "ops", ALICE, "30m", |_| {}).await;
+    h.wait_phase("a1", Phase::Active).await;
+    assert!(h.directory.has_member("ops-id", Role::Member, &alice));
+
+    h.advance(10);
+    // Her access ends with the instance, twenty minutes early.
+    h.wait_phase("a1", Phase::Revoked).await;
+    eventually("the review applied its denials", || async {
+        review(&h).await.status.is_some_and(|s| {
+            s.current
+                .is_some_and(|c| c.phase == Some(InstancePhase::Completed))
+                && s.removal_count == Some(2)
+        })
+    })
+    .await;
+    let status = review(&h).await.status.unwrap();
+    let denied: Vec<(&str, &str)> = status
+        .denied
+        .iter()
+        .map(|d| (d.assignment.as_str(), d.by.as_str()))
+        .collect();
+    assert_eq!(denied, [("alice-ops", AUDITOR), ("dave-ops", AUDITOR)]);
+    for name in ["alice-ops", "dave-ops"] {
+        eventually(&format!("{name} is denied"), || async {
+            let status = assignment(&h, name).await.status.unwrap_or_default();
+            status.phase == Some(AssignmentPhase::Denied)
+                && status.conditions.iter().any(|c| {
+                    c.type_ == "Effective" && c.status == "False" && c.reason == "ReviewDenied"
+                })
+        })
+        .await;
+    }
+    eventually("neither holds access", || async {
+        !h.directory.has_member("ops-id", Role::Member, &alice)
+            && !h.directory.has_member("ops-id", Role::Member, &dave)
+    })
+    .await;
+    let a1 = h.get("a1").await.status.unwrap();
+    let expired = a1.conditions.iter().find(|c| c.type_ == "Expired").unwrap();
+    assert_eq!(expired.reason, "EligibilityEnded", "{expired:?}");
+
+    // A new request under the denied assignment grants nothing.
+    h.request("a2", "ops", ALICE, "30m", |_| {}).await;
+    h.wait_phase("a2", Phase::Rejected).await;
+    assert!(!h.directory.has_member("ops-id", Role::Member, &alice));
+    let metrics = h.metrics.encode();
+    assert!(metrics.contains("pim_review_denials_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("pim_review_instances_completed_total 1"),
+        "{metrics}"
+    );
+
+    // Removing a manifest clears its entry; a restart forgets nothing.
+    h.stop().await;
+    h.api::<EligibleAssignment>()
+        .delete("alice-ops", &Default::default())
+        .await
+        .unwrap();
+    h.start();
+    eventually("only dave is left to remove", || async {
+        review(&h).await.status.is_some_and(|s| {
+            s.removal_count == Some(1)
+                && s.denied.first().is_some_and(|d| d.assignment == "dave-ops")
+        })
+    })
+    .await;
+    assert!(!h.directory.has_member("ops-id", Role::Member, &dave));
+}

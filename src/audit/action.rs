@@ -408,4 +408,52 @@ mod tests {
         assert_eq!(line["allowed"], false);
         assert_eq!(line["user"]["username"], "oidc:carol");
     }
+
+    #[test]
+    fn a_review_decision_is_a_decided_record_with_one_change_per_entry() {
+        let entry = |reviewer: &str, decision: &str| json!({"instance": "2026-12-01T09:00:00Z", "assignment": "ops-alice", "reviewer": reviewer, "decision": decision, "reason": "r"});
+        let spec = json!({"scope": {"groups": ["ops"]}, "decisions": [entry("bob", "Approve")]});
+        let old = json!({"metadata": {"name": "ops-review"}, "spec": spec});
+        let mut new = old.clone();
+        new["spec"]["decisions"] = json!([entry("bob", "Approve"), entry("carol", "Deny")]);
+        let record = |old: &Value, new: &Value| {
+            change_record(
+                Change {
+                    admission_uid: "a-4",
+                    kind: "AccessReview",
+                    action: Action::Updated,
+                    name: "ops-review",
+                    object_uid: None,
+                    user: RequesterRecord::default(),
+                    old: Some(old),
+                    new: Some(new),
+                    allowed: true,
+                    denial: None,
+                },
+                "2026-12-01T10:00:00Z".parse().unwrap(),
+            )
+        };
+        let decided = record(&old, &new);
+        assert_eq!(decided.action, Action::Decided);
+        assert_eq!(decided.changes.len(), 1, "bob's entry did not change");
+        assert_eq!(
+            decided.changes[0].path,
+            "/spec/decisions/2026-12-01T09:00:00Z/ops-alice/carol"
+        );
+        assert_eq!(decided.changes[0].before, None);
+        assert_eq!(decided.changes[0].after, Some(entry("carol", "Deny")));
+        // A change of the scope too is an update, its decisions still entry by entry.
+        let mut widened = new.clone();
+        widened["spec"]["scope"]["groups"] = json!(["ops", "fin"]);
+        let updated = record(&old, &widened);
+        assert_eq!(updated.action, Action::Updated);
+        let paths: Vec<&str> = updated.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/spec/decisions/2026-12-01T09:00:00Z/ops-alice/carol",
+                "/spec/scope/groups"
+            ]
+        );
+    }
 }

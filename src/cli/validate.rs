@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::api::PimGroup;
+use crate::api::{AccessReview, PimGroup};
 use crate::checks::onboarding::removal_findings;
 use crate::checks::{PimObject, SchemaChecker, SchemaError, Severity, check_object};
 use crate::manifests::{LoadError, LocatedFinding, Manifests, Note};
@@ -35,9 +35,10 @@ pub struct Args {
     /// lie at most the policy's maxStartDelay later).
     #[arg(long, value_name = "RFC3339")]
     pub now: Option<Timestamp>,
-    /// The PimGroups as the cluster has them, with status (`kubectl get pimgroups -o yaml >
-    /// FILE`): shows which groups pim-operator has seen and which members it lists, for the
-    /// checks of `standingAccess: Remove`.
+    /// Objects as the cluster has them, with status (`kubectl get pimgroups,accessreviews -o
+    /// yaml > FILE`). PimGroups show which groups pim-operator has seen and which members it
+    /// lists, for the checks of `standingAccess: Remove`; AccessReviews carry their results,
+    /// so that every assignment a review denied is reported until its manifest is removed.
     #[arg(long, value_name = "FILE")]
     pub observed: Vec<PathBuf>,
 }
@@ -96,22 +97,30 @@ pub fn validate(paths: &[PathBuf], now: Timestamp) -> Result<Report, ValidateErr
     validate_observed(paths, &[], now)
 }
 
-/// As [`validate`], given the cluster's PimGroups from the `observed` files.
+/// As [`validate`], given the cluster's objects from the `observed` files.
 pub fn validate_observed(
     paths: &[PathBuf],
     observed: &[PathBuf],
     now: Timestamp,
 ) -> Result<Report, ValidateError> {
     let checker = SchemaChecker::new()?;
-    let observed = observed_groups(observed)?;
+    let observed = observed_objects(observed)?;
     let manifests = Manifests::load(paths, &checker)?;
     Ok(check_with(manifests, &observed, now))
 }
 
-/// PimGroups by name from `kubectl get pimgroups -o yaml` output (a List) or YAML documents of
-/// PimGroups. Other kinds are skipped; a PimGroup that does not decode is an error.
-pub fn observed_groups(paths: &[PathBuf]) -> Result<BTreeMap<String, PimGroup>, ValidateError> {
-    let mut out = BTreeMap::new();
+/// What the cluster holds, with status, as `--observed` gives it.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub groups: BTreeMap<String, PimGroup>,
+    /// With their results (`status.denied`).
+    pub reviews: Vec<AccessReview>,
+}
+
+/// PimGroups and AccessReviews from `kubectl get ... -o yaml` output (a List) or YAML
+/// documents. Other kinds are skipped; one of these two that does not decode is an error.
+pub fn observed_objects(paths: &[PathBuf]) -> Result<Observed, ValidateError> {
+    let mut out = Observed::default();
     for path in paths {
         let bad = |why: String| ValidateError::Observed {
             path: path.display().to_string(),
@@ -134,11 +143,21 @@ pub fn observed_groups(paths: &[PathBuf]) -> Result<BTreeMap<String, PimGroup>, 
             }
             other => vec![other],
         });
-        for item in items.filter(|i| i.get("kind").and_then(|k| k.as_str()) == Some("PimGroup")) {
-            let group: PimGroup = serde_json::from_value(item)
-                .map_err(|e| bad(format!("a PimGroup does not decode: {e}")))?;
-            if let Some(name) = group.metadata.name.clone() {
-                out.insert(name, group);
+        for item in items {
+            match item.get("kind").and_then(|k| k.as_str()) {
+                Some("PimGroup") => {
+                    let group: PimGroup = serde_json::from_value(item)
+                        .map_err(|e| bad(format!("a PimGroup does not decode: {e}")))?;
+                    if let Some(name) = group.metadata.name.clone() {
+                        out.groups.insert(name, group);
+                    }
+                }
+                Some("AccessReview") => {
+                    let review: AccessReview = serde_json::from_value(item)
+                        .map_err(|e| bad(format!("an AccessReview does not decode: {e}")))?;
+                    out.reviews.push(review);
+                }
+                _ => {}
             }
         }
     }
@@ -147,16 +166,17 @@ pub fn observed_groups(paths: &[PathBuf]) -> Result<BTreeMap<String, PimGroup>, 
 
 /// Runs the semantic checks over loaded manifests and orders the findings.
 pub fn check(manifests: Manifests, now: Timestamp) -> Report {
-    check_with(manifests, &BTreeMap::new(), now)
+    check_with(manifests, &Observed::default(), now)
 }
 
-/// As [`check`], with the cluster's PimGroups by name.
-pub fn check_with(
-    manifests: Manifests,
-    observed: &BTreeMap<String, PimGroup>,
-    now: Timestamp,
-) -> Report {
-    let catalog = manifests.catalog();
+/// As [`check`], with what the cluster holds. An observed AccessReview stands in for the
+/// manifest of the same name: it carries the results.
+pub fn check_with(manifests: Manifests, observed: &Observed, now: Timestamp) -> Report {
+    let mut catalog = manifests.catalog();
+    for review in &observed.reviews {
+        catalog.insert_review(review.clone());
+    }
+    let observed = &observed.groups;
     let mut findings = manifests.findings;
     for loaded in manifests.objects.iter().filter(|o| o.schema_valid) {
         let stamped = crate::checks::stamped::written_by_hand(&loaded.object);

@@ -12,6 +12,9 @@
 //! it is in effect, and the "eligibility ending" reminder its policy's lead before its end,
 //! woken for at that time.
 //!
+//! For each AccessReview: its reviewers are told when an instance starts, reminded its
+//! `remindBefore` ahead of the end while assignments are undecided, and told the outcome.
+//!
 //! `status.delivery` is written only by the outbox's recorder, under its own field manager.
 
 use std::collections::HashMap;
@@ -31,7 +34,7 @@ use super::retention::{self, Verdict};
 use crate::api::access_policy::NotificationSettings;
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
 use crate::api::common::{Principal, PrincipalRef};
-use crate::api::{ActivationRequest, EligibleAssignment};
+use crate::api::{AccessReview, ActivationRequest, EligibleAssignment};
 use crate::audit::record;
 use crate::audit::sink::AuditSinks;
 use crate::core::policy::{DEFAULT_ELIGIBILITY_ENDING_LEAD, DEFAULT_EXPIRING_SOON_LEAD};
@@ -109,6 +112,7 @@ pub async fn run(
     ctx: Arc<Context>,
     requests: impl Stream<Item = Arc<Lenient<ActivationRequest>>> + Send + 'static,
     assignments: impl Stream<Item = Arc<Lenient<EligibleAssignment>>> + Send + 'static,
+    reviews: impl Stream<Item = Arc<Lenient<AccessReview>>> + Send + 'static,
     stop: CancellationToken,
 ) {
     let config = &ctx.settings.config;
@@ -122,13 +126,19 @@ pub async fn run(
         .for_each(|_| async {});
     let assignment_controller =
         Controller::for_shared_stream(assignments, ctx.stores.assignments.clone())
-            .with_config(controller_config)
+            .with_config(controller_config.clone())
             .reconcile_all_on(super::clock_jumps(ctx.clock.as_ref()))
             .graceful_shutdown_on(stop.clone().cancelled_owned())
             .run(reconcile_assignment, error_policy, delivery.clone())
             .for_each(|_| async {});
+    let review_controller = Controller::for_shared_stream(reviews, ctx.stores.reviews.clone())
+        .with_config(controller_config)
+        .reconcile_all_on(super::clock_jumps(ctx.clock.as_ref()))
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile_review, error_policy, delivery.clone())
+        .for_each(|_| async {});
     tokio::select! {
-        _ = futures::future::join(request_controller, assignment_controller) => {}
+        _ = futures::future::join3(request_controller, assignment_controller, review_controller) => {}
         _ = stop.cancelled() => {}
     }
     delivery.notifier.outbox.shutdown(DRAIN_LIMIT).await;
@@ -404,10 +414,6 @@ fn notify_request(
         .principal
         .as_deref()
         .or_else(|| spec.requester.as_ref().map(|r| r.username.as_str()));
-    let recorded = request.delivery();
-    let outbox = &notifier.outbox;
-    let done =
-        |d: &plan::Due| recorded.is_some_and(|r| d.recorded_in(r)) || outbox.is_known(&key.uid, d);
     // Nobody is asked to approve their own request, unless the policy allows it.
     let approvers: Vec<PrincipalRef> = policy
         .approvers
@@ -418,31 +424,15 @@ fn notify_request(
         })
         .cloned()
         .collect();
-    let mut about = None;
-    for occurrence in &events.occurrences {
-        let people = plan::recipients(occurrence, policy.settings.as_ref(), subject, &approvers);
-        let due = plan::due(
-            occurrence,
-            &people,
-            outbox.channels(),
-            &done,
-            notifier.limits(),
-            now,
-        );
-        if due.is_empty() {
-            continue;
-        }
-        let about = about.get_or_insert_with(|| About::request(request));
-        let message = Arc::new(render(
-            occurrence.event,
-            about,
-            occurrence.at,
-            people.into_iter().collect(),
-        ));
-        for item in due {
-            outbox.submit(key, item, message.clone());
-        }
-    }
+    submit_occurrences(
+        notifier,
+        key,
+        &events.occurrences,
+        request.delivery(),
+        |occurrence| plan::recipients(occurrence, policy.settings.as_ref(), subject, &approvers),
+        || About::request(request),
+        now,
+    );
     events.next
 }
 
@@ -531,6 +521,136 @@ async fn emit_audit(
     }
 }
 
+/// Queues each occurrence's notifications not yet sent, recorded or under way, to the people
+/// `audience` names for it; the message is rendered once, about `about()`.
+fn submit_occurrences(
+    notifier: &Notifier,
+    key: &ObjectKey,
+    occurrences: &[plan::Occurrence],
+    recorded: Option<&crate::api::delivery::Delivery>,
+    audience: impl Fn(&plan::Occurrence) -> std::collections::BTreeSet<String>,
+    about: impl Fn() -> About,
+    now: Timestamp,
+) {
+    let outbox = &notifier.outbox;
+    let done =
+        |d: &plan::Due| recorded.is_some_and(|r| d.recorded_in(r)) || outbox.is_known(&key.uid, d);
+    let mut rendered = None;
+    for occurrence in occurrences {
+        let people = audience(occurrence);
+        let due = plan::due(
+            occurrence,
+            &people,
+            outbox.channels(),
+            &done,
+            notifier.limits(),
+            now,
+        );
+        if due.is_empty() {
+            continue;
+        }
+        let about = rendered.get_or_insert_with(&about);
+        let message = Arc::new(render(
+            occurrence.event,
+            about,
+            occurrence.at,
+            people.into_iter().collect(),
+        ));
+        for item in due {
+            outbox.submit(key, item, message.clone());
+        }
+    }
+}
+
+async fn reconcile_review(
+    object: Arc<Lenient<AccessReview>>,
+    delivery: Arc<Delivery>,
+) -> Result<Action, Error> {
+    let name = object.metadata.name.clone();
+    reset_on_success(
+        &pass_kind::<AccessReview>(),
+        name,
+        &delivery.clone(),
+        deliver_review(object, delivery),
+    )
+    .await
+}
+
+/// An access review's reviewers: told when an instance starts, reminded before its end while
+/// assignments are undecided (only those who may decide them), and told the outcome.
+async fn deliver_review(
+    object: Arc<Lenient<AccessReview>>,
+    delivery: Arc<Delivery>,
+) -> Result<Action, Error> {
+    let notifier = &delivery.notifier;
+    if !notifier.enabled() {
+        return Ok(Action::await_change());
+    }
+    let Ok(review) = object.parsed.as_deref() else {
+        return Ok(Action::await_change());
+    };
+    let Some(key) = key_of(review, Kind::Review) else {
+        return Ok(Action::await_change());
+    };
+    let ctx = &delivery.ctx;
+    let now = ctx.now();
+    let outbox = &notifier.outbox;
+    outbox.settle(&key.uid, review.delivery());
+    let Some(status) = review
+        .status
+        .as_ref()
+        .filter(|_| review.metadata.deletion_timestamp.is_none())
+    else {
+        return Ok(Action::await_change());
+    };
+    let remind_before = crate::engine::review::settings(&review.spec)
+        .map_or(crate::engine::review::DEFAULT_REMIND_BEFORE, |s| {
+            s.remind_before
+        });
+    let events = plan::review_events(status, remind_before, now);
+    // The groups and policies say who the policy approvers are.
+    let mut catalog = Catalog::default();
+    for g in ctx.stores.groups.state() {
+        if let Ok(group) = &g.parsed {
+            catalog.insert_group(group.clone());
+        }
+    }
+    for p in ctx.stores.policies.state() {
+        if let Ok(policy) = &p.parsed {
+            catalog.insert_policy(policy.clone());
+        }
+    }
+    let items = status
+        .current
+        .as_ref()
+        .map(|c| c.items.clone())
+        .unwrap_or_default();
+    let audience = |occurrence: &plan::Occurrence| {
+        // A reminder goes only to those with decisions left.
+        let concerned: Vec<_> = items
+            .iter()
+            .filter(|i| {
+                occurrence.event != crate::notify::Event::ReviewReminder || i.decision.is_none()
+            })
+            .cloned()
+            .collect();
+        crate::engine::review::reviewers_of(&catalog, &review.spec, &concerned)
+            .iter()
+            .filter_map(|p| p.user.clone().or_else(|| p.group.clone()))
+            .collect()
+    };
+    submit_occurrences(
+        notifier,
+        &key,
+        &events.occurrences,
+        review.delivery(),
+        audience,
+        || About::review(review),
+        now,
+    );
+    Ok(Action::requeue(ctx.requeue_for(events.next)))
+}
+
 async fn deliver_assignment(
     object: Arc<Lenient<EligibleAssignment>>,
     delivery: Arc<Delivery>,
@@ -561,34 +681,15 @@ async fn deliver_assignment(
         .user
         .as_deref()
         .or(spec.principal.group.as_deref());
-    let recorded = assignment.delivery();
-    let done =
-        |d: &plan::Due| recorded.is_some_and(|r| d.recorded_in(r)) || outbox.is_known(&key.uid, d);
-    let mut about = None;
-    for occurrence in &events.occurrences {
-        let people = plan::recipients(occurrence, policy.settings.as_ref(), subject, &[]);
-        let due = plan::due(
-            occurrence,
-            &people,
-            outbox.channels(),
-            &done,
-            notifier.limits(),
-            now,
-        );
-        if due.is_empty() {
-            continue;
-        }
-        let about = about.get_or_insert_with(|| About::assignment(assignment));
-        let message = Arc::new(render(
-            occurrence.event,
-            about,
-            occurrence.at,
-            people.into_iter().collect(),
-        ));
-        for item in due {
-            outbox.submit(&key, item, message.clone());
-        }
-    }
+    submit_occurrences(
+        notifier,
+        &key,
+        &events.occurrences,
+        assignment.delivery(),
+        |occurrence| plan::recipients(occurrence, policy.settings.as_ref(), subject, &[]),
+        || About::assignment(assignment),
+        now,
+    );
     // Woken at the reminder's time (on a manual clock, by its jumps), not by polling.
     Ok(Action::requeue(ctx.requeue_for(events.next)))
 }

@@ -561,6 +561,7 @@ pub async fn run_controllers(
         ctx.clone(),
         requests.subscribe(),
         assignments.subscribe(),
+        reviews.subscribe(),
         delivery_stop.clone(),
     ));
     let watches = futures::future::join4(

@@ -148,12 +148,12 @@ pub enum Command {
         #[arg(long)]
         group: Option<String>,
         /// Only the records about this kind: ActivationRequest, EligibleAssignment,
-        /// AccessPolicy or PimGroup. All but the first need --file.
+        /// AccessPolicy, PimGroup or AccessReview. All but the first need --file.
         #[arg(long)]
         kind: Option<String>,
         /// Read the operator's audit trail (its `audit.file`, JSON Lines) instead of the
-        /// cluster: changes to the declarative kinds, with who made them, and the operator's
-        /// own directory writes are only there. Repeat it for each replica's file; a record in
+        /// cluster: changes to the declarative kinds, with who made them, review decisions,
+        /// and the operator's own directory writes are only there. Repeat it for each replica's file; a record in
         /// several counts once.
         #[arg(long = "file", value_name = "PATH")]
         files: Vec<std::path::PathBuf>,

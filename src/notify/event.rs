@@ -40,10 +40,16 @@ pub enum Event {
     /// One of the policy's `alerts` fired on the request or assignment (a condition turned
     /// True), or a request's revocation is overdue: for the admins.
     Alert,
+    /// An access review instance started: its reviewers have assignments to decide.
+    ReviewStarted,
+    /// An access review instance ends within its `remindBefore`, with decisions left.
+    ReviewReminder,
+    /// An access review instance ended: what it kept and denied.
+    ReviewCompleted,
 }
 
 impl Event {
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 13] = [
         Event::EligibleAssigned,
         Event::ActiveAssigned,
         Event::ActivationRequested,
@@ -54,6 +60,9 @@ impl Event {
         Event::Ended,
         Event::EligibilityEnding,
         Event::Alert,
+        Event::ReviewStarted,
+        Event::ReviewReminder,
+        Event::ReviewCompleted,
     ];
 
     /// The name in status records, config filters and webhook payloads.
@@ -69,6 +78,9 @@ impl Event {
             Event::Ended => "ended",
             Event::EligibilityEnding => "eligibilityEnding",
             Event::Alert => "alert",
+            Event::ReviewStarted => "reviewStarted",
+            Event::ReviewReminder => "reviewReminder",
+            Event::ReviewCompleted => "reviewCompleted",
         }
     }
 

@@ -5,6 +5,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::event::Event;
+use crate::api::AccessReview;
+use crate::api::access_review::Outcome;
 use crate::api::activation_request::{ActivationRequest, Decision};
 use crate::api::eligible_assignment::{AssignmentType, EligibleAssignment};
 
@@ -147,6 +149,40 @@ impl About {
     }
 }
 
+impl About {
+    /// An access review's latest instance: `kept` and `denied` list its outcomes once it is
+    /// completed; `reason` says what is left to decide while it runs.
+    pub fn review(review: &AccessReview) -> About {
+        let current = review.status.as_ref().and_then(|s| s.current.as_ref());
+        let items = current.map(|c| c.items.as_slice()).unwrap_or_default();
+        let named = |outcome: Outcome| {
+            items
+                .iter()
+                .filter(|i| i.outcome == Some(outcome))
+                .map(|i| format!("{} ({} in {})", i.assignment, i.principal, i.group))
+                .collect::<Vec<_>>()
+        };
+        let undecided = items.iter().filter(|i| i.decision.is_none()).count();
+        About {
+            kind: "AccessReview".into(),
+            name: review.metadata.name.clone().unwrap_or_default(),
+            uid: review.metadata.uid.clone().unwrap_or_default(),
+            group: review.spec.scope.groups.join(", "),
+            justification: review.spec.description.clone(),
+            starts_at: current.map(|c| c.start.0),
+            ends_at: current.map(|c| c.end.0),
+            approved_by: named(Outcome::Kept),
+            denied_by: named(Outcome::Denied),
+            phase: current.and_then(|c| c.progress.clone()),
+            reason: Some(format!(
+                "{undecided} of {} assignments undecided",
+                items.len()
+            )),
+            ..About::default()
+        }
+    }
+}
+
 /// A rendered notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -183,6 +219,14 @@ pub fn html_escape(text: &str) -> String {
 }
 
 /// Renders `event` about `about`, which happened at `time`.
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 pub fn render(event: Event, about: &About, time: Timestamp, recipients: Vec<String>) -> Message {
     let who = &about.principal;
     let target = format!("the {} role of {}", about.role, about.group);
@@ -284,6 +328,47 @@ pub fn render(event: Event, about: &About, time: Timestamp, recipients: Vec<Stri
                 "{who} may activate {target} through EligibleAssignment {} until {}. To stay eligible, renew the assignment (a later spec.schedule.end, or a longer duration) before then.",
                 about.name,
                 when(about.ends_at)
+            ),
+        ),
+        Event::ReviewStarted => (
+            format!(
+                "[PIM] Access review {} is open until {}",
+                about.name,
+                when(about.ends_at)
+            ),
+            format!(
+                "Access review {} asks you to confirm who keeps access{}. {}. See yours with `kubectl pim review`, and decide with `kubectl pim review approve|deny {} ASSIGNMENT --reason …`.",
+                about.name,
+                about
+                    .justification
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default(),
+                about.reason.as_deref().unwrap_or_default(),
+                about.name
+            ),
+        ),
+        Event::ReviewReminder => (
+            format!(
+                "[PIM] Reminder: access review {} ends at {}",
+                about.name,
+                when(about.ends_at)
+            ),
+            format!(
+                "Access review {} ends at {}; {}. Decide with `kubectl pim review`, or the review's whenUnreviewed setting decides for you.",
+                about.name,
+                when(about.ends_at),
+                about.reason.as_deref().unwrap_or_default()
+            ),
+        ),
+        Event::ReviewCompleted => (
+            format!("[PIM] Access review {} completed", about.name),
+            format!(
+                "Access review {} ended at {}. Denied (their access has ended; remove the manifests): {}. Kept: {}.",
+                about.name,
+                when(about.ends_at),
+                list_or_none(&about.denied_by),
+                list_or_none(&about.approved_by)
             ),
         ),
         Event::Alert => (

@@ -44,7 +44,7 @@ use crate::api::delivery::{
     AuditSnapshot, Delivery, DeliveryOutcome, FIELD_MANAGER, NOTIFICATIONS_MAX, NotificationRecord,
     same_end,
 };
-use crate::api::{ActivationRequest, EligibleAssignment};
+use crate::api::{AccessReview, ActivationRequest, EligibleAssignment};
 use crate::clock::Clock;
 
 /// How long the recorder gathers results before writing them, so a burst of notifications
@@ -59,6 +59,7 @@ const WRITES_AT_ONCE: usize = 16;
 pub enum Kind {
     Request,
     Assignment,
+    Review,
 }
 
 /// The object a notification is about.
@@ -75,6 +76,12 @@ pub trait HasDelivery {
 }
 
 impl HasDelivery for ActivationRequest {
+    fn delivery(&self) -> Option<&Delivery> {
+        self.status.as_ref()?.delivery.as_ref()
+    }
+}
+
+impl HasDelivery for AccessReview {
     fn delivery(&self) -> Option<&Delivery> {
         self.status.as_ref()?.delivery.as_ref()
     }
@@ -698,6 +705,7 @@ async fn write(
     match key.0 {
         Kind::Request => write_to::<ActivationRequest>(client, &key.1, batch).await,
         Kind::Assignment => write_to::<EligibleAssignment>(client, &key.1, batch).await,
+        Kind::Review => write_to::<AccessReview>(client, &key.1, batch).await,
     }
 }
 

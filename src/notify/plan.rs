@@ -7,6 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::event::Event;
 use crate::api::access_policy::{NotificationRule, NotificationSettings};
+use crate::api::access_review::{AccessReviewStatus, InstancePhase};
 use crate::api::activation_request::{ActivationRequestStatus, Phase};
 use crate::api::common::{Principal, PrincipalRef};
 use crate::api::eligible_assignment::{AssignmentPhase, AssignmentType, EligibleAssignment};
@@ -247,7 +248,52 @@ fn rule(settings: &NotificationSettings, event: Event) -> Option<&NotificationRu
         Event::Ended => settings.ended.as_ref(),
         Event::EligibilityEnding => settings.eligibility_ending.as_ref(),
         Event::Alert => settings.alert.as_ref(),
+        // Reviews tell their reviewers, whatever a policy's matrix says.
+        Event::ReviewStarted | Event::ReviewReminder | Event::ReviewCompleted => None,
     }
+}
+
+/// What an access review's status says has happened to its latest instance, and when to look
+/// again for the reminder. Each occurrence carries the instance's end as `ends`, so every
+/// instance is told once.
+pub fn review_events(
+    status: &AccessReviewStatus,
+    remind_before: SignedDuration,
+    now: Timestamp,
+) -> RequestEvents {
+    let mut out = RequestEvents::default();
+    let Some(current) = &status.current else {
+        return out;
+    };
+    let (start, end) = (current.start.0, current.end.0);
+    let occurrence = |event, at| Occurrence {
+        event,
+        at,
+        critical: true,
+        ends: Some(end),
+    };
+    match current.phase {
+        Some(InstancePhase::InProgress) => {
+            out.occurrences
+                .push(occurrence(Event::ReviewStarted, start));
+            let remind_at = add(end, -remind_before).max(start);
+            let undecided = current.items.iter().any(|i| i.decision.is_none());
+            if remind_at > start && undecided {
+                if remind_at <= now {
+                    out.occurrences
+                        .push(occurrence(Event::ReviewReminder, remind_at));
+                } else {
+                    out.next = Some(remind_at);
+                }
+            }
+        }
+        Some(InstancePhase::Completed) => {
+            out.occurrences
+                .push(occurrence(Event::ReviewCompleted, end));
+        }
+        None => {}
+    }
+    out
 }
 
 /// Who gets an event when the policy does not say: (admins, subject, approvers).
@@ -261,6 +307,9 @@ pub fn default_audience(event: Event) -> (bool, bool, bool) {
         Event::Alert => (true, false, false),
         Event::Approved | Event::Denied | Event::ExpiringSoon | Event::Ended => {
             (false, true, false)
+        }
+        Event::ReviewStarted | Event::ReviewReminder | Event::ReviewCompleted => {
+            (false, false, false)
         }
     }
 }
@@ -384,7 +433,14 @@ pub fn due(
     // A reminder is worth sending until the end it is about; anything else only while fresh.
     let fresh = occurrence.at <= now
         && match occurrence.ends {
-            Some(end) if occurrence.event == Event::EligibilityEnding => now < end,
+            Some(end)
+                if matches!(
+                    occurrence.event,
+                    Event::EligibilityEnding | Event::ReviewStarted | Event::ReviewReminder
+                ) =>
+            {
+                now < end
+            }
             _ => add(occurrence.at, limits.stale_after) >= now,
         };
     if !fresh || recipients.is_empty() {

@@ -183,6 +183,8 @@ fn check(
 /// assignment under review.
 fn may_review_any(rules: &Rules<'_>, caller: &Caller, spec: &AccessReviewSpec) -> bool {
     let names = rules.principals.names;
+    // Named by username or group; named as a directory principal, they are found below
+    // through the assignments under review.
     let named = spec.reviewers.principals.iter().any(|p| {
         p.user
             .as_deref()

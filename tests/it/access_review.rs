@@ -32,6 +32,40 @@ async fn review(h: &Harness) -> AccessReview {
     h.api::<AccessReview>().get("ops-weekly").await.unwrap()
 }
 
+/// A review named `ops-weekly` of PimGroup `ops` by the auditor.
+fn review_of_ops(
+    start: jiff::Timestamp,
+    recurrence: Recurrence,
+    duration: &str,
+) -> AccessReviewSpec {
+    AccessReviewSpec {
+        scope: ReviewScope {
+            groups: vec!["ops".into()],
+            ..Default::default()
+        },
+        reviewers: Reviewers {
+            principals: vec![PrincipalRef::user(AUDITOR)],
+            ..Default::default()
+        },
+        schedule: ReviewSchedule {
+            start: Time(start),
+            recurrence,
+            duration: duration.into(),
+        },
+        ..Default::default()
+    }
+}
+
+async fn create_review(h: &Harness, spec: AccessReviewSpec) {
+    h.api::<AccessReview>()
+        .create(
+            &PostParams::default(),
+            &AccessReview::new("ops-weekly", spec),
+        )
+        .await
+        .unwrap();
+}
+
 async fn assignment(h: &Harness, name: &str) -> EligibleAssignment {
     h.api::<EligibleAssignment>().get(name).await.unwrap()
 }
@@ -93,29 +127,7 @@ async fn a_denied_assignment_ends_its_access_and_is_listed_for_removal() {
         .checked_add(jiff::SignedDuration::from_hours(1))
         .unwrap();
     let instance = start.to_string();
-    let spec = AccessReviewSpec {
-        scope: ReviewScope {
-            groups: vec!["ops".into()],
-            ..Default::default()
-        },
-        reviewers: Reviewers {
-            principals: vec![PrincipalRef::user(AUDITOR)],
-            ..Default::default()
-        },
-        schedule: ReviewSchedule {
-            start: Time(start),
-            recurrence: Recurrence::Weekly,
-            duration: "2d".into(),
-        },
-        ..Default::default()
-    };
-    h.api::<AccessReview>()
-        .create(
-            &PostParams::default(),
-            &AccessReview::new("ops-weekly", spec),
-        )
-        .await
-        .unwrap();
+    create_review(&h, review_of_ops(start, Recurrence::Weekly, "2d")).await;
     h.start();
     let dave = Member::User(DAVE.into());
     let alice = Member::User(ALICE.into());
@@ -229,4 +241,81 @@ async fn a_denied_assignment_ends_its_access_and_is_listed_for_removal() {
     })
     .await;
     assert!(!h.directory.has_member("ops-id", Role::Member, &dave));
+}
+
+/// Reviewers hear of an instance when it starts, are reminded a day before its end while an
+/// assignment is undecided, and are told the outcome, once each, through a signed webhook.
+#[tokio::test]
+async fn reviewers_are_told_at_start_reminded_and_told_the_outcome() {
+    use operator::Receiver;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("hmac-key");
+    std::fs::write(&key, "review-key\n").unwrap();
+    let config = format!(
+        "notifications:\n  retry: {{maxAttempts: 100, initialBackoff: 1s, maxBackoff: 2s}}\n  channels:\n    hook: {{type: webhook, url: '{}', secretFile: {}, events: [reviewStarted, reviewReminder, reviewCompleted]}}\n",
+        receiver.url("/hook"),
+        key.display()
+    );
+    let mut h = Harness::new(&config).await;
+    h.policy("ops-policy", "30m", &[], |_| {}).await;
+    h.group("ops", "ops-policy").await;
+    h.assignment("alice-ops", "ops", ALICE).await;
+    let start = h
+        .now()
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap();
+    let spec = AccessReviewSpec {
+        when_unreviewed: pim_operator::api::access_review::UnreviewedAction::Remove,
+        ..review_of_ops(start, Recurrence::Once, "3d")
+    };
+    create_review(&h, spec).await;
+    h.start();
+    let events = || {
+        receiver
+            .hits("/hook")
+            .iter()
+            .map(|hit| {
+                let body = hit.json();
+                assert_eq!(body["recipients"], serde_json::json!([AUDITOR]), "{body}");
+                body["event"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect::<Vec<_>>()
+    };
+    h.advance(61);
+    eventually("the reviewer hears the review started", || async {
+        events() == ["reviewStarted"]
+    })
+    .await;
+    let text = receiver.hits("/hook")[0].json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        text.contains("kubectl pim review") && text.contains("1 of 1 assignments undecided"),
+        "{text}"
+    );
+    // A day before the end, nobody has decided: a reminder.
+    h.advance(2 * 24 * 60);
+    eventually("the reviewer is reminded", || async {
+        events() == ["reviewStarted", "reviewReminder"]
+    })
+    .await;
+    h.advance(24 * 60);
+    eventually("the reviewer hears the outcome", || async {
+        events() == ["reviewStarted", "reviewReminder", "reviewCompleted"]
+    })
+    .await;
+    let outcome = receiver.hits("/hook")[2].json();
+    let text = outcome["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("Denied (their access has ended; remove the manifests): alice-ops"),
+        "{text}"
+    );
+    // Nothing is told twice, across a restart.
+    h.stop().await;
+    h.start();
+    h.advance(60);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(events().len(), 3);
 }

@@ -1274,3 +1274,163 @@ async fn extend_creates_an_extension_of_a_running_request() {
     assert!(run.ok().contains("Extends:"), "{}", run.out);
     h.stop().await;
 }
+
+/// Issue 19: `kubectl pim review` lists what is mine to decide in running access reviews, and
+/// `approve`/`deny` write exactly my entry (a JSON patch), replacing it when I change my mind.
+#[tokio::test]
+async fn review_lists_mine_and_writes_exactly_my_decision() {
+    use pim_operator::api::AccessReview;
+    use pim_operator::api::access_review::{
+        AccessReviewSpec, ReviewSchedule, ReviewScope, Reviewers,
+    };
+    let mut h = Harness::new().await;
+    let spec = AccessReviewSpec {
+        scope: ReviewScope {
+            groups: vec!["g".into()],
+            ..Default::default()
+        },
+        reviewers: Reviewers {
+            principals: vec![PrincipalRef::user("rita")],
+            ..Default::default()
+        },
+        schedule: ReviewSchedule {
+            start: Time(T0.parse().unwrap()),
+            duration: "7d".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    h.api::<AccessReview>()
+        .create(&PostParams::default(), &AccessReview::new("g-review", spec))
+        .await
+        .unwrap();
+    h.start_operator();
+    eventually("the instance opens", || async {
+        h.api::<AccessReview>()
+            .get("g-review")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.current)
+            .is_some_and(|c| c.items.len() == 2)
+    })
+    .await;
+
+    h.as_user("rita", &[]);
+    let run = h.pim(&["review"]).await;
+    let out = run.ok();
+    let alice = row(out, "g-review").unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        alice.contains("alice-g") && alice.contains("user:alice"),
+        "{out}"
+    );
+    assert!(out.contains("finance-g"), "{out}");
+    // New assignments: activation history has nothing against them yet.
+    assert!(
+        alice.contains("Approve: in effect since 2026-03-02T09:00:00Z"),
+        "the recommendation: {out}"
+    );
+
+    h.server.reset_observations();
+    let run = h
+        .pim(&[
+            "review",
+            "deny",
+            "g-review",
+            "alice-g",
+            "--reason",
+            "left the team",
+        ])
+        .await;
+    assert!(
+        run.ok().contains("denied alice-g in accessreview/g-review"),
+        "{}",
+        run.out
+    );
+    let instance = "2026-03-02T09:00:00Z";
+    let stored = h
+        .server
+        .store_get("accessreviews", None, "g-review")
+        .unwrap();
+    assert_eq!(
+        stored["spec"]["decisions"],
+        json!([{"instance": instance, "assignment": "alice-g", "reviewer": "rita",
+                "decision": "Deny", "reason": "left the team"}])
+    );
+    let patches: Vec<_> = h
+        .server
+        .writes()
+        .into_iter()
+        .filter(|w| w.verb == Verb::Patch && w.resource == "accessreviews")
+        .collect();
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert_eq!(
+        patches[0].patch_type.as_deref(),
+        Some("application/json-patch+json")
+    );
+    // Changing my mind replaces my entry; deciding another adds one.
+    h.pim(&[
+        "review", "approve", "g-review", "alice-g", "--reason", "back",
+    ])
+    .await
+    .ok();
+    h.pim(&[
+        "review",
+        "approve",
+        "g-review",
+        "finance-g",
+        "--reason",
+        "needed",
+    ])
+    .await
+    .ok();
+    let stored = h
+        .server
+        .store_get("accessreviews", None, "g-review")
+        .unwrap();
+    let decisions: Vec<(String, String)> = stored["spec"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["assignment"].as_str().unwrap().to_owned(),
+                d["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            ("alice-g".to_owned(), "Approve".to_owned()),
+            ("finance-g".to_owned(), "Approve".to_owned())
+        ]
+    );
+    // Alice is reviewed, not a reviewer; a review that does not exist says how to find one.
+    h.as_user("alice", &[]);
+    assert!(
+        h.pim(&["review"])
+            .await
+            .ok()
+            .contains("Nothing is waiting for your review.")
+    );
+    h.as_user("rita", &[]);
+    let run = h
+        .pim(&["review", "deny", "nope", "alice-g", "--reason", "x"])
+        .await;
+    assert!(
+        matches!(run.err(), CliError::Invalid(m) if m.contains("no AccessReview named \"nope\"")),
+        "{:?}",
+        run.result
+    );
+    // After the end, nothing takes decisions.
+    h.clock.advance(SignedDuration::from_hours(7 * 24));
+    let run = h
+        .pim(&["review", "deny", "g-review", "alice-g", "--reason", "late"])
+        .await;
+    assert!(
+        matches!(run.err(), CliError::Invalid(m) if m.contains("no instance of AccessReview g-review is taking decisions")),
+        "{:?}",
+        run.result
+    );
+}

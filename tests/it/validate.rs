@@ -48,9 +48,9 @@ fn the_examples_are_clean() {
     assert_eq!(json.code, 0);
     golden("validate-examples.json", &json.stdout);
     let report: Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(report["summary"]["files"], 5);
+    assert_eq!(report["summary"]["files"], 6);
     // requests/05-approval.yaml updates the request of 04: one object, not a duplicate.
-    assert_eq!(report["summary"]["objects"], 4);
+    assert_eq!(report["summary"]["objects"], 5);
 }
 
 #[test]
@@ -98,7 +98,7 @@ fn a_broken_example_reports_its_file_and_line() {
         [
             "02-pimgroup.yaml:16:7: error[policy-not-found] PimGroup/finreport-senioranalyst spec.roles.member.policy: AccessPolicy \"finreport-senioranalist\" does not exist",
             "03-eligibleassignment.yaml:16:5: error[invalid-duration] EligibleAssignment/finreport-senioranalyst-alice spec.schedule.duration: \"180 days\" is not a duration",
-            "checked 5 files, 5 documents, 4 PIM objects: 2 errors, 0 warnings",
+            "checked 6 files, 6 documents, 5 PIM objects: 2 errors, 0 warnings",
         ]
     );
     assert!(
@@ -890,4 +890,71 @@ fn issue_20_remove_on_an_unseen_group_and_the_members_a_switch_removes() {
         "{}",
         broken.stderr
     );
+}
+
+// Issue 19: given an AccessReview's results (`--observed` with `kubectl get accessreviews -o
+// yaml`), every assignment it denied is an error until the pull request removes its manifest;
+// the pull request that removes it passes.
+#[test]
+fn assignments_an_access_review_denied_are_reported_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "repo/base.yaml", BASE);
+    let review = "apiVersion: pim.dev/v1alpha1\nkind: AccessReview\nmetadata:\n  name: ops-review\nspec:\n  scope: {groups: [ops]}\n  reviewers: {principals: [{user: lead}]}\n  schedule: {start: \"2026-11-02T09:00:00Z\", duration: 2d}\n";
+    write(dir.path(), "repo/review.yaml", review);
+    let observed = format!(
+        "apiVersion: v1\nkind: List\nitems:\n- {}  status:\n    denied:\n    - {{assignment: ops-alice, uid: 5e1c, instance: \"2026-11-02T09:00:00Z\", at: \"2026-11-04T09:00:00Z\", by: lead, reason: left the team}}\n",
+        review
+            .lines()
+            .map(|l| format!("{l}\n"))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
+    write(dir.path(), "observed.yaml", &observed);
+    let run = |path: &str| {
+        run_in(
+            dir.path(),
+            &[
+                "validate",
+                path,
+                "--now",
+                NOW,
+                "--format",
+                "json",
+                "--observed",
+                "observed.yaml",
+            ],
+        )
+    };
+    let before = run("repo");
+    assert_eq!(
+        findings_of(&before),
+        [(
+            "repo/base.yaml".to_owned(),
+            22,
+            1,
+            "review-denied".to_owned(),
+            String::new()
+        )],
+        "{}",
+        before.stdout
+    );
+    assert!(
+        before
+            .stdout
+            .contains("access review \\\"ops-review\\\" denied this assignment (lead)"),
+        "{}",
+        before.stdout
+    );
+    // Without the results, the same manifests are clean.
+    let blind = run_in(dir.path(), &["validate", "repo", "--now", NOW]);
+    assert_eq!(blind.code, 0, "{}", blind.stdout);
+    // The pull request removing the manifest passes.
+    let without: String = BASE
+        .split("---\n")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("---\n");
+    write(dir.path(), "repo/base.yaml", &without);
+    let after = run("repo");
+    assert_eq!(after.code, 0, "{}", after.stdout);
 }

@@ -2178,3 +2178,213 @@ fn issue_20_an_extension_is_signed_with_what_it_extends_and_checked_at_admission
         &["\"r0-ext\" already extends \"r0\""],
     );
 }
+
+// --- Access review decisions (issue 19) ---------------------------------------------------------
+
+/// A review of GROUP, running from 2026-11-22T09:00:00Z for 7 days (`now` is an hour in), with
+/// carol named; as stored.
+fn stored_review(extra: Value) -> Value {
+    let mut review = json!({
+        "apiVersion": "pim.dev/v1alpha1", "kind": "AccessReview",
+        "metadata": {"name": "finreport-review", "uid": "review-uid-1"},
+        "spec": {
+            "scope": {"groups": [GROUP]},
+            "reviewers": {"principals": [{"user": "carol@contoso.com"}]},
+            "schedule": {"start": "2026-11-22T09:00:00Z", "duration": "7d"},
+        },
+    });
+    if let (Some(spec), Some(extra)) = (review["spec"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    review
+}
+
+const ALICE_ASSIGNMENT: &str = "finreport-senioranalyst-alice";
+const INSTANCE: &str = "2026-11-22T09:00:00Z";
+
+/// `caller` writes `review` over `old`, through both webhooks; returns the stored object.
+fn write_review(caller: &Value, old: Option<&Value>, review: &Value) -> Result<Value, String> {
+    let admission = admission(Some(keyring()));
+    let operation = if old.is_some() { "UPDATE" } else { "CREATE" };
+    let at = |stage, object: &Value| {
+        let wired = wire(
+            "AccessReview",
+            "accessreviews",
+            operation,
+            caller,
+            object,
+            old,
+        );
+        run(&admission, stage, &wired)
+    };
+    let mutated = at(Stage::Mutate, review);
+    if !mutated.allowed {
+        return Err(mutated.message);
+    }
+    let validated = at(Stage::Validate, &mutated.patched);
+    if !validated.allowed {
+        return Err(validated.message);
+    }
+    Ok(mutated.patched)
+}
+
+fn with_decision(review: &Value, reviewer: &str, assignment: &str, decision: &str) -> Value {
+    let mut new = review.clone();
+    let entry = json!({"instance": INSTANCE, "assignment": assignment, "reviewer": reviewer,
+                       "decision": decision, "reason": "still prepares the reports"});
+    match new["spec"]["decisions"].as_array_mut() {
+        Some(list) => list.push(entry),
+        None => new["spec"]["decisions"] = json!([entry]),
+    }
+    new
+}
+
+fn verified(review: &Value) -> Vec<bool> {
+    let review: pim_operator::api::AccessReview = serde_json::from_value(review.clone()).unwrap();
+    review
+        .spec
+        .decisions
+        .iter()
+        .map(|d| attestor().review_decision(&review, d))
+        .collect()
+}
+
+#[test]
+fn a_reviewer_writes_a_stamped_signed_decision_of_their_own() {
+    let carol = user("oidc:carol", &[], true);
+    let stored = stored_review(json!({}));
+    let decided = write_review(
+        &carol,
+        Some(&stored),
+        &with_decision(&stored, "oidc:carol", ALICE_ASSIGNMENT, "Deny"),
+    )
+    .unwrap();
+    let entry = &decided["spec"]["decisions"][0];
+    assert_eq!(
+        entry["time"], "2026-11-22T10:00:00Z",
+        "stamped by the webhook"
+    );
+    assert_eq!(entry["reviewerAs"], "user");
+    assert!(entry["attestation"].as_str().unwrap().starts_with("v1:"));
+    assert_eq!(verified(&decided), [true]);
+    // Copied onto another review (another uid), it proves nothing.
+    let mut copied = decided.clone();
+    copied["metadata"]["uid"] = json!("review-uid-2");
+    assert_eq!(verified(&copied), [false]);
+    // Changed after signing (Deny turned Approve around the webhook), neither.
+    let mut forged = decided.clone();
+    forged["spec"]["decisions"][0]["decision"] = json!("Approve");
+    assert_eq!(verified(&forged), [false]);
+
+    // The policy's approvers review when the review says so; bob is one.
+    let bob_decides = with_decision(&stored, "oidc:bob", ALICE_ASSIGNMENT, "Approve");
+    expect_denied(
+        write_review(&bob(), Some(&stored), &bob_decides),
+        &["not a reviewer of assignment finreport-senioranalyst-alice"],
+    );
+    let with_approvers = stored_review(json!({"reviewers": {"policyApprovers": true}}));
+    let by_approver = write_review(
+        &bob(),
+        Some(&with_approvers),
+        &with_decision(&with_approvers, "oidc:bob", ALICE_ASSIGNMENT, "Approve"),
+    )
+    .unwrap();
+    assert_eq!(
+        by_approver["spec"]["decisions"][0]["reviewerAs"],
+        "approver"
+    );
+}
+
+#[test]
+fn review_decisions_are_refused_by_field_and_rule() {
+    let carol = user("oidc:carol", &[], true);
+    let stored = stored_review(json!({}));
+    // Under someone else's name.
+    expect_denied(
+        write_review(
+            &carol,
+            Some(&stored),
+            &with_decision(&stored, "oidc:bob", ALICE_ASSIGNMENT, "Deny"),
+        ),
+        &[
+            "reviewer=oidc:bob].reviewer",
+            "write decisions under your own name only",
+        ],
+    );
+    // In an instance that is not running.
+    let mut stale = with_decision(&stored, "oidc:carol", ALICE_ASSIGNMENT, "Deny");
+    stale["spec"]["decisions"][0]["instance"] = json!("2026-11-01T09:00:00Z");
+    expect_denied(
+        write_review(&carol, Some(&stored), &stale),
+        &[".instance", "the running one is 2026-11-22T09:00:00Z"],
+    );
+    // On an assignment that is not under review.
+    expect_denied(
+        write_review(
+            &carol,
+            Some(&stored),
+            &with_decision(&stored, "oidc:carol", "open-alice", "Deny"),
+        ),
+        &[".assignment", "is not under review"],
+    );
+    // With the review itself, at creation.
+    expect_denied(
+        write_review(
+            &carol,
+            None,
+            &with_decision(&stored, "oidc:carol", ALICE_ASSIGNMENT, "Deny"),
+        ),
+        &["spec.decisions", "kubectl pim review"],
+    );
+    // Alice may not review herself, even when named...
+    let named_alice =
+        stored_review(json!({"reviewers": {"principals": [{"user": "alice@contoso.com"}]}}));
+    expect_denied(
+        write_review(
+            &alice(),
+            Some(&named_alice),
+            &with_decision(&named_alice, "oidc:alice", ALICE_ASSIGNMENT, "Approve"),
+        ),
+        &["does not allow self-review"],
+    );
+    // ...unless the review says so.
+    let self_review = stored_review(json!({"reviewers": {"selfReview": true}}));
+    let own = write_review(
+        &alice(),
+        Some(&self_review),
+        &with_decision(&self_review, "oidc:alice", ALICE_ASSIGNMENT, "Approve"),
+    )
+    .unwrap();
+    assert_eq!(own["spec"]["decisions"][0]["reviewerAs"], "self");
+    // Nobody withdraws another reviewer's decision.
+    let decided = write_review(
+        &carol,
+        Some(&stored),
+        &with_decision(&stored, "oidc:carol", ALICE_ASSIGNMENT, "Deny"),
+    )
+    .unwrap();
+    let mut withdrawn = decided.clone();
+    withdrawn["spec"]["decisions"] = json!([]);
+    expect_denied(
+        write_review(&bob(), Some(&decided), &withdrawn),
+        &["only oidc:carol may withdraw their decision"],
+    );
+    // A reviewer does not rewrite the review: adding themselves as self-reviewer, say.
+    let mut widened = decided.clone();
+    widened["spec"]["reviewers"]["selfReview"] = json!(true);
+    expect_denied(
+        write_review(&carol, Some(&decided), &widened),
+        &["may change only their own spec.decisions"],
+    );
+    // A GitOps tool's service account changes the schedule, keeping the decisions.
+    let argo = user(
+        "system:serviceaccount:argocd:argocd-application-controller",
+        &[],
+        false,
+    );
+    let mut moved = decided.clone();
+    moved["spec"]["schedule"]["duration"] = json!("10d");
+    assert!(write_review(&argo, Some(&decided), &moved).is_ok());
+}

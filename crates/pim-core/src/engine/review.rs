@@ -309,10 +309,19 @@ pub fn reviewer_role(
 ) -> Result<String, String> {
     let names = catalog.principals().names;
     let spec = &assignment.spec;
+    // Reviewers are named as the directory of the assignment's group knows people, or by
+    // their Kubernetes username.
+    let mapped = catalog.principal_in_group(&spec.group, username).ok();
+    let me = |name: &str| {
+        same_identity(name, username, names)
+            || mapped
+                .as_deref()
+                .is_some_and(|m| same_identity(name, m, names))
+    };
     let is_principal = match spec.principal.resolve() {
-        Some(Principal::User(user)) => catalog
-            .principal_in_group(&spec.group, username)
-            .is_ok_and(|p| same_identity(&p, user, names)),
+        Some(Principal::User(user)) => mapped
+            .as_deref()
+            .is_some_and(|p| same_identity(p, user, names)),
         Some(Principal::Group(group)) => groups.iter().any(|g| g == group),
         None => false,
     };
@@ -329,7 +338,7 @@ pub fn reviewer_role(
     }
     for p in &reviewers.principals {
         match p.resolve() {
-            Some(Principal::User(u)) if same_identity(u, username, names) => {
+            Some(Principal::User(u)) if me(u) => {
                 return Ok("user".to_owned());
             }
             Some(Principal::Group(g)) if groups.iter().any(|c| c == g) => {
@@ -343,7 +352,10 @@ pub fn reviewer_role(
             .target(&spec.group, spec.role)
             .policy()
             .and_then(|p| p.approval.clone())
-        && approval.allows(username, groups, names)
+        && (approval.allows(username, groups, names)
+            || mapped
+                .as_deref()
+                .is_some_and(|m| approval.allows(m, groups, names)))
     {
         return Ok("approver".to_owned());
     }

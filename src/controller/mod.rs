@@ -388,6 +388,7 @@ pub async fn run_controllers(
     let assignment_changes = (
         Arc::new(AssignmentChanges::default()),
         Arc::new(AssignmentChanges::default()),
+        Arc::new(AssignmentChanges::default()),
     );
     let config = ControllerConfig::default().concurrency(deps.settings.config.concurrency);
     let shutdown = {
@@ -531,6 +532,12 @@ pub async fn run_controllers(
             .for_each(|_| async {});
     let review_controller = {
         let (for_assignments, for_groups) = (stores.reviews.clone(), stores.reviews.clone());
+        let assignment_changes = assignment_changes.2.clone();
+        let groups_for_reviews = stores.groups.clone();
+        let seen_labels = std::sync::Mutex::new(std::collections::HashMap::<
+            String,
+            std::collections::BTreeMap<String, String>,
+        >::new());
         let all = |store: &Store<Lenient<AccessReview>>| {
             store
                 .state()
@@ -540,9 +547,31 @@ pub async fn run_controllers(
         };
         Controller::for_shared_stream(reviews.subscribe(), stores.reviews.clone())
             .with_config(config.clone())
-            // Items follow the assignments in scope, and recommendations their activations.
-            .watches_shared_stream(assignments.subscribe(), move |_| all(&for_assignments))
-            .watches_shared_stream(groups.subscribe(), move |_| all(&for_groups))
+            // Items follow the assignments in scope: a new, changed or deleted one (not their
+            // status writes, which every assignment makes; resyncs refresh recommendations).
+            .watches_shared_stream(assignments.subscribe(), move |a| {
+                if assignment_changes.groups(&a).is_empty() {
+                    Vec::new()
+                } else {
+                    all(&for_assignments)
+                }
+            })
+            // Scopes name groups and select them by label: a group's spec change, deletion or
+            // new labels (not its status writes).
+            .watches_shared_stream(groups.subscribe(), move |g| {
+                let labels = g.metadata.labels.clone().unwrap_or_default();
+                let name = name_of(g.as_ref());
+                let relabelled = seen_labels
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name, labels.clone())
+                    .is_none_or(|before| before != labels);
+                if relabelled || group_changed(&groups_for_reviews, &g) {
+                    all(&for_groups)
+                } else {
+                    Vec::new()
+                }
+            })
             .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
             .graceful_shutdown_on(shutdown())
             .run(review::reconcile, review::error_policy, ctx.clone())
@@ -639,6 +668,7 @@ pub async fn run_controllers(
                             if let Some(name) = &a.metadata.name {
                                 changes.0.forget(name);
                                 changes.1.forget(name);
+                                changes.2.forget(name);
                                 own.forget(name);
                             }
                             if let Some(a) = a.object() {

@@ -372,6 +372,29 @@ impl Admission {
     }
 }
 
+/// The refusal to delete a review whose denials still stand: its status is where they are
+/// kept, so its deletion would make the denied assignments grant again. The manifests go first.
+fn standing_denials(catalog: &Catalog, review: &AccessReview) -> Option<String> {
+    let standing: Vec<&str> = review
+        .status
+        .iter()
+        .flat_map(|s| &s.denied)
+        .filter(|d| {
+            catalog.assignments.get(&d.assignment).is_some_and(|a| {
+                d.uid.is_none() || a.metadata.uid.is_none() || a.metadata.uid == d.uid
+            })
+        })
+        .map(|d| d.assignment.as_str())
+        .collect();
+    (!standing.is_empty()).then(|| {
+        format!(
+            "AccessReview {} denied EligibleAssignments that still exist: {}. Deleting the review would make them grant again; remove their manifests first (status.denied lists them)",
+            review.metadata.name.as_deref().unwrap_or_default(),
+            standing.join(", ")
+        )
+    })
+}
+
 /// `response` with the JSON patch that turns `object` into `after`.
 fn with_patch_to<T: serde::Serialize>(
     response: AdmissionResponse,
@@ -446,6 +469,10 @@ impl Admission {
                 last_grant(catalog, &gone.spec.group, gone.spec.role(), now, |after| {
                     after.requests.remove(&name);
                 })
+            }
+            Kind::AccessReview => {
+                let gone: AccessReview = serde_json::from_value(old).ok()?;
+                standing_denials(catalog, &gone)
             }
             _ => None,
         }

@@ -319,3 +319,64 @@ async fn reviewers_are_told_at_start_reminded_and_told_the_outcome() {
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(events().len(), 3);
 }
+
+/// A weekly review of one day, on the operator's manual clock across a month: each instance
+/// opens at its start and completes at its end, woken by the clock alone, and the completed
+/// ones are kept newest first.
+#[tokio::test]
+async fn a_weekly_review_runs_across_a_month_of_virtual_time() {
+    let mut h = Harness::new("").await;
+    h.policy("ops-policy", "30m", &[], |_| {}).await;
+    h.group("ops", "ops-policy").await;
+    h.assignment("alice-ops", "ops", ALICE).await;
+    let start = h.now();
+    create_review(&h, review_of_ops(start, Recurrence::Weekly, "1d")).await;
+    h.start();
+    let mut ids = Vec::new();
+    for week in 0..5 {
+        let id = start
+            .checked_add(jiff::SignedDuration::from_hours(7 * 24 * week))
+            .unwrap()
+            .to_string();
+        if week > 0 {
+            // From the end of the previous instance to an hour into this one.
+            h.advance((6 * 24 + 1) * 60);
+        }
+        eventually(&format!("week {week} opens"), || async {
+            review(&h)
+                .await
+                .status
+                .and_then(|s| s.current)
+                .is_some_and(|c| c.id == id && c.phase == Some(InstancePhase::InProgress))
+        })
+        .await;
+        // To the instance's end (week 0 opened at its very start, the others an hour in).
+        h.advance(if week == 0 { 24 * 60 } else { 23 * 60 });
+        eventually(&format!("week {week} completes"), || async {
+            review(&h)
+                .await
+                .status
+                .and_then(|s| s.current)
+                .is_some_and(|c| c.id == id && c.phase == Some(InstancePhase::Completed))
+        })
+        .await;
+        ids.push(id);
+    }
+    let status = review(&h).await.status.unwrap();
+    let completed: Vec<&str> = status.completed.iter().map(|c| c.id.as_str()).collect();
+    // The latest is `current`; four earlier ones are kept, newest first.
+    assert_eq!(
+        completed,
+        [&ids[3], &ids[2], &ids[1], &ids[0]].map(String::as_str)
+    );
+    assert_eq!(
+        status.next_start.map(|t| t.0.to_string()),
+        Some("2026-04-06T09:00:00Z".to_owned())
+    );
+    assert!(status.denied.is_empty(), "unreviewed is kept by default");
+    let metrics = h.metrics.encode();
+    assert!(
+        metrics.contains("pim_review_instances_completed_total 5"),
+        "{metrics}"
+    );
+}

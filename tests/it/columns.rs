@@ -254,3 +254,60 @@ async fn kubectl_get_ar_wide_shows_what_an_extension_extends() {
     assert_eq!(cell(&original, "REASON"), "Extended", "{original:?}");
     assert_eq!(cell(&original, "EXTENDS"), "", "{original:?}");
 }
+
+// Issue 19: `kubectl get arv` shows the recurrence, the latest instance's phase and progress,
+// its end as a time, and how many manifests a review asks to remove; `-o wide` the next start.
+#[tokio::test]
+async fn kubectl_get_arv_shows_progress_end_and_removals() {
+    use kube::api::PostParams;
+    use pim_operator::api::AccessReview;
+    use pim_operator::api::access_review::{
+        AccessReviewSpec, Recurrence, ReviewSchedule, ReviewScope, Reviewers,
+    };
+    use pim_operator::api::common::PrincipalRef;
+    let h = seed().await;
+    let spec = AccessReviewSpec {
+        scope: ReviewScope {
+            groups: vec!["ops".into()],
+            ..Default::default()
+        },
+        reviewers: Reviewers {
+            principals: vec![PrincipalRef::user(BOB)],
+            ..Default::default()
+        },
+        schedule: ReviewSchedule {
+            start: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(h.now()),
+            recurrence: Recurrence::Monthly,
+            duration: "7d".into(),
+        },
+        ..Default::default()
+    };
+    h.api::<AccessReview>()
+        .create(
+            &PostParams::default(),
+            &AccessReview::new("ops-monthly", spec),
+        )
+        .await
+        .unwrap();
+    eventually("the instance opens", || async {
+        let out = kubectl_get(&h, &["get", "arv"]).await;
+        rows(&out)
+            .first()
+            .is_some_and(|r| r.get("PHASE").is_some_and(|v| v == "InProgress"))
+    })
+    .await;
+    let arv = row(&h, &["get", "arv"], "ops-monthly").await;
+    assert_eq!(cell(&arv, "RECURRENCE"), "Monthly", "{arv:?}");
+    assert_eq!(cell(&arv, "REVIEWED"), "0/1", "{arv:?}");
+    assert_eq!(cell(&arv, "ENDS"), "2026-03-09T09:00:00Z", "{arv:?}");
+    assert_eq!(cell(&arv, "TO REMOVE"), "0", "{arv:?}");
+    assert!(
+        !arv.contains_key("NEXT"),
+        "priority 1 only with -o wide: {arv:?}"
+    );
+    let wide = row(&h, &["get", "arv", "-o", "wide"], "ops-monthly").await;
+    assert_eq!(cell(&wide, "NEXT"), "2026-04-02T09:00:00Z", "{wide:?}");
+    // In the `pim` category with the other kinds.
+    let all = kubectl_get(&h, &["get", "pim"]).await;
+    assert!(all.contains("accessreview.pim.dev/ops-monthly"), "{all}");
+}

@@ -958,3 +958,31 @@ fn assignments_an_access_review_denied_are_reported_until_removed() {
     let after = run("repo");
     assert_eq!(after.code, 0, "{}", after.stdout);
 }
+
+// Issue 19: an AccessReview's CEL rules, and what `validate` checks beyond the schema: the
+// schedule, the PimGroups it names and its label selector.
+#[test]
+fn access_review_rules() {
+    let head = "apiVersion: pim.dev/v1alpha1\nkind: AccessReview\nmetadata:\n  name: r\nspec:\n";
+    check_case(
+        "nothing in scope, nobody to review",
+        &format!(
+            "{head}  scope: {{roles: [member]}}\n  reviewers: {{selfReview: false}}\n  schedule: {{start: \"2026-11-02T09:00:00Z\", duration: 2d}}\n"
+        ),
+        &[
+            (6, 3, "cel-rule", "spec.scope"),
+            (7, 3, "cel-rule", "spec.reviewers"),
+        ],
+    );
+    check_case(
+        "overlapping instances, a missing group, a selector the API server refuses",
+        &format!(
+            "{head}  scope:\n    groups: [ops, nope]\n    groupSelector: {{matchExpressions: [{{key: tier, operator: Exists, values: [a]}}]}}\n  reviewers: {{principals: [{{user: lead}}]}}\n  schedule: {{start: \"2026-11-02T09:00:00Z\", recurrence: Weekly, duration: 8d}}\n"
+        ),
+        &[
+            (7, 19, "group-not-found", "spec.scope.groups[1]"),
+            (8, 5, "invalid-selector", "spec.scope.groupSelector"),
+            (10, 65, "invalid-schedule", "spec.schedule.duration"),
+        ],
+    );
+}

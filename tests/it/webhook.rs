@@ -2388,3 +2388,34 @@ fn review_decisions_are_refused_by_field_and_rule() {
     moved["spec"]["schedule"]["duration"] = json!("10d");
     assert!(write_review(&argo, Some(&decided), &moved).is_ok());
 }
+
+/// A review's denials live in its status: deleting it while a denied assignment still exists
+/// would make that assignment grant again, so the webhook refuses, naming what to remove first.
+#[test]
+fn a_review_with_standing_denials_is_not_deleted() {
+    let admission = admission(Some(keyring()));
+    let mut stored = stored_review(json!({}));
+    stored["status"] = json!({"denied": [{"assignment": ALICE_ASSIGNMENT, "instance": INSTANCE,
+        "at": "2026-11-29T09:00:00Z", "by": "oidc:carol"}]});
+    let admin = user("oidc:platform-admin", &["platform"], true);
+    let delete = |catalog: &Catalog| {
+        let wired = wire(
+            "AccessReview",
+            "accessreviews",
+            "DELETE",
+            &admin,
+            &Value::Null,
+            Some(&stored),
+        );
+        run_in(&admission, Stage::Validate, &wired, catalog)
+    };
+    let refused = delete(&catalog());
+    assert_refused(
+        &refused,
+        "denied EligibleAssignments that still exist: finreport-senioranalyst-alice",
+    );
+    // Once the manifest is gone, the review may go.
+    let mut without = catalog();
+    without.remove_assignment(ALICE_ASSIGNMENT);
+    assert!(delete(&without).allowed);
+}

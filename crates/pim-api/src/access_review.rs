@@ -16,8 +16,11 @@ use super::eligible_assignment::AssignmentType;
 
 /// Most decisions one review holds: every reviewer's, for every instance still kept.
 pub const DECISIONS_MAX: usize = 4096;
-/// Most assignments one instance reviews.
-pub const ITEMS_MAX: usize = 2048;
+/// Most assignments one instance reviews: with the latest completed instance and the denials,
+/// status stays well within what the API server stores for one object (about 1.5 MB).
+pub const ITEMS_MAX: usize = 500;
+/// Most denials one review holds at once (until their manifests are removed).
+pub const DENIED_MAX: usize = 1000;
 /// Completed instances kept in status, newest first.
 pub const INSTANCES_KEPT: usize = 4;
 
@@ -316,7 +319,8 @@ pub struct AccessReviewStatus {
     /// The instance in progress, or the latest completed one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current: Option<ReviewInstance>,
-    /// Earlier completed instances, newest first.
+    /// Earlier completed instances, newest first; only the newest keeps its items (every
+    /// decision stays in spec.decisions and the audit trail).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = INSTANCES_KEPT))]
     pub completed: Vec<ReviewInstance>,
@@ -324,7 +328,7 @@ pub struct AccessReviewStatus {
     pub next_start: Option<Time>,
     /// Assignments this review denied whose manifests still exist: remove them from Git.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = ITEMS_MAX))]
+    #[schemars(length(max = DENIED_MAX))]
     pub denied: Vec<DeniedAssignment>,
     /// `len(denied)`, for the printer column.
     #[serde(default, skip_serializing_if = "Option::is_none")]

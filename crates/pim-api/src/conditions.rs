@@ -118,6 +118,8 @@ pub mod reasons {
     pub const NOT_RUNNING: &str = "NotRunning";
     /// `Valid=True`, but some decisions carry no valid signature and are ignored.
     pub const UNVERIFIED_DECISIONS: &str = "UnverifiedDecisions";
+    /// `Valid=True`, but more assignments are in scope than one instance reviews.
+    pub const SCOPE_TOO_LARGE: &str = "ScopeTooLarge";
 
     // PimGroup.
     pub const GROUP_RESOLVED: &str = "GroupResolved";

@@ -65,14 +65,19 @@ pub fn check_review(catalog: &Catalog, review: &AccessReview) -> Vec<Finding> {
             );
         }
     }
-    if let Some(selector) = &scope.group_selector
-        && let Err(e) = kube::core::Selector::try_from(selector.clone())
-    {
-        out.push(Finding::new(
-            rules::INVALID_SELECTOR,
-            "spec.scope.groupSelector",
-            e.to_string(),
-        ));
+    if let Some(selector) = &scope.group_selector {
+        let problem = crate::engine::review::selector_problem(selector).or_else(|| {
+            kube::core::Selector::try_from(selector.clone())
+                .err()
+                .map(|e| e.to_string())
+        });
+        if let Some(problem) = problem {
+            out.push(Finding::new(
+                rules::INVALID_SELECTOR,
+                "spec.scope.groupSelector",
+                problem,
+            ));
+        }
     }
     out
 }

@@ -5,16 +5,16 @@
 use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp, ToSpan, tz::TimeZone};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::core::{Selector, SelectorExt};
 
 use super::Attestor;
 use super::alerts::last_activated;
 use super::catalog::Catalog;
 use crate::api::access_review::{
-    AccessReview, AccessReviewSpec, AccessReviewStatus, DeniedAssignment, INSTANCES_KEPT,
-    ITEMS_MAX, InstancePhase, Outcome, Recurrence, ReviewDecision, ReviewInstance, ReviewItem,
-    UnreviewedAction,
+    AccessReview, AccessReviewSpec, AccessReviewStatus, DENIED_MAX, DeniedAssignment,
+    INSTANCES_KEPT, ITEMS_MAX, InstancePhase, Outcome, Recurrence, ReviewDecision, ReviewInstance,
+    ReviewItem, UnreviewedAction,
 };
 use crate::api::activation_request::Decision;
 use crate::api::common::{Principal, PrincipalRef};
@@ -226,6 +226,9 @@ pub fn in_scope(
             return false;
         };
         // A selector the API server would refuse selects nothing, rather than everything.
+        if selector_problem(selector).is_some() {
+            return false;
+        }
         match Selector::try_from(selector.clone()) {
             Ok(selector) => {
                 let labels = group.metadata.labels.clone().unwrap_or_default();
@@ -240,8 +243,39 @@ pub fn in_scope(
             || scope.assignment_types.contains(&spec.assignment_type))
 }
 
+/// What the API server would refuse in a label selector, by the rules of k8s.io/apimachinery
+/// `pkg/apis/meta/v1/validation/validation.go` (`ValidateLabelSelectorRequirement`): `In` and
+/// `NotIn` need values, `Exists` and `DoesNotExist` take none, no other operator exists.
+pub fn selector_problem(selector: &LabelSelector) -> Option<String> {
+    for (i, requirement) in selector.match_expressions.iter().flatten().enumerate() {
+        let values = requirement.values.as_ref().map_or(0, Vec::len);
+        let at = format!("matchExpressions[{i}]");
+        match requirement.operator.as_str() {
+            "In" | "NotIn" if values == 0 => {
+                return Some(format!(
+                    "{at}.values: must be specified when operator is {}",
+                    requirement.operator
+                ));
+            }
+            "Exists" | "DoesNotExist" if values > 0 => {
+                return Some(format!(
+                    "{at}.values: may not be specified when operator is {}",
+                    requirement.operator
+                ));
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                return Some(format!(
+                    "{at}.operator: {other:?} is not a valid selector operator (In, NotIn, Exists, DoesNotExist)"
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// The assignments an instance covers at `at`: in scope, in effect, not already denied by a
-/// review. In name order, at most [`ITEMS_MAX`].
+/// review. In name order.
 pub fn subjects<'a>(
     catalog: &'a Catalog,
     review: &AccessReviewSpec,
@@ -259,7 +293,6 @@ pub fn subjects<'a>(
             (window.state(at) == AssignmentState::Effective && window.denied.is_none())
                 .then_some((a.as_ref(), window))
         })
-        .take(ITEMS_MAX)
         .collect()
 }
 
@@ -459,8 +492,29 @@ pub fn instance(
     } else {
         at
     };
+    let room = room_for_items(review);
+    // At the end, only what reviewers were shown: an assignment that joined the scope after the
+    // last pass was nobody's to decide, so `whenUnreviewed` does not apply to it.
+    let shown = |a: &EligibleAssignment| {
+        !completed
+            || review
+                .status
+                .as_ref()
+                .and_then(|s| s.current.as_ref())
+                .filter(|c| c.id == window.id)
+                .is_none_or(|c| {
+                    c.items.iter().any(|i| {
+                        i.assignment == name_of(a)
+                            && (i.uid.is_none()
+                                || a.metadata.uid.is_none()
+                                || i.uid == a.metadata.uid)
+                    })
+                })
+    };
     let items: Vec<ReviewItem> = subjects(catalog, &review.spec, seen_at)
         .into_iter()
+        .filter(|(a, _)| shown(a))
+        .take(room)
         .map(|(a, w)| {
             let name = name_of(a).to_owned();
             let uid = a.metadata.uid.clone();
@@ -513,6 +567,13 @@ pub fn instance(
         progress: Some(format!("{decided}/{}", items.len())),
         items,
     }
+}
+
+/// How many assignments one instance may cover: [`ITEMS_MAX`], and no more than the denials
+/// the status can still hold, so that the instance's end can always be recorded.
+pub fn room_for_items(review: &AccessReview) -> usize {
+    let denied = review.status.as_ref().map_or(0, |s| s.denied.len());
+    ITEMS_MAX.min(DENIED_MAX.saturating_sub(denied))
 }
 
 /// What one pass over a review decided.
@@ -638,6 +699,9 @@ pub fn reconcile_review(
             if let Some(previous) = status.current.take()
                 && previous.phase == Some(InstancePhase::Completed)
             {
+                for older in &mut status.completed {
+                    older.items.clear();
+                }
                 status.completed.insert(0, previous);
             }
         }
@@ -659,8 +723,19 @@ pub fn reconcile_review(
     status.next_start = line.next_start.map(Time);
     let running = line.current.as_ref();
     let unverified = unverified_decisions(review, attestor);
+    let in_scope = running.map_or(0, |_| subjects(catalog, &review.spec, now).len());
+    let room = room_for_items(review);
     let mut conditions = vec![
-        if unverified.is_empty() {
+        if in_scope > room {
+            condition(
+                types::VALID,
+                true,
+                reasons::SCOPE_TOO_LARGE,
+                format!(
+                    "{in_scope} assignments are in scope; an instance reviews at most {room} (the first by name), the others are kept: split the scope into several reviews, or remove the manifests status.denied lists"
+                ),
+            )
+        } else if unverified.is_empty() {
             condition(
                 types::VALID,
                 true,

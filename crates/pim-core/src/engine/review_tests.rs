@@ -7,9 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use super::*;
 use crate::api::access_policy::{AccessPolicySpec, ActivationSettings, ApprovalSettings};
 use crate::api::access_review::{
-    AccessReview, AccessReviewSpec, Recurrence, ReviewDecision, ReviewSchedule, ReviewScope,
-    Reviewers, UnreviewedAction,
+    AccessReview, AccessReviewSpec, InstancePhase, Recurrence, ReviewDecision, ReviewSchedule,
+    ReviewScope, Reviewers, UnreviewedAction,
 };
+use crate::api::access_review::{DENIED_MAX, ITEMS_MAX};
 use crate::api::activation_request::{
     ActivationRequest, ActivationRequestSpec, ActivationRequestStatus, Decision,
 };
@@ -425,6 +426,7 @@ fn a_weekly_review_across_a_month_on_virtual_time() {
     let mut now = ts("2026-03-01T00:00:00Z");
     let end = ts("2026-04-01T00:00:00Z");
     let mut next_wake: Option<Timestamp> = None;
+    let mut second = None;
     while now < end {
         // The reviewer denies Carol in the second instance.
         if now == ts("2026-03-10T12:00:00Z") {
@@ -454,6 +456,9 @@ fn a_weekly_review_across_a_month_on_virtual_time() {
         wakes.extend(out.next_change);
         opened.extend(out.opened.clone());
         if let Some((id, denied)) = out.completed {
+            if id == "2026-03-09T09:00:00Z" {
+                second = out.status.current.clone();
+            }
             completed.push((id, now, denied.len()));
         }
         now = now.checked_add(SignedDuration::from_hours(1)).unwrap();
@@ -522,8 +527,12 @@ fn a_weekly_review_across_a_month_on_virtual_time() {
     assert_eq!(current.progress.as_deref(), Some("0/2"));
     assert_eq!(status.completed.len(), 4);
     assert_eq!(status.completed[0].id, "2026-03-23T09:00:00Z");
-    // The second instance keeps who decided, when and why.
-    let second = &status.completed[2];
+    // Only the newest completed instance keeps its items in status.
+    assert_eq!(status.completed[0].items.len(), 2);
+    assert!(status.completed[1..].iter().all(|c| c.items.is_empty()));
+    // The second instance recorded who decided, when and why, at its end.
+    let second = second.unwrap();
+    assert_eq!(second.phase, Some(InstancePhase::Completed));
     let alice = second
         .items
         .iter()
@@ -546,4 +555,65 @@ fn an_instance_the_operator_never_opened_denies_nothing() {
     let out = pass(&mut c, &mut r, ts("2026-04-01T00:00:00Z"));
     assert!(out.completed.is_none() && out.opened.is_none());
     assert!(out.status.denied.is_empty());
+}
+
+#[test]
+fn an_assignment_nobody_was_shown_is_not_denied_for_want_of_a_decision() {
+    let mut c = catalog();
+    let mut r = review(Recurrence::Once, "7d", UnreviewedAction::Remove);
+    pass(&mut c, &mut r, ts("2026-03-02T09:00:00Z"));
+    // Erin's assignment appears after the last pass, a minute before the end.
+    c.insert_assignment(assignment(
+        "erin-fin",
+        "fin",
+        "erin",
+        AssignmentType::Eligible,
+    ));
+    let out = pass(&mut c, &mut r, ts("2026-03-09T09:00:00Z"));
+    let denied: Vec<String> = out
+        .completed
+        .unwrap()
+        .1
+        .into_iter()
+        .map(|d| d.assignment)
+        .collect();
+    assert_eq!(denied, ["alice-fin", "carol-fin", "dave-fin"]);
+}
+
+#[test]
+fn a_scope_larger_than_an_instance_reviews_the_first_and_says_so() {
+    let mut c = catalog();
+    for i in 0..ITEMS_MAX {
+        c.insert_assignment(assignment(
+            &format!("x{i:04}-fin"),
+            "fin",
+            &format!("user{i}"),
+            AssignmentType::Eligible,
+        ));
+    }
+    let mut r = review(Recurrence::Once, "7d", UnreviewedAction::Keep);
+    let out = pass(&mut c, &mut r, ts("2026-03-02T09:00:00Z"));
+    let current = out.status.current.clone().unwrap();
+    assert_eq!(current.items.len(), ITEMS_MAX);
+    assert_eq!(current.items[0].assignment, "alice-fin");
+    let valid = find_condition(&out.status, "Valid").unwrap();
+    assert_eq!(valid.reason, "ScopeTooLarge");
+    assert!(
+        valid.message.starts_with("503 assignments are in scope"),
+        "{}",
+        valid.message
+    );
+    // Denials still standing take room: the status can always record an instance's end.
+    let mut full = r.clone();
+    full.status.as_mut().unwrap().denied = (0..DENIED_MAX - 10)
+        .map(|i| crate::api::access_review::DeniedAssignment {
+            assignment: format!("gone-{i}"),
+            uid: None,
+            instance: "x".into(),
+            at: Time(ts("2026-01-01T00:00:00Z")),
+            by: UNREVIEWED.into(),
+            reason: None,
+        })
+        .collect();
+    assert_eq!(room_for_items(&full), 10);
 }

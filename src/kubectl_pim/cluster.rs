@@ -1,9 +1,9 @@
-//! Reading our four kinds from the API server, tolerating malformed objects.
+//! Reading our kinds from the API server, tolerating malformed objects.
 
 use kube::api::Api;
 
 use super::error::{CliError, describe_api_error, is_forbidden, is_not_found};
-use crate::api::{AccessPolicy, ActivationRequest, EligibleAssignment, PimGroup};
+use crate::api::{AccessPolicy, AccessReview, ActivationRequest, EligibleAssignment, PimGroup};
 use crate::engine::Catalog;
 
 /// Every well-formed object of a kind (a malformed one is left out, not fatal).
@@ -28,6 +28,13 @@ pub async fn load_catalog(client: &kube::Client) -> Result<Catalog, kube::Error>
     }
     for assignment in list::<EligibleAssignment>(client).await? {
         catalog.insert_assignment(assignment);
+    }
+    // Their denials end assignments. Requesters may not read reviews: then the assignments'
+    // own status says which are denied (see `eligibility::mine`), and the webhook decides.
+    match list::<AccessReview>(client).await {
+        Ok(reviews) => reviews.into_iter().for_each(|r| catalog.insert_review(r)),
+        Err(e) if is_forbidden(&e) || is_not_found(&e) => {}
+        Err(e) => return Err(e),
     }
     Ok(catalog)
 }

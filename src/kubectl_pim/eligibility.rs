@@ -8,7 +8,7 @@ use super::identity::Me;
 use super::render::{Table, when};
 use crate::api::EligibleAssignment;
 use crate::api::common::{Principal, Role};
-use crate::api::eligible_assignment::AssignmentType;
+use crate::api::eligible_assignment::{AssignmentPhase, AssignmentType};
 use crate::core::eligibility::{AssignmentState, AssignmentWindow, Eligibility, covering};
 use crate::core::violation::summarize;
 use crate::engine::Catalog;
@@ -21,6 +21,8 @@ pub struct Mine<'a> {
     pub via: String,
     /// Its window under the policy's caps, or why it is invalid.
     pub window: Result<AssignmentWindow, String>,
+    /// An access review denied it (its status says so, or a review the caller may read).
+    pub denied: bool,
 }
 
 impl Mine<'_> {
@@ -44,6 +46,10 @@ impl Mine<'_> {
 
     /// Whether it holds at `at`, in words: `yes`, `starts …`, `ended …`, `invalid: …`.
     pub fn state_text(&self, at: Timestamp, now: Timestamp) -> String {
+        if self.denied {
+            return "denied by an access review; it grants nothing until its manifest is removed"
+                .to_owned();
+        }
         match &self.window {
             Err(problem) => format!("invalid: {problem}"),
             Ok(w) => match w.state(at) {
@@ -103,12 +109,24 @@ pub fn mine<'a>(catalog: &'a Catalog, me: &Me, now: Timestamp) -> Vec<Mine<'a>> 
                 Principal::Group(g) if me.in_group(g) => format!("group:{g}"),
                 _ => return None,
             };
-            let window = catalog.assignment_window(a, now).map_err(|v| summarize(&v));
+            let denied = a
+                .status
+                .as_ref()
+                .is_some_and(|s| s.phase == Some(AssignmentPhase::Denied));
+            let window = if denied {
+                Err(
+                    "an access review denied it; it grants nothing until its manifest is removed"
+                        .to_owned(),
+                )
+            } else {
+                catalog.assignment_window(a, now).map_err(|v| summarize(&v))
+            };
             Some(Mine {
                 name: name.as_str(),
                 assignment: a.as_ref(),
                 via,
                 window,
+                denied,
             })
         })
         .collect();

@@ -1298,6 +1298,7 @@ async fn review_lists_mine_and_writes_exactly_my_decision() {
             duration: "7d".into(),
             ..Default::default()
         },
+        when_unreviewed: pim_operator::api::access_review::UnreviewedAction::Remove,
         ..Default::default()
     };
     h.api::<AccessReview>()
@@ -1423,7 +1424,22 @@ async fn review_lists_mine_and_writes_exactly_my_decision() {
         "{:?}",
         run.result
     );
-    // After the end, nothing takes decisions.
+    // No webhook here stamps or signs them: the operator counts none, and says so.
+    eventually("the unsigned decisions are reported", || async {
+        h.api::<AccessReview>()
+            .get("g-review")
+            .await
+            .unwrap()
+            .status
+            .is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Valid" && c.reason == "UnverifiedDecisions")
+            })
+    })
+    .await;
+    // After the end, nothing takes decisions; unreviewed (as far as the operator can prove),
+    // alice's assignment is removed under `whenUnreviewed: Remove` and grants nothing.
     h.clock.advance(SignedDuration::from_hours(7 * 24));
     let run = h
         .pim(&["review", "deny", "g-review", "alice-g", "--reason", "late"])
@@ -1432,5 +1448,28 @@ async fn review_lists_mine_and_writes_exactly_my_decision() {
         matches!(run.err(), CliError::Invalid(m) if m.contains("no instance of AccessReview g-review is taking decisions")),
         "{:?}",
         run.result
+    );
+    eventually("alice-g is denied", || async {
+        h.api::<EligibleAssignment>()
+            .get("alice-g")
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p == pim_operator::api::eligible_assignment::AssignmentPhase::Denied)
+    })
+    .await;
+    // `eligible` says so (from the assignment's status: requesters may not read reviews).
+    h.as_user("alice", &[]);
+    let out = h.pim(&["eligible"]).await;
+    let alice_g = out
+        .ok()
+        .lines()
+        .find(|l| l.contains(" alice-g "))
+        .unwrap_or_else(|| panic!("{}", out.out));
+    assert!(
+        alice_g.contains("no: denied by an access review"),
+        "{}",
+        out.out
     );
 }

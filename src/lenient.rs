@@ -18,6 +18,9 @@ pub struct Lenient<K> {
     pub parsed: Result<Arc<K>, String>,
     /// For a malformed object: the message of the `Malformed` condition already on it, if any.
     reported: Option<String>,
+    /// For a malformed object: its status as stored, for what must outlive a broken spec (an
+    /// AccessReview's denials).
+    pub malformed_status: Option<serde_json::Value>,
 }
 
 impl<K> Lenient<K> {
@@ -54,13 +57,16 @@ impl<'de, K: DeserializeOwned> Deserialize<'de> for Lenient<K> {
                 })
             })
             .and_then(|c| c.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+        let status = value.get("status").cloned();
         let parsed = serde_json::from_value::<K>(value)
             .map(Arc::new)
             .map_err(|e| e.to_string());
+        let malformed_status = status.filter(|_| parsed.is_err());
         Ok(Lenient {
             metadata,
             parsed,
             reported,
+            malformed_status,
         })
     }
 }
@@ -96,6 +102,30 @@ impl<K: Resource<DynamicType = ()>> Resource for Lenient<K> {
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
     }
+}
+
+/// A review as the catalog needs it: itself, or, when it no longer decodes, only its
+/// denials (from the stored status): a broken spec must not make denied assignments grant.
+pub fn review_for_catalog(
+    review: &Lenient<pim_api::AccessReview>,
+) -> Option<Arc<pim_api::AccessReview>> {
+    if let Ok(object) = &review.parsed {
+        return Some(object.clone());
+    }
+    let denied = review
+        .malformed_status
+        .as_ref()?
+        .get("denied")
+        .cloned()
+        .and_then(|d| serde_json::from_value(d).ok())?;
+    Some(Arc::new(pim_api::AccessReview {
+        metadata: review.metadata.clone(),
+        spec: Default::default(),
+        status: Some(pim_api::access_review::AccessReviewStatus {
+            denied,
+            ..Default::default()
+        }),
+    }))
 }
 
 /// The annotation in which `kubectl apply` keeps a copy of the whole applied object.
@@ -152,6 +182,24 @@ where
 mod tests {
     use super::*;
     use crate::api::ActivationRequest;
+
+    /// A review whose spec no longer decodes still contributes its denials, and only them.
+    #[test]
+    fn a_malformed_review_keeps_its_denials() {
+        let json = r#"{"apiVersion":"pim.dev/v1alpha1","kind":"AccessReview","metadata":{"name":"r","uid":"u"},"spec":{"scope":"everything"},"status":{"denied":[{"assignment":"ops-alice","uid":"a1","instance":"2026-11-02T09:00:00Z","at":"2026-11-04T09:00:00Z","by":"lead"}],"current":{"id":"x"}}}"#;
+        let item: Lenient<crate::api::AccessReview> = serde_json::from_str(json).unwrap();
+        assert!(item.parsed.is_err());
+        let salvaged = review_for_catalog(&item).unwrap();
+        let status = salvaged.status.clone().unwrap();
+        assert_eq!(status.denied.len(), 1);
+        assert_eq!(status.denied[0].assignment, "ops-alice");
+        assert_eq!(status.current, None, "only the denials");
+        assert_eq!(salvaged.metadata.name.as_deref(), Some("r"));
+        // A well-formed one is itself; a malformed one without denials contributes nothing.
+        let bare = r#"{"apiVersion":"pim.dev/v1alpha1","kind":"AccessReview","metadata":{"name":"r"},"spec":{"scope":"everything"}}"#;
+        let item: Lenient<crate::api::AccessReview> = serde_json::from_str(bare).unwrap();
+        assert!(review_for_catalog(&item).is_none());
+    }
 
     #[test]
     fn stripping_drops_managed_fields_and_last_applied_only() {

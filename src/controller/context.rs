@@ -101,8 +101,8 @@ impl Stores {
             }
         }
         for r in self.reviews.state() {
-            if let Ok(object) = &r.parsed {
-                catalog.insert_review(object.clone());
+            if let Some(object) = crate::lenient::review_for_catalog(&r) {
+                catalog.insert_review(object);
             }
         }
         catalog

@@ -341,6 +341,8 @@ pub async fn run_controllers(
         mpsc::unbounded_channel::<ObjectRef<Lenient<EligibleAssignment>>>();
     let (grant_triggers, grants_triggered) =
         mpsc::unbounded_channel::<ObjectRef<Lenient<PimGrant>>>();
+    let (review_triggers, reviews_triggered) =
+        mpsc::unbounded_channel::<ObjectRef<Lenient<AccessReview>>>();
     let reporter = Reporter {
         controller: "pim-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -531,7 +533,11 @@ pub async fn run_controllers(
             .run(ledger::reconcile_orphan, ledger::error_policy, ctx.clone())
             .for_each(|_| async {});
     let review_controller = {
-        let (for_assignments, for_groups) = (stores.reviews.clone(), stores.reviews.clone());
+        let (for_assignments, for_groups, for_policies) = (
+            stores.reviews.clone(),
+            stores.reviews.clone(),
+            stores.reviews.clone(),
+        );
         let assignment_changes = assignment_changes.2.clone();
         let groups_for_reviews = stores.groups.clone();
         let seen_labels = std::sync::Mutex::new(std::collections::HashMap::<
@@ -572,6 +578,9 @@ pub async fn run_controllers(
                     Vec::new()
                 }
             })
+            // Policy approvers review under `policyApprovers`.
+            .watches_shared_stream(policies.subscribe(), move |_| all(&for_policies))
+            .reconcile_on(UnboundedReceiverStream::new(reviews_triggered))
             .reconcile_all_on(clock_jumps(deps.clock.as_ref()))
             .graceful_shutdown_on(shutdown())
             .run(review::reconcile, review::error_policy, ctx.clone())
@@ -652,12 +661,13 @@ pub async fn run_controllers(
                 move |event| index.before_store(event)
             },
             {
-                let (stores, requests, groups, changes, own) = (
+                let (stores, requests, groups, changes, own, reviews) = (
                     stores.clone(),
                     ctx.request_triggers.clone(),
                     group_triggers.clone(),
                     assignment_changes.clone(),
                     status_only.1.clone(),
+                    review_triggers.clone(),
                 );
                 move |event| {
                     stores
@@ -670,6 +680,11 @@ pub async fn run_controllers(
                                 changes.1.forget(name);
                                 changes.2.forget(name);
                                 own.forget(name);
+                            }
+                            // Shared streams carry no deletions: a review lists what to
+                            // remove, and one gone leaves its list.
+                            for r in stores.reviews.state() {
+                                drop(reviews.send(ObjectRef::from_obj(r.as_ref())));
                             }
                             if let Some(a) = a.object() {
                                 requests_of(&stores, std::slice::from_ref(&a.spec.group))
@@ -773,7 +788,41 @@ pub async fn run_controllers(
             group_triggers.clone(),
             assignment_triggers.clone(),
         );
+        let last_denied = std::sync::Mutex::new(std::collections::HashMap::<
+            String,
+            Vec<(String, Option<String>)>,
+        >::new());
         move |event| {
+            // Only a change of a review's denials moves anything (not its other status writes).
+            let (name, now_denied) = match event {
+                watcher::Event::Apply(r) | watcher::Event::InitApply(r) => (
+                    name_of(r),
+                    crate::lenient::review_for_catalog(r)
+                        .and_then(|r| r.status.clone())
+                        .map(|s| {
+                            s.denied
+                                .into_iter()
+                                .map(|d| (d.assignment, d.uid))
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_default(),
+                ),
+                watcher::Event::Delete(r) => (name_of(r), Vec::new()),
+                _ => return,
+            };
+            let before = {
+                let mut seen = last_denied.lock().unwrap_or_else(|e| e.into_inner());
+                let before = seen
+                    .insert(name.clone(), now_denied.clone())
+                    .unwrap_or_default();
+                if matches!(event, watcher::Event::Delete(_)) {
+                    seen.remove(&name);
+                }
+                before
+            };
+            if before == now_denied {
+                return;
+            }
             let denied: Vec<String> = match event {
                 watcher::Event::Apply(r)
                 | watcher::Event::Delete(r)

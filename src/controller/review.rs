@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::core::Resource;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 
 use super::context::{Context, back_off, timed};
 use super::error::Error;
@@ -15,7 +16,7 @@ use super::writes::{apply_status, report_malformed};
 use crate::api::AccessReview;
 use crate::api::access_review::AccessReviewStatus;
 use crate::api::conditions::types;
-use crate::engine::review::reconcile_review;
+use crate::engine::review::reconcile_review_with;
 use crate::lenient::Lenient;
 
 pub const KIND: &str = "AccessReview";
@@ -50,7 +51,16 @@ async fn reconcile_one(object: &Lenient<AccessReview>, ctx: &Context) -> Result<
         return Ok(Action::await_change());
     };
     let catalog = ctx.stores.catalog();
-    let outcome = reconcile_review(&catalog, review, ctx.attestor.as_ref(), now);
+    // A denial goes only with its assignment: one that merely fails to decode keeps it.
+    let exists = |name: &str, uid: Option<&str>| {
+        ctx.stores
+            .assignments
+            .get(&ObjectRef::new(name))
+            .is_some_and(|a| {
+                uid.is_none() || a.metadata.uid.is_none() || a.metadata.uid.as_deref() == uid
+            })
+    };
+    let outcome = reconcile_review_with(&catalog, review, ctx.attestor.as_ref(), now, &exists);
     let stored = review.status.clone().unwrap_or_default();
     if outcome.status != stored {
         // `status.delivery` belongs to the notifier's field manager: never applied from here.

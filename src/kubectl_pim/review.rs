@@ -22,7 +22,7 @@ use crate::api::AccessReview;
 use crate::api::access_review::{InstancePhase, ReviewItem};
 use crate::api::activation_request::Decision;
 use crate::engine::Catalog;
-use crate::engine::review::{reviewer_role, settings, timeline};
+use crate::engine::review::{reviewer_role, running_instance, settings, timeline};
 
 /// How often a decision is retried when the list changed between reading and writing.
 const ATTEMPTS: usize = 3;
@@ -164,17 +164,17 @@ pub async fn decide(
             ))
         })?;
         let now = ctx.clock.now();
-        let line = timeline(
-            object.spec.schedule.start.0,
-            object.spec.schedule.recurrence,
-            length.length,
-            now,
-        );
-        let Some(instance) = line.current else {
+        let Some(instance) = running_instance(&object, &length, now) else {
+            let next = timeline(
+                object.spec.schedule.start.0,
+                object.spec.schedule.recurrence,
+                length.length,
+                now,
+            )
+            .next_start;
             return Err(CliError::Invalid(format!(
                 "no instance of AccessReview {review} is taking decisions now{}",
-                line.next_start
-                    .map(|s| format!("; the next starts {}", when(s, now)))
+                next.map(|s| format!("; the next starts {}", when(s, now)))
                     .unwrap_or_default()
             )));
         };

@@ -581,21 +581,33 @@ impl Simulation {
         let Some(object) = self.catalog.reviews.get(review).cloned() else {
             return;
         };
-        let running = review::settings(&object.spec).ok().and_then(|s| {
-            review::timeline(
-                object.spec.schedule.start.0,
-                object.spec.schedule.recurrence,
-                s.length,
-                self.now,
-            )
-            .current
-        });
+        let running = review::settings(&object.spec)
+            .ok()
+            .and_then(|s| review::running_instance(&object, &s, self.now));
         let Some(instance) = running else {
             self.timeline.notes.push(format!(
                 "{} decides on {assignment} in {review} at {}, when no instance runs: ignored",
                 planned.approver, self.now
             ));
             return;
+        };
+        // As the webhook would: only reviewers the review names decide, never on their own
+        // assignment unless it allows self-review.
+        let role = match self.catalog.assignments.get(assignment) {
+            Some(a) => {
+                review::reviewer_role(&self.catalog, &object.spec, a, &planned.approver, &[])
+            }
+            None => Err(format!("no EligibleAssignment {assignment:?}")),
+        };
+        let role = match role {
+            Ok(role) => role,
+            Err(why) => {
+                self.timeline.notes.push(format!(
+                    "{} decides on {assignment} in {review} at {}: refused, as the webhook would ({why})",
+                    planned.approver, self.now
+                ));
+                return;
+            }
         };
         let mut object = (*object).clone();
         object.spec.decisions.retain(|d| {
@@ -615,6 +627,7 @@ impl Simulation {
                 .assignments
                 .get(assignment)
                 .and_then(|a| a.metadata.uid.clone()),
+            reviewer_as: Some(role),
             ..Default::default()
         });
         self.catalog.insert_review(object);

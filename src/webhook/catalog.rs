@@ -137,9 +137,13 @@ impl WatchedCatalog {
     }
 }
 
-/// The object of a watch event the catalog keeps: well-formed, and for requests, open.
+/// The object of a watch event the catalog keeps: well-formed, and for requests, open; or
+/// what a malformed one must still contribute.
 fn kept<K: Cached>(object: &Lenient<K>) -> Option<Arc<K>> {
-    object.parsed.as_ref().ok().filter(|o| o.kept()).cloned()
+    match &object.parsed {
+        Ok(parsed) => Some(parsed.clone()).filter(|o| o.kept()),
+        Err(_) => K::salvage(object),
+    }
 }
 
 /// What the webhook's catalog does with each kind.
@@ -157,6 +161,10 @@ trait Cached:
     fn names(catalog: &Catalog) -> Vec<String>;
     fn kept(&self) -> bool {
         true
+    }
+    /// What of a malformed object the catalog still keeps: nothing, by default.
+    fn salvage(_object: &Lenient<Self>) -> Option<Arc<Self>> {
+        None
     }
 }
 
@@ -221,5 +229,9 @@ impl Cached for AccessReview {
     }
     fn names(catalog: &Catalog) -> Vec<String> {
         catalog.reviews.keys().cloned().collect()
+    }
+    /// Its denials: a broken spec must not make denied assignments grant.
+    fn salvage(object: &Lenient<Self>) -> Option<Arc<Self>> {
+        crate::lenient::review_for_catalog(object)
     }
 }

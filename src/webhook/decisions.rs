@@ -1,7 +1,10 @@
 //! Who may write which AccessReview decisions, and what is stamped and signed: each reviewer
 //! writes only their own entries, only in the instance running, only on assignments under
-//! review that the review lets them decide (never their own unless `selfReview`). Reviewers do
-//! not rewrite the review itself: that goes through Git.
+//! review that the review as stored lets them decide (never their own unless `selfReview`).
+//! People change nothing else of a review: its scope, reviewers and schedule change through
+//! Git (a GitOps tool's service account), so nobody widens a review to decide under it.
+//! Entries of instances whose end is on record no longer count and may be dropped by anyone;
+//! the webhook drops them itself whenever it stamps a new one, so the list does not grow.
 
 use std::collections::BTreeMap;
 
@@ -9,9 +12,12 @@ use jiff::SignedDuration;
 
 use super::activation::{Denied, Rules, deny};
 use super::identity::Caller;
+use crate::api::AccessReview;
 use crate::api::access_review::{AccessReviewSpec, ReviewDecision};
 use crate::core::identity::same_identity;
-use crate::engine::review::{reviewer_role, settings, subjects, timeline};
+use crate::engine::review::{
+    recorded_complete, reviewer_role, running_instance, settings, subjects,
+};
 
 /// Entries by (instance, assignment, reviewer): the list's map keys.
 type Key<'a> = (&'a str, &'a str, &'a str);
@@ -47,24 +53,67 @@ fn without_decisions(spec: &AccessReviewSpec) -> AccessReviewSpec {
     }
 }
 
-/// Checks a write of a review; returns the indexes in `new` of the entries the caller added or
-/// changed, each of which the caller may make, and why (`reviewer_as`).
+/// Whether `new` differs from `old` only by dropped entries of instances whose end is on
+/// record: what anyone, a tool included, may do.
+pub fn only_pruned(old: Option<&AccessReview>, new: &AccessReviewSpec) -> bool {
+    let Some(old) = old else {
+        return new.decisions.is_empty();
+    };
+    let (before, after) = (by_key(&old.spec), by_key(new));
+    after.iter().all(|(k, d)| before.get(k) == Some(d))
+        && before
+            .iter()
+            .filter(|(k, _)| !after.contains_key(*k))
+            .all(|(_, d)| recorded_complete(old, &d.instance))
+}
+
+/// Checks a person's write of a review; returns the indexes in `new` of the entries the caller
+/// added or changed, each with why the caller may make it (`reviewer_as`).
 fn check(
     rules: &Rules<'_>,
     caller: &Caller,
-    old: Option<&AccessReviewSpec>,
+    old: Option<&AccessReview>,
     new: &AccessReviewSpec,
 ) -> Result<Vec<(usize, String)>, Denied> {
     let names = rules.principals.names;
-    let empty = AccessReviewSpec::default();
-    let before = by_key(old.unwrap_or(&empty));
+    let Some(old) = old else {
+        if new.decisions.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Err(deny(
+            "spec.decisions",
+            "decisions are written to an existing AccessReview while an instance runs (`kubectl pim review`), never with the review itself",
+        ));
+    };
+    if without_decisions(&old.spec) != without_decisions(new) {
+        return Err(deny(
+            "spec",
+            format!(
+                "{} may change only their own spec.decisions; an AccessReview's scope, reviewers and schedule change through Git (a GitOps tool applies them), so that nobody widens a review to decide under it",
+                caller.username
+            ),
+        ));
+    }
+    let running = settings(&old.spec)
+        .ok()
+        .and_then(|s| running_instance(old, &s, rules.now));
+    let before = by_key(&old.spec);
     let after = by_key(new);
     for (key, d) in &before {
-        if !after.contains_key(key) && !same_identity(d.reviewer.as_str(), &caller.username, names)
-        {
+        if after.contains_key(key) || recorded_complete(old, &d.instance) {
+            continue;
+        }
+        let own = same_identity(d.reviewer.as_str(), &caller.username, names);
+        let open = running.as_ref().is_some_and(|w| w.id == d.instance);
+        if !own || !open {
             return Err(deny(
                 field(d),
-                format!("only {} may withdraw their decision", d.reviewer),
+                if own {
+                    "the instance of this decision has ended: it can no longer be withdrawn"
+                        .to_owned()
+                } else {
+                    format!("only {} may withdraw their decision", d.reviewer)
+                },
             ));
         }
     }
@@ -82,41 +131,12 @@ fn check(
                 .is_none_or(|b| *b != *d)
         })
         .collect();
-    if let Some(old) = old
-        && without_decisions(old) != without_decisions(new)
-        && may_review_any(rules, caller, old)
-    {
-        return Err(deny(
-            "spec",
-            format!(
-                "{} reviews under this AccessReview, so may change only their own spec.decisions; its scope, reviewers and schedule change through Git",
-                caller.username
-            ),
-        ));
-    }
     if changed.is_empty() {
         return Ok(Vec::new());
     }
-    if old.is_none() {
-        return Err(deny(
-            "spec.decisions",
-            "decisions are written to an existing AccessReview while an instance runs (`kubectl pim review`), never with the review itself",
-        ));
-    }
-    let length = settings(new).map_err(|problems| {
-        let first = &problems[0];
-        deny(first.field.clone(), first.message.clone())
-    })?;
-    let running = timeline(
-        new.schedule.start.0,
-        new.schedule.recurrence,
-        length.length,
-        rules.now,
-    );
     let under_review = running
-        .current
         .as_ref()
-        .map(|_| subjects(rules.catalog, new, rules.now))
+        .map(|_| subjects(rules.catalog, &old.spec, rules.now))
         .unwrap_or_default();
     let mut out = Vec::new();
     for (i, d) in changed {
@@ -130,7 +150,7 @@ fn check(
                 ),
             ));
         }
-        match &running.current {
+        match &running {
             Some(w) if w.id == d.instance => {}
             Some(w) => {
                 return Err(deny(
@@ -144,13 +164,7 @@ fn check(
             None => {
                 return Err(deny(
                     format!("{field}.instance"),
-                    format!(
-                        "no instance of this review is taking decisions now{}",
-                        running
-                            .next_start
-                            .map(|s| format!("; the next starts at {s}"))
-                            .unwrap_or_default()
-                    ),
+                    "no instance of this review is taking decisions now",
                 ));
             }
         }
@@ -168,7 +182,7 @@ fn check(
         };
         let role = reviewer_role(
             rules.catalog,
-            new,
+            &old.spec,
             assignment,
             &caller.username,
             &caller.groups,
@@ -179,34 +193,13 @@ fn check(
     Ok(out)
 }
 
-/// Whether the caller may decide anything under `spec` now: named, or a reviewer of any
-/// assignment under review.
-fn may_review_any(rules: &Rules<'_>, caller: &Caller, spec: &AccessReviewSpec) -> bool {
-    let names = rules.principals.names;
-    // Named by username or group; named as a directory principal, they are found below
-    // through the assignments under review.
-    let named = spec.reviewers.principals.iter().any(|p| {
-        p.user
-            .as_deref()
-            .is_some_and(|u| same_identity(u, &caller.username, names))
-            || p.group
-                .as_deref()
-                .is_some_and(|g| caller.groups.iter().any(|c| c == g))
-    });
-    named
-        || subjects(rules.catalog, spec, rules.now)
-            .into_iter()
-            .any(|(a, _)| {
-                reviewer_role(rules.catalog, spec, a, &caller.username, &caller.groups).is_ok()
-            })
-}
-
-/// Stamps and signs the caller's own new or changed decisions. `uid` is the review's.
+/// Stamps and signs the caller's own new or changed decisions, and drops the entries of
+/// instances whose end is on record. `uid` is the review's.
 pub fn mutate(
     rules: &Rules<'_>,
     caller: &Caller,
     uid: &str,
-    old: Option<&AccessReviewSpec>,
+    old: Option<&AccessReview>,
     new: &AccessReviewSpec,
 ) -> Result<AccessReviewSpec, Denied> {
     let touched = check(rules, caller, old, new)?;
@@ -229,6 +222,10 @@ pub fn mutate(
         entry.attestation = None;
         entry.attestation = Some(keyring.sign_review_decision(uid, entry));
     }
+    if let Some(old) = old {
+        out.decisions
+            .retain(|d| !recorded_complete(old, &d.instance));
+    }
     Ok(out)
 }
 
@@ -238,7 +235,7 @@ pub fn validate(
     rules: &Rules<'_>,
     caller: &Caller,
     uid: &str,
-    old: Option<&AccessReviewSpec>,
+    old: Option<&AccessReview>,
     new: &AccessReviewSpec,
 ) -> Result<(), Denied> {
     let touched = check(rules, caller, old, new)?;

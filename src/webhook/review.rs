@@ -324,26 +324,35 @@ impl Admission {
         review: &AccessReview,
         old: Option<&Value>,
     ) -> Result<Option<AccessReview>, String> {
+        // The stored status is only read for which instances are on record: one that no
+        // longer decodes (a schema change) must not stop the review from being fixed.
         let old = match old {
-            Some(o) => Some(
-                serde_json::from_value::<AccessReview>(o.clone())
-                    .map_err(|_| "the stored object could not be decoded".to_owned())?,
-            ),
+            Some(o) => {
+                let decoded = serde_json::from_value::<AccessReview>(o.clone()).or_else(|_| {
+                    let mut without_status = o.clone();
+                    if let Some(fields) = without_status.as_object_mut() {
+                        fields.remove("status");
+                    }
+                    serde_json::from_value::<AccessReview>(without_status)
+                });
+                Some(decoded.map_err(|_| "the stored object could not be decoded".to_owned())?)
+            }
             None => None,
         };
-        let old_spec = old.as_ref().map(|o| &o.spec);
         let caller = match Caller::from_user_info_with(
             &request.user_info,
             &self.mfa_claim,
             self.auth_time_claim.as_deref(),
         ) {
             Ok(caller) => caller,
-            // Tools (a GitOps controller's service account) apply reviews; decisions are
-            // people's.
+            // Tools (a GitOps controller's service account) apply reviews and may drop the
+            // decisions of instances on record; decisions themselves are people's.
             Err(e) => {
-                let same =
-                    old_spec.map_or(&[][..], |o| &o.decisions[..]) == &review.spec.decisions[..];
-                return if same { Ok(None) } else { Err(e.to_string()) };
+                return if decisions::only_pruned(old.as_ref(), &review.spec) {
+                    Ok(None)
+                } else {
+                    Err(e.to_string())
+                };
             }
         };
         let rules = Rules {
@@ -358,27 +367,31 @@ impl Admission {
             .unwrap_or_default();
         match stage {
             Stage::Mutate => {
-                let stamped = decisions::mutate(&rules, &caller, uid, old_spec, &review.spec)
+                let stamped = decisions::mutate(&rules, &caller, uid, old.as_ref(), &review.spec)
                     .map_err(|d| d.to_string())?;
                 Ok((stamped != review.spec).then(|| AccessReview {
                     spec: stamped,
                     ..review.clone()
                 }))
             }
-            Stage::Validate => decisions::validate(&rules, &caller, uid, old_spec, &review.spec)
-                .map(|()| None)
-                .map_err(|d| d.to_string()),
+            Stage::Validate => {
+                decisions::validate(&rules, &caller, uid, old.as_ref(), &review.spec)
+                    .map(|()| None)
+                    .map_err(|d| d.to_string())
+            }
         }
     }
 }
 
 /// The refusal to delete a review whose denials still stand: its status is where they are
 /// kept, so its deletion would make the denied assignments grant again. The manifests go first.
-fn standing_denials(catalog: &Catalog, review: &AccessReview) -> Option<String> {
-    let standing: Vec<&str> = review
-        .status
+fn standing_denials(
+    catalog: &Catalog,
+    review: &str,
+    denied: &[crate::api::access_review::DeniedAssignment],
+) -> Option<String> {
+    let standing: Vec<&str> = denied
         .iter()
-        .flat_map(|s| &s.denied)
         .filter(|d| {
             catalog.assignments.get(&d.assignment).is_some_and(|a| {
                 d.uid.is_none() || a.metadata.uid.is_none() || a.metadata.uid == d.uid
@@ -388,8 +401,7 @@ fn standing_denials(catalog: &Catalog, review: &AccessReview) -> Option<String> 
         .collect();
     (!standing.is_empty()).then(|| {
         format!(
-            "AccessReview {} denied EligibleAssignments that still exist: {}. Deleting the review would make them grant again; remove their manifests first (status.denied lists them)",
-            review.metadata.name.as_deref().unwrap_or_default(),
+            "AccessReview {review} denied EligibleAssignments that still exist: {}. Deleting the review would make them grant again; remove their manifests first (status.denied lists them)",
             standing.join(", ")
         )
     })
@@ -471,8 +483,18 @@ impl Admission {
                 })
             }
             Kind::AccessReview => {
-                let gone: AccessReview = serde_json::from_value(old).ok()?;
-                standing_denials(catalog, &gone)
+                // Only the denials are read, so that a review that no longer decodes is
+                // guarded too.
+                let name = old
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)?
+                    .to_owned();
+                let denied: Vec<crate::api::access_review::DeniedAssignment> = old
+                    .pointer("/status/denied")
+                    .cloned()
+                    .and_then(|d| serde_json::from_value(d).ok())
+                    .unwrap_or_default();
+                standing_denials(catalog, &name, &denied)
             }
             _ => None,
         }

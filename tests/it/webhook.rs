@@ -2419,3 +2419,72 @@ fn a_review_with_standing_denials_is_not_deleted() {
     without.remove_assignment(ALICE_ASSIGNMENT);
     assert!(delete(&without).allowed);
 }
+
+/// A person changes only decisions (even one the review does not name: otherwise they could
+/// widen it and decide under it); decisions of an ended instance stay until its end is on
+/// record, and then anyone may drop them, the webhook first of all.
+#[test]
+fn people_change_only_decisions_and_ended_instances_are_pruned() {
+    let carol = user("oidc:carol", &[], true);
+    let stored = stored_review(json!({}));
+    // Alice, not a reviewer, makes herself one.
+    let mut widened = stored.clone();
+    widened["spec"]["reviewers"]["selfReview"] = json!(true);
+    expect_denied(
+        write_review(&alice(), Some(&stored), &widened),
+        &[
+            "oidc:alice may change only their own spec.decisions",
+            "through Git",
+        ],
+    );
+    // Carol decides; the instance ends before the operator records it: her entry stays hers.
+    let decided = write_review(
+        &carol,
+        Some(&stored),
+        &with_decision(&stored, "oidc:carol", ALICE_ASSIGNMENT, "Deny"),
+    )
+    .unwrap();
+    let mut ended = decided.clone();
+    ended["spec"]["schedule"]["start"] = json!("2026-11-12T09:00:00Z");
+    let mut withdrawn = ended.clone();
+    withdrawn["spec"]["decisions"] = json!([]);
+    expect_denied(
+        write_review(&carol, Some(&ended), &withdrawn),
+        &["can no longer be withdrawn"],
+    );
+    let argo = user(
+        "system:serviceaccount:argocd:argocd-application-controller",
+        &[],
+        false,
+    );
+    expect_denied(
+        write_review(&argo, Some(&ended), &withdrawn),
+        &["service account"],
+    );
+    // Once the status records the instance completed, a tool may drop its entries...
+    let mut recorded = ended.clone();
+    recorded["status"] = json!({"current": {"id": INSTANCE, "start": INSTANCE,
+        "end": "2026-11-19T09:00:00Z", "phase": "Completed"}});
+    let mut pruned = recorded.clone();
+    pruned["spec"]["decisions"] = json!([]);
+    assert!(write_review(&argo, Some(&recorded), &pruned).is_ok());
+    // ...and the webhook drops them when the next decision is written.
+    let mut next = recorded.clone();
+    next["spec"]["schedule"] = json!({"start": "2026-11-22T09:00:00Z", "duration": "7d"});
+    next["status"]["current"]["id"] = json!("2026-11-15T09:00:00Z");
+    next["status"]["current"]["start"] = json!("2026-11-15T09:00:00Z");
+    next["spec"]["decisions"][0]["instance"] = json!("2026-11-15T09:00:00Z");
+    let written = write_review(
+        &carol,
+        Some(&next),
+        &with_decision(&next, "oidc:carol", ALICE_ASSIGNMENT, "Approve"),
+    )
+    .unwrap();
+    let instances: Vec<&str> = written["spec"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["instance"].as_str().unwrap())
+        .collect();
+    assert_eq!(instances, [INSTANCE]);
+}

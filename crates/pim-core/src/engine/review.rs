@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use jiff::{SignedDuration, Timestamp, ToSpan, tz::TimeZone};
+use jiff::{SignedDuration, Span, Timestamp, tz::TimeZone};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::core::{Selector, SelectorExt};
 
@@ -136,15 +136,19 @@ fn shortest_period(recurrence: Recurrence) -> Option<SignedDuration> {
 /// review starting on the 31st runs on the last day of shorter months and on the 31st again
 /// after them.
 pub fn nth_start(first: Timestamp, recurrence: Recurrence, k: i64) -> Option<Timestamp> {
+    // Checked throughout: a manifest may name any year, and spans out of range are errors.
     let months = match recurrence {
         Recurrence::Once => return (k == 0).then_some(first),
-        Recurrence::Weekly => return first.checked_add((7 * 24 * k).hours()).ok(),
+        Recurrence::Weekly => {
+            let hours = k.checked_mul(7 * 24)?;
+            return first.checked_add(Span::new().try_hours(hours).ok()?).ok();
+        }
         Recurrence::Monthly => k,
-        Recurrence::Quarterly => 3 * k,
+        Recurrence::Quarterly => k.checked_mul(3)?,
     };
     let start = first.to_zoned(TimeZone::UTC);
     start
-        .checked_add(months.months())
+        .checked_add(Span::new().try_months(months).ok()?)
         .ok()
         .map(|z| z.timestamp())
 }
@@ -210,6 +214,59 @@ pub fn timeline(
     }
     out.next_start = nth_start(first, recurrence, k + 1);
     out
+}
+
+/// The instance taking decisions at `now`: the one the status shows running until its end
+/// (a schedule changed meanwhile does not cut it short), else the schedule's.
+pub fn running_instance(
+    review: &AccessReview,
+    settings: &ReviewSettings,
+    now: Timestamp,
+) -> Option<InstanceWindow> {
+    let stored = review
+        .status
+        .as_ref()
+        .and_then(|s| s.current.as_ref())
+        .filter(|c| c.phase == Some(InstancePhase::InProgress) && now < c.end.0);
+    match stored {
+        Some(c) => Some(InstanceWindow {
+            id: c.id.clone(),
+            start: c.start.0,
+            end: c.end.0,
+        }),
+        None => {
+            timeline(
+                review.spec.schedule.start.0,
+                review.spec.schedule.recurrence,
+                settings.length,
+                now,
+            )
+            .current
+        }
+    }
+}
+
+/// Whether an instance's end is on record, so its decisions no longer count for anything
+/// and may be dropped: it is the completed current one, a kept completed one, or older than
+/// every instance on record.
+pub fn recorded_complete(review: &AccessReview, instance: &str) -> bool {
+    let Some(status) = review.status.as_ref() else {
+        return false;
+    };
+    let recorded = status
+        .current
+        .iter()
+        .filter(|c| c.phase == Some(InstancePhase::Completed))
+        .chain(&status.completed);
+    let mut oldest: Option<Timestamp> = None;
+    for c in recorded {
+        if c.id == instance {
+            return true;
+        }
+        oldest = Some(oldest.map_or(c.start.0, |o| o.min(c.start.0)));
+    }
+    let started = instance.parse::<Timestamp>().ok();
+    matches!((started, oldest), (Some(s), Some(o)) if s < o)
 }
 
 /// Whether `assignment` is within the review's scope (group, role, type).
@@ -438,7 +495,7 @@ fn name_of(assignment: &EligibleAssignment) -> &str {
 /// assignment name. A decision about an assignment since re-created (another uid) is not one.
 fn standing_decisions<'a>(
     review: &'a AccessReview,
-    instance: &str,
+    window: &InstanceWindow,
     attestor: &dyn Attestor,
 ) -> BTreeMap<&'a str, &'a ReviewDecision> {
     let mut out: BTreeMap<&str, &ReviewDecision> = BTreeMap::new();
@@ -446,9 +503,11 @@ fn standing_decisions<'a>(
         .spec
         .decisions
         .iter()
-        .filter(|d| d.instance == instance)
+        .filter(|d| d.instance == window.id)
     {
-        if !attestor.review_decision(review, d) {
+        // Signed, made before the end, and by someone the review still lets decide.
+        let in_time = d.time.as_ref().is_some_and(|t| t.0 < window.end);
+        if !in_time || !attestor.review_decision(review, d) || !still_reviewer(&review.spec, d) {
             continue;
         }
         let later = out
@@ -459,6 +518,26 @@ fn standing_decisions<'a>(
         }
     }
     out
+}
+
+/// Whether the right a decision was signed under (`reviewerAs`) is still in the review: a
+/// reviewer taken off it mid-instance no longer decides.
+fn still_reviewer(spec: &AccessReviewSpec, d: &ReviewDecision) -> bool {
+    let reviewers = &spec.reviewers;
+    match d.reviewer_as.as_deref() {
+        Some("self") => reviewers.self_review,
+        Some("approver") => reviewers.policy_approvers,
+        Some("user") => reviewers.principals.iter().any(|p| p.user.is_some()),
+        Some(as_group) => as_group.strip_prefix("group:").is_some_and(|g| {
+            reviewers
+                .principals
+                .iter()
+                .any(|p| p.group.as_deref() == Some(g))
+        }),
+        // Entries the webhook stamped always say; the trusting attestor of `simulate` and the
+        // tests has none to check.
+        None => true,
+    }
 }
 
 /// Decisions that no verified signature covers, by reviewer: ignored, and reported.
@@ -484,7 +563,7 @@ pub fn instance(
     at: Timestamp,
     completed: bool,
 ) -> ReviewInstance {
-    let decisions = standing_decisions(review, &window.id, attestor);
+    let decisions = standing_decisions(review, window, attestor);
     // At the end, what was under review just before it: an assignment that ended with the
     // instance was still someone's to decide.
     let seen_at = if completed {
@@ -545,11 +624,11 @@ pub fn instance(
                 principal: a.spec.principal.clone(),
                 assignment_type: a.spec.assignment_type,
                 recommendation: recommended.as_ref().map(|(d, _)| *d),
-                recommendation_reason: recommended.map(|(_, why)| why),
+                recommendation_reason: recommended.map(|(_, why)| clip(&why)),
                 decision: decided.map(|d| d.decision),
                 decided_by: decided.map(|d| d.reviewer.clone()),
                 decided_at: decided.and_then(|d| d.time.clone()),
-                reason: decided.map(|d| d.reason.clone()),
+                reason: decided.map(|d| clip(&d.reason)),
                 outcome,
             }
         })
@@ -567,6 +646,19 @@ pub fn instance(
         progress: Some(format!("{decided}/{}", items.len())),
         items,
     }
+}
+
+/// Most characters of a reason copied into status: the whole text is in `spec.decisions` and
+/// the audit trail, and status must stay small.
+const REASON_IN_STATUS: usize = 200;
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= REASON_IN_STATUS {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(REASON_IN_STATUS - 1).collect();
+    out.push('…');
+    out
 }
 
 /// How many assignments one instance may cover: [`ITEMS_MAX`], and no more than the denials
@@ -615,6 +707,22 @@ pub fn reconcile_review(
     review: &AccessReview,
     attestor: &dyn Attestor,
     now: Timestamp,
+) -> ReviewOutcome {
+    reconcile_review_with(catalog, review, attestor, now, &|name, uid| {
+        catalog.assignments.get(name).is_some_and(|a| {
+            uid.is_none() || a.metadata.uid.is_none() || a.metadata.uid.as_deref() == uid
+        })
+    })
+}
+
+/// [`reconcile_review`], with `exists` saying whether an assignment (name, uid) still exists,
+/// well-formed or not: a denial goes only with its object, not when it fails to decode.
+pub fn reconcile_review_with(
+    catalog: &Catalog,
+    review: &AccessReview,
+    attestor: &dyn Attestor,
+    now: Timestamp,
+    exists: &dyn Fn(&str, Option<&str>) -> bool,
 ) -> ReviewOutcome {
     let stored = review.status.clone().unwrap_or_default();
     let generation = review.metadata.generation;
@@ -691,7 +799,9 @@ pub fn reconcile_review(
         out.completed = Some((done.id.clone(), denied));
         status.current = Some(done);
     }
-    if let Some(window) = &line.current {
+    // The instance on record runs to its own end, whatever the schedule says now.
+    let current = running_instance(review, &settings, now).or(line.current.clone());
+    if let Some(window) = &current {
         let same = status.current.as_ref().is_some_and(|c| c.id == window.id);
         let live = instance(catalog, review, window, &settings, attestor, now, false);
         if !same {
@@ -709,19 +819,16 @@ pub fn reconcile_review(
     }
     status.completed.truncate(INSTANCES_KEPT);
     // Denials stand while the denied object does; once its manifest is gone, so is the entry.
-    status.denied.retain(|d| {
-        catalog
-            .assignments
-            .get(&d.assignment)
-            .is_some_and(|a| d.uid.is_none() || a.metadata.uid.is_none() || a.metadata.uid == d.uid)
-    });
+    status
+        .denied
+        .retain(|d| exists(&d.assignment, d.uid.as_deref()));
     let mut seen = std::collections::BTreeSet::new();
     status
         .denied
         .retain(|d| seen.insert((d.assignment.clone(), d.uid.clone())));
     status.removal_count = Some(status.denied.len() as i32);
     status.next_start = line.next_start.map(Time);
-    let running = line.current.as_ref();
+    let running = current.as_ref();
     let unverified = unverified_decisions(review, attestor);
     let in_scope = running.map_or(0, |_| subjects(catalog, &review.spec, now).len());
     let room = room_for_items(review);

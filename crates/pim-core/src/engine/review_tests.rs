@@ -617,3 +617,69 @@ fn a_scope_larger_than_an_instance_reviews_the_first_and_says_so() {
         .collect();
     assert_eq!(room_for_items(&full), 10);
 }
+
+#[test]
+fn late_decisions_and_reviewers_taken_off_do_not_count() {
+    let id = "2026-03-02T09:00:00Z";
+    let outcome = |edit: &dyn Fn(&mut AccessReview)| {
+        let mut c = catalog();
+        let mut r = review(Recurrence::Once, "7d", UnreviewedAction::Keep);
+        pass(&mut c, &mut r, ts(id));
+        decide(
+            &mut r,
+            id,
+            "carol-fin",
+            Decision::Deny,
+            "2026-03-03T10:00:00Z",
+        );
+        r.spec.decisions[0].reviewer_as = Some("user".into());
+        edit(&mut r);
+        pass(&mut c, &mut r, ts("2026-03-09T10:00:00Z"))
+            .completed
+            .unwrap()
+            .1
+            .len()
+    };
+    assert_eq!(outcome(&|_| {}), 1, "counted as made");
+    // Stamped at or after the end (a webhook clock running late): too late.
+    assert_eq!(
+        outcome(&|r| r.spec.decisions[0].time = Some(Time(ts("2026-03-09T09:00:00Z")))),
+        0
+    );
+    // The review no longer names users: the auditor's right is gone.
+    assert_eq!(
+        outcome(&|r| r.spec.reviewers.principals = vec![PrincipalRef::group("sec")]),
+        0
+    );
+}
+
+#[test]
+fn a_schedule_changed_mid_instance_lets_the_running_one_finish() {
+    let mut c = catalog();
+    let mut r = review(Recurrence::Weekly, "2d", UnreviewedAction::Keep);
+    pass(&mut c, &mut r, ts("2026-03-02T10:00:00Z"));
+    // Moved by a day while the first instance runs.
+    r.spec.schedule.start = Time(ts("2026-03-03T09:00:00Z"));
+    let out = pass(&mut c, &mut r, ts("2026-03-03T10:00:00Z"));
+    assert_eq!(out.opened, None);
+    assert_eq!(
+        out.status.current.as_ref().unwrap().id,
+        "2026-03-02T09:00:00Z"
+    );
+    assert_eq!(
+        out.next_change,
+        Some(ts("2026-03-04T09:00:00Z")),
+        "its own end"
+    );
+    let out = pass(&mut c, &mut r, ts("2026-03-04T09:00:00Z"));
+    assert_eq!(out.completed.unwrap().0, "2026-03-02T09:00:00Z");
+    // Then the new schedule's next instance.
+    let out = pass(&mut c, &mut r, ts("2026-03-10T09:00:00Z"));
+    assert_eq!(out.opened.as_deref(), Some("2026-03-10T09:00:00Z"));
+    assert!(recorded_complete(&r, "2026-03-02T09:00:00Z"));
+    assert!(
+        recorded_complete(&r, "2026-02-23T09:00:00Z"),
+        "older than any on record"
+    );
+    assert!(!recorded_complete(&r, "2026-03-10T09:00:00Z"));
+}

@@ -2349,6 +2349,22 @@ fn review_decisions_are_refused_by_field_and_rule() {
         ),
         &["does not allow self-review"],
     );
+    // Nor under a username the directory does not map (no `oidc:` prefix) that is hers as
+    // written.
+    let unmapped = user("alice@contoso.com", &[], true);
+    expect_denied(
+        write_review(
+            &unmapped,
+            Some(&named_alice),
+            &with_decision(
+                &named_alice,
+                "alice@contoso.com",
+                ALICE_ASSIGNMENT,
+                "Approve",
+            ),
+        ),
+        &["does not allow self-review"],
+    );
     // ...unless the review says so.
     let self_review = stored_review(json!({"reviewers": {"selfReview": true}}));
     let own = write_review(

@@ -408,10 +408,14 @@ pub fn reviewer_role(
                 .as_deref()
                 .is_some_and(|m| same_identity(name, m, names))
     };
+    // As the directory knows them, or as written: either way it is their own assignment.
     let is_principal = match spec.principal.resolve() {
-        Some(Principal::User(user)) => mapped
-            .as_deref()
-            .is_some_and(|p| same_identity(p, user, names)),
+        Some(Principal::User(user)) => {
+            same_identity(user, username, names)
+                || mapped
+                    .as_deref()
+                    .is_some_and(|p| same_identity(p, user, names))
+        }
         Some(Principal::Group(group)) => groups.iter().any(|g| g == group),
         None => false,
     };

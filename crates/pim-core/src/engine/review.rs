@@ -498,6 +498,7 @@ fn name_of(assignment: &EligibleAssignment) -> &str {
 /// The standing decision on each assignment of an instance: the latest verified one, by
 /// assignment name. A decision about an assignment since re-created (another uid) is not one.
 fn standing_decisions<'a>(
+    catalog: &Catalog,
     review: &'a AccessReview,
     window: &InstanceWindow,
     attestor: &dyn Attestor,
@@ -511,7 +512,10 @@ fn standing_decisions<'a>(
     {
         // Signed, made before the end, and by someone the review still lets decide.
         let in_time = d.time.as_ref().is_some_and(|t| t.0 < window.end);
-        if !in_time || !attestor.review_decision(review, d) || !still_reviewer(&review.spec, d) {
+        if !in_time
+            || !attestor.review_decision(review, d)
+            || !still_reviewer(catalog, &review.spec, d)
+        {
             continue;
         }
         let later = out
@@ -526,12 +530,30 @@ fn standing_decisions<'a>(
 
 /// Whether the right a decision was signed under (`reviewerAs`) is still in the review: a
 /// reviewer taken off it mid-instance no longer decides.
-fn still_reviewer(spec: &AccessReviewSpec, d: &ReviewDecision) -> bool {
+fn still_reviewer(catalog: &Catalog, spec: &AccessReviewSpec, d: &ReviewDecision) -> bool {
     let reviewers = &spec.reviewers;
     match d.reviewer_as.as_deref() {
         Some("self") => reviewers.self_review,
         Some("approver") => reviewers.policy_approvers,
-        Some("user") => reviewers.principals.iter().any(|p| p.user.is_some()),
+        // Still named, as `reviewer_role` matches names: by username, or as the directory of
+        // the assignment's group knows them.
+        Some("user") => {
+            let names = catalog.principals().names;
+            let mapped = catalog
+                .assignments
+                .get(&d.assignment)
+                .and_then(|a| catalog.principal_in_group(&a.spec.group, &d.reviewer).ok());
+            reviewers
+                .principals
+                .iter()
+                .filter_map(|p| p.user.as_deref())
+                .any(|u| {
+                    same_identity(u, &d.reviewer, names)
+                        || mapped
+                            .as_deref()
+                            .is_some_and(|m| same_identity(u, m, names))
+                })
+        }
         Some(as_group) => as_group.strip_prefix("group:").is_some_and(|g| {
             reviewers
                 .principals
@@ -567,7 +589,7 @@ pub fn instance(
     at: Timestamp,
     completed: bool,
 ) -> ReviewInstance {
-    let decisions = standing_decisions(review, window, attestor);
+    let decisions = standing_decisions(catalog, review, window, attestor);
     // At the end, what was under review just before it: an assignment that ended with the
     // instance was still someone's to decide.
     let seen_at = if completed {

@@ -646,9 +646,9 @@ fn late_decisions_and_reviewers_taken_off_do_not_count() {
         outcome(&|r| r.spec.decisions[0].time = Some(Time(ts("2026-03-09T09:00:00Z")))),
         0
     );
-    // The review no longer names users: the auditor's right is gone.
+    // The review no longer names the auditor (another user instead): the right is gone.
     assert_eq!(
-        outcome(&|r| r.spec.reviewers.principals = vec![PrincipalRef::group("sec")]),
+        outcome(&|r| r.spec.reviewers.principals = vec![PrincipalRef::user("bob")]),
         0
     );
 }
